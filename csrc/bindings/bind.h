@@ -1,0 +1,15 @@
+// rnncore bindings: one bind_<area>.cpp per area, each registering its functions on the
+// extension module from module.cpp. This directory is the only place that includes pybind11.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+namespace rnncore {
+namespace py = pybind11;
+
+void bind_system(py::module_& m);
+void bind_gemm(py::module_& m);
+void bind_recurrent(py::module_& m);
+
+}  // namespace rnncore

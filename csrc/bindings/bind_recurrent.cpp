@@ -1,0 +1,236 @@
+// _core.recurrent_forward / recurrent_backward and the workspace object that links them.
+#include <memory>
+#include <string>
+
+#include "bindings/arrays.h"
+#include "recurrent/recurrent.h"
+
+namespace rnncore {
+
+namespace {
+
+// What a forward saved for its backward. Holds the input array alive: when it is used in
+// place (no gather) backward reads it again.
+class Workspace {
+ public:
+  std::unique_ptr<RecurrentWorkspace<float>> f32;
+  std::unique_ptr<RecurrentWorkspace<double>> f64;
+  py::object x_ref;
+  std::string cell;
+
+  template <typename T>
+  RecurrentWorkspace<T>& get();
+
+  bool ready() const { return (f32 && f32->ready) || (f64 && f64->ready); }
+  std::string dtype() const { return f64 ? "float64" : "float32"; }
+};
+
+template <>
+RecurrentWorkspace<float>& Workspace::get<float>() {
+  f64.reset();
+  if (!f32) f32 = std::make_unique<RecurrentWorkspace<float>>();
+  return *f32;
+}
+template <>
+RecurrentWorkspace<double>& Workspace::get<double>() {
+  f32.reset();
+  if (!f64) f64 = std::make_unique<RecurrentWorkspace<double>>();
+  return *f64;
+}
+
+CellKind parse_cell(const std::string& fn, const std::string& cell) {
+  if (cell == "lstm") return CellKind::LSTM;
+  if (cell == "gru") return CellKind::GRU;
+  if (cell == "rnn_tanh") return CellKind::RNNTanh;
+  if (cell == "rnn_relu") return CellKind::RNNRelu;
+  throw py::value_error(fn + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell + "'");
+}
+
+template <typename T>
+const T* optional_ptr(const char* fn, const char* name, const py::object& obj, const std::vector<index_t>& dims,
+                      py::array* keep) {
+  if (obj.is_none()) return nullptr;
+  *keep = checked<T>(fn, name, obj, dims);
+  return cptr<T>(*keep);
+}
+
+template <typename T>
+py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py::object& w_ih_obj,
+                       const py::object& w_hh_obj, const py::object& b_ih_obj, const py::object& b_hh_obj,
+                       const py::object& h0_obj, const py::object& c0_obj, const py::object& lengths_obj, bool reverse,
+                       py::object out_obj, index_t out_col, int threads, std::shared_ptr<Workspace> ws) {
+  const char* fn = "recurrent_forward";
+  const CellKind kind = parse_cell(fn, cell);
+  const index_t G = gate_count(kind);
+  py::array x = checked<T>(fn, "x", x_obj, {-1, -1, -1});
+  const index_t Tn = x.shape(0), B = x.shape(1), I = x.shape(2);
+  py::array w_hh = checked<T>(fn, "w_hh", w_hh_obj, {-1, -1});
+  const index_t H = w_hh.shape(1);
+  if (w_hh.shape(0) != G * H) {
+    throw py::value_error(std::string(fn) + ": w_hh must have shape (G*H, H) = (" + std::to_string(G * H) + ", " +
+                          std::to_string(H) + ") for a " + cell + " cell, got " + shape_str(w_hh));
+  }
+  py::array w_ih = checked<T>(fn, "w_ih", w_ih_obj, {G * H, I});
+  py::array b_ih, b_hh, h0, c0, lengths;
+  const T* pb_ih = optional_ptr<T>(fn, "b_ih", b_ih_obj, {G * H}, &b_ih);
+  const T* pb_hh = optional_ptr<T>(fn, "b_hh", b_hh_obj, {G * H}, &b_hh);
+  const T* ph0 = optional_ptr<T>(fn, "h0", h0_obj, {B, H}, &h0);
+  if (kind != CellKind::LSTM && !c0_obj.is_none())
+    throw py::value_error(std::string(fn) + ": c0 is only for lstm cells, got one for " + cell);
+  const T* pc0 = optional_ptr<T>(fn, "c0", c0_obj, {B, H}, &c0);
+  const std::int64_t* plen = optional_ptr<std::int64_t>(fn, "lengths", lengths_obj, {B}, &lengths);
+  py::array out = checked_writable<T>(fn, "out", out_obj, {Tn, B, -1});
+  const index_t ldy = out.shape(2);
+  if (out_col < 0 || out_col + H > ldy) {
+    throw py::value_error(std::string(fn) + ": out columns [out_col, out_col + H) = [" + std::to_string(out_col) +
+                          ", " + std::to_string(out_col + H) + ") must lie within out's last dimension " +
+                          std::to_string(ldy));
+  }
+  checked_threads(fn, threads);
+  if (!ws) ws = std::make_shared<Workspace>();
+  RecurrentWorkspace<T>& w = ws->get<T>();
+  ws->x_ref = x;
+  ws->cell = cell;
+  py::array_t<T> hn({B, H}), cn;
+  T* pcn = nullptr;
+  if (kind == CellKind::LSTM) {
+    cn = py::array_t<T>({B, H});
+    pcn = cn.mutable_data();
+  }
+  T* phn = hn.mutable_data();
+  T* py = mptr<T>(out) + out_col;
+  {
+    py::gil_scoped_release release;
+    recurrent_forward<T>(w, py, ldy, phn, pcn, cptr<T>(x), ph0, pc0, cptr<T>(w_ih), cptr<T>(w_hh), pb_ih, pb_hh, plen,
+                         reverse, kind, Tn, B, I, H, threads);
+  }
+  return py::make_tuple(hn, kind == CellKind::LSTM ? py::object(cn) : py::object(py::none()), ws);
+}
+
+template <typename T>
+py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col, const py::object& dhn_obj,
+                        const py::object& dcn_obj, const py::object& w_ih_obj, const py::object& w_hh_obj,
+                        py::object dw_ih_obj, py::object dw_hh_obj, py::object db_ih_obj, py::object db_hh_obj,
+                        py::object dx_obj, bool accumulate_dx, int threads) {
+  const char* fn = "recurrent_backward";
+  RecurrentWorkspace<T>& w = wsp.get<T>();
+  const index_t Tn = w.steps, B = w.B, I = w.I, H = w.H, G = gate_count(w.kind);
+  const bool lstm = w.kind == CellKind::LSTM;
+  py::array dy, dhn, dcn, db_ih, db_hh;
+  const T* pdy = nullptr;
+  index_t lddy = 0;
+  if (!dy_obj.is_none()) {
+    dy = checked<T>(fn, "dy", dy_obj, {Tn, B, -1});
+    lddy = dy.shape(2);
+    if (dy_col < 0 || dy_col + H > lddy) {
+      throw py::value_error(std::string(fn) + ": dy columns [dy_col, dy_col + H) = [" + std::to_string(dy_col) +
+                            ", " + std::to_string(dy_col + H) + ") must lie within dy's last dimension " +
+                            std::to_string(lddy));
+    }
+    pdy = cptr<T>(dy) + dy_col;
+  }
+  const T* pdhn = optional_ptr<T>(fn, "dh_n", dhn_obj, {B, H}, &dhn);
+  if (!lstm && !dcn_obj.is_none())
+    throw py::value_error(std::string(fn) + ": dc_n is only for lstm cells, got one for " + wsp.cell);
+  const T* pdcn = optional_ptr<T>(fn, "dc_n", dcn_obj, {B, H}, &dcn);
+  py::array w_ih = checked<T>(fn, "w_ih", w_ih_obj, {G * H, I});
+  py::array w_hh = checked<T>(fn, "w_hh", w_hh_obj, {G * H, H});
+  py::array dw_ih = checked_writable<T>(fn, "dw_ih", dw_ih_obj, {G * H, I});
+  py::array dw_hh = checked_writable<T>(fn, "dw_hh", dw_hh_obj, {G * H, H});
+  T* pdb_ih = nullptr;
+  T* pdb_hh = nullptr;
+  if (!db_ih_obj.is_none()) {
+    db_ih = checked_writable<T>(fn, "db_ih", db_ih_obj, {G * H});
+    pdb_ih = mptr<T>(db_ih);
+  }
+  if (!db_hh_obj.is_none()) {
+    db_hh = checked_writable<T>(fn, "db_hh", db_hh_obj, {G * H});
+    pdb_hh = mptr<T>(db_hh);
+  }
+  py::array dx = checked_writable<T>(fn, "dx", dx_obj, {Tn, B, I});
+  checked_threads(fn, threads);
+  py::array_t<T> dh0({B, H}), dc0;
+  T* pdc0 = nullptr;
+  if (lstm) {
+    dc0 = py::array_t<T>({B, H});
+    pdc0 = dc0.mutable_data();
+  }
+  T* pdh0 = dh0.mutable_data();
+  {
+    py::gil_scoped_release release;
+    recurrent_backward<T>(w, mptr<T>(dx), accumulate_dx, pdh0, pdc0, mptr<T>(dw_ih), mptr<T>(dw_hh), pdb_ih, pdb_hh,
+                          pdy, lddy, pdhn, pdcn, cptr<T>(w_ih), cptr<T>(w_hh), threads);
+  }
+  wsp.x_ref = py::none();
+  return py::make_tuple(dh0, lstm ? py::object(dc0) : py::object(py::none()));
+}
+
+bool is_float64(const py::handle& a) {
+  return py::isinstance<py::array>(a) && py::reinterpret_borrow<py::array>(a).dtype().is(py::dtype::of<double>());
+}
+
+}  // namespace
+
+void bind_recurrent(py::module_& m) {
+  py::class_<Workspace, std::shared_ptr<Workspace>>(m, "RecurrentWorkspace",
+                                                    "What a recurrent forward saved for its backward (opaque).")
+      .def(py::init<>())
+      .def_property_readonly("ready", &Workspace::ready, "True after a forward whose backward has not run yet.")
+      .def_property_readonly("dtype", &Workspace::dtype)
+      .def_readonly("cell", &Workspace::cell);
+
+  m.def(
+      "recurrent_forward",
+      [](const std::string& cell, const py::array& x, const py::object& w_ih, const py::object& w_hh,
+         const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
+         const py::object& lengths, bool reverse, py::object out, index_t out_col, int threads,
+         std::shared_ptr<Workspace> workspace) {
+        if (is_float64(x))
+          return forward_impl<double>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col, threads,
+                                      workspace);
+        return forward_impl<float>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col, threads,
+                                   workspace);
+      },
+      py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
+      py::arg("b_hh") = py::none(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
+      py::arg("lengths") = py::none(), py::arg("reverse") = false, py::arg("out") = py::none(),
+      py::arg("out_col") = 0, py::arg("threads") = 1, py::arg("workspace") = nullptr,
+      R"doc(One recurrent layer, one direction, over a whole sequence.
+
+x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H) or None;
+lengths int64 (B,) in [0, T] or None; out (T, B, *) receives the outputs in columns
+[out_col, out_col + H), zero past each length. A reverse layer runs each sequence backwards
+within its own length. Returns (h_n, c_n or None, workspace).)doc");
+
+  m.def(
+      "recurrent_backward",
+      [](std::shared_ptr<Workspace> ws, const py::object& dy, index_t dy_col, const py::object& dh_n,
+         const py::object& dc_n, const py::object& w_ih, const py::object& w_hh, py::object dw_ih, py::object dw_hh,
+         py::object db_ih, py::object db_hh, py::object dx, bool accumulate_dx, int threads) {
+        if (!ws) throw py::type_error("recurrent_backward: workspace must be a RecurrentWorkspace, got None");
+        if (!ws->ready())
+          throw py::value_error(
+              "recurrent_backward: the workspace holds no forward to differentiate (run forward first; "
+              "each forward can be differentiated once)");
+        if (ws->f64) {
+          if (!is_float64(dw_ih))
+            throw py::type_error("recurrent_backward: dw_ih must have dtype float64 (the forward's), got " +
+                                 (py::isinstance<py::array>(dw_ih) ? dtype_str(dw_ih) : std::string("a non-array")));
+          return backward_impl<double>(*ws, dy, dy_col, dh_n, dc_n, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, dx,
+                                       accumulate_dx, threads);
+        }
+        return backward_impl<float>(*ws, dy, dy_col, dh_n, dc_n, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, dx,
+                                    accumulate_dx, threads);
+      },
+      py::arg("workspace"), py::arg("dy"), py::arg("dy_col") = 0, py::arg("dh_n") = py::none(),
+      py::arg("dc_n") = py::none(), py::arg("w_ih"), py::arg("w_hh"), py::arg("dw_ih"), py::arg("dw_hh"),
+      py::arg("db_ih") = py::none(), py::arg("db_hh") = py::none(), py::arg("dx"), py::arg("accumulate_dx") = false,
+      py::arg("threads") = 1,
+      R"doc(Backpropagation through time for the last forward run on `workspace`.
+
+dy (T, B, *) gradient of the outputs, read from columns [dy_col, dy_col + H), or None;
+dh_n, dc_n (B, H) or None. Adds into dw_ih, dw_hh, db_ih, db_hh; writes dx (T, B, I), or adds
+to it when accumulate_dx. Returns (dh0, dc0 or None).)doc");
+}
+
+}  // namespace rnncore

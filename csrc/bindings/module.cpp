@@ -1,0 +1,9 @@
+// The extension module rnncore._core: registration only, no math here.
+#include "bindings/bind.h"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnncore's compiled kernels (use the Python API in rnncore, not this module directly).";
+  rnncore::bind_system(m);
+  rnncore::bind_gemm(m);
+  rnncore::bind_recurrent(m);
+}

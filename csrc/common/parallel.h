@@ -1,0 +1,81 @@
+// rnncore: OpenMP helpers with a single-threaded fallback when built without OpenMP.
+//
+// Threads are always an explicit argument (`nthreads`), never a global: a kernel runs its
+// parallel regions with exactly the count it is given.
+#pragma once
+
+#include "common/defs.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define RNNCORE_X86 1
+#include <immintrin.h>
+#else
+#define RNNCORE_X86 0
+#endif
+
+namespace rnncore {
+
+inline int thread_id() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+inline int num_threads_in_region() {
+#if defined(_OPENMP)
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+inline bool openmp_enabled() {
+#if defined(_OPENMP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Split [0, n) into `parts` near-equal chunks whose boundaries are multiples of `align`
+// (except the last); returns chunk `k` as [begin, end). Some chunks may be empty.
+inline void split_range(index_t n, int parts, int k, index_t align, index_t* begin, index_t* end) {
+  const index_t blocks = (n + align - 1) / align;
+  const index_t per = blocks / parts, extra = blocks % parts;
+  const index_t b0 = k * per + (k < extra ? k : extra);
+  const index_t b1 = b0 + per + (k < extra ? 1 : 0);
+  *begin = b0 * align < n ? b0 * align : n;
+  *end = b1 * align < n ? b1 * align : n;
+}
+
+// Flush denormals to zero in the calling thread for the lifetime of the guard (x86 MXCSR
+// FTZ|DAZ): a recurrence that decays towards zero would otherwise crawl through denormal
+// arithmetic. The previous mode is restored on exit, so the Python thread that ran a kernel
+// (OpenMP's thread 0) sees no change in numpy's behaviour afterwards.
+class FlushToZeroGuard {
+ public:
+  FlushToZeroGuard() {
+#if RNNCORE_X86
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | 0x8040u);
+#endif
+  }
+  ~FlushToZeroGuard() {
+#if RNNCORE_X86
+    _mm_setcsr(saved_);
+#endif
+  }
+  FlushToZeroGuard(const FlushToZeroGuard&) = delete;
+  FlushToZeroGuard& operator=(const FlushToZeroGuard&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+}  // namespace rnncore

@@ -1,0 +1,359 @@
+// One recurrent layer over a whole sequence: forward and BPTT backward (see recurrent.h).
+#include "recurrent/recurrent.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+#include "common/parallel.h"
+#include "gemm/gemm.h"
+
+namespace rnncore {
+
+namespace {
+
+// Hidden units per slice are a multiple of this (a SIMD register of floats).
+constexpr index_t kUnitAlign = 8;
+
+// Threads for the time loop: no more than there are unit slices.
+int recurrence_threads(index_t H, int nthreads) {
+  const index_t slices = (H + kUnitAlign - 1) / kUnitAlign;
+  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, slices)));
+}
+
+// One thread's share of the recurrence: hidden units [lo, hi) and their packed weights.
+template <typename T>
+struct Slice {
+  index_t lo = 0, hi = 0;
+  PackedB<T> w, w_n;         // forward: W_hh rows of the slice; backward: W_hh columns (GRU: w_n for n)
+  AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T for the slice
+};
+
+template <typename T>
+void copy_row(T* RNNCORE_RESTRICT dst, const T* RNNCORE_RESTRICT src, index_t n) {
+  std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
+}
+
+// out[c] += sum over rows of a (rows, cols) with row stride lda; columns split over threads.
+template <typename T>
+void add_column_sums(T* out, const T* a, index_t rows, index_t cols, index_t lda, int nthreads) {
+#pragma omp parallel num_threads(nthreads)
+  {
+    index_t c0, c1;
+    split_range(cols, num_threads_in_region(), thread_id(), 16, &c0, &c1);
+    for (index_t r = 0; r < rows; ++r) {
+      const T* RNNCORE_RESTRICT row = a + r * lda;
+      for (index_t c = c0; c < c1; ++c) out[c] += row[c];
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, T* cn_out, const T* x, const T* h0,
+                       const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
+                       const std::int64_t* lengths, bool reverse, CellKind kind, index_t Tn, index_t B, index_t I,
+                       index_t H, int nthreads) {
+  const int G = gate_count(kind);
+  const index_t GH = G * H;
+  ws.ready = false;
+  ws.kind = kind;
+  ws.steps = Tn;
+  ws.B = B;
+  ws.I = I;
+  ws.H = H;
+  ws.has_h0 = h0 != nullptr;
+  ws.has_c0 = c0 != nullptr;
+  SeqLayout& L = ws.layout;
+  L.build(Tn, B, lengths, reverse);
+  const index_t N = L.rows();
+  const bool lstm = kind == CellKind::LSTM, gru = kind == CellKind::GRU;
+  const Activation act = kind == CellKind::RNNRelu ? Activation::Relu : Activation::Tanh;
+  FlushToZeroGuard ftz;
+
+  // Inputs in packed row order.
+  if (L.identity) {
+    ws.x = x;
+  } else {
+    ws.xp.resize(N * I);
+    T* xp = ws.xp.data();
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (index_t s = 0; s < Tn; ++s)
+      for (index_t j = 0; j < L.count[s]; ++j) copy_row(xp + (L.offset[s] + j) * I, x + L.source_row(s, j) * I, I);
+    ws.x = xp;
+  }
+
+  // 1. Input projections of every step in one GEMM, then the biases that add to them.
+  ws.gates.resize(N * GH);
+  T* gates = ws.gates.data();
+  gemm<T>(false, true, N, GH, I, T(1), ws.x, I, w_ih, I, T(0), gates, GH, nthreads);
+  if (b_ih != nullptr || b_hh != nullptr) {
+    // GRU keeps b_hn apart: it sits inside r * (W_hn h + b_hn).
+    const index_t hh_cols = gru ? 2 * H : GH;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (index_t r = 0; r < N; ++r) {
+      T* RNNCORE_RESTRICT g = gates + r * GH;
+      if (b_ih)
+        for (index_t c = 0; c < GH; ++c) g[c] += b_ih[c];
+      if (b_hh)
+        for (index_t c = 0; c < hh_cols; ++c) g[c] += b_hh[c];
+    }
+  }
+  const T* b_hn = (gru && b_hh) ? b_hh + 2 * H : nullptr;
+
+  // States: rows [0, B) hold the initial state in sorted order.
+  ws.hs.resize((B + N) * H);
+  T* hs = ws.hs.data();
+  T* cs = nullptr;
+  for (index_t j = 0; j < B; ++j) {
+    if (h0) copy_row(hs + j * H, h0 + L.perm[j] * H, H);
+    else std::fill(hs + j * H, hs + (j + 1) * H, T(0));
+  }
+  if (lstm) {
+    ws.cs.resize((B + N) * H);
+    cs = ws.cs.data();
+    for (index_t j = 0; j < B; ++j) {
+      if (c0) copy_row(cs + j * H, c0 + L.perm[j] * H, H);
+      else std::fill(cs + j * H, cs + (j + 1) * H, T(0));
+    }
+  }
+  T* hnl = nullptr;
+  if (gru) {
+    ws.hn.resize(N * H);
+    hnl = ws.hn.data();
+  }
+
+  // 2. The recurrence: each slice of hidden units [lo, hi) is owned by one thread, with all
+  // its gates. Everything a thread needs is allocated and packed here, before the parallel
+  // region, so nothing inside it can throw.
+  const int nt = recurrence_threads(H, nthreads);
+  std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
+  for (int k = 0; k < nt; ++k) {
+    Slice<T>& sl = slices[k];
+    split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
+    const index_t n_units = sl.hi - sl.lo;
+    if (n_units == 0) continue;
+    // The slice's rows of W_hh, gate-major (G * n_units, H), packed once as the transpose.
+    AlignedBuffer<T> rows(G * n_units * H);
+    for (int g = 0; g < G; ++g)
+      for (index_t u = sl.lo; u < sl.hi; ++u)
+        copy_row(rows.data() + (g * n_units + u - sl.lo) * H, w_hh + (g * H + u) * H, H);
+    sl.w.pack(true, H, G * n_units, rows.data(), H);
+    sl.scratch.resize(B * G * n_units);
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    FlushToZeroGuard ftz_worker;
+    const int team = num_threads_in_region();
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t n = L.count[s];
+      if (n == 0) break;  // count is non-increasing: every thread stops at the same step
+      const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];  // first row of h_prev
+      const index_t cur = B + L.offset[s];                    // first row of this step's states
+      for (int k = thread_id(); k < nt; k += team) {
+        Slice<T>& sl = slices[k];
+        const index_t lo = sl.lo, hi = sl.hi, n_units = hi - lo;
+        if (n_units == 0) continue;
+        T* hg = sl.scratch.data();
+        gemm_packed<T>(n, hs + prev * H, H, sl.w, T(0), hg, G * n_units);
+        for (index_t j = 0; j < n; ++j) {
+          T* g = gates + (L.offset[s] + j) * GH;
+          const T* hgj = hg + j * G * n_units;
+          if (lstm) {
+            LSTMCell<T>::forward(g, hgj, cs + (prev + j) * H, cs + (cur + j) * H, hs + (cur + j) * H, H, lo, hi);
+          } else if (gru) {
+            GRUCell<T>::forward(g, hgj, b_hn, hnl + (L.offset[s] + j) * H, hs + (prev + j) * H, hs + (cur + j) * H,
+                                H, lo, hi);
+          } else {
+            RNNCell<T>::forward(act, g, hgj, hs + (cur + j) * H, lo, hi);
+          }
+        }
+      }
+#pragma omp barrier
+    }
+  }
+
+  // Outputs in the caller's layout; zeros past each sequence's end.
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (index_t t = 0; t < Tn; ++t) {
+    for (index_t b = 0; b < B; ++b)
+      if (t >= L.len[b]) std::fill(y + (t * B + b) * ldy, y + (t * B + b) * ldy + H, T(0));
+  }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (index_t s = 0; s < Tn; ++s)
+    for (index_t j = 0; j < L.count[s]; ++j) copy_row(y + L.source_row(s, j) * ldy, hs + (B + L.offset[s] + j) * H, H);
+  for (index_t j = 0; j < B; ++j) {
+    const index_t len = L.len[L.perm[j]];
+    const index_t row = len == 0 ? j : B + L.offset[len - 1] + j;
+    if (hn_out) copy_row(hn_out + L.perm[j] * H, hs + row * H, H);
+    if (lstm && cn_out) copy_row(cn_out + L.perm[j] * H, cs + row * H, H);
+  }
+  ws.ready = true;
+}
+
+template <typename T>
+void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh,
+                        T* db_ih, T* db_hh, const T* dy, index_t lddy, const T* dhn, const T* dcn, const T* w_ih,
+                        const T* w_hh, int nthreads) {
+  if (!ws.ready) fail("recurrent_backward: no forward to differentiate (run forward first; backward runs once per forward)");
+  ws.ready = false;  // the saved gates are overwritten by their gradients below
+  const CellKind kind = ws.kind;
+  const int G = gate_count(kind);
+  const index_t Tn = ws.steps, B = ws.B, I = ws.I, H = ws.H, GH = G * H;
+  const SeqLayout& L = ws.layout;
+  const index_t N = L.rows();
+  const bool lstm = kind == CellKind::LSTM, gru = kind == CellKind::GRU;
+  const Activation act = kind == CellKind::RNNRelu ? Activation::Relu : Activation::Tanh;
+  T* gates = ws.gates.data();
+  const T* hs = ws.hs.data();
+  const T* cs = lstm ? ws.cs.data() : nullptr;
+  T* hnl = gru ? ws.hn.data() : nullptr;
+  FlushToZeroGuard ftz;
+
+  // Carries from the future, in sorted order; sequences that end at step s find dL/dh_n here.
+  ws.dh.resize(B * H);
+  T* dh = ws.dh.data();
+  for (index_t j = 0; j < B; ++j) {
+    if (dhn) copy_row(dh + j * H, dhn + L.perm[j] * H, H);
+    else std::fill(dh + j * H, dh + (j + 1) * H, T(0));
+  }
+  T* dc = nullptr;
+  if (lstm) {
+    ws.dc.resize(B * H);
+    dc = ws.dc.data();
+    for (index_t j = 0; j < B; ++j) {
+      if (dcn) copy_row(dc + j * H, dcn + L.perm[j] * H, H);
+      else std::fill(dc + j * H, dc + (j + 1) * H, T(0));
+    }
+  }
+
+  // 3. The reverse sweep, sliced over hidden units like the forward. A slice multiplies the
+  // step's h-side gate gradients by its columns of W_hh: dh_prev[:, lo:hi] = dgates_h W_hh[:, lo:hi].
+  // GRU multiplies its n-gate part separately (its h-side gradient lives in hn).
+  const int nt = recurrence_threads(H, nthreads);
+  const index_t k_main = gru ? 2 * H : GH;
+  std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
+  for (int k = 0; k < nt; ++k) {
+    Slice<T>& sl = slices[k];
+    split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
+    if (sl.hi == sl.lo) continue;
+    sl.w.pack(false, k_main, sl.hi - sl.lo, w_hh + sl.lo, H);
+    if (gru) sl.w_n.pack(false, H, sl.hi - sl.lo, w_hh + 2 * H * H + sl.lo, H);
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    FlushToZeroGuard ftz_worker;
+    const int team = num_threads_in_region();
+    for (index_t s = Tn - 1; s >= 0; --s) {
+      const index_t n = L.count[s];
+      if (n == 0) continue;
+      const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];
+      const index_t cur = B + L.offset[s];
+      for (int k = thread_id(); k < nt; k += team) {
+        const index_t lo = slices[k].lo, hi = slices[k].hi;
+        for (index_t j = 0; lo < hi && j < n; ++j) {
+          const index_t r = L.offset[s] + j;
+          const T* dyj = dy ? dy + L.source_row(s, j) * lddy : nullptr;
+          T* g = gates + r * GH;
+          if (lstm) {
+            LSTMCell<T>::backward(g, cs + (prev + j) * H, cs + (cur + j) * H, dh + j * H, dyj, dc + j * H, H, lo, hi);
+          } else if (gru) {
+            GRUCell<T>::backward(g, hnl + r * H, hs + (prev + j) * H, dh + j * H, dyj, H, lo, hi);
+          } else {
+            RNNCell<T>::backward(act, hs + (cur + j) * H, dh + j * H, dyj, g, lo, hi);
+          }
+        }
+      }
+#pragma omp barrier
+      for (int k = thread_id(); k < nt; k += team) {
+        const index_t lo = slices[k].lo, hi = slices[k].hi;
+        if (lo == hi) continue;
+        gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w, gru ? T(1) : T(0), dh + lo, H);
+        if (gru) gemm_packed<T>(n, hnl + L.offset[s] * H, H, slices[k].w_n, T(1), dh + lo, H);
+      }
+    }
+  }
+
+  // dL/dh0 (and c0): rows of sequences of length 0 still hold dL/dh_n, as they should.
+  for (index_t j = 0; j < B; ++j) {
+    if (dh0) copy_row(dh0 + L.perm[j] * H, dh + j * H, H);
+    if (lstm && dc0) copy_row(dc0 + L.perm[j] * H, dc + j * H, H);
+  }
+  if (N == 0) {
+    if (!accumulate_dx) std::fill(dx, dx + Tn * B * I, T(0));
+    return;
+  }
+
+  // 4. Weight gradients, one GEMM each over all steps.
+  // gates = X W_ih^T  =>  dW_ih += dgates^T X
+  gemm<T>(true, false, GH, I, N, T(1), gates, GH, ws.x, I, T(1), dw_ih, I, nthreads);
+  // h-side gates = h_prev W_hh^T  =>  dW_hh += dgates_h^T h_prev
+  const T* hprev = hs;  // all lengths T: h_prev of packed row r is row r of hs
+  if (!L.full) {
+    ws.hprev.resize(N * H);
+    T* hp = ws.hprev.data();
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];
+      for (index_t j = 0; j < L.count[s]; ++j) copy_row(hp + (L.offset[s] + j) * H, hs + (prev + j) * H, H);
+    }
+    hprev = hp;
+  }
+  if (gru) {
+    gemm<T>(true, false, 2 * H, H, N, T(1), gates, GH, hprev, H, T(1), dw_hh, H, nthreads);
+    gemm<T>(true, false, H, H, N, T(1), hnl, H, hprev, H, T(1), dw_hh + 2 * H * H, H, nthreads);
+  } else {
+    gemm<T>(true, false, GH, H, N, T(1), gates, GH, hprev, H, T(1), dw_hh, H, nthreads);
+  }
+  if (db_ih) add_column_sums(db_ih, gates, N, GH, GH, nthreads);
+  if (db_hh) {
+    if (gru) {
+      add_column_sums(db_hh, gates, N, 2 * H, GH, nthreads);
+      add_column_sums(db_hh + 2 * H, hnl, N, H, H, nthreads);
+    } else {
+      add_column_sums(db_hh, gates, N, GH, GH, nthreads);
+    }
+  }
+
+  // gates = X W_ih^T  =>  dX = dgates W_ih
+  if (L.identity) {
+    gemm<T>(false, false, N, I, GH, T(1), gates, GH, w_ih, I, accumulate_dx ? T(1) : T(0), dx, I, nthreads);
+  } else {
+    ws.dxp.resize(N * I);
+    T* dxp = ws.dxp.data();
+    gemm<T>(false, false, N, I, GH, T(1), gates, GH, w_ih, I, T(0), dxp, I, nthreads);
+    if (!accumulate_dx) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+      for (index_t t = 0; t < Tn; ++t)
+        for (index_t b = 0; b < B; ++b)
+          if (t >= L.len[b]) std::fill(dx + (t * B + b) * I, dx + (t * B + b + 1) * I, T(0));
+    }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (index_t s = 0; s < Tn; ++s) {
+      for (index_t j = 0; j < L.count[s]; ++j) {
+        T* RNNCORE_RESTRICT d = dx + L.source_row(s, j) * I;
+        const T* RNNCORE_RESTRICT p = dxp + (L.offset[s] + j) * I;
+        if (accumulate_dx)
+          for (index_t c = 0; c < I; ++c) d[c] += p[c];
+        else
+          copy_row(d, p, I);
+      }
+    }
+  }
+}
+
+#define RNNCORE_INSTANTIATE(T)                                                                                    \
+  template void recurrent_forward<T>(RecurrentWorkspace<T>&, T*, index_t, T*, T*, const T*, const T*, const T*,     \
+                                     const T*, const T*, const T*, const T*, const std::int64_t*, bool, CellKind,  \
+                                     index_t, index_t, index_t, index_t, int);                                     \
+  template void recurrent_backward<T>(RecurrentWorkspace<T>&, T*, bool, T*, T*, T*, T*, T*, T*, const T*, index_t, \
+                                      const T*, const T*, const T*, const T*, int);
+RNNCORE_INSTANTIATE(float)
+RNNCORE_INSTANTIATE(double)
+#undef RNNCORE_INSTANTIATE
+
+}  // namespace rnncore

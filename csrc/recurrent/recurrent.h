@@ -1,0 +1,73 @@
+// One recurrent layer, one direction, over a whole batch of sequences: forward that saves
+// what backward needs, and full backpropagation through time. Stacked and bidirectional
+// networks are composed from these two calls (in Python, one call per layer and direction).
+//
+// Parameters follow PyTorch's layout: w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H), b_hh (G*H);
+// gates LSTM i,f,g,o; GRU r,z,n; RNN one gate. See cells/ for the equations.
+//
+// How it runs (see layout.h for the packed row order):
+//   1. one GEMM computes the input projections of every step: gates (N, G*H) = X (N, I) W_ih^T;
+//   2. the time loop runs inside one OpenMP region; each thread owns a slice of hidden units
+//      with all their gates, multiplies h_prev by its own packed slice of W_hh, applies the
+//      cell's pointwise update for its units, and the threads meet at one barrier per step;
+//   3. backward sweeps time in reverse the same way, leaving the gate gradients of every step
+//      in place of the saved gates; dW_ih, dW_hh and dX are then one GEMM each over all steps.
+#pragma once
+
+#include "cells/rnn.h"
+#include "common/buffer.h"
+#include "recurrent/layout.h"
+
+namespace rnncore {
+
+enum class CellKind { RNNTanh, RNNRelu, LSTM, GRU };
+
+inline int gate_count(CellKind kind) {
+  return kind == CellKind::LSTM ? 4 : kind == CellKind::GRU ? 3 : 1;
+}
+
+// Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
+// a workspace passed to the next forward of the same (or a smaller) shape reuses its memory.
+template <typename T>
+struct RecurrentWorkspace {
+  CellKind kind = CellKind::LSTM;
+  index_t steps = 0, B = 0, I = 0, H = 0;  // T, B, I, H of the forward
+  bool has_h0 = false, has_c0 = false;
+  bool ready = false;  // a forward has run and its backward has not
+  SeqLayout layout;
+  const T* x = nullptr;     // (N, I) inputs in packed row order: xp, or the caller's x when layout.identity
+  AlignedBuffer<T> xp;      // (N, I) gathered inputs (only when !layout.identity)
+  AlignedBuffer<T> gates;   // (N, G*H) activated gates; after backward, the x-side gate gradients
+  AlignedBuffer<T> hs;      // (B + N, H) h0 (sorted order) then the state after each packed row
+  AlignedBuffer<T> cs;      // (B + N, H) LSTM cell states, same rows
+  AlignedBuffer<T> hn;      // (N, H) GRU W_hn h + b_hn; after backward, its gradient
+  AlignedBuffer<T> dh, dc;  // (B, H) backward carries
+  AlignedBuffer<T> hprev;   // (N, H) h_prev of each packed row (only when lengths differ)
+  AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
+};
+
+// y:  (T, B, *) output; this layer writes columns [0, H) of each row (row stride ldy), zeros
+//     where t >= length.
+// hn, cn: (B, H) final states (cn only for LSTM; else null) at each sequence's own last step.
+// x:  (T, B, I), must stay alive and unchanged until backward when all lengths are T and the
+//     direction is forward (it is then used in place).
+// h0, c0: (B, H) or null (zeros). w_ih: (G*H, I). w_hh: (G*H, H). b_ih, b_hh: (G*H) or null.
+// lengths: (B) in [0, T] or null. Throws std::invalid_argument for a length out of range.
+template <typename T>
+void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn, T* cn, const T* x, const T* h0,
+                       const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
+                       const std::int64_t* lengths, bool reverse, CellKind kind, index_t Tn, index_t B, index_t I,
+                       index_t H, int nthreads);
+
+// dx: (T, B, I) input gradient, overwritten (or added to when accumulate_dx), zero where t >= length.
+// dh0, dc0: (B, H) gradients of the initial states (dc0 only for LSTM; either may be null).
+// dw_ih, dw_hh, db_ih, db_hh: parameter gradients, *added to* (biases may be null).
+// dy: (T, B, *) gradient of y, columns [0, H) of each row (row stride lddy), or null.
+// dhn, dcn: (B, H) gradients of the final states, or null.
+// w_ih, w_hh: the weights the forward used.
+template <typename T>
+void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh,
+                        T* db_ih, T* db_hh, const T* dy, index_t lddy, const T* dhn, const T* dcn, const T* w_ih,
+                        const T* w_hh, int nthreads);
+
+}  // namespace rnncore

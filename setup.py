@@ -1,0 +1,88 @@
+"""Build for rnncore: one pybind11 extension, ``rnncore._core``, from everything in csrc/.
+
+Build flags are probed, not assumed:
+  * C++17 and -O3 always; no -ffast-math (it breaks tanh/exp edge cases).
+  * OpenMP if the compiler accepts it (-fopenmp); otherwise the kernels run on one thread.
+  * -march=native only when RNNCORE_NATIVE=1 (local builds); the released build runs on any
+    x86-64 and picks instruction-set specific kernels at run time.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _compiler_accepts(flags, source="int main() { return 0; }\n"):
+    """True when the C++ compiler builds `source` with `flags` (probe, no guessing)."""
+    cxx = os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
+    cxx = cxx.split()
+    if not shutil.which(cxx[0]):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.cpp")
+        with open(src, "w") as f:
+            f.write(source)
+        cmd = cxx + flags + [src, "-o", os.path.join(tmp, "probe")]
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return r.returncode == 0
+
+
+OPENMP_PROBE = """
+#include <omp.h>
+int main() { int n = 0;
+#pragma omp parallel reduction(+:n)
+  n += 1;
+  return n > 0 ? 0 : 1; }
+"""
+
+
+def extension():
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    headers = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
+    compile_args = ["-O3", "-fvisibility=hidden", "-fno-math-errno"]
+    link_args = []
+    macros = []
+    if sys.platform != "win32":
+        if os.environ.get("RNNCORE_NO_OPENMP") != "1" and _compiler_accepts(["-fopenmp"], OPENMP_PROBE):
+            compile_args.append("-fopenmp")
+            link_args.append("-fopenmp")
+            macros.append(("RNNCORE_OPENMP", "1"))
+        else:
+            print("rnncore: building without OpenMP (compiler has no -fopenmp); kernels run single-threaded")
+        if os.environ.get("RNNCORE_NATIVE") == "1":
+            compile_args.append("-march=native")
+        if os.environ.get("RNNCORE_DEBUG") == "1":
+            compile_args += ["-g", "-fno-omit-frame-pointer"]
+    return Pybind11Extension(
+        "rnncore._core",
+        sources,
+        depends=headers,
+        include_dirs=["csrc"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=macros,
+        cxx_std=17,
+    )
+
+
+class ParallelBuildExt(build_ext):
+    """Compile the C++ sources in parallel (one job per core)."""
+
+    def build_extensions(self):
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+        super().build_extensions()
+
+
+setup(ext_modules=[extension()], cmdclass={"build_ext": ParallelBuildExt})
