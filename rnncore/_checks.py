@@ -1,0 +1,60 @@
+"""Input checks and the one explicit conversion at the Python edge.
+
+Every public entry point converts its arrays here exactly once (to the module's dtype,
+C-contiguous) and reports bad input as TypeError/ValueError naming the argument, what was
+expected and what came. The compiled core then accepts nothing but exact arrays.
+"""
+import numpy as np
+
+
+class NoForwardError(ValueError, RuntimeError):
+    """backward() was called with no forward to differentiate."""
+
+
+def shape_str(shape):
+    shape = tuple(shape)
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_real_array(value, name, fn, dtype):
+    """`value` as a C-contiguous array of `dtype`; TypeError unless it holds real numbers."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{fn}: {name} must be a real numeric array, got {type(value).__name__} ({exc})") from None
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{fn}: {name} must be a real numeric array (float or int), got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def as_lengths(value, batch, steps, fn):
+    """Per-sequence lengths as int64 (B,), each in [0, T]."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise TypeError(f"{fn}: lengths must be a 1-D array of integers, got {type(value).__name__}") from None
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and array.size and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise TypeError(f"{fn}: lengths must hold integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"{fn}: lengths must have shape (B,) = ({batch},), got {shape_str(array.shape)}")
+    if batch and (array.min() < 0 or array.max() > steps):
+        bad = int(np.flatnonzero((array < 0) | (array > steps))[0])
+        raise ValueError(f"{fn}: lengths must be in [0, T] = [0, {steps}], got lengths[{bad}] = {int(array[bad])}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def expect_shape(array, shape, name, fn, what=None):
+    if tuple(array.shape) != tuple(shape):
+        label = f" {what}" if what else ""
+        raise ValueError(f"{fn}: {name} must have shape{label} {shape_str(shape)}, got {shape_str(array.shape)}")
+    return array
+
+
+def resolve_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt

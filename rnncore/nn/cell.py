@@ -1,0 +1,164 @@
+"""Single-step recurrent layers for users who drive time themselves: RNNCell, LSTMCell, GRUCell.
+
+Shapes: x (B, I) or (I,) unbatched; h, c (B, H) or (H,). Parameters as in PyTorch:
+weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh (G*H,), U(-1/sqrt(H), 1/sqrt(H)).
+
+A step is the sequence kernel with T = 1. In training mode every forward saves its context
+on a stack and every backward pops the newest one, so running steps t = 0..T-1 and then
+backward for t = T-1..0 is backpropagation through time. In eval mode nothing is saved.
+"""
+import numpy as np
+
+from .. import _core
+from .._checks import NoForwardError, as_real_array, expect_shape, resolve_dtype, shape_str
+from .._threads import resolve_threads
+from .module import Module, Parameter
+from .rnn import _GATES, _uniform_init
+
+
+class _CellBase(Module):
+    def __init__(self, cell, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name}: {arg} must be positive, got {value}")
+        self.cell = cell
+        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        rng = np.random.default_rng(seed)
+        G, H = _GATES[cell], self.hidden_size
+        self.weight_ih = Parameter(_uniform_init(rng, (G * H, self.input_size), H, self.dtype))
+        self.weight_hh = Parameter(_uniform_init(rng, (G * H, H), H, self.dtype))
+        if self.bias:
+            self.bias_ih = Parameter(_uniform_init(rng, (G * H,), H, self.dtype))
+            self.bias_hh = Parameter(_uniform_init(rng, (G * H,), H, self.dtype))
+        self._stack = []
+        self.grad_hx = None
+
+    def _dtype_changed(self):
+        self._stack = []
+
+    def _state(self, value, name, fn, batched, B):
+        if value is None:
+            return None
+        a = as_real_array(value, name, fn, self.dtype)
+        if batched:
+            expect_shape(a, (B, self.hidden_size), name, fn, "(B, H)")
+        else:
+            expect_shape(a, (self.hidden_size,), name, fn, "(H,) for unbatched input")
+            a = a[None, :]
+        return a
+
+    def _step(self, x, h, c, fn):
+        x_in = x
+        x = as_real_array(x, "x", fn, self.dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{fn}: x must have rank 2 (B, I) or rank 1 (I,) unbatched, got shape {shape_str(x.shape)}")
+        batched = x.ndim == 2
+        if not batched:
+            x = x[None, :]
+        B, I = x.shape
+        if I != self.input_size:
+            raise ValueError(f"{fn}: x must have input_size = {self.input_size} features in its last dimension, "
+                             f"got shape {shape_str(np.shape(x_in))}")
+        h = self._state(h, "h" if self.cell != "lstm" else "hx[0]", fn, batched, B)
+        c = self._state(c, "hx[1]", fn, batched, B)
+        out = np.empty((1, B, self.hidden_size), self.dtype)
+        h_new, c_new, ws = _core.recurrent_forward(
+            self.cell, x[None], self.weight_ih.data, self.weight_hh.data,
+            self.bias_ih.data if self.bias else None, self.bias_hh.data if self.bias else None,
+            h, c, None, False, out, 0, resolve_threads(self.threads), None)
+        if self.training:
+            self._stack.append((ws, batched, B))
+        if not batched:
+            h_new = h_new[0]
+            c_new = None if c_new is None else c_new[0]
+        return h_new, c_new
+
+    def _back(self, dh, dc, fn):
+        if not self._stack:
+            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() (in training mode) first; "
+                                 "each forward is differentiated once, newest first")
+        ws, batched, B = self._stack[-1]
+        dh = self._state(dh, "grad_h", fn, batched, B)
+        dc = self._state(dc, "grad_c", fn, batched, B)
+        self._stack.pop()
+        dx = np.empty((1, B, self.input_size), self.dtype)
+        dh0, dc0 = _core.recurrent_backward(
+            ws, None, 0, dh, dc, self.weight_ih.data, self.weight_hh.data, self.weight_ih.grad, self.weight_hh.grad,
+            self.bias_ih.grad if self.bias else None, self.bias_hh.grad if self.bias else None, dx, False,
+            resolve_threads(self.threads))
+        dx = dx[0] if batched else dx[0, 0]
+        if not batched:
+            dh0 = dh0[0]
+            dc0 = None if dc0 is None else dc0[0]
+        return dx, dh0, dc0
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        return s
+
+
+class RNNCell(_CellBase):
+    """One Elman RNN step: h' = act(W_ih x + b_ih + W_hh h + b_hh).
+
+    forward(x, h=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", **kwargs):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, **kwargs)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x, hx=None):
+        return self._step(x, hx, None, f"{type(self).__name__}.forward")[0]
+
+    def backward(self, grad_h):
+        dx, dh, _ = self._back(grad_h, None, f"{type(self).__name__}.backward")
+        self.grad_hx = dh
+        return dx
+
+
+class GRUCell(RNNCell):
+    """One GRU step (PyTorch's r, z, n gates).
+
+    forward(x, h=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, **kwargs):
+        _CellBase.__init__(self, "gru", input_size, hidden_size, bias, **kwargs)
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step (PyTorch's i, f, g, o gates).
+
+    forward(x, hx=None) -> (h', c') with hx = (h, c); backward(grad_h, grad_c=None) -> grad_x,
+    and sets ``grad_hx`` to (dL/dh, dL/dc).
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, **kwargs):
+        super().__init__("lstm", input_size, hidden_size, bias, **kwargs)
+
+    def forward(self, x, hx=None):
+        fn = f"{type(self).__name__}.forward"
+        if hx is None:
+            h = c = None
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h, c = hx
+        else:
+            raise TypeError(f"{fn}: hx must be a tuple (h, c) or None, got {type(hx).__name__}")
+        return self._step(x, h, c, fn)
+
+    def backward(self, grad_h, grad_c=None):
+        dx, dh, dc = self._back(grad_h, grad_c, f"{type(self).__name__}.backward")
+        self.grad_hx = (dh, dc)
+        return dx

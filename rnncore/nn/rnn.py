@@ -1,0 +1,313 @@
+"""Recurrent layers with PyTorch's constructor, parameters and shapes: RNN, LSTM, GRU.
+
+Shape letters: T time steps, B batch, I input_size, H hidden_size, L num_layers,
+D = 2 if bidirectional else 1.
+
+Each layer is one C++ call per (layer, direction) over the whole sequence; the Python code
+here only loops over layers and directions, never over time. Stacking feeds a layer's
+(T, B, D*H) output (after inter-layer dropout in training mode) to the next; a reverse
+direction runs each sequence backwards within its own length.
+"""
+import math
+
+import numpy as np
+
+from .. import _core
+from .._checks import NoForwardError, as_lengths, as_real_array, expect_shape, resolve_dtype, shape_str
+from .._threads import resolve_threads
+from .module import Module, Parameter
+
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _uniform_init(rng, shape, hidden_size, dtype):
+    # PyTorch's default for recurrent layers and cells: U(-1/sqrt(H), 1/sqrt(H)) for every tensor.
+    k = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+    return rng.uniform(-k, k, size=shape).astype(dtype)
+
+
+class RNNBase(Module):
+    """Shared implementation of RNN, LSTM and GRU (see their docstrings)."""
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name}: {arg} must be positive, got {value}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1), got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            # PyTorch warns here too: dropout acts only between stacked layers.
+            import warnings
+
+            warnings.warn(f"{name}: dropout={dropout} has no effect with num_layers=1 (it acts between layers)",
+                          stacklevel=3)
+        self.cell = cell
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
+        G, H = _GATES[cell], self.hidden_size
+        D = 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else D * H
+            for direction in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                setattr(self, "weight_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H, in_size), H, self.dtype)))
+                setattr(self, "weight_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H, H), H, self.dtype)))
+                if self.bias:
+                    setattr(self, "bias_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+                    setattr(self, "bias_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+        self._workspaces = [None] * (self.num_layers * D)
+        self._ctx = None
+        self.grad_h0 = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _params(self, layer, direction):
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        p = self._parameters
+        return (p["weight_ih" + sfx], p["weight_hh" + sfx], p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
+
+    def _dtype_changed(self):
+        self._workspaces = [None] * (self.num_layers * self.num_directions)
+        self._ctx = None
+
+    def _state_arg(self, value, name, fn, batched, B):
+        """h0 / c0 as (L*D, B, H), or None."""
+        if value is None:
+            return None
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        a = as_real_array(value, name, fn, self.dtype)
+        if batched:
+            expect_shape(a, (LD, B, H), name, fn, "(L*D, B, H)")
+        else:
+            expect_shape(a, (LD, H), name, fn, "(L*D, H) for unbatched input")
+            a = a[:, None, :]
+        return a
+
+    def _split_hx(self, hx, fn):
+        if self.cell == "lstm":
+            if hx is None:
+                return None, None
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{fn}: hx must be a tuple (h0, c0) for an LSTM, got {type(hx).__name__}")
+            return hx[0], hx[1]
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"{fn}: hx must be an array (L*D, B, H) for {type(self).__name__}, got a {type(hx).__name__}")
+        return hx, None
+
+    # -- forward / backward -----------------------------------------------------------------
+    def forward(self, x, hx=None, lengths=None):
+        fn = f"{type(self).__name__}.forward"
+        x_in = x
+        x = as_real_array(x, "x", fn, self.dtype)
+        if x.ndim not in (2, 3):
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"{fn}: x must have rank 3 {layout} or rank 2 (T, I) for unbatched input, "
+                             f"got shape {shape_str(x.shape)}")
+        batched = x.ndim == 3
+        if not batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        T, B, I = x.shape
+        if I != self.input_size:
+            raise ValueError(f"{fn}: x must have input_size = {self.input_size} features in its last dimension, "
+                             f"got shape {shape_str(np.shape(x_in))}")
+        h0, c0 = self._split_hx(hx, fn)
+        h0 = self._state_arg(h0, "h0", fn, batched, B)
+        c0 = self._state_arg(c0, "c0", fn, batched, B)
+        if lengths is not None:
+            if not batched:
+                lengths = np.atleast_1d(np.asarray(lengths))
+            lengths = as_lengths(lengths, B, T, fn)
+        threads = resolve_threads(self.threads)
+
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        h_n = np.empty((L * D, B, H), self.dtype)
+        c_n = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
+        layer_input = x
+        saved = []
+        for layer in range(L):
+            out = np.empty((T, B, D * H), self.dtype)
+            for d in range(D):
+                k = layer * D + d
+                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                hn, cn, self._workspaces[k] = _core.recurrent_forward(
+                    self.cell, layer_input, w_ih.data, w_hh.data,
+                    None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
+                    None if h0 is None else h0[k], None if c0 is None else c0[k],
+                    lengths, bool(d), out, d * H, threads, self._workspaces[k])
+                h_n[k] = hn
+                if c_n is not None:
+                    c_n[k] = cn
+            mask = None
+            if self.training and self.dropout > 0 and layer < L - 1:
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(out.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+            saved.append(mask)
+            layer_input = out if mask is None else out * mask
+        self._ctx = {"saved": saved, "batched": batched, "shape": (T, B), "has_h0": h0 is not None,
+                     "has_c0": c0 is not None}
+
+        output = layer_input
+        if not batched:
+            output, h_n = output[:, 0], h_n[:, 0]
+            c_n = None if c_n is None else c_n[:, 0]
+        elif self.batch_first:
+            output = np.ascontiguousarray(output.transpose(1, 0, 2))
+        return output, ((h_n, c_n) if self.cell == "lstm" else h_n)
+
+    def backward(self, grad_output, grad_h_n=None):
+        """Backpropagate through the last forward. Adds into every parameter's ``.grad``.
+
+        grad_output: gradient of ``output`` (same shape), or None for zeros.
+        grad_h_n: gradient of ``h_n`` (LSTM: a tuple ``(dh_n, dc_n)``, either may be None), or None.
+        Returns the gradient of ``x`` (same shape as ``x``) and sets ``self.grad_h0`` to the
+        gradient of the initial state (LSTM: a tuple ``(dh0, dc0)``), shaped like ``h_n``.
+        """
+        fn = f"{type(self).__name__}.backward"
+        ctx = self._ctx
+        if ctx is None:
+            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
+                                 "(each forward can be differentiated once)")
+        T, B = ctx["shape"]
+        batched = ctx["batched"]
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        if grad_output is not None:
+            dy = as_real_array(grad_output, "grad_output", fn, self.dtype)
+            if not batched:
+                expect_shape(dy, (T, D * H), "grad_output", fn, "(T, D*H) like output")
+                dy = dy[:, None, :]
+            elif self.batch_first:
+                expect_shape(dy, (B, T, D * H), "grad_output", fn, "(B, T, D*H) like output")
+                dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
+            else:
+                expect_shape(dy, (T, B, D * H), "grad_output", fn, "(T, B, D*H) like output")
+        else:
+            dy = None
+        dh_n, dc_n = self._split_hx(grad_h_n, fn) if grad_h_n is not None else (None, None)
+        dh_n = self._state_arg(dh_n, "grad_h_n", fn, batched, B)
+        dc_n = self._state_arg(dc_n, "grad_c_n", fn, batched, B)
+
+        threads = resolve_threads(self.threads)
+        self._ctx = None
+        dh0 = np.empty((L * D, B, H), self.dtype)
+        dc0 = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
+        grad = dy
+        for layer in reversed(range(L)):
+            in_size = self.input_size if layer == 0 else D * H
+            dx = np.empty((T, B, in_size), self.dtype)
+            for d in range(D):
+                k = layer * D + d
+                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                g_h0, g_c0 = _core.recurrent_backward(
+                    self._workspaces[k], grad, d * H, None if dh_n is None else dh_n[k],
+                    None if dc_n is None else dc_n[k], w_ih.data, w_hh.data, w_ih.grad, w_hh.grad,
+                    None if b_ih is None else b_ih.grad, None if b_hh is None else b_hh.grad,
+                    dx, d > 0, threads)
+                dh0[k] = g_h0
+                if dc0 is not None:
+                    dc0[k] = g_c0
+            if layer > 0:
+                mask = ctx["saved"][layer - 1]
+                grad = dx if mask is None else dx * mask
+            else:
+                grad = dx
+        if not batched:
+            grad, dh0 = grad[:, 0], dh0[:, 0]
+            dc0 = None if dc0 is None else dc0[:, 0]
+        elif self.batch_first:
+            grad = np.ascontiguousarray(grad.transpose(1, 0, 2))
+        self.grad_h0 = (dh0, dc0) if self.cell == "lstm" else dh0
+        return grad
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.cell == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.dtype != np.float32:
+            s += f", dtype={self.dtype.name}"
+        return s
+
+
+_SHAPES_DOC = """
+    Shapes (T time steps, B batch, I input_size, H hidden_size, L num_layers, D = 2 if
+    bidirectional else 1):
+      x:       (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched
+      h0 / c0: (L*D, B, H), or (L*D, H) unbatched (never batch-first, as in PyTorch); zeros if omitted
+      lengths: (B,) integers in [0, T]; steps at and after a sequence's length leave its state
+               unchanged and give zero output
+      output:  like x with the last dimension D*H; h_n / c_n like h0, each sequence's state
+               after its own last step
+
+    Parameters, as in PyTorch: weight_ih_l{k}[_reverse] (G*H, I or D*H), weight_hh_l{k}[_reverse]
+    (G*H, H), bias_ih_l{k}[_reverse], bias_hh_l{k}[_reverse] (G*H,), all U(-1/sqrt(H), 1/sqrt(H)).
+
+    Extra keyword arguments: dtype (float32 or float64), seed (initialisation and dropout
+    masks), threads (None: rnncore.get_num_threads()).
+"""
+
+
+class RNN(RNNBase):
+    __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu (G = 1).
+
+    forward(x, hx=None, lengths=None) -> (output, h_n); backward(grad_output, grad_h_n=None) -> grad_x.
+    """ + _SHAPES_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, **kwargs)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(RNNBase):
+    __doc__ = """Long short-term memory, PyTorch's gates i, f, g, o (G = 4).
+
+    forward(x, hx=None, lengths=None) -> (output, (h_n, c_n)), hx = (h0, c0);
+    backward(grad_output, grad_h_n=None) -> grad_x, grad_h_n = (dh_n, dc_n).
+    """ + _SHAPES_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, **kwargs):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         **kwargs)
+
+
+class GRU(RNNBase):
+    __doc__ = """Gated recurrent unit, PyTorch's gates r, z, n with n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) (G = 3).
+
+    forward(x, hx=None, lengths=None) -> (output, h_n); backward(grad_output, grad_h_n=None) -> grad_x.
+    """ + _SHAPES_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, **kwargs):
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         **kwargs)
