@@ -1,8 +1,10 @@
 // Build and machine facts for rnncore.get_build_info() and thread defaults.
+#include <string>
 #include <thread>
 
 #include "bindings/bind.h"
 #include "common/parallel.h"
+#include "common/vmath.h"
 
 namespace rnncore {
 
@@ -18,6 +20,21 @@ void bind_system(py::module_& m) {
 #endif
       },
       "Processors OpenMP can use (1 without OpenMP).");
+  m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this CPU: 'avx2' or 'generic'.");
+  m.def(
+      "vmath",
+      [](const std::string& fn, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+        py::array_t<float> y(x.request().shape);
+        const float* px = x.data();
+        float* py = y.mutable_data();
+        const index_t n = x.size();
+        if (fn == "exp") vexp(py, px, n);
+        else if (fn == "sigmoid") vsigmoid(py, px, n);
+        else if (fn == "tanh") vtanh(py, px, n);
+        else throw py::value_error("vmath: fn must be 'exp', 'sigmoid' or 'tanh', got '" + fn + "'");
+        return y;
+      },
+      py::arg("fn"), py::arg("x"), "Apply a vectorised float32 activation (for tests of its accuracy).");
 }
 
 }  // namespace rnncore

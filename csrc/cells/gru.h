@@ -2,10 +2,10 @@
 //   r = sigmoid(xr + hr)   z = sigmoid(xz + hz)   n = tanh(xn + r * (W_hn h + b_hn))
 //   h' = (1 - z) * n + z * h
 // where xr = W_ir x + b_ir + b_hr, xz likewise, xn = W_in x + b_in; hr = W_hr h, hz = W_hz h.
-// Pointwise forward and backward side by side.
+// Pointwise forward and backward side by side, over one row's units [lo, hi).
 #pragma once
 
-#include "common/activations.h"
+#include "common/vmath.h"
 
 namespace rnncore {
 
@@ -13,35 +13,37 @@ template <typename T>
 struct GRUCell {
   static constexpr int G = 3;
 
-  // One row, units [lo, hi); hs = hi - lo.
   // gates: (3H) x-projections in (biases as above); activated r, z, n out (saved).
   // hg: (3*hs) W_hh h_prev for this slice, gate-major. b_hn: (H) or null.
   // hn: (H) W_hn h_prev + b_hn, saved for backward. h_prev: (H). h: (H) new state.
+  // No argument aliases another.
   static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT b_hn,
                       T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev, T* RNNCORE_RESTRICT h, index_t H,
                       index_t lo, index_t hi) {
     const index_t hs = hi - lo;
-    for (index_t u = lo; u < hi; ++u) {
-      const index_t v = u - lo;
-      const T r = sigmoid(gates[u] + hg[v]);
-      const T z = sigmoid(gates[H + u] + hg[hs + v]);
-      const T hnl = hg[2 * hs + v] + (b_hn ? b_hn[u] : T(0));
-      const T n = tanh_(gates[2 * H + u] + r * hnl);
-      gates[u] = r;
-      gates[H + u] = z;
-      gates[2 * H + u] = n;
-      hn[u] = hnl;
-      h[u] = (T(1) - z) * n + z * h_prev[u];
+    T* RNNCORE_RESTRICT gr = gates + lo;
+    T* RNNCORE_RESTRICT gz = gates + H + lo;
+    T* RNNCORE_RESTRICT gn = gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT hnv = hn + lo;
+    for (index_t v = 0; v < hs; ++v) {
+      gr[v] += hg[v];
+      gz[v] += hg[hs + v];
+      hnv[v] = hg[2 * hs + v] + (b_hn ? b_hn[lo + v] : T(0));
     }
+    vsigmoid(gr, gr, hs);
+    vsigmoid(gz, gz, hs);
+    for (index_t v = 0; v < hs; ++v) gn[v] += gr[v] * hnv[v];
+    vtanh(gn, gn, hs);
+    const T* RNNCORE_RESTRICT hp = h_prev + lo;
+    T* RNNCORE_RESTRICT hv = h + lo;
+    for (index_t v = 0; v < hs; ++v) hv[v] = gn[v] + gz[v] * (hp[v] - gn[v]);
   }
 
-  // One row, units [lo, hi).
   // gates: (3H) saved r, z, n in; out: gradients of the x-side pre-activations
   //   (dr_pre, dz_pre, dn_pre), used for dW_ih, db_ih and dx.
   // hn: (H) saved W_hn h + b_hn in; out: dn_pre * r, the gradient of W_hn h + b_hn.
   // The h-side gradients are then (dr_pre, dz_pre, hn) (used for dW_hh, db_hh, dh_prev).
-  // h_prev: (H). dh_carry: (H) in; out: the local part of dL/dh_prev, dh * z.
-  // dy: (H) or null.
+  // h_prev: (H). dh_carry: (H) in; out: the local part of dL/dh_prev, dh * z. dy: (H) or null.
   static void backward(T* RNNCORE_RESTRICT gates, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
                        T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, index_t H, index_t lo, index_t hi) {
     for (index_t u = lo; u < hi; ++u) {

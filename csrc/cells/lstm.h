@@ -1,10 +1,12 @@
 // LSTM cell, PyTorch's gate order i, f, g, o:
 //   i = sigmoid(xi + hi)   f = sigmoid(xf + hf)   g = tanh(xg + hg)   o = sigmoid(xo + ho)
 //   c' = f * c + i * g     h' = o * tanh(c')
-// where x* = W_i* x + b_i* + b_h* and h* = W_h* h. Pointwise forward and backward side by side.
+// where x* = W_i* x + b_i* + b_h* and h* = W_h* h. Pointwise forward and backward side by side;
+// each works on one row's slice of hidden units [lo, hi), gate by gate over contiguous runs so
+// the activations are vectorised (common/vmath.h).
 #pragma once
 
-#include "common/activations.h"
+#include "common/vmath.h"
 
 namespace rnncore {
 
@@ -12,48 +14,63 @@ template <typename T>
 struct LSTMCell {
   static constexpr int G = 4;
 
-  // One row, units [lo, hi); hs = hi - lo.
   // gates: (4H) x-projections with biases in; the activated gates i, f, g, o out (saved).
   // hg: (4*hs) W_hh h_prev for this slice, gate-major (hg[k*hs + u - lo]).
   // c_prev: (H), c: (H) new cell state, h: (H) new hidden state; written at [lo, hi).
+  // No argument aliases another.
   static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT c_prev,
                       T* RNNCORE_RESTRICT c, T* RNNCORE_RESTRICT h, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
-    for (index_t u = lo; u < hi; ++u) {
-      const index_t v = u - lo;
-      const T i = sigmoid(gates[u] + hg[v]);
-      const T f = sigmoid(gates[H + u] + hg[hs + v]);
-      const T g = tanh_(gates[2 * H + u] + hg[2 * hs + v]);
-      const T o = sigmoid(gates[3 * H + u] + hg[3 * hs + v]);
-      const T cn = f * c_prev[u] + i * g;
-      gates[u] = i;
-      gates[H + u] = f;
-      gates[2 * H + u] = g;
-      gates[3 * H + u] = o;
-      c[u] = cn;
-      h[u] = o * tanh_(cn);
+    T* RNNCORE_RESTRICT gi = gates + lo;
+    T* RNNCORE_RESTRICT gf = gates + H + lo;
+    T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT go = gates + 3 * H + lo;
+    for (index_t v = 0; v < hs; ++v) {
+      gi[v] += hg[v];
+      gf[v] += hg[hs + v];
+      gg[v] += hg[2 * hs + v];
+      go[v] += hg[3 * hs + v];
     }
+    vsigmoid(gi, gi, hs);
+    vsigmoid(gf, gf, hs);
+    vtanh(gg, gg, hs);
+    vsigmoid(go, go, hs);
+    T* RNNCORE_RESTRICT cn = c + lo;
+    T* RNNCORE_RESTRICT hn = h + lo;
+    const T* RNNCORE_RESTRICT cp = c_prev + lo;
+    for (index_t v = 0; v < hs; ++v) cn[v] = gf[v] * cp[v] + gi[v] * gg[v];
+    vtanh(hn, cn, hs);
+    for (index_t v = 0; v < hs; ++v) hn[v] *= go[v];
   }
 
-  // One row, units [lo, hi).
   // gates: (4H) saved activations in; gradients of the pre-activations out (in place).
   // c_prev, c: (H) saved cell states. dh_carry: (H) dL/dh from step t+1. dy: (H) or null.
-  // dc: (H) dL/dc from step t+1 in, dL/dc_prev out (in place).
+  // dc: (H) dL/dc from step t+1 in, dL/dc_prev out (in place). scratch: (hs) any values.
   static void backward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT c_prev, const T* RNNCORE_RESTRICT c,
                        const T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, T* RNNCORE_RESTRICT dc,
-                       index_t H, index_t lo, index_t hi) {
-    for (index_t u = lo; u < hi; ++u) {
-      const T i = gates[u], f = gates[H + u], g = gates[2 * H + u], o = gates[3 * H + u];
-      const T dh = dh_carry[u] + (dy ? dy[u] : T(0));
-      const T tc = tanh_(c[u]);
+                       T* RNNCORE_RESTRICT scratch, index_t H, index_t lo, index_t hi) {
+    const index_t hs = hi - lo;
+    T* RNNCORE_RESTRICT tc = scratch;
+    vtanh(tc, c + lo, hs);
+    T* RNNCORE_RESTRICT gi = gates + lo;
+    T* RNNCORE_RESTRICT gf = gates + H + lo;
+    T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT go = gates + 3 * H + lo;
+    const T* RNNCORE_RESTRICT cp = c_prev + lo;
+    const T* RNNCORE_RESTRICT dhc = dh_carry + lo;
+    T* RNNCORE_RESTRICT dcv = dc + lo;
+    const T* RNNCORE_RESTRICT dyv = dy ? dy + lo : nullptr;
+    for (index_t v = 0; v < hs; ++v) {
+      const T i = gi[v], f = gf[v], g = gg[v], o = go[v];
+      const T dh = dhc[v] + (dyv ? dyv[v] : T(0));
       // h' = o * tanh(c')
-      const T dct = dc[u] + dh * o * (T(1) - tc * tc);
+      const T dct = dcv[v] + dh * o * (T(1) - tc[v] * tc[v]);
       // c' = f * c + i * g
-      gates[u] = dct * g * i * (T(1) - i);
-      gates[H + u] = dct * c_prev[u] * f * (T(1) - f);
-      gates[2 * H + u] = dct * i * (T(1) - g * g);
-      gates[3 * H + u] = dh * tc * o * (T(1) - o);
-      dc[u] = dct * f;
+      gi[v] = dct * g * i * (T(1) - i);
+      gf[v] = dct * cp[v] * f * (T(1) - f);
+      gg[v] = dct * i * (T(1) - g * g);
+      go[v] = dh * tc[v] * o * (T(1) - o);
+      dcv[v] = dct * f;
     }
   }
 };

@@ -2,7 +2,7 @@
 // Pointwise forward and backward side by side; the matrix products live in recurrent/.
 #pragma once
 
-#include "common/activations.h"
+#include "common/vmath.h"
 
 namespace rnncore {
 
@@ -14,13 +14,14 @@ struct RNNCell {
 
   // One row, units [lo, hi).
   // xg: (H) x-projection with both biases folded in.  hg: (hs) W_hh h for units lo.. (hs = hi - lo).
-  // h: (H) new state, written at [lo, hi).
+  // h: (H) new state, written at [lo, hi). h may not alias xg or hg.
   static void forward(Activation act, const T* RNNCORE_RESTRICT xg, const T* RNNCORE_RESTRICT hg,
                       T* RNNCORE_RESTRICT h, index_t lo, index_t hi) {
+    for (index_t u = lo; u < hi; ++u) h[u] = xg[u] + hg[u - lo];
     if (act == Activation::Tanh) {
-      for (index_t u = lo; u < hi; ++u) h[u] = tanh_(xg[u] + hg[u - lo]);
+      vtanh(h + lo, h + lo, hi - lo);
     } else {
-      for (index_t u = lo; u < hi; ++u) h[u] = relu(xg[u] + hg[u - lo]);
+      for (index_t u = lo; u < hi; ++u) h[u] = h[u] > T(0) ? h[u] : T(0);
     }
   }
 

@@ -29,7 +29,7 @@ template <typename T>
 struct Slice {
   index_t lo = 0, hi = 0;
   PackedB<T> w, w_n;         // forward: W_hh rows of the slice; backward: W_hh columns (GRU: w_n for n)
-  AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T for the slice
+  AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T for the slice; backward: (units)
 };
 
 template <typename T>
@@ -242,6 +242,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
     split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
     if (sl.hi == sl.lo) continue;
     sl.w.pack(false, k_main, sl.hi - sl.lo, w_hh + sl.lo, H);
+    sl.scratch.resize(sl.hi - sl.lo);
     if (gru) sl.w_n.pack(false, H, sl.hi - sl.lo, w_hh + 2 * H * H + sl.lo, H);
   }
 #pragma omp parallel num_threads(nt)
@@ -260,7 +261,8 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
           const T* dyj = dy ? dy + L.source_row(s, j) * lddy : nullptr;
           T* g = gates + r * GH;
           if (lstm) {
-            LSTMCell<T>::backward(g, cs + (prev + j) * H, cs + (cur + j) * H, dh + j * H, dyj, dc + j * H, H, lo, hi);
+            LSTMCell<T>::backward(g, cs + (prev + j) * H, cs + (cur + j) * H, dh + j * H, dyj, dc + j * H,
+                                  slices[k].scratch.data(), H, lo, hi);
           } else if (gru) {
             GRUCell<T>::backward(g, hnl + r * H, hs + (prev + j) * H, dh + j * H, dyj, H, lo, hi);
           } else {

@@ -1,0 +1,325 @@
+"""Side-by-side benchmark: rnncore against PyTorch (and numpy's sgemm) in the same run.
+
+    python bench/compare.py                      # every workload, 1 and 2 threads
+    python bench/compare.py --quick              # a few small workloads (smoke test)
+    python bench/compare.py --only lstm --threads 2 --record
+
+This machine is shared and its speed drifts, so each engine runs in its own long-lived
+worker process, the engines alternate round by round on every workload, and the table
+quotes medians. The machine's own sgemm throughput (numpy matmul at 2048^3, same thread
+count, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for that worker only) is measured in the
+same run and gives the "% sgemm" column.
+
+Workloads (T, B, I, H): a = (100, 64, 512, 512), b = (100, 16, 256, 256),
+c = (100, 1, 256, 256), d = 2 layers (50, 32, 128, 1024); cells lstm, gru, rnn_tanh;
+modes fwd (inference) and train (forward + backward); GEMM shapes M x K x N; variable
+lengths (uniform in [10, 100] at T = 100) against the padded run.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
+SHAPES = {  # name: (T, B, I, H, layers)
+    "a": (100, 64, 512, 512, 1),
+    "b": (100, 16, 256, 256, 1),
+    "c": (100, 1, 256, 256, 1),
+    "d": (50, 32, 128, 1024, 2),
+}
+GEMMS = {"2048^3": (2048, 2048, 2048), "6400x512x2048": (6400, 512, 2048), "64x512x2048": (64, 512, 2048),
+         "1x512x2048": (1, 512, 2048)}
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads: each is (name, kind, params, flop count); workers build and time them.
+# --------------------------------------------------------------------------------------------
+def rnn_flops(cell, T, B, I, H, layers, mode):
+    G = GATES[cell]
+    fwd = sum(2.0 * T * B * ((I if l == 0 else H) + H) * G * H for l in range(layers))
+    return fwd if mode == "fwd" else 3.0 * fwd
+
+
+def workloads(args):
+    out = []
+    if "gemm" in args.only:
+        for name, (M, K, N) in GEMMS.items():
+            out.append({"name": f"gemm {name}", "kind": "gemm", "M": M, "K": K, "N": N, "flops": 2.0 * M * K * N})
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        if cell not in args.only:
+            continue
+        for shape in args.shapes:
+            T, B, I, H, layers = SHAPES[shape]
+            for mode in args.modes:
+                out.append({"name": f"{cell} {shape} {mode}", "kind": "rnn", "cell": cell, "T": T, "B": B, "I": I,
+                            "H": H, "layers": layers, "mode": mode,
+                            "flops": rnn_flops(cell, T, B, I, H, layers, mode)})
+    if "varlen" in args.only:
+        T, B, I, H, layers = SHAPES["a"]
+        for ragged in (False, True):
+            out.append({"name": f"lstm a train {'lengths~U[10,100]' if ragged else 'padded'}", "kind": "rnn",
+                        "cell": "lstm", "T": T, "B": B, "I": I, "H": H, "layers": 1, "mode": "train",
+                        "ragged": ragged, "flops": rnn_flops("lstm", T, B, I, H, 1, "train")})
+    if args.quick:
+        keep = {"gemm 64x512x2048", "lstm b fwd", "lstm b train", "gru c fwd", "rnn_tanh b train"}
+        out = [w for w in out if w["name"] in keep]
+    return out
+
+
+def lengths_for(w):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.integers(10, w["T"] + 1, size=w["B"]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Workers: `python compare.py --serve ENGINE` reads JSON requests on stdin, answers on stdout.
+# --------------------------------------------------------------------------------------------
+def build_rnncore(w, threads):
+    import numpy as np
+
+    import rnncore
+    from rnncore import _core, nn
+
+    rng = np.random.default_rng(0)
+    if w["kind"] == "gemm":
+        a = rng.standard_normal((w["M"], w["K"]), dtype=np.float32)
+        b = rng.standard_normal((w["K"], w["N"]), dtype=np.float32)
+        c = np.empty((w["M"], w["N"]), np.float32)
+        return lambda: _core.gemm(a, b, c, threads=threads)
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[w["cell"]]
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
+    x = rng.standard_normal((w["T"], w["B"], w["I"]), dtype=np.float32)
+    lengths = lengths_for(w) if w.get("ragged") else None
+    if w["mode"] == "fwd":
+        layer.eval()
+        return lambda: layer(x, lengths=lengths)
+    dy = rng.standard_normal((w["T"], w["B"], w["H"]), dtype=np.float32)
+
+    def train_step():
+        layer(x, lengths=lengths)
+        layer.backward(dy)
+
+    return train_step
+
+
+def build_torch(w, threads):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    if w["kind"] == "gemm":
+        raise SystemExit("gemm workloads compare against numpy, not torch")
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[w["cell"]]
+    layer = cls(w["I"], w["H"], num_layers=w["layers"])
+    x = torch.randn(w["T"], w["B"], w["I"], generator=g)
+    inp = x
+    if w.get("ragged"):
+        lengths = torch.from_numpy(lengths_for(w))
+        inp = None
+    if w["mode"] == "fwd":
+        def fwd():
+            with torch.inference_mode():
+                if w.get("ragged"):
+                    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+                    return layer(packed)
+                return layer(inp)
+        return fwd
+    x.requires_grad_(True)
+    dy = torch.randn(w["T"], w["B"], w["H"], generator=g)
+
+    def train_step():
+        layer.zero_grad(set_to_none=False)
+        if w.get("ragged"):
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, _ = layer(packed)
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=w["T"])
+        else:
+            out, _ = layer(x)
+        out.backward(dy)
+
+    _ = np  # numpy is imported for parity with the other builders
+    return train_step
+
+
+def build_numpy(w, threads):
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    rng = np.random.default_rng(0)
+    M, K, N = (w["M"], w["K"], w["N"]) if w["kind"] == "gemm" else (2048, 2048, 2048)
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    b = rng.standard_normal((K, N), dtype=np.float32)
+    c = np.empty((M, N), np.float32)
+    return lambda: np.matmul(a, b, out=c)
+
+
+def time_it(fn, reps, min_seconds=0.3):
+    fn()  # warm up: allocations, packing, thread pools
+    times = []
+    start = time.perf_counter()
+    while len(times) < reps or (time.perf_counter() - start < min_seconds and len(times) < 50 * reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def serve(engine):
+    builders = {"rnncore": build_rnncore, "torch": build_torch, "numpy": build_numpy}
+    cache = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        key = (json.dumps(req["workload"], sort_keys=True), req["threads"])
+        try:
+            if key not in cache:
+                cache.clear()
+                cache[key] = builders[engine](req["workload"], req["threads"])
+            seconds = time_it(cache[key], req["reps"])
+            reply = {"seconds": seconds}
+        except Exception as exc:  # report, keep serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+class Worker:
+    def __init__(self, engine):
+        env = dict(os.environ)
+        if engine == "numpy":  # time numpy's own sgemm kernel, not the conservative fallback
+            env.pop("OPENBLAS_CORETYPE", None)
+            env.pop("OPENBLAS_L2_SIZE", None)
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", engine], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, workload, threads, reps):
+        self.proc.stdin.write(json.dumps({"workload": workload, "threads": threads, "reps": reps}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("benchmark worker died")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def torch_available():
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    except Exception:
+        return False
+
+
+def machine_description():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        for line in info.splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = [f for f in ("avx512f", "avx2", "fma") if f" {f}" in info]
+        model += f" ({', '.join(flags)})"
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description="rnncore vs PyTorch, side by side in one run.")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--only", nargs="+", default=["gemm", "lstm", "gru", "rnn_tanh", "varlen"],
+                    help="workload groups: gemm lstm gru rnn_tanh varlen")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3, help="alternations per workload (medians are taken)")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions per round")
+    ap.add_argument("--quick", action="store_true", help="a few small workloads, one round (smoke test)")
+    ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    if args.quick:
+        args.rounds, args.reps = 1, 2
+
+    have_torch = torch_available()
+    workers = {"rnncore": Worker("rnncore"), "numpy": Worker("numpy")}
+    if have_torch:
+        workers["torch"] = Worker("torch")
+    rows = []
+    header = (f"{'workload':<34} {'thr':>3} {'rnncore ms':>11} {'ref ms':>9} {'ref':>6} {'speedup':>8} "
+              f"{'GFLOP/s':>8} {'% sgemm':>8}")
+    print(header)
+    print("-" * len(header))
+    try:
+        for threads in args.threads:
+            sgemm = {"kind": "sgemm", "name": "numpy sgemm 2048^3"}
+            peak = []
+            for w in workloads(args):
+                ref_engine = "numpy" if w["kind"] == "gemm" else ("torch" if have_torch else None)
+                ours, theirs = [], []
+                for _ in range(args.rounds):
+                    r = workers["rnncore"].run(w, threads, args.reps)
+                    if "error" in r:
+                        raise RuntimeError(f"{w['name']}: rnncore: {r['error']}")
+                    ours.append(r["seconds"])
+                    if ref_engine:
+                        r = workers[ref_engine].run(w, threads, args.reps)
+                        theirs.append(r.get("seconds", float("nan")))
+                    peak.append(workers["numpy"].run(sgemm, threads, 2)["seconds"])
+                t_ours = statistics.median(ours)
+                t_ref = statistics.median(theirs) if theirs else float("nan")
+                gflops = w["flops"] / t_ours / 1e9
+                sgemm_gflops = 2.0 * 2048 ** 3 / statistics.median(peak) / 1e9
+                row = {"workload": w["name"], "threads": threads, "rnncore_ms": 1e3 * t_ours, "ref_ms": 1e3 * t_ref,
+                       "ref": ref_engine or "-", "speedup": t_ref / t_ours, "gflops": gflops,
+                       "pct_sgemm": 100.0 * gflops / sgemm_gflops, "sgemm_gflops": sgemm_gflops}
+                rows.append(row)
+                print(f"{row['workload']:<34} {threads:>3} {row['rnncore_ms']:>11.2f} {row['ref_ms']:>9.2f} "
+                      f"{row['ref']:>6} {row['speedup']:>7.2f}x {gflops:>8.1f} {row['pct_sgemm']:>7.0f}%", flush=True)
+    finally:
+        for wk in workers.values():
+            wk.close()
+    if rows:
+        print(f"\nnumpy sgemm 2048^3 in this run: " + ", ".join(
+            f"{t} thread(s) {statistics.median(r['sgemm_gflops'] for r in rows if r['threads'] == t):.0f} GFLOP/s"
+            for t in args.threads))
+    if args.record:
+        record(rows, args)
+
+
+def record(rows, args):
+    path = os.path.join(HERE, "RESULTS.md")
+    cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
+    lines = [f"\n### {datetime.date.today().isoformat()} — `{cmd}`\n", f"Machine: {machine_description()}\n",
+             "| workload | threads | rnncore ms | ref ms | ref | speedup | GFLOP/s | % sgemm |",
+             "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['threads']} | {r['rnncore_ms']:.2f} | {r['ref_ms']:.2f} | {r['ref']} | "
+                     f"{r['speedup']:.2f}x | {r['gflops']:.1f} | {r['pct_sgemm']:.0f}% |")
+    for t in sorted({r["threads"] for r in rows}):
+        sg = statistics.median(r["sgemm_gflops"] for r in rows if r["threads"] == t)
+        lines.append(f"\nnumpy sgemm 2048^3, {t} thread(s), same run: {sg:.0f} GFLOP/s")
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"recorded in {path}")
+
+
+if __name__ == "__main__":
+    main()
