@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import rnncore
-from rnncore.nn import LSTM
+from rnncore.nn import LSTM, Parameter
 
 
 def adding_batch(rng, T, B):
@@ -28,11 +28,11 @@ def adding_batch(rng, T, B):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--seq-len", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--seq-len", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads is not None:
@@ -40,9 +40,11 @@ def main():
 
     rng = np.random.default_rng(0)
     lstm = LSTM(2, args.hidden, seed=0)
-    w = np.zeros(args.hidden, np.float32)  # linear readout of the last hidden state
-    b = np.float32(0.0)
-    params = lstm.parameters()
+    readout_w = Parameter(np.zeros(args.hidden, np.float32))  # linear readout of the last hidden state
+    readout_b = Parameter(np.zeros(1, np.float32))
+    w, b = readout_w.data, readout_b.data
+    params = lstm.parameters() + [readout_w, readout_b]
+    moments = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in params]
     start, seen = time.perf_counter(), 0
     for step in range(1, args.steps + 1):
         x, y = adding_batch(rng, args.seq_len, args.batch)
@@ -55,12 +57,15 @@ def main():
         dh_n[0] = np.outer(dpred, w)
         lstm.zero_grad()
         lstm.backward(None, (dh_n, None))
-        w -= args.lr * (h_n[0].T @ dpred)
-        b -= args.lr * np.float32(dpred.sum())
-        norm = np.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2)) for p in params))
-        scale = min(1.0, 1.0 / (norm + 1e-6))  # clip the global gradient norm at 1
-        for p in params:
-            p.data -= (args.lr * scale) * p.grad
+        readout_w.grad[...] = h_n[0].T @ dpred
+        readout_b.grad[...] = dpred.sum()
+        # Adam (rnncore.optim has the fused C++ version).
+        for p, (m, v) in zip(params, moments):
+            m += 0.1 * (p.grad - m)
+            v += 0.001 * (p.grad * p.grad - v)
+            m_hat = m / (1 - 0.9 ** step)
+            v_hat = v / (1 - 0.999 ** step)
+            p.data -= args.lr * m_hat / (np.sqrt(v_hat) + 1e-8)
         seen += args.seq_len * args.batch
         if step % 50 == 0 or step == 1:
             rate = seen / (time.perf_counter() - start)
