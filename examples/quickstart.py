@@ -4,7 +4,7 @@ Each input step carries (a random number, a marker); the target is the sum of th
 numbers whose marker is 1. A model that predicts the mean scores a mean squared error of
 about 0.167; an LSTM that learns to remember the marked numbers goes far below it.
 
-    python examples/quickstart.py [--steps 300] [--seq-len 30] [--threads 2]
+    python examples/quickstart.py [--steps 800] [--seq-len 20] [--threads 2]
 """
 import argparse
 import time
@@ -28,7 +28,7 @@ def adding_batch(rng, T, B):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seq-len", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=64)
