@@ -1,0 +1,288 @@
+// _core.LMDecoder: the language-model decoding loop (csrc/generate) for rnncore.sampling.
+#include <cmath>
+#include <memory>
+#include <type_traits>
+#include <string>
+#include <vector>
+
+#include "bindings/arrays.h"
+#include "generate/decoder.h"
+
+namespace rnncore {
+
+namespace {
+
+CellKind decoder_cell(const std::string& cell) {
+  if (cell == "lstm") return CellKind::LSTM;
+  if (cell == "gru") return CellKind::GRU;
+  if (cell == "rnn_tanh") return CellKind::RNNTanh;
+  if (cell == "rnn_relu") return CellKind::RNNRelu;
+  throw py::value_error("LMDecoder: cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell + "'");
+}
+
+std::vector<std::int64_t> token_list(const char* fn, const char* name, const py::object& obj, index_t V) {
+  std::vector<std::int64_t> out;
+  if (obj.is_none()) return out;
+  for (const py::handle& item : obj) {
+    const std::int64_t t = py::cast<std::int64_t>(item);
+    if (t < 0 || t >= V)
+      throw py::value_error(std::string(fn) + ": " + name + " must be token ids in [0, " + std::to_string(V) +
+                            "), got " + std::to_string(t));
+    out.push_back(t);
+  }
+  return out;
+}
+
+// The decoder for one dtype, with the arrays it points into kept alive.
+class Decoder {
+ public:
+  Decoder(const std::string& cell, const py::object& embedding, const py::list& layers, const py::object& w_out,
+          const py::object& b_out, index_t batch, int threads) {
+    const bool f64 = py::isinstance<py::array>(embedding) &&
+                     py::reinterpret_borrow<py::array>(embedding).dtype().is(py::dtype::of<double>());
+    if (batch < 1) throw py::value_error("LMDecoder: batch must be >= 1, got " + std::to_string(batch));
+    checked_threads("LMDecoder", threads);
+    if (f64) d64_ = make<double>(cell, embedding, layers, w_out, b_out, batch, threads);
+    else d32_ = make<float>(cell, embedding, layers, w_out, b_out, batch, threads);
+  }
+
+  template <typename F>
+  auto visit(F&& f) {
+    if (d64_) return f(*d64_);
+    return f(*d32_);
+  }
+
+  index_t V = 0, H = 0, L = 0, B = 0;
+  bool lstm = false;
+
+ private:
+  template <typename T>
+  std::unique_ptr<LMDecoder<T>> make(const std::string& cell, const py::object& embedding, const py::list& layers,
+                                     const py::object& w_out_obj, const py::object& b_out_obj, index_t batch,
+                                     int threads) {
+    const char* fn = "LMDecoder";
+    LMWeights<T> w;
+    w.kind = decoder_cell(cell);
+    const index_t G = gate_count(w.kind);
+    py::array emb = checked<T>(fn, "embedding", embedding, {-1, -1});
+    w.V = emb.shape(0);
+    w.E = emb.shape(1);
+    w.L = static_cast<int>(layers.size());
+    if (w.L < 1) throw py::value_error("LMDecoder: layers must hold at least one (w_ih, w_hh, b_ih, b_hh) tuple");
+    keep_.push_back(emb);
+    w.embedding = cptr<T>(emb);
+    for (int l = 0; l < w.L; ++l) {
+      py::tuple t = py::cast<py::tuple>(layers[l]);
+      if (t.size() != 4) throw py::value_error("LMDecoder: layers[" + std::to_string(l) + "] must be (w_ih, w_hh, b_ih, b_hh)");
+      const std::string idx = "layers[" + std::to_string(l) + "]";
+      py::array w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {-1, -1});
+      if (l == 0) w.H = w_hh.shape(1);
+      const index_t H = w.H, in = l == 0 ? w.E : H;
+      w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {G * H, H});
+      py::array w_ih = checked<T>(fn, (idx + ".w_ih").c_str(), t[0], {G * H, in});
+      keep_.push_back(w_ih);
+      keep_.push_back(w_hh);
+      w.w_ih.push_back(cptr<T>(w_ih));
+      w.w_hh.push_back(cptr<T>(w_hh));
+      for (int j = 2; j < 4; ++j) {
+        if (t[j].is_none()) {
+          (j == 2 ? w.b_ih : w.b_hh).push_back(nullptr);
+          continue;
+        }
+        py::array b = checked<T>(fn, (idx + (j == 2 ? ".b_ih" : ".b_hh")).c_str(), t[j], {G * H});
+        keep_.push_back(b);
+        (j == 2 ? w.b_ih : w.b_hh).push_back(cptr<T>(b));
+      }
+    }
+    py::array w_out = checked<T>(fn, "w_out", w_out_obj, {w.V, w.H});
+    keep_.push_back(w_out);
+    w.w_out = cptr<T>(w_out);
+    if (!b_out_obj.is_none()) {
+      py::array b_out = checked<T>(fn, "b_out", b_out_obj, {w.V});
+      keep_.push_back(b_out);
+      w.b_out = cptr<T>(b_out);
+    }
+    V = w.V;
+    H = w.H;
+    L = w.L;
+    B = batch;
+    lstm = w.kind == CellKind::LSTM;
+    py::gil_scoped_release release;
+    return std::make_unique<LMDecoder<T>>(w, batch, threads);
+  }
+
+  std::unique_ptr<LMDecoder<float>> d32_;
+  std::unique_ptr<LMDecoder<double>> d64_;
+  std::vector<py::array> keep_;
+};
+
+template <typename T>
+py::array_t<T> copy_out(const T* src, std::vector<py::ssize_t> shape) {
+  py::array_t<T> a(shape);
+  std::copy(src, src + a.size(), a.mutable_data());
+  return a;
+}
+
+}  // namespace
+
+void bind_generate(py::module_& m) {
+  py::class_<Decoder>(m, "LMDecoder", R"doc(Decoding loop of an Embedding -> RNN layers -> Linear language model.
+
+LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...], w_out (V, H),
+          b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives;
+their packed copies are made once here.)doc")
+      .def(py::init<const std::string&, const py::object&, const py::list&, const py::object&, const py::object&,
+                    index_t, int>(),
+           py::arg("cell"), py::arg("embedding"), py::arg("layers"), py::arg("w_out"), py::arg("b_out"),
+           py::arg("batch"), py::arg("threads"))
+      .def_readonly("vocab_size", &Decoder::V)
+      .def_readonly("batch", &Decoder::B)
+      .def(
+          "get_state",
+          [](Decoder& d) {
+            return d.visit([&](auto& dec) -> py::tuple {
+              using T = std::remove_reference_t<decltype(*dec.h())>;
+              py::object c = py::none();
+              if (d.lstm) c = copy_out<T>(dec.c(), {d.L, d.B, d.H});
+              return py::make_tuple(copy_out<T>(dec.h(), {d.L, d.B, d.H}), c);
+            });
+          },
+          "The state (h, c or None), each (L, B, H), before the next input token is fed.")
+      .def(
+          "set_state",
+          [](Decoder& d, const py::object& h, const py::object& c) {
+            d.visit([&](auto& dec) {
+              using T = std::remove_reference_t<decltype(*dec.h())>;
+              py::array ha = checked<T>("LMDecoder.set_state", "h", h, {d.L, d.B, d.H});
+              std::copy(cptr<T>(ha), cptr<T>(ha) + ha.size(), dec.h());
+              if (d.lstm) {
+                py::array ca = checked<T>("LMDecoder.set_state", "c", c, {d.L, d.B, d.H});
+                std::copy(cptr<T>(ca), cptr<T>(ca) + ca.size(), dec.c());
+              } else if (!c.is_none()) {
+                throw py::value_error("LMDecoder.set_state: c is only for lstm decoders");
+              }
+            });
+          },
+          py::arg("h"), py::arg("c") = py::none())
+      .def(
+          "set_next_tokens",
+          [](Decoder& d, const py::object& tokens) {
+            py::array a = checked<std::int64_t>("LMDecoder.set_next_tokens", "tokens", tokens, {d.B});
+            const std::int64_t* t = cptr<std::int64_t>(a);
+            for (index_t b = 0; b < d.B; ++b)
+              if (t[b] < 0 || t[b] >= d.V)
+                throw py::value_error("LMDecoder.set_next_tokens: tokens[" + std::to_string(b) + "] = " +
+                                      std::to_string(t[b]) + " is outside the vocabulary [0, " + std::to_string(d.V) +
+                                      ")");
+            d.visit([&](auto& dec) { std::copy(t, t + d.B, dec.next_token()); });
+          },
+          py::arg("tokens"), "The next input token of each stream, int64 (B,).")
+      .def(
+          "mark_seen",
+          [](Decoder& d, const py::object& tokens) {
+            py::array a = checked<std::int64_t>("LMDecoder.mark_seen", "tokens", tokens, {d.B, -1});
+            const std::int64_t* t = cptr<std::int64_t>(a);
+            const index_t P = a.shape(1);
+            for (index_t i = 0; i < d.B * P; ++i)
+              if (t[i] < 0 || t[i] >= d.V)
+                throw py::value_error("LMDecoder.mark_seen: token " + std::to_string(t[i]) +
+                                      " is outside the vocabulary [0, " + std::to_string(d.V) + ")");
+            d.visit([&](auto& dec) {
+              for (index_t b = 0; b < d.B; ++b)
+                for (index_t p = 0; p < P; ++p) dec.seen()[b * d.V + t[b * P + p]] = 1;
+            });
+          },
+          py::arg("tokens"), "Mark tokens (B, P) as seen by each stream (for the repetition penalty).")
+      .def(
+          "seed",
+          [](Decoder& d, std::uint64_t seed) {
+            d.visit([&](auto& dec) {
+              for (index_t b = 0; b < d.B; ++b) dec.rngs()[b] = StreamRng(seed, static_cast<std::uint64_t>(b));
+            });
+          },
+          py::arg("seed"), "Seed every stream's generator: stream b draws from (seed, b) alone.")
+      .def_property_readonly("done",
+                             [](Decoder& d) {
+                               return d.visit([&](auto& dec) {
+                                 py::array_t<bool> a({d.B});
+                                 for (index_t b = 0; b < d.B; ++b) a.mutable_data()[b] = dec.done()[b] != 0;
+                                 return a;
+                               });
+                             })
+      .def(
+          "sample",
+          [](Decoder& d, index_t n, double temperature, index_t top_k, double top_p, double repetition_penalty,
+             const py::object& stop_tokens) {
+            const char* fn = "LMDecoder.sample";
+            if (n < 0) throw py::value_error(std::string(fn) + ": n must be >= 0, got " + std::to_string(n));
+            if (!(temperature >= 0.0) || !std::isfinite(temperature))
+              throw py::value_error(std::string(fn) + ": temperature must be a finite number >= 0, got " +
+                                    std::to_string(temperature));
+            if (top_k < 0) throw py::value_error(std::string(fn) + ": top_k must be >= 0, got " + std::to_string(top_k));
+            if (!(top_p > 0.0 && top_p <= 1.0))
+              throw py::value_error(std::string(fn) + ": top_p must be in (0, 1], got " + std::to_string(top_p));
+            if (!(repetition_penalty > 0.0) || !std::isfinite(repetition_penalty))
+              throw py::value_error(std::string(fn) + ": repetition_penalty must be > 0, got " +
+                                    std::to_string(repetition_penalty));
+            const std::vector<std::int64_t> stop = token_list(fn, "stop_tokens", stop_tokens, d.V);
+            SamplingOptions opt;
+            opt.temperature = temperature;
+            opt.top_k = top_k;
+            opt.top_p = top_p;
+            opt.repetition_penalty = repetition_penalty;
+            py::array_t<std::int64_t> out({d.B, n});
+            std::int64_t* po = out.mutable_data();
+            index_t steps = 0;
+            {
+              py::gil_scoped_release release;
+              steps = d.visit([&](auto& dec) {
+                return dec.sample(po, n, opt, stop.data(), static_cast<index_t>(stop.size()));
+              });
+            }
+            return py::make_tuple(out, steps);
+          },
+          py::arg("n"), py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+          py::arg("repetition_penalty") = 1.0, py::arg("stop_tokens") = py::none(),
+          "Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run).")
+      .def("step_logits",
+           [](Decoder& d) {
+             return d.visit([&](auto& dec) -> py::array {
+               using T = std::remove_reference_t<decltype(*dec.h())>;
+               py::array_t<T> out({d.B, d.V});
+               T* po = out.mutable_data();
+               py::gil_scoped_release release;
+               dec.step_logits(po);
+               return out;
+             });
+           },
+           "Feed the next tokens and return the logits (B, V) without choosing (advances the state).")
+      .def(
+          "beam_search",
+          [](Decoder& d, index_t max_len, double alpha, index_t n_best, const py::object& stop_tokens) {
+            const char* fn = "LMDecoder.beam_search";
+            if (max_len < 1) throw py::value_error(std::string(fn) + ": max_len must be >= 1, got " + std::to_string(max_len));
+            if (n_best < 1) throw py::value_error(std::string(fn) + ": n_best must be >= 1, got " + std::to_string(n_best));
+            if (!std::isfinite(alpha) || alpha < 0)
+              throw py::value_error(std::string(fn) + ": alpha must be a finite number >= 0, got " + std::to_string(alpha));
+            const std::vector<std::int64_t> stop = token_list(fn, "stop_tokens", stop_tokens, d.V);
+            std::vector<Hypothesis> hyps;
+            {
+              py::gil_scoped_release release;
+              hyps = d.visit([&](auto& dec) {
+                return dec.beam_search(max_len, alpha, n_best, stop.data(), static_cast<index_t>(stop.size()));
+              });
+            }
+            py::list out;
+            for (const Hypothesis& h : hyps) {
+              py::array_t<std::int64_t> toks(static_cast<py::ssize_t>(h.tokens.size()));
+              std::copy(h.tokens.begin(), h.tokens.end(), toks.mutable_data());
+              out.append(py::make_tuple(toks, h.score, h.normalized, h.finished));
+            }
+            return out;
+          },
+          py::arg("max_len"), py::arg("alpha") = 0.0, py::arg("n_best") = 1, py::arg("stop_tokens") = py::none(),
+          "Beam search (width = batch) from stream 0's state and next token; returns [(tokens, score, "
+          "normalized score, finished), ...] best first.");
+}
+
+}  // namespace rnncore

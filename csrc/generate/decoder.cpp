@@ -1,0 +1,324 @@
+// The decoding loop of a language model in C++ (see decoder.h).
+#include "generate/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+#include "common/parallel.h"
+
+namespace rnncore {
+
+namespace {
+
+constexpr index_t kAlign = 8;
+
+bool is_stop(std::int64_t tok, const std::int64_t* stop, index_t n_stop) {
+  for (index_t i = 0; i < n_stop; ++i)
+    if (stop[i] == tok) return true;
+  return false;
+}
+
+}  // namespace
+
+template <typename T>
+LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w), B_(B) {
+  G_ = gate_count(w.kind);
+  const index_t H = w.H, V = w.V, E = w.E, GH = G_ * H;
+  const index_t units = (H + kAlign - 1) / kAlign;
+  nt_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, units)));
+  for (auto& buf : h_) {
+    buf.resize(w.L * B * H);
+    buf.zero();
+  }
+  if (w.kind == CellKind::LSTM) {
+    for (auto& buf : c_) {
+      buf.resize(w.L * B * H);
+      buf.zero();
+    }
+  }
+  x_.resize(B * E);
+  gates_.resize(B * GH);
+  hn_.resize(B * H);
+  logits_.resize(B * V);
+  token_.assign(static_cast<std::size_t>(B), 0);
+  seen_.assign(static_cast<std::size_t>(B * V), 0);
+  done_.assign(static_cast<std::size_t>(B), 0);
+  rng_.resize(static_cast<std::size_t>(B));
+  scratch_.resize(static_cast<std::size_t>(B));
+  for (auto& s : scratch_) s.reserve(V);
+
+  slices_.resize(static_cast<std::size_t>(nt_));
+  AlignedBuffer<T> rows;
+  for (int k = 0; k < nt_; ++k) {
+    Slice& sl = slices_[k];
+    split_range(H, nt_, k, kAlign, &sl.lo, &sl.hi);
+    split_range(V, nt_, k, kAlign, &sl.v0, &sl.v1);
+    const index_t hs = sl.hi - sl.lo;
+    sl.w_ih.resize(static_cast<std::size_t>(w.L));
+    sl.w_hh.resize(static_cast<std::size_t>(w.L));
+    for (int l = 0; l < w.L && hs > 0; ++l) {
+      const index_t in = l == 0 ? E : H;
+      // The slice's rows of each weight, gate-major (G * hs, in), packed as the transpose.
+      rows.resize(G_ * hs * std::max(in, H));
+      for (int g = 0; g < G_; ++g)
+        for (index_t u = sl.lo; u < sl.hi; ++u)
+          std::memcpy(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, sizeof(T) * in);
+      sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
+      for (int g = 0; g < G_; ++g)
+        for (index_t u = sl.lo; u < sl.hi; ++u)
+          std::memcpy(rows.data() + (g * hs + u - sl.lo) * H, w.w_hh[l] + (g * H + u) * H, sizeof(T) * H);
+      sl.w_hh[l].pack(true, H, G_ * hs, rows.data(), H);
+    }
+    if (sl.v1 > sl.v0) sl.w_out.pack(true, H, sl.v1 - sl.v0, w.w_out + sl.v0 * H, H);
+    sl.gx.resize(B * G_ * hs);
+    sl.gh.resize(B * G_ * hs);
+  }
+}
+
+template <typename T>
+void LMDecoder<T>::embed(index_t b) {
+  std::memcpy(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, sizeof(T) * w_.E);
+}
+
+template <typename T>
+void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur) {
+  const index_t H = w_.H, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
+  if (hs == 0) return;
+  const bool lstm = w_.kind == CellKind::LSTM, gru = w_.kind == CellKind::GRU;
+  const T* hprev = h_[cur].data() + l * B * H;
+  T* hnew = h_[1 - cur].data() + l * B * H;
+  const T* cprev = lstm ? c_[cur].data() + l * B * H : nullptr;
+  T* cnew = lstm ? c_[1 - cur].data() + l * B * H : nullptr;
+  gemm_packed<T>(B, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
+  gemm_packed<T>(B, hprev, H, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
+  const T* b_ih = w_.b_ih[l];
+  const T* b_hh = w_.b_hh[l];
+  const index_t hh_bias_gates = gru ? 2 : G_;  // GRU's b_hn stays inside r * (W_hn h + b_hn)
+  const Activation act = w_.kind == CellKind::RNNRelu ? Activation::Relu : Activation::Tanh;
+  for (index_t b = 0; b < B; ++b) {
+    T* grow = gates_.data() + b * GH;
+    const T* gx = sl.gx.data() + b * G_ * hs;
+    const T* gh = sl.gh.data() + b * G_ * hs;
+    for (int g = 0; g < G_; ++g) {
+      for (index_t u = sl.lo; u < sl.hi; ++u) {
+        T v = gx[g * hs + u - sl.lo];
+        if (b_ih) v += b_ih[g * H + u];
+        if (b_hh && g < hh_bias_gates) v += b_hh[g * H + u];
+        grow[g * H + u] = v;
+      }
+    }
+    if (lstm) {
+      LSTMCell<T>::forward(grow, gh, cprev + b * H, cnew + b * H, hnew + b * H, H, sl.lo, sl.hi);
+    } else if (gru) {
+      GRUCell<T>::forward(grow, gh, b_hh ? b_hh + 2 * H : nullptr, hn_.data() + b * H, hprev + b * H, hnew + b * H, H,
+                          sl.lo, sl.hi);
+    } else {
+      RNNCell<T>::forward(act, grow, gh, hnew + b * H, sl.lo, sl.hi);
+    }
+  }
+}
+
+template <typename T>
+void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
+  const index_t H = w_.H, V = w_.V, B = B_;
+  for (int l = 0; l < w_.L; ++l) {
+    const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * B * H;
+    const index_t in_size = l == 0 ? w_.E : H;
+    for (int k = tid; k < nt_; k += team) layer_step(slices_[k], l, in, in_size, cur);
+#pragma omp barrier
+  }
+  const T* top = h_[1 - cur].data() + (w_.L - 1) * B * H;
+  for (int k = tid; k < nt_; k += team) {
+    Slice& sl = slices_[k];
+    if (sl.v1 == sl.v0) continue;
+    gemm_packed<T>(B, top, H, sl.w_out, T(0), logits_.data() + sl.v0, V);
+    if (w_.b_out) {
+      for (index_t b = 0; b < B; ++b) {
+        T* row = logits_.data() + b * V;
+        for (index_t v = sl.v0; v < sl.v1; ++v) row[v] += w_.b_out[v];
+      }
+    }
+  }
+#pragma omp barrier
+}
+
+template <typename T>
+index_t LMDecoder<T>::sample(std::int64_t* out, index_t n, const SamplingOptions& opt, const std::int64_t* stop,
+                             index_t n_stop) {
+  const index_t B = B_, V = w_.V;
+  for (index_t b = 0; b < B; ++b) embed(b);
+  const int cur0 = cur_;
+  index_t steps_run = 0;
+  FlushToZeroGuard ftz;
+#pragma omp parallel num_threads(nt_)
+  {
+    FlushToZeroGuard ftz_worker;
+    const int tid = thread_id(), team = num_threads_in_region();
+    for (index_t s = 0; s < n; ++s) {
+      // done_ was last written before the previous barrier: every thread reads the same.
+      if (std::all_of(done_.begin(), done_.end(), [](std::uint8_t d) { return d != 0; })) break;
+      const int cur = (cur0 + static_cast<int>(s)) % 2;
+      run_layers_and_head(tid, team, cur);
+      for (index_t b = tid; b < B; b += team) {
+        if (done_[b]) {
+          out[b * n + s] = -1;
+          continue;
+        }
+        const index_t tok = choose_token(logits_.data() + b * V, seen_.data() + b * V, V, opt, rng_[b], scratch_[b]);
+        out[b * n + s] = tok;
+        seen_[b * V + tok] = 1;
+        token_[b] = tok;
+        if (is_stop(tok, stop, n_stop)) done_[b] = 1;
+        embed(b);
+      }
+      if (tid == 0) steps_run = s + 1;
+#pragma omp barrier
+    }
+  }
+  for (index_t b = 0; b < B; ++b)
+    for (index_t s = steps_run; s < n; ++s) out[b * n + s] = -1;
+  cur_ = static_cast<int>((cur0 + steps_run) % 2);
+  return steps_run;
+}
+
+template <typename T>
+void LMDecoder<T>::step_logits(T* logits) {
+  for (index_t b = 0; b < B_; ++b) embed(b);
+  FlushToZeroGuard ftz;
+#pragma omp parallel num_threads(nt_)
+  {
+    FlushToZeroGuard ftz_worker;
+    run_layers_and_head(thread_id(), num_threads_in_region(), cur_);
+  }
+  std::memcpy(logits, logits_.data(), sizeof(T) * B_ * w_.V);
+  cur_ = 1 - cur_;
+}
+
+template <typename T>
+std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha, index_t n_best,
+                                                  const std::int64_t* stop, index_t n_stop) {
+  const index_t k = B_, V = w_.V, H = w_.H, L = w_.L;
+  const bool lstm = w_.kind == CellKind::LSTM;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  // Every beam starts from stream 0's state; only beam 0 is alive, so no duplicates.
+  for (index_t l = 0; l < L; ++l) {
+    for (index_t b = 1; b < k; ++b) {
+      std::memcpy(h_[cur_].data() + (l * k + b) * H, h_[cur_].data() + l * k * H, sizeof(T) * H);
+      if (lstm) std::memcpy(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, sizeof(T) * H);
+    }
+  }
+  for (index_t b = 0; b < k; ++b) {
+    token_[b] = token_[0];
+    embed(b);
+  }
+  std::vector<double> score(static_cast<std::size_t>(k), neg_inf), cand(static_cast<std::size_t>(k * V));
+  score[0] = 0;
+  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(k)), new_hist;
+  std::vector<index_t> order(static_cast<std::size_t>(k * V)), parent(static_cast<std::size_t>(k));
+  std::vector<Hypothesis> finished;
+  const auto normalized = [alpha](double s, std::size_t len) {
+    return alpha == 0.0 ? s : s / std::pow(static_cast<double>(std::max<std::size_t>(len, 1)), alpha);
+  };
+  bool stop_search = false;
+  std::exception_ptr error;  // nothing may leave the parallel region by an exception
+  const int cur = cur_;
+  // One step of bookkeeping, on one thread: rank the candidates, retire ended hypotheses,
+  // gather the survivors' states and histories.
+  const auto advance = [&]() {
+    // Candidates: every live beam extended by every token.
+    index_t n_cand = 0;
+    for (index_t b = 0; b < k; ++b) {
+      if (score[b] == neg_inf) continue;
+      log_softmax_row(cand.data() + b * V, logits_.data() + b * V, V);
+      for (index_t v = 0; v < V; ++v) {
+        cand[b * V + v] += score[b];
+        order[n_cand++] = b * V + v;
+      }
+    }
+    const index_t top = std::min(n_cand, 2 * k);
+    std::partial_sort(order.begin(), order.begin() + top, order.begin() + n_cand, [&cand](index_t a, index_t b) {
+      return cand[a] > cand[b] || (cand[a] == cand[b] && a < b);
+    });
+    index_t alive = 0;
+    std::vector<double> new_score(static_cast<std::size_t>(k), neg_inf);
+    new_hist.assign(static_cast<std::size_t>(k), {});
+    for (index_t i = 0; i < top && alive < k; ++i) {
+      const index_t b = order[i] / V, v = order[i] % V;
+      if (is_stop(v, stop, n_stop)) {
+        Hypothesis hyp;
+        hyp.tokens = hist[b];
+        hyp.tokens.push_back(v);
+        hyp.score = cand[order[i]];
+        hyp.normalized = normalized(hyp.score, hyp.tokens.size());
+        hyp.finished = true;
+        finished.push_back(std::move(hyp));
+        continue;
+      }
+      parent[alive] = b;
+      new_score[alive] = cand[order[i]];
+      new_hist[alive] = hist[b];
+      new_hist[alive].push_back(v);
+      token_[alive] = v;
+      ++alive;
+    }
+    // The new state of beam j is the stepped state of its parent: gather it back into
+    // the buffer the step read from, so the next step reads it there again.
+    for (index_t l = 0; l < L; ++l) {
+      for (index_t j = 0; j < alive; ++j) {
+        std::memcpy(h_[cur].data() + (l * k + j) * H, h_[1 - cur].data() + (l * k + parent[j]) * H, sizeof(T) * H);
+        if (lstm)
+          std::memcpy(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H,
+                      sizeof(T) * H);
+      }
+    }
+    for (index_t j = 0; j < alive; ++j) embed(j);
+    score.swap(new_score);
+    hist.swap(new_hist);
+    stop_search = alive == 0 || static_cast<index_t>(finished.size()) >= n_best;
+  };
+  FlushToZeroGuard ftz;
+#pragma omp parallel num_threads(nt_)
+  {
+    FlushToZeroGuard ftz_worker;
+    const int tid = thread_id(), team = num_threads_in_region();
+    for (index_t step = 0; step < max_len; ++step) {
+      run_layers_and_head(tid, team, cur);
+      if (tid == 0) {
+        try {
+          advance();
+        } catch (...) {
+          error = std::current_exception();
+          stop_search = true;
+        }
+      }
+#pragma omp barrier
+      if (stop_search) break;
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  if (static_cast<index_t>(finished.size()) < n_best) {
+    for (index_t b = 0; b < k; ++b) {
+      if (score[b] == neg_inf) continue;
+      Hypothesis hyp;
+      hyp.tokens = hist[b];
+      hyp.score = score[b];
+      hyp.normalized = normalized(hyp.score, hyp.tokens.size());
+      finished.push_back(std::move(hyp));
+    }
+  }
+  std::stable_sort(finished.begin(), finished.end(),
+                   [](const Hypothesis& a, const Hypothesis& b) { return a.normalized > b.normalized; });
+  if (static_cast<index_t>(finished.size()) > n_best) finished.resize(static_cast<std::size_t>(n_best));
+  return finished;
+}
+
+template class LMDecoder<float>;
+template class LMDecoder<double>;
+
+}  // namespace rnncore

@@ -1,0 +1,104 @@
+// Autoregressive decoding of a language model, the whole loop in C++:
+// embedding lookup -> every layer's cell step -> output projection -> token choice -> feed back.
+//
+// Model: Embedding (V, E) -> L unidirectional layers (RNN/LSTM/GRU, hidden H) -> Linear (V, H).
+// Each thread owns a slice of every layer's hidden units (with all their gates) and a slice of
+// the vocabulary; their weights are packed once, when the decoder is made, and stay hot in the
+// thread's cache from token to token. At batch 1 every product is a GEMV. The threads meet at
+// L + 2 barriers per token (after each layer, after the logits, after the choice).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/buffer.h"
+#include "gemm/gemm.h"
+#include "generate/sampler.h"
+#include "recurrent/recurrent.h"
+
+namespace rnncore {
+
+// Pointers into the caller's arrays, which must outlive the decoder.
+template <typename T>
+struct LMWeights {
+  CellKind kind = CellKind::LSTM;
+  index_t V = 0, E = 0, H = 0;
+  int L = 0;
+  const T* embedding = nullptr;                  // (V, E)
+  std::vector<const T*> w_ih, w_hh, b_ih, b_hh;  // layer l: (G*H, E or H), (G*H, H), (G*H) or null
+  const T* w_out = nullptr;                      // (V, H)
+  const T* b_out = nullptr;                      // (V) or null
+};
+
+struct Hypothesis {
+  std::vector<std::int64_t> tokens;  // generated tokens (the end token included when it ended)
+  double score = 0;                  // sum of log-probabilities
+  double normalized = 0;             // score / length^alpha
+  bool finished = false;             // ended with an end token
+};
+
+template <typename T>
+class LMDecoder {
+ public:
+  // B streams; the state starts at zero and every stream's next input token at 0.
+  LMDecoder(const LMWeights<T>& w, index_t B, int nthreads);
+
+  index_t batch() const { return B_; }
+  // h, c: (L, B, H), the state before the next input token is fed (c only for LSTM).
+  T* h() { return h_[cur_].data(); }
+  T* c() { return c_[cur_].data(); }
+  // (B) the next input token of each stream.
+  std::int64_t* next_token() { return token_.data(); }
+  // (B, V) 1 where the stream has seen the token (for the repetition penalty).
+  std::uint8_t* seen() { return seen_.data(); }
+  // (B) true once a stream emitted a stop token; it then produces no more tokens.
+  std::uint8_t* done() { return done_.data(); }
+  StreamRng* rngs() { return rng_.data(); }
+
+  // Up to n steps: feed each stream's next token, advance its state, choose its next token.
+  // out: (B, n) chosen tokens, -1 after a stream is done; returns the steps run (fewer than n
+  // when every stream is done). stop: `n_stop` token ids that end a stream (emitted, then done).
+  index_t sample(std::int64_t* out, index_t n, const SamplingOptions& opt, const std::int64_t* stop, index_t n_stop);
+
+  // Beam search from the state of stream 0 (the decoder's batch is the beam width k):
+  // hypotheses ranked by score / length^alpha, at most n_best of them. Stops when n_best
+  // hypotheses have ended (with a stop token) or after max_len tokens (then the live beams
+  // are returned too, unfinished).
+  std::vector<Hypothesis> beam_search(index_t max_len, double alpha, index_t n_best, const std::int64_t* stop,
+                                      index_t n_stop);
+
+  // The logits of one step from the current state and next tokens, without choosing:
+  // logits (B, V). Advances the state. (For tests and teacher forcing.)
+  void step_logits(T* logits);
+
+ private:
+  struct Slice {
+    index_t lo = 0, hi = 0;  // hidden units
+    index_t v0 = 0, v1 = 0;  // vocabulary rows
+    std::vector<PackedB<T>> w_ih, w_hh;
+    PackedB<T> w_out;
+    AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
+  };
+  // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
+  void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
+  // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
+  void run_layers_and_head(int tid, int team, int cur);
+  void embed(index_t b);
+
+  LMWeights<T> w_;
+  index_t B_;
+  int G_, nt_;
+  std::vector<Slice> slices_;
+  AlignedBuffer<T> h_[2], c_[2];  // (L, B, H) double-buffered state
+  int cur_ = 0;
+  AlignedBuffer<T> x_;            // (B, E) embedded input tokens
+  AlignedBuffer<T> gates_;        // (B, G*H)
+  AlignedBuffer<T> hn_;           // (B, H) GRU W_hn h + b_hn
+  AlignedBuffer<T> logits_;       // (B, V)
+  std::vector<std::int64_t> token_;
+  std::vector<std::uint8_t> seen_, done_;
+  std::vector<StreamRng> rng_;
+  std::vector<SamplerScratch> scratch_;
+};
+
+}  // namespace rnncore
