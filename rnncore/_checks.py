@@ -71,7 +71,7 @@ def as_index_array(value, name, fn):
     if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
         pos = np.unravel_index(int(np.argmax(array)), array.shape)
         raise ValueError(f"{fn}: {name} value {int(array[pos])} at position {list(pos)} does not fit in int64")
-    return np.ascontiguousarray(array, dtype=np.int64)
+    return np.asarray(array, dtype=np.int64, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
 
 
 def check_int(value, name, fn, minimum=1):
