@@ -19,13 +19,14 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
   double total = 0;
   for (index_t n = 0; n < N; ++n) {
     const std::int64_t t = targets[n];
-    if (t != ignore_index && (t < 0 || t >= V)) {
-      r.bad_target = n;
-      return r;
-    }
     const double w = weights ? static_cast<double>(weights[n]) : 1.0;
     if (!(w >= 0) || !std::isfinite(w)) {
       r.bad_weight = n;
+      return r;
+    }
+    // A masked-out position (weight 0) may hold any target: padding needs no valid label.
+    if (w != 0 && t != ignore_index && (t < 0 || t >= V)) {
+      r.bad_target = n;
       return r;
     }
     if (t != ignore_index && w != 0) {

@@ -18,7 +18,7 @@ struct CrossEntropyResult {
   double loss = 0;          // the reduced loss (Mean, Sum); 0 for Reduction::None
   double total_weight = 0;  // sum of the counted rows' weights: the mean's denominator
   index_t counted = 0;      // rows that count (target != ignore_index and weight != 0)
-  index_t bad_target = -1;  // first row whose target is outside [0, V) and not ignore_index
+  index_t bad_target = -1;  // first row of weight != 0 whose target is outside [0, V) and not ignore_index
   index_t bad_weight = -1;  // first row whose weight is negative, NaN or infinite
   index_t nonfinite = -1;   // first counted row whose loss is NaN or infinite
 };

@@ -11,8 +11,8 @@ losses (0 where not counted). A position counts unless its target is ignore_inde
 is 0. When nothing counts, 'mean' returns 0.0 with a zero gradient (PyTorch returns NaN): an
 all-padding batch then contributes nothing instead of poisoning a running average.
 
-Errors: targets outside [0, V) (other than ignore_index) -> ValueError naming the position and
-value; targets whose shape is not logits.shape[:-1] -> ValueError; non-integer targets ->
+Errors: targets outside [0, V) (other than ignore_index, and other than at positions whose mask
+is 0: padding needs no valid label) -> ValueError naming the position and value; targets whose shape is not logits.shape[:-1] -> ValueError; non-integer targets ->
 TypeError; a NaN or infinite loss (NaN or inf in the logits of a counted position) ->
 FloatingPointError naming the position.
 """
