@@ -306,6 +306,15 @@ def test_classifier_bad_input():
 # SequenceTagger
 
 
+def test_feature_tagger_batch_first_gradients_wrt_input():
+    rng = np.random.default_rng(20)
+    model = nn.SequenceTagger(input_size=3, hidden_size=H, num_classes=C, num_layers=2, cell="gru",
+                              bidirectional=True, dropout=0.25, batch_first=True, dtype=F64, seed=21)
+    x = rng.standard_normal((B, T, 3))
+    tags = rng.integers(0, C, (B, T))
+    _check_all_grads(model, lambda: model.loss(x, tags, LENGTHS), inputs=[("x", x)])
+
+
 @pytest.mark.parametrize("bidir,cell", [(True, "lstm"), (False, "gru")])
 def test_tagger_gradients_masks_padding(bidir, cell):
     rng = np.random.default_rng(16)
@@ -334,14 +343,15 @@ def test_tagger_bad_labels():
 # ConditionedGenerator
 
 
-@pytest.mark.parametrize("condition,cell,layers", [("init", "lstm", 2), ("input", "gru", 1), ("both", "lstm", 1),
-                                                   ("both", "gru", 2)])
-def test_conditioned_generator_gradients(condition, cell, layers):
+@pytest.mark.parametrize("condition,cell,layers,batch_first", [("init", "lstm", 2, False), ("input", "gru", 1, True),
+                                                               ("both", "lstm", 1, True), ("both", "gru", 2, False)])
+def test_conditioned_generator_gradients(condition, cell, layers, batch_first):
     rng = np.random.default_rng(18)
-    model = nn.ConditionedGenerator(V, E, H, F, num_layers=layers, cell=cell, condition=condition, dtype=F64,
-                                    seed=19)
+    model = nn.ConditionedGenerator(V, E, H, F, num_layers=layers, cell=cell, condition=condition, dropout=0.2,
+                                    batch_first=batch_first, dtype=F64, seed=19)
     feats = rng.standard_normal((B, F))
-    tokens, targets = _tokens(rng), _tokens(rng)
+    shape = (B, T) if batch_first else (T, B)
+    tokens, targets = _tokens(rng, shape), _tokens(rng, shape)
     names = _check_all_grads(model, lambda: model.loss(feats, tokens, targets)[0], inputs=[("features", feats)])
     assert ("init_h.weight" in names) == (condition != "input")
     assert ("init_c.weight" in names) == (condition != "input" and cell == "lstm")
