@@ -58,3 +58,35 @@ def resolve_dtype(dtype):
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def as_index_array(value, name, fn):
+    """Integer ids (token ids, class targets) as a C-contiguous int64 array; TypeError unless integers."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise TypeError(f"{fn}: {name} must be an integer array, got {type(value).__name__}") from None
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: {name} must be an integer array, got dtype {array.dtype}")
+    if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+        pos = np.unravel_index(int(np.argmax(array)), array.shape)
+        raise ValueError(f"{fn}: {name} value {int(array[pos])} at position {list(pos)} does not fit in int64")
+    return np.asarray(array, dtype=np.int64, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+
+
+def check_int(value, name, fn, minimum=1):
+    """`value` as an int >= minimum (TypeError for a non-integer, ValueError below the minimum)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probability(value, name, fn, allow_one=False):
+    """A dropout probability in [0, 1) (or [0, 1] with allow_one)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating))
+    ok = ok and 0.0 <= value and (value <= 1.0 if allow_one else value < 1.0)
+    if not ok:
+        raise ValueError(f"{fn}: {name} must be a number in [0, {'1]' if allow_one else '1)'}, got {value!r}")
+    return float(value)

@@ -11,6 +11,7 @@ namespace py = pybind11;
 void bind_system(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_recurrent(py::module_& m);
+void bind_ops(py::module_& m);
 void bind_generate(py::module_& m);
 
 }  // namespace rnncore

@@ -6,5 +6,6 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_system(m);
   rnncore::bind_gemm(m);
   rnncore::bind_recurrent(m);
+  rnncore::bind_ops(m);
   rnncore::bind_generate(m);
 }

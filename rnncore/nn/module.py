@@ -60,11 +60,22 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # -- parameters -------------------------------------------------------------------------
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """(name, Parameter) pairs. A Parameter shared by several modules (tied weights) is
+        listed once, under its first name, unless remove_duplicate is False (as in PyTorch)."""
+        seen = set()
+        for name, p in self._all_parameters(prefix):
+            if remove_duplicate:
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+            yield name, p
+
+    def _all_parameters(self, prefix):
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._all_parameters(prefix + name + ".")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -110,8 +121,9 @@ class Module:
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self):
-        """Name -> a copy of each parameter array, in PyTorch's naming and order."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """Name -> a copy of each parameter array, in PyTorch's naming and order (a tied
+        parameter appears under each of its names, as in PyTorch)."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters(remove_duplicate=False))
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters; with strict, names must match exactly.
@@ -119,7 +131,7 @@ class Module:
         Raises KeyError listing missing and unexpected names, ValueError for a shape mismatch.
         Nothing is modified unless every check passes.
         """
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self.named_parameters(remove_duplicate=False))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):

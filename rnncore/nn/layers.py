@@ -1,0 +1,284 @@
+"""Non-recurrent layers with PyTorch's constructors and parameters: Embedding, Linear,
+Dropout, LayerNorm. Each is an explicit forward/backward pair over the C++ kernels in
+csrc/ops/; backward *adds* into the parameters' ``.grad`` and returns the input gradient.
+
+Every layer keeps what its last forward needs for backward (the ids, the input, the mask,
+the saved statistics); a forward followed by one backward is the contract, as for RNN/LSTM/GRU.
+Extra keyword arguments common to all: dtype (float32 or float64), seed (initialisation),
+threads (None: rnncore.get_num_threads()).
+"""
+import math
+
+import numpy as np
+
+from .. import _core
+from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, expect_shape,
+                       resolve_dtype, shape_str)
+from .._threads import resolve_threads
+from .module import Module, Parameter
+
+
+def _no_forward(fn):
+    return NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
+                          "(each forward can be differentiated once)")
+
+
+class Embedding(Module):
+    """A lookup table: ids (...) of any integer shape -> rows (..., E).
+
+    Args: num_embeddings V, embedding_dim E, padding_idx (a row that stays zero-initialised and
+    receives no gradient; negative counts from the end, as in PyTorch).
+    Parameter ``weight`` (V, E), initialised N(0, 1) as in PyTorch.
+
+    forward(ids) -> out (..., E). Ids outside [0, V) raise ValueError naming the id and its
+    position before any memory is read; non-integer ids raise TypeError.
+    backward(grad_output (..., E)) -> None (ids have no gradient); adds into weight.grad,
+    repeated ids accumulate, the padding row gets nothing.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32, seed=None,
+                 threads=None):
+        super().__init__()
+        fn = "Embedding"
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings", fn)
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
+        if padding_idx is not None:
+            padding_idx = check_int(padding_idx, "padding_idx", fn, minimum=-self.num_embeddings)
+            if padding_idx >= self.num_embeddings:
+                raise ValueError(f"{fn}: padding_idx must be in [-{self.num_embeddings}, {self.num_embeddings}), "
+                                 f"got {padding_idx}")
+            if padding_idx < 0:
+                padding_idx += self.num_embeddings
+        self.padding_idx = padding_idx
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        rng = np.random.default_rng(seed)
+        weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        if padding_idx is not None:
+            weight[padding_idx] = 0
+        self.weight = Parameter(weight)
+        self._ids = None
+
+    def _dtype_changed(self):
+        self._ids = None
+
+    def forward(self, ids):
+        fn = "Embedding.forward"
+        ids = as_index_array(ids, "ids", fn)
+        out = _core.embedding_forward(self.weight.data, ids, resolve_threads(self.threads))
+        self._ids = ids
+        return out
+
+    def backward(self, grad_output):
+        fn = "Embedding.backward"
+        ids = self._ids
+        if ids is None:
+            raise _no_forward(fn)
+        dout = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
+        expect_shape(dout, ids.shape + (self.embedding_dim,), "grad_output", fn, "(..., E) like the output")
+        self._ids = None
+        _core.embedding_backward(dout, ids, self.weight.grad,
+                                 -1 if self.padding_idx is None else self.padding_idx, resolve_threads(self.threads))
+        return None
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        return s
+
+
+class Linear(Module):
+    """y = x W^T + b over the last dimension of x (..., in_features) -> (..., out_features).
+
+    Parameters ``weight`` (O, I) and ``bias`` (O,), both U(-1/sqrt(I), 1/sqrt(I)) as in PyTorch.
+    backward(grad_output (..., O)) -> grad_x (..., I); adds dW += dY^T X and db += sum dY.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        fn = "Linear"
+        self.in_features = check_int(in_features, "in_features", fn)
+        self.out_features = check_int(out_features, "out_features", fn)
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        rng = np.random.default_rng(seed)
+        k = 1.0 / math.sqrt(self.in_features)
+        self.weight = Parameter(rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
+        if bias:
+            self.bias = Parameter(rng.uniform(-k, k, (self.out_features,)).astype(self.dtype))
+        else:
+            self.bias = None
+        self._x = None
+
+    def __setattr__(self, name, value):
+        if name == "bias" and value is None:
+            self._parameters.pop("bias", None)
+            object.__setattr__(self, name, None)
+            return
+        super().__setattr__(name, value)
+
+    def _dtype_changed(self):
+        self._x = None
+
+    def forward(self, x):
+        fn = "Linear.forward"
+        x = as_real_array(x, "x", fn, self.weight.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{fn}: x must have shape (..., in_features) = (..., {self.in_features}), "
+                             f"got {shape_str(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        y = _core.linear_forward(x2, self.weight.data, None if self.bias is None else self.bias.data,
+                                 resolve_threads(self.threads))
+        self._x = (x2, lead)
+        return y.reshape(lead + (self.out_features,))
+
+    def backward(self, grad_output, need_input_grad=True):
+        fn = "Linear.backward"
+        if self._x is None:
+            raise _no_forward(fn)
+        x2, lead = self._x
+        dy = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
+        expect_shape(dy, lead + (self.out_features,), "grad_output", fn, "(..., out_features) like the output")
+        self._x = None
+        dx = _core.linear_backward(dy.reshape(-1, self.out_features), x2, self.weight.data, self.weight.grad,
+                                   None if self.bias is None else self.bias.grad, bool(need_input_grad),
+                                   resolve_threads(self.threads))
+        return None if dx is None else dx.reshape(lead + (self.in_features,))
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and scale the rest
+    by 1/(1-p); the identity in eval mode (or when p == 0).
+
+    Randomness comes only from the layer's own numpy Generator: pass ``rng`` (a Generator,
+    e.g. one shared by a model's dropout layers) or ``seed``. The mask of the last forward is
+    kept and reused by backward.
+    """
+
+    def __init__(self, p=0.5, *, seed=None, rng=None):
+        super().__init__()
+        self.p = check_probability(p, "p", "Dropout", allow_one=True)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"Dropout: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self._mask = None
+        self._ready = False
+
+    def make_mask(self, shape, dtype):
+        """A fresh scaled keep-mask (0 or 1/(1-p)) drawn from the layer's generator."""
+        dtype = np.dtype(dtype)
+        keep = 1.0 - self.p
+        if keep <= 0.0:
+            return np.zeros(shape, dtype)
+        u = self.rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
+        return (u < keep).astype(dtype) * dtype.type(1.0 / keep)
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if not self.training or self.p == 0.0:
+            self._mask, self._ready = None, True
+            return x
+        if x.dtype.kind != "f":
+            raise TypeError(f"Dropout.forward: x must be a float array, got dtype {x.dtype}")
+        self._mask = self.make_mask(x.shape, x.dtype)
+        self._ready = True
+        return x * self._mask
+
+    def backward(self, grad_output):
+        fn = "Dropout.backward"
+        if not self._ready:
+            raise _no_forward(fn)
+        mask = self._mask
+        self._mask, self._ready = None, False
+        if mask is None:
+            return grad_output
+        g = np.asarray(grad_output)
+        expect_shape(g, mask.shape, "grad_output", fn, "like the output")
+        return g * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class LayerNorm(Module):
+    """Normalise over the trailing ``normalized_shape`` dimensions, as torch.nn.LayerNorm:
+    y = (x - mean) / sqrt(var + eps) * weight + bias (biased variance).
+
+    Parameters (when elementwise_affine) ``weight`` = 1 and ``bias`` = 0, shaped normalized_shape.
+    backward(grad_output) -> grad_x; adds into weight.grad and bias.grad.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *, dtype=np.float32,
+                 threads=None):
+        super().__init__()
+        fn = "LayerNorm"
+        if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+            normalized_shape = (normalized_shape,)
+        try:
+            normalized_shape = tuple(check_int(d, "normalized_shape", fn) for d in normalized_shape)
+        except TypeError:
+            raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+        if not normalized_shape:
+            raise ValueError(f"{fn}: normalized_shape must not be empty")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"{fn}: eps must be a number >= 0, got {eps!r}")
+        self.normalized_shape = normalized_shape
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        self.weight = Parameter(np.ones(normalized_shape, self.dtype)) if self.elementwise_affine else None
+        self.bias = Parameter(np.zeros(normalized_shape, self.dtype)) if self.elementwise_affine and bias else None
+        self._ctx = None
+
+    def __setattr__(self, name, value):
+        if name in ("weight", "bias") and value is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+            return
+        super().__setattr__(name, value)
+
+    def _dtype_changed(self):
+        self._ctx = None
+
+    @staticmethod
+    def _flat(p, attr="data"):
+        return None if p is None else getattr(p, attr).reshape(-1)
+
+    def forward(self, x):
+        fn = "LayerNorm.forward"
+        x = as_real_array(x, "x", fn, self.dtype)
+        k = len(self.normalized_shape)
+        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
+            raise ValueError(f"{fn}: x must have shape (..., {', '.join(map(str, self.normalized_shape))}) ending in "
+                             f"normalized_shape, got {shape_str(x.shape)}")
+        C = int(np.prod(self.normalized_shape))
+        x2 = x.reshape(-1, C)
+        y, mean, rstd = _core.layernorm_forward(x2, self._flat(self.weight), self._flat(self.bias), self.eps,
+                                                resolve_threads(self.threads))
+        self._ctx = (x2, mean, rstd, x.shape)
+        return y.reshape(x.shape)
+
+    def backward(self, grad_output):
+        fn = "LayerNorm.backward"
+        if self._ctx is None:
+            raise _no_forward(fn)
+        x2, mean, rstd, shape = self._ctx
+        dy = as_real_array(grad_output, "grad_output", fn, self.dtype)
+        expect_shape(dy, shape, "grad_output", fn, "like the input")
+        self._ctx = None
+        dx = _core.layernorm_backward(dy.reshape(x2.shape), x2, mean, rstd, self._flat(self.weight),
+                                      self._flat(self.weight, "grad"), self._flat(self.bias, "grad"),
+                                      resolve_threads(self.threads))
+        return dx.reshape(shape)
+
+    def extra_repr(self):
+        s = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        if self.elementwise_affine and self.bias is None:
+            s += ", bias=False"
+        return s

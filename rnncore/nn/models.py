@@ -1,0 +1,519 @@
+"""Models built from explicit forward/backward pairs: LanguageModel, SequenceClassifier,
+SequenceTagger, ConditionedGenerator.
+
+Shape letters: T time steps, B batch, V vocabulary, E embedding_dim, H hidden_size,
+L num_layers, D = 2 if bidirectional else 1, C classes, F feature size.
+
+Every model is time-major inside ((T, B, ...)); with batch_first=True the inputs and outputs
+are (B, T, ...) and the conversion happens once at the edge, on the narrowest arrays (token
+ids, hidden states), never on (T, B, V) logits. Each model has forward(...) and backward(...)
+(backward adds into every parameter's .grad) and a loss(...) convenience that runs forward,
+the fused cross-entropy, and remembers the gradient for a following backward(). Parameters,
+state_dict, train()/eval() and zero_grad() come from Module. There is no Python loop over
+time anywhere here.
+
+Randomness: ``seed`` seeds one numpy SeedSequence from which each submodule's initialisation
+and the model's dropout Generator are spawned; no global RNG is used.
+"""
+import numpy as np
+
+from .._checks import (NoForwardError, as_index_array, as_lengths, as_real_array, check_int, check_probability,
+                       expect_shape, resolve_dtype, shape_str)
+from .layers import Dropout, Embedding, Linear
+from .loss import cross_entropy
+from .module import Module
+from .rnn import GRU, LSTM, RNN
+
+_CELLS = ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")
+_POOLINGS = ("last", "mean", "max")
+
+
+def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads, fn):
+    if cell not in _CELLS:
+        raise ValueError(f"{fn}: cell must be one of {', '.join(map(repr, _CELLS))}, got {cell!r}")
+    # Dropout between stacked layers only (with one layer the model's own dropout layers act).
+    kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+                  dtype=dtype, seed=seed, threads=threads)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kwargs)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kwargs)
+    return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
+
+
+def _no_forward(fn, what="forward()"):
+    return NoForwardError(f"{fn}: nothing to differentiate: call {what} first (each can be differentiated once)")
+
+
+def _time_major(a, batch_first):
+    """(B, T, ...) -> (T, B, ...) contiguous when batch_first; unchanged otherwise."""
+    return np.ascontiguousarray(np.swapaxes(a, 0, 1)) if batch_first else a
+
+
+class _TokenDecoder(Module):
+    """Embedding -> dropout -> stacked RNN -> dropout -> Linear over the vocabulary (shared
+    by LanguageModel and ConditionedGenerator)."""
+
+    def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
+               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0):
+        self.vocab_size = check_int(vocab_size, "vocab_size", fn)
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
+        self.hidden_size = check_int(hidden_size, "hidden_size", fn)
+        self.num_layers = check_int(num_layers, "num_layers", fn)
+        self.dropout = check_probability(dropout, "dropout", fn)
+        self.cell = cell
+        self.tie_weights = bool(tie_weights)
+        self.batch_first = bool(batch_first)
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        if self.tie_weights and self.hidden_size != self.embedding_dim:
+            raise ValueError(f"{fn}: tie_weights requires hidden_size == embedding_dim (the output projection "
+                             f"reuses the (V, E) embedding matrix), got hidden_size={self.hidden_size}, "
+                             f"embedding_dim={self.embedding_dim}")
+        seeds = np.random.SeedSequence(seed).spawn(4 + extra_seeds)
+        self.encoder = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
+                                 threads=threads)
+        self.rnn = _make_rnn(cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
+                             self.dtype, seeds[1], threads, fn)
+        self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
+        if self.tie_weights:
+            self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
+        rng = np.random.default_rng(seeds[3])
+        self.drop_in = Dropout(self.dropout, rng=rng)
+        self.drop_out = Dropout(self.dropout, rng=rng)
+        self._dlogits = None
+        self.grad_state = None
+        return seeds[4:]
+
+    def _tokens(self, tokens, fn):
+        ids = as_index_array(tokens, "tokens", fn)
+        if ids.ndim != 2:
+            layout = "(B, T)" if self.batch_first else "(T, B)"
+            raise ValueError(f"{fn}: tokens must have shape {layout}, got {shape_str(ids.shape)}")
+        return ids
+
+    def _embed(self, ids):
+        """ids (T, B) or (B, T) -> embedded (T, B, E)."""
+        return _time_major(self.encoder(ids), self.batch_first)
+
+    def _embed_backward(self, dx):
+        """dx (T, B, E) -> into encoder.weight.grad."""
+        self.encoder.backward(_time_major(dx, self.batch_first))
+
+    def _head(self, out):
+        """RNN output (T, B, H) -> logits (T, B, V) or (B, T, V)."""
+        return self.decoder(_time_major(self.drop_out(out), self.batch_first))
+
+    def _head_backward(self, dlogits):
+        return self.drop_out.backward(_time_major(self.decoder.backward(dlogits), self.batch_first))
+
+    def _grad_logits(self, grad_logits, fn):
+        if grad_logits is None:
+            if self._dlogits is None:
+                raise _no_forward(fn, "loss() (or pass grad_logits)")
+            grad_logits, self._dlogits = self._dlogits, None
+        else:
+            self._dlogits = None
+        return grad_logits
+
+    def _loss(self, logits, targets, mask, ignore_index, reduction, fn):
+        targets = as_index_array(targets, "targets", fn)
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(logits.shape[:-1])}, "
+                             f"got {shape_str(targets.shape)}")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != targets.shape:
+                raise ValueError(f"{fn}: mask must have the tokens' shape {shape_str(targets.shape)}, "
+                                 f"got {shape_str(mask.shape)}")
+        loss, self._dlogits = cross_entropy(logits, targets, ignore_index, reduction, mask, threads=self.threads)
+        return loss
+
+
+class LanguageModel(_TokenDecoder):
+    """Embedding -> dropout -> stacked RNN/LSTM/GRU -> dropout -> Linear(H, V).
+
+    Args: vocab_size V, embedding_dim E, hidden_size H, num_layers L, cell ('lstm', 'gru',
+    'rnn' = 'rnn_tanh', 'rnn_relu'), dropout (on the embeddings, between stacked layers and on
+    the RNN output, as in PyTorch's word_language_model), tie_weights (the output projection
+    shares the (V, E) embedding matrix; requires H == E), batch_first, padding_idx.
+    Keywords: dtype, seed, threads.
+
+    forward(tokens (T, B) ints, state=None) -> (logits (T, B, V), new_state); with batch_first
+    tokens (B, T) and logits (B, T, V). state / new_state: h (L, B, H), or (h, c) for an LSTM.
+    Truncated BPTT: pass the returned state into the next window's forward; gradients stop
+    there (backward gives the state's gradient in ``grad_state`` but sends it nowhere).
+
+    loss(tokens, targets, state=None, mask=None, ignore_index=-100, reduction='mean')
+    -> (loss, new_state); then backward() with no arguments.
+    backward(grad_logits=None, grad_state=None): grad_logits like the logits (None: the
+    gradient remembered by loss()); grad_state: gradient of new_state, or None.
+    """
+
+    def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
+                 tie_weights=False, batch_first=False, padding_idx=None, *, dtype=np.float32, seed=None,
+                 threads=None):
+        super().__init__()
+        self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
+                    batch_first, padding_idx, dtype, seed, threads)
+
+    def forward(self, tokens, state=None):
+        fn = "LanguageModel.forward"
+        ids = self._tokens(tokens, fn)
+        x = self.drop_in(self._embed(ids))
+        out, new_state = self.rnn(x, state)
+        return self._head(out), new_state
+
+    def loss(self, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
+        logits, new_state = self.forward(tokens, state)
+        loss = self._loss(logits, targets, mask, ignore_index, reduction, "LanguageModel.loss")
+        return loss, new_state
+
+    def backward(self, grad_logits=None, grad_state=None):
+        fn = "LanguageModel.backward"
+        dlogits = self._grad_logits(grad_logits, fn)
+        dout = self._head_backward(dlogits)
+        dx = self.rnn.backward(dout, grad_state)
+        self.grad_state = self.rnn.grad_h0
+        self._embed_backward(self.drop_in.backward(dx))
+
+    def extra_repr(self):
+        s = f"vocab_size={self.vocab_size}, embedding_dim={self.embedding_dim}, hidden_size={self.hidden_size}"
+        if self.tie_weights:
+            s += ", tie_weights=True"
+        return s
+
+
+class ConditionedGenerator(_TokenDecoder):
+    """Vector-to-sequence (e.g. captioning): a LanguageModel conditioned on a feature vector.
+
+    condition='init': h0 = Linear(F, L*H)(features) for every layer (an LSTM also gets
+    c0 = Linear(F, L*H)(features)); 'input': Linear(F, E)(features) is added to every step's
+    embedded token (so W_ih times it joins every step's input projection); 'both': both.
+
+    forward(features (B, F), tokens (T, B), state=None) -> (logits (T, B, V), new_state); a
+    given state replaces the initial state computed from the features (e.g. for the next
+    window of a long sequence); 'input' conditioning applies regardless.
+    loss(features, tokens, targets, state=None, mask=None, ignore_index=-100) -> (loss, new_state).
+    backward(grad_logits=None, grad_state=None) -> grad_features (B, F), also kept in
+    ``grad_features``; adds into the projections' gradients too.
+    """
+
+    def __init__(self, vocab_size, embedding_dim, hidden_size, feature_size, num_layers=1, cell="lstm",
+                 condition="init", dropout=0.0, tie_weights=False, batch_first=False, padding_idx=None, *,
+                 dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        fn = "ConditionedGenerator"
+        if condition not in ("init", "input", "both"):
+            raise ValueError(f"{fn}: condition must be 'init', 'input' or 'both', got {condition!r}")
+        self.feature_size = check_int(feature_size, "feature_size", fn)
+        self.condition = condition
+        seeds = self._build(fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
+                            batch_first, padding_idx, dtype, seed, threads, extra_seeds=3)
+        LH = self.num_layers * self.hidden_size
+        if condition in ("init", "both"):
+            self.init_h = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0], threads=threads)
+            if cell == "lstm":
+                self.init_c = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1], threads=threads)
+        if condition in ("input", "both"):
+            self.feature_proj = Linear(self.feature_size, self.embedding_dim, dtype=self.dtype, seed=seeds[2],
+                                       threads=threads)
+        self._used = None
+        self.grad_features = None
+
+    def _initial_state(self, f):
+        """features (B, F) -> (L, B, H) from a Linear(F, L*H)."""
+        B, L, H = f.shape[0], self.num_layers, self.hidden_size
+        h0 = np.ascontiguousarray(self.init_h(f).reshape(B, L, H).transpose(1, 0, 2))
+        if self.cell != "lstm":
+            return h0
+        return h0, np.ascontiguousarray(self.init_c(f).reshape(B, L, H).transpose(1, 0, 2))
+
+    def forward(self, features, tokens, state=None):
+        fn = "ConditionedGenerator.forward"
+        ids = self._tokens(tokens, fn)
+        B = ids.shape[0] if self.batch_first else ids.shape[1]
+        f = as_real_array(features, "features", fn, self.dtype)
+        expect_shape(f, (B, self.feature_size), "features", fn, "(B, F)")
+        x = self._embed(ids)
+        use_input = self.condition in ("input", "both")
+        if use_input:
+            x = x + self.feature_proj(f)[None]
+        x = self.drop_in(x)
+        use_init = state is None and self.condition in ("init", "both")
+        if use_init:
+            state = self._initial_state(f)
+        self._used = (use_input, use_init)
+        out, new_state = self.rnn(x, state)
+        return self._head(out), new_state
+
+    def loss(self, features, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
+        logits, new_state = self.forward(features, tokens, state)
+        loss = self._loss(logits, targets, mask, ignore_index, reduction, "ConditionedGenerator.loss")
+        return loss, new_state
+
+    def backward(self, grad_logits=None, grad_state=None):
+        fn = "ConditionedGenerator.backward"
+        if self._used is None:
+            raise _no_forward(fn)
+        dlogits = self._grad_logits(grad_logits, fn)
+        use_input, use_init = self._used
+        self._used = None
+        dout = self._head_backward(dlogits)
+        dx = self.drop_in.backward(self.rnn.backward(dout, grad_state))
+        self.grad_state = self.rnn.grad_h0
+        self._embed_backward(dx)
+        L, H = self.num_layers, self.hidden_size
+        df = None
+        if use_input:
+            # forward: x[t] = embedding[t] + proj(f) for every t
+            df = self.feature_proj.backward(dx.sum(axis=0))
+        if use_init:
+            dh0, dc0 = self.grad_state if self.cell == "lstm" else (self.grad_state, None)
+            B = dh0.shape[1]
+            g = self.init_h.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(B, L * H))
+            df = g if df is None else df + g
+            if dc0 is not None:
+                df += self.init_c.backward(np.ascontiguousarray(dc0.transpose(1, 0, 2)).reshape(B, L * H))
+        self.grad_features = df
+        return df
+
+    def extra_repr(self):
+        return (f"vocab_size={self.vocab_size}, embedding_dim={self.embedding_dim}, hidden_size={self.hidden_size}, "
+                f"feature_size={self.feature_size}, condition={self.condition!r}")
+
+
+class _SequenceEncoder(Module):
+    """Token ids (via an Embedding) or float features -> dropout -> stacked, optionally
+    bidirectional RNN, with per-sequence lengths (shared by SequenceClassifier and SequenceTagger)."""
+
+    def _build(self, fn, vocab_size, embedding_dim, input_size, hidden_size, num_classes, num_layers, cell,
+               bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads):
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError(f"{fn}: give exactly one of vocab_size (token ids in, with embedding_dim) or "
+                             f"input_size (float features in), got vocab_size={vocab_size!r}, "
+                             f"input_size={input_size!r}")
+        if hidden_size is None or num_classes is None:
+            raise TypeError(f"{fn}: hidden_size and num_classes are required")
+        self.hidden_size = check_int(hidden_size, "hidden_size", fn)
+        self.num_classes = check_int(num_classes, "num_classes", fn)
+        self.num_layers = check_int(num_layers, "num_layers", fn)
+        self.dropout = check_probability(dropout, "dropout", fn)
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.cell = cell
+        self.dtype = resolve_dtype(dtype)
+        self.threads = threads
+        seeds = np.random.SeedSequence(seed).spawn(4)
+        if vocab_size is not None:
+            self.vocab_size = check_int(vocab_size, "vocab_size", fn)
+            if embedding_dim is None:
+                raise TypeError(f"{fn}: embedding_dim is required with vocab_size")
+            self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
+            self.input_size = None
+            self.embedding = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype,
+                                       seed=seeds[0], threads=threads)
+            rnn_in = self.embedding_dim
+        else:
+            self.vocab_size = self.embedding_dim = None
+            self.input_size = check_int(input_size, "input_size", fn)
+            self.embedding = None
+            rnn_in = self.input_size
+        self.rnn = _make_rnn(cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
+                             self.dtype, seeds[1], threads, fn)
+        D = 2 if self.bidirectional else 1
+        self.fc = Linear(D * self.hidden_size, self.num_classes, dtype=self.dtype, seed=seeds[2], threads=threads)
+        rng = np.random.default_rng(seeds[3])
+        self.drop_in = Dropout(self.dropout, rng=rng)
+        self.drop_out = Dropout(self.dropout, rng=rng)
+        self._ctx = None
+        self._dlogits = None
+
+    def __setattr__(self, name, value):
+        if name == "embedding" and value is None:
+            self._modules.pop(name, None)
+            object.__setattr__(self, name, None)
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _encode(self, x, lengths, fn):
+        """x -> (out (T, B, D*H), h_n (L*D, B, H), lengths (B,) int64 or None)."""
+        if self.embedding is not None:
+            ids = as_index_array(x, "x", fn)
+            if ids.ndim != 2:
+                layout = "(B, T)" if self.batch_first else "(T, B)"
+                raise ValueError(f"{fn}: x must be token ids of shape {layout}, got {shape_str(ids.shape)}")
+            x = _time_major(self.embedding(ids), self.batch_first)
+        else:
+            x = as_real_array(x, "x", fn, self.dtype)
+            if x.ndim != 3 or x.shape[2] != self.input_size:
+                layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+                raise ValueError(f"{fn}: x must be features of shape {layout} with I = {self.input_size}, "
+                                 f"got {shape_str(x.shape)}")
+            x = _time_major(x, self.batch_first)
+        T, B = x.shape[:2]
+        if lengths is not None:
+            lengths = as_lengths(lengths, B, T, fn)
+        out, h_n = self.rnn(self.drop_in(x), lengths=lengths)
+        if self.cell == "lstm":
+            h_n = h_n[0]
+        return out, h_n, lengths
+
+    def _encode_backward(self, dout, dh_n):
+        """dout (T, B, D*H) or None; dh_n (L*D, B, H) or None -> into every encoder gradient."""
+        grad_h_n = (dh_n, None) if self.cell == "lstm" and dh_n is not None else dh_n
+        dx = self.drop_in.backward(self.rnn.backward(dout, grad_h_n))
+        if self.embedding is not None:
+            self.embedding.backward(_time_major(dx, self.batch_first))
+            return None
+        return _time_major(dx, self.batch_first)
+
+
+class SequenceClassifier(_SequenceEncoder):
+    """Many-to-one: a sequence -> class logits (B, C).
+
+    Input: token ids (T, B) with vocab_size and embedding_dim, or float features (T, B, I)
+    with input_size ((B, T[, I]) with batch_first). Stacked, optionally bidirectional RNN;
+    ``lengths`` (B,) marks each sequence's valid steps. Pooling of the RNN output:
+      'last': each direction's final state (h_n of the last layer): the forward direction at
+              the sequence's last valid step, the reverse direction after t = 0;
+      'mean': mean over the valid steps; 'max': elementwise max over the valid steps
+      (a sequence of length 0 pools to zeros).
+    Then dropout -> Linear(D*H, C).
+
+    forward(x, lengths=None) -> logits (B, C); backward(grad_logits=None) -> grad_x for float
+    features (None for token ids); loss(x, labels (B,), lengths=None, reduction='mean') -> loss.
+    """
+
+    def __init__(self, vocab_size=None, embedding_dim=None, hidden_size=None, num_classes=None, num_layers=1,
+                 cell="lstm", bidirectional=False, pooling="last", dropout=0.0, batch_first=False, padding_idx=None,
+                 *, input_size=None, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        fn = "SequenceClassifier"
+        if pooling not in _POOLINGS:
+            raise ValueError(f"{fn}: pooling must be one of 'last', 'mean', 'max', got {pooling!r}")
+        self.pooling = pooling
+        self._build(fn, vocab_size, embedding_dim, input_size, hidden_size, num_classes, num_layers, cell,
+                    bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads)
+
+    def _pool(self, out, h_n, lengths):
+        T, B, DH = out.shape
+        D = self.num_directions
+        if self.pooling == "last":
+            return np.ascontiguousarray(h_n[-D:].transpose(1, 0, 2)).reshape(B, DH), None
+        lens = np.full(B, T, np.int64) if lengths is None else lengths
+        if self.pooling == "mean":
+            # outputs past a sequence's length are zero, so the sum over all T is the sum over its steps
+            return out.sum(axis=0) / np.maximum(lens, 1)[:, None].astype(self.dtype), lens
+        valid = np.arange(T)[:, None] < lens[None, :]  # (T, B)
+        idx = np.where(valid[:, :, None], out, -np.inf).argmax(axis=0)  # (B, D*H)
+        pooled = np.take_along_axis(out, idx[None], axis=0)[0]
+        pooled[lens == 0] = 0
+        return pooled, (lens, idx)
+
+    def _pool_backward(self, dpooled, saved, shape):
+        T, B, DH = shape
+        D, H = self.num_directions, self.hidden_size
+        if self.pooling == "last":
+            dh_n = np.zeros((self.num_layers * D, B, H), self.dtype)
+            dh_n[-D:] = dpooled.reshape(B, D, H).transpose(1, 0, 2)
+            return None, dh_n
+        if self.pooling == "mean":
+            lens = saved
+            valid = (np.arange(T)[:, None] < lens[None, :]).astype(self.dtype)
+            return valid[:, :, None] * (dpooled / np.maximum(lens, 1)[:, None].astype(self.dtype))[None], None
+        lens, idx = saved
+        dout = np.zeros(shape, self.dtype)
+        np.put_along_axis(dout, idx[None], np.where((lens > 0)[:, None], dpooled, 0)[None].astype(self.dtype),
+                          axis=0)
+        return dout, None
+
+    def forward(self, x, lengths=None):
+        fn = "SequenceClassifier.forward"
+        out, h_n, lengths = self._encode(x, lengths, fn)
+        pooled, saved = self._pool(out, h_n, lengths)
+        self._ctx = (saved, out.shape)
+        return self.fc(self.drop_out(pooled))
+
+    def loss(self, x, labels, lengths=None, reduction="mean"):
+        fn = "SequenceClassifier.loss"
+        logits = self.forward(x, lengths)
+        labels = as_index_array(labels, "labels", fn)
+        expect_shape(labels, logits.shape[:1], "labels", fn, "(B,)")
+        loss, self._dlogits = cross_entropy(logits, labels, reduction=reduction, threads=self.threads)
+        return loss
+
+    def backward(self, grad_logits=None):
+        fn = "SequenceClassifier.backward"
+        if self._ctx is None:
+            raise _no_forward(fn)
+        if grad_logits is None:
+            if self._dlogits is None:
+                raise _no_forward(fn, "loss() (or pass grad_logits)")
+            grad_logits = self._dlogits
+        self._dlogits = None
+        saved, shape = self._ctx
+        self._ctx = None
+        dpooled = self.drop_out.backward(self.fc.backward(grad_logits))
+        dout, dh_n = self._pool_backward(dpooled, saved, shape)
+        return self._encode_backward(dout, dh_n)
+
+    def extra_repr(self):
+        src = (f"vocab_size={self.vocab_size}, embedding_dim={self.embedding_dim}" if self.embedding is not None
+               else f"input_size={self.input_size}")
+        return (f"{src}, hidden_size={self.hidden_size}, num_classes={self.num_classes}, "
+                f"pooling={self.pooling!r}")
+
+
+class SequenceTagger(_SequenceEncoder):
+    """Many-to-many: a label per step, logits (T, B, C) ((B, T, C) with batch_first).
+
+    Same inputs and encoder as SequenceClassifier; the RNN output at every step goes through
+    dropout -> Linear(D*H, C). loss(x, tags, lengths=None, ignore_index=-100) averages the
+    cross-entropy over the valid steps only (t < length and tag != ignore_index).
+    forward(x, lengths=None) -> logits; backward(grad_logits=None) -> grad_x (None for ids).
+    """
+
+    def __init__(self, vocab_size=None, embedding_dim=None, hidden_size=None, num_classes=None, num_layers=1,
+                 cell="lstm", bidirectional=False, dropout=0.0, batch_first=False, padding_idx=None, *,
+                 input_size=None, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        self._build("SequenceTagger", vocab_size, embedding_dim, input_size, hidden_size, num_classes, num_layers,
+                    cell, bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads)
+
+    def forward(self, x, lengths=None):
+        fn = "SequenceTagger.forward"
+        out, _, lengths = self._encode(x, lengths, fn)
+        self._ctx = (out.shape, lengths)
+        return self.fc(_time_major(self.drop_out(out), self.batch_first))
+
+    def loss(self, x, tags, lengths=None, ignore_index=-100, reduction="mean"):
+        fn = "SequenceTagger.loss"
+        logits = self.forward(x, lengths)
+        tags = as_index_array(tags, "tags", fn)
+        expect_shape(tags, logits.shape[:2], "tags", fn, "(B, T)" if self.batch_first else "(T, B)")
+        (T, B, _), lens = self._ctx
+        mask = None
+        if lens is not None:
+            mask = np.arange(T)[:, None] < lens[None, :]
+            if self.batch_first:
+                mask = mask.T
+        loss, self._dlogits = cross_entropy(logits, tags, ignore_index, reduction, mask, threads=self.threads)
+        return loss
+
+    def backward(self, grad_logits=None):
+        fn = "SequenceTagger.backward"
+        if self._ctx is None:
+            raise _no_forward(fn)
+        if grad_logits is None:
+            if self._dlogits is None:
+                raise _no_forward(fn, "loss() (or pass grad_logits)")
+            grad_logits = self._dlogits
+        self._dlogits = None
+        self._ctx = None
+        dout = self.drop_out.backward(_time_major(self.fc.backward(grad_logits), self.batch_first))
+        return self._encode_backward(dout, None)
