@@ -11,5 +11,6 @@ namespace py = pybind11;
 void bind_system(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_recurrent(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace rnncore

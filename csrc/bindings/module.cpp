@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_system(m);
   rnncore::bind_gemm(m);
   rnncore::bind_recurrent(m);
+  rnncore::bind_optim(m);
 }

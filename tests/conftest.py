@@ -1,0 +1,7 @@
+"""Make the tests import rnncore from this checkout (not an installed copy)."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
