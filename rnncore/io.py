@@ -14,7 +14,9 @@ File layout: a standard safetensors file, readable by any safetensors reader.
             model_tensors   JSON list of parameter names, in the model's order
             optimizer       JSON: {"type", "param_groups", "state": {index: {scalar state}}} or absent
             extra           JSON of the caller's ``extra`` (default {})
-            checksums       JSON {tensor name: CRC-32 of its bytes}
+            checksums       JSON {tensor name: CRC-32 of its dtype, shape and bytes}
+            metadata_crc32  CRC-32 of all the other metadata (sorted JSON), so a damaged header
+                            is caught too
 
 The config convention: a model that has a ``config()`` method returns a JSON-serialisable
 dict of the constructor arguments that rebuild it (the recurrent layers and cells do; a
@@ -51,6 +53,7 @@ FORMAT = "rnncore.checkpoint"
 FORMAT_VERSION = "1"
 _MODEL = "model."
 _OPTIM = "optimizer."
+_OWN_KEYS = ("format_version", "model_tensors", "checksums", "metadata_crc32")
 
 
 class CheckpointError(ValueError):
@@ -99,7 +102,15 @@ def _model_config(model, config):
 
 
 def _crc(array):
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B")) & 0xFFFFFFFF
+    """CRC-32 of an array's dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    head = zlib.crc32(f"{array.dtype.str}{array.shape}".encode())
+    return zlib.crc32(memoryview(array).cast("B"), head) & 0xFFFFFFFF
+
+
+def _metadata_crc(metadata):
+    rest = {k: v for k, v in metadata.items() if k != "metadata_crc32"}
+    return str(zlib.crc32(json.dumps(rest, sort_keys=True).encode()) & 0xFFFFFFFF)
 
 
 def _optimizer_payload(optimizer, tensors):
@@ -144,6 +155,7 @@ def _serialise(model, optimizer, config, extra):
 
     metadata["rnncore_version"] = __version__
     metadata["checksums"] = json.dumps({k: _crc(v) for k, v in tensors.items()})
+    metadata["metadata_crc32"] = _metadata_crc(metadata)
     return safetensors.numpy.save(dict(tensors), metadata=metadata)
 
 
@@ -282,13 +294,21 @@ def _read(path):
         tensors = safetensors.numpy.load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError (and others) for bad data
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint: {exc}") from None
-    ours = metadata.get("format") == FORMAT
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise CheckpointError(f"{path}: corrupt checkpoint: its metadata must map strings to strings")
+    # An rnncore checkpoint says so in several keys; damage to one of them must not make it
+    # pass for a plain safetensors file.
+    ours = metadata.get("format") == FORMAT or any(k in metadata for k in _OWN_KEYS)
     if ours:
+        if metadata.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: corrupt checkpoint: rnncore metadata without its format tag")
         version = metadata.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {version!r}; this rnncore reads "
                                   f"{FORMAT_VERSION!r}")
-        checksums = _loads(metadata.get("checksums", "{}"), "checksums", path)
+        if metadata.get("metadata_crc32") != _metadata_crc(metadata):
+            raise CheckpointError(f"{path}: corrupt checkpoint: its metadata fails its checksum")
+        checksums = _expect(_loads(metadata.get("checksums", "{}"), "checksums", path), dict, "checksums", path)
         missing = sorted(set(checksums) - set(tensors))
         if missing:
             raise CheckpointError(f"{path}: corrupt checkpoint: tensors listed in its metadata are absent: "
@@ -299,10 +319,19 @@ def _read(path):
     return metadata, tensors, ours
 
 
+def _expect(value, kind, what, path):
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{path}: corrupt checkpoint: its {what} metadata should be a "
+                              f"{kind.__name__}, got {type(value).__name__}")
+    return value
+
+
 def _checkpoint_from(metadata, tensors, ours, path):
     if not ours:
         return Checkpoint(OrderedDict(sorted(tensors.items())), None, {}, None, None, {}, metadata)
-    names = _loads(metadata.get("model_tensors", "[]"), "model_tensors", path)
+    names = _expect(_loads(metadata.get("model_tensors", "[]"), "model_tensors", path), list, "model_tensors", path)
+    if not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: corrupt checkpoint: model_tensors must list tensor names")
     state = OrderedDict()
     for name in names:
         key = _MODEL + name
@@ -312,18 +341,18 @@ def _checkpoint_from(metadata, tensors, ours, path):
     for key in sorted(tensors):
         if key.startswith(_MODEL) and key[len(_MODEL):] not in state:
             state[key[len(_MODEL):]] = tensors[key]
-    config = _loads(metadata.get("config", "{}"), "config", path)
+    config = _expect(_loads(metadata.get("config", "{}"), "config", path), dict, "config", path)
     extra = _loads(metadata.get("extra", "{}"), "extra", path)
     opt_state, opt_type = None, None
     if "optimizer" in metadata:
-        payload = _loads(metadata["optimizer"], "optimizer", path)
-        try:
-            opt_type = payload["type"]
-            scalars = payload["state"]
-            groups = payload["param_groups"]
-        except (KeyError, TypeError):
-            raise CheckpointError(f"{path}: corrupt checkpoint: optimizer metadata lacks type/state/param_groups") \
-                from None
+        payload = _expect(_loads(metadata["optimizer"], "optimizer", path), dict, "optimizer", path)
+        opt_type = payload.get("type")
+        scalars = payload.get("state")
+        groups = payload.get("param_groups")
+        if not (isinstance(opt_type, str) and isinstance(scalars, dict) and isinstance(groups, list)
+                and all(isinstance(g, dict) for g in groups) and all(isinstance(v, dict) for v in scalars.values())):
+            raise CheckpointError(f"{path}: corrupt checkpoint: optimizer metadata lacks a valid type, state or "
+                                  "param_groups")
         state_arrays = {}
         for key, array in tensors.items():
             if key.startswith(_OPTIM):
@@ -403,7 +432,7 @@ def load(path, model=None, optimizer=None):
                                   f"{type(optimizer).__name__} optimizer")
         try:
             staged = optimizer._staged_state(ckpt.optimizer_state)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"{path}: the checkpoint's optimizer state does not fit: {exc}") from None
     if model is not None:
         _install_model(ckpt, model)

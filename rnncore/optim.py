@@ -234,13 +234,20 @@ class Optimizer:
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, dict) for g in saved_groups):
+            raise ValueError(f"{name}.load_state_dict: param_groups must be a list of dicts")
+        if not isinstance(state_dict["state"], dict) or \
+                not all(isinstance(v, dict) for v in state_dict["state"].values()):
+            raise ValueError(f"{name}.load_state_dict: state must map parameter indices to dicts")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{name}.load_state_dict: the state holds {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")
         by_index = {}
         groups = []
         for i, (own, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            ids = list(saved.get("params", []))
+            ids = saved.get("params", [])
+            if not isinstance(ids, (list, tuple)) or not all(isinstance(k, numbers.Integral) for k in ids):
+                raise ValueError(f"{name}.load_state_dict: parameter group {i}'s params must be a list of indices")
             if len(ids) != len(own["params"]):
                 raise ValueError(f"{name}.load_state_dict: parameter group {i} holds {len(ids)} parameters in "
                                  f"the state, {len(own['params'])} in this optimizer")
@@ -249,6 +256,8 @@ class Optimizer:
             group = {k: v for k, v in saved.items() if k != "params"}
             if isinstance(group.get("betas"), list):
                 group["betas"] = tuple(group["betas"])
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
             group["params"] = own["params"]
             if "param_names" in own and "param_names" not in group:
                 group["param_names"] = own["param_names"]
@@ -266,6 +275,8 @@ class Optimizer:
             p = by_index[k]
             staged = {}
             for sname, value in entries.items():
+                if hasattr(value, "__array__") and np.ndim(value) == 0:
+                    value = np.asarray(value).item()  # a 0-d array or tensor, e.g. PyTorch's step
                 if isinstance(value, np.ndarray) or hasattr(value, "__array__") and not np.isscalar(value):
                     a = np.asarray(value)
                     if a.shape != p.data.shape:

@@ -241,6 +241,47 @@ def test_corrupt_files_raise_clearly(ckpt_path, good_bytes, mutate, match):
     assert np.array_equal(model.weight_ih_l0.data, before)
 
 
+def test_every_single_byte_flip_is_caught(ckpt_path):
+    """Damage anywhere (header, metadata, tensor data) raises CheckpointError; never a crash or a
+    silently different checkpoint."""
+    model = Toy({"w": (2, 3), "b": (3,)})
+    model.w.data[...] = np.arange(6).reshape(2, 3)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trained(model, opt, steps=1)
+    save(ckpt_path, model, opt, extra={"epoch": 7})
+    good = open(ckpt_path, "rb").read()
+    reference = load(ckpt_path)
+    for i in range(len(good)):
+        damaged = bytearray(good)
+        damaged[i] ^= 0x04
+        _write(ckpt_path, bytes(damaged))
+        try:
+            ckpt = load(ckpt_path)
+        except CheckpointError:
+            continue
+        # the only harmless flips are those that leave the content the same (e.g. JSON whitespace)
+        assert ckpt.extra == reference.extra and ckpt.config == reference.config, i
+        assert all(same_bits(ckpt.state_dict[k], reference.state_dict[k]) for k in reference.state_dict), i
+
+
+def test_malformed_metadata_is_refused(ckpt_path):
+    import safetensors.numpy
+
+    model = Toy({"w": (2,)})
+    save(ckpt_path, model, optim.Adam(model.parameters()))
+    ckpt = load(ckpt_path)
+    tensors = {"model.w": np.zeros(2)}
+    for key, value in [("checksums", "[1, 2]"), ("model_tensors", '{"a": 1}'), ("config", "[]"),
+                       ("optimizer", '{"type": "Adam", "state": [], "param_groups": 3}'), ("extra", "{not json")]:
+        meta = dict(ckpt.metadata, **{key: value})
+        meta["checksums"] = meta["checksums"] if key == "checksums" else json.dumps({"model.w": rio._crc(tensors["model.w"])})
+        meta.pop("metadata_crc32")
+        meta["metadata_crc32"] = rio._metadata_crc(meta)
+        safetensors.numpy.save_file(tensors, ckpt_path, metadata=meta)
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load(ckpt_path, Toy({"w": (2,)}), optim.Adam(Toy({"w": (2,)}).parameters()))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load(str(tmp_path / "nope.safetensors"))
