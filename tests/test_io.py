@@ -74,19 +74,27 @@ def test_resumed_training_equals_uninterrupted(ckpt_path):
 
     model = GRU(2, 3, dtype=np.float64, seed=3)
     opt = optim.RMSprop(model.parameters(), lr=0.01, momentum=0.9, centered=True)
+    sched = optim.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    losses = [3.0, 2.0, 2.5, 2.6, 1.0, 1.1, 1.2, 0.5]
     for t in range(4):
         grads(model, t)
         opt.step()
-    save(ckpt_path, model, opt)
+        sched.step(losses[t])
+    save(ckpt_path, model, opt, extra={"scheduler": sched.state_dict(), "epoch": 4})
     for t in range(4, 8):
         grads(model, t)
         opt.step()
+        sched.step(losses[t])
     resumed = GRU(2, 3, dtype=np.float64, seed=99)
     opt2 = optim.RMSprop(resumed.parameters())
-    load(ckpt_path, resumed, opt2)
-    for t in range(4, 8):
+    sched2 = optim.ReduceLROnPlateau(opt2)
+    ckpt = load(ckpt_path, resumed, opt2)
+    sched2.load_state_dict(ckpt.extra["scheduler"])
+    for t in range(ckpt.extra["epoch"], 8):
         grads(resumed, t)
         opt2.step()
+        sched2.step(losses[t])
+    assert sched2.get_last_lr() == sched.get_last_lr() and sched.get_last_lr()[0] < 0.01
     for p, q in zip(model.parameters(), resumed.parameters()):
         assert same_bits(p.data, q.data)
 
