@@ -3,10 +3,14 @@
 The hot path is C++ (rnncore._core): fused cell kernels, backpropagation through time,
 OpenMP threads. This package is the thin Python layer over it.
 """
-from . import nn
+from . import nn, optim
 from ._checks import NoForwardError
 from ._threads import get_num_threads, set_num_threads
+from .io import CheckpointError, from_torch, load, save, to_torch
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "set_num_threads", "get_num_threads", "NoForwardError", "__version__"]
+__all__ = [
+    "nn", "optim", "set_num_threads", "get_num_threads", "NoForwardError",
+    "save", "load", "CheckpointError", "from_torch", "to_torch", "__version__",
+]

@@ -1,4 +1,4 @@
-# Import rnncore from this checkout (not from another installed copy).
+"""Make the tests import rnncore from this checkout (not an installed copy)."""
 import os
 import sys
 

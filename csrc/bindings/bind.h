@@ -13,5 +13,6 @@ void bind_gemm(py::module_& m);
 void bind_recurrent(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_generate(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace rnncore

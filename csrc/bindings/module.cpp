@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_recurrent(m);
   rnncore::bind_ops(m);
   rnncore::bind_generate(m);
+  rnncore::bind_optim(m);
 }

@@ -98,6 +98,13 @@ class _CellBase(Module):
             dc0 = None if dc0 is None else dc0[0]
         return dx, dh0, dc0
 
+    def config(self):
+        """Constructor arguments that rebuild this cell: ``type(self)(**cell.config())``."""
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias, dtype=self.dtype.name)
+        if self.cell.startswith("rnn_"):
+            cfg["nonlinearity"] = self.cell[len("rnn_"):]
+        return cfg
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:

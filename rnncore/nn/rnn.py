@@ -236,6 +236,15 @@ class RNNBase(Module):
         self.grad_h0 = (dh0, dc0) if self.cell == "lstm" else dh0
         return grad
 
+    def config(self):
+        """Constructor arguments that rebuild this layer: ``type(self)(**layer.config())``."""
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                   bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
+                   bidirectional=self.bidirectional, dtype=self.dtype.name)
+        if self.cell.startswith("rnn_"):
+            cfg["nonlinearity"] = self.cell[len("rnn_"):]
+        return cfg
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
