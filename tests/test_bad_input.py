@@ -597,3 +597,33 @@ def test_lowlevel_float64_workspace_rejects_float32_gradients():
     with pytest.raises(TypeError, match=r"\bdw_ih must have dtype float64 \(the forward's\), got float32"):
         _core.recurrent_backward(ws, None, w_ih=a["w_ih"], w_hh=a["w_hh"], dw_ih=np.zeros(a["w_ih"].shape, f32),
                                  dw_hh=np.zeros_like(a["w_hh"]), dx=np.zeros_like(a["x"]))
+
+
+# -- load_state_dict ----------------------------------------------------------------------------
+
+
+def test_load_state_dict_missing_and_unexpected(net):
+    sd = net.state_dict()
+    sd.pop("weight_hh_l1_reverse")
+    sd["weight_hh_l9"] = np.zeros(3)
+    with pytest.raises(KeyError, match=r"missing weight_hh_l1_reverse; unexpected weight_hh_l9"):
+        net.load_state_dict(sd)
+
+
+def test_load_state_dict_wrong_shape_changes_nothing(net):
+    sd = net.state_dict()
+    before = {n: v.copy() for n, v in sd.items()}
+    for name in sd:
+        sd[name] = sd[name] + 1  # valid new values...
+    G = net.weight_hh_l0.shape[0]
+    sd["weight_hh_l1"] = np.zeros((G, H + 1))  # ...and one bad one (not the first)
+    with pytest.raises(ValueError, match=r"\bweight_hh_l1 must have shape " + shape(G, H) + ", got " + shape(G, H + 1)):
+        net.load_state_dict(sd)
+    for name, p in net.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=f"{name} was modified by a failed load")
+
+
+def test_load_state_dict_non_strict_loads_what_is_there(net):
+    sd = {"weight_ih_l0": np.ones(net.weight_ih_l0.shape)}
+    net.load_state_dict(sd, strict=False)
+    assert np.all(net.weight_ih_l0.data == 1)

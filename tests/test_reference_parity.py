@@ -115,6 +115,21 @@ def test_unbatched_matches_reference(kind):
         np.testing.assert_array_equal(g_u[n], p.grad, err_msg=n)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_unbatched_with_lengths(kind):
+    rng = np.random.default_rng(22)
+    layer = random_params(make_layer(kind, I, H, bidirectional=True, batch_first=True, seed=3), rng)
+    x = rng.standard_normal((T, I)).astype(np.float32)  # unbatched input ignores batch_first, as in PyTorch
+    out, h_n, c_n = forward(layer, x, lengths=3)
+    assert out.shape == (T, 2 * H) and h_n.shape == (2, H)
+    assert np.all(out[3:] == 0)
+    check_against_reference(layer, out[:, None], h_n[:, None], None if c_n is None else c_n[:, None],
+                            x[:, None], None, None, [3])
+    cut, h_cut, _ = forward(layer, x[:3])
+    assert_close(out[:3], cut, 1e-6, 1e-6, "output vs the cut sequence")
+    assert_close(h_n, h_cut, 1e-6, 1e-6, "h_n vs the cut sequence")
+
+
 # -- the lengths rule, exactly ------------------------------------------------------------------
 
 
