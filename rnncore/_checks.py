@@ -24,7 +24,18 @@ def as_real_array(value, name, fn, dtype):
         raise TypeError(f"{fn}: {name} must be a real numeric array, got {type(value).__name__} ({exc})") from None
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{fn}: {name} must be a real numeric array (float or int), got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it (1,)).
+    return np.require(array, dtype=dtype, requirements="C")
+
+
+def private_copy(array, source):
+    """`array`, copied if it may share memory with the caller's `source`.
+
+    A layer that saves its input for backward must not see the caller change it in between.
+    """
+    if isinstance(source, np.ndarray) and np.may_share_memory(array, source):
+        return array.copy()
+    return array
 
 
 def as_lengths(value, batch, steps, fn):

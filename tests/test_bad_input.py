@@ -55,14 +55,6 @@ def test_x_wrong_rank(net, bad):
         net.forward(np.zeros(bad, f32))
 
 
-_BUG_0D = (
-    "BUG: as_real_array (rnncore/_checks.py) converts with np.ascontiguousarray, which turns a 0-d array into "
-    "shape (1,). A scalar x (or h0) is then reported as 'got shape (1,)' instead of '()', and a cell with "
-    "input_size=1 silently accepts a scalar x as an unbatched (1,) input (PyTorch raises: expected 1D or 2D "
-    "input, got 0D). Fix: check ndim on np.asarray(value) before ascontiguousarray, or use np.require/np.array.")
-
-
-@pytest.mark.xfail(strict=True, reason=_BUG_0D)
 def test_x_scalar_reports_its_own_shape(net):
     with pytest.raises(ValueError, match=r"\bx must have rank 3 \(T, B, I\).*got shape \(\)"):
         net.forward(np.zeros((), f32))
@@ -73,7 +65,6 @@ def test_x_scalar_is_rejected(net):
         net.forward(np.zeros((), f32))
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG_0D)
 def test_cell_rejects_scalar_x(kind):
     cell = make_cell(kind, 1, H, seed=0)
     with pytest.raises(ValueError, match=r"\bx must have rank 2 \(B, I\) or rank 1 \(I,\) unbatched, got shape \(\)"):
@@ -258,10 +249,6 @@ def test_grad_c_n_wrong_shape():
         net.backward(None, (None, np.zeros((2, B, H), f32)))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: RNNBase.backward checks grad_h_n with _split_hx(grad_h_n, fn), whose TypeError says 'hx must be a "
-    "tuple (h0, c0) for an LSTM' / 'hx must be an array (L*D, B, H)': the message names hx, an argument of "
-    "forward, not backward's grad_h_n (expected e.g. 'grad_h_n must be a tuple (dh_n, dc_n) for an LSTM')."))
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_grad_h_n_wrong_type_names_grad_h_n(kind):
     net = make_layer(kind, I, H, num_layers=2, bidirectional=True, seed=0)
@@ -272,7 +259,7 @@ def test_grad_h_n_wrong_type_names_grad_h_n(kind):
 
 
 def test_grad_h_n_wrong_type_is_a_type_error(kind):
-    """The exception type is right even while the message names the wrong argument (see the xfail above)."""
+    """A grad_h_n of the wrong kind is a TypeError."""
     net = make_layer(kind, I, H, num_layers=2, bidirectional=True, seed=0)
     net.forward(X)
     with pytest.raises(TypeError):
@@ -361,14 +348,14 @@ def test_cell_x_non_numeric(cell):
 
 
 def test_cell_state_batch_mismatch(cell, kind):
-    name = "hx\\[0\\]" if kind == "lstm" else "h"
+    name = "hx\\[0\\]" if kind == "lstm" else "hx"
     with pytest.raises(ValueError, match=rf"\b{name} must have shape \(B, H\) " + shape(B, H) + ", got "
                                          + shape(B + 1, H)):
         cell.forward(np.zeros((B, I), f32), state_arg(kind, np.zeros((B + 1, H), f32), np.zeros((B, H), f32)))
 
 
 def test_cell_state_unbatched(cell, kind):
-    name = "hx\\[0\\]" if kind == "lstm" else "h"
+    name = "hx\\[0\\]" if kind == "lstm" else "hx"
     with pytest.raises(ValueError, match=rf"\b{name} must have shape \(H,\) for unbatched input " + shape(H)
                                          + ", got " + shape(1, H)):
         cell.forward(np.zeros(I, f32), state_arg(kind, np.zeros((1, H), f32), np.zeros(H, f32)))
@@ -387,11 +374,6 @@ def test_lstm_cell_hx_must_be_a_pair(bad):
         cell.forward(np.zeros((B, I), f32), bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): RNNCell/GRUCell.forward(x, hx=None) reports a bad state as 'h must have shape ...' and the "
-    "docstrings say forward(x, h=None), but the parameter is called hx (as in PyTorch): "
-    "cell.forward(x, h=h0) raises 'unexpected keyword argument' and the message names no real argument. "
-    "LSTMCell says hx[0]/hx[1] consistently."))
 @pytest.mark.parametrize("kind", ["rnn_tanh", "gru"])
 def test_cell_state_error_names_hx(kind):
     cell = make_cell(kind, I, H, seed=0)

@@ -532,16 +532,6 @@ def test_empty_sequences(kind):
     assert all(np.all(p.grad == 0) for p in layer.parameters())
 
 
-_BUG_X_ALIAS = (
-    "BUG: forward keeps a reference to the caller's x instead of a copy when x is already a "
-    "C-contiguous array of the layer's dtype and the workspace uses it in place (forward direction, "
-    "all lengths T, or a cell step). Changing x after forward and before backward (e.g. reusing one "
-    "input buffer for every step) silently changes dW_ih. rnn.py/cell.py never document that x must "
-    "stay unchanged; fix: copy x when the kernel would read it in place (or document the contract)."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_BUG_X_ALIAS)
 @pytest.mark.parametrize("kind", ["lstm", "rnn_tanh"])
 def test_input_changed_after_forward_does_not_change_gradients(kind):
     rng = np.random.default_rng(20)
@@ -558,7 +548,6 @@ def test_input_changed_after_forward_does_not_change_gradients(kind):
     assert_close(layer.weight_ih_l0.grad, want, 1e-6, 1e-6, "weight_ih_l0.grad")
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG_X_ALIAS)
 def test_cell_input_buffer_reuse_does_not_change_gradients():
     rng = np.random.default_rng(21)
     cell = make_cell("gru", I, H, seed=92)

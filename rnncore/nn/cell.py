@@ -10,7 +10,7 @@ backward for t = T-1..0 is backpropagation through time. In eval mode nothing is
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_real_array, expect_shape, resolve_dtype, shape_str
+from .._checks import NoForwardError, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
 from .._threads import resolve_threads
 from .module import Module, Parameter
 from .rnn import _GATES, _uniform_init
@@ -61,11 +61,12 @@ class _CellBase(Module):
         batched = x.ndim == 2
         if not batched:
             x = x[None, :]
+        x = private_copy(x, x_in)  # saved for backward: the caller may reuse its buffer
         B, I = x.shape
         if I != self.input_size:
             raise ValueError(f"{fn}: x must have input_size = {self.input_size} features in its last dimension, "
                              f"got shape {shape_str(np.shape(x_in))}")
-        h = self._state(h, "h" if self.cell != "lstm" else "hx[0]", fn, batched, B)
+        h = self._state(h, "hx" if self.cell != "lstm" else "hx[0]", fn, batched, B)
         c = self._state(c, "hx[1]", fn, batched, B)
         out = np.empty((1, B, self.hidden_size), self.dtype)
         h_new, c_new, ws = _core.recurrent_forward(
@@ -117,7 +118,7 @@ class _CellBase(Module):
 class RNNCell(_CellBase):
     """One Elman RNN step: h' = act(W_ih x + b_ih + W_hh h + b_hh).
 
-    forward(x, h=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
+    forward(x, hx=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
     """
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", **kwargs):
@@ -138,7 +139,7 @@ class RNNCell(_CellBase):
 class GRUCell(RNNCell):
     """One GRU step (PyTorch's r, z, n gates).
 
-    forward(x, h=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
+    forward(x, hx=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
     """
 
     def __init__(self, input_size, hidden_size, bias=True, **kwargs):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_lengths, as_real_array, expect_shape, resolve_dtype, shape_str
+from .._checks import NoForwardError, as_lengths, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
 from .._threads import resolve_threads
 from .module import Module, Parameter
 
@@ -99,15 +99,16 @@ class RNNBase(Module):
             a = a[:, None, :]
         return a
 
-    def _split_hx(self, hx, fn):
+    def _split_hx(self, hx, fn, name="hx", parts="(h0, c0)"):
         if self.cell == "lstm":
             if hx is None:
                 return None, None
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"{fn}: hx must be a tuple (h0, c0) for an LSTM, got {type(hx).__name__}")
+                raise TypeError(f"{fn}: {name} must be a tuple {parts} for an LSTM, got {type(hx).__name__}")
             return hx[0], hx[1]
         if isinstance(hx, (tuple, list)):
-            raise TypeError(f"{fn}: hx must be an array (L*D, B, H) for {type(self).__name__}, got a {type(hx).__name__}")
+            raise TypeError(f"{fn}: {name} must be an array (L*D, B, H) for {type(self).__name__}, "
+                            f"got a {type(hx).__name__}")
         return hx, None
 
     # -- forward / backward -----------------------------------------------------------------
@@ -124,6 +125,7 @@ class RNNBase(Module):
             x = x[:, None, :]
         elif self.batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        x = private_copy(x, x_in)  # saved for backward: the caller may reuse its buffer
         T, B, I = x.shape
         if I != self.input_size:
             raise ValueError(f"{fn}: x must have input_size = {self.input_size} features in its last dimension, "
@@ -200,7 +202,7 @@ class RNNBase(Module):
                 expect_shape(dy, (T, B, D * H), "grad_output", fn, "(T, B, D*H) like output")
         else:
             dy = None
-        dh_n, dc_n = self._split_hx(grad_h_n, fn) if grad_h_n is not None else (None, None)
+        dh_n, dc_n = self._split_hx(grad_h_n, fn, "grad_h_n", "(dh_n, dc_n)")
         dh_n = self._state_arg(dh_n, "grad_h_n", fn, batched, B)
         dc_n = self._state_arg(dc_n, "grad_c_n", fn, batched, B)
 
