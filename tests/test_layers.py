@@ -434,3 +434,26 @@ def test_cross_entropy_matches_pytorch(reduction):
     loss = crit(logits, targets)
     assert_close(loss, ref.detach().numpy(), atol=1e-12, what="loss")
     assert_close(crit.backward(g), x.grad.numpy(), atol=1e-12, what="dlogits")
+
+
+def test_inputs_changed_after_forward_do_not_change_gradients():
+    """Layers save a private copy of what backward needs: callers may reuse their buffers."""
+    from rnncore.nn import Embedding, LayerNorm, Linear
+
+    rng = np.random.default_rng(3)
+    for make, make_input in [
+        (lambda: Linear(4, 3, seed=0), lambda: rng.standard_normal((5, 4)).astype(np.float32)),
+        (lambda: LayerNorm(4), lambda: rng.standard_normal((5, 4)).astype(np.float32)),
+        (lambda: Embedding(7, 3, seed=0), lambda: rng.integers(0, 7, size=(5,))),
+    ]:
+        layer, x = make(), make_input()
+        out = layer.forward(x)
+        dout = np.ones_like(out)
+        layer.backward(dout)
+        want = [p.grad.copy() for p in layer.parameters()]
+        layer.zero_grad()
+        layer.forward(x)
+        x[...] = 0
+        layer.backward(dout)
+        for p, w in zip(layer.parameters(), want):
+            np.testing.assert_array_equal(p.grad, w)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, expect_shape,
-                       resolve_dtype, shape_str)
+                       private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from .module import Module, Parameter
 
@@ -64,9 +64,10 @@ class Embedding(Module):
 
     def forward(self, ids):
         fn = "Embedding.forward"
+        ids_in = ids
         ids = as_index_array(ids, "ids", fn)
         out = _core.embedding_forward(self.weight.data, ids, resolve_threads(self.threads))
-        self._ids = ids
+        self._ids = private_copy(ids, ids_in)  # saved for backward: the caller may reuse its buffer
         return out
 
     def backward(self, grad_output):
@@ -123,6 +124,7 @@ class Linear(Module):
 
     def forward(self, x):
         fn = "Linear.forward"
+        x_in = x
         x = as_real_array(x, "x", fn, self.weight.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{fn}: x must have shape (..., in_features) = (..., {self.in_features}), "
@@ -131,7 +133,7 @@ class Linear(Module):
         x2 = x.reshape(-1, self.in_features)
         y = _core.linear_forward(x2, self.weight.data, None if self.bias is None else self.bias.data,
                                  resolve_threads(self.threads))
-        self._x = (x2, lead)
+        self._x = (private_copy(x2, x_in), lead)  # saved for backward: the caller may reuse its buffer
         return y.reshape(lead + (self.out_features,))
 
     def backward(self, grad_output, need_input_grad=True):
@@ -252,6 +254,7 @@ class LayerNorm(Module):
 
     def forward(self, x):
         fn = "LayerNorm.forward"
+        x_in = x
         x = as_real_array(x, "x", fn, self.dtype)
         k = len(self.normalized_shape)
         if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
@@ -261,7 +264,7 @@ class LayerNorm(Module):
         x2 = x.reshape(-1, C)
         y, mean, rstd = _core.layernorm_forward(x2, self._flat(self.weight), self._flat(self.bias), self.eps,
                                                 resolve_threads(self.threads))
-        self._ctx = (x2, mean, rstd, x.shape)
+        self._ctx = (private_copy(x2, x_in), mean, rstd, x.shape)  # the caller may reuse its buffer
         return y.reshape(x.shape)
 
     def backward(self, grad_output):
