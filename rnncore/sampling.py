@@ -1,0 +1,244 @@
+"""Text generation from a LanguageModel: greedy, temperature, top-k, top-p, repetition penalty,
+beam search, and streaming. The whole autoregressive loop runs in C++ (rnncore._core.LMDecoder)
+with the GIL released; Python only prepares the prime and reads the result.
+
+A prime (prompt) of P >= 1 tokens is read through the sequence kernels first (all but its
+last token, in one call); its last token is the first input of the decoding loop. Each of B
+streams has its own generator, seeded from (seed, stream index): the same seed gives the same
+text whatever the thread count.
+"""
+import numpy as np
+
+from . import _core
+from ._checks import as_index_array, shape_str
+from ._threads import resolve_threads
+
+__all__ = ["generate", "stream", "beam_search", "Decoder"]
+
+
+def _check_model(model, fn):
+    rnn = getattr(model, "rnn", None)
+    needed = ("encoder", "decoder", "vocab_size")
+    if rnn is None or any(not hasattr(model, a) for a in needed):
+        raise TypeError(f"{fn}: model must be an rnncore.nn.LanguageModel (Embedding -> RNN -> Linear), "
+                        f"got {type(model).__name__}")
+    if rnn.bidirectional:
+        raise ValueError(f"{fn}: a bidirectional model cannot generate left to right")
+
+
+def _check_tokenizer(model, tokenizer, fn):
+    if tokenizer is None:
+        return
+    size = getattr(tokenizer, "vocab_size", None)
+    if size is None:
+        size = len(tokenizer)
+    if size != model.vocab_size:
+        raise ValueError(f"{fn}: the tokenizer has {size} symbols but the model's vocabulary has "
+                         f"{model.vocab_size}: they were not made for each other")
+
+
+def _prime_ids(model, prime, tokenizer, fn):
+    """The prime as int64 (B, P) and whether it was a single stream."""
+    if isinstance(prime, str):
+        if tokenizer is None:
+            raise TypeError(f"{fn}: a text prime needs tokenizer=...; otherwise pass token ids")
+        prime = tokenizer.encode(prime)
+    ids = as_index_array(prime, "prime", fn)
+    single = ids.ndim == 1
+    if single:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise ValueError(f"{fn}: prime must have shape (P,) or (B, P), got {shape_str(ids.shape)}")
+    if ids.shape[1] < 1 or ids.shape[0] < 1:
+        raise ValueError(f"{fn}: prime must hold at least one token per stream, got shape {shape_str(ids.shape)}")
+    bad = (ids < 0) | (ids >= model.vocab_size)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = pos[1] if single else list(pos)
+        raise ValueError(f"{fn}: prime token {int(ids[pos])} at position {where} is outside the vocabulary "
+                         f"[0, {model.vocab_size})")
+    return np.ascontiguousarray(ids), single
+
+
+def _sampling_options(temperature, top_k, top_p, repetition_penalty, fn):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+            or not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"{fn}: temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"{fn}: top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.floating))
+                              or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"{fn}: top_p must be in (0, 1] or None, got {top_p!r}")
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float, np.floating)) \
+            or not np.isfinite(repetition_penalty) or repetition_penalty <= 0:
+        raise ValueError(f"{fn}: repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
+    return dict(temperature=float(temperature), top_k=int(top_k or 0), top_p=float(1.0 if top_p is None else top_p),
+                repetition_penalty=float(repetition_penalty))
+
+
+def _stop_list(model, stop_tokens, fn):
+    if stop_tokens is None:
+        return []
+    stops = np.atleast_1d(as_index_array(stop_tokens, "stop_tokens", fn)).ravel()
+    bad = (stops < 0) | (stops >= model.vocab_size)
+    if bad.any():
+        raise ValueError(f"{fn}: stop token {int(stops[bad][0])} is outside the vocabulary [0, {model.vocab_size})")
+    return [int(t) for t in stops]
+
+
+class Decoder:
+    """A prepared decoding loop over a model's current weights (packed once).
+
+    The model's parameters must not change while the decoder is used. Most code wants
+    generate(), stream() or beam_search() instead.
+    """
+
+    def __init__(self, model, batch, threads=None, fn="Decoder"):
+        _check_model(model, fn)
+        rnn = model.rnn
+        layers = []
+        for layer in range(rnn.num_layers):
+            w_ih, w_hh, b_ih, b_hh = rnn._params(layer, 0)
+            layers.append((w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
+                           None if b_hh is None else b_hh.data))
+        bias = model.decoder.bias
+        self.model = model
+        self.batch = int(batch)
+        self._core = _core.LMDecoder(rnn.cell, model.encoder.weight.data, layers, model.decoder.weight.data,
+                                     None if bias is None else bias.data, self.batch,
+                                     resolve_threads(threads if threads is not None else model.threads))
+
+    def prime(self, ids):
+        """Read a prime (B, P): all but the last token through the sequence kernels; the last
+        token becomes every stream's next input."""
+        model = self.model
+        if ids.shape[1] > 1:
+            was_training = model.training
+            model.eval()
+            try:
+                x = model.encoder(np.ascontiguousarray(ids[:, :-1].T))
+                _, state = model.rnn(x)
+            finally:
+                model.train(was_training)
+            h, c = state if isinstance(state, tuple) else (state, None)
+            self._core.set_state(np.ascontiguousarray(h), None if c is None else np.ascontiguousarray(c))
+        self._core.set_next_tokens(np.ascontiguousarray(ids[:, -1]))
+        self._core.mark_seen(ids)
+
+    def __getattr__(self, name):  # seed, sample, beam_search, step_logits, get_state, done, ...
+        core = self.__dict__.get("_core")
+        if core is None:
+            raise AttributeError(name)
+        return getattr(core, name)
+
+
+def generate(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+             repetition_penalty=1.0, stop_tokens=None, tokenizer=None, threads=None):
+    """Generate up to `max_new_tokens` tokens after `prime`.
+
+    prime: token ids (P,) for one stream or (B, P) for B independent streams, or a string
+    when `tokenizer` is given. temperature 0 is greedy; top_k keeps the k most likely tokens;
+    top_p keeps the smallest set of tokens whose probability reaches p; repetition_penalty > 1
+    makes tokens already in the stream less likely. A stream ends after emitting one of
+    `stop_tokens`. seed: same seed, same text (None draws one).
+
+    Returns the new tokens: (n,) for a single stream (ending with the stop token, if one came),
+    (B, n) for B streams with -1 after a stream ended; a string (list of strings) when a
+    tokenizer is given.
+    """
+    fn = "generate"
+    _check_model(model, fn)
+    _check_tokenizer(model, tokenizer, fn)
+    ids, single = _prime_ids(model, prime, tokenizer, fn)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"{fn}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
+    stops = _stop_list(model, stop_tokens, fn)
+    dec = Decoder(model, ids.shape[0], threads, fn)
+    dec.prime(ids)
+    dec.seed(_seed_value(seed))
+    out, steps = dec.sample(int(max_new_tokens), stop_tokens=stops, **opts)
+    out = out[:, :steps]
+    if single:
+        out = out[0]
+        out = out[out >= 0]
+    if tokenizer is not None:
+        if single:
+            return tokenizer.decode(out)
+        return [tokenizer.decode(row[row >= 0]) for row in out]
+    return out
+
+
+def stream(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+           repetition_penalty=1.0, stop_tokens=None, tokenizer=None, threads=None, chunk=1):
+    """Like generate() for one stream, but yields each token (or its text, with a tokenizer) as
+    soon as it is produced. The loop runs in C++ `chunk` tokens at a time."""
+    fn = "stream"
+    _check_model(model, fn)
+    _check_tokenizer(model, tokenizer, fn)
+    ids, single = _prime_ids(model, prime, tokenizer, fn)
+    if not single and ids.shape[0] != 1:
+        raise ValueError(f"{fn}: stream() makes one stream; prime must have shape (P,), got {shape_str(ids.shape)}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"{fn}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"{fn}: chunk must be a positive int, got {chunk!r}")
+    opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
+    stops = _stop_list(model, stop_tokens, fn)
+    dec = Decoder(model, 1, threads, fn)
+    dec.prime(ids)
+    dec.seed(_seed_value(seed))
+
+    def tokens():
+        left = int(max_new_tokens)
+        while left > 0:
+            out, steps = dec.sample(min(chunk, left), stop_tokens=stops, **opts)
+            for t in out[0, :steps]:
+                if t < 0:
+                    return
+                yield int(t) if tokenizer is None else tokenizer.decode(np.array([t]))
+            left -= steps
+            if steps == 0 or dec.done[0]:
+                return
+
+    return tokens()
+
+
+def beam_search(model, prime, beam_width, max_len, alpha=0.0, n_best=1, stop_tokens=None, tokenizer=None,
+                threads=None):
+    """Beam search after a prime (P,) (or a string with `tokenizer`).
+
+    Keeps `beam_width` live hypotheses, ranks them by total log-probability / length**alpha,
+    and stops when `n_best` hypotheses have ended with a stop token, or after `max_len` new
+    tokens (unfinished hypotheses are then ranked too). Returns up to n_best
+    (tokens, log_probability) pairs, best first (tokens as text with a tokenizer).
+    """
+    fn = "beam_search"
+    _check_model(model, fn)
+    _check_tokenizer(model, tokenizer, fn)
+    ids, single = _prime_ids(model, prime, tokenizer, fn)
+    if not single and ids.shape[0] != 1:
+        raise ValueError(f"{fn}: prime must be one sequence (P,), got {shape_str(ids.shape)}")
+    for name, value in (("beam_width", beam_width), ("max_len", max_len), ("n_best", n_best)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+    if n_best > beam_width:
+        raise ValueError(f"{fn}: n_best ({n_best}) cannot exceed beam_width ({beam_width})")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha) \
+            or alpha < 0:
+        raise ValueError(f"{fn}: alpha must be a finite number >= 0, got {alpha!r}")
+    stops = _stop_list(model, stop_tokens, fn)
+    dec = Decoder(model, int(beam_width), threads, fn)
+    dec.prime(np.repeat(ids, int(beam_width), axis=0))
+    hyps = dec.beam_search(int(max_len), float(alpha), int(n_best), stops)
+    if tokenizer is not None:
+        return [(tokenizer.decode(t), score) for t, score, _, _ in hyps]
+    return [(t, score) for t, score, _, _ in hyps]
+
+
+def _seed_value(seed):
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (1 << 64))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return int(seed) % (1 << 64)
