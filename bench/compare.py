@@ -13,7 +13,9 @@ same run and gives the "% sgemm" column.
 Workloads (T, B, I, H): a = (100, 64, 512, 512), b = (100, 16, 256, 256),
 c = (100, 1, 256, 256), d = 2 layers (50, 32, 128, 1024); cells lstm, gru, rnn_tanh;
 modes fwd (inference) and train (forward + backward); GEMM shapes M x K x N; variable
-lengths (uniform in [10, 100] at T = 100) against the padded run.
+lengths (uniform in [10, 100] at T = 100) against the padded run; a char-LM (Embedding
+65 -> 128, 2 x LSTM 512, Linear 512 -> 65) sampling 200 tokens at temperature 1 with 1 and 64
+streams (PyTorch: the usual Python loop), and training it (B = 32, T = 128, Adam, clip 5).
 """
 import argparse
 import datetime
@@ -33,6 +35,9 @@ SHAPES = {  # name: (T, B, I, H, layers)
     "c": (100, 1, 256, 256, 1),
     "d": (50, 32, 128, 1024, 2),
 }
+# The char-LM of the generation and training workloads: Embedding 65 -> 128, 2 x LSTM 512, Linear 512 -> 65.
+CHARLM = {"V": 65, "E": 128, "H": 512, "L": 2}
+CHARLM_MACS = 4 * 512 * (128 + 512) + 4 * 512 * (512 + 512) + 65 * 512  # per token
 GEMMS = {"2048^3": (2048, 2048, 2048), "6400x512x2048": (6400, 512, 2048), "64x512x2048": (64, 512, 2048),
          "1x512x2048": (1, 512, 2048)}
 
@@ -66,8 +71,17 @@ def workloads(args):
             out.append({"name": f"lstm a train {'lengths~U[10,100]' if ragged else 'padded'}", "kind": "rnn",
                         "cell": "lstm", "T": T, "B": B, "I": I, "H": H, "layers": 1, "mode": "train",
                         "ragged": ragged, "flops": rnn_flops("lstm", T, B, I, H, 1, "train")})
+    if "gen" in args.only:
+        for streams in (1, 64):
+            out.append({"name": f"charlm sample B={streams}", "kind": "gen", "streams": streams, "new_tokens": 200,
+                        "tokens": 200 * streams, "flops": 2.0 * 200 * streams * CHARLM_MACS})
+    if "lmtrain" in args.only:
+        T, B = 128, 32
+        out.append({"name": "charlm train B=32 T=128 adam", "kind": "lmtrain", "T": T, "B": B, "tokens": T * B,
+                    "flops": 6.0 * T * B * CHARLM_MACS})
     if args.quick:
-        keep = {"gemm 64x512x2048", "lstm b fwd", "lstm b train", "gru c fwd", "rnn_tanh b train"}
+        keep = {"gemm 64x512x2048", "lstm b fwd", "lstm b train", "gru c fwd", "rnn_tanh b train",
+                "charlm sample B=1"}
         out = [w for w in out if w["name"] in keep]
     return out
 
@@ -89,6 +103,8 @@ def build_rnncore(w, threads):
     from rnncore import _core, nn
 
     rng = np.random.default_rng(0)
+    if w["kind"] in ("gen", "lmtrain"):
+        return build_rnncore_lm(w, threads)
     if w["kind"] == "gemm":
         a = rng.standard_normal((w["M"], w["K"]), dtype=np.float32)
         b = rng.standard_normal((w["K"], w["N"]), dtype=np.float32)
@@ -110,10 +126,91 @@ def build_rnncore(w, threads):
     return train_step
 
 
+def build_rnncore_lm(w, threads):
+    import numpy as np
+
+    from rnncore import optim, sampling
+    from rnncore.nn import LanguageModel
+
+    c = CHARLM
+    model = LanguageModel(c["V"], c["E"], c["H"], num_layers=c["L"], seed=0, threads=threads)
+    rng = np.random.default_rng(0)
+    if w["kind"] == "gen":
+        model.eval()
+        prime = rng.integers(0, c["V"], size=(w["streams"], 1))
+        return lambda: sampling.generate(model, prime, w["new_tokens"], temperature=1.0, seed=1, threads=threads)
+    opt = optim.Adam(model.parameters(), lr=2e-3, threads=threads)
+    tokens = rng.integers(0, c["V"], size=(w["T"] + 1, w["B"]))
+    state = [None]
+
+    def train_step():
+        loss, new_state = model.loss(tokens[:-1], tokens[1:], state[0])
+        model.zero_grad()
+        model.backward()
+        optim.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        state[0] = new_state
+
+    return train_step
+
+
+def build_torch_lm(w, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    c = CHARLM
+
+    class CharLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Embedding(c["V"], c["E"])
+            self.rnn = torch.nn.LSTM(c["E"], c["H"], num_layers=c["L"])
+            self.decoder = torch.nn.Linear(c["H"], c["V"])
+
+        def forward(self, x, state=None):
+            out, state = self.rnn(self.encoder(x), state)
+            return self.decoder(out), state
+
+    model = CharLM()
+    if w["kind"] == "gen":
+        model.eval()
+        g = torch.Generator().manual_seed(1)
+        prime = torch.randint(0, c["V"], (1, w["streams"]), generator=g)
+
+        def sample():  # the usual Python loop, one token per iteration
+            with torch.inference_mode():
+                x, state, out = prime, None, []
+                for _ in range(w["new_tokens"]):
+                    logits, state = model(x, state)
+                    probs = torch.softmax(logits[-1], dim=-1)
+                    x = torch.multinomial(probs, 1, generator=g).T
+                    out.append(x)
+                return torch.cat(out)
+
+        return sample
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    tokens = torch.randint(0, c["V"], (w["T"] + 1, w["B"]))
+    state = [None]
+
+    def train_step():
+        logits, new_state = model(tokens[:-1], state[0])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, c["V"]), tokens[1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        state[0] = tuple(s.detach() for s in new_state)
+
+    return train_step
+
+
 def build_torch(w, threads):
     import numpy as np
     import torch
 
+    if w["kind"] in ("gen", "lmtrain"):
+        return build_torch_lm(w, threads)
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     if w["kind"] == "gemm":
@@ -242,8 +339,8 @@ def machine_description():
 def main():
     ap = argparse.ArgumentParser(description="rnncore vs PyTorch, side by side in one run.")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
-    ap.add_argument("--only", nargs="+", default=["gemm", "lstm", "gru", "rnn_tanh", "varlen"],
-                    help="workload groups: gemm lstm gru rnn_tanh varlen")
+    ap.add_argument("--only", nargs="+", default=["gemm", "lstm", "gru", "rnn_tanh", "varlen", "gen", "lmtrain"],
+                    help="workload groups: gemm lstm gru rnn_tanh varlen gen lmtrain")
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -264,7 +361,7 @@ def main():
         workers["torch"] = Worker("torch")
     rows = []
     header = (f"{'workload':<34} {'thr':>3} {'rnncore ms':>11} {'ref ms':>9} {'ref':>6} {'speedup':>8} "
-              f"{'GFLOP/s':>8} {'% sgemm':>8}")
+              f"{'GFLOP/s':>8} {'% sgemm':>8} {'tokens/s':>9}")
     print(header)
     print("-" * len(header))
     try:
@@ -289,10 +386,13 @@ def main():
                 sgemm_gflops = 2.0 * 2048 ** 3 / statistics.median(peak) / 1e9
                 row = {"workload": w["name"], "threads": threads, "rnncore_ms": 1e3 * t_ours, "ref_ms": 1e3 * t_ref,
                        "ref": ref_engine or "-", "speedup": t_ref / t_ours, "gflops": gflops,
-                       "pct_sgemm": 100.0 * gflops / sgemm_gflops, "sgemm_gflops": sgemm_gflops}
+                       "pct_sgemm": 100.0 * gflops / sgemm_gflops, "sgemm_gflops": sgemm_gflops,
+                       "tokens_per_s": w["tokens"] / t_ours if "tokens" in w else None}
                 rows.append(row)
+                tps = f"{row['tokens_per_s']:>9,.0f}" if row["tokens_per_s"] else f"{'':>9}"
                 print(f"{row['workload']:<34} {threads:>3} {row['rnncore_ms']:>11.2f} {row['ref_ms']:>9.2f} "
-                      f"{row['ref']:>6} {row['speedup']:>7.2f}x {gflops:>8.1f} {row['pct_sgemm']:>7.0f}%", flush=True)
+                      f"{row['ref']:>6} {row['speedup']:>7.2f}x {gflops:>8.1f} {row['pct_sgemm']:>7.0f}% {tps}",
+                      flush=True)
     finally:
         for wk in workers.values():
             wk.close()
@@ -308,11 +408,12 @@ def record(rows, args):
     path = os.path.join(HERE, "RESULTS.md")
     cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
     lines = [f"\n### {datetime.date.today().isoformat()} — `{cmd}`\n", f"Machine: {machine_description()}\n",
-             "| workload | threads | rnncore ms | ref ms | ref | speedup | GFLOP/s | % sgemm |",
-             "|---|---:|---:|---:|---|---:|---:|---:|"]
+             "| workload | threads | rnncore ms | ref ms | ref | speedup | GFLOP/s | % sgemm | tokens/s |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
+        tps = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else ""
         lines.append(f"| {r['workload']} | {r['threads']} | {r['rnncore_ms']:.2f} | {r['ref_ms']:.2f} | {r['ref']} | "
-                     f"{r['speedup']:.2f}x | {r['gflops']:.1f} | {r['pct_sgemm']:.0f}% |")
+                     f"{r['speedup']:.2f}x | {r['gflops']:.1f} | {r['pct_sgemm']:.0f}% | {tps} |")
     for t in sorted({r["threads"] for r in rows}):
         sg = statistics.median(r["sgemm_gflops"] for r in rows if r["threads"] == t)
         lines.append(f"\nnumpy sgemm 2048^3, {t} thread(s), same run: {sg:.0f} GFLOP/s")
