@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "common/vmath.h"
 
 namespace rnncore {
 
@@ -64,11 +65,9 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
     T* e = counts && g ? g : p;  // where the exponentials go first, or null for the loss alone
     double s = 0;
     if (e) {
-      for (index_t v = 0; v < V; ++v) {
-        const T ev = std::exp(x[v] - m);
-        e[v] = ev;
-        s += static_cast<double>(ev);
-      }
+      for (index_t v = 0; v < V; ++v) e[v] = x[v] - m;
+      vexp(e, e, V);  // vectorised for float32 (common/vmath.h)
+      for (index_t v = 0; v < V; ++v) s += static_cast<double>(e[v]);
     } else {
       for (index_t v = 0; v < V; ++v) s += static_cast<double>(std::exp(x[v] - m));
     }
