@@ -59,6 +59,10 @@ class Embedding(Module):
         self.weight = Parameter(weight)
         self._ids = None
 
+    def config(self):
+        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                    padding_idx=self.padding_idx, dtype=self.dtype.name)
+
     def _dtype_changed(self):
         self._ids = None
 
@@ -111,6 +115,10 @@ class Linear(Module):
         else:
             self.bias = None
         self._x = None
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
+                    dtype=self.dtype.name)
 
     def __setattr__(self, name, value):
         if name == "bias" and value is None:
@@ -170,6 +178,9 @@ class Dropout(Module):
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._mask = None
         self._ready = False
+
+    def config(self):
+        return dict(p=self.p)
 
     def make_mask(self, shape, dtype):
         """A fresh scaled keep-mask (0 or 1/(1-p)) drawn from the layer's generator."""
@@ -237,6 +248,10 @@ class LayerNorm(Module):
         self.weight = Parameter(np.ones(normalized_shape, self.dtype)) if self.elementwise_affine else None
         self.bias = Parameter(np.zeros(normalized_shape, self.dtype)) if self.elementwise_affine and bias else None
         self._ctx = None
+
+    def config(self):
+        return dict(normalized_shape=list(self.normalized_shape), eps=self.eps,
+                    elementwise_affine=self.elementwise_affine, bias=self.bias is not None, dtype=self.dtype.name)
 
     def __setattr__(self, name, value):
         if name in ("weight", "bias") and value is None:

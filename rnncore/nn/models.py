@@ -85,6 +85,12 @@ class _TokenDecoder(Module):
         self.grad_state = None
         return seeds[4:]
 
+    def config(self):
+        """Constructor arguments that rebuild this model: ``type(self)(**model.config())``."""
+        return dict(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, cell=self.cell, dropout=self.dropout, tie_weights=self.tie_weights,
+                    batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name)
+
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
         if ids.ndim != 2:
@@ -221,6 +227,11 @@ class ConditionedGenerator(_TokenDecoder):
         self._used = None
         self.grad_features = None
 
+    def config(self):
+        cfg = super().config()
+        cfg.update(feature_size=self.feature_size, condition=self.condition)
+        return cfg
+
     def _initial_state(self, f):
         """features (B, F) -> (L, B, H) from a Linear(F, L*H)."""
         B, L, H = f.shape[0], self.num_layers, self.hidden_size
@@ -339,6 +350,17 @@ class _SequenceEncoder(Module):
     @property
     def num_directions(self):
         return 2 if self.bidirectional else 1
+
+    def config(self):
+        """Constructor arguments that rebuild this model: ``type(self)(**model.config())``."""
+        cfg = dict(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, input_size=self.input_size,
+                   hidden_size=self.hidden_size, num_classes=self.num_classes, num_layers=self.num_layers,
+                   cell=self.cell, bidirectional=self.bidirectional, dropout=self.dropout,
+                   batch_first=self.batch_first, dtype=self.dtype.name,
+                   padding_idx=None if self.embedding is None else self.embedding.padding_idx)
+        if hasattr(self, "pooling"):
+            cfg["pooling"] = self.pooling
+        return cfg
 
     def _encode(self, x, lengths, fn):
         """x -> (out (T, B, D*H), h_n (L*D, B, H), lengths (B,) int64 or None)."""
