@@ -178,13 +178,15 @@ class Trainer:
             sample_length, sample_prime (text), sample_temperature shape it.
         threads: threads for gradient clipping (None: rnncore's default).
         stream: where progress goes (default sys.stdout).
+        info: any JSON-serialisable value kept in checkpoints as ``extra['info']`` (e.g. how the
+            run was started).
     """
 
     def __init__(self, model, optimizer, scheduler=None, clip_grad_norm=None, *, batch_size=32, seq_len=35,
                  eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
-                 sample_temperature=0.8, threads=None, stream=None):
+                 sample_temperature=0.8, threads=None, stream=None, info=None):
         fn = "Trainer"
         if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
             raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
@@ -222,6 +224,7 @@ class Trainer:
         self.sample_prime, self.sample_temperature = sample_prime, float(sample_temperature)
         self.threads = threads
         self.stream = sys.stdout if stream is None else stream
+        self.info = info
         # training state (all of it goes into checkpoints)
         self.epoch = 0          # epochs completed
         self.position = 0       # next window of the current epoch
@@ -474,7 +477,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _log_train(self, mean_loss, rate):
-        rec = {"event": "train", "step": self.step, "epoch": self.epoch, "lr": self._lr(), "train_loss": mean_loss,
+        rec = {"event": "train", "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "train_loss": mean_loss,
                "train_ppl": _safe_exp(mean_loss), "tokens_per_s": rate, "time": self.elapsed}
         if self.is_char_model:
             rec["train_bpc"] = mean_loss / LN2
@@ -484,14 +487,14 @@ class Trainer:
                         f"ppl {_safe_exp(mean_loss):.2f} | {_fmt_rate(rate)} tok/s | {_fmt_time(self.elapsed)}")
 
     def _log_eval(self, ev, event, best=False):
-        rec = {"event": event, "step": self.step, "epoch": self.epoch, "lr": self._lr(), "val_loss": ev["loss"],
+        rec = {"event": event, "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "val_loss": ev["loss"],
                "val_ppl": ev["ppl"], "time": self.elapsed}
         if "bpc" in ev:
             rec["val_bpc"] = ev["bpc"]
         self._record(rec)
         bpc = f" | bpc {ev['bpc']:.3f}" if "bpc" in ev else ""
         mark = " (best)" if best else ""
-        self._write(f"{event} | step {self.step} | epoch {self.epoch + (event != 'final')} | loss {ev['loss']:.4f} | "
+        self._write(f"{event} | step {self.step} | epoch {self.epoch + 1} | loss {ev['loss']:.4f} | "
                     f"ppl {ev['ppl']:.2f}{bpc}{mark}")
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -519,7 +522,7 @@ class Trainer:
         if self._batcher is not None:
             batcher = self._batcher.state_dict()
             batcher.update(epoch=self.epoch, position=self.position)
-        extra = {"trainer": self.state_dict(), "batcher": batcher, "rng": generator_states(self.model),
+        extra = {"info": self.info, "trainer": self.state_dict(), "batcher": batcher, "rng": generator_states(self.model),
                  "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
                  "scheduler": None if self.scheduler is None else
                  {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
