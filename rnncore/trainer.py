@@ -294,7 +294,8 @@ class Trainer:
         deadline = None if max_minutes is None else start + 60.0 * float(max_minutes)
         total = epochs * n if max_steps is None else min(epochs * n, max_steps)
         prog = self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
-        window_tokens, window_loss, window_t0, window_steps = 0, 0.0, time.perf_counter(), 0
+        # tokens/s counts the time of training steps only (not evaluation, samples, checkpoints)
+        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
         stop = None
         try:
             if max_steps is not None and self.step >= max_steps:
@@ -304,7 +305,9 @@ class Trainer:
                     self.hidden = None  # each epoch starts from a zero state
                 while self.position < n:
                     x, y = batcher.window(self.position)
+                    t_step = time.perf_counter()
                     loss = self.train_step(x, y)
+                    window_train_time += time.perf_counter() - t_step
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"{fn}: the training loss became {loss} at step {self.step + 1}; "
                                                  "lower the learning rate or clip the gradients (clip_grad_norm)")
@@ -316,12 +319,12 @@ class Trainer:
                     window_steps += 1
                     now = time.perf_counter()
                     self.elapsed = elapsed0 + (now - start)
-                    rate = window_tokens / max(now - window_t0, 1e-9)
+                    rate = window_tokens / max(window_train_time, 1e-9)
                     mean = window_loss / window_tokens
                     prog.update(1, f"loss={loss:.3f} ppl={_safe_exp(loss):.2f} tok/s={_fmt_rate(rate)}")
                     if self.step % self.log_every == 0:
                         self._log_train(mean, rate)
-                        window_tokens, window_loss, window_t0, window_steps = 0, 0.0, now, 0
+                        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
                     if valid is not None and self.eval_every and self.step % self.eval_every == 0:
                         if self._scheduled_eval(valid):
                             stop = "early_stopping"
@@ -340,8 +343,7 @@ class Trainer:
                         stop = stop or "early_stopping"
             stop = stop or "epochs"
             if window_steps:
-                self._log_train(window_loss / window_tokens, window_tokens / max(time.perf_counter() - window_t0,
-                                                                                  1e-9))
+                self._log_train(window_loss / window_tokens, window_tokens / max(window_train_time, 1e-9))
         finally:
             prog.close()
             self._progress = None
