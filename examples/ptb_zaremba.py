@@ -77,7 +77,7 @@ def main():
     test_ev = trainer.evaluate(test)
     wall = time.perf_counter() - t0
     print(f"stopped: {result['stop']} after {result['steps']} steps ({result['epochs']} full epochs); "
-          f"training {train_time / 60:.1f} min, wall time {wall / 60:.1f} min")
+          f"training and validation {train_time / 60:.1f} min, wall time {wall / 60:.1f} min")
     print(f"final valid perplexity {result['val_ppl']:.2f}, test perplexity {test_ev['ppl']:.2f} "
           f"(paper, {args.size}: valid {'~120' if args.size == 'small' else '86.2'}, "
           f"test {'~115' if args.size == 'small' else '82.7'})")
