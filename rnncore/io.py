@@ -8,6 +8,7 @@
 File layout: a standard safetensors file, readable by any safetensors reader.
   tensors   ``model.<parameter name>``            the model's parameters, in its own dtype
             ``optimizer.<index>.<state name>``    the optimizer's per-parameter state arrays
+            ``arrays.<name>``                     the caller's ``arrays`` (e.g. a carried hidden state)
   metadata  (str -> str; the JSON ones are JSON text)
             format          "rnncore.checkpoint"      format_version  "1"
             kind            the model's class name     config          JSON, see below
@@ -53,6 +54,7 @@ FORMAT = "rnncore.checkpoint"
 FORMAT_VERSION = "1"
 _MODEL = "model."
 _OPTIM = "optimizer."
+_ARRAYS = "arrays."
 _OWN_KEYS = ("format_version", "model_tensors", "checksums", "metadata_crc32")
 
 
@@ -129,7 +131,20 @@ def _optimizer_payload(optimizer, tensors):
     return {"type": type(optimizer).__name__, "param_groups": sd["param_groups"], "state": scalars}
 
 
-def _serialise(model, optimizer, config, extra):
+def _arrays_payload(arrays, tensors):
+    if arrays is None:
+        return
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"rnncore.save: arrays must be a dict name -> numpy array, got {type(arrays).__name__}")
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"rnncore.save: arrays names must be non-empty strings, got {name!r}")
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"rnncore.save: arrays[{name!r}] must be a numpy array, got {type(value).__name__}")
+        tensors[_ARRAYS + name] = np.ascontiguousarray(value)
+
+
+def _serialise(model, optimizer, config, extra, arrays=None):
     import safetensors.numpy
 
     if not hasattr(model, "named_parameters"):
@@ -151,6 +166,7 @@ def _serialise(model, optimizer, config, extra):
         if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "param_groups"):
             raise TypeError(f"rnncore.save: optimizer must be an rnncore Optimizer, got {type(optimizer).__name__}")
         metadata["optimizer"] = _dumps(_optimizer_payload(optimizer, tensors), "optimizer state")
+    _arrays_payload(arrays, tensors)
     from . import __version__
 
     metadata["rnncore_version"] = __version__
@@ -207,13 +223,15 @@ def atomic_write(path, data):
     _fsync_directory(directory)
 
 
-def save(path, model, optimizer=None, config=None, extra=None):
+def save(path, model, optimizer=None, config=None, extra=None, arrays=None):
     """Save a model (and optionally its optimizer's state) to one safetensors file, atomically.
 
     config: dict of constructor arguments, merged over ``model.config()`` (see the module doc).
     extra: any JSON-serialisable value (epoch, step, metrics, scheduler.state_dict(), ...).
+    arrays: dict name -> numpy array of other arrays to keep (a trainer's carried hidden
+    state, say); stored as tensors ``arrays.<name>``, read back as ``Checkpoint.arrays``.
     """
-    atomic_write(path, _serialise(model, optimizer, config, extra))
+    atomic_write(path, _serialise(model, optimizer, config, extra, arrays))
 
 
 # -- load ------------------------------------------------------------------------------------------
@@ -227,10 +245,11 @@ class Checkpoint:
     optimizer_state  the optimizer's state_dict() (arrays included), or None
     optimizer_type   its class name, or None
     extra            what save() was given as ``extra`` ({} by default)
+    arrays           OrderedDict name -> array of what save() was given as ``arrays`` ({} by default)
     metadata         the raw str -> str metadata of the file
     """
 
-    def __init__(self, state_dict, kind, config, optimizer_state, optimizer_type, extra, metadata):
+    def __init__(self, state_dict, kind, config, optimizer_state, optimizer_type, extra, metadata, arrays=None):
         self.state_dict = state_dict
         self.kind = kind
         self.config = config
@@ -238,6 +257,7 @@ class Checkpoint:
         self.optimizer_type = optimizer_type
         self.extra = extra
         self.metadata = metadata
+        self.arrays = OrderedDict() if arrays is None else arrays
 
     def __repr__(self):
         opt = f", optimizer={self.optimizer_type}" if self.optimizer_type else ""
@@ -366,7 +386,8 @@ def _checkpoint_from(metadata, tensors, ours, path):
             entry.update(state_arrays.get(index, {}))
             opt[int(index)] = entry
         opt_state = {"state": opt, "param_groups": groups}
-    return Checkpoint(state, metadata.get("kind"), config, opt_state, opt_type, extra, metadata)
+    arrays = OrderedDict((key[len(_ARRAYS):], tensors[key]) for key in sorted(tensors) if key.startswith(_ARRAYS))
+    return Checkpoint(state, metadata.get("kind"), config, opt_state, opt_type, extra, metadata, arrays)
 
 
 def _check_model(ckpt, model, path):

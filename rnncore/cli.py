@@ -1,0 +1,534 @@
+"""The ``rnncore`` command line: train, sample, eval, bench, plot.
+
+    rnncore train                      # a char-LSTM on Shakespeare for 3 minutes, with samples
+    rnncore train ptb --level word --hidden 200 --layers 2 --optimizer sgd --lr 1 --clip 5 ...
+    rnncore train my.txt --out run     # any UTF-8 text file or folder
+    rnncore sample run/best.safetensors --prime "ROMEO:" --length 500
+    rnncore eval run/best.safetensors ptb --split test
+    rnncore plot run/metrics.jsonl -o curves.png
+    rnncore bench --quick
+
+User errors (missing corpus package, empty or binary file, bad arguments, a missing or corrupt
+checkpoint) print one line on stderr and exit with status 1 (argparse's own usage errors: 2).
+Set RNNCORE_DEBUG=1 to see the traceback instead.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+CORPORA = ("shakespeare", "ptb")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 1.0, "rmsprop": 2e-3, "adagrad": 0.1}
+SCHEDULES = ("none", "zaremba", "step", "plateau", "cosine")
+
+
+class UsageError(ValueError):
+    """A bad combination of arguments (reported like any other user error)."""
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def load_splits(data, valid=None, valid_fraction=0.1):
+    """data (a corpus name, a file or a folder) -> ({'train', 'valid'[, 'test']} texts, name)."""
+    from . import datasets
+    from .data import read_text
+
+    if data in CORPORA and not os.path.exists(data):
+        splits = datasets.shakespeare() if data == "shakespeare" else datasets.ptb()
+        splits = {k: v for k, v in splits.items() if k in ("train", "valid", "test")}
+        if valid is not None:
+            splits["valid"] = read_text(valid)
+        return splits, data
+    text = read_text(data)
+    if valid is not None:
+        return {"train": text, "valid": read_text(valid)}, data
+    if valid_fraction <= 0:
+        return {"train": text}, data
+    cut = int(len(text) * (1.0 - valid_fraction))
+    if cut < 2 or len(text) - cut < 2:
+        raise UsageError(f"{data} is too short ({len(text)} characters) to hold out {valid_fraction:g} of it for "
+                         "validation; pass --valid-fraction 0 or --valid FILE")
+    return {"train": text[:cut], "valid": text[cut:]}, data
+
+
+def _level_for(data, level):
+    if level is not None:
+        return level
+    return "word" if data == "ptb" else "char"
+
+
+def make_tokenizer(level, splits):
+    from .data import CharTokenizer, WordTokenizer
+
+    if level == "char":  # char-rnn's vocabulary: every character of the whole text
+        return CharTokenizer.from_text("".join(splits.values()))
+    return WordTokenizer.from_text(splits["train"])
+
+
+def _encode(tok, text, what):
+    ids = tok.encode(text)
+    if ids.shape[0] < 2:
+        raise UsageError(f"the {what} text has {ids.shape[0]} token(s); it needs at least 2")
+    return ids
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+def _optimizer(name, params, lr, weight_decay, momentum):
+    from . import optim
+
+    kw = {"lr": lr, "weight_decay": weight_decay}
+    if name == "sgd":
+        return optim.SGD(params, momentum=momentum, **kw)
+    if name == "rmsprop":
+        return optim.RMSprop(params, momentum=momentum, **kw)
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "adagrad": optim.Adagrad}[name]
+    return cls(params, **kw)
+
+
+def _scheduler(args, opt):
+    from . import optim
+
+    if args.schedule == "none":
+        return None, "epoch"
+    if args.schedule == "zaremba":
+        return optim.ZarembaLR(opt, constant_epochs=args.decay_after, factor=args.lr_decay), "epoch"
+    if args.schedule == "step":
+        return optim.StepLR(opt, step_size=args.decay_after, gamma=args.lr_decay), "epoch"
+    if args.schedule == "cosine":
+        if args.max_steps is None:
+            raise UsageError("--schedule cosine anneals over --max-steps steps; give --max-steps")
+        return optim.CosineAnnealingLR(opt, T_max=args.max_steps), "step"
+    return optim.ReduceLROnPlateau(opt, factor=args.lr_decay, patience=0), "epoch"
+
+
+_OPT_CLASSES = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+
+
+def cmd_train(args):
+    import numpy as np
+
+    from . import set_num_threads
+    from .data import tokenizer_from_dict
+    from .io import CheckpointError
+    from .io import load as load_ckpt
+    from .nn import LanguageModel
+    from .trainer import Trainer
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    resume = None
+    if args.resume:
+        resume = load_ckpt(args.resume)
+        state = resume.extra.get("trainer") if isinstance(resume.extra, dict) else None
+        info = resume.extra.get("info") if isinstance(resume.extra, dict) else None
+        if state is None or resume.extra.get("tokenizer") is None or resume.kind != "LanguageModel":
+            raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state)")
+        if isinstance(info, dict):  # the run's own data and shape, unless given again
+            if args.data is None:
+                args.data = info.get("data")
+            if args.valid is None:
+                args.valid = info.get("valid")
+            args.valid_fraction = info.get("valid_fraction", args.valid_fraction)
+            args.schedule = info.get("schedule", args.schedule)
+        args.batch_size, args.seq_len = state["batch_size"], state["seq_len"]
+    if args.data is None:
+        args.data = "shakespeare"
+    splits, name = load_splits(args.data, args.valid, args.valid_fraction)
+    level = _level_for(args.data, args.level)
+    if resume is not None:
+        tok = tokenizer_from_dict(resume.extra["tokenizer"])
+        level = tok.kind
+    else:
+        tok = make_tokenizer(level, splits)
+    train_ids = _encode(tok, splits["train"], "training")
+    valid_ids = _encode(tok, splits["valid"], "validation") if "valid" in splits else None
+
+    if resume is not None:
+        model = resume.build()
+        opt_name = _OPT_CLASSES.get(resume.optimizer_type)
+        if opt_name is None:
+            raise CheckpointError(f"{args.resume}: holds no optimizer state to resume from")
+    else:
+        embed = args.embed or (64 if level == "char" and not args.tie else args.hidden)
+        model = LanguageModel(tok.vocab_size, embed, args.hidden, num_layers=args.layers, cell=args.cell,
+                              dropout=args.dropout, tie_weights=args.tie, seed=args.seed)
+        if args.init is not None:
+            rng = np.random.default_rng(args.seed)
+            for p in model.parameters():
+                p.data[...] = rng.uniform(-args.init, args.init, p.data.shape)
+        opt_name = args.optimizer
+    lr = args.lr if args.lr is not None else DEFAULT_LR[opt_name]
+    opt = _optimizer(opt_name, model.parameters(), lr, args.weight_decay, args.momentum)
+    sched, interval = _scheduler(args, opt)
+    if args.eval_tokens and valid_ids is not None:
+        valid_ids = valid_ids[:args.eval_tokens + 1]
+    info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
+            "schedule": args.schedule}
+    trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
+                      eval_batch_size=args.eval_batch_size, scheduler_interval=interval, eval_every=args.eval_every,
+                      patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
+                      tokenizer=tok, log_every=args.log_every,
+                      progress=False if args.no_progress else None,
+                      sample_every=(args.sample_every or None) if level == "char" else None,
+                      sample_length=args.sample_length, info=info)
+    if resume is not None:
+        trainer.load_checkpoint(args.resume)
+    params = sum(p.data.size for p in model.parameters())
+    from . import get_num_threads
+
+    print(f"rnncore train: {args.layers if resume is None else model.num_layers}x{model.hidden_size} "
+          f"{model.cell.upper()} ({params / 1e6:.2f}M parameters) on {name} ({level}: {train_ids.size:,} training"
+          + (f" / {valid_ids.size:,} validation" if valid_ids is not None else "")
+          + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
+            f"x {trainer.seq_len} steps; {get_num_threads()} thread(s)"
+          + (f"; resuming at step {trainer.step}" if resume is not None else "")
+          + (f"; stops after {args.max_minutes:g} min" if args.max_minutes else "")
+          + f"; checkpoints and metrics in {args.out}/", flush=True)
+    t0 = time.perf_counter()
+    result = trainer.fit(train_ids, valid_ids, epochs=args.epochs, max_steps=args.max_steps,
+                         max_minutes=args.max_minutes)
+    wall = time.perf_counter() - t0
+    rate = trainer.tokens_seen / max(trainer.elapsed, 1e-9)
+    line = (f"done ({result['stop']}): {result['steps']} steps, {result['epochs']} epoch(s) complete, "
+            f"{wall:.0f} s, {rate / 1e3:.1f}k tokens/s on average")
+    if "val_loss" in result:
+        line += f"; validation loss {result['val_loss']:.4f} nats/token, perplexity {result['val_ppl']:.2f}"
+        if "val_bpc" in result:
+            line += f", {result['val_bpc']:.3f} bits/char"
+    print(line)
+    if level == "char":
+        print(trainer.sample(length=args.sample_length, seed=0))
+    print(f"checkpoints: {os.path.join(args.out, 'last.safetensors')}"
+          + (f", {os.path.join(args.out, 'best.safetensors')}" if os.path.exists(os.path.join(args.out,
+                                                                                             "best.safetensors"))
+             else "")
+          + f"; metrics: {os.path.join(args.out, 'metrics.jsonl')}")
+    return 0
+
+
+# -- sample / eval ---------------------------------------------------------------------------------
+
+def _load_lm(path):
+    from .data import tokenizer_from_dict
+    from .io import CheckpointError
+    from .io import load as load_ckpt
+
+    ckpt = load_ckpt(path)
+    extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
+    if ckpt.kind != "LanguageModel" or not extra.get("tokenizer"):
+        raise CheckpointError(f"{path}: not a language-model checkpoint with a tokenizer (written by rnncore train "
+                              "or rnncore.Trainer)")
+    model = ckpt.build()
+    model.eval()
+    return ckpt, model, tokenizer_from_dict(extra["tokenizer"])
+
+
+def cmd_sample(args):
+    import numpy as np
+
+    from . import set_num_threads
+    from ._sampling_fallback import sampler  # TODO: replace with rnncore.sampling
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    _, model, tok = _load_lm(args.checkpoint)
+    if args.prime:
+        prime = tok.encode(args.prime)
+        if prime.size == 0:
+            raise UsageError("--prime encodes to no tokens")
+    else:
+        vocab = tok.vocab
+        start = "\n" if "\n" in vocab else ("<eos>" if "<eos>" in vocab else None)
+        prime = np.array([vocab[start] if start is not None else 0], np.int64)
+    out = sys.stdout
+    out.write(args.prime)
+    out.flush()
+    at_line_start = not args.prime or args.prime.endswith(("\n", " "))
+    for token in sampler().stream(model, prime, args.length, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p, seed=args.seed):
+        piece = tok.decode(np.array([int(token)], np.int64))
+        if tok.kind == "word":  # words are joined by spaces, <eos> is a newline
+            if piece != "\n" and not at_line_start:
+                piece = " " + piece
+            at_line_start = piece == "\n"
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+def cmd_eval(args):
+    from . import set_num_threads
+    from .trainer import Trainer
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    ckpt, model, tok = _load_lm(args.checkpoint)
+    extra = ckpt.extra
+    info = extra.get("info") if isinstance(extra.get("info"), dict) else {}
+    state = extra.get("trainer") if isinstance(extra.get("trainer"), dict) else {}
+    data = args.data or info.get("data")
+    if data is None:
+        raise UsageError("give the text to evaluate on (a file, a folder, or shakespeare/ptb)")
+    if data in CORPORA and not os.path.exists(data):
+        splits, _ = load_splits(data)
+        if args.split not in splits:
+            raise UsageError(f"{data} has no {args.split!r} split (it has {', '.join(splits)})")
+        text, what = splits[args.split], f"{data} {args.split}"
+    elif args.data is None and info.get("valid_fraction") and info.get("valid") is None and args.split == "valid":
+        splits, _ = load_splits(data, None, info["valid_fraction"])  # the run's own held-out part
+        text, what = splits["valid"], f"{data} (held-out validation part)"
+    else:
+        from .data import read_text
+
+        text, what = read_text(data), data
+    ids = _encode(tok, text, "evaluation")
+    from .optim import SGD
+
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.0), tokenizer=tok,
+                      batch_size=args.batch_size or state.get("batch_size", 32),
+                      seq_len=args.seq_len or state.get("seq_len", 35))
+    t0 = time.perf_counter()
+    ev = trainer.evaluate(ids)
+    wall = time.perf_counter() - t0
+    line = f"{what}: {ids.size:,} tokens, loss {ev['loss']:.4f} nats/token, perplexity {ev['ppl']:.2f}"
+    if "bpc" in ev:
+        line += f", {ev['bpc']:.4f} bits/char"
+    print(line + f" ({wall:.1f} s)")
+    return 0
+
+
+# -- bench / plot ----------------------------------------------------------------------------------
+
+def _bench_script():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(here, "bench", "compare.py")
+    return path if os.path.isfile(path) else None
+
+
+def cmd_bench(args, rest):
+    script = _bench_script()
+    if script is None:
+        raise UsageError("rnncore bench runs bench/compare.py from the source checkout, which this installation "
+                         "does not have; clone the repository and run `python bench/compare.py` there")
+    return subprocess.call([sys.executable, script] + rest)
+
+
+def read_metrics(path):
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise UsageError(f"{path}: line {number} is not JSON (expected a metrics.jsonl written by "
+                                 "rnncore train)") from None
+            if isinstance(rec, dict):
+                records.append(rec)
+    if not any("step" in r for r in records):
+        raise UsageError(f"{path}: no metrics records (expected a metrics.jsonl written by rnncore train)")
+    return records
+
+
+def cmd_plot(args):
+    records = read_metrics(args.metrics)
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("rnncore plot needs matplotlib: pip install 'rnncore[plot]' (or: pip install matplotlib)") \
+            from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("event") == "train" and "train_loss" in r]
+    valid = [r for r in records if r.get("event") in ("valid", "final") and "val_loss" in r]
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    unit = "bits/char" if any("val_bpc" in r or "train_bpc" in r for r in records) else "nats/token"
+    scale = 1.0 / math.log(2.0) if unit == "bits/char" else 1.0
+    if train:
+        ax_loss.plot([r["step"] for r in train], [r["train_loss"] * scale for r in train], label="train", lw=1)
+    if valid:
+        ax_loss.plot([r["step"] for r in valid], [r["val_loss"] * scale for r in valid], "o-", label="validation")
+    ax_loss.set_ylabel(f"loss ({unit})")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_loss.set_title(os.path.basename(os.path.dirname(os.path.abspath(args.metrics))) or args.metrics)
+    lr = [r for r in records if "lr" in r]
+    ax_lr.plot([r["step"] for r in lr], [r["lr"] for r in lr], lw=1)
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=120)
+    print(f"wrote {args.output} ({len(train)} training and {len(valid)} validation points)")
+    return 0
+
+
+# -- parser and entry point ------------------------------------------------------------------------
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="rnncore", description="Train, sample from and evaluate recurrent language "
+                                "models on the CPU. Run `rnncore train` with no arguments for a 3-minute "
+                                "character LSTM on Shakespeare.")
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,eval,bench,plot}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a language model", description="Train a language model with truncated "
+                       "BPTT. With no arguments: a 2x256 character LSTM on Shakespeare for 3 minutes.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("data", nargs="?", default=None,
+                   help="a UTF-8 text file, a folder of them, or a corpus: shakespeare, ptb (default: shakespeare)")
+    t.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's split, or the last "
+                   "--valid-fraction of the text)")
+    t.add_argument("--valid-fraction", type=_fraction, default=0.1, help="held out of a text file for validation")
+    t.add_argument("--level", choices=("char", "word"), help="tokens (default: word for ptb, char otherwise)")
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn", "rnn_relu"), default="lstm")
+    g.add_argument("--layers", type=_positive(int), default=2)
+    g.add_argument("--hidden", type=_positive(int), default=256)
+    g.add_argument("--embed", type=_positive(int), default=None, help="embedding size (default: 64 for char, "
+                   "else --hidden)")
+    g.add_argument("--dropout", type=_fraction, default=0.0)
+    g.add_argument("--tie", action="store_true", help="tie the output projection to the embedding (needs "
+                   "--embed == --hidden)")
+    g.add_argument("--init", type=_positive(float), default=None, metavar="A",
+                   help="re-initialise every parameter from U(-A, A) (Zaremba et al.: 0.1 small, 0.05 medium)")
+    g.add_argument("--seed", type=int, default=0)
+    o = t.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    o.add_argument("--lr", type=_positive(float), default=None, help="learning rate (default: 2e-3, sgd 1.0, "
+                   "adagrad 0.1)")
+    o.add_argument("--momentum", type=float, default=0.0)
+    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--clip", type=_positive(float), default=5.0, help="clip the global gradient norm")
+    o.add_argument("--schedule", choices=SCHEDULES, default="none",
+                   help="learning-rate schedule: zaremba (hold --decay-after epochs, then x --lr-decay each "
+                        "epoch), step (x --lr-decay every --decay-after epochs), plateau (x --lr-decay when "
+                        "validation stops improving), cosine (over --max-steps)")
+    o.add_argument("--decay-after", type=_positive(int), default=4)
+    o.add_argument("--lr-decay", type=_positive(float), default=0.5)
+    o.add_argument("--batch-size", type=_positive(int), default=32)
+    o.add_argument("--seq-len", type=_positive(int), default=100)
+    o.add_argument("--epochs", type=_positive(int), default=10)
+    o.add_argument("--max-steps", type=_positive(int), default=None)
+    o.add_argument("--max-minutes", type=_positive(float), default=None,
+                   help="stop after this long (default: no limit, except 3 minutes for a bare `rnncore train`)")
+    o.add_argument("--patience", type=_positive(int), default=None, help="early stopping: evaluations without "
+                   "improvement")
+    r = t.add_argument_group("run")
+    r.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
+    r.add_argument("--out", default="rnncore-run", metavar="DIR", help="checkpoints and metrics.jsonl go here")
+    r.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its model, optimizer, data "
+                   "position and random state; the data argument defaults to the run's)")
+    r.add_argument("--eval-every", type=_positive(int), default=None, help="also evaluate every N steps")
+    r.add_argument("--eval-batch-size", type=_positive(int), default=None)
+    r.add_argument("--eval-tokens", type=_positive(int), default=None, help="evaluate on the first N validation "
+                   "tokens only (default: all)")
+    r.add_argument("--checkpoint-every", type=_positive(int), default=500, help="steps between checkpoints")
+    r.add_argument("--log-every", type=_positive(int), default=50)
+    r.add_argument("--sample-every", type=int, default=100, help="print a sample every N steps (char models; "
+                   "0: never)")
+    r.add_argument("--sample-length", type=_positive(int), default=200)
+    r.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("checkpoint")
+    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("--length", type=_positive(int), default=500, help="tokens to generate")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=_positive(int), default=None)
+    s.add_argument("--top-p", type=_positive(float), default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None)
+
+    e = sub.add_parser("eval", help="perplexity / bits per character of a checkpoint",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("checkpoint")
+    e.add_argument("data", nargs="?", default=None, help="a text file or folder, or shakespeare/ptb (default: "
+                   "the training run's validation data)")
+    e.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="split of a named corpus")
+    e.add_argument("--batch-size", type=_positive(int), default=None, help="streams (default: the run's)")
+    e.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
+    e.add_argument("--threads", type=int, default=None)
+
+    sub.add_parser("bench", help="run bench/compare.py (needs the source checkout); arguments are passed on",
+                   add_help=False)
+
+    pl = sub.add_parser("plot", help="training and validation curves from metrics.jsonl (needs matplotlib)")
+    pl.add_argument("metrics", help="metrics.jsonl written by rnncore train")
+    pl.add_argument("-o", "--output", default="curves.png", help="image file to write")
+    return p
+
+
+def _message(exc):
+    if isinstance(exc, OSError) and exc.strerror:
+        msg = exc.strerror
+        if exc.filename is not None and str(exc.filename) not in msg:
+            msg += f": {exc.filename}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0] == "bench":
+        handler = lambda: cmd_bench(None, argv[1:])  # noqa: E731 - its arguments belong to compare.py
+        command = "bench"
+    else:
+        args = parser.parse_args(argv)
+        command = args.command
+        if command == "train" and args.data is None and args.resume is None and args.max_minutes is None \
+                and args.max_steps is None:
+            args.max_minutes = 3.0  # the README's first command: a few minutes of Shakespeare
+        handler = {"train": lambda: cmd_train(args), "sample": lambda: cmd_sample(args),
+                   "eval": lambda: cmd_eval(args), "plot": lambda: cmd_plot(args)}[command]
+    from .datasets import MissingCorpusError
+    from .io import CheckpointError
+
+    try:
+        return handler()
+    except KeyboardInterrupt:
+        print(f"rnncore {command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, MissingCorpusError, CheckpointError, FloatingPointError) as exc:
+        if os.environ.get("RNNCORE_DEBUG") == "1":
+            raise
+        print(f"rnncore {command}: error: {_message(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

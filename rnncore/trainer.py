@@ -1,0 +1,569 @@
+"""Training loop for language models: truncated BPTT with carried state, clipping, evaluation,
+early stopping, checkpoints with exact resume, progress and a metrics log.
+
+    trainer = Trainer(model, rnncore.optim.Adam(model.parameters(), lr=2e-3), clip_grad_norm=5.0,
+                      batch_size=32, seq_len=100, tokenizer=tok, checkpoint_dir="run")
+    trainer.fit(train_ids, valid_ids, epochs=10, max_minutes=30)
+    trainer.evaluate(test_ids)        # {'loss': nats/token, 'ppl': ..., 'bpc': ... (char models)}
+
+Shape letters: T seq_len, B batch_size, L layers, H hidden size, V vocabulary.
+
+The training ids are cut into B streams and walked in (T, B) windows (rnncore.data.StreamBatcher).
+The hidden state returned by one window's forward is passed, as plain arrays, into the next
+(so gradients stop at the window edge: truncated BPTT) and reset to zeros at each epoch's
+start. Each step: zero the gradients, loss + backward, clip the global gradient norm,
+optimizer step, then the scheduler if it steps per iteration.
+
+Schedulers: ``scheduler_interval='epoch'`` (default) steps an epoch-indexed scheduler
+(ZarembaLR, StepLR, ...) at each epoch's end; ``'step'`` after every optimizer step.
+ReduceLROnPlateau always steps on the validation loss after each scheduled evaluation.
+
+Evaluation runs on the validation ids at each epoch's end and, with ``eval_every=N``, every N
+steps: eval mode (no dropout), state carried across windows, ``eval_batch_size`` streams.
+It reports nats/token (``loss``), perplexity and, for character models, bits per character.
+``patience=K`` stops training after K evaluations without improvement.
+
+Checkpoints (``checkpoint_dir``): ``last.safetensors`` every ``checkpoint_every`` steps, at
+each epoch's end and when training stops; ``best.safetensors`` whenever the validation loss
+improves. Each holds the model, the optimizer, the tokenizer, the scheduler and the trainer's
+state: epoch, step, the batcher position, the bit-generator state of every numpy Generator in
+the model (dropout), the best score and the carried hidden state (as tensors
+``arrays.hidden.h``/``arrays.hidden.c``). ``Trainer.load_checkpoint(path)`` then ``fit(...)``
+with the same data continues the run exactly: with a fixed thread count the resumed run's
+losses equal the uninterrupted run's, step for step.
+
+Progress: a tqdm bar (tokens/s, loss, perplexity) when the output is a terminal, otherwise a
+plain line every ``log_every`` steps. ``metrics.jsonl`` (in checkpoint_dir, or
+``metrics_path``) gets one JSON object per log point and per evaluation: event ('train',
+'valid', 'final'), step, epoch, lr, train_loss/train_ppl or val_loss/val_ppl/val_bpc,
+tokens_per_s, time (wall seconds since the run began, across resumes).
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import optim as _optim
+from .data import StreamBatcher, tokenizer_from_dict
+from .io import CheckpointError
+from .io import load as _load
+from .io import save as _save
+
+__all__ = ["Trainer", "generator_states", "load_generator_states", "model_config"]
+
+_FORMAT = 1
+LN2 = math.log(2.0)
+
+
+# -- random generators in a model ----------------------------------------------------------------
+
+def _generators(model):
+    """name -> numpy Generator for every Generator held by an attribute of a module of `model`
+    (e.g. 'rnn._rng', 'drop_in.rng'); a Generator shared by several modules appears under each name."""
+    found = {}
+    for prefix, module in model.named_modules():
+        for attr, value in sorted(vars(module).items()):
+            if isinstance(value, np.random.Generator):
+                found[f"{prefix}.{attr}" if prefix else attr] = value
+    return found
+
+
+def generator_states(model):
+    """name -> bit_generator.state (JSON-serialisable) of every numpy Generator in the model."""
+    return {name: g.bit_generator.state for name, g in _generators(model).items()}
+
+
+def load_generator_states(model, states):
+    """Restore the states from :func:`generator_states`; the model must hold the same generators."""
+    gens = _generators(model)
+    if set(gens) != set(states):
+        raise ValueError(f"the checkpoint's random generators {sorted(states)} do not match the model's "
+                         f"{sorted(gens)}")
+    for name, g in gens.items():
+        g.bit_generator.state = states[name]
+
+
+def model_config(model):
+    """Constructor arguments that rebuild a LanguageModel (it has no config() of its own);
+    {} for a model that has config() (rnncore.save records that itself)."""
+    if callable(getattr(model, "config", None)):
+        return {}
+    from .nn import LanguageModel
+
+    if not isinstance(model, LanguageModel):
+        return {}
+    return dict(vocab_size=model.vocab_size, embedding_dim=model.embedding_dim, hidden_size=model.hidden_size,
+                num_layers=model.num_layers, cell=model.cell, dropout=model.dropout, tie_weights=model.tie_weights,
+                batch_first=model.batch_first, padding_idx=model.encoder.padding_idx, dtype=model.dtype.name)
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+def _fmt_time(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _fmt_rate(x):
+    return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def _safe_exp(x):
+    return math.exp(x) if x < 700 else float("inf")
+
+
+class _Progress:
+    """A tqdm bar on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, enabled, total, initial, stream):
+        self.stream = stream
+        self.bar = None
+        if enabled is None:
+            enabled = hasattr(stream, "isatty") and stream.isatty()
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is a dependency, but a bar is not worth failing over
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=stream,
+                                leave=True)
+
+    def write(self, text):
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def update(self, n, postfix):
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix_str(postfix, refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+
+class Trainer:
+    """Train a language model (LanguageModel or anything with its loss/backward/forward API).
+
+    Args:
+        model: the model; its forward(tokens, state) -> (logits, state), loss(tokens, targets,
+            state) -> (loss, state) and backward() are used.
+        optimizer: an rnncore.optim optimizer over the model's parameters.
+        scheduler: optional LR scheduler (see the module doc for when it steps).
+        clip_grad_norm: clip the global gradient norm to this value (None: no clipping).
+    Keywords:
+        batch_size, seq_len: B streams and the BPTT window T of training.
+        eval_batch_size: streams for evaluation (default batch_size; fewer if the text is short).
+        scheduler_interval: 'epoch' or 'step'.
+        eval_every: also evaluate every this many steps (None: only at epoch ends).
+        patience: stop after this many evaluations without a better validation loss.
+        checkpoint_dir: where last.safetensors / best.safetensors / metrics.jsonl go (None: no files).
+        checkpoint_every: also write last.safetensors every this many steps.
+        metrics_path: the JSON-lines metrics log (default checkpoint_dir/metrics.jsonl; None and
+            no checkpoint_dir: no log).
+        tokenizer: saved in checkpoints (to_dict()); a char tokenizer turns on bits per
+            character and training-time samples.
+        config: constructor arguments recorded in checkpoints (default: model_config(model)).
+        log_every: steps between log lines / metrics records.
+        progress: True (tqdm bar), False (plain lines) or None (a bar when the stream is a terminal).
+        sample_every: print a generated sample every this many steps (needs a tokenizer);
+            sample_length, sample_prime (text), sample_temperature shape it.
+        threads: threads for gradient clipping (None: rnncore's default).
+        stream: where progress goes (default sys.stdout).
+        info: any JSON-serialisable value kept in checkpoints as ``extra['info']`` (e.g. how the
+            run was started).
+    """
+
+    def __init__(self, model, optimizer, scheduler=None, clip_grad_norm=None, *, batch_size=32, seq_len=35,
+                 eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
+                 checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
+                 log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
+                 sample_temperature=0.8, threads=None, stream=None, info=None):
+        fn = "Trainer"
+        if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
+            raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
+                            f"got {type(model).__name__}")
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"{fn}: optimizer must be an rnncore.optim optimizer, got {type(optimizer).__name__}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"{fn}: clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("eval_batch_size", eval_batch_size),
+                            ("eval_every", eval_every), ("patience", patience),
+                            ("checkpoint_every", checkpoint_every), ("log_every", log_every),
+                            ("sample_every", sample_every), ("sample_length", sample_length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise ValueError(f"{fn}: {name} must be an integer >= 1, got {value!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
+        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
+        self.eval_batch_size = eval_batch_size
+        self.scheduler_interval = scheduler_interval
+        self.eval_every, self.patience = eval_every, patience
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        if metrics_path is None and checkpoint_dir is not None:
+            metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
+        self.metrics_path = metrics_path
+        self.tokenizer = tokenizer
+        self.config = model_config(model) if config is None else dict(config)
+        self.log_every = log_every
+        self.progress = progress
+        self.sample_every, self.sample_length = sample_every, sample_length
+        self.sample_prime, self.sample_temperature = sample_prime, float(sample_temperature)
+        self.threads = threads
+        self.stream = sys.stdout if stream is None else stream
+        self.info = info
+        # training state (all of it goes into checkpoints)
+        self.epoch = 0          # epochs completed
+        self.position = 0       # next window of the current epoch
+        self.step = 0           # optimizer steps taken
+        self.hidden = None      # carried state: h (L, B, H) or (h, c)
+        self.best_loss = math.inf
+        self.bad_evals = 0
+        self.last_eval_step = -1
+        self.elapsed = 0.0      # wall seconds of training, across resumes
+        self.tokens_seen = 0
+        self.stopped_early = False
+        self._batcher_state = None  # from a checkpoint, checked against the data in fit()
+        self._batcher = None
+        self._progress = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    @property
+    def is_char_model(self):
+        return getattr(self.tokenizer, "kind", None) == "char"
+
+    def _windows(self, x, y):
+        if getattr(self.model, "batch_first", False):
+            return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
+        return x, y
+
+    def train_step(self, inputs, targets):
+        """One truncated-BPTT step on a (T, B) window, carrying the state; returns the mean loss."""
+        model = self.model
+        self.optimizer.zero_grad()
+        x, y = self._windows(inputs, targets)
+        loss, state = model.loss(x, y, self.hidden)
+        model.backward()
+        if self.clip_grad_norm is not None:
+            _optim.clip_grad_norm_(model.parameters(), self.clip_grad_norm, threads=self.threads)
+        self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step" \
+                and not isinstance(self.scheduler, _optim.ReduceLROnPlateau):
+            self.scheduler.step()
+        self.hidden = state  # plain arrays: the next window's gradient stops here
+        return float(loss)
+
+    def fit(self, train, valid=None, *, epochs=1, max_steps=None, max_minutes=None):
+        """Train until `epochs` epochs are done (counting those of a resumed run), `max_steps`
+        optimizer steps in total, `max_minutes` of this call, or early stopping.
+
+        train: (N,) token ids or a StreamBatcher; valid: (N,) token ids or None.
+        Returns a dict: steps, epochs, stop (the reason), best_val_loss, and the final
+        evaluation (val_loss/val_ppl/val_bpc) when there is validation data.
+        """
+        fn = "Trainer.fit"
+        if isinstance(train, StreamBatcher):
+            batcher = train
+        else:
+            batcher = StreamBatcher(train, self.batch_size, self.seq_len)
+        self._batcher = batcher
+        if self._batcher_state is not None:
+            try:
+                batcher.load_state_dict(self._batcher_state)
+            except ValueError as exc:
+                raise ValueError(f"{fn}: the resumed checkpoint was trained on other data or batch shape: {exc}") \
+                    from None
+            self._batcher_state = None
+        n = batcher.num_windows
+        self.position = min(self.position, n)
+        start = time.perf_counter()
+        elapsed0 = self.elapsed
+        deadline = None if max_minutes is None else start + 60.0 * float(max_minutes)
+        total = epochs * n if max_steps is None else min(epochs * n, max_steps)
+        prog = self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
+        # tokens/s counts the time of training steps only (not evaluation, samples, checkpoints)
+        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
+        stop = None
+        try:
+            if max_steps is not None and self.step >= max_steps:
+                stop = "max_steps"
+            while stop is None and self.epoch < epochs:
+                if self.position == 0:
+                    self.hidden = None  # each epoch starts from a zero state
+                while self.position < n:
+                    x, y = batcher.window(self.position)
+                    t_step = time.perf_counter()
+                    loss = self.train_step(x, y)
+                    window_train_time += time.perf_counter() - t_step
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"{fn}: the training loss became {loss} at step {self.step + 1}; "
+                                                 "lower the learning rate or clip the gradients (clip_grad_norm)")
+                    self.position += 1
+                    self.step += 1
+                    self.tokens_seen += y.size
+                    window_tokens += y.size
+                    window_loss += loss * y.size
+                    window_steps += 1
+                    now = time.perf_counter()
+                    self.elapsed = elapsed0 + (now - start)
+                    rate = window_tokens / max(window_train_time, 1e-9)
+                    mean = window_loss / window_tokens
+                    prog.update(1, f"loss={loss:.3f} ppl={_safe_exp(loss):.2f} tok/s={_fmt_rate(rate)}")
+                    if self.step % self.log_every == 0:
+                        self._log_train(mean, rate)
+                        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
+                    if valid is not None and self.eval_every and self.step % self.eval_every == 0:
+                        if self._scheduled_eval(valid):
+                            stop = "early_stopping"
+                    if self.sample_every and self.step % self.sample_every == 0:
+                        self.print_sample()
+                    if self.checkpoint_dir and self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                        self.save_checkpoint(self._path("last"))
+                    if max_steps is not None and self.step >= max_steps:
+                        stop = stop or "max_steps"
+                    if deadline is not None and time.perf_counter() >= deadline:
+                        stop = stop or "max_minutes"
+                    if stop:
+                        break
+                if self.position >= n:
+                    if self._end_epoch(valid):
+                        stop = stop or "early_stopping"
+            stop = stop or "epochs"
+            if window_steps:
+                self._log_train(window_loss / window_tokens, window_tokens / max(window_train_time, 1e-9))
+        finally:
+            prog.close()
+            self._progress = None
+        self.stopped_early = stop == "early_stopping"
+        result = {"steps": self.step, "epochs": self.epoch, "stop": stop, "best_val_loss": self.best_loss,
+                  "elapsed": self.elapsed}
+        if valid is not None:
+            if self.last_eval_step == self.step and self._last_eval is not None:
+                ev = self._last_eval
+            else:  # a report only: it does not count for patience, plateau or the best checkpoint
+                ev = self.evaluate(valid)
+                self._log_eval(ev, "final")
+            result.update({"val_" + k: v for k, v in ev.items()})
+        if self.checkpoint_dir:
+            self.save_checkpoint(self._path("last"))
+        return result
+
+    _last_eval = None
+
+    def _end_epoch(self, valid):
+        """Evaluation, epoch scheduler, next epoch. True when early stopping says stop."""
+        stop = False
+        if valid is not None and self.last_eval_step != self.step:
+            stop = self._scheduled_eval(valid)
+        self.epoch += 1
+        self.position = 0
+        self.hidden = None
+        if self.scheduler is not None and self.scheduler_interval == "epoch" \
+                and not isinstance(self.scheduler, _optim.ReduceLROnPlateau):
+            self.scheduler.step()
+        if self.checkpoint_dir:
+            self.save_checkpoint(self._path("last"))
+        return stop
+
+    def _scheduled_eval(self, valid):
+        """Evaluate, log, keep the best checkpoint, step a plateau scheduler. True: stop (patience)."""
+        ev = self.evaluate(valid)
+        self.last_eval_step = self.step
+        self._last_eval = ev
+        improved = ev["loss"] < self.best_loss
+        if improved:
+            self.best_loss = ev["loss"]
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        self._log_eval(ev, "valid", best=improved)
+        if isinstance(self.scheduler, _optim.ReduceLROnPlateau):
+            self.scheduler.step(ev["loss"])
+        if improved and self.checkpoint_dir:
+            self.save_checkpoint(self._path("best"))
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, ids, batch_size=None):
+        """Mean loss over `ids` (nats/token) in eval mode with the state carried across windows.
+
+        Returns {'loss', 'ppl'} and 'bpc' (bits per character) for a character model.
+        The training state (carried hidden state, generators) is left untouched.
+        """
+        fn = "Trainer.evaluate"
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] < 2:
+            raise ValueError(f"{fn}: need at least 2 token ids (an input and a target), got shape {ids.shape}")
+        B = batch_size or self.eval_batch_size or self.batch_size
+        B = max(1, min(int(B), ids.shape[0] // 2))
+        batcher = StreamBatcher(ids, B, self.seq_len)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, count, state = 0.0, 0, None
+        try:
+            for k in range(batcher.num_windows):
+                x, y = self._windows(*batcher.window(k))
+                loss, state = model.loss(x, y, state, reduction="sum")
+                total += float(loss)
+                count += y.size
+        finally:
+            model.train(was_training)
+            if hasattr(model, "_dlogits"):
+                model._dlogits = None  # nothing to differentiate: evaluation only
+        loss = total / count
+        out = {"loss": loss, "ppl": _safe_exp(loss)}
+        if self.is_char_model:
+            out["bpc"] = loss / LN2
+        return out
+
+    # -- samples ----------------------------------------------------------------------------
+    def sample(self, length=None, prime=None, temperature=None, seed=None):
+        """Text generated by the model from `prime` (needs a tokenizer); training state untouched."""
+        from ._sampling_fallback import sampler  # TODO: replace with rnncore.sampling
+
+        if self.tokenizer is None:
+            raise ValueError("Trainer.sample: needs the tokenizer (Trainer(..., tokenizer=tok))")
+        prime = self.sample_prime if prime is None else prime
+        ids = self._prime_ids(prime)
+        out = sampler().generate(self.model, ids, length or self.sample_length,
+                                 temperature=self.sample_temperature if temperature is None else temperature,
+                                 seed=self.step if seed is None else seed, threads=self.threads)
+        return self.tokenizer.decode(ids) + self.tokenizer.decode(np.asarray(out).reshape(-1))
+
+    def _prime_ids(self, prime):
+        tok = self.tokenizer
+        if prime:
+            return tok.encode(prime)
+        vocab = tok.vocab
+        for candidate in ("\n", "<eos>"):
+            if candidate in vocab:
+                return np.array([vocab[candidate]], np.int64)
+        return np.zeros(1, np.int64)
+
+    def print_sample(self):
+        if self.tokenizer is None:
+            return
+        text = self.sample()
+        self._write(f"---- sample at step {self.step} ----\n{text}\n" + "-" * 30)
+
+    # -- logging ----------------------------------------------------------------------------
+    def _write(self, text):
+        if self._progress is not None:
+            self._progress.write(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _lr(self):
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _record(self, record):
+        if self.metrics_path is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.metrics_path))
+        os.makedirs(directory, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _log_train(self, mean_loss, rate):
+        rec = {"event": "train", "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "train_loss": mean_loss,
+               "train_ppl": _safe_exp(mean_loss), "tokens_per_s": rate, "time": self.elapsed}
+        if self.is_char_model:
+            rec["train_bpc"] = mean_loss / LN2
+        self._record(rec)
+        if self._progress is None or self._progress.bar is None:
+            self._write(f"step {self.step:>7} | epoch {self.epoch + 1} | lr {self._lr():.3g} | loss {mean_loss:.4f} | "
+                        f"ppl {_safe_exp(mean_loss):.2f} | {_fmt_rate(rate)} tok/s | {_fmt_time(self.elapsed)}")
+
+    def _log_eval(self, ev, event, best=False):
+        rec = {"event": event, "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "val_loss": ev["loss"],
+               "val_ppl": ev["ppl"], "time": self.elapsed}
+        if "bpc" in ev:
+            rec["val_bpc"] = ev["bpc"]
+        self._record(rec)
+        bpc = f" | bpc {ev['bpc']:.3f}" if "bpc" in ev else ""
+        mark = " (best)" if best else ""
+        self._write(f"{event} | step {self.step} | epoch {self.epoch + 1} | loss {ev['loss']:.4f} | "
+                    f"ppl {ev['ppl']:.2f}{bpc}{mark}")
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _path(self, name):
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        return os.path.join(self.checkpoint_dir, f"{name}.safetensors")
+
+    def state_dict(self):
+        """The trainer's own state (JSON-serialisable; the hidden state goes in as tensors)."""
+        hidden = self.hidden
+        return {"format": _FORMAT, "epoch": self.epoch, "position": self.position, "step": self.step,
+                "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
+                "bad_evals": self.bad_evals, "last_eval_step": self.last_eval_step, "elapsed": self.elapsed,
+                "tokens_seen": self.tokens_seen, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                "hidden": None if hidden is None else ("lstm" if isinstance(hidden, tuple) else "h")}
+
+    def save_checkpoint(self, path):
+        """Model, optimizer, tokenizer, scheduler and trainer state in one safetensors file (atomic)."""
+        arrays = {}
+        if isinstance(self.hidden, tuple):
+            arrays["hidden.h"], arrays["hidden.c"] = (np.ascontiguousarray(a) for a in self.hidden)
+        elif self.hidden is not None:
+            arrays["hidden.h"] = np.ascontiguousarray(self.hidden)
+        batcher = None
+        if self._batcher is not None:
+            batcher = self._batcher.state_dict()
+            batcher.update(epoch=self.epoch, position=self.position)
+        extra = {"info": self.info, "trainer": self.state_dict(), "batcher": batcher, "rng": generator_states(self.model),
+                 "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
+                 "scheduler": None if self.scheduler is None else
+                 {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
+        _save(path, self.model, self.optimizer, config=self.config, extra=extra, arrays=arrays)
+
+    def load_checkpoint(self, path):
+        """Restore model, optimizer, scheduler, generators and trainer state from `path`; a
+        following fit() with the same data continues exactly where the saved run was."""
+        ckpt = _load(path)
+        extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
+        state = extra.get("trainer")
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise CheckpointError(f"{path}: not a Trainer checkpoint (no trainer state); it can be loaded with "
+                                  "rnncore.load(path, model) but not resumed")
+        if (state["batch_size"], state["seq_len"]) != (self.batch_size, self.seq_len):
+            raise CheckpointError(f"{path}: the run used batch_size={state['batch_size']}, "
+                                  f"seq_len={state['seq_len']}; this trainer has batch_size={self.batch_size}, "
+                                  f"seq_len={self.seq_len}")
+        sched = extra.get("scheduler")
+        if (sched is None) != (self.scheduler is None) or \
+                (sched is not None and sched.get("type") != type(self.scheduler).__name__):
+            raise CheckpointError(f"{path}: the run used scheduler {sched and sched.get('type')}, this trainer has "
+                                  f"{type(self.scheduler).__name__ if self.scheduler is not None else None}")
+        _load(path, self.model, self.optimizer)  # checks everything before changing anything
+        if sched is not None:
+            self.scheduler.load_state_dict(sched["state"])
+        load_generator_states(self.model, extra.get("rng", {}))
+        if extra.get("tokenizer") is not None and self.tokenizer is None:
+            self.tokenizer = tokenizer_from_dict(extra["tokenizer"])
+        kind = state.get("hidden")
+        if kind == "lstm":
+            self.hidden = (ckpt.arrays["hidden.h"].copy(), ckpt.arrays["hidden.c"].copy())
+        elif kind == "h":
+            self.hidden = ckpt.arrays["hidden.h"].copy()
+        else:
+            self.hidden = None
+        self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
+        self.best_loss = math.inf if state["best_loss"] is None else state["best_loss"]
+        self.bad_evals, self.last_eval_step = state["bad_evals"], state["last_eval_step"]
+        self.elapsed, self.tokens_seen = state["elapsed"], state["tokens_seen"]
+        self._batcher_state = extra.get("batcher")  # checked against the data by fit()
+        return ckpt

