@@ -253,8 +253,7 @@ def _load_lm(path):
 def cmd_sample(args):
     import numpy as np
 
-    from . import set_num_threads
-    from ._sampling_fallback import sampler  # TODO: replace with rnncore.sampling
+    from . import sampling, set_num_threads
 
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -271,8 +270,8 @@ def cmd_sample(args):
     out.write(args.prime)
     out.flush()
     at_line_start = not args.prime or args.prime.endswith(("\n", " "))
-    for token in sampler().stream(model, prime, args.length, temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p, seed=args.seed):
+    for token in sampling.stream(model, prime, args.length, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=args.seed):
         piece = tok.decode(np.array([int(token)], np.int64))
         if tok.kind == "word":  # words are joined by spaces, <eos> is a newline
             if piece != "\n" and not at_line_start:

@@ -220,18 +220,12 @@ def test_bad_arguments(corpus):
         Trainer(model, optim.SGD(model.parameters(), lr=1), scheduler_interval="hour")
 
 
-def test_fallback_sampling_greedy_matches_full_forward(corpus):
-    from rnncore import _sampling_fallback as fb
+def test_trainer_samples_come_from_rnncore_sampling(corpus):
+    from rnncore import sampling
 
     tok, _, _ = corpus
     model = LanguageModel(tok.vocab_size, 8, 16, seed=2)
-    prime = tok.encode("the ")
-    out = fb.generate(model, prime, 6, temperature=0)
-    seq = list(prime)
-    for _ in range(6):
-        logits, _ = model.forward(np.array(seq)[:, None])
-        seq.append(int(logits[-1, 0].argmax()))
-    assert out.tolist() == seq[len(prime):]
-    batch = fb.generate(model, np.stack([prime, prime]), 5, temperature=1.0, top_k=3, seed=0)
-    assert batch.shape == (2, 5)
-    assert fb.generate(model, prime, 5, seed=7).tolist() == fb.generate(model, prime, 5, seed=7).tolist()
+    trainer = Trainer(model, optim.SGD(model.parameters(), lr=1), tokenizer=tok)
+    text = trainer.sample(length=6, prime="the ", temperature=0)
+    want = sampling.generate(model, tok.encode("the "), 6, temperature=0)
+    assert text == "the " + tok.decode(want)
