@@ -88,47 +88,56 @@ void pack_a_block(int mr, bool trans_a, const T* A, index_t lda, index_t i0, ind
   }
 }
 
-// Pack op(B) rows [k0, k0 + kc), columns [j0, j0 + nv) (nv <= NR) into one micro-panel:
-// dst[k * NR + j], columns nv..NR zero-filled. dst must not alias B.
+// Pack op(B) rows [k0, k0 + kc), columns [j0, j0 + ncols) into ceil(ncols / NR)
+// micro-panels, panel q at dst + q * stride: dst[k * NR + j], columns past ncols zero-filled.
+// Without transpose the rows of B are read left to right across all the panels (long
+// sequential runs the hardware prefetcher follows, instead of one 64-byte piece per row and
+// page). dst must not alias B.
 template <typename T, int NR>
-void pack_b_panel_t(bool trans_b, const T* B, index_t ldb, index_t k0, index_t kc, index_t j0, index_t nv,
-                    T* RNNCORE_RESTRICT dst) {
+void pack_b_panels_t(bool trans_b, const T* B, index_t ldb, index_t k0, index_t kc, index_t j0, index_t ncols,
+                     T* RNNCORE_RESTRICT dst, index_t stride) {
+  const index_t full = ncols / NR, rem = ncols - full * NR;
   if (!trans_b) {  // op(B)(k, j) = B[k * ldb + j]: contiguous rows
-    const T* s = B + k0 * ldb + j0;
-    if (nv == NR) {
-      for (index_t k = 0; k < kc; ++k)
-        for (int j = 0; j < NR; ++j) dst[k * NR + j] = s[k * ldb + j];
-    } else {
-      for (index_t k = 0; k < kc; ++k) {
-        for (index_t j = 0; j < nv; ++j) dst[k * NR + j] = s[k * ldb + j];
-        for (index_t j = nv; j < NR; ++j) dst[k * NR + j] = T(0);
+    for (index_t k = 0; k < kc; ++k) {
+      const T* s = B + (k0 + k) * ldb + j0;
+      T* d = dst + k * NR;
+      for (index_t q = 0; q < full; ++q)
+        for (int j = 0; j < NR; ++j) d[q * stride + j] = s[q * NR + j];
+      if (rem > 0) {
+        for (index_t j = 0; j < rem; ++j) d[full * stride + j] = s[full * NR + j];
+        for (index_t j = rem; j < NR; ++j) d[full * stride + j] = T(0);
       }
     }
-  } else {  // op(B)(k, j) = B[j * ldb + k]: transpose NR row streams, 8 k at a time
-    const T* s = B + j0 * ldb + k0;
+    return;
+  }
+  // op(B)(k, j) = B[j * ldb + k]: each panel transposes NR row streams, 8 k at a time.
+  for (index_t q = 0; q * NR < ncols; ++q) {
+    const index_t nv = std::min<index_t>(NR, ncols - q * NR);
+    const T* s = B + (j0 + q * NR) * ldb + k0;
+    T* d = dst + q * stride;
     index_t k = 0;
     for (; k + 8 <= kc; k += 8) {
       for (index_t j = 0; j < nv; ++j)
-        for (int kk = 0; kk < 8; ++kk) dst[(k + kk) * NR + j] = s[j * ldb + k + kk];
+        for (int kk = 0; kk < 8; ++kk) d[(k + kk) * NR + j] = s[j * ldb + k + kk];
       for (index_t j = nv; j < NR; ++j)
-        for (int kk = 0; kk < 8; ++kk) dst[(k + kk) * NR + j] = T(0);
+        for (int kk = 0; kk < 8; ++kk) d[(k + kk) * NR + j] = T(0);
     }
     for (; k < kc; ++k) {
-      for (index_t j = 0; j < nv; ++j) dst[k * NR + j] = s[j * ldb + k];
-      for (index_t j = nv; j < NR; ++j) dst[k * NR + j] = T(0);
+      for (index_t j = 0; j < nv; ++j) d[k * NR + j] = s[j * ldb + k];
+      for (index_t j = nv; j < NR; ++j) d[k * NR + j] = T(0);
     }
   }
 }
 
 template <typename T>
-void pack_b_panel(int nr, bool trans_b, const T* B, index_t ldb, index_t k0, index_t kc, index_t j0, index_t nv,
-                  T* dst) {
+void pack_b_panels(int nr, bool trans_b, const T* B, index_t ldb, index_t k0, index_t kc, index_t j0, index_t ncols,
+                   T* dst, index_t stride) {
   switch (nr) {
-    case 4: pack_b_panel_t<T, 4>(trans_b, B, ldb, k0, kc, j0, nv, dst); break;
-    case 8: pack_b_panel_t<T, 8>(trans_b, B, ldb, k0, kc, j0, nv, dst); break;
-    case 16: pack_b_panel_t<T, 16>(trans_b, B, ldb, k0, kc, j0, nv, dst); break;
-    case 32: pack_b_panel_t<T, 32>(trans_b, B, ldb, k0, kc, j0, nv, dst); break;
-    default: pack_b_panel_t<T, 1>(trans_b, B, ldb, k0, kc, j0, nv, dst); break;  // unreachable: nr is one of above
+    case 4: pack_b_panels_t<T, 4>(trans_b, B, ldb, k0, kc, j0, ncols, dst, stride); break;
+    case 8: pack_b_panels_t<T, 8>(trans_b, B, ldb, k0, kc, j0, ncols, dst, stride); break;
+    case 16: pack_b_panels_t<T, 16>(trans_b, B, ldb, k0, kc, j0, ncols, dst, stride); break;
+    case 32: pack_b_panels_t<T, 32>(trans_b, B, ldb, k0, kc, j0, ncols, dst, stride); break;
+    default: pack_b_panels_t<T, 1>(trans_b, B, ldb, k0, kc, j0, ncols, dst, stride); break;  // nr is one of above
   }
 }
 
@@ -145,6 +154,9 @@ struct GemmArgs {
   T* C;
   index_t ldc;
 };
+
+// B micro-panels packed at a time when each thread packs its own (about 128 KB: in L2).
+constexpr index_t kPackGroup = 8;
 
 // Thread grid tm x tn (tm * tn == team) minimising the largest per-thread share of tiles;
 // ties go to more column groups (tn), which need no barriers.
@@ -188,9 +200,10 @@ void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf,
       if (shared_b) {
         index_t q0, q1;
         split_range(p1 - p0, tm, it, 1, &q0, &q1);
-        for (index_t p = p0 + q0; p < p0 + q1; ++p) {
-          pack_b_panel(NR, g.trans_b, g.B, g.ldb, pc, kc, jc + p * NR, std::min<index_t>(NR, nc - p * NR),
-                       bbuf + p * panel_stride);
+        if (q1 > q0) {
+          const index_t j0 = (p0 + q0) * NR;
+          pack_b_panels(NR, g.trans_b, g.B, g.ldb, pc, kc, jc + j0, std::min(nc, (p0 + q1) * NR) - j0,
+                        bbuf + (p0 + q0) * panel_stride, panel_stride);
         }
 #pragma omp barrier
       }
@@ -201,7 +214,10 @@ void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf,
           const index_t j = p * NR;
           const int nv = static_cast<int>(std::min<index_t>(NR, nc - j));
           T* bp = bbuf + p * panel_stride;
-          if (!shared_b && ic == m0) pack_b_panel(NR, g.trans_b, g.B, g.ldb, pc, kc, jc + j, nv, bp);
+          if (!shared_b && ic == m0 && (p - p0) % kPackGroup == 0) {  // pack the next group, still in L2 when used
+            const index_t pe = std::min(p1, p + kPackGroup);
+            pack_b_panels(NR, g.trans_b, g.B, g.ldb, pc, kc, jc + j, std::min(nc, pe * NR) - j, bp, panel_stride);
+          }
           const int nvec = (nv + W - 1) / W;
           for (index_t ir = 0; ir < mc; ir += MR) {
             const int r = static_cast<int>(std::min<index_t>(MR, mc - ir));
@@ -308,9 +324,7 @@ void PackedB<T>::pack(bool trans_b, index_t K, index_t N, const T* B, index_t ld
   data_.resize(std::max<index_t>(1, K_ * npad));
   for (index_t pc = 0; pc < K_; pc += ks.kc) {
     const index_t kc = std::min(ks.kc, K_ - pc);
-    T* block = data_.data() + pc * npad;
-    for (index_t p = 0; p < npanels; ++p)
-      pack_b_panel(ks.nr, trans_b, B, ldb, pc, kc, p * NR, std::min(NR, N_ - p * NR), block + p * kc * NR);
+    pack_b_panels(ks.nr, trans_b, B, ldb, pc, kc, 0, N_, data_.data() + pc * npad, kc * NR);
   }
 }
 
@@ -340,7 +354,7 @@ void gemm_packed(index_t M, const T* A, index_t lda, const PackedB<T>& B, T beta
       const int nvec = (nv + W - 1) / W;
       for (index_t ir = 0; ir < M; ir += MR) {
         const int r = static_cast<int>(std::min<index_t>(MR, M - ir));
-        ks.ukernel[r - 1][nvec - 1](kc, A + ir * lda + pc, lda, 1, bp, NR, T(1), b, C + ir * ldc + j, ldc, nv);
+        ks.ukernel_rows[r - 1][nvec - 1](kc, A + ir * lda + pc, lda, 1, bp, NR, T(1), b, C + ir * ldc + j, ldc, nv);
       }
     }
   }

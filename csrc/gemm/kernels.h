@@ -48,7 +48,8 @@ struct KernelSet {
   const char* name;
   int mr, nr, w;              // tile rows, tile columns, SIMD width (nr is a multiple of w)
   index_t mc, kc, nc;         // cache blocks (mc multiple of mr, nc multiple of nr)
-  Microkernel<T> ukernel[kMaxMR][kMaxNV];  // [rows - 1][ceil(columns / w) - 1]
+  Microkernel<T> ukernel[kMaxMR][kMaxNV];       // packed A panel: [rows - 1][ceil(columns / w) - 1]
+  Microkernel<T> ukernel_rows[kMaxMR][kMaxNV];  // A read in place with any (rs_a, cs_a)
   GemvN<T> gemv_n;
   GemvT<T> gemv_t;
 };

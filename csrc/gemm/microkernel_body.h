@@ -14,13 +14,14 @@
 
 // ---------------------------------------------------------------------------------------
 // Microkernel, shape: C (R, NV*W) = alpha * A (R, kc) * B (kc, NV*W) + beta * C.
-//   A (i, k) at a[i * rs_a + k * cs_a]  (packed panel: rs_a = 1, cs_a = R; row-major: lda, 1)
+//   A (i, k) at a[i * rs_a + k * cs_a]  (packed panel: rs_a = 1, cs_a = R; row-major: lda, 1);
+//   kPackedA: A is a packed panel (the strides passed are ignored and taken as 1, R)
 //   B row k at b + k * ldb              (packed panel: ldb = NR, zero-padded past N)
 //   only the first n_valid columns of C are written; beta == 0 never reads C.
 // Aliasing: a and b may alias each other (read only); c must alias neither.
 // With few tiles (R * NV < kAcc) the k loop is split over U interleaved accumulator sets
 // so that enough independent FMAs are in flight; they are summed at the end.
-template <class O, int R, int NV>
+template <class O, int R, int NV, bool kPackedA>
 RNNCORE_KTARGET void ukernel(index_t kc, const typename O::T* a, index_t rs_a, index_t cs_a,
                              const typename O::T* b, index_t ldb, typename O::T alpha, typename O::T beta,
                              typename O::T* RNNCORE_RESTRICT c, index_t ldc, int n_valid) {
@@ -30,6 +31,11 @@ RNNCORE_KTARGET void ukernel(index_t kc, const typename O::T* a, index_t rs_a, i
   constexpr int kTiles = R * NV;
   constexpr int kWant = (O::kAcc + kTiles - 1) / kTiles;
   constexpr int U = kWant < 1 ? 1 : (kWant > 4 ? 4 : kWant);
+  // A packed panel: strides known at compile time (the caller passes rs_a = 1, cs_a = R).
+  if (kPackedA) {
+    rs_a = 1;
+    cs_a = R;
+  }
 
   V acc[U][R][NV];
 #pragma GCC unroll 4
@@ -42,9 +48,17 @@ RNNCORE_KTARGET void ukernel(index_t kc, const typename O::T* a, index_t rs_a, i
   const T* ap[R];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) ap[i] = a + i * rs_a;
+  // The C tile is only touched after the k loop: start fetching it now (first and last
+  // element of each row, which covers a 64-byte row in at most two lines).
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + (NV * W - 1), 1, 3);
+  }
 
   index_t k = 0, ka = 0;
   const index_t k_main = kc - kc % U;
+#pragma GCC unroll 2
   for (; k < k_main; k += U) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
@@ -231,7 +245,8 @@ RNNCORE_KTARGET void gemv_t(index_t K, index_t n, const typename O::T* x, const 
 // (R = 1..MR rows, NV = 1..NR/W vectors); entries past MR or NR/W stay null.
 template <class O, int R, int... NVm1>
 void fill_row(KernelSet<typename O::T>& ks, std::integer_sequence<int, NVm1...>) {
-  ((ks.ukernel[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1>), ...);
+  ((ks.ukernel[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, true>), ...);
+  ((ks.ukernel_rows[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, false>), ...);
 }
 
 template <class O, int NVMAX, int... Rm1>
