@@ -35,6 +35,7 @@ void gemm_py(const py::array& a, const py::array& b, py::array& c, bool trans_a,
 index_t row_stride(const char* fn, const char* name, const py::array& a) {
   if (a.ndim() != 2) throw py::value_error(std::string(fn) + ": " + name + " must be 2-D, got " + shape_str(a));
   const py::ssize_t item = a.itemsize();
+  if (a.size() == 0) return a.shape(1) < 1 ? 1 : a.shape(1);  // never dereferenced
   if (a.shape(1) > 1 && a.strides(1) != item)
     throw py::value_error(std::string(fn) + ": " + name + " rows must be contiguous");
   if (a.shape(0) > 1 && (a.strides(0) % item != 0 || a.strides(0) < a.shape(1) * item))
