@@ -72,7 +72,7 @@ void gemm_strided_py(const py::array& a, const py::array& b, py::array& c, bool 
 }
 
 template <typename T>
-void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c) {
+void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c, int repeat) {
   const char* fn = "gemm_packed_test";
   check_dtype<T>(fn, "a", a);
   check_dtype<T>(fn, "b", b);
@@ -88,7 +88,7 @@ void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double
   py::gil_scoped_release release;
   PackedB<T> packed;
   packed.pack(trans_b, K, N, pb, ldb);
-  gemm_packed<T>(M, pa, lda, packed, static_cast<T>(beta), pc, ldc);
+  for (int r = 0; r < repeat; ++r) gemm_packed<T>(M, pa, lda, packed, static_cast<T>(beta), pc, ldc);
 }
 
 bool is_f64(const py::handle& a) {
@@ -126,12 +126,14 @@ void bind_gemm(py::module_& m) {
       "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");
   m.def(
       "gemm_packed_test",
-      [](const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c) {
-        if (is_f64(a)) gemm_packed_py<double>(a, b, trans_b, beta, c);
-        else gemm_packed_py<float>(a, b, trans_b, beta, c);
+      [](const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c, int repeat) {
+        if (repeat < 1) throw py::value_error("gemm_packed_test: repeat must be >= 1");
+        if (is_f64(a)) gemm_packed_py<double>(a, b, trans_b, beta, c, repeat);
+        else gemm_packed_py<float>(a, b, trans_b, beta, c, repeat);
       },
-      py::arg("a"), py::arg("b"), py::arg("trans_b"), py::arg("beta"), py::arg("c"),
-      "Test hook: c = a @ op(b) + beta * c through PackedB::pack + gemm_packed (views with any row stride).");
+      py::arg("a"), py::arg("b"), py::arg("trans_b"), py::arg("beta"), py::arg("c"), py::arg("repeat") = 1,
+      "Test hook: c = a @ op(b) + beta * c through PackedB::pack + gemm_packed (views with any row stride); "
+      "with repeat > 1 the product is formed repeat times from one packing (for benchmarks; use beta = 0).");
 }
 
 }  // namespace rnncore

@@ -93,6 +93,8 @@ void pack_a_block(int mr, bool trans_a, const T* A, index_t lda, index_t i0, ind
 // Without transpose the rows of B are read left to right across all the panels (long
 // sequential runs the hardware prefetcher follows, instead of one 64-byte piece per row and
 // page). dst must not alias B.
+constexpr index_t kPrefetchRows = 8;
+
 template <typename T, int NR>
 void pack_b_panels_t(bool trans_b, const T* B, index_t ldb, index_t k0, index_t kc, index_t j0, index_t ncols,
                      T* RNNCORE_RESTRICT dst, index_t stride) {
@@ -101,8 +103,12 @@ void pack_b_panels_t(bool trans_b, const T* B, index_t ldb, index_t k0, index_t 
     for (index_t k = 0; k < kc; ++k) {
       const T* s = B + (k0 + k) * ldb + j0;
       T* d = dst + k * NR;
-      for (index_t q = 0; q < full; ++q)
+      // Rows are ldb apart (often several pages): fetch the row kPrefetchRows ahead.
+      const T* ahead = k + kPrefetchRows < kc ? s + kPrefetchRows * ldb : s;
+      for (index_t q = 0; q < full; ++q) {
+        __builtin_prefetch(ahead + q * NR, 0, 3);
         for (int j = 0; j < NR; ++j) d[q * stride + j] = s[q * NR + j];
+      }
       if (rem > 0) {
         for (index_t j = 0; j < rem; ++j) d[full * stride + j] = s[full * NR + j];
         for (index_t j = rem; j < NR; ++j) d[full * stride + j] = T(0);
@@ -178,7 +184,8 @@ void choose_grid(index_t M, index_t N, int mr, int nr, int team, int* tm, int* t
 }
 
 // One thread's share of gemm (see the loop nest at the top). abuf: this thread's (MC, KC)
-// A block; bbuf: the (KC, NC) B block, shared by the team. With tm > 1 every thread of the
+// A block; bbuf: the (KC, NC) B block, shared by the team, at least nthreads * kPackGroup
+// panels long. With tm > 1 every thread of the
 // team must call this (it contains barriers); with tm == 1 threads are independent.
 template <typename T>
 void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf, int tid, int tm, int tn) {
@@ -190,6 +197,11 @@ void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf,
   // Panel p of the B block lives at bbuf + p * panel_stride whatever the current kc, so
   // threads in different K blocks never write into each other's panels.
   const index_t panel_stride = std::min(ks.kc, g.K) * NR;
+  // When this thread's rows fit in one MC block every B panel is used right after it is
+  // packed and never again: cycle through kPackGroup panel slots of this thread's own
+  // (rows of bbuf past the shared block layout are not used then), which stay in L2.
+  const bool rotate_b = !shared_b && m1 - m0 <= ks.mc;
+  T* own_b = bbuf + tid * kPackGroup * panel_stride;
   for (index_t jc = 0; jc < g.N; jc += ks.nc) {
     const index_t nc = std::min(ks.nc, g.N - jc);
     index_t p0, p1;
@@ -213,7 +225,7 @@ void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf,
         for (index_t p = p0; p < p1; ++p) {
           const index_t j = p * NR;
           const int nv = static_cast<int>(std::min<index_t>(NR, nc - j));
-          T* bp = bbuf + p * panel_stride;
+          T* bp = rotate_b ? own_b + (p - p0) % kPackGroup * panel_stride : bbuf + p * panel_stride;
           if (!shared_b && ic == m0 && (p - p0) % kPackGroup == 0) {  // pack the next group, still in L2 when used
             const index_t pe = std::min(p1, p + kPackGroup);
             pack_b_panels(NR, g.trans_b, g.B, g.ldb, pc, kc, jc + j, std::min(nc, pe * NR) - j, bp, panel_stride);
@@ -283,7 +295,7 @@ void gemm_impl(const GemmArgs<T>& g, int nthreads) {
   const index_t nc = std::min(ks.nc, ceil_div(g.N, ks.nr) * ks.nr);
   const index_t a_stride = ceil_div(mc * kc, 16) * 16;  // keep each thread's block 64-byte aligned
   AlignedBuffer<T> abuf(a_stride * nt);
-  AlignedBuffer<T> bbuf(kc * nc);
+  AlignedBuffer<T> bbuf(std::max(kc * nc, nt * kPackGroup * kc * ks.nr));
 
   if (nt == 1) {
     gemm_thread(ks, g, abuf.data(), bbuf.data(), 0, 1, 1);
