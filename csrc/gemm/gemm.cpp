@@ -184,9 +184,9 @@ void choose_grid(index_t M, index_t N, int mr, int nr, int team, int* tm, int* t
 }
 
 // One thread's share of gemm (see the loop nest at the top). abuf: this thread's (MC, KC)
-// A block; bbuf: the (KC, NC) B block, shared by the team, at least nthreads * kPackGroup
-// panels long. With tm > 1 every thread of the
-// team must call this (it contains barriers); with tm == 1 threads are independent.
+// A block; bbuf: the team's (KC, NC) B block, at least team * kPackGroup panels long.
+// With tm > 1 every thread of the team must call this (it contains barriers); with
+// tm == 1 threads are independent. Aliasing: abuf, bbuf and C are pairwise distinct.
 template <typename T>
 void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf, int tid, int tm, int tn) {
   const int MR = ks.mr, NR = ks.nr, W = ks.w;
@@ -198,8 +198,8 @@ void gemm_thread(const KernelSet<T>& ks, const GemmArgs<T>& g, T* abuf, T* bbuf,
   // threads in different K blocks never write into each other's panels.
   const index_t panel_stride = std::min(ks.kc, g.K) * NR;
   // When this thread's rows fit in one MC block every B panel is used right after it is
-  // packed and never again: cycle through kPackGroup panel slots of this thread's own
-  // (rows of bbuf past the shared block layout are not used then), which stay in L2.
+  // packed and never again: then each thread cycles through its own kPackGroup panel
+  // slots (slot block `tid` of bbuf), which stay in L2, instead of the block layout.
   const bool rotate_b = !shared_b && m1 - m0 <= ks.mc;
   T* own_b = bbuf + tid * kPackGroup * panel_stride;
   for (index_t jc = 0; jc < g.N; jc += ks.nc) {
