@@ -1,6 +1,7 @@
 // _core.gemm: the engine's GEMM exposed for tests and benchmarks.
 #include "bindings/arrays.h"
 #include "gemm/gemm.h"
+#include "gemm/kernels.h"
 
 namespace rnncore {
 
@@ -29,6 +30,71 @@ void gemm_py(const py::array& a, const py::array& b, py::array& c, bool trans_a,
           N, threads);
 }
 
+// Test hooks: 2-D views whose rows are contiguous but may be further apart than their length
+// (numpy slices such as big[:, :n]), so leading dimensions > row length reach the kernels.
+index_t row_stride(const char* fn, const char* name, const py::array& a) {
+  if (a.ndim() != 2) throw py::value_error(std::string(fn) + ": " + name + " must be 2-D, got " + shape_str(a));
+  const py::ssize_t item = a.itemsize();
+  if (a.size() == 0) return a.shape(1) < 1 ? 1 : a.shape(1);  // never dereferenced
+  if (a.shape(1) > 1 && a.strides(1) != item)
+    throw py::value_error(std::string(fn) + ": " + name + " rows must be contiguous");
+  if (a.shape(0) > 1 && (a.strides(0) % item != 0 || a.strides(0) < a.shape(1) * item))
+    throw py::value_error(std::string(fn) + ": " + name + " must have a positive row stride >= its row length");
+  const index_t ld = a.shape(0) > 1 ? a.strides(0) / item : a.shape(1);
+  return ld < 1 ? 1 : ld;
+}
+
+template <typename T>
+void check_dtype(const char* fn, const char* name, const py::array& a) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(fn) + ": " + name + " must have dtype " + dtype_name<T>() + ", got " +
+                         dtype_str(a));
+}
+
+template <typename T>
+void gemm_strided_py(const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha,
+                     double beta, int threads) {
+  const char* fn = "gemm_strided_test";
+  check_dtype<T>(fn, "a", a);
+  check_dtype<T>(fn, "b", b);
+  check_dtype<T>(fn, "c", c);
+  const index_t lda = row_stride(fn, "a", a), ldb = row_stride(fn, "b", b), ldc = row_stride(fn, "c", c);
+  const index_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const index_t N = trans_b ? b.shape(0) : b.shape(1), Kb = trans_b ? b.shape(1) : b.shape(0);
+  if (Kb != K || c.shape(0) != M || c.shape(1) != N) throw py::value_error(std::string(fn) + ": shapes differ");
+  if (!c.writeable()) throw py::value_error(std::string(fn) + ": c must be writeable");
+  checked_threads(fn, threads);
+  const T* pa = static_cast<const T*>(a.data());
+  const T* pb = static_cast<const T*>(b.data());
+  T* pc = static_cast<T*>(c.mutable_data());
+  py::gil_scoped_release release;
+  gemm<T>(trans_a, trans_b, M, N, K, static_cast<T>(alpha), pa, lda, pb, ldb, static_cast<T>(beta), pc, ldc, threads);
+}
+
+template <typename T>
+void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c, int repeat) {
+  const char* fn = "gemm_packed_test";
+  check_dtype<T>(fn, "a", a);
+  check_dtype<T>(fn, "b", b);
+  check_dtype<T>(fn, "c", c);
+  const index_t lda = row_stride(fn, "a", a), ldb = row_stride(fn, "b", b), ldc = row_stride(fn, "c", c);
+  const index_t M = a.shape(0), K = a.shape(1);
+  const index_t N = trans_b ? b.shape(0) : b.shape(1), Kb = trans_b ? b.shape(1) : b.shape(0);
+  if (Kb != K || c.shape(0) != M || c.shape(1) != N) throw py::value_error(std::string(fn) + ": shapes differ");
+  if (!c.writeable()) throw py::value_error(std::string(fn) + ": c must be writeable");
+  const T* pa = static_cast<const T*>(a.data());
+  const T* pb = static_cast<const T*>(b.data());
+  T* pc = static_cast<T*>(c.mutable_data());
+  py::gil_scoped_release release;
+  PackedB<T> packed;
+  packed.pack(trans_b, K, N, pb, ldb);
+  for (int r = 0; r < repeat; ++r) gemm_packed<T>(M, pa, lda, packed, static_cast<T>(beta), pc, ldc);
+}
+
+bool is_f64(const py::handle& a) {
+  return py::isinstance<py::array>(a) && py::reinterpret_borrow<py::array>(a).dtype().is(py::dtype::of<double>());
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
@@ -44,6 +110,30 @@ void bind_gemm(py::module_& m) {
       py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
       py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
       "c = alpha * op(a) @ op(b) + beta * c in place (float32 or float64, C-contiguous).");
+  m.def(
+      "gemm_kernel", [] { return std::string(gemm_detail::isa_name(gemm_detail::active_isa())); },
+      "The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (chosen once per process from "
+      "the CPU; RNNCORE_GEMM_KERNEL may force a lower one).");
+  m.def(
+      "gemm_strided_test",
+      [](const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha, double beta,
+         int threads) {
+        if (is_f64(a)) gemm_strided_py<double>(a, b, c, trans_a, trans_b, alpha, beta, threads);
+        else gemm_strided_py<float>(a, b, c, trans_a, trans_b, alpha, beta, threads);
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+      py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
+      "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");
+  m.def(
+      "gemm_packed_test",
+      [](const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c, int repeat) {
+        if (repeat < 1) throw py::value_error("gemm_packed_test: repeat must be >= 1");
+        if (is_f64(a)) gemm_packed_py<double>(a, b, trans_b, beta, c, repeat);
+        else gemm_packed_py<float>(a, b, trans_b, beta, c, repeat);
+      },
+      py::arg("a"), py::arg("b"), py::arg("trans_b"), py::arg("beta"), py::arg("c"), py::arg("repeat") = 1,
+      "Test hook: c = a @ op(b) + beta * c through PackedB::pack + gemm_packed (views with any row stride); "
+      "with repeat > 1 the product is formed repeat times from one packing (for benchmarks; use beta = 0).");
 }
 
 }  // namespace rnncore

@@ -1,0 +1,221 @@
+"""rnncore's GEMM (csrc/gemm) against numpy in float64.
+
+Covers every transpose combination, awkward sizes (0, 1, 7, 33, 257, non-multiples of the
+tile and cache blocks), alpha/beta (beta == 0 must not read C: C starts as NaN), leading
+dimensions larger than the row length (through the gemm_strided_test hook), PackedB +
+gemm_packed (gemm_packed_test), 1 vs 2 threads bit-identical, and every kernel set this
+CPU can run, each forced by RNNCORE_GEMM_KERNEL in a subprocess.
+"""
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnncore import _core
+
+KERNELS = ["generic", "avx2", "avx512"]  # in order of preference
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+# (M, N, K): awkward sizes, and some that cross the tile (6x16), KC (256) and MC blocks.
+SHAPES = [
+    (1, 1, 1), (1, 7, 33), (7, 1, 33), (33, 7, 1), (7, 33, 257), (257, 7, 33), (33, 257, 7),
+    (1, 300, 70), (2, 300, 70), (70, 1, 300), (13, 17, 19), (64, 200, 513), (100, 130, 600),
+    (300, 40, 300),  # tall and narrow: threads split the rows and share the packed B
+]
+EMPTY = [(0, 5, 3), (4, 0, 3), (4, 5, 0)]
+
+
+def _op(x, t):
+    return x.T if t else x
+
+
+def _operands(rng, M, N, K, ta, tb, dtype):
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+    return a, b
+
+
+def _reference(a, b, ta, tb, alpha, beta, c0):
+    ref = alpha * (_op(a, ta).astype(np.float64) @ _op(b, tb).astype(np.float64))
+    if beta != 0:
+        ref = ref + beta * c0.astype(np.float64)
+    return ref
+
+
+def _assert_close(c, ref, K, dtype):
+    # Error relative to the scale of the products: |a||b| ~ sqrt(K) for unit normals.
+    assert np.isfinite(c).all()
+    if c.size:
+        err = np.abs(c.astype(np.float64) - ref).max() / (np.sqrt(max(K, 1)) + 1.0)
+        assert err <= TOL[dtype], err
+
+
+def _c0(rng, M, N, dtype, beta):
+    c = rng.standard_normal((M, N)).astype(dtype)
+    if beta == 0:
+        c[...] = np.nan  # must not be read
+    return c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
+def test_gemm_matches_numpy(dtype, ta, tb):
+    rng = np.random.default_rng(1)
+    for (M, N, K), (alpha, beta) in itertools.product(SHAPES, [(1.0, 0.0), (0.5, 2.0), (-1.0, 1.0)]):
+        a, b = _operands(rng, M, N, K, ta, tb, dtype)
+        c0 = _c0(rng, M, N, dtype, beta)
+        ref = _reference(a, b, ta, tb, alpha, beta, c0)
+        results = []
+        for threads in (1, 2):
+            c = c0.copy()
+            _core.gemm(a, b, c, ta, tb, alpha, beta, threads)
+            _assert_close(c, ref, K, dtype)
+            results.append(c)
+        np.testing.assert_array_equal(results[0], results[1])  # thread count never changes a bit
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_empty_and_degenerate(dtype):
+    rng = np.random.default_rng(2)
+    for M, N, K in EMPTY:
+        for beta in (0.0, 1.5):
+            a, b = _operands(rng, M, N, K, False, False, dtype)
+            c0 = _c0(rng, M, N, dtype, beta)
+            c = c0.copy()
+            _core.gemm(a, b, c, False, False, 1.0, beta, 2)
+            expect = np.zeros((M, N)) if beta == 0 else beta * c0.astype(np.float64)
+            np.testing.assert_allclose(c, expect, rtol=TOL[dtype])
+    # alpha == 0: C = beta * C, the product is not formed.
+    a, b = _operands(rng, 5, 6, 7, False, False, dtype)
+    c0 = rng.standard_normal((5, 6)).astype(dtype)
+    c = c0.copy()
+    _core.gemm(a, b, c, False, False, 0.0, 3.0, 1)
+    np.testing.assert_allclose(c, 3.0 * c0.astype(np.float64), rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_threads_identical_large(dtype):
+    # Crosses MC, KC and NC (4096) blocks; row split (tall) and column split (wide).
+    rng = np.random.default_rng(3)
+    for (M, N, K), ta, tb in [((400, 40, 600), False, True), ((150, 4100, 300), True, False),
+                              ((1, 5000, 300), False, False), ((1, 5000, 300), True, True)]:
+        a, b = _operands(rng, M, N, K, ta, tb, dtype)
+        c1 = np.full((M, N), np.nan, dtype)
+        c2 = np.full((M, N), np.nan, dtype)
+        _core.gemm(a, b, c1, ta, tb, 1.0, 0.0, 1)
+        _core.gemm(a, b, c2, ta, tb, 1.0, 0.0, 2)
+        np.testing.assert_array_equal(c1, c2)
+        _assert_close(c1, _reference(a, b, ta, tb, 1.0, 0.0, c1), K, dtype)
+
+
+def _strided(rng, shape, dtype, pad, fill=None):
+    """A (rows, cols) view into a wider array: row stride cols + pad elements."""
+    rows, cols = shape
+    big = rng.standard_normal((rows, cols + pad)).astype(dtype)
+    if fill is not None:
+        big[...] = fill
+    return big, big[:, :cols]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_leading_dimensions(dtype):
+    rng = np.random.default_rng(4)
+    for (M, N, K), ta, tb in itertools.product([(1, 33, 7), (7, 33, 257), (40, 17, 300)],
+                                               [False, True], [False, True]):
+        _, a = _strided(rng, (K, M) if ta else (M, K), dtype, 5)
+        _, b = _strided(rng, (N, K) if tb else (K, N), dtype, 3)
+        for beta in (0.0, 0.5):
+            big_c, c = _strided(rng, (M, N), dtype, 4, fill=np.nan if beta == 0 else None)
+            guard = big_c[:, N:].copy()
+            c0 = c.copy()
+            ref = _reference(a, b, ta, tb, 2.0, beta, c0)
+            _core.gemm_strided_test(a, b, c, ta, tb, 2.0, beta, 2)
+            _assert_close(c, ref, K, dtype)
+            np.testing.assert_array_equal(big_c[:, N:], guard)  # padding between rows untouched
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_packed(dtype, tb):
+    rng = np.random.default_rng(5)
+    # M = batch (1..64 and beyond), K = H, N = G*H/threads; K crosses KC, N the tile width.
+    for M, N, K in [(1, 8, 1), (1, 48, 64), (2, 100, 33), (5, 40, 257), (7, 64, 300), (33, 24, 7),
+                    (64, 136, 520), (100, 17, 60)]:
+        _, a = _strided(rng, (M, K), dtype, 3)
+        _, b = _strided(rng, (N, K) if tb else (K, N), dtype, 2)
+        for beta in (0.0, 1.0, 0.5):
+            big_c, c = _strided(rng, (M, N), dtype, 6, fill=np.nan if beta == 0 else None)
+            guard = big_c[:, N:].copy()
+            c0 = c.copy()
+            _core.gemm_packed_test(a, b, tb, beta, c)
+            _assert_close(c, _reference(a, b, False, tb, 1.0, beta, c0), K, dtype)
+            np.testing.assert_array_equal(big_c[:, N:], guard)
+    # K == 0: C = beta * C.
+    c = np.ones((3, 4), dtype)
+    _core.gemm_packed_test(np.zeros((3, 0), dtype), np.zeros((0, 4), dtype), False, 2.0, c)
+    np.testing.assert_array_equal(c, 2.0)
+
+
+def test_kernel_name():
+    assert _core.gemm_kernel() in KERNELS
+
+
+# Run in a child process with RNNCORE_GEMM_KERNEL set (the choice is made once per process).
+_CHILD = r"""
+import itertools, sys
+import numpy as np
+from rnncore import _core
+rng = np.random.default_rng(6)
+worst = 0.0
+for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+    for (M, N, K), ta, tb in itertools.product(
+            [(1, 40, 33), (7, 33, 257), (33, 7, 300), (6, 16, 8), (13, 70, 9), (50, 45, 270)],
+            [False, True], [False, True]):
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+        b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+        ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+        outs = []
+        for threads in (1, 2):
+            c = np.full((M, N), np.nan, dtype)
+            _core.gemm(a, b, c, ta, tb, 1.0, 0.0, threads)
+            outs.append(c)
+        assert np.array_equal(outs[0], outs[1]), "threads differ"
+        worst = max(worst, np.abs(outs[0] - ref).max() / (np.sqrt(K) + 1) / tol)
+        if not ta:
+            c = np.full((M, N), np.nan, dtype)
+            _core.gemm_packed_test(a, b, tb, 0.0, c)
+            worst = max(worst, np.abs(c - ref).max() / (np.sqrt(K) + 1) / tol)
+assert worst <= 1.0, worst
+print(_core.gemm_kernel())
+"""
+
+
+def _child_env(kernel):
+    env = dict(os.environ)
+    env.pop("RNNCORE_GEMM_KERNEL", None)
+    if kernel is not None:
+        env["RNNCORE_GEMM_KERNEL"] = kernel
+    import rnncore
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rnncore.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def _run_child(kernel):
+    r = subprocess.run([sys.executable, "-c", _CHILD], env=_child_env(kernel), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_every_available_kernel():
+    best = _run_child(None)  # automatic choice: the best the CPU supports
+    assert best in KERNELS
+    for kernel in KERNELS:
+        got = _run_child(kernel)
+        # A request above what the CPU supports is clamped to the best supported kernel.
+        expect = kernel if KERNELS.index(kernel) <= KERNELS.index(best) else best
+        assert got == expect
