@@ -19,16 +19,18 @@
 //   B row k at b + k * ldb              (packed panel: ldb = NR, zero-padded past N)
 //   only the first n_valid columns of C are written; beta == 0 never reads C.
 // Aliasing: a and b may alias each other (read only); c must alias neither.
-// With few tiles (R * NV < kAcc) the k loop is split over U interleaved accumulator sets
-// so that enough independent FMAs are in flight; they are summed at the end.
-template <class O, int R, int NV, bool kPackedA>
+// With few tiles (R * NVMAX < kAcc) the k loop is split over U interleaved accumulator sets
+// so that enough independent FMAs are in flight; they are summed at the end. U depends on
+// the row count and the full panel width only, never on this tile's width, so an element's
+// summation order does not depend on where a column split (e.g. a thread's slice) ends.
+template <class O, int R, int NV, bool kPackedA, int NVMAX>
 RNNCORE_KTARGET void ukernel(index_t kc, const typename O::T* a, index_t rs_a, index_t cs_a,
                              const typename O::T* b, index_t ldb, typename O::T alpha, typename O::T beta,
                              typename O::T* RNNCORE_RESTRICT c, index_t ldc, int n_valid) {
   using T = typename O::T;
   using V = typename O::V;
   constexpr int W = O::W;
-  constexpr int kTiles = R * NV;
+  constexpr int kTiles = R * NVMAX;
   constexpr int kWant = (O::kAcc + kTiles - 1) / kTiles;
   constexpr int U = kWant < 1 ? 1 : (kWant > 4 ? 4 : kWant);
   // A packed panel: strides known at compile time (the caller passes rs_a = 1, cs_a = R).
@@ -245,8 +247,9 @@ RNNCORE_KTARGET void gemv_t(index_t K, index_t n, const typename O::T* x, const 
 // (R = 1..MR rows, NV = 1..NR/W vectors); entries past MR or NR/W stay null.
 template <class O, int R, int... NVm1>
 void fill_row(KernelSet<typename O::T>& ks, std::integer_sequence<int, NVm1...>) {
-  ((ks.ukernel[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, true>), ...);
-  ((ks.ukernel_rows[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, false>), ...);
+  constexpr int kNVMax = static_cast<int>(sizeof...(NVm1));
+  ((ks.ukernel[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, true, kNVMax>), ...);
+  ((ks.ukernel_rows[R - 1][NVm1] = &ukernel<O, R, NVm1 + 1, false, kNVMax>), ...);
 }
 
 template <class O, int NVMAX, int... Rm1>
