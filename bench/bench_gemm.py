@@ -105,7 +105,8 @@ def _time(fn, reps, clock):
 
 
 def compare(shape, threads, rounds=7, seconds_per_round=0.4, clock=time.perf_counter):
-    """Median seconds per call of (rnncore, numpy), alternating engines round by round."""
+    """Seconds per call (median_rnncore, median_numpy, best_rnncore, best_numpy), alternating
+    engines round by round."""
     a, b = _operands(shape)
     c1 = np.empty((shape[0], shape[2]), np.float32)
     c2 = np.empty_like(c1)
@@ -128,7 +129,8 @@ def compare(shape, threads, rounds=7, seconds_per_round=0.4, clock=time.perf_cou
             else:
                 t_ours += t_second
                 t_theirs += t_first
-    return float(np.median(t_ours)), float(np.median(t_theirs))
+    return (float(np.median(t_ours)), float(np.median(t_theirs)), float(np.min(t_ours)),
+            float(np.min(t_theirs)))
 
 
 def main(argv):
@@ -136,7 +138,9 @@ def main(argv):
     rounds = 3 if quick else 9
     print(f"rnncore gemm kernel: {_core.gemm_kernel()}; numpy {np.__version__}; "
           f"threadpoolctl: {'yes' if threadpool_limits else 'no (OPENBLAS_NUM_THREADS)'}")
-    print(f"{'shape MxKxN':>18} {'thr':>3} {'clock':>6} {'rnncore GF/s':>13} {'numpy GF/s':>11} {'ratio':>6}")
+    print("GF/s from the median time per call (best-of in brackets); ratio = numpy time / rnncore time")
+    print(f"{'shape MxKxN':>18} {'thr':>3} {'clock':>5} {'rnncore GF/s':>17} {'numpy GF/s':>17} "
+          f"{'ratio':>6} {'(best)':>7}")
     for threads in THREADS:
         if threadpool_limits is None and str(threads) != os.environ.get("OPENBLAS_NUM_THREADS", ""):
             continue
@@ -145,10 +149,11 @@ def main(argv):
             clocks.append(("cpu", time.thread_time))
         for shape in SHAPES:
             for name, clock in clocks:
-                ours, theirs = compare(shape, threads, rounds=rounds, clock=clock)
-                flop = 2.0 * shape[0] * shape[1] * shape[2]
-                print(f"{_ids(shape):>18} {threads:>3} {name:>6} {flop / ours / 1e9:13.1f} "
-                      f"{flop / theirs / 1e9:11.1f} {theirs / ours:6.3f}", flush=True)
+                ours, theirs, ours_best, theirs_best = compare(shape, threads, rounds=rounds, clock=clock)
+                gf = 2e-9 * shape[0] * shape[1] * shape[2]
+                print(f"{_ids(shape):>18} {threads:>3} {name:>5} {gf / ours:8.1f} ({gf / ours_best:6.1f}) "
+                      f"{gf / theirs:8.1f} ({gf / theirs_best:6.1f}) {theirs / ours:6.3f} "
+                      f"({theirs_best / ours_best:5.3f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ RNNCORE_KTARGET void ukernel(index_t kc, const typename O::T* a, index_t rs_a, i
 // GEMV, shape: y (n) = alpha * x (K) * B (K, n) + beta * y   (op(A) has one row, op(B) = B)
 //   x[k] at x[k * incx]; B row k at B + k * ldb; y contiguous.
 // Aliasing: x and B are read only and may alias each other; y must alias neither.
-// Streams B once, four rows at a time, into an L1-resident chunk of y accumulators. Each
+// Streams B once, eight rows at a time, into an L1-resident chunk of y accumulators. Each
 // y[j] is summed in the same order (k ascending, one fma per k) whatever its position, so
 // splitting n over threads does not change results.
 template <class O>
@@ -153,28 +153,27 @@ RNNCORE_KTARGET void gemv_n(index_t K, index_t n, const typename O::T* x, index_
     const index_t nbv = nb - nb % W;
     for (index_t j = 0; j < nb; ++j) acc[j] = T(0);
     index_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      const T x0 = x[k * incx], x1 = x[(k + 1) * incx], x2 = x[(k + 2) * incx], x3 = x[(k + 3) * incx];
-      const V a0 = O::set1(x0), a1 = O::set1(x1), a2 = O::set1(x2), a3 = O::set1(x3);
-      const T* b0 = B + k * ldb + j0;
-      const T* b1 = b0 + ldb;
-      const T* b2 = b1 + ldb;
-      const T* b3 = b2 + ldb;
+    for (; k + 8 <= K; k += 8) {
+      T xs[8];
+      V av[8];
+      const T* bk[8];
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        xs[r] = x[(k + r) * incx];
+        av[r] = O::set1(xs[r]);
+        bk[r] = B + (k + r) * ldb + j0;
+      }
       index_t j = 0;
       for (; j < nbv; j += W) {
         V s = O::load(acc + j);
-        s = O::fma(a0, O::load(b0 + j), s);
-        s = O::fma(a1, O::load(b1 + j), s);
-        s = O::fma(a2, O::load(b2 + j), s);
-        s = O::fma(a3, O::load(b3 + j), s);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) s = O::fma(av[r], O::load(bk[r] + j), s);
         O::store(acc + j, s);
       }
       for (; j < nb; ++j) {
         T s = acc[j];
-        s = O::fma1(x0, b0[j], s);
-        s = O::fma1(x1, b1[j], s);
-        s = O::fma1(x2, b2[j], s);
-        s = O::fma1(x3, b3[j], s);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) s = O::fma1(xs[r], bk[r][j], s);
         acc[j] = s;
       }
     }
