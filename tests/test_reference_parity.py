@@ -256,7 +256,7 @@ def run_fwd_bwd(layer, x, h0, c0, lengths, dy, dh, dc):
 def test_one_thread_equals_two(kind, ragged):
     if not rnncore._core.openmp_enabled():
         pytest.skip("built without OpenMP: every thread count runs on one thread")
-    Hb, Ib, Tb, Bb = 48, 10, 5, 6  # 48 hidden units = 6 slices of 8: two threads really split them
+    Hb, Ib, Tb, Bb = 64, 10, 5, 6  # 64 hidden units = 8 slices of 8, enough work per step to split
     rng = np.random.default_rng(9)
     layer = make_layer(kind, Ib, Hb, num_layers=2, bidirectional=True, seed=7)
     x, h0, c0 = random_inputs(rng, kind, 2, 2, T=Tb, B=Bb, I=Ib, H=Hb)

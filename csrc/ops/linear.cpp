@@ -4,24 +4,10 @@
 #include <algorithm>
 
 #include "common/parallel.h"
+#include "common/reduce.h"
 #include "gemm/gemm.h"
 
 namespace rnncore {
-
-template <typename T>
-void add_column_sums(T* out, const T* a, index_t rows, index_t cols, index_t lda, int nthreads) {
-  const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(rows * cols < (1 << 15) ? 1 : nthreads,
-                                                                          cols / 16)));
-#pragma omp parallel num_threads(nt)
-  {
-    index_t c0, c1;
-    split_range(cols, num_threads_in_region(), thread_id(), 16, &c0, &c1);
-    for (index_t r = 0; r < rows; ++r) {
-      const T* RNNCORE_RESTRICT row = a + r * lda;
-      for (index_t c = c0; c < c1; ++c) out[c] += row[c];
-    }
-  }
-}
 
 namespace {
 
@@ -60,8 +46,7 @@ void linear_backward(T* dx, bool accumulate_dx, T* dw, T* db, const T* dy, const
 
 #define RNNCORE_INSTANTIATE(T)                                                                                   \
   template void linear_forward<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t, int);             \
-  template void linear_backward<T>(T*, bool, T*, T*, const T*, const T*, const T*, index_t, index_t, index_t, int); \
-  template void add_column_sums<T>(T*, const T*, index_t, index_t, index_t, int);
+  template void linear_backward<T>(T*, bool, T*, T*, const T*, const T*, const T*, index_t, index_t, index_t, int);
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)
 #undef RNNCORE_INSTANTIATE

@@ -18,9 +18,4 @@ template <typename T>
 void linear_backward(T* dx, bool accumulate_dx, T* dw, T* db, const T* dy, const T* x, const T* w, index_t N,
                      index_t I, index_t O, int nthreads);
 
-// out[c] += sum over rows of a (rows, cols), row stride lda. Deterministic for any thread
-// count: threads own column slices and add rows in order.
-template <typename T>
-void add_column_sums(T* out, const T* a, index_t rows, index_t cols, index_t lda, int nthreads);
-
 }  // namespace rnncore

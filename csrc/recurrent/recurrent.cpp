@@ -9,6 +9,7 @@
 #include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "common/parallel.h"
+#include "common/reduce.h"
 #include "gemm/gemm.h"
 
 namespace rnncore {
@@ -18,11 +19,16 @@ namespace {
 // Hidden units per slice are a multiple of this (a SIMD register of floats).
 constexpr index_t kUnitAlign = 8;
 
-// Threads for the time loop: no more than there are unit slices.
-int recurrence_threads(index_t H, int nthreads) {
+// Threads for the time loop: no more than there are unit slices, and one when a step is too
+// small for a second thread to pay for its barrier (about 16K multiply-adds per step).
+int recurrence_threads(index_t B, index_t G, index_t H, int nthreads) {
+  if (B * G * H * H < (index_t(1) << 14)) return 1;
   const index_t slices = (H + kUnitAlign - 1) / kUnitAlign;
   return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, slices)));
 }
+
+// Copies and elementwise passes over fewer elements than this run on the calling thread.
+bool worth_threads(index_t elements, int nthreads) { return nthreads > 1 && elements >= (index_t(1) << 16); }
 
 // One thread's share of the recurrence: hidden units [lo, hi) and their packed weights.
 template <typename T>
@@ -35,20 +41,6 @@ struct Slice {
 template <typename T>
 void copy_row(T* RNNCORE_RESTRICT dst, const T* RNNCORE_RESTRICT src, index_t n) {
   std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
-}
-
-// out[c] += sum over rows of a (rows, cols) with row stride lda; columns split over threads.
-template <typename T>
-void add_column_sums(T* out, const T* a, index_t rows, index_t cols, index_t lda, int nthreads) {
-#pragma omp parallel num_threads(nthreads)
-  {
-    index_t c0, c1;
-    split_range(cols, num_threads_in_region(), thread_id(), 16, &c0, &c1);
-    for (index_t r = 0; r < rows; ++r) {
-      const T* RNNCORE_RESTRICT row = a + r * lda;
-      for (index_t c = c0; c < c1; ++c) out[c] += row[c];
-    }
-  }
 }
 
 }  // namespace
@@ -73,6 +65,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   const index_t N = L.rows();
   const bool lstm = kind == CellKind::LSTM, gru = kind == CellKind::GRU;
   const Activation act = kind == CellKind::RNNRelu ? Activation::Relu : Activation::Tanh;
+  const bool copy_parallel = worth_threads(Tn * B * (I + G * H), nthreads);
   FlushToZeroGuard ftz;
 
   // Inputs in packed row order.
@@ -81,7 +74,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   } else {
     ws.xp.resize(N * I);
     T* xp = ws.xp.data();
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
     for (index_t s = 0; s < Tn; ++s)
       for (index_t j = 0; j < L.count[s]; ++j) copy_row(xp + (L.offset[s] + j) * I, x + L.source_row(s, j) * I, I);
     ws.x = xp;
@@ -94,7 +87,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   if (b_ih != nullptr || b_hh != nullptr) {
     // GRU keeps b_hn apart: it sits inside r * (W_hn h + b_hn).
     const index_t hh_cols = gru ? 2 * H : GH;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
     for (index_t r = 0; r < N; ++r) {
       T* RNNCORE_RESTRICT g = gates + r * GH;
       if (b_ih)
@@ -130,7 +123,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   // 2. The recurrence: each slice of hidden units [lo, hi) is owned by one thread, with all
   // its gates. Everything a thread needs is allocated and packed here, before the parallel
   // region, so nothing inside it can throw.
-  const int nt = recurrence_threads(H, nthreads);
+  const int nt = recurrence_threads(B, G, H, nthreads);
   std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
     Slice<T>& sl = slices[k];
@@ -178,12 +171,12 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   }
 
   // Outputs in the caller's layout; zeros past each sequence's end.
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
   for (index_t t = 0; t < Tn; ++t) {
     for (index_t b = 0; b < B; ++b)
       if (t >= L.len[b]) std::fill(y + (t * B + b) * ldy, y + (t * B + b) * ldy + H, T(0));
   }
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
   for (index_t s = 0; s < Tn; ++s)
     for (index_t j = 0; j < L.count[s]; ++j) copy_row(y + L.source_row(s, j) * ldy, hs + (B + L.offset[s] + j) * H, H);
   for (index_t j = 0; j < B; ++j) {
@@ -212,6 +205,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   const T* hs = ws.hs.data();
   const T* cs = lstm ? ws.cs.data() : nullptr;
   T* hnl = gru ? ws.hn.data() : nullptr;
+  const bool copy_parallel = worth_threads(Tn * B * (I + G * H), nthreads);
   FlushToZeroGuard ftz;
 
   // Carries from the future, in sorted order; sequences that end at step s find dL/dh_n here.
@@ -234,7 +228,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   // 3. The reverse sweep, sliced over hidden units like the forward. A slice multiplies the
   // step's h-side gate gradients by its columns of W_hh: dh_prev[:, lo:hi] = dgates_h W_hh[:, lo:hi].
   // GRU multiplies its n-gate part separately (its h-side gradient lives in hn).
-  const int nt = recurrence_threads(H, nthreads);
+  const int nt = recurrence_threads(B, G, H, nthreads);
   const index_t k_main = gru ? 2 * H : GH;
   std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
@@ -298,7 +292,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   if (!L.full) {
     ws.hprev.resize(N * H);
     T* hp = ws.hprev.data();
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
     for (index_t s = 0; s < Tn; ++s) {
       const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];
       for (index_t j = 0; j < L.count[s]; ++j) copy_row(hp + (L.offset[s] + j) * H, hs + (prev + j) * H, H);
@@ -329,12 +323,12 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
     T* dxp = ws.dxp.data();
     gemm<T>(false, false, N, I, GH, T(1), gates, GH, w_ih, I, T(0), dxp, I, nthreads);
     if (!accumulate_dx) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
       for (index_t t = 0; t < Tn; ++t)
         for (index_t b = 0; b < B; ++b)
           if (t >= L.len[b]) std::fill(dx + (t * B + b) * I, dx + (t * B + b + 1) * I, T(0));
     }
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
     for (index_t s = 0; s < Tn; ++s) {
       for (index_t j = 0; j < L.count[s]; ++j) {
         T* RNNCORE_RESTRICT d = dx + L.source_row(s, j) * I;
