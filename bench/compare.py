@@ -249,9 +249,8 @@ def build_torch(w, threads):
 
 def build_numpy(w, threads):
     import numpy as np
-    from threadpoolctl import threadpool_limits
 
-    threadpool_limits(threads)
+    # This worker was started with OPENBLAS_NUM_THREADS = threads (see Worker).
     rng = np.random.default_rng(0)
     M, K, N = (w["M"], w["K"], w["N"]) if w["kind"] == "gemm" else (2048, 2048, 2048)
     a = rng.standard_normal((M, K), dtype=np.float32)
@@ -290,11 +289,12 @@ def serve(engine):
 
 
 class Worker:
-    def __init__(self, engine):
+    def __init__(self, engine, threads=None):
         env = dict(os.environ)
         if engine == "numpy":  # time numpy's own sgemm kernel, not the conservative fallback
             env.pop("OPENBLAS_CORETYPE", None)
             env.pop("OPENBLAS_L2_SIZE", None)
+            env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", engine], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -356,7 +356,7 @@ def main():
         args.rounds, args.reps = 1, 2
 
     have_torch = torch_available()
-    workers = {"rnncore": Worker("rnncore"), "numpy": Worker("numpy")}
+    workers = {"rnncore": Worker("rnncore")}
     if have_torch:
         workers["torch"] = Worker("torch")
     rows = []
@@ -366,6 +366,9 @@ def main():
     print("-" * len(header))
     try:
         for threads in args.threads:
+            if "numpy" in workers:
+                workers.pop("numpy").close()
+            workers["numpy"] = Worker("numpy", threads)  # numpy's BLAS threads are fixed at start
             sgemm = {"kind": "sgemm", "name": "numpy sgemm 2048^3"}
             peak = []
             for w in workloads(args):
@@ -379,7 +382,7 @@ def main():
                     if ref_engine:
                         r = workers[ref_engine].run(w, threads, args.reps)
                         theirs.append(r.get("seconds", float("nan")))
-                    peak.append(workers["numpy"].run(sgemm, threads, 2)["seconds"])
+                    peak.append(workers["numpy"].run(sgemm, threads, 2).get("seconds", float("nan")))
                 t_ours = statistics.median(ours)
                 t_ref = statistics.median(theirs) if theirs else float("nan")
                 gflops = w["flops"] / t_ours / 1e9
