@@ -39,8 +39,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--seq-len", type=int, default=20)
     ap.add_argument("--eval-batch-size", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=1.0)
-    ap.add_argument("--clip", type=float, default=5.0)
+    ap.add_argument("--lr", type=float, default=1.0, help="the paper's (for its loss summed over time)")
+    ap.add_argument("--clip", type=float, default=5.0, help="the paper's (for its loss summed over time)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoints and metrics.jsonl (default: none written)")
@@ -63,9 +63,13 @@ def main():
     rng = np.random.default_rng(args.seed)
     for p in model.parameters():  # the paper's initialisation, for every parameter
         p.data[...] = rng.uniform(-cfg["init"], cfg["init"], p.data.shape)
-    opt = optim.SGD(model.parameters(), lr=args.lr)
+    # The paper's loss is the sum over the T unrolled steps of each step's batch-mean loss; the
+    # Trainer's loss is the mean over all T * B tokens, T times smaller. The same updates then
+    # need lr * T and a clipping threshold of clip / T (as PyTorch's word_language_model does
+    # with lr 20 and clip 0.25 for T = 20).
+    opt = optim.SGD(model.parameters(), lr=args.lr * args.seq_len)
     sched = optim.ZarembaLR(opt, constant_epochs=cfg["constant_epochs"], factor=cfg["factor"])
-    trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
+    trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip / args.seq_len, batch_size=args.batch_size, seq_len=args.seq_len,
                       eval_batch_size=args.eval_batch_size, tokenizer=tok, checkpoint_dir=args.out,
                       log_every=args.log_every)
     print(f"PTB {args.size}: 2x{H} LSTM, {sum(p.data.size for p in model.parameters()) / 1e6:.1f}M parameters, "

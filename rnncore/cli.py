@@ -1,7 +1,7 @@
 """The ``rnncore`` command line: train, sample, eval, bench, plot.
 
     rnncore train                      # a char-LSTM on Shakespeare for 3 minutes, with samples
-    rnncore train ptb --level word --hidden 200 --layers 2 --optimizer sgd --lr 1 --clip 5 ...
+    rnncore train ptb --level word --hidden 200 --layers 2 --optimizer sgd --lr 20 --clip 0.25 ...
     rnncore train my.txt --out run     # any UTF-8 text file or folder
     rnncore sample run/best.safetensors --prime "ROMEO:" --length 500
     rnncore eval run/best.safetensors ptb --split test
