@@ -351,6 +351,17 @@ class _SequenceEncoder(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
+    def _take_grad_logits(self, grad_logits, fn):
+        """The logits' gradient: the given one, or the one the last loss() left (used once)."""
+        if self._ctx is None:
+            raise _no_forward(fn)
+        if grad_logits is None:
+            if self._dlogits is None:
+                raise _no_forward(fn, "loss() (or pass grad_logits)")
+            grad_logits = self._dlogits
+        self._dlogits = None
+        return grad_logits
+
     def config(self):
         """Constructor arguments that rebuild this model: ``type(self)(**model.config())``."""
         cfg = dict(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, input_size=self.input_size,
@@ -471,13 +482,7 @@ class SequenceClassifier(_SequenceEncoder):
 
     def backward(self, grad_logits=None):
         fn = "SequenceClassifier.backward"
-        if self._ctx is None:
-            raise _no_forward(fn)
-        if grad_logits is None:
-            if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
-            grad_logits = self._dlogits
-        self._dlogits = None
+        grad_logits = self._take_grad_logits(grad_logits, fn)
         saved, shape = self._ctx
         self._ctx = None
         dpooled = self.drop_out.backward(self.fc.backward(grad_logits))
@@ -529,13 +534,7 @@ class SequenceTagger(_SequenceEncoder):
 
     def backward(self, grad_logits=None):
         fn = "SequenceTagger.backward"
-        if self._ctx is None:
-            raise _no_forward(fn)
-        if grad_logits is None:
-            if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
-            grad_logits = self._dlogits
-        self._dlogits = None
+        grad_logits = self._take_grad_logits(grad_logits, fn)
         self._ctx = None
         dout = self.drop_out.backward(_time_major(self.fc.backward(grad_logits), self.batch_first))
         return self._encode_backward(dout, None)
