@@ -13,6 +13,7 @@ checks that 2 threads give the same gradients.
 import numpy as np
 import pytest
 
+from gradcheck import numeric_grad as shared_numeric_grad
 from helpers import KINDS, backward, forward, loss, make_cell, make_layer, rel_err
 from reference import rnn_forward
 
@@ -25,18 +26,7 @@ RELU_MARGIN = 1e-4
 
 def numeric_grad(f, arr, eps=EPS):
     """Central differences of the scalar f() w.r.t. every element of `arr` (modified in place, restored)."""
-    flat = arr.reshape(-1)
-    assert np.shares_memory(flat, arr)
-    g = np.empty(flat.size)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        lp = f()
-        flat[i] = old - eps
-        lm = f()
-        flat[i] = old
-        g[i] = (lp - lm) / (2 * eps)
-    return g.reshape(arr.shape)
+    return shared_numeric_grad(f, arr, eps)
 
 
 def check_grads(analytic, numeric):
