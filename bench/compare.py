@@ -346,6 +346,9 @@ def main():
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3, help="alternations per workload (medians are taken)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per round")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds to pause before each timing, so the worker that ran last has its idle threads "
+                         "stop spinning (OpenBLAS's spin for about 0.1 s) instead of sharing the cores")
     ap.add_argument("--quick", action="store_true", help="a few small workloads, one round (smoke test)")
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
@@ -353,7 +356,7 @@ def main():
         serve(args.serve)
         return
     if args.quick:
-        args.rounds, args.reps = 1, 2
+        args.rounds, args.reps, args.settle = 1, 2, 0.0
 
     have_torch = torch_available()
     workers = {"rnncore": Worker("rnncore")}
@@ -375,13 +378,16 @@ def main():
                 ref_engine = "numpy" if w["kind"] == "gemm" else ("torch" if have_torch else None)
                 ours, theirs = [], []
                 for _ in range(args.rounds):
+                    time.sleep(args.settle)
                     r = workers["rnncore"].run(w, threads, args.reps)
                     if "error" in r:
                         raise RuntimeError(f"{w['name']}: rnncore: {r['error']}")
                     ours.append(r["seconds"])
                     if ref_engine:
+                        time.sleep(args.settle)
                         r = workers[ref_engine].run(w, threads, args.reps)
                         theirs.append(r.get("seconds", float("nan")))
+                    time.sleep(args.settle)
                     peak.append(workers["numpy"].run(sgemm, threads, 2).get("seconds", float("nan")))
                 t_ours = statistics.median(ours)
                 t_ref = statistics.median(theirs) if theirs else float("nan")

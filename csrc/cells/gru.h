@@ -13,23 +13,34 @@ template <typename T>
 struct GRUCell {
   static constexpr int G = 3;
 
-  // gates: (3H) x-projections in (biases as above); activated r, z, n out (saved).
-  // hg: (3*hs) W_hh h_prev for this slice, gate-major. b_hn: (H) or null.
+  // gates: (3H) x-projections in; activated r, z, n out (saved).
+  // hg: (3*hs) W_hh h_prev for this slice, gate-major.
+  // bias: (3H) the x-side biases (b_ir + b_hr, b_iz + b_hz, b_in), or null when the
+  // x-projections already hold them. b_hn: (H) or null.
   // hn: (H) W_hn h_prev + b_hn, saved for backward. h_prev: (H). h: (H) new state.
   // No argument aliases another.
-  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT b_hn,
-                      T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev, T* RNNCORE_RESTRICT h, index_t H,
-                      index_t lo, index_t hi) {
+  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT bias,
+                      const T* RNNCORE_RESTRICT b_hn, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
+                      T* RNNCORE_RESTRICT h, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     T* RNNCORE_RESTRICT gr = gates + lo;
     T* RNNCORE_RESTRICT gz = gates + H + lo;
     T* RNNCORE_RESTRICT gn = gates + 2 * H + lo;
     T* RNNCORE_RESTRICT hnv = hn + lo;
-    for (index_t v = 0; v < hs; ++v) {
-      gr[v] += hg[v];
-      gz[v] += hg[hs + v];
-      hnv[v] = hg[2 * hs + v] + (b_hn ? b_hn[lo + v] : T(0));
+    if (bias) {
+      const T* RNNCORE_RESTRICT b = bias + lo;
+      for (index_t v = 0; v < hs; ++v) {
+        gr[v] += hg[v] + b[v];
+        gz[v] += hg[hs + v] + b[H + v];
+        gn[v] += b[2 * H + v];
+      }
+    } else {
+      for (index_t v = 0; v < hs; ++v) {
+        gr[v] += hg[v];
+        gz[v] += hg[hs + v];
+      }
     }
+    for (index_t v = 0; v < hs; ++v) hnv[v] = hg[2 * hs + v] + (b_hn ? b_hn[lo + v] : T(0));
     vsigmoid(gr, gr, hs);
     vsigmoid(gz, gz, hs);
     for (index_t v = 0; v < hs; ++v) gn[v] += gr[v] * hnv[v];

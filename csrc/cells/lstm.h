@@ -14,22 +14,34 @@ template <typename T>
 struct LSTMCell {
   static constexpr int G = 4;
 
-  // gates: (4H) x-projections with biases in; the activated gates i, f, g, o out (saved).
+  // gates: (4H) x-projections in; the activated gates i, f, g, o out (saved).
   // hg: (4*hs) W_hh h_prev for this slice, gate-major (hg[k*hs + u - lo]).
+  // bias: (4H) b_ih + b_hh, or null when the x-projections already hold the biases.
   // c_prev: (H), c: (H) new cell state, h: (H) new hidden state; written at [lo, hi).
   // No argument aliases another.
-  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT c_prev,
-                      T* RNNCORE_RESTRICT c, T* RNNCORE_RESTRICT h, index_t H, index_t lo, index_t hi) {
+  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT bias,
+                      const T* RNNCORE_RESTRICT c_prev, T* RNNCORE_RESTRICT c, T* RNNCORE_RESTRICT h, index_t H,
+                      index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     T* RNNCORE_RESTRICT gi = gates + lo;
     T* RNNCORE_RESTRICT gf = gates + H + lo;
     T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;
     T* RNNCORE_RESTRICT go = gates + 3 * H + lo;
-    for (index_t v = 0; v < hs; ++v) {
-      gi[v] += hg[v];
-      gf[v] += hg[hs + v];
-      gg[v] += hg[2 * hs + v];
-      go[v] += hg[3 * hs + v];
+    if (bias) {
+      const T* RNNCORE_RESTRICT b = bias + lo;
+      for (index_t v = 0; v < hs; ++v) {
+        gi[v] += hg[v] + b[v];
+        gf[v] += hg[hs + v] + b[H + v];
+        gg[v] += hg[2 * hs + v] + b[2 * H + v];
+        go[v] += hg[3 * hs + v] + b[3 * H + v];
+      }
+    } else {
+      for (index_t v = 0; v < hs; ++v) {
+        gi[v] += hg[v];
+        gf[v] += hg[hs + v];
+        gg[v] += hg[2 * hs + v];
+        go[v] += hg[3 * hs + v];
+      }
     }
     vsigmoid(gi, gi, hs);
     vsigmoid(gf, gf, hs);

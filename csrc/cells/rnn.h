@@ -13,11 +13,16 @@ struct RNNCell {
   static constexpr int G = 1;
 
   // One row, units [lo, hi).
-  // xg: (H) x-projection with both biases folded in.  hg: (hs) W_hh h for units lo.. (hs = hi - lo).
-  // h: (H) new state, written at [lo, hi). h may not alias xg or hg.
+  // xg: (H) x-projection.  hg: (hs) W_hh h for units lo.. (hs = hi - lo).
+  // bias: (H) b_ih + b_hh, or null when xg already holds the biases.
+  // h: (H) new state, written at [lo, hi). h may not alias xg, hg or bias.
   static void forward(Activation act, const T* RNNCORE_RESTRICT xg, const T* RNNCORE_RESTRICT hg,
-                      T* RNNCORE_RESTRICT h, index_t lo, index_t hi) {
-    for (index_t u = lo; u < hi; ++u) h[u] = xg[u] + hg[u - lo];
+                      const T* RNNCORE_RESTRICT bias, T* RNNCORE_RESTRICT h, index_t lo, index_t hi) {
+    if (bias) {
+      for (index_t u = lo; u < hi; ++u) h[u] = xg[u] + (hg[u - lo] + bias[u]);
+    } else {
+      for (index_t u = lo; u < hi; ++u) h[u] = xg[u] + hg[u - lo];
+    }
     if (act == Activation::Tanh) {
       vtanh(h + lo, h + lo, hi - lo);
     } else {

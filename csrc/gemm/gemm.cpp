@@ -328,12 +328,17 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
 // starts at data + pc * Npad (Npad = N rounded up to NR) and holds Npad / NR micro-panels
 // of (kc, NR), panel p at + p * kc * NR, k-major, zero-filled past N.
 template <typename T>
-void PackedB<T>::pack(bool trans_b, index_t K, index_t N, const T* B, index_t ldb) {
+void PackedB<T>::reserve(index_t K, index_t N) {
   const KernelSet<T>& ks = active_kernels<T>();
   K_ = K < 0 ? 0 : K;
   N_ = N < 0 ? 0 : N;
-  const index_t NR = ks.nr, npanels = ceil_div(N_, NR), npad = npanels * NR;
-  data_.resize(std::max<index_t>(1, K_ * npad));
+  data_.resize(std::max<index_t>(1, K_ * ceil_div(N_, ks.nr) * ks.nr));
+}
+
+template <typename T>
+void PackedB<T>::fill(bool trans_b, const T* B, index_t ldb) noexcept {
+  const KernelSet<T>& ks = active_kernels<T>();
+  const index_t NR = ks.nr, npad = ceil_div(N_, NR) * NR;
   for (index_t pc = 0; pc < K_; pc += ks.kc) {
     const index_t kc = std::min(ks.kc, K_ - pc);
     pack_b_panels(ks.nr, trans_b, B, ldb, pc, kc, 0, N_, data_.data() + pc * npad, kc * NR);

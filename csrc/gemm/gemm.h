@@ -24,7 +24,15 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
 template <typename T>
 class PackedB {
  public:
-  void pack(bool trans_b, index_t K, index_t N, const T* B, index_t ldb);
+  void pack(bool trans_b, index_t K, index_t N, const T* B, index_t ldb) {
+    reserve(K, N);
+    fill(trans_b, B, ldb);
+  }
+  // The same in two steps: reserve() allocates (and may throw std::bad_alloc); fill() packs
+  // op(B) of the reserved shape without allocating or throwing, so it can run inside a
+  // parallel region (e.g. on the thread that will use the packed weights).
+  void reserve(index_t K, index_t N);
+  void fill(bool trans_b, const T* B, index_t ldb) noexcept;
   index_t rows() const { return K_; }  // K
   index_t cols() const { return N_; }  // N
   const T* data() const { return data_.data(); }

@@ -114,12 +114,12 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
       }
     }
     if (lstm) {
-      LSTMCell<T>::forward(grow, gh, cprev + b * H, cnew + b * H, hnew + b * H, H, sl.lo, sl.hi);
+      LSTMCell<T>::forward(grow, gh, nullptr, cprev + b * H, cnew + b * H, hnew + b * H, H, sl.lo, sl.hi);
     } else if (gru) {
-      GRUCell<T>::forward(grow, gh, b_hh ? b_hh + 2 * H : nullptr, hn_.data() + b * H, hprev + b * H, hnew + b * H, H,
+      GRUCell<T>::forward(grow, gh, nullptr, b_hh ? b_hh + 2 * H : nullptr, hn_.data() + b * H, hprev + b * H, hnew + b * H, H,
                           sl.lo, sl.hi);
     } else {
-      RNNCell<T>::forward(act, grow, gh, hnew + b * H, sl.lo, sl.hi);
+      RNNCell<T>::forward(act, grow, gh, nullptr, hnew + b * H, sl.lo, sl.hi);
     }
   }
 }

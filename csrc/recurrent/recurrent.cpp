@@ -30,14 +30,6 @@ int recurrence_threads(index_t B, index_t G, index_t H, int nthreads) {
 // Copies and elementwise passes over fewer elements than this run on the calling thread.
 bool worth_threads(index_t elements, int nthreads) { return nthreads > 1 && elements >= (index_t(1) << 16); }
 
-// One thread's share of the recurrence: hidden units [lo, hi) and their packed weights.
-template <typename T>
-struct Slice {
-  index_t lo = 0, hi = 0;
-  PackedB<T> w, w_n;         // forward: W_hh rows of the slice; backward: W_hh columns (GRU: w_n for n)
-  AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T for the slice; backward: (units)
-};
-
 template <typename T>
 void copy_row(T* RNNCORE_RESTRICT dst, const T* RNNCORE_RESTRICT src, index_t n) {
   std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
@@ -80,21 +72,19 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
     ws.x = xp;
   }
 
-  // 1. Input projections of every step in one GEMM, then the biases that add to them.
+  // 1. Input projections of every step in one GEMM. The biases are added per step by the
+  // cells (as b_ih + b_hh, summed once here), which saves a pass over all the gates.
   ws.gates.resize(N * GH);
   T* gates = ws.gates.data();
   gemm<T>(false, true, N, GH, I, T(1), ws.x, I, w_ih, I, T(0), gates, GH, nthreads);
+  const T* bias = nullptr;
   if (b_ih != nullptr || b_hh != nullptr) {
     // GRU keeps b_hn apart: it sits inside r * (W_hn h + b_hn).
     const index_t hh_cols = gru ? 2 * H : GH;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
-    for (index_t r = 0; r < N; ++r) {
-      T* RNNCORE_RESTRICT g = gates + r * GH;
-      if (b_ih)
-        for (index_t c = 0; c < GH; ++c) g[c] += b_ih[c];
-      if (b_hh)
-        for (index_t c = 0; c < hh_cols; ++c) g[c] += b_hh[c];
-    }
+    ws.bias.resize(GH);
+    for (index_t c = 0; c < GH; ++c)
+      ws.bias[c] = (b_ih ? b_ih[c] : T(0)) + (b_hh && c < hh_cols ? b_hh[c] : T(0));
+    bias = ws.bias.data();
   }
   const T* b_hn = (gru && b_hh) ? b_hh + 2 * H : nullptr;
 
@@ -121,64 +111,68 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   }
 
   // 2. The recurrence: each slice of hidden units [lo, hi) is owned by one thread, with all
-  // its gates. Everything a thread needs is allocated and packed here, before the parallel
-  // region, so nothing inside it can throw.
+  // its gates. Everything a thread needs is allocated here, before the parallel region, so
+  // nothing inside it can throw; each thread packs its own slice of W_hh (so it starts out in
+  // that core's cache) and only ever reads its own, so no barrier is needed after packing.
   const int nt = recurrence_threads(B, G, H, nthreads);
-  std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
+  ws.slices.resize(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
-    Slice<T>& sl = slices[k];
+    RecurrentSlice<T>& sl = ws.slices[k];
     split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
     const index_t n_units = sl.hi - sl.lo;
-    if (n_units == 0) continue;
-    // The slice's rows of W_hh, gate-major (G * n_units, H), packed once as the transpose.
-    AlignedBuffer<T> rows(G * n_units * H);
-    for (int g = 0; g < G; ++g)
-      for (index_t u = sl.lo; u < sl.hi; ++u)
-        copy_row(rows.data() + (g * n_units + u - sl.lo) * H, w_hh + (g * H + u) * H, H);
-    sl.w.pack(true, H, G * n_units, rows.data(), H);
-    sl.scratch.resize(B * G * n_units);
+    for (int g = 0; g < G; ++g) sl.w[g].reserve(H, n_units);
+    sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
   }
+  RecurrentSlice<T>* slices = ws.slices.data();
 #pragma omp parallel num_threads(nt)
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
+    for (int k = thread_id(); k < nt; k += team) {
+      RecurrentSlice<T>& sl = slices[k];
+      // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (H, units) operand.
+      if (sl.hi > sl.lo)
+        for (int g = 0; g < G; ++g) sl.w[g].fill(true, w_hh + (g * H + sl.lo) * H, H);
+    }
     for (index_t s = 0; s < Tn; ++s) {
       const index_t n = L.count[s];
       if (n == 0) break;  // count is non-increasing: every thread stops at the same step
       const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];  // first row of h_prev
       const index_t cur = B + L.offset[s];                    // first row of this step's states
       for (int k = thread_id(); k < nt; k += team) {
-        Slice<T>& sl = slices[k];
+        RecurrentSlice<T>& sl = slices[k];
         const index_t lo = sl.lo, hi = sl.hi, n_units = hi - lo;
         if (n_units == 0) continue;
         T* hg = sl.scratch.data();
-        gemm_packed<T>(n, hs + prev * H, H, sl.w, T(0), hg, G * n_units);
+        for (int g = 0; g < G; ++g) gemm_packed<T>(n, hs + prev * H, H, sl.w[g], T(0), hg + g * n_units, G * n_units);
         for (index_t j = 0; j < n; ++j) {
           T* g = gates + (L.offset[s] + j) * GH;
           const T* hgj = hg + j * G * n_units;
           if (lstm) {
-            LSTMCell<T>::forward(g, hgj, cs + (prev + j) * H, cs + (cur + j) * H, hs + (cur + j) * H, H, lo, hi);
+            LSTMCell<T>::forward(g, hgj, bias, cs + (prev + j) * H, cs + (cur + j) * H, hs + (cur + j) * H, H, lo,
+                                 hi);
           } else if (gru) {
-            GRUCell<T>::forward(g, hgj, b_hn, hnl + (L.offset[s] + j) * H, hs + (prev + j) * H, hs + (cur + j) * H,
-                                H, lo, hi);
+            GRUCell<T>::forward(g, hgj, bias, b_hn, hnl + (L.offset[s] + j) * H, hs + (prev + j) * H,
+                                hs + (cur + j) * H, H, lo, hi);
           } else {
-            RNNCell<T>::forward(act, g, hgj, hs + (cur + j) * H, lo, hi);
+            RNNCell<T>::forward(act, g, hgj, bias, hs + (cur + j) * H, lo, hi);
           }
+          // The output row, in the caller's layout, while the new state is in cache.
+          copy_row(y + L.source_row(s, j) * ldy + lo, hs + (cur + j) * H + lo, n_units);
         }
       }
 #pragma omp barrier
     }
   }
 
-  // Outputs in the caller's layout; zeros past each sequence's end.
+  // The time loop wrote every output row within its sequence; zeros past each sequence's end.
+  if (!L.full) {
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
-  for (index_t t = 0; t < Tn; ++t) {
-    for (index_t b = 0; b < B; ++b)
-      if (t >= L.len[b]) std::fill(y + (t * B + b) * ldy, y + (t * B + b) * ldy + H, T(0));
+    for (index_t t = 0; t < Tn; ++t) {
+      for (index_t b = 0; b < B; ++b)
+        if (t >= L.len[b]) std::fill(y + (t * B + b) * ldy, y + (t * B + b) * ldy + H, T(0));
+    }
   }
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (copy_parallel)
-  for (index_t s = 0; s < Tn; ++s)
-    for (index_t j = 0; j < L.count[s]; ++j) copy_row(y + L.source_row(s, j) * ldy, hs + (B + L.offset[s] + j) * H, H);
   for (index_t j = 0; j < B; ++j) {
     const index_t len = L.len[L.perm[j]];
     const index_t row = len == 0 ? j : B + L.offset[len - 1] + j;
@@ -230,19 +224,25 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   // GRU multiplies its n-gate part separately (its h-side gradient lives in hn).
   const int nt = recurrence_threads(B, G, H, nthreads);
   const index_t k_main = gru ? 2 * H : GH;
-  std::vector<Slice<T>> slices(static_cast<std::size_t>(nt));
+  ws.slices.resize(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
-    Slice<T>& sl = slices[k];
+    RecurrentSlice<T>& sl = ws.slices[k];
     split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
-    if (sl.hi == sl.lo) continue;
-    sl.w.pack(false, k_main, sl.hi - sl.lo, w_hh + sl.lo, H);
-    sl.scratch.resize(sl.hi - sl.lo);
-    if (gru) sl.w_n.pack(false, H, sl.hi - sl.lo, w_hh + 2 * H * H + sl.lo, H);
+    sl.w[0].reserve(k_main, sl.hi - sl.lo);
+    if (gru) sl.w[1].reserve(H, sl.hi - sl.lo);
+    sl.scratch.resize(std::max<index_t>(1, sl.hi - sl.lo));
   }
+  RecurrentSlice<T>* slices = ws.slices.data();
 #pragma omp parallel num_threads(nt)
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
+    for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
+      RecurrentSlice<T>& sl = slices[k];
+      if (sl.hi == sl.lo) continue;
+      sl.w[0].fill(false, w_hh + sl.lo, H);
+      if (gru) sl.w[1].fill(false, w_hh + 2 * H * H + sl.lo, H);
+    }
     for (index_t s = Tn - 1; s >= 0; --s) {
       const index_t n = L.count[s];
       if (n == 0) continue;
@@ -268,8 +268,8 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
       for (int k = thread_id(); k < nt; k += team) {
         const index_t lo = slices[k].lo, hi = slices[k].hi;
         if (lo == hi) continue;
-        gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w, gru ? T(1) : T(0), dh + lo, H);
-        if (gru) gemm_packed<T>(n, hnl + L.offset[s] * H, H, slices[k].w_n, T(1), dh + lo, H);
+        gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w[0], gru ? T(1) : T(0), dh + lo, H);
+        if (gru) gemm_packed<T>(n, hnl + L.offset[s] * H, H, slices[k].w[1], T(1), dh + lo, H);
       }
     }
   }

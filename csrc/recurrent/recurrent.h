@@ -16,7 +16,10 @@
 
 #include "cells/rnn.h"
 #include "common/buffer.h"
+#include "gemm/gemm.h"
 #include "recurrent/layout.h"
+
+#include <vector>
 
 namespace rnncore {
 
@@ -25,6 +28,18 @@ enum class CellKind { RNNTanh, RNNRelu, LSTM, GRU };
 inline int gate_count(CellKind kind) {
   return kind == CellKind::LSTM ? 4 : kind == CellKind::GRU ? 3 : 1;
 }
+
+// One thread's share of the time loop: hidden units [lo, hi) and its packed slice of W_hh.
+// Forward: w[g] = rows [g*H + lo, g*H + hi) of W_hh, packed transposed (H, hi - lo), one per
+// gate. Backward: w[0] = columns [lo, hi) of W_hh's h-side rows (all gates; GRU: r and z),
+// w[1] = the same columns of W_hn (GRU only). Packed afresh on every call (the weights may
+// have changed) by the thread that uses them, into memory kept from call to call.
+template <typename T>
+struct RecurrentSlice {
+  index_t lo = 0, hi = 0;
+  PackedB<T> w[4];
+  AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T, gate-major; backward: (units)
+};
 
 // Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
 // a workspace passed to the next forward of the same (or a smaller) shape reuses its memory.
@@ -44,6 +59,8 @@ struct RecurrentWorkspace {
   AlignedBuffer<T> dh, dc;  // (B, H) backward carries
   AlignedBuffer<T> hprev;   // (N, H) h_prev of each packed row (only when lengths differ)
   AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
+  AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (see cells/)
+  std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
 };
 
 // y:  (T, B, *) output; this layer writes columns [0, H) of each row (row stride ldy), zeros
