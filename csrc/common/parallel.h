@@ -4,6 +4,9 @@
 // parallel regions with exactly the count it is given.
 #pragma once
 
+#include <atomic>
+#include <thread>
+
 #include "common/defs.h"
 
 #if defined(_OPENMP)
@@ -53,6 +56,45 @@ inline void split_range(index_t n, int parts, int k, index_t align, index_t* beg
   *begin = b0 * align < n ? b0 * align : n;
   *end = b1 * align < n ? b1 * align : n;
 }
+
+// A barrier for the threads of one parallel region that meet once per time step. A step of
+// a batch-1 recurrence takes a few microseconds, and OpenMP's general barrier (which also
+// runs pending tasks and falls back to futexes) costs a sizeable part of that; this one is
+// a counter and a generation number on separate cache lines. Waiters spin with a pause;
+// after kSpins polls (tens of microseconds) they yield the CPU between polls, so a partner
+// that was descheduled on a busy machine does not cost a whole time slice of spinning.
+// Every thread of the team must call wait() the same number of times; n is the team size.
+class StepBarrier {
+ public:
+  explicit StepBarrier(int n) : n_(n) {}
+  StepBarrier(const StepBarrier&) = delete;
+  StepBarrier& operator=(const StepBarrier&) = delete;
+
+  void wait() {
+    if (n_ <= 1) return;
+    const unsigned gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);        // reset before anyone can see the new generation
+      gen_.store(gen + 1, std::memory_order_release);  // publishes every thread's writes of this step
+      return;
+    }
+    for (int polls = 0; gen_.load(std::memory_order_acquire) == gen; ++polls) {
+      if (polls < kSpins) pause();
+      else std::this_thread::yield();
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 1 << 14;
+  static void pause() {
+#if RNNCORE_X86
+    _mm_pause();
+#endif
+  }
+  alignas(64) std::atomic<int> count_{0};
+  alignas(64) std::atomic<unsigned> gen_{0};
+  alignas(64) const int n_;
+};
 
 // Flush denormals to zero in the calling thread for the lifetime of the guard (x86 MXCSR
 // FTZ|DAZ): a recurrence that decays towards zero would otherwise crawl through denormal

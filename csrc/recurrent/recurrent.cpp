@@ -124,10 +124,18 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
     sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
   }
   RecurrentSlice<T>* slices = ws.slices.data();
+  StepBarrier step_barrier(nt);
 #pragma omp parallel num_threads(nt)
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
+    // OpenMP may give a smaller team than asked for; the step barrier needs the exact size.
+    auto step_barrier_wait = [&] {
+      if (team == nt) step_barrier.wait();
+      else {
+#pragma omp barrier
+      }
+    };
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (H, units) operand.
@@ -161,7 +169,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
           copy_row(y + L.source_row(s, j) * ldy + lo, hs + (cur + j) * H + lo, n_units);
         }
       }
-#pragma omp barrier
+      step_barrier_wait();
     }
   }
 
@@ -233,10 +241,18 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
     sl.scratch.resize(std::max<index_t>(1, sl.hi - sl.lo));
   }
   RecurrentSlice<T>* slices = ws.slices.data();
+  StepBarrier step_barrier(nt);
 #pragma omp parallel num_threads(nt)
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
+    // OpenMP may give a smaller team than asked for; the step barrier needs the exact size.
+    auto step_barrier_wait = [&] {
+      if (team == nt) step_barrier.wait();
+      else {
+#pragma omp barrier
+      }
+    };
     for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
       RecurrentSlice<T>& sl = slices[k];
       if (sl.hi == sl.lo) continue;
@@ -264,7 +280,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
           }
         }
       }
-#pragma omp barrier
+      step_barrier_wait();
       for (int k = thread_id(); k < nt; k += team) {
         const index_t lo = slices[k].lo, hi = slices[k].hi;
         if (lo == hi) continue;
