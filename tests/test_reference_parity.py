@@ -70,6 +70,21 @@ def test_forward_matches_reference(kind, config):
     assert np.abs(out).max() > 0.1  # not vacuous
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("H_", [1, 7, 8, 17, 33, 130])
+@pytest.mark.parametrize("kind", KINDS)
+def test_awkward_hidden_sizes_match_reference(kind, H_, threads):
+    # The fused per-step cell updates run eight units at a time with a masked tail, and each
+    # thread owns a multiple of eight units: sizes off the vector width, one unit, and (with
+    # batch 1, where a step is a matrix-vector product) slices that split unevenly.
+    rng = np.random.default_rng(H_)
+    for B_, lengths in ((3, [5, 2, 4]), (1, None)):
+        layer = make_layer(kind, 5, H_, seed=H_, threads=threads)  # PyTorch's init scale, +-1/sqrt(H)
+        x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
+        out, h_n, c_n = forward(layer, x, h0, c0, lengths)
+        check_against_reference(layer, out, h_n, c_n, x, h0, c0, lengths)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_first_matches_reference(kind):
     rng = np.random.default_rng(4)

@@ -5,6 +5,8 @@
 // Pointwise forward and backward side by side, over one row's units [lo, hi).
 #pragma once
 
+#include <type_traits>
+
 #include "common/vmath.h"
 
 namespace rnncore {
@@ -23,6 +25,11 @@ struct GRUCell {
                       const T* RNNCORE_RESTRICT b_hn, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
                       T* RNNCORE_RESTRICT h, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
+    if constexpr (std::is_same<T, float>::value) {
+      if (gru_forward_fused(gates + lo, H, hg, hs, bias ? bias + lo : nullptr, b_hn ? b_hn + lo : nullptr, hn + lo,
+                            h_prev + lo, h + lo, hs))
+        return;
+    }
     T* RNNCORE_RESTRICT gr = gates + lo;
     T* RNNCORE_RESTRICT gz = gates + H + lo;
     T* RNNCORE_RESTRICT gn = gates + 2 * H + lo;

@@ -6,6 +6,8 @@
 // the activations are vectorised (common/vmath.h).
 #pragma once
 
+#include <type_traits>
+
 #include "common/vmath.h"
 
 namespace rnncore {
@@ -23,6 +25,10 @@ struct LSTMCell {
                       const T* RNNCORE_RESTRICT c_prev, T* RNNCORE_RESTRICT c, T* RNNCORE_RESTRICT h, index_t H,
                       index_t lo, index_t hi) {
     const index_t hs = hi - lo;
+    if constexpr (std::is_same<T, float>::value) {
+      if (lstm_forward_fused(gates + lo, H, hg, hs, bias ? bias + lo : nullptr, c_prev + lo, c + lo, h + lo, hs))
+        return;
+    }
     T* RNNCORE_RESTRICT gi = gates + lo;
     T* RNNCORE_RESTRICT gf = gates + H + lo;
     T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;

@@ -138,6 +138,87 @@ RNNCORE_AVX2 void apply8(float* y, const float* x, index_t n) {
   }
 }
 
+// Loads and stores for the fused cells: whole vectors, or the first lanes of `mask` (tail).
+template <bool kMasked>
+RNNCORE_AVX2 inline __m256 load8(const float* p, __m256i mask) {
+  return kMasked ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+}
+template <bool kMasked>
+RNNCORE_AVX2 inline void store8(float* p, __m256i mask, __m256 v) {
+  if (kMasked) _mm256_maskstore_ps(p, mask, v);
+  else _mm256_storeu_ps(p, v);
+}
+
+RNNCORE_AVX2 inline __m256i tail_mask(index_t left) {
+  alignas(32) static const std::int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
+}
+
+// Eight LSTM units (see cells/lstm.h): pre = x + (W_hh h + b); i, f, o = sigmoid, g = tanh;
+// c = f * c_prev + i * g; h = o * tanh(c).
+template <bool kMasked>
+RNNCORE_AVX2 inline void lstm8(float* g, index_t H, const float* hg, index_t hs, const float* b, const float* cp,
+                               float* c, float* h, __m256i m) {
+  __m256 pre[4];
+  for (int k = 0; k < 4; ++k) {
+    __m256 hk = load8<kMasked>(hg + k * hs, m);
+    if (b) hk = _mm256_add_ps(hk, load8<kMasked>(b + k * H, m));
+    pre[k] = _mm256_add_ps(load8<kMasked>(g + k * H, m), hk);
+  }
+  const __m256 i = sigmoid8(pre[0]), f = sigmoid8(pre[1]), gg = tanh8(pre[2]), o = sigmoid8(pre[3]);
+  store8<kMasked>(g, m, i);
+  store8<kMasked>(g + H, m, f);
+  store8<kMasked>(g + 2 * H, m, gg);
+  store8<kMasked>(g + 3 * H, m, o);
+  const __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, load8<kMasked>(cp, m)), _mm256_mul_ps(i, gg));
+  store8<kMasked>(c, m, cn);
+  store8<kMasked>(h, m, _mm256_mul_ps(tanh8(cn), o));
+}
+
+RNNCORE_AVX2 void lstm_forward_avx2(float* g, index_t H, const float* hg, index_t hs, const float* b,
+                                    const float* cp, float* c, float* h, index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8)
+    lstm8<false>(g + v, H, hg + v, hs, b ? b + v : nullptr, cp + v, c + v, h + v, all);
+  if (v < n) lstm8<true>(g + v, H, hg + v, hs, b ? b + v : nullptr, cp + v, c + v, h + v, tail_mask(n - v));
+}
+
+// Eight GRU units (see cells/gru.h): r, z = sigmoid(x + (W_h h + b)); hn = W_hn h + b_hn;
+// n = tanh((x_n + b_n) + r * hn); h = n + z * (h_prev - n).
+template <bool kMasked>
+RNNCORE_AVX2 inline void gru8(float* g, index_t H, const float* hg, index_t hs, const float* b, const float* bhn,
+                              float* hn, const float* hp, float* h, __m256i m) {
+  __m256 hr = load8<kMasked>(hg, m), hz = load8<kMasked>(hg + hs, m), xn = load8<kMasked>(g + 2 * H, m);
+  if (b) {
+    hr = _mm256_add_ps(hr, load8<kMasked>(b, m));
+    hz = _mm256_add_ps(hz, load8<kMasked>(b + H, m));
+    xn = _mm256_add_ps(xn, load8<kMasked>(b + 2 * H, m));
+  }
+  const __m256 r = sigmoid8(_mm256_add_ps(load8<kMasked>(g, m), hr));
+  const __m256 z = sigmoid8(_mm256_add_ps(load8<kMasked>(g + H, m), hz));
+  __m256 hnv = load8<kMasked>(hg + 2 * hs, m);
+  if (bhn) hnv = _mm256_add_ps(hnv, load8<kMasked>(bhn, m));
+  store8<kMasked>(hn, m, hnv);
+  const __m256 nv = tanh8(_mm256_add_ps(xn, _mm256_mul_ps(r, hnv)));
+  store8<kMasked>(g, m, r);
+  store8<kMasked>(g + H, m, z);
+  store8<kMasked>(g + 2 * H, m, nv);
+  store8<kMasked>(h, m, _mm256_add_ps(nv, _mm256_mul_ps(z, _mm256_sub_ps(load8<kMasked>(hp, m), nv))));
+}
+
+RNNCORE_AVX2 void gru_forward_avx2(float* g, index_t H, const float* hg, index_t hs, const float* b,
+                                   const float* bhn, float* hn, const float* hp, float* h, index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8)
+    gru8<false>(g + v, H, hg + v, hs, b ? b + v : nullptr, bhn ? bhn + v : nullptr, hn + v, hp + v, h + v, all);
+  if (v < n)
+    gru8<true>(g + v, H, hg + v, hs, b ? b + v : nullptr, bhn ? bhn + v : nullptr, hn + v, hp + v, h + v,
+               tail_mask(n - v));
+}
+
 RNNCORE_AVX2 void vexp_avx2(float* y, const float* x, index_t n) { apply8<exp8>(y, x, n); }
 RNNCORE_AVX2 void vsigmoid_avx2(float* y, const float* x, index_t n) { apply8<sigmoid8>(y, x, n); }
 RNNCORE_AVX2 void vtanh_avx2(float* y, const float* x, index_t n) { apply8<tanh8>(y, x, n); }
@@ -145,9 +226,15 @@ RNNCORE_AVX2 void vtanh_avx2(float* y, const float* x, index_t n) { apply8<tanh8
 
 using ArrayFn = void (*)(float*, const float*, index_t);
 
+using LSTMFn = void (*)(float*, index_t, const float*, index_t, const float*, const float*, float*, float*, index_t);
+using GRUFn = void (*)(float*, index_t, const float*, index_t, const float*, const float*, float*, const float*, float*,
+                       index_t);
+
 struct Kernels {
   ArrayFn exp, sigmoid, tanh;
   const char* name;
+  LSTMFn lstm = nullptr;  // fused cells, when vectorised
+  GRUFn gru = nullptr;
 };
 
 // RNNCORE_VMATH=generic in the environment forces the portable loop (for tests).
@@ -157,7 +244,7 @@ Kernels choose() {
   const bool generic = forced != nullptr && std::strcmp(forced, "generic") == 0;
   __builtin_cpu_init();
   if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2"};
+    return {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2", lstm_forward_avx2, gru_forward_avx2};
 #endif
   return {vexp_generic, vsigmoid_generic, vtanh_generic, "generic"};
 }
@@ -174,5 +261,21 @@ void vsigmoid(float* y, const float* x, index_t n) { kernels().sigmoid(y, x, n);
 void vtanh(float* y, const float* x, index_t n) { kernels().tanh(y, x, n); }
 void vexp(float* y, const float* x, index_t n) { kernels().exp(y, x, n); }
 const char* vmath_kernel() { return kernels().name; }
+
+bool lstm_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias,
+                        const float* c_prev, float* c, float* h, index_t n) {
+  const LSTMFn f = kernels().lstm;
+  if (f == nullptr) return false;
+  f(gates, H, hg, hs, bias, c_prev, c, h, n);
+  return true;
+}
+
+bool gru_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias, const float* b_hn,
+                       float* hn, const float* h_prev, float* h, index_t n) {
+  const GRUFn f = kernels().gru;
+  if (f == nullptr) return false;
+  f(gates, H, hg, hs, bias, b_hn, hn, h_prev, h, n);
+  return true;
+}
 
 }  // namespace rnncore

@@ -25,6 +25,17 @@ void vtanh(float* y, const float* x, index_t n);
 void vexp(float* y, const float* x, index_t n);
 const char* vmath_kernel();  // "avx2" or "generic"
 
+// Fused per-step cell updates for float32: one pass over the units, every gate in registers,
+// with the same activations and the same order of additions as the cells' unfused loops (see
+// cells/lstm.h and cells/gru.h for the equations and the arguments). Pointers are at the
+// slice's first unit; gate k of `gates` and `bias` is k * H further on, of `hg` k * hs.
+// `bias` and `b_hn` may be null. Each returns false, doing nothing, when the portable kernels
+// are in use; the cell then runs its unfused loops.
+bool lstm_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias,
+                        const float* c_prev, float* c, float* h, index_t n);
+bool gru_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias, const float* b_hn,
+                       float* hn, const float* h_prev, float* h, index_t n);
+
 inline void vsigmoid(double* y, const double* x, index_t n) {
   for (index_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
 }
