@@ -334,6 +334,25 @@ def test_float32_gradients_match_float64(kind):
         assert_close(r32[name], r64[name], RTOL, ATOL, name)
 
 
+@pytest.mark.parametrize("H_,B_", [(7, 1), (17, 3), (130, 1)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_gradients_match_float64_awkward_sizes(kind, H_, B_):
+    # The fused backward steps: vector tails, and two threads' unit slices at batch 1.
+    rng = np.random.default_rng(H_)
+    layer32 = make_layer(kind, 5, H_, seed=H_, threads=2)
+    layer64 = make_layer(kind, 5, H_, seed=0, dtype=np.float64, threads=2)
+    layer64.load_state_dict(layer32.state_dict())
+    x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
+    dy = rng.standard_normal((5, B_, H_)).astype(np.float32)
+    dh = rng.standard_normal((1, B_, H_)).astype(np.float32)
+    dc = rng.standard_normal((1, B_, H_)).astype(np.float32) if kind == "lstm" else None
+    r32 = run_fwd_bwd(layer32, x, h0, c0, None, dy, dh, dc)
+    r64 = run_fwd_bwd(layer64, x.astype(np.float64), np.float64(h0), None if c0 is None else np.float64(c0),
+                      None, dy, dh, dc)
+    for name in r64:
+        assert_close(r32[name], r64[name], RTOL, ATOL, name)
+
+
 def test_double_converts_in_place():
     rng = np.random.default_rng(12)
     layer = random_params(make_layer("lstm", I, H, num_layers=2, seed=1), rng)

@@ -64,6 +64,10 @@ struct GRUCell {
   // h_prev: (H). dh_carry: (H) in; out: the local part of dL/dh_prev, dh * z. dy: (H) or null.
   static void backward(T* RNNCORE_RESTRICT gates, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
                        T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, index_t H, index_t lo, index_t hi) {
+    if constexpr (std::is_same<T, float>::value) {
+      if (gru_backward_fused(gates + lo, H, hn + lo, h_prev + lo, dh_carry + lo, dy ? dy + lo : nullptr, hi - lo))
+        return;
+    }
     for (index_t u = lo; u < hi; ++u) {
       const T r = gates[u], z = gates[H + u], n = gates[2 * H + u];
       const T dh = dh_carry[u] + (dy ? dy[u] : T(0));

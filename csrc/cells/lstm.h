@@ -68,6 +68,10 @@ struct LSTMCell {
                        const T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, T* RNNCORE_RESTRICT dc,
                        T* RNNCORE_RESTRICT scratch, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
+    if constexpr (std::is_same<T, float>::value) {
+      if (lstm_backward_fused(gates + lo, H, c_prev + lo, c + lo, dh_carry + lo, dy ? dy + lo : nullptr, dc + lo, hs))
+        return;
+    }
     T* RNNCORE_RESTRICT tc = scratch;
     vtanh(tc, c + lo, hs);
     T* RNNCORE_RESTRICT gi = gates + lo;

@@ -219,6 +219,61 @@ RNNCORE_AVX2 void gru_forward_avx2(float* g, index_t H, const float* hg, index_t
                tail_mask(n - v));
 }
 
+// Eight LSTM units backward (see LSTMCell::backward): the same products, left to right.
+template <bool kMasked>
+RNNCORE_AVX2 inline void lstm_back8(float* g, index_t H, const float* cp, const float* c, const float* dhc,
+                                    const float* dy, float* dc, __m256i m) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 tc = tanh8(load8<kMasked>(c, m));
+  const __m256 i = load8<kMasked>(g, m), f = load8<kMasked>(g + H, m), gg = load8<kMasked>(g + 2 * H, m),
+               o = load8<kMasked>(g + 3 * H, m);
+  __m256 dh = load8<kMasked>(dhc, m);
+  if (dy) dh = _mm256_add_ps(dh, load8<kMasked>(dy, m));
+  const __m256 dct = _mm256_add_ps(load8<kMasked>(dc, m),
+                                   _mm256_mul_ps(_mm256_mul_ps(dh, o), _mm256_sub_ps(one, _mm256_mul_ps(tc, tc))));
+  store8<kMasked>(g, m, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dct, gg), i), _mm256_sub_ps(one, i)));
+  store8<kMasked>(g + H, m,
+                  _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dct, load8<kMasked>(cp, m)), f), _mm256_sub_ps(one, f)));
+  store8<kMasked>(g + 2 * H, m, _mm256_mul_ps(_mm256_mul_ps(dct, i), _mm256_sub_ps(one, _mm256_mul_ps(gg, gg))));
+  store8<kMasked>(g + 3 * H, m, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, tc), o), _mm256_sub_ps(one, o)));
+  store8<kMasked>(dc, m, _mm256_mul_ps(dct, f));
+}
+
+RNNCORE_AVX2 void lstm_backward_avx2(float* g, index_t H, const float* cp, const float* c, const float* dhc,
+                                     const float* dy, float* dc, index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8) lstm_back8<false>(g + v, H, cp + v, c + v, dhc + v, dy ? dy + v : nullptr, dc + v, all);
+  if (v < n) lstm_back8<true>(g + v, H, cp + v, c + v, dhc + v, dy ? dy + v : nullptr, dc + v, tail_mask(n - v));
+}
+
+// Eight GRU units backward (see GRUCell::backward): the same products, left to right.
+template <bool kMasked>
+RNNCORE_AVX2 inline void gru_back8(float* g, index_t H, float* hn, const float* hp, float* dhc, const float* dy,
+                                   __m256i m) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 r = load8<kMasked>(g, m), z = load8<kMasked>(g + H, m), nv = load8<kMasked>(g + 2 * H, m);
+  __m256 dh = load8<kMasked>(dhc, m);
+  if (dy) dh = _mm256_add_ps(dh, load8<kMasked>(dy, m));
+  const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(dh, _mm256_sub_ps(one, z)), _mm256_sub_ps(one, _mm256_mul_ps(nv, nv)));
+  const __m256 dz = _mm256_mul_ps(
+      _mm256_mul_ps(_mm256_mul_ps(dh, _mm256_sub_ps(load8<kMasked>(hp, m), nv)), z), _mm256_sub_ps(one, z));
+  const __m256 dr = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dn, load8<kMasked>(hn, m)), r), _mm256_sub_ps(one, r));
+  store8<kMasked>(g, m, dr);
+  store8<kMasked>(g + H, m, dz);
+  store8<kMasked>(g + 2 * H, m, dn);
+  store8<kMasked>(hn, m, _mm256_mul_ps(dn, r));
+  store8<kMasked>(dhc, m, _mm256_mul_ps(dh, z));
+}
+
+RNNCORE_AVX2 void gru_backward_avx2(float* g, index_t H, float* hn, const float* hp, float* dhc, const float* dy,
+                                    index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8) gru_back8<false>(g + v, H, hn + v, hp + v, dhc + v, dy ? dy + v : nullptr, all);
+  if (v < n) gru_back8<true>(g + v, H, hn + v, hp + v, dhc + v, dy ? dy + v : nullptr, tail_mask(n - v));
+}
+
 RNNCORE_AVX2 void vexp_avx2(float* y, const float* x, index_t n) { apply8<exp8>(y, x, n); }
 RNNCORE_AVX2 void vsigmoid_avx2(float* y, const float* x, index_t n) { apply8<sigmoid8>(y, x, n); }
 RNNCORE_AVX2 void vtanh_avx2(float* y, const float* x, index_t n) { apply8<tanh8>(y, x, n); }
@@ -230,11 +285,16 @@ using LSTMFn = void (*)(float*, index_t, const float*, index_t, const float*, co
 using GRUFn = void (*)(float*, index_t, const float*, index_t, const float*, const float*, float*, const float*, float*,
                        index_t);
 
+using LSTMBackFn = void (*)(float*, index_t, const float*, const float*, const float*, const float*, float*, index_t);
+using GRUBackFn = void (*)(float*, index_t, float*, const float*, float*, const float*, index_t);
+
 struct Kernels {
   ArrayFn exp, sigmoid, tanh;
   const char* name;
   LSTMFn lstm = nullptr;  // fused cells, when vectorised
   GRUFn gru = nullptr;
+  LSTMBackFn lstm_back = nullptr;
+  GRUBackFn gru_back = nullptr;
 };
 
 // RNNCORE_VMATH=generic in the environment forces the portable loop (for tests).
@@ -244,7 +304,8 @@ Kernels choose() {
   const bool generic = forced != nullptr && std::strcmp(forced, "generic") == 0;
   __builtin_cpu_init();
   if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2", lstm_forward_avx2, gru_forward_avx2};
+    return {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2", lstm_forward_avx2, gru_forward_avx2,
+            lstm_backward_avx2, gru_backward_avx2};
 #endif
   return {vexp_generic, vsigmoid_generic, vtanh_generic, "generic"};
 }
@@ -275,6 +336,22 @@ bool gru_forward_fused(float* gates, index_t H, const float* hg, index_t hs, con
   const GRUFn f = kernels().gru;
   if (f == nullptr) return false;
   f(gates, H, hg, hs, bias, b_hn, hn, h_prev, h, n);
+  return true;
+}
+
+bool lstm_backward_fused(float* gates, index_t H, const float* c_prev, const float* c, const float* dh_carry,
+                         const float* dy, float* dc, index_t n) {
+  const LSTMBackFn f = kernels().lstm_back;
+  if (f == nullptr) return false;
+  f(gates, H, c_prev, c, dh_carry, dy, dc, n);
+  return true;
+}
+
+bool gru_backward_fused(float* gates, index_t H, float* hn, const float* h_prev, float* dh_carry, const float* dy,
+                        index_t n) {
+  const GRUBackFn f = kernels().gru_back;
+  if (f == nullptr) return false;
+  f(gates, H, hn, h_prev, dh_carry, dy, n);
   return true;
 }
 

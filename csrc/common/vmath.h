@@ -35,6 +35,11 @@ bool lstm_forward_fused(float* gates, index_t H, const float* hg, index_t hs, co
                         const float* c_prev, float* c, float* h, index_t n);
 bool gru_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias, const float* b_hn,
                        float* hn, const float* h_prev, float* h, index_t n);
+// The backward steps likewise (`dy` may be null); same products in the same order as the loops.
+bool lstm_backward_fused(float* gates, index_t H, const float* c_prev, const float* c, const float* dh_carry,
+                         const float* dy, float* dc, index_t n);
+bool gru_backward_fused(float* gates, index_t H, float* hn, const float* h_prev, float* dh_carry, const float* dy,
+                        index_t n);
 
 inline void vsigmoid(double* y, const double* x, index_t n) {
   for (index_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
