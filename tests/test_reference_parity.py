@@ -322,10 +322,15 @@ def test_float32_gradients_match_float64(kind):
     layer64 = make_layer(kind, I, H, num_layers=2, bidirectional=True, seed=0, dtype=np.float64)
     layer64.load_state_dict(layer32.state_dict())
     x, h0, c0 = random_inputs(rng, kind, 2, 2)
-    lengths = np.array([6, 3, 0, 5])
-    dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
-    dh = rng.standard_normal((4, B, H)).astype(np.float32)
-    dc = rng.standard_normal((4, B, H)).astype(np.float32) if kind == "lstm" else None
+    check_float32_gradients(layer32, layer64, rng, x, h0, c0, np.array([6, 3, 0, 5]))
+
+
+def check_float32_gradients(layer32, layer64, rng, x, h0, c0, lengths):
+    """Forward + backward of the same random output/state gradients in float32 and float64."""
+    T_, B_, H_, LD = x.shape[0], x.shape[1], layer32.hidden_size, h0.shape[0]
+    dy = rng.standard_normal((T_, B_, layer32.num_directions * H_)).astype(np.float32)
+    dh = rng.standard_normal((LD, B_, H_)).astype(np.float32)
+    dc = rng.standard_normal((LD, B_, H_)).astype(np.float32) if layer32.cell == "lstm" else None
     r32 = run_fwd_bwd(layer32, x, h0, c0, lengths, dy, dh, dc)
     r64 = run_fwd_bwd(layer64, x.astype(np.float64), np.float64(h0), None if c0 is None else np.float64(c0),
                       lengths, dy, dh, dc)
@@ -343,14 +348,7 @@ def test_float32_gradients_match_float64_awkward_sizes(kind, H_, B_):
     layer64 = make_layer(kind, 5, H_, seed=0, dtype=np.float64, threads=2)
     layer64.load_state_dict(layer32.state_dict())
     x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
-    dy = rng.standard_normal((5, B_, H_)).astype(np.float32)
-    dh = rng.standard_normal((1, B_, H_)).astype(np.float32)
-    dc = rng.standard_normal((1, B_, H_)).astype(np.float32) if kind == "lstm" else None
-    r32 = run_fwd_bwd(layer32, x, h0, c0, None, dy, dh, dc)
-    r64 = run_fwd_bwd(layer64, x.astype(np.float64), np.float64(h0), None if c0 is None else np.float64(c0),
-                      None, dy, dh, dc)
-    for name in r64:
-        assert_close(r32[name], r64[name], RTOL, ATOL, name)
+    check_float32_gradients(layer32, layer64, rng, x, h0, c0, None)
 
 
 def test_double_converts_in_place():
