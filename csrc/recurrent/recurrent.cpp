@@ -9,7 +9,6 @@
 #include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "common/parallel.h"
-#include "common/reduce.h"
 #include "gemm/gemm.h"
 
 namespace rnncore {
@@ -239,7 +238,14 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
     sl.w[0].reserve(k_main, sl.hi - sl.lo);
     if (gru) sl.w[1].reserve(H, sl.hi - sl.lo);
     sl.scratch.resize(std::max<index_t>(1, sl.hi - sl.lo));
+    sl.dbias.resize(std::max<index_t>(1, (gru ? G + 1 : G) * (sl.hi - sl.lo)));
+    sl.dbias.zero();
   }
+  // The bias gradients are column sums of the gate gradients; each thread adds up its own
+  // units' columns during the sweep, while the rows are in cache, instead of a pass over all
+  // the gates afterwards. Per element the order (steps from last to first, rows in order)
+  // does not depend on the thread count.
+  const bool want_db = db_ih != nullptr || db_hh != nullptr;
   RecurrentSlice<T>* slices = ws.slices.data();
   StepBarrier step_barrier(nt);
 #pragma omp parallel num_threads(nt)
@@ -277,6 +283,20 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
             GRUCell<T>::backward(g, hnl + r * H, hs + (prev + j) * H, dh + j * H, dyj, H, lo, hi);
           } else {
             RNNCell<T>::backward(act, hs + (cur + j) * H, dh + j * H, dyj, g, lo, hi);
+          }
+          if (want_db) {
+            const index_t units = hi - lo;
+            T* RNNCORE_RESTRICT acc = slices[k].dbias.data();
+            for (int q = 0; q < G; ++q) {
+              const T* RNNCORE_RESTRICT col = g + q * H + lo;
+              T* RNNCORE_RESTRICT a = acc + q * units;
+              for (index_t u = 0; u < units; ++u) a[u] += col[u];
+            }
+            if (gru) {
+              const T* RNNCORE_RESTRICT col = hnl + r * H + lo;
+              T* RNNCORE_RESTRICT a = acc + G * units;
+              for (index_t u = 0; u < units; ++u) a[u] += col[u];
+            }
           }
         }
       }
@@ -321,14 +341,18 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   } else {
     gemm<T>(true, false, GH, H, N, T(1), gates, GH, hprev, H, T(1), dw_hh, H, nthreads);
   }
-  if (db_ih) add_column_sums(db_ih, gates, N, GH, GH, nthreads);
-  if (db_hh) {
-    if (gru) {
-      add_column_sums(db_hh, gates, N, 2 * H, GH, nthreads);
-      add_column_sums(db_hh + 2 * H, hnl, N, H, H, nthreads);
-    } else {
-      add_column_sums(db_hh, gates, N, GH, GH, nthreads);
-    }
+  // db_ih = sums of the x-side gate gradients; db_hh = those of the h-side ones (the same
+  // columns, except GRU's n part, which is the gradient of W_hn h + b_hn).
+  for (int k = 0; want_db && k < nt; ++k) {
+    const RecurrentSlice<T>& sl = slices[k];
+    const index_t units = sl.hi - sl.lo;
+    const T* acc = sl.dbias.data();
+    for (int q = 0; q < G; ++q)
+      for (index_t u = 0; u < units; ++u) {
+        const index_t c = q * H + sl.lo + u;
+        if (db_ih) db_ih[c] += acc[q * units + u];
+        if (db_hh) db_hh[c] += (gru && q == 2) ? acc[G * units + u] : acc[q * units + u];
+      }
   }
 
   // gates = X W_ih^T  =>  dX = dgates W_ih

@@ -39,6 +39,7 @@ struct RecurrentSlice {
   index_t lo = 0, hi = 0;
   PackedB<T> w[4];
   AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T, gate-major; backward: (units)
+  AlignedBuffer<T> dbias;    // backward: the slice's bias-gradient sums, gate-major (GRU: + W_hn part)
 };
 
 // Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
