@@ -70,6 +70,16 @@ class StepBarrier {
   StepBarrier(const StepBarrier&) = delete;
   StepBarrier& operator=(const StepBarrier&) = delete;
 
+  // Call inside the parallel region: waits here when the region's team has the size this
+  // barrier was made for, else (OpenMP gave a smaller team) at OpenMP's own barrier.
+  void wait_in_region() {
+    if (num_threads_in_region() == n_) {
+      wait();
+    } else {
+#pragma omp barrier
+    }
+  }
+
   void wait() {
     if (n_ <= 1) return;
     const unsigned gen = gen_.load(std::memory_order_acquire);

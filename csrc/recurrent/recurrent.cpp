@@ -128,13 +128,6 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
-    // OpenMP may give a smaller team than asked for; the step barrier needs the exact size.
-    auto step_barrier_wait = [&] {
-      if (team == nt) step_barrier.wait();
-      else {
-#pragma omp barrier
-      }
-    };
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (H, units) operand.
@@ -168,7 +161,7 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn_out, 
           copy_row(y + L.source_row(s, j) * ldy + lo, hs + (cur + j) * H + lo, n_units);
         }
       }
-      step_barrier_wait();
+      step_barrier.wait_in_region();
     }
   }
 
@@ -252,13 +245,6 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
   {
     FlushToZeroGuard ftz_worker;
     const int team = num_threads_in_region();
-    // OpenMP may give a smaller team than asked for; the step barrier needs the exact size.
-    auto step_barrier_wait = [&] {
-      if (team == nt) step_barrier.wait();
-      else {
-#pragma omp barrier
-      }
-    };
     for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
       RecurrentSlice<T>& sl = slices[k];
       if (sl.hi == sl.lo) continue;
@@ -300,7 +286,7 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T*
           }
         }
       }
-      step_barrier_wait();
+      step_barrier.wait_in_region();
       for (int k = thread_id(); k < nt; k += team) {
         const index_t lo = slices[k].lo, hi = slices[k].hi;
         if (lo == hi) continue;
