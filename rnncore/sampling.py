@@ -150,8 +150,7 @@ def generate(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=No
     _check_model(model, fn)
     _check_tokenizer(model, tokenizer, fn)
     ids, single = _prime_ids(model, prime, tokenizer, fn)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"{fn}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_count(max_new_tokens, "max_new_tokens", fn, 0)
     opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
     stops = _stop_list(model, stop_tokens, fn)
     dec = Decoder(model, ids.shape[0], threads, fn)
@@ -179,10 +178,8 @@ def stream(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     ids, single = _prime_ids(model, prime, tokenizer, fn)
     if not single and ids.shape[0] != 1:
         raise ValueError(f"{fn}: stream() makes one stream; prime must have shape (P,), got {shape_str(ids.shape)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"{fn}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"{fn}: chunk must be a positive int, got {chunk!r}")
+    _check_count(max_new_tokens, "max_new_tokens", fn, 0)
+    _check_count(chunk, "chunk", fn, 1)
     opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
     stops = _stop_list(model, stop_tokens, fn)
     dec = Decoder(model, 1, threads, fn)
@@ -220,8 +217,7 @@ def beam_search(model, prime, beam_width, max_len, alpha=0.0, n_best=1, stop_tok
     if not single and ids.shape[0] != 1:
         raise ValueError(f"{fn}: prime must be one sequence (P,), got {shape_str(ids.shape)}")
     for name, value in (("beam_width", beam_width), ("max_len", max_len), ("n_best", n_best)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+        _check_count(value, name, fn, 1)
     if n_best > beam_width:
         raise ValueError(f"{fn}: n_best ({n_best}) cannot exceed beam_width ({beam_width})")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha) \
@@ -234,6 +230,13 @@ def beam_search(model, prime, beam_width, max_len, alpha=0.0, n_best=1, stop_tok
     if tokenizer is not None:
         return [(tokenizer.decode(t), score) for t, score, _, _ in hyps]
     return [(t, score) for t, score, _, _ in hyps]
+
+
+def _check_count(value, name, fn, minimum):
+    """An int >= minimum (0 or 1); anything else is a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "an int >= 0" if minimum == 0 else "a positive int"
+        raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
 
 
 def _seed_value(seed):
