@@ -4,7 +4,7 @@ Covers every transpose combination, awkward sizes (0, 1, 7, 33, 257, non-multipl
 tile and cache blocks), alpha/beta (beta == 0 must not read C: C starts as NaN), leading
 dimensions larger than the row length (through the gemm_strided_test hook), PackedB +
 gemm_packed (gemm_packed_test), 1 vs 2 threads bit-identical, and every kernel set this
-CPU can run, each forced by RNNCORE_GEMM_KERNEL in a subprocess.
+CPU can run, each forced by RNNCORE_ISA in a subprocess.
 """
 import itertools
 import os
@@ -163,7 +163,7 @@ def test_kernel_name():
     assert _core.gemm_kernel() in KERNELS
 
 
-# Run in a child process with RNNCORE_GEMM_KERNEL set (the choice is made once per process).
+# Run in a child process with RNNCORE_ISA set (the choice is made once per process).
 _CHILD = r"""
 import itertools, sys
 import numpy as np
@@ -195,9 +195,9 @@ print(_core.gemm_kernel())
 
 def _child_env(kernel):
     env = dict(os.environ)
-    env.pop("RNNCORE_GEMM_KERNEL", None)
+    env.pop("RNNCORE_ISA", None)
     if kernel is not None:
-        env["RNNCORE_GEMM_KERNEL"] = kernel
+        env["RNNCORE_ISA"] = kernel
     import rnncore
     root = os.path.dirname(os.path.dirname(os.path.abspath(rnncore.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -214,6 +214,7 @@ def _run_child(kernel):
 def test_every_available_kernel():
     best = _run_child(None)  # automatic choice: the best the CPU supports
     assert best in KERNELS
+    assert best == _core.supported_isas()[-1]
     for kernel in KERNELS:
         got = _run_child(kernel)
         # A request above what the CPU supports is clamped to the best supported kernel.

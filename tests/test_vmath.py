@@ -47,7 +47,7 @@ def test_error_bounds_hold_for_the_portable_kernel():
         "import sys; sys.path.insert(0, %r); import test_vmath as t; from rnncore import _core; "
         "assert _core.vmath_kernel() == 'generic'; t.check_bounds('generic')" % os.path.dirname(__file__)
     )
-    env = dict(os.environ, RNNCORE_VMATH="generic")
+    env = dict(os.environ, RNNCORE_ISA="generic")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

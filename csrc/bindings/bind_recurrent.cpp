@@ -101,8 +101,8 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   T* py = mptr<T>(out) + out_col;
   {
     py::gil_scoped_release release;
-    recurrent_forward<T>(w, py, ldy, phn, pcn, cptr<T>(x), ph0, pc0, cptr<T>(w_ih), cptr<T>(w_hh), pb_ih, pb_hh, plen,
-                         reverse, kind, Tn, B, I, H, threads);
+    recurrent_forward<T>(w, {kind, Tn, B, I, H}, {cptr<T>(w_ih), cptr<T>(w_hh), pb_ih, pb_hh},
+                         {cptr<T>(x), ph0, pc0, plen, reverse, py, ldy, phn, pcn}, threads);
   }
   return py::make_tuple(hn, kind == CellKind::LSTM ? py::object(cn) : py::object(py::none()), ws);
 }
@@ -158,8 +158,8 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
   T* pdh0 = dh0.mutable_data();
   {
     py::gil_scoped_release release;
-    recurrent_backward<T>(w, mptr<T>(dx), accumulate_dx, pdh0, pdc0, mptr<T>(dw_ih), mptr<T>(dw_hh), pdb_ih, pdb_hh,
-                          pdy, lddy, pdhn, pdcn, cptr<T>(w_ih), cptr<T>(w_hh), threads);
+    recurrent_backward<T>(w, {cptr<T>(w_ih), cptr<T>(w_hh)}, {mptr<T>(dw_ih), mptr<T>(dw_hh), pdb_ih, pdb_hh},
+                          {pdy, lddy, pdhn, pdcn, mptr<T>(dx), accumulate_dx, pdh0, pdc0}, threads);
   }
   wsp.x_ref = py::none();
   return py::make_tuple(dh0, lstm ? py::object(dc0) : py::object(py::none()));

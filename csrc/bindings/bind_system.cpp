@@ -3,7 +3,10 @@
 #include <thread>
 
 #include "bindings/bind.h"
+#include "common/cpu.h"
 #include "common/parallel.h"
+#include "gemm/gemm.h"
+#include "recurrent/recurrent.h"
 #include "common/vmath.h"
 
 namespace rnncore {
@@ -20,7 +23,44 @@ void bind_system(py::module_& m) {
 #endif
       },
       "Processors OpenMP can use (1 without OpenMP).");
-  m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this CPU: 'avx2' or 'generic'.");
+  m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this process: 'avx2' or 'generic'.");
+  m.def(
+      "isa", [] { return std::string(isa_name(active_isa())); },
+      "The instruction set every kernel of this process uses: 'generic', 'avx2' or 'avx512' (the best the CPU "
+      "supports, or RNNCORE_ISA's choice clamped to it; fixed at first use).");
+  m.def(
+      "supported_isas",
+      [] {
+        py::list out;
+        for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) out.append(isa_name(static_cast<Isa>(i)));
+        return out;
+      },
+      "The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA).");
+  m.def(
+      "recurrent_threads",
+      [](const std::string& cell, index_t B, index_t H, int threads) {
+        if (B < 0 || H < 0 || threads < 1)
+          throw py::value_error("recurrent_threads: B and H must be >= 0 and threads >= 1, got B=" + std::to_string(B) +
+                                ", H=" + std::to_string(H) + ", threads=" + std::to_string(threads));
+        CellKind kind;
+        if (!parse_cell_kind(cell, &kind))
+          throw py::value_error("recurrent_threads: cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" +
+                                cell + "'");
+        return recurrence_threads(kind, B, H, threads);
+      },
+      py::arg("cell"), py::arg("B"), py::arg("H"), py::arg("threads"),
+      "Threads the time loop of a layer of this cell, batch B and hidden size H runs on when given `threads`.");
+  m.def(
+      "gemm_threads",
+      [](index_t M, index_t N, index_t K, int threads) {
+        if (M < 0 || N < 0 || K < 0 || threads < 1)
+          throw py::value_error("gemm_threads: M, N, K must be >= 0 and threads >= 1, got M=" + std::to_string(M) +
+                                ", N=" + std::to_string(N) + ", K=" + std::to_string(K) +
+                                ", threads=" + std::to_string(threads));
+        return gemm_threads(M, N, K, threads);
+      },
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("threads"),
+      "Threads a GEMM C (M, N) += A (M, K) B (K, N) runs on when given `threads`.");
   m.def(
       "vmath",
       [](const std::string& fn, py::array_t<float, py::array::c_style | py::array::forcecast> x) {

@@ -2,11 +2,14 @@
 //   r = sigmoid(xr + hr)   z = sigmoid(xz + hz)   n = tanh(xn + r * (W_hn h + b_hn))
 //   h' = (1 - z) * n + z * h
 // where xr = W_ir x + b_ir + b_hr, xz likewise, xn = W_in x + b_in; hr = W_hr h, hz = W_hz h.
-// Pointwise forward and backward side by side, over one row's units [lo, hi).
+// Pointwise forward and backward side by side (the interface is in cells/step.h); the float32
+// path runs the fused kernels of cells/fused.h when the ISA has them (same products, same order).
 #pragma once
 
 #include <type_traits>
 
+#include "cells/fused.h"
+#include "cells/step.h"
 #include "common/vmath.h"
 
 namespace rnncore {
@@ -14,28 +17,28 @@ namespace rnncore {
 template <typename T>
 struct GRUCell {
   static constexpr int G = 3;
+  static constexpr int kHGates = 2;
+  static constexpr bool kHasCellState = false;
+  static constexpr bool kSavesHn = true;
+  static constexpr bool kKeepsDh = true;
 
-  // gates: (3H) x-projections in; activated r, z, n out (saved).
-  // hg: (3*hs) W_hh h_prev for this slice, gate-major.
-  // bias: (3H) the x-side biases (b_ir + b_hr, b_iz + b_hz, b_in), or null when the
-  // x-projections already hold them. b_hn: (H) or null.
-  // hn: (H) W_hn h_prev + b_hn, saved for backward. h_prev: (H). h: (H) new state.
-  // No argument aliases another.
-  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT bias,
-                      const T* RNNCORE_RESTRICT b_hn, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
-                      T* RNNCORE_RESTRICT h, index_t H, index_t lo, index_t hi) {
+  // Reads gates (x-projections), hg, bias (the x-side biases b_ir + b_hr, b_iz + b_hz, b_in),
+  // b_hn, h_prev; writes gates (r, z, n), hn (W_hn h_prev + b_hn), h.
+  static void forward(const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
+    const T* RNNCORE_RESTRICT hg = s.hg;
+    const T* RNNCORE_RESTRICT b_hn = s.b_hn;
     if constexpr (std::is_same<T, float>::value) {
-      if (gru_forward_fused(gates + lo, H, hg, hs, bias ? bias + lo : nullptr, b_hn ? b_hn + lo : nullptr, hn + lo,
-                            h_prev + lo, h + lo, hs))
+      if (gru_forward_fused(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, b_hn ? b_hn + lo : nullptr,
+                            s.hn + lo, s.h_prev + lo, s.h + lo, hs))
         return;
     }
-    T* RNNCORE_RESTRICT gr = gates + lo;
-    T* RNNCORE_RESTRICT gz = gates + H + lo;
-    T* RNNCORE_RESTRICT gn = gates + 2 * H + lo;
-    T* RNNCORE_RESTRICT hnv = hn + lo;
-    if (bias) {
-      const T* RNNCORE_RESTRICT b = bias + lo;
+    T* RNNCORE_RESTRICT gr = s.gates + lo;
+    T* RNNCORE_RESTRICT gz = s.gates + H + lo;
+    T* RNNCORE_RESTRICT gn = s.gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT hnv = s.hn + lo;
+    if (s.bias) {
+      const T* RNNCORE_RESTRICT b = s.bias + lo;
       for (index_t v = 0; v < hs; ++v) {
         gr[v] += hg[v] + b[v];
         gz[v] += hg[hs + v] + b[H + v];
@@ -52,18 +55,23 @@ struct GRUCell {
     vsigmoid(gz, gz, hs);
     for (index_t v = 0; v < hs; ++v) gn[v] += gr[v] * hnv[v];
     vtanh(gn, gn, hs);
-    const T* RNNCORE_RESTRICT hp = h_prev + lo;
-    T* RNNCORE_RESTRICT hv = h + lo;
+    const T* RNNCORE_RESTRICT hp = s.h_prev + lo;
+    T* RNNCORE_RESTRICT hv = s.h + lo;
     for (index_t v = 0; v < hs; ++v) hv[v] = gn[v] + gz[v] * (hp[v] - gn[v]);
   }
 
-  // gates: (3H) saved r, z, n in; out: gradients of the x-side pre-activations
-  //   (dr_pre, dz_pre, dn_pre), used for dW_ih, db_ih and dx.
-  // hn: (H) saved W_hn h + b_hn in; out: dn_pre * r, the gradient of W_hn h + b_hn.
-  // The h-side gradients are then (dr_pre, dz_pre, hn) (used for dW_hh, db_hh, dh_prev).
-  // h_prev: (H). dh_carry: (H) in; out: the local part of dL/dh_prev, dh * z. dy: (H) or null.
-  static void backward(T* RNNCORE_RESTRICT gates, T* RNNCORE_RESTRICT hn, const T* RNNCORE_RESTRICT h_prev,
-                       T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, index_t H, index_t lo, index_t hi) {
+  // Reads gates (saved r, z, n), hn (saved W_hn h + b_hn), h_prev, dh_carry, dy. Writes:
+  //   gates: the gradients of the x-side pre-activations (dr_pre, dz_pre, dn_pre), used for
+  //          dW_ih, db_ih and dx;
+  //   hn:    dn_pre * r, the gradient of W_hn h + b_hn. The h-side gradients are then
+  //          (dr_pre, dz_pre, hn), used for dW_hh, db_hh and dh_prev;
+  //   dh_carry: the direct part of dL/dh_prev, dh * z (kKeepsDh).
+  static void backward(const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
+    T* RNNCORE_RESTRICT gates = s.gates;
+    T* RNNCORE_RESTRICT hn = s.hn;
+    T* RNNCORE_RESTRICT dh_carry = s.dh_carry;
+    const T* RNNCORE_RESTRICT h_prev = s.h_prev;
+    const T* RNNCORE_RESTRICT dy = s.dy;
     if constexpr (std::is_same<T, float>::value) {
       if (gru_backward_fused(gates + lo, H, hn + lo, h_prev + lo, dh_carry + lo, dy ? dy + lo : nullptr, hi - lo))
         return;

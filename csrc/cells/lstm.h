@@ -1,13 +1,16 @@
 // LSTM cell, PyTorch's gate order i, f, g, o:
 //   i = sigmoid(xi + hi)   f = sigmoid(xf + hf)   g = tanh(xg + hg)   o = sigmoid(xo + ho)
 //   c' = f * c + i * g     h' = o * tanh(c')
-// where x* = W_i* x + b_i* + b_h* and h* = W_h* h. Pointwise forward and backward side by side;
-// each works on one row's slice of hidden units [lo, hi), gate by gate over contiguous runs so
-// the activations are vectorised (common/vmath.h).
+// where x* = W_i* x + b_i* + b_h* and h* = W_h* h. Pointwise forward and backward side by side
+// (the interface is in cells/step.h); each works gate by gate over contiguous runs so the
+// activations are vectorised (common/vmath.h). The float32 path runs the fused kernels of
+// cells/fused.h when the ISA has them: the same products in the same order, in one pass.
 #pragma once
 
 #include <type_traits>
 
+#include "cells/fused.h"
+#include "cells/step.h"
 #include "common/vmath.h"
 
 namespace rnncore {
@@ -15,26 +18,26 @@ namespace rnncore {
 template <typename T>
 struct LSTMCell {
   static constexpr int G = 4;
+  static constexpr int kHGates = 4;
+  static constexpr bool kHasCellState = true;
+  static constexpr bool kSavesHn = false;
+  static constexpr bool kKeepsDh = false;
 
-  // gates: (4H) x-projections in; the activated gates i, f, g, o out (saved).
-  // hg: (4*hs) W_hh h_prev for this slice, gate-major (hg[k*hs + u - lo]).
-  // bias: (4H) b_ih + b_hh, or null when the x-projections already hold the biases.
-  // c_prev: (H), c: (H) new cell state, h: (H) new hidden state; written at [lo, hi).
-  // No argument aliases another.
-  static void forward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT hg, const T* RNNCORE_RESTRICT bias,
-                      const T* RNNCORE_RESTRICT c_prev, T* RNNCORE_RESTRICT c, T* RNNCORE_RESTRICT h, index_t H,
-                      index_t lo, index_t hi) {
+  // Reads gates (x-projections), hg, bias, c_prev; writes gates (i, f, g, o), c, h.
+  static void forward(const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
+    const T* RNNCORE_RESTRICT hg = s.hg;
     if constexpr (std::is_same<T, float>::value) {
-      if (lstm_forward_fused(gates + lo, H, hg, hs, bias ? bias + lo : nullptr, c_prev + lo, c + lo, h + lo, hs))
+      if (lstm_forward_fused(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, s.c_prev + lo, s.c + lo,
+                             s.h + lo, hs))
         return;
     }
-    T* RNNCORE_RESTRICT gi = gates + lo;
-    T* RNNCORE_RESTRICT gf = gates + H + lo;
-    T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;
-    T* RNNCORE_RESTRICT go = gates + 3 * H + lo;
-    if (bias) {
-      const T* RNNCORE_RESTRICT b = bias + lo;
+    T* RNNCORE_RESTRICT gi = s.gates + lo;
+    T* RNNCORE_RESTRICT gf = s.gates + H + lo;
+    T* RNNCORE_RESTRICT gg = s.gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT go = s.gates + 3 * H + lo;
+    if (s.bias) {
+      const T* RNNCORE_RESTRICT b = s.bias + lo;
       for (index_t v = 0; v < hs; ++v) {
         gi[v] += hg[v] + b[v];
         gf[v] += hg[hs + v] + b[H + v];
@@ -53,35 +56,33 @@ struct LSTMCell {
     vsigmoid(gf, gf, hs);
     vtanh(gg, gg, hs);
     vsigmoid(go, go, hs);
-    T* RNNCORE_RESTRICT cn = c + lo;
-    T* RNNCORE_RESTRICT hn = h + lo;
-    const T* RNNCORE_RESTRICT cp = c_prev + lo;
+    T* RNNCORE_RESTRICT cn = s.c + lo;
+    T* RNNCORE_RESTRICT hn = s.h + lo;
+    const T* RNNCORE_RESTRICT cp = s.c_prev + lo;
     for (index_t v = 0; v < hs; ++v) cn[v] = gf[v] * cp[v] + gi[v] * gg[v];
     vtanh(hn, cn, hs);
     for (index_t v = 0; v < hs; ++v) hn[v] *= go[v];
   }
 
-  // gates: (4H) saved activations in; gradients of the pre-activations out (in place).
-  // c_prev, c: (H) saved cell states. dh_carry: (H) dL/dh from step t+1. dy: (H) or null.
-  // dc: (H) dL/dc from step t+1 in, dL/dc_prev out (in place). scratch: (hs) any values.
-  static void backward(T* RNNCORE_RESTRICT gates, const T* RNNCORE_RESTRICT c_prev, const T* RNNCORE_RESTRICT c,
-                       const T* RNNCORE_RESTRICT dh_carry, const T* RNNCORE_RESTRICT dy, T* RNNCORE_RESTRICT dc,
-                       T* RNNCORE_RESTRICT scratch, index_t H, index_t lo, index_t hi) {
+  // Reads gates (saved activations), c_prev, c, dh_carry, dy; writes gates (gradients of the
+  // pre-activations, the same for the x and h products), dc (dL/dc_prev, in place); uses scratch.
+  static void backward(const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     if constexpr (std::is_same<T, float>::value) {
-      if (lstm_backward_fused(gates + lo, H, c_prev + lo, c + lo, dh_carry + lo, dy ? dy + lo : nullptr, dc + lo, hs))
+      if (lstm_backward_fused(s.gates + lo, H, s.c_prev + lo, s.c + lo, s.dh_carry + lo, s.dy ? s.dy + lo : nullptr,
+                              s.dc + lo, hs))
         return;
     }
-    T* RNNCORE_RESTRICT tc = scratch;
-    vtanh(tc, c + lo, hs);
-    T* RNNCORE_RESTRICT gi = gates + lo;
-    T* RNNCORE_RESTRICT gf = gates + H + lo;
-    T* RNNCORE_RESTRICT gg = gates + 2 * H + lo;
-    T* RNNCORE_RESTRICT go = gates + 3 * H + lo;
-    const T* RNNCORE_RESTRICT cp = c_prev + lo;
-    const T* RNNCORE_RESTRICT dhc = dh_carry + lo;
-    T* RNNCORE_RESTRICT dcv = dc + lo;
-    const T* RNNCORE_RESTRICT dyv = dy ? dy + lo : nullptr;
+    T* RNNCORE_RESTRICT tc = s.scratch;
+    vtanh(tc, s.c + lo, hs);
+    T* RNNCORE_RESTRICT gi = s.gates + lo;
+    T* RNNCORE_RESTRICT gf = s.gates + H + lo;
+    T* RNNCORE_RESTRICT gg = s.gates + 2 * H + lo;
+    T* RNNCORE_RESTRICT go = s.gates + 3 * H + lo;
+    const T* RNNCORE_RESTRICT cp = s.c_prev + lo;
+    const T* RNNCORE_RESTRICT dhc = s.dh_carry + lo;
+    T* RNNCORE_RESTRICT dcv = s.dc + lo;
+    const T* RNNCORE_RESTRICT dyv = s.dy ? s.dy + lo : nullptr;
     for (index_t v = 0; v < hs; ++v) {
       const T i = gi[v], f = gf[v], g = gg[v], o = go[v];
       const T dh = dhc[v] + (dyv ? dyv[v] : T(0));

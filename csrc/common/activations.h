@@ -1,7 +1,4 @@
-// rnncore: scalar activations used by the cell kernels.
-//
-// float64 uses the C library (exact to ~1 ulp): it is the path gradient checks run on.
-// float32 uses the same definitions; the vectorised versions replace these per cell loop.
+// rnncore: the scalar float64 sigmoid (overflow-free).
 #pragma once
 
 #include <cmath>
@@ -19,16 +16,6 @@ RNNCORE_INLINE T sigmoid(T x) {
   }
   const T e = std::exp(x);
   return e / (T(1) + e);
-}
-
-template <typename T>
-RNNCORE_INLINE T tanh_(T x) {
-  return std::tanh(x);
-}
-
-template <typename T>
-RNNCORE_INLINE T relu(T x) {
-  return x > T(0) ? x : T(0);
 }
 
 }  // namespace rnncore

@@ -57,7 +57,6 @@ class AlignedBuffer {
   T* data() { return data_; }
   const T* data() const { return data_; }
   index_t size() const { return size_; }
-  index_t capacity() const { return capacity_; }
   T& operator[](index_t i) { return data_[i]; }
   const T& operator[](index_t i) const { return data_[i]; }
 

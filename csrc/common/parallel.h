@@ -57,6 +57,16 @@ inline void split_range(index_t n, int parts, int k, index_t align, index_t* beg
   *end = b1 * align < n ? b1 * align : n;
 }
 
+// Threads worth using for `work` units (multiply-adds, elements, ...) when each thread
+// should get at least `min_per_thread` of them: work / min_per_thread, clamped to
+// [1, nthreads]. The one place that turns a size into a thread count; each kernel family
+// names its own minimum beside its code.
+inline int threads_for(double work, double min_per_thread, int nthreads) {
+  if (nthreads <= 1 || !(work >= 2.0 * min_per_thread)) return 1;
+  const double useful = work / min_per_thread;
+  return useful >= static_cast<double>(nthreads) ? nthreads : static_cast<int>(useful);
+}
+
 // A barrier for the threads of one parallel region that meet once per time step. A step of
 // a batch-1 recurrence takes a few microseconds, and OpenMP's general barrier (which also
 // runs pending tasks and falls back to futexes) costs a sizeable part of that; this one is

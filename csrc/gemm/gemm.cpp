@@ -262,9 +262,7 @@ constexpr double kMinFlopsPerThread = 2.0e5;
 template <typename T>
 void gemm_impl(const GemmArgs<T>& g, int nthreads) {
   const KernelSet<T>& ks = active_kernels<T>();
-  const double work = static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
-  const int nt = static_cast<int>(
-      std::max<double>(1.0, std::min<double>(static_cast<double>(nthreads), work / kMinFlopsPerThread)));
+  const int nt = gemm_threads(g.M, g.N, g.K, nthreads);
 
   if (g.M == 1) {
     AlignedBuffer<T> xbuf;
@@ -311,6 +309,11 @@ void gemm_impl(const GemmArgs<T>& g, int nthreads) {
 }
 
 }  // namespace
+
+int gemm_threads(index_t M, index_t N, index_t K, int nthreads) {
+  return threads_for(static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K), kMinFlopsPerThread,
+                     nthreads);
+}
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,

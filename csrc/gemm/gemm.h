@@ -19,6 +19,10 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
           const T* B, index_t ldb, T beta, T* C, index_t ldc, int nthreads);
 
+// The threads gemm(M, N, K, ..., nthreads) runs on: fewer than nthreads when the product is
+// too small for each thread to pay for itself.
+int gemm_threads(index_t M, index_t N, index_t K, int nthreads);
+
 // op(B) (K, N) packed once for many products with different left operands: the recurrent
 // weights, reused at every time step. The packed layout is private to the GEMM.
 template <typename T>

@@ -14,12 +14,15 @@
 // gemm_packed does that, so it needs no workspace.
 #pragma once
 
+#include "common/cpu.h"
 #include "common/defs.h"
 
 namespace rnncore {
 namespace gemm_detail {
 
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+using ::rnncore::Isa;  // common/cpu.h
+using ::rnncore::active_isa;
+using ::rnncore::isa_name;
 
 constexpr int kMaxMR = 8;  // largest MR of any kernel set
 constexpr int kMaxNV = 4;  // largest NR / W of any kernel set
@@ -63,12 +66,7 @@ const KernelSet<double>* avx2_kernels_f64();
 const KernelSet<float>* avx512_kernels_f32();
 const KernelSet<double>* avx512_kernels_f64();
 
-// The ISA used by every GEMM in this process: the best one the CPU supports, or the one
-// named by RNNCORE_GEMM_KERNEL=generic|avx2|avx512 if the CPU supports it (a request above
-// what the CPU supports is clamped down). Resolved once, on first use; immutable after.
-Isa active_isa();
-const char* isa_name(Isa isa);
-
+// The kernel set of the process's ISA (common/cpu.h: active_isa()), chosen on first use.
 template <typename T>
 const KernelSet<T>& active_kernels();
 

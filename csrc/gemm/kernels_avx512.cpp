@@ -4,16 +4,17 @@
 // CPU check in kernels.cpp. Non-x86 builds get null kernel sets.
 #include <utility>
 
+#include "common/cpu.h"
 #include "gemm/kernels.h"
 
-#if defined(__x86_64__)
+#if RNNCORE_X86_SIMD
 #include <immintrin.h>
 
 namespace rnncore {
 namespace gemm_detail {
 namespace avx512 {
 
-#define RNNCORE_KTARGET __attribute__((target("avx512f,avx2,fma")))
+#define RNNCORE_KTARGET RNNCORE_TARGET_AVX512
 
 struct OpsF {
   using T = float;

@@ -7,9 +7,7 @@
 #include <exception>
 #include <limits>
 
-#include "cells/gru.h"
-#include "cells/lstm.h"
-#include "cells/rnn.h"
+#include "cells/cell.h"
 #include "common/parallel.h"
 
 namespace rnncore {
@@ -30,6 +28,19 @@ template <typename T>
 LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w), B_(B) {
   G_ = gate_count(w.kind);
   const index_t H = w.H, V = w.V, E = w.E, GH = G_ * H;
+  // The one switch on the cell kind: the layer step for this cell, and its folded biases.
+  fused_bias_.resize(static_cast<std::size_t>(w.L));
+  bias_.assign(static_cast<std::size_t>(w.L), nullptr);
+  b_hn_.assign(static_cast<std::size_t>(w.L), nullptr);
+  with_cell(w.kind, [&](auto tag) {
+    using Cell = typename decltype(tag)::template type<T>;
+    layer_step_ = &LMDecoder<T>::template layer_step<Cell>;
+    for (int l = 0; l < w.L; ++l) {
+      fused_bias_[l].resize(GH);
+      if (fuse_biases<Cell>(fused_bias_[l].data(), w.b_ih[l], w.b_hh[l], H)) bias_[l] = fused_bias_[l].data();
+      b_hn_[l] = b_hn_of<Cell>(w.b_hh[l], H);
+    }
+  });
   const index_t units = (H + kAlign - 1) / kAlign;
   nt_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, units)));
   for (auto& buf : h_) {
@@ -87,40 +98,30 @@ void LMDecoder<T>::embed(index_t b) {
 }
 
 template <typename T>
+template <typename Cell>
 void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur) {
   const index_t H = w_.H, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
   if (hs == 0) return;
-  const bool lstm = w_.kind == CellKind::LSTM, gru = w_.kind == CellKind::GRU;
   const T* hprev = h_[cur].data() + l * B * H;
   T* hnew = h_[1 - cur].data() + l * B * H;
-  const T* cprev = lstm ? c_[cur].data() + l * B * H : nullptr;
-  T* cnew = lstm ? c_[1 - cur].data() + l * B * H : nullptr;
   gemm_packed<T>(B, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
   gemm_packed<T>(B, hprev, H, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
-  const T* b_ih = w_.b_ih[l];
-  const T* b_hh = w_.b_hh[l];
-  const index_t hh_bias_gates = gru ? 2 : G_;  // GRU's b_hn stays inside r * (W_hn h + b_hn)
-  const Activation act = w_.kind == CellKind::RNNRelu ? Activation::Relu : Activation::Tanh;
   for (index_t b = 0; b < B; ++b) {
-    T* grow = gates_.data() + b * GH;
+    CellStep<T> st;
+    st.gates = gates_.data() + b * GH;
     const T* gx = sl.gx.data() + b * G_ * hs;
-    const T* gh = sl.gh.data() + b * G_ * hs;
-    for (int g = 0; g < G_; ++g) {
-      for (index_t u = sl.lo; u < sl.hi; ++u) {
-        T v = gx[g * hs + u - sl.lo];
-        if (b_ih) v += b_ih[g * H + u];
-        if (b_hh && g < hh_bias_gates) v += b_hh[g * H + u];
-        grow[g * H + u] = v;
-      }
+    for (int g = 0; g < G_; ++g) std::memcpy(st.gates + g * H + sl.lo, gx + g * hs, sizeof(T) * hs);
+    st.hg = sl.gh.data() + b * G_ * hs;
+    st.bias = bias_[l];
+    st.b_hn = b_hn_[l];
+    st.h_prev = hprev + b * H;
+    st.h = hnew + b * H;
+    if (Cell::kHasCellState) {
+      st.c_prev = c_[cur].data() + (l * B + b) * H;
+      st.c = c_[1 - cur].data() + (l * B + b) * H;
     }
-    if (lstm) {
-      LSTMCell<T>::forward(grow, gh, nullptr, cprev + b * H, cnew + b * H, hnew + b * H, H, sl.lo, sl.hi);
-    } else if (gru) {
-      GRUCell<T>::forward(grow, gh, nullptr, b_hh ? b_hh + 2 * H : nullptr, hn_.data() + b * H, hprev + b * H, hnew + b * H, H,
-                          sl.lo, sl.hi);
-    } else {
-      RNNCell<T>::forward(act, grow, gh, nullptr, hnew + b * H, sl.lo, sl.hi);
-    }
+    if (Cell::kSavesHn) st.hn = hn_.data() + b * H;
+    Cell::forward(st, H, sl.lo, sl.hi);
   }
 }
 
@@ -130,7 +131,7 @@ void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
   for (int l = 0; l < w_.L; ++l) {
     const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * B * H;
     const index_t in_size = l == 0 ? w_.E : H;
-    for (int k = tid; k < nt_; k += team) layer_step(slices_[k], l, in, in_size, cur);
+    for (int k = tid; k < nt_; k += team) (this->*layer_step_)(slices_[k], l, in, in_size, cur);
 #pragma omp barrier
   }
   const T* top = h_[1 - cur].data() + (w_.L - 1) * B * H;

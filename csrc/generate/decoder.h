@@ -80,13 +80,18 @@ class LMDecoder {
     AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
   };
   // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
+  template <typename Cell>
   void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
+  using LayerStep = void (LMDecoder::*)(Slice&, int, const T*, index_t, int);
   // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
   void run_layers_and_head(int tid, int team, int cur);
   void embed(index_t b);
 
   LMWeights<T> w_;
   index_t B_;
+  LayerStep layer_step_ = nullptr;             // layer_step<Cell> of w_.kind
+  std::vector<AlignedBuffer<T>> fused_bias_;   // layer l: (G*H) cells/cell.h fuse_biases
+  std::vector<const T*> bias_, b_hn_;          // layer l: fused_bias_[l] or null; GRU's b_hn or null
   int G_, nt_;
   std::vector<Slice> slices_;
   AlignedBuffer<T> h_[2], c_[2];  // (L, B, H) double-buffered state

@@ -43,7 +43,7 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
   //      dloss/dx_v = scale * w * (e_v / sum e - [v == t])
   //    e_v is written straight into dlogits (or probs) and rescaled in place: one exp per
   //    element, no probability array.
-  const int nt = N * V < (1 << 14) ? 1 : nthreads;
+  const int nt = threads_for(double(N * V), 1 << 13, nthreads);  // elements per thread, to pay for it
   index_t first_nonfinite = N;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first_nonfinite)
   for (index_t n = 0; n < N; ++n) {

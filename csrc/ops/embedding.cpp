@@ -10,17 +10,15 @@ namespace rnncore {
 
 namespace {
 
-// Below this many table entries touched, threads cost more than they save.
-constexpr index_t kParallelMin = 1 << 15;
-
-int threads_for(index_t work, int nthreads) { return work < kParallelMin ? 1 : nthreads; }
+// Table entries a thread should touch, to pay for waking it.
+constexpr double kMinPerThread = 1 << 14;
 
 }  // namespace
 
 index_t embedding_first_bad_id(const std::int64_t* ids, index_t N, index_t V, int nthreads) {
   // Each thread finds the first bad id of its chunk; the smallest position wins.
   index_t first = N;
-#pragma omp parallel num_threads(threads_for(N, nthreads)) reduction(min : first)
+#pragma omp parallel num_threads(threads_for(double(N), kMinPerThread, nthreads)) reduction(min : first)
   {
     index_t n0, n1;
     split_range(N, num_threads_in_region(), thread_id(), 1, &n0, &n1);
@@ -40,7 +38,7 @@ index_t embedding_forward(T* out, const T* weight, const std::int64_t* ids, inde
                           int nthreads) {
   const index_t bad = embedding_first_bad_id(ids, N, V, nthreads);
   if (bad >= 0) return bad;
-#pragma omp parallel for num_threads(threads_for(N * E, nthreads)) schedule(static)
+#pragma omp parallel for num_threads(threads_for(double(N * E), kMinPerThread, nthreads)) schedule(static)
   for (index_t n = 0; n < N; ++n) {
     std::memcpy(out + n * E, weight + ids[n] * E, static_cast<std::size_t>(E) * sizeof(T));
   }
@@ -55,7 +53,8 @@ index_t embedding_backward(T* dweight, const T* dout, const std::int64_t* ids, i
   // forward: out[n, :] = weight[ids[n], :]  =>  dweight[ids[n], :] += dout[n, :]
   // Repeated ids add into the same row, so threads split the columns, not the ids: no two
   // threads ever write the same element, and every element sums its terms in id order.
-  const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads_for(N * E, nthreads), E / 8)));
+  const int nt =
+      static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads_for(double(N * E), kMinPerThread, nthreads), E / 8)));
 #pragma omp parallel num_threads(nt)
   {
     index_t c0, c1;

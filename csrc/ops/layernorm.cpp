@@ -10,14 +10,15 @@ namespace rnncore {
 
 namespace {
 
-int threads_for(index_t work, int nthreads) { return work < (1 << 14) ? 1 : nthreads; }
+// Elements a thread should have, to pay for waking it.
+constexpr double kMinPerThread = 1 << 13;
 
 }  // namespace
 
 template <typename T>
 void layernorm_forward(T* y, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, T eps, index_t N, index_t C,
                        int nthreads) {
-#pragma omp parallel for num_threads(threads_for(N * C, nthreads)) schedule(static)
+#pragma omp parallel for num_threads(threads_for(double(N * C), kMinPerThread, nthreads)) schedule(static)
   for (index_t n = 0; n < N; ++n) {
     const T* RNNCORE_RESTRICT xr = x + n * C;
     // Two passes (mean, then centred squares): no cancellation for rows with a large mean.
@@ -43,7 +44,7 @@ void layernorm_forward(T* y, T* mean, T* rstd, const T* x, const T* gamma, const
 template <typename T>
 void layernorm_backward(T* dx, bool accumulate_dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* mean,
                         const T* rstd, const T* gamma, index_t N, index_t C, int nthreads) {
-  const int nt = threads_for(N * C, nthreads);
+  const int nt = threads_for(double(N * C), kMinPerThread, nthreads);
   // forward: xhat = (x - mean) * rstd; y = xhat * gamma + beta
   // dxhat = dy * gamma;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
   if (dx != nullptr) {

@@ -11,15 +11,15 @@ namespace rnncore {
 
 namespace {
 
-// Products below this many multiply-adds run on the calling thread: waking a team costs more.
-int threads_for(index_t N, index_t I, index_t O, int nthreads) { return N * I * O < (1 << 16) ? 1 : nthreads; }
+// Multiply-adds a thread should have, to pay for waking it.
+constexpr double kMinPerThread = 1 << 15;
 
 }  // namespace
 
 template <typename T>
 void linear_forward(T* y, const T* x, const T* w, const T* b, index_t N, index_t I, index_t O, int nthreads) {
   if (N <= 0 || O <= 0) return;
-  nthreads = threads_for(N, I, O, nthreads);
+  nthreads = threads_for(double(N * I) * O, kMinPerThread, nthreads);
   T beta = T(0);
   if (b != nullptr) {
     // y = b broadcast over rows, then the product adds to it.
@@ -34,7 +34,7 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, index_t N, index_t
 template <typename T>
 void linear_backward(T* dx, bool accumulate_dx, T* dw, T* db, const T* dy, const T* x, const T* w, index_t N,
                      index_t I, index_t O, int nthreads) {
-  nthreads = threads_for(N, I, O, nthreads);
+  nthreads = threads_for(double(N * I) * O, kMinPerThread, nthreads);
   // forward: y = x w^T + b
   // dw (O, I) += dy^T (O, N) x (N, I)
   gemm<T>(true, false, O, I, N, T(1), dy, O, x, I, T(1), dw, I, nthreads);

@@ -14,26 +14,22 @@
 //      in place of the saved gates; dW_ih, dW_hh and dX are then one GEMM each over all steps.
 #pragma once
 
-#include "cells/rnn.h"
+#include <cstdint>
+#include <vector>
+
+#include "cells/cell.h"
 #include "common/buffer.h"
 #include "gemm/gemm.h"
 #include "recurrent/layout.h"
 
-#include <vector>
-
 namespace rnncore {
-
-enum class CellKind { RNNTanh, RNNRelu, LSTM, GRU };
-
-inline int gate_count(CellKind kind) {
-  return kind == CellKind::LSTM ? 4 : kind == CellKind::GRU ? 3 : 1;
-}
 
 // One thread's share of the time loop: hidden units [lo, hi) and its packed slice of W_hh.
 // Forward: w[g] = rows [g*H + lo, g*H + hi) of W_hh, packed transposed (H, hi - lo), one per
-// gate. Backward: w[0] = columns [lo, hi) of W_hh's h-side rows (all gates; GRU: r and z),
-// w[1] = the same columns of W_hn (GRU only). Packed afresh on every call (the weights may
-// have changed) by the thread that uses them, into memory kept from call to call.
+// gate. Backward: w[0] = columns [lo, hi) of the rows of W_hh whose gradient is the x-side
+// one (all gates; GRU: r and z), w[1] = the same columns of W_hn (GRU only). Packed afresh on
+// every call (the weights may have changed) by the thread that uses them, into memory kept
+// from call to call.
 template <typename T>
 struct RecurrentSlice {
   index_t lo = 0, hi = 0;
@@ -60,32 +56,79 @@ struct RecurrentWorkspace {
   AlignedBuffer<T> dh, dc;  // (B, H) backward carries
   AlignedBuffer<T> hprev;   // (N, H) h_prev of each packed row (only when lengths differ)
   AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
-  AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (see cells/)
+  AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (cells/cell.h: fuse_biases)
   std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
 };
 
-// y:  (T, B, *) output; this layer writes columns [0, H) of each row (row stride ldy), zeros
-//     where t >= length.
-// hn, cn: (B, H) final states (cn only for LSTM; else null) at each sequence's own last step.
+struct RecurrentShape {
+  CellKind kind = CellKind::LSTM;
+  index_t steps = 0, B = 0, I = 0, H = 0;  // T, B, I, H
+};
+
+// w_ih: (G*H, I). w_hh: (G*H, H). b_ih, b_hh: (G*H) or null.
+template <typename T>
+struct RecurrentWeights {
+  const T* w_ih = nullptr;
+  const T* w_hh = nullptr;
+  const T* b_ih = nullptr;
+  const T* b_hh = nullptr;
+};
+
+// Parameter gradients, each *added to* (the biases may be null), shaped like the weights.
+template <typename T>
+struct RecurrentGrads {
+  T* dw_ih = nullptr;
+  T* dw_hh = nullptr;
+  T* db_ih = nullptr;
+  T* db_hh = nullptr;
+};
+
 // x:  (T, B, I), must stay alive and unchanged until backward when all lengths are T and the
 //     direction is forward (it is then used in place).
-// h0, c0: (B, H) or null (zeros). w_ih: (G*H, I). w_hh: (G*H, H). b_ih, b_hh: (G*H) or null.
-// lengths: (B) in [0, T] or null. Throws std::invalid_argument for a length out of range.
+// h0, c0: (B, H) or null (zeros; c0 only for LSTM). lengths: (B) in [0, T] or null.
+// y:  (T, B, *) output; this layer writes columns [0, H) of each row (row stride ldy), zeros
+//     where t >= length.
+// hn, cn: (B, H) final states (cn only for LSTM), at each sequence's own last step, or null.
 template <typename T>
-void recurrent_forward(RecurrentWorkspace<T>& ws, T* y, index_t ldy, T* hn, T* cn, const T* x, const T* h0,
-                       const T* c0, const T* w_ih, const T* w_hh, const T* b_ih, const T* b_hh,
-                       const std::int64_t* lengths, bool reverse, CellKind kind, index_t Tn, index_t B, index_t I,
-                       index_t H, int nthreads);
+struct ForwardArgs {
+  const T* x = nullptr;
+  const T* h0 = nullptr;
+  const T* c0 = nullptr;
+  const std::int64_t* lengths = nullptr;
+  bool reverse = false;
+  T* y = nullptr;
+  index_t ldy = 0;
+  T* hn = nullptr;
+  T* cn = nullptr;
+};
 
-// dx: (T, B, I) input gradient, overwritten (or added to when accumulate_dx), zero where t >= length.
-// dh0, dc0: (B, H) gradients of the initial states (dc0 only for LSTM; either may be null).
-// dw_ih, dw_hh, db_ih, db_hh: parameter gradients, *added to* (biases may be null).
 // dy: (T, B, *) gradient of y, columns [0, H) of each row (row stride lddy), or null.
 // dhn, dcn: (B, H) gradients of the final states, or null.
-// w_ih, w_hh: the weights the forward used.
+// dx: (T, B, I) input gradient, overwritten (or added to when accumulate_dx), zero where t >= length.
+// dh0, dc0: (B, H) gradients of the initial states (dc0 only for LSTM; either may be null).
 template <typename T>
-void recurrent_backward(RecurrentWorkspace<T>& ws, T* dx, bool accumulate_dx, T* dh0, T* dc0, T* dw_ih, T* dw_hh,
-                        T* db_ih, T* db_hh, const T* dy, index_t lddy, const T* dhn, const T* dcn, const T* w_ih,
-                        const T* w_hh, int nthreads);
+struct BackwardArgs {
+  const T* dy = nullptr;
+  index_t lddy = 0;
+  const T* dhn = nullptr;
+  const T* dcn = nullptr;
+  T* dx = nullptr;
+  bool accumulate_dx = false;
+  T* dh0 = nullptr;
+  T* dc0 = nullptr;
+};
+
+// Throws std::invalid_argument for a length out of range.
+template <typename T>
+void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
+                       const ForwardArgs<T>& a, int nthreads);
+
+// w: the weights the forward used.
+template <typename T>
+void recurrent_backward(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, const RecurrentGrads<T>& d,
+                        const BackwardArgs<T>& a, int nthreads);
+
+// The threads the time loop of a (kind, B, H) layer runs on when given nthreads.
+int recurrence_threads(CellKind kind, index_t B, index_t H, int nthreads);
 
 }  // namespace rnncore
