@@ -3,6 +3,7 @@
     python bench/compare.py                      # every workload, 1 and 2 threads
     python bench/compare.py --quick              # a few small workloads (smoke test)
     python bench/compare.py --only lstm --threads 2 --record
+    python bench/compare.py --quick --baseline /tmp/old   # this build against another checkout, same run
 
 This machine is shared and its speed drifts, so each engine runs in its own long-lived
 worker process, the engines alternate round by round on every workload, and the table
@@ -288,9 +289,19 @@ def serve(engine):
         sys.stdout.flush()
 
 
+ROOT = os.path.dirname(HERE)
+
+
+def built_in_place(root):
+    rn = os.path.join(root, "rnncore")
+    return os.path.isdir(rn) and any(f.startswith("_core") and f.endswith((".so", ".pyd")) for f in os.listdir(rn))
+
+
 class Worker:
-    def __init__(self, engine, threads=None):
+    def __init__(self, engine, threads=None, pythonpath=None):
         env = dict(os.environ)
+        if pythonpath:  # rnncore from this checkout (built in place) instead of the installed one
+            env["PYTHONPATH"] = os.pathsep.join([pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         if engine == "numpy":  # time numpy's own sgemm kernel, not the conservative fallback
             env.pop("OPENBLAS_CORETYPE", None)
             env.pop("OPENBLAS_L2_SIZE", None)
@@ -351,6 +362,9 @@ def main():
                          "stop spinning (OpenBLAS's spin for about 0.1 s) instead of sharing the cores")
     ap.add_argument("--quick", action="store_true", help="a few small workloads, one round (smoke test)")
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another rnncore checkout, built in place (setup.py build_ext --inplace), timed in the same "
+                         "run, alternating with this one: adds the columns 'base ms' and 'base/this'")
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
@@ -359,12 +373,17 @@ def main():
         args.rounds, args.reps, args.settle = 1, 2, 0.0
 
     have_torch = torch_available()
-    workers = {"rnncore": Worker("rnncore")}
+    workers = {"rnncore": Worker("rnncore", pythonpath=ROOT if built_in_place(ROOT) else None)}
+    if args.baseline:
+        base = os.path.abspath(args.baseline)
+        if not built_in_place(base):
+            ap.error(f"--baseline: {base} has no rnncore/_core built in place (run setup.py build_ext --inplace there)")
+        workers["base"] = Worker("rnncore", pythonpath=base)
     if have_torch:
         workers["torch"] = Worker("torch")
     rows = []
     header = (f"{'workload':<34} {'thr':>3} {'rnncore ms':>11} {'ref ms':>9} {'ref':>6} {'speedup':>8} "
-              f"{'GFLOP/s':>8} {'% sgemm':>8} {'tokens/s':>9}")
+              f"{'GFLOP/s':>8} {'% sgemm':>8} {'tokens/s':>9}" + (f" {'base ms':>9} {'base/this':>9}" if args.baseline else ""))
     print(header)
     print("-" * len(header))
     try:
@@ -376,13 +395,16 @@ def main():
             peak = []
             for w in workloads(args):
                 ref_engine = "numpy" if w["kind"] == "gemm" else ("torch" if have_torch else None)
-                ours, theirs = [], []
+                ours, theirs, based = [], [], []
                 for _ in range(args.rounds):
                     time.sleep(args.settle)
                     r = workers["rnncore"].run(w, threads, args.reps)
                     if "error" in r:
                         raise RuntimeError(f"{w['name']}: rnncore: {r['error']}")
                     ours.append(r["seconds"])
+                    if "base" in workers:
+                        time.sleep(args.settle)
+                        based.append(workers["base"].run(w, threads, args.reps).get("seconds", float("nan")))
                     if ref_engine:
                         time.sleep(args.settle)
                         r = workers[ref_engine].run(w, threads, args.reps)
@@ -396,15 +418,21 @@ def main():
                 row = {"workload": w["name"], "threads": threads, "rnncore_ms": 1e3 * t_ours, "ref_ms": 1e3 * t_ref,
                        "ref": ref_engine or "-", "speedup": t_ref / t_ours, "gflops": gflops,
                        "pct_sgemm": 100.0 * gflops / sgemm_gflops, "sgemm_gflops": sgemm_gflops,
-                       "tokens_per_s": w["tokens"] / t_ours if "tokens" in w else None}
+                       "tokens_per_s": w["tokens"] / t_ours if "tokens" in w else None,
+                       "base_ms": 1e3 * statistics.median(based) if based else None}
                 rows.append(row)
                 tps = f"{row['tokens_per_s']:>9,.0f}" if row["tokens_per_s"] else f"{'':>9}"
                 print(f"{row['workload']:<34} {threads:>3} {row['rnncore_ms']:>11.2f} {row['ref_ms']:>9.2f} "
-                      f"{row['ref']:>6} {row['speedup']:>7.2f}x {gflops:>8.1f} {row['pct_sgemm']:>7.0f}% {tps}",
+                      f"{row['ref']:>6} {row['speedup']:>7.2f}x {gflops:>8.1f} {row['pct_sgemm']:>7.0f}% {tps}"
+                      + (f" {row['base_ms']:>9.2f} {row['base_ms'] / row['rnncore_ms']:>8.2f}x" if based else ""),
                       flush=True)
     finally:
         for wk in workers.values():
             wk.close()
+    if rows and args.baseline:
+        ratios = [r["base_ms"] / r["rnncore_ms"] for r in rows]
+        print(f"\nbaseline {args.baseline} / this build: median {statistics.median(ratios):.3f}x over {len(rows)} "
+              f"workloads (min {min(ratios):.3f}x, max {max(ratios):.3f}x; > 1 means this build is faster)")
     if rows:
         print(f"\nnumpy sgemm 2048^3 in this run: " + ", ".join(
             f"{t} thread(s) {statistics.median(r['sgemm_gflops'] for r in rows if r['threads'] == t):.0f} GFLOP/s"

@@ -13,11 +13,9 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#define RNNCORE_X86 1
+#include "common/cpu.h"
+#if RNNCORE_X86_SIMD
 #include <immintrin.h>
-#else
-#define RNNCORE_X86 0
 #endif
 
 namespace rnncore {
@@ -107,7 +105,7 @@ class StepBarrier {
  private:
   static constexpr int kSpins = 1 << 14;
   static void pause() {
-#if RNNCORE_X86
+#if RNNCORE_X86_SIMD
     _mm_pause();
 #endif
   }
@@ -123,13 +121,13 @@ class StepBarrier {
 class FlushToZeroGuard {
  public:
   FlushToZeroGuard() {
-#if RNNCORE_X86
+#if RNNCORE_X86_SIMD
     saved_ = _mm_getcsr();
     _mm_setcsr(saved_ | 0x8040u);
 #endif
   }
   ~FlushToZeroGuard() {
-#if RNNCORE_X86
+#if RNNCORE_X86_SIMD
     _mm_setcsr(saved_);
 #endif
   }
