@@ -449,6 +449,10 @@ FORWARD_BAD = {
                                  f"dimension {H - 1}")),
     "out_col too far": (dict(out_col=1), ValueError, re.escape(f"[out_col, out_col + H) = [1, {H + 1})")),
     "out_col negative": (dict(out_col=-1), ValueError, re.escape(f"[out_col, out_col + H) = [-1, {H - 1})")),
+    # out_col + H overflows int64: the check must not wrap around and pass.
+    "out_col near 2**63": (dict(out_col=2**63 - 1), ValueError,
+                           re.escape(f"[out_col, out_col + H) = [{2**63 - 1}, {2**63 - 1} + {H})")),
+    "out_col 2**62": (dict(out_col=2**62), ValueError, re.escape(f"= [{2**62}, {2**62 + H})")),
     "out wrong batch": (dict(out=np.zeros((T, B + 1, H), f32)), ValueError,
                         r"\bout must have shape " + shape(T, B, "*").replace("\\*", "\\*")),
     "x rank 2": (dict(x=np.zeros((B, I), f32)), ValueError, r"\bx must have shape \(\*, \*, \*\), got " + shape(B, I)),
@@ -514,6 +518,8 @@ BACKWARD_BAD = {
     "dy too narrow": (dict(dy=np.zeros((T, B, H - 1), f32)), ValueError,
                       re.escape(f"dy columns [dy_col, dy_col + H) = [0, {H}) must lie within dy's last dimension "
                                 f"{H - 1}")),
+    "dy_col near 2**63": (dict(dy=np.zeros((T, B, H), f32), dy_col=2**63 - 1), ValueError,
+                          re.escape(f"[dy_col, dy_col + H) = [{2**63 - 1}, {2**63 - 1} + {H})")),
     "dy_col too far": (dict(dy=np.zeros((T, B, H), f32), dy_col=2), ValueError,
                        re.escape(f"[dy_col, dy_col + H) = [2, {H + 2})")),
     "dy float64": (dict(dy=np.zeros((T, B, H))), TypeError, r"\bdy must have dtype float32, got float64"),

@@ -1,4 +1,5 @@
 // _core.recurrent_forward / recurrent_backward and the workspace object that links them.
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -46,6 +47,12 @@ CellKind parse_cell(const std::string& fn, const std::string& cell) {
   throw py::value_error(fn + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell + "'");
 }
 
+// begin + n as text, without overflowing (for messages about a range that does not fit).
+std::string end_str(index_t begin, index_t n) {
+  if (begin > 0 && n > std::numeric_limits<index_t>::max() - begin) return std::to_string(begin) + " + " + std::to_string(n);
+  return std::to_string(begin + n);
+}
+
 template <typename T>
 const T* optional_ptr(const char* fn, const char* name, const py::object& obj, const std::vector<index_t>& dims,
                       py::array* keep) {
@@ -81,9 +88,9 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   const std::int64_t* plen = optional_ptr<std::int64_t>(fn, "lengths", lengths_obj, {B}, &lengths);
   py::array out = checked_writable<T>(fn, "out", out_obj, {Tn, B, -1});
   const index_t ldy = out.shape(2);
-  if (out_col < 0 || out_col + H > ldy) {
+  if (out_col < 0 || out_col > ldy - H) {  // not out_col + H > ldy: that can overflow
     throw py::value_error(std::string(fn) + ": out columns [out_col, out_col + H) = [" + std::to_string(out_col) +
-                          ", " + std::to_string(out_col + H) + ") must lie within out's last dimension " +
+                          ", " + end_str(out_col, H) + ") must lie within out's last dimension " +
                           std::to_string(ldy));
   }
   checked_threads(fn, threads);
@@ -122,9 +129,9 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
   if (!dy_obj.is_none()) {
     dy = checked<T>(fn, "dy", dy_obj, {Tn, B, -1});
     lddy = dy.shape(2);
-    if (dy_col < 0 || dy_col + H > lddy) {
+    if (dy_col < 0 || dy_col > lddy - H) {  // not dy_col + H > lddy: that can overflow
       throw py::value_error(std::string(fn) + ": dy columns [dy_col, dy_col + H) = [" + std::to_string(dy_col) +
-                            ", " + std::to_string(dy_col + H) + ") must lie within dy's last dimension " +
+                            ", " + end_str(dy_col, H) + ") must lie within dy's last dimension " +
                             std::to_string(lddy));
     }
     pdy = cptr<T>(dy) + dy_col;
