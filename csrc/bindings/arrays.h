@@ -1,14 +1,19 @@
 // Checks at the Python boundary: rank, shape, dtype and contiguity, with messages that name
 // the function, the argument, what was expected and what came. Nothing is converted or
 // copied here: the Python layer converts exactly once, explicitly, before calling in.
+//
+// Also here, once for every bind_*.cpp: the float32/float64 dispatch (dispatch_float), optional
+// arrays (None or a checked array), shapes as dimension lists, and the cell-name parser.
 #pragma once
 
+#include <cctype>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bindings/bind.h"
 #include "common/defs.h"
+#include "recurrent/recurrent.h"
 
 namespace rnncore {
 
@@ -41,6 +46,51 @@ inline const char* dtype_name<double>() { return "float64"; }
 template <>
 inline const char* dtype_name<std::int64_t>() { return "int64"; }
 
+// True when `obj` is a numpy array of dtype T exactly (false for anything else, None included).
+template <typename T>
+bool has_dtype(const py::handle& obj) {
+  return py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<T>());
+}
+
+// The shape of `a` as a dimension list (the form checked() takes).
+inline std::vector<index_t> dims_of(const py::array& a) {
+  std::vector<index_t> d(static_cast<std::size_t>(a.ndim()));
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) d[static_cast<std::size_t>(i)] = a.shape(i);
+  return d;
+}
+
+// Free dimensions of obj's own rank, so that checked() accepts an array of any shape (and
+// still checks type, dtype and layout). Not an array: {} (checked() then names its type).
+inline std::vector<index_t> any_shape(const py::handle& obj) {
+  if (!py::isinstance<py::array>(obj)) return {};
+  return std::vector<index_t>(static_cast<std::size_t>(py::reinterpret_borrow<py::array>(obj).ndim()), -1);
+}
+
+// The scalar type of a call, decided by one argument: calls f(T()) with T = double when `obj`
+// is a float64 array and T = float when it is a float32 one, and returns what f returns (both
+// instantiations must return the same type). Write the body once as a generic lambda:
+//   return dispatch_float(fn, "x", x, [&](auto zero) { using T = decltype(zero); ... });
+// Anything else raises TypeError naming the function and the argument.
+template <typename F>
+auto dispatch_float(const char* fn, const char* name, const py::handle& obj, F&& f) {
+  if (has_dtype<double>(obj)) return f(double());
+  if (has_dtype<float>(obj)) return f(float());
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(fn) + ": " + name + " must be a numpy array, got " +
+                         py::str(py::type::of(obj)).cast<std::string>());
+  throw py::type_error(std::string(fn) + ": " + name + " must have dtype float32 or float64, got " +
+                       dtype_str(py::reinterpret_borrow<py::array>(obj)));
+}
+
+// `a` must have dtype T exactly; raises TypeError otherwise. (Part of checked(); alone for
+// views that checked() would refuse, e.g. strided rows in the GEMM's test hooks.)
+template <typename T>
+void check_dtype(const char* fn, const char* name, const py::array& a) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(fn) + ": " + name + " must have dtype " + dtype_name<T>() + ", got " +
+                         dtype_str(a));
+}
+
 // `obj` must be a C-contiguous ndarray of dtype T with exactly `dims` (a dim < 0 is free).
 // Returns it as an array (no copy). Raises TypeError for a wrong type or dtype, ValueError
 // for a wrong rank, shape or layout.
@@ -51,10 +101,7 @@ py::array checked(const char* fn, const char* name, const py::handle& obj, const
                          py::str(py::type::of(obj)).cast<std::string>());
   }
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
-    throw py::type_error(std::string(fn) + ": " + name + " must have dtype " + dtype_name<T>() + ", got " +
-                         dtype_str(a));
-  }
+  check_dtype<T>(fn, name, a);
   bool ok = a.ndim() == static_cast<py::ssize_t>(dims.size());
   for (std::size_t i = 0; ok && i < dims.size(); ++i) ok = dims[i] < 0 || a.shape(i) == dims[i];
   if (!ok) {
@@ -87,12 +134,42 @@ const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }
 template <typename T>
 T* mptr(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 
+// An optional argument: None gives a null pointer; anything else must pass checked<T>() (or
+// checked_writable<T>() for optional_mptr) and is kept alive in `keep` for the call.
+template <typename T>
+const T* optional_cptr(const char* fn, const char* name, const py::handle& obj, const std::vector<index_t>& dims,
+                       py::array& keep) {
+  if (obj.is_none()) return nullptr;
+  keep = checked<T>(fn, name, obj, dims);
+  return cptr<T>(keep);
+}
+template <typename T>
+T* optional_mptr(const char* fn, const char* name, const py::handle& obj, const std::vector<index_t>& dims,
+                 py::array& keep) {
+  if (obj.is_none()) return nullptr;
+  keep = checked_writable<T>(fn, name, obj, dims);
+  return mptr<T>(keep);
+}
+
 inline int checked_threads(const char* fn, int threads) {
   if (threads < 1) {
     throw py::value_error(std::string(fn) + ": threads must be >= 1 (resolved in Python), got " +
                           std::to_string(threads));
   }
   return threads;
+}
+
+// A cell name, in any case ("LSTM" is "lstm"): lstm, gru, rnn_tanh, rnn_relu. Anything else
+// raises ValueError listing the valid names.
+inline CellKind parse_cell(const char* fn, const std::string& cell) {
+  std::string name = cell;
+  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (name == "lstm") return CellKind::LSTM;
+  if (name == "gru") return CellKind::GRU;
+  if (name == "rnn_tanh") return CellKind::RNNTanh;
+  if (name == "rnn_relu") return CellKind::RNNRelu;
+  throw py::value_error(std::string(fn) + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell +
+                        "'");
 }
 
 }  // namespace rnncore

@@ -45,13 +45,6 @@ index_t row_stride(const char* fn, const char* name, const py::array& a) {
 }
 
 template <typename T>
-void check_dtype(const char* fn, const char* name, const py::array& a) {
-  if (!a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(std::string(fn) + ": " + name + " must have dtype " + dtype_name<T>() + ", got " +
-                         dtype_str(a));
-}
-
-template <typename T>
 void gemm_strided_py(const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha,
                      double beta, int threads) {
   const char* fn = "gemm_strided_test";
@@ -91,45 +84,37 @@ void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double
   for (int r = 0; r < repeat; ++r) gemm_packed<T>(M, pa, lda, packed, static_cast<T>(beta), pc, ldc);
 }
 
-bool is_f64(const py::handle& a) {
-  return py::isinstance<py::array>(a) && py::reinterpret_borrow<py::array>(a).dtype().is(py::dtype::of<double>());
+// _core.gemm (C-contiguous arrays) and _core.gemm_strided_test (rows any distance apart): the
+// same arguments, float32 or float64 by a's dtype.
+template <bool kStrided>
+void gemm_entry(const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha,
+                double beta, int threads) {
+  dispatch_float(kStrided ? "gemm_strided_test" : "gemm", "a", a, [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (kStrided) gemm_strided_py<T>(a, b, c, trans_a, trans_b, alpha, beta, threads);
+    else gemm_py<T>(a, b, c, trans_a, trans_b, alpha, beta, threads);
+  });
 }
 
 }  // namespace
 
 void bind_gemm(py::module_& m) {
-  m.def(
-      "gemm",
-      [](const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha, double beta,
-         int threads) {
-        if (py::isinstance<py::array_t<double>>(a) && py::array(a).dtype().is(py::dtype::of<double>()))
-          gemm_py<double>(a, b, c, trans_a, trans_b, alpha, beta, threads);
-        else
-          gemm_py<float>(a, b, c, trans_a, trans_b, alpha, beta, threads);
-      },
-      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
-      py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
-      "c = alpha * op(a) @ op(b) + beta * c in place (float32 or float64, C-contiguous).");
+  m.def("gemm", &gemm_entry<false>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
+        "c = alpha * op(a) @ op(b) + beta * c in place (float32 or float64, C-contiguous).");
   m.def(
       "gemm_kernel", [] { return std::string(gemm_detail::isa_name(gemm_detail::active_isa())); },
       "The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (chosen once per process from "
       "the CPU; RNNCORE_GEMM_KERNEL may force a lower one).");
-  m.def(
-      "gemm_strided_test",
-      [](const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha, double beta,
-         int threads) {
-        if (is_f64(a)) gemm_strided_py<double>(a, b, c, trans_a, trans_b, alpha, beta, threads);
-        else gemm_strided_py<float>(a, b, c, trans_a, trans_b, alpha, beta, threads);
-      },
-      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
-      py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
-      "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");
+  m.def("gemm_strided_test", &gemm_entry<true>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
+        "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");
   m.def(
       "gemm_packed_test",
       [](const py::array& a, const py::array& b, bool trans_b, double beta, py::array& c, int repeat) {
         if (repeat < 1) throw py::value_error("gemm_packed_test: repeat must be >= 1");
-        if (is_f64(a)) gemm_packed_py<double>(a, b, trans_b, beta, c, repeat);
-        else gemm_packed_py<float>(a, b, trans_b, beta, c, repeat);
+        dispatch_float("gemm_packed_test", "a", a,
+                       [&](auto zero) { gemm_packed_py<decltype(zero)>(a, b, trans_b, beta, c, repeat); });
       },
       py::arg("a"), py::arg("b"), py::arg("trans_b"), py::arg("beta"), py::arg("c"), py::arg("repeat") = 1,
       "Test hook: c = a @ op(b) + beta * c through PackedB::pack + gemm_packed (views with any row stride); "

@@ -12,14 +12,6 @@ namespace rnncore {
 
 namespace {
 
-CellKind decoder_cell(const std::string& cell) {
-  if (cell == "lstm") return CellKind::LSTM;
-  if (cell == "gru") return CellKind::GRU;
-  if (cell == "rnn_tanh") return CellKind::RNNTanh;
-  if (cell == "rnn_relu") return CellKind::RNNRelu;
-  throw py::value_error("LMDecoder: cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell + "'");
-}
-
 std::vector<std::int64_t> token_list(const char* fn, const char* name, const py::object& obj, index_t V) {
   std::vector<std::int64_t> out;
   if (obj.is_none()) return out;
@@ -33,17 +25,37 @@ std::vector<std::int64_t> token_list(const char* fn, const char* name, const py:
   return out;
 }
 
+// `obj` must be an int64 array of shape `dims` (checked()) holding token ids in [0, V).
+py::array checked_tokens(const char* fn, const py::handle& obj, const std::vector<index_t>& dims, index_t V) {
+  py::array a = checked<std::int64_t>(fn, "tokens", obj, dims);
+  const std::int64_t* t = cptr<std::int64_t>(a);
+  const index_t cols = a.ndim() == 2 ? a.shape(1) : 1;
+  for (index_t i = 0; i < static_cast<index_t>(a.size()); ++i) {
+    if (t[i] < 0 || t[i] >= V) {
+      const std::string at = a.ndim() == 2 ? std::to_string(i / cols) + ", " + std::to_string(i % cols)
+                                           : std::to_string(i);
+      throw py::value_error(std::string(fn) + ": tokens[" + at + "] = " + std::to_string(t[i]) +
+                            " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    }
+  }
+  return a;
+}
+
 // The decoder for one dtype, with the arrays it points into kept alive.
 class Decoder {
  public:
   Decoder(const std::string& cell, const py::object& embedding, const py::list& layers, const py::object& w_out,
           const py::object& b_out, index_t batch, int threads) {
-    const bool f64 = py::isinstance<py::array>(embedding) &&
-                     py::reinterpret_borrow<py::array>(embedding).dtype().is(py::dtype::of<double>());
-    if (batch < 1) throw py::value_error("LMDecoder: batch must be >= 1, got " + std::to_string(batch));
-    checked_threads("LMDecoder", threads);
-    if (f64) d64_ = make<double>(cell, embedding, layers, w_out, b_out, batch, threads);
-    else d32_ = make<float>(cell, embedding, layers, w_out, b_out, batch, threads);
+    const char* fn = "LMDecoder";
+    if (batch < 1) throw py::value_error(std::string(fn) + ": batch must be >= 1, got " + std::to_string(batch));
+    checked_threads(fn, threads);
+    const CellKind kind = parse_cell(fn, cell);
+    dispatch_float(fn, "embedding", embedding, [&](auto zero) {
+      using T = decltype(zero);
+      auto dec = make<T>(kind, embedding, layers, w_out, b_out, batch, threads);
+      if constexpr (std::is_same<T, double>::value) d64_ = std::move(dec);
+      else d32_ = std::move(dec);
+    });
   }
 
   template <typename F>
@@ -57,12 +69,12 @@ class Decoder {
 
  private:
   template <typename T>
-  std::unique_ptr<LMDecoder<T>> make(const std::string& cell, const py::object& embedding, const py::list& layers,
+  std::unique_ptr<LMDecoder<T>> make(CellKind kind, const py::object& embedding, const py::list& layers,
                                      const py::object& w_out_obj, const py::object& b_out_obj, index_t batch,
                                      int threads) {
     const char* fn = "LMDecoder";
     LMWeights<T> w;
-    w.kind = decoder_cell(cell);
+    w.kind = kind;
     const index_t G = gate_count(w.kind);
     py::array emb = checked<T>(fn, "embedding", embedding, {-1, -1});
     w.V = emb.shape(0);
@@ -84,31 +96,29 @@ class Decoder {
       keep_.push_back(w_hh);
       w.w_ih.push_back(cptr<T>(w_ih));
       w.w_hh.push_back(cptr<T>(w_hh));
-      for (int j = 2; j < 4; ++j) {
-        if (t[j].is_none()) {
-          (j == 2 ? w.b_ih : w.b_hh).push_back(nullptr);
-          continue;
-        }
-        py::array b = checked<T>(fn, (idx + (j == 2 ? ".b_ih" : ".b_hh")).c_str(), t[j], {G * H});
-        keep_.push_back(b);
-        (j == 2 ? w.b_ih : w.b_hh).push_back(cptr<T>(b));
-      }
+      py::array b_ih, b_hh;
+      w.b_ih.push_back(optional_cptr<T>(fn, (idx + ".b_ih").c_str(), t[2], {G * H}, b_ih));
+      w.b_hh.push_back(optional_cptr<T>(fn, (idx + ".b_hh").c_str(), t[3], {G * H}, b_hh));
+      keep_.push_back(b_ih);
+      keep_.push_back(b_hh);
     }
     py::array w_out = checked<T>(fn, "w_out", w_out_obj, {w.V, w.H});
-    keep_.push_back(w_out);
+    py::array b_out;
     w.w_out = cptr<T>(w_out);
-    if (!b_out_obj.is_none()) {
-      py::array b_out = checked<T>(fn, "b_out", b_out_obj, {w.V});
-      keep_.push_back(b_out);
-      w.b_out = cptr<T>(b_out);
-    }
+    w.b_out = optional_cptr<T>(fn, "b_out", b_out_obj, {w.V}, b_out);
+    keep_.push_back(w_out);
+    keep_.push_back(b_out);
     V = w.V;
     H = w.H;
     L = w.L;
     B = batch;
     lstm = w.kind == CellKind::LSTM;
-    py::gil_scoped_release release;
-    return std::make_unique<LMDecoder<T>>(w, batch, threads);
+    std::unique_ptr<LMDecoder<T>> dec;
+    {
+      py::gil_scoped_release release;  // packing the weights touches no Python object
+      dec = std::make_unique<LMDecoder<T>>(w, batch, threads);
+    }
+    return dec;
   }
 
   std::unique_ptr<LMDecoder<float>> d32_;
@@ -167,38 +177,22 @@ their packed copies are made once here.)doc")
       .def(
           "set_next_tokens",
           [](Decoder& d, const py::object& tokens) {
-            py::array a = checked<std::int64_t>("LMDecoder.set_next_tokens", "tokens", tokens, {d.B});
+            py::array a = checked_tokens("LMDecoder.set_next_tokens", tokens, {d.B}, d.V);
             const std::int64_t* t = cptr<std::int64_t>(a);
-            for (index_t b = 0; b < d.B; ++b)
-              if (t[b] < 0 || t[b] >= d.V)
-                throw py::value_error("LMDecoder.set_next_tokens: tokens[" + std::to_string(b) + "] = " +
-                                      std::to_string(t[b]) + " is outside the vocabulary [0, " + std::to_string(d.V) +
-                                      ")");
             d.visit([&](auto& dec) { std::copy(t, t + d.B, dec.next_token()); });
           },
           py::arg("tokens"), "The next input token of each stream, int64 (B,).")
       .def(
           "mark_seen",
           [](Decoder& d, const py::object& tokens) {
-            py::array a = checked<std::int64_t>("LMDecoder.mark_seen", "tokens", tokens, {d.B, -1});
-            const std::int64_t* t = cptr<std::int64_t>(a);
-            const index_t P = a.shape(1);
-            for (index_t i = 0; i < d.B * P; ++i)
-              if (t[i] < 0 || t[i] >= d.V)
-                throw py::value_error("LMDecoder.mark_seen: token " + std::to_string(t[i]) +
-                                      " is outside the vocabulary [0, " + std::to_string(d.V) + ")");
-            d.visit([&](auto& dec) {
-              for (index_t b = 0; b < d.B; ++b)
-                for (index_t p = 0; p < P; ++p) dec.seen()[b * d.V + t[b * P + p]] = 1;
-            });
+            py::array a = checked_tokens("LMDecoder.mark_seen", tokens, {d.B, -1}, d.V);
+            d.visit([&](auto& dec) { dec.mark_seen(cptr<std::int64_t>(a), a.shape(1)); });
           },
           py::arg("tokens"), "Mark tokens (B, P) as seen by each stream (for the repetition penalty).")
       .def(
           "seed",
           [](Decoder& d, std::uint64_t seed) {
-            d.visit([&](auto& dec) {
-              for (index_t b = 0; b < d.B; ++b) dec.rngs()[b] = StreamRng(seed, static_cast<std::uint64_t>(b));
-            });
+            d.visit([&](auto& dec) { dec.seed(seed); });
           },
           py::arg("seed"), "Seed every stream's generator: stream b draws from (seed, b) alone.")
       .def_property_readonly("done",
@@ -250,8 +244,10 @@ their packed copies are made once here.)doc")
                using T = std::remove_reference_t<decltype(*dec.h())>;
                py::array_t<T> out({d.B, d.V});
                T* po = out.mutable_data();
-               py::gil_scoped_release release;
-               dec.step_logits(po);
+               {
+                 py::gil_scoped_release release;  // no Python object is touched until it ends
+                 dec.step_logits(po);
+               }
                return out;
              });
            },

@@ -15,22 +15,6 @@ namespace rnncore {
 
 namespace {
 
-bool is_float64(const py::handle& a) {
-  return py::isinstance<py::array>(a) && py::reinterpret_borrow<py::array>(a).dtype().is(py::dtype::of<double>());
-}
-
-// Free dimensions of obj's own rank (any shape), for checked<T>() on arrays of any rank.
-std::vector<index_t> any_shape(const py::handle& obj) {
-  if (!py::isinstance<py::array>(obj)) return {};
-  return std::vector<index_t>(static_cast<std::size_t>(py::reinterpret_borrow<py::array>(obj).ndim()), -1);
-}
-
-std::vector<index_t> dims_of(const py::array& a) {
-  std::vector<index_t> d(static_cast<std::size_t>(a.ndim()));
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) d[static_cast<std::size_t>(i)] = a.shape(i);
-  return d;
-}
-
 index_t element_count(const py::array& a) { return static_cast<index_t>(a.size()); }
 
 // "[i, j]" for the flat (row-major) position `flat` of an array shaped like `a`.
@@ -113,11 +97,7 @@ py::array linear_forward_py(const py::object& x_obj, const py::object& w_obj, co
   const index_t O = w.shape(0), I = w.shape(1);
   py::array x = checked<T>(fn, "x", x_obj, {-1, I});
   py::array b;
-  const T* pb = nullptr;
-  if (!b_obj.is_none()) {
-    b = checked<T>(fn, "bias", b_obj, {O});
-    pb = cptr<T>(b);
-  }
+  const T* pb = optional_cptr<T>(fn, "bias", b_obj, {O}, b);
   checked_threads(fn, threads);
   const index_t N = x.shape(0);
   py::array_t<T> y({N, O});
@@ -140,11 +120,7 @@ py::object linear_backward_py(const py::object& dy_obj, const py::object& x_obj,
   py::array dy = checked<T>(fn, "dy", dy_obj, {N, O});
   py::array dw = checked_writable<T>(fn, "dweight", dw_obj, {O, I});
   py::array db;
-  T* pdb = nullptr;
-  if (!db_obj.is_none()) {
-    db = checked_writable<T>(fn, "dbias", db_obj, {O});
-    pdb = mptr<T>(db);
-  }
+  T* pdb = optional_mptr<T>(fn, "dbias", db_obj, {O}, db);
   checked_threads(fn, threads);
   py::array_t<T> dx;
   T* pdx = nullptr;
@@ -168,16 +144,8 @@ py::tuple layernorm_forward_py(const py::object& x_obj, const py::object& g_obj,
   py::array x = checked<T>(fn, "x", x_obj, {-1, -1});
   const index_t N = x.shape(0), C = x.shape(1);
   py::array g, b;
-  const T* pg = nullptr;
-  const T* pb = nullptr;
-  if (!g_obj.is_none()) {
-    g = checked<T>(fn, "weight", g_obj, {C});
-    pg = cptr<T>(g);
-  }
-  if (!b_obj.is_none()) {
-    b = checked<T>(fn, "bias", b_obj, {C});
-    pb = cptr<T>(b);
-  }
+  const T* pg = optional_cptr<T>(fn, "weight", g_obj, {C}, g);
+  const T* pb = optional_cptr<T>(fn, "bias", b_obj, {C}, b);
   if (!(eps >= 0)) throw py::value_error(std::string(fn) + ": eps must be >= 0, got " + std::to_string(eps));
   checked_threads(fn, threads);
   py::array_t<T> y({N, C}), mean({N}), rstd({N});
@@ -200,20 +168,9 @@ py::array layernorm_backward_py(const py::object& dy_obj, const py::object& x_ob
   py::array mean = checked<T>(fn, "mean", mean_obj, {N});
   py::array rstd = checked<T>(fn, "rstd", rstd_obj, {N});
   py::array g, dg, db;
-  const T* pg = nullptr;
-  T *pdg = nullptr, *pdb = nullptr;
-  if (!g_obj.is_none()) {
-    g = checked<T>(fn, "weight", g_obj, {C});
-    pg = cptr<T>(g);
-  }
-  if (!dg_obj.is_none()) {
-    dg = checked_writable<T>(fn, "dweight", dg_obj, {C});
-    pdg = mptr<T>(dg);
-  }
-  if (!db_obj.is_none()) {
-    db = checked_writable<T>(fn, "dbias", db_obj, {C});
-    pdb = mptr<T>(db);
-  }
+  const T* pg = optional_cptr<T>(fn, "weight", g_obj, {C}, g);
+  T* pdg = optional_mptr<T>(fn, "dweight", dg_obj, {C}, dg);
+  T* pdb = optional_mptr<T>(fn, "dbias", db_obj, {C}, db);
   checked_threads(fn, threads);
   py::array_t<T> dx({N, C});
   T* pdx = dx.mutable_data();
@@ -256,11 +213,7 @@ py::tuple cross_entropy_py(const py::object& logits_obj, const py::object& targe
                           " (logits' shape without the class dimension), got " + shape_str(targets));
   targets = checked<std::int64_t>(fn, "targets", targets_obj, row_dims);
   py::array mask;
-  const T* pmask = nullptr;
-  if (!mask_obj.is_none()) {
-    mask = checked<T>(fn, "mask", mask_obj, row_dims);
-    pmask = cptr<T>(mask);
-  }
+  const T* pmask = optional_cptr<T>(fn, "mask", mask_obj, row_dims, mask);
   checked_threads(fn, threads);
   const index_t N = element_count(targets);
   py::array_t<T> losses(row_dims);
@@ -311,8 +264,8 @@ void bind_ops(py::module_& m) {
   m.def(
       "embedding_forward",
       [](const py::object& weight, const py::object& ids, int threads) {
-        return is_float64(weight) ? embedding_forward_py<double>(weight, ids, threads)
-                                  : embedding_forward_py<float>(weight, ids, threads);
+        return dispatch_float("embedding_forward", "weight", weight,
+                              [&](auto zero) { return embedding_forward_py<decltype(zero)>(weight, ids, threads); });
       },
       py::arg("weight"), py::arg("ids"), py::arg("threads") = 1,
       R"doc(Embedding gather: weight (V, E) float32/float64; ids int64, any shape (...), each in [0, V).
@@ -321,10 +274,9 @@ before reading the table.)doc");
   m.def(
       "embedding_backward",
       [](const py::object& dout, const py::object& ids, py::object dweight, index_t padding_idx, int threads) {
-        if (is_float64(dweight))
-          embedding_backward_py<double>(dout, ids, dweight, padding_idx, threads);
-        else
-          embedding_backward_py<float>(dout, ids, dweight, padding_idx, threads);
+        dispatch_float("embedding_backward", "dweight", dweight, [&](auto zero) {
+          embedding_backward_py<decltype(zero)>(dout, ids, dweight, padding_idx, threads);
+        });
       },
       py::arg("dout"), py::arg("ids"), py::arg("dweight"), py::arg("padding_idx") = -1, py::arg("threads") = 1,
       R"doc(Embedding scatter-add: dweight (V, E) += dout (..., E) rows at ids (...); the row padding_idx
@@ -333,8 +285,8 @@ before reading the table.)doc");
   m.def(
       "linear_forward",
       [](const py::object& x, const py::object& weight, const py::object& bias, int threads) {
-        return is_float64(weight) ? linear_forward_py<double>(x, weight, bias, threads)
-                                  : linear_forward_py<float>(x, weight, bias, threads);
+        return dispatch_float("linear_forward", "weight", weight,
+                              [&](auto zero) { return linear_forward_py<decltype(zero)>(x, weight, bias, threads); });
       },
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("threads") = 1,
       "y (N, O) = x (N, I) weight (O, I)^T + bias (O,) (bias may be None).");
@@ -342,8 +294,9 @@ before reading the table.)doc");
       "linear_backward",
       [](const py::object& dy, const py::object& x, const py::object& weight, py::object dweight, py::object dbias,
          bool need_dx, int threads) {
-        return is_float64(weight) ? linear_backward_py<double>(dy, x, weight, dweight, dbias, need_dx, threads)
-                                  : linear_backward_py<float>(dy, x, weight, dweight, dbias, need_dx, threads);
+        return dispatch_float("linear_backward", "weight", weight, [&](auto zero) {
+          return linear_backward_py<decltype(zero)>(dy, x, weight, dweight, dbias, need_dx, threads);
+        });
       },
       py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("dweight"), py::arg("dbias") = py::none(),
       py::arg("need_dx") = true, py::arg("threads") = 1,
@@ -353,8 +306,9 @@ Returns dx (N, I) = dy weight, or None when need_dx is False.)doc");
   m.def(
       "layernorm_forward",
       [](const py::object& x, const py::object& weight, const py::object& bias, double eps, int threads) {
-        return is_float64(x) ? layernorm_forward_py<double>(x, weight, bias, eps, threads)
-                             : layernorm_forward_py<float>(x, weight, bias, eps, threads);
+        return dispatch_float("layernorm_forward", "x", x, [&](auto zero) {
+          return layernorm_forward_py<decltype(zero)>(x, weight, bias, eps, threads);
+        });
       },
       py::arg("x"), py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = 1e-5,
       py::arg("threads") = 1,
@@ -364,8 +318,9 @@ Returns (y (N, C), mean (N,), rstd (N,)); mean and rstd are what backward needs.
       "layernorm_backward",
       [](const py::object& dy, const py::object& x, const py::object& mean, const py::object& rstd,
          const py::object& weight, py::object dweight, py::object dbias, int threads) {
-        return is_float64(x) ? layernorm_backward_py<double>(dy, x, mean, rstd, weight, dweight, dbias, threads)
-                             : layernorm_backward_py<float>(dy, x, mean, rstd, weight, dweight, dbias, threads);
+        return dispatch_float("layernorm_backward", "x", x, [&](auto zero) {
+          return layernorm_backward_py<decltype(zero)>(dy, x, mean, rstd, weight, dweight, dbias, threads);
+        });
       },
       py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("weight") = py::none(),
       py::arg("dweight") = py::none(), py::arg("dbias") = py::none(), py::arg("threads") = 1,
@@ -375,11 +330,10 @@ Returns (y (N, C), mean (N,), rstd (N,)); mean and rstd are what backward needs.
       "cross_entropy",
       [](const py::object& logits, const py::object& targets, const py::object& mask, std::int64_t ignore_index,
          const std::string& reduction, bool compute_grad, bool return_probs, int threads) {
-        return is_float64(logits)
-                   ? cross_entropy_py<double>(logits, targets, mask, ignore_index, reduction, compute_grad,
-                                              return_probs, threads)
-                   : cross_entropy_py<float>(logits, targets, mask, ignore_index, reduction, compute_grad,
-                                             return_probs, threads);
+        return dispatch_float("cross_entropy", "logits", logits, [&](auto zero) {
+          return cross_entropy_py<decltype(zero)>(logits, targets, mask, ignore_index, reduction, compute_grad,
+                                                  return_probs, threads);
+        });
       },
       py::arg("logits"), py::arg("targets"), py::arg("mask") = py::none(), py::arg("ignore_index") = -100,
       py::arg("reduction") = "mean", py::arg("compute_grad") = true, py::arg("return_probs") = false,

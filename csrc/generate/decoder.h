@@ -49,11 +49,12 @@ class LMDecoder {
   T* c() { return c_[cur_].data(); }
   // (B) the next input token of each stream.
   std::int64_t* next_token() { return token_.data(); }
-  // (B, V) 1 where the stream has seen the token (for the repetition penalty).
-  std::uint8_t* seen() { return seen_.data(); }
   // (B) true once a stream emitted a stop token; it then produces no more tokens.
   std::uint8_t* done() { return done_.data(); }
-  StreamRng* rngs() { return rng_.data(); }
+  // Seed every stream's generator: stream b draws from (seed, b) alone.
+  void seed(std::uint64_t seed) { seed_streams(rng_.data(), B_, seed); }
+  // tokens: (B, P), each in [0, V): mark them as seen by their stream (for the repetition penalty).
+  void mark_seen(const std::int64_t* tokens, index_t P) { mark_tokens_seen(seen_.data(), tokens, B_, P, w_.V); }
 
   // Up to n steps: feed each stream's next token, advance its state, choose its next token.
   // out: (B, n) chosen tokens, -1 after a stream is done; returns the steps run (fewer than n

@@ -42,6 +42,15 @@ double StreamRng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-
 void StreamRng::get_state(std::uint64_t out[4]) const { std::copy(s_, s_ + 4, out); }
 void StreamRng::set_state(const std::uint64_t in[4]) { std::copy(in, in + 4, s_); }
 
+void seed_streams(StreamRng* rngs, index_t B, std::uint64_t seed) {
+  for (index_t b = 0; b < B; ++b) rngs[b] = StreamRng(seed, static_cast<std::uint64_t>(b));
+}
+
+void mark_tokens_seen(std::uint8_t* seen, const std::int64_t* tokens, index_t B, index_t P, index_t V) {
+  for (index_t b = 0; b < B; ++b)
+    for (index_t p = 0; p < P; ++p) seen[b * V + tokens[b * P + p]] = 1;
+}
+
 template <typename T>
 void log_softmax_row(double* out, const T* logits, index_t V) {
   double m = -std::numeric_limits<double>::infinity();

@@ -41,6 +41,14 @@ struct SamplerScratch {
   }
 };
 
+// rngs: (B) one generator per stream, each reseeded from (seed, b) alone, so a stream's draws
+// depend on neither its batch nor the thread count.
+void seed_streams(StreamRng* rngs, index_t B, std::uint64_t seed);
+
+// seen: (B, V) the repetition penalty's flags; tokens: (B, P) ids, each in [0, V) (the
+// bindings check). Sets seen[b, tokens[b, p]] = 1 for every b, p.
+void mark_tokens_seen(std::uint8_t* seen, const std::int64_t* tokens, index_t B, index_t P, index_t V);
+
 // logits: (V) scores of the next token (read only). seen: (V) 1 where the token already
 // occurred in this stream (prime or generated), used by the repetition penalty; may be null.
 // Returns the chosen token id. Ties in greedy/top-k go to the lower id.

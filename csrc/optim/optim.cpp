@@ -362,6 +362,20 @@ void clamp_inplace(T* x, index_t N, double lo, double hi, int nthreads) {
   for_chunks(N, nthreads, [&](index_t b, index_t e) { clamp_range(x, b, e, l, h); });
 }
 
+void scale_inplace(const std::vector<MutableArraySpan>& arrays, double scale, int nthreads) {
+  for (const MutableArraySpan& a : arrays) {
+    if (a.f64) scale_inplace(static_cast<double*>(a.data), a.N, scale, nthreads);
+    else scale_inplace(static_cast<float*>(a.data), a.N, scale, nthreads);
+  }
+}
+
+void clamp_inplace(const std::vector<MutableArraySpan>& arrays, double lo, double hi, int nthreads) {
+  for (const MutableArraySpan& a : arrays) {
+    if (a.f64) clamp_inplace(static_cast<double*>(a.data), a.N, lo, hi, nthreads);
+    else clamp_inplace(static_cast<float*>(a.data), a.N, lo, hi, nthreads);
+  }
+}
+
 #define RNNCORE_INSTANTIATE_OPTIM(T)                                                                       \
   template void sgd_step<T>(T*, T*, const T*, index_t, const SGDOptions&, int);                            \
   template void adam_step<T>(T*, T*, T*, T*, const T*, index_t, const AdamOptions&, int);                  \

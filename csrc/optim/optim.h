@@ -111,4 +111,16 @@ void scale_inplace(T* x, index_t N, double scale, int nthreads);
 template <typename T>
 void clamp_inplace(T* x, index_t N, double lo, double hi, int nthreads);
 
+// One array of an in-place operation over several: N elements of float64 (f64) or float32.
+struct MutableArraySpan {
+  void* data;
+  index_t N;
+  bool f64;
+};
+
+// scale_inplace / clamp_inplace applied to every array of the list, in list order (the
+// gradient clipping of clip_grad_norm_ / clip_grad_value_). No two arrays may overlap.
+void scale_inplace(const std::vector<MutableArraySpan>& arrays, double scale, int nthreads);
+void clamp_inplace(const std::vector<MutableArraySpan>& arrays, double lo, double hi, int nthreads);
+
 }  // namespace rnncore
