@@ -432,7 +432,7 @@ def read_only(a):
 FORWARD_BAD = {
     # name: (overrides, exception, message regex)
     "x float64, w float32": (dict(x=np.zeros((T, B, I))), TypeError, r"\bw_hh must have dtype float64, got float32"),
-    "x int64": (dict(x=np.zeros((T, B, I), np.int64)), TypeError, r"\bx must have dtype float32, got int64"),
+    "x int64": (dict(x=np.zeros((T, B, I), np.int64)), TypeError, r"\bx must have dtype float32 or float64, got int64"),
     "w_ih float64": (dict(w_ih=np.zeros((4 * H, I))), TypeError, r"\bw_ih must have dtype float32, got float64"),
     "out float64": (dict(out=np.zeros((T, B, H))), TypeError, r"\bout must have dtype float32, got float64"),
     "w_ih list": (dict(w_ih=[[0.0] * I] * (4 * H)), TypeError, r"\bw_ih must be a numpy array, got .*list"),

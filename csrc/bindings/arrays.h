@@ -13,7 +13,7 @@
 
 #include "bindings/bind.h"
 #include "common/defs.h"
-#include "recurrent/recurrent.h"
+#include "cells/cell.h"
 
 namespace rnncore {
 
@@ -162,14 +162,11 @@ inline int checked_threads(const char* fn, int threads) {
 // A cell name, in any case ("LSTM" is "lstm"): lstm, gru, rnn_tanh, rnn_relu. Anything else
 // raises ValueError listing the valid names.
 inline CellKind parse_cell(const char* fn, const std::string& cell) {
-  std::string name = cell;
-  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (name == "lstm") return CellKind::LSTM;
-  if (name == "gru") return CellKind::GRU;
-  if (name == "rnn_tanh") return CellKind::RNNTanh;
-  if (name == "rnn_relu") return CellKind::RNNRelu;
-  throw py::value_error(std::string(fn) + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell +
-                        "'");
+  CellKind kind;
+  if (!parse_cell_kind(cell, &kind))
+    throw py::value_error(std::string(fn) + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" +
+                          cell + "'");
+  return kind;
 }
 
 }  // namespace rnncore

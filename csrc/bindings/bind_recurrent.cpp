@@ -39,26 +39,10 @@ RecurrentWorkspace<double>& Workspace::get<double>() {
   return *f64;
 }
 
-CellKind parse_cell(const std::string& fn, const std::string& cell) {
-  if (cell == "lstm") return CellKind::LSTM;
-  if (cell == "gru") return CellKind::GRU;
-  if (cell == "rnn_tanh") return CellKind::RNNTanh;
-  if (cell == "rnn_relu") return CellKind::RNNRelu;
-  throw py::value_error(fn + ": cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" + cell + "'");
-}
-
 // begin + n as text, without overflowing (for messages about a range that does not fit).
 std::string end_str(index_t begin, index_t n) {
   if (begin > 0 && n > std::numeric_limits<index_t>::max() - begin) return std::to_string(begin) + " + " + std::to_string(n);
   return std::to_string(begin + n);
-}
-
-template <typename T>
-const T* optional_ptr(const char* fn, const char* name, const py::object& obj, const std::vector<index_t>& dims,
-                      py::array* keep) {
-  if (obj.is_none()) return nullptr;
-  *keep = checked<T>(fn, name, obj, dims);
-  return cptr<T>(*keep);
 }
 
 template <typename T>
@@ -75,17 +59,17 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   const index_t H = w_hh.shape(1);
   if (w_hh.shape(0) != G * H) {
     throw py::value_error(std::string(fn) + ": w_hh must have shape (G*H, H) = (" + std::to_string(G * H) + ", " +
-                          std::to_string(H) + ") for a " + cell + " cell, got " + shape_str(w_hh));
+                          std::to_string(H) + ") for a " + cell_kind_name(kind) + " cell, got " + shape_str(w_hh));
   }
   py::array w_ih = checked<T>(fn, "w_ih", w_ih_obj, {G * H, I});
   py::array b_ih, b_hh, h0, c0, lengths;
-  const T* pb_ih = optional_ptr<T>(fn, "b_ih", b_ih_obj, {G * H}, &b_ih);
-  const T* pb_hh = optional_ptr<T>(fn, "b_hh", b_hh_obj, {G * H}, &b_hh);
-  const T* ph0 = optional_ptr<T>(fn, "h0", h0_obj, {B, H}, &h0);
+  const T* pb_ih = optional_cptr<T>(fn, "b_ih", b_ih_obj, {G * H}, b_ih);
+  const T* pb_hh = optional_cptr<T>(fn, "b_hh", b_hh_obj, {G * H}, b_hh);
+  const T* ph0 = optional_cptr<T>(fn, "h0", h0_obj, {B, H}, h0);
   if (kind != CellKind::LSTM && !c0_obj.is_none())
-    throw py::value_error(std::string(fn) + ": c0 is only for lstm cells, got one for " + cell);
-  const T* pc0 = optional_ptr<T>(fn, "c0", c0_obj, {B, H}, &c0);
-  const std::int64_t* plen = optional_ptr<std::int64_t>(fn, "lengths", lengths_obj, {B}, &lengths);
+    throw py::value_error(std::string(fn) + ": c0 is only for lstm cells, got one for " + cell_kind_name(kind));
+  const T* pc0 = optional_cptr<T>(fn, "c0", c0_obj, {B, H}, c0);
+  const std::int64_t* plen = optional_cptr<std::int64_t>(fn, "lengths", lengths_obj, {B}, lengths);
   py::array out = checked_writable<T>(fn, "out", out_obj, {Tn, B, -1});
   const index_t ldy = out.shape(2);
   if (out_col < 0 || out_col > ldy - H) {  // not out_col + H > ldy: that can overflow
@@ -97,7 +81,7 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   if (!ws) ws = std::make_shared<Workspace>();
   RecurrentWorkspace<T>& w = ws->get<T>();
   ws->x_ref = x;
-  ws->cell = cell;
+  ws->cell = cell_kind_name(kind);
   py::array_t<T> hn({B, H}), cn;
   T* pcn = nullptr;
   if (kind == CellKind::LSTM) {
@@ -136,10 +120,10 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
     }
     pdy = cptr<T>(dy) + dy_col;
   }
-  const T* pdhn = optional_ptr<T>(fn, "dh_n", dhn_obj, {B, H}, &dhn);
+  const T* pdhn = optional_cptr<T>(fn, "dh_n", dhn_obj, {B, H}, dhn);
   if (!lstm && !dcn_obj.is_none())
     throw py::value_error(std::string(fn) + ": dc_n is only for lstm cells, got one for " + wsp.cell);
-  const T* pdcn = optional_ptr<T>(fn, "dc_n", dcn_obj, {B, H}, &dcn);
+  const T* pdcn = optional_cptr<T>(fn, "dc_n", dcn_obj, {B, H}, dcn);
   py::array w_ih = checked<T>(fn, "w_ih", w_ih_obj, {G * H, I});
   py::array w_hh = checked<T>(fn, "w_hh", w_hh_obj, {G * H, H});
   py::array dw_ih = checked_writable<T>(fn, "dw_ih", dw_ih_obj, {G * H, I});
@@ -172,10 +156,6 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
   return py::make_tuple(dh0, lstm ? py::object(dc0) : py::object(py::none()));
 }
 
-bool is_float64(const py::handle& a) {
-  return py::isinstance<py::array>(a) && py::reinterpret_borrow<py::array>(a).dtype().is(py::dtype::of<double>());
-}
-
 }  // namespace
 
 void bind_recurrent(py::module_& m) {
@@ -192,11 +172,10 @@ void bind_recurrent(py::module_& m) {
          const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
          const py::object& lengths, bool reverse, py::object out, index_t out_col, int threads,
          std::shared_ptr<Workspace> workspace) {
-        if (is_float64(x))
-          return forward_impl<double>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col, threads,
-                                      workspace);
-        return forward_impl<float>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col, threads,
-                                   workspace);
+        return dispatch_float("recurrent_forward", "x", x, [&](auto zero) {
+          return forward_impl<decltype(zero)>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col,
+                                              threads, workspace);
+        });
       },
       py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
       py::arg("b_hh") = py::none(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
@@ -220,7 +199,7 @@ within its own length. Returns (h_n, c_n or None, workspace).)doc");
               "recurrent_backward: the workspace holds no forward to differentiate (run forward first; "
               "each forward can be differentiated once)");
         if (ws->f64) {
-          if (!is_float64(dw_ih))
+          if (!has_dtype<double>(dw_ih))
             throw py::type_error("recurrent_backward: dw_ih must have dtype float64 (the forward's), got " +
                                  (py::isinstance<py::array>(dw_ih) ? dtype_str(dw_ih) : std::string("a non-array")));
           return backward_impl<double>(*ws, dy, dy_col, dh_n, dc_n, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, dx,

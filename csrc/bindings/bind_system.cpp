@@ -2,6 +2,7 @@
 #include <string>
 #include <thread>
 
+#include "bindings/arrays.h"
 #include "bindings/bind.h"
 #include "common/cpu.h"
 #include "common/parallel.h"
@@ -42,11 +43,7 @@ void bind_system(py::module_& m) {
         if (B < 0 || H < 0 || threads < 1)
           throw py::value_error("recurrent_threads: B and H must be >= 0 and threads >= 1, got B=" + std::to_string(B) +
                                 ", H=" + std::to_string(H) + ", threads=" + std::to_string(threads));
-        CellKind kind;
-        if (!parse_cell_kind(cell, &kind))
-          throw py::value_error("recurrent_threads: cell must be one of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu', got '" +
-                                cell + "'");
-        return recurrence_threads(kind, B, H, threads);
+        return recurrence_threads(parse_cell("recurrent_threads", cell), B, H, threads);
       },
       py::arg("cell"), py::arg("B"), py::arg("H"), py::arg("threads"),
       "Threads the time loop of a layer of this cell, batch B and hidden size H runs on when given `threads`.");

@@ -48,6 +48,16 @@ inline bool parse_cell_kind(const std::string& name, CellKind* kind) {
   return true;
 }
 
+inline const char* cell_kind_name(CellKind kind) {
+  switch (kind) {
+    case CellKind::LSTM: return "lstm";
+    case CellKind::GRU: return "gru";
+    case CellKind::RNNRelu: return "rnn_relu";
+    case CellKind::RNNTanh: break;
+  }
+  return "rnn_tanh";
+}
+
 inline int gate_count(CellKind kind) {
   return with_cell(kind, [](auto tag) { return decltype(tag)::template type<float>::G; });
 }

@@ -17,22 +17,17 @@ namespace rnncore {
 namespace {
 
 // Elements per thread below which another thread costs more than it saves.
-constexpr index_t kMinPerThread = index_t(1) << 15;
+constexpr double kMinPerThread = 1 << 15;
 // Block of a reduction: partial sums are taken per block, then added in block order.
 constexpr index_t kReduceBlock = index_t(1) << 13;
 // Chunk boundaries fall on a multiple of this (a cache line of doubles or floats).
 constexpr index_t kAlign = 16;
 
-int threads_for(index_t N, int nthreads) {
-  const index_t useful = std::max<index_t>(1, N / kMinPerThread);
-  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, useful)));
-}
-
 // Run body(begin, end) over [0, N) split into one contiguous chunk per thread. `body` must
 // not throw (it runs inside an OpenMP region).
 template <typename F>
 void for_chunks(index_t N, int nthreads, const F& body) {
-  const int nt = threads_for(N, nthreads);
+  const int nt = threads_for(double(N), kMinPerThread, nthreads);
   if (nt <= 1) {
     body(index_t(0), N);
     return;
@@ -319,7 +314,7 @@ double norm_power_sum(const T* x, index_t N, double p, int nthreads) {
   const index_t blocks = (N + kReduceBlock - 1) / kReduceBlock;
   if (blocks <= 1) return N > 0 ? block_power_sum(x, N, p, kind) : 0.0;
   std::vector<double> partial(static_cast<std::size_t>(blocks));
-  const int nt = threads_for(N, nthreads);
+  const int nt = threads_for(double(N), kMinPerThread, nthreads);
   (void)nt;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
