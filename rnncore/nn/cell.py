@@ -10,7 +10,8 @@ backward for t = T-1..0 is backpropagation through time. In eval mode nothing is
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
+from .._checks import (NoForwardError, as_real_array, cell_name, check_int, expect_shape, private_copy, resolve_dtype,
+                       shape_str)
 from .._threads import resolve_threads
 from .module import Module, Parameter
 from .rnn import _GATES, _uniform_init
@@ -20,17 +21,14 @@ class _CellBase(Module):
     def __init__(self, cell, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name}: {arg} must be positive, got {value}")
-        self.cell = cell
-        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
+        self.cell = cell_name(cell, name)
+        self.input_size = check_int(input_size, "input_size", name)
+        self.hidden_size = check_int(hidden_size, "hidden_size", name)
+        self.bias = bool(bias)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        G, H = _GATES[cell], self.hidden_size
+        G, H = _GATES[self.cell], self.hidden_size
         self.weight_ih = Parameter(_uniform_init(rng, (G * H, self.input_size), H, self.dtype))
         self.weight_hh = Parameter(_uniform_init(rng, (G * H, H), H, self.dtype))
         if self.bias:

@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from .. import _core
-from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, expect_shape,
-                       private_copy, resolve_dtype, shape_str)
+from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, check_real,
+                       expect_shape, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from .module import Module, Parameter
 
@@ -238,10 +238,8 @@ class LayerNorm(Module):
             raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
         if not normalized_shape:
             raise ValueError(f"{fn}: normalized_shape must not be empty")
-        if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"{fn}: eps must be a number >= 0, got {eps!r}")
         self.normalized_shape = normalized_shape
-        self.eps = float(eps)
+        self.eps = check_real(eps, "eps", fn, at_least=0.0)
         self.elementwise_affine = bool(elementwise_affine)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads

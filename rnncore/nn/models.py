@@ -17,8 +17,8 @@ and the model's dropout Generator are spawned; no global RNG is used.
 """
 import numpy as np
 
-from .._checks import (NoForwardError, as_index_array, as_lengths, as_real_array, check_int, check_probability,
-                       expect_shape, resolve_dtype, shape_str)
+from .._checks import (NoForwardError, as_index_array, as_lengths, as_real_array, cell_name, check_int,
+                       check_probability, expect_shape, resolve_dtype, shape_str)
 from .layers import Dropout, Embedding, Linear
 from .loss import cross_entropy
 from .module import Module
@@ -28,9 +28,8 @@ _CELLS = ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")
 _POOLINGS = ("last", "mean", "max")
 
 
-def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads, fn):
-    if cell not in _CELLS:
-        raise ValueError(f"{fn}: cell must be one of {', '.join(map(repr, _CELLS))}, got {cell!r}")
+def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads):
+    """The model's recurrent layer; `cell` is one of _CELLS, already normalised by cell_name()."""
     # Dropout between stacked layers only (with one layer the model's own dropout layers act).
     kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                   dtype=dtype, seed=seed, threads=threads)
@@ -61,7 +60,7 @@ class _TokenDecoder(Module):
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
         self.num_layers = check_int(num_layers, "num_layers", fn)
         self.dropout = check_probability(dropout, "dropout", fn)
-        self.cell = cell
+        self.cell = cell_name(cell, fn, _CELLS)
         self.tie_weights = bool(tie_weights)
         self.batch_first = bool(batch_first)
         self.dtype = resolve_dtype(dtype)
@@ -73,8 +72,8 @@ class _TokenDecoder(Module):
         seeds = np.random.SeedSequence(seed).spawn(4 + extra_seeds)
         self.encoder = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
                                  threads=threads)
-        self.rnn = _make_rnn(cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
-                             self.dtype, seeds[1], threads, fn)
+        self.rnn = _make_rnn(self.cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
+                             self.dtype, seeds[1], threads)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -219,7 +218,7 @@ class ConditionedGenerator(_TokenDecoder):
         LH = self.num_layers * self.hidden_size
         if condition in ("init", "both"):
             self.init_h = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0], threads=threads)
-            if cell == "lstm":
+            if self.cell == "lstm":
                 self.init_c = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1], threads=threads)
         if condition in ("input", "both"):
             self.feature_proj = Linear(self.feature_size, self.embedding_dim, dtype=self.dtype, seed=seeds[2],
@@ -312,7 +311,7 @@ class _SequenceEncoder(Module):
         self.dropout = check_probability(dropout, "dropout", fn)
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
-        self.cell = cell
+        self.cell = cell_name(cell, fn, _CELLS)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         seeds = np.random.SeedSequence(seed).spawn(4)
@@ -330,8 +329,8 @@ class _SequenceEncoder(Module):
             self.input_size = check_int(input_size, "input_size", fn)
             self.embedding = None
             rnn_in = self.input_size
-        self.rnn = _make_rnn(cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
-                             self.dtype, seeds[1], threads, fn)
+        self.rnn = _make_rnn(self.cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
+                             self.dtype, seeds[1], threads)
         D = 2 if self.bidirectional else 1
         self.fc = Linear(D * self.hidden_size, self.num_classes, dtype=self.dtype, seed=seeds[2], threads=threads)
         rng = np.random.default_rng(seeds[3])

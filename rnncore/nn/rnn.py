@@ -13,11 +13,12 @@ import math
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_lengths, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
+from .._checks import (CELL_GATES, NoForwardError, as_lengths, as_real_array, cell_name, check_int, check_probability,
+                       expect_shape, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from .module import Module, Parameter
 
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+_GATES = CELL_GATES
 
 
 def _uniform_init(rng, shape, hidden_size, dtype):
@@ -33,13 +34,11 @@ class RNNBase(Module):
                  bidirectional=False, *, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name}: {arg} must be positive, got {value}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{name}: dropout must be a number in [0, 1), got {dropout!r}")
+        cell = cell_name(cell, name)
+        input_size = check_int(input_size, "input_size", name)
+        hidden_size = check_int(hidden_size, "hidden_size", name)
+        num_layers = check_int(num_layers, "num_layers", name)
+        dropout = check_probability(dropout, "dropout", name)
         if dropout > 0 and num_layers == 1:
             # PyTorch warns here too: dropout acts only between stacked layers.
             import warnings
