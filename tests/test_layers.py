@@ -12,11 +12,58 @@ V, E, H, T, B = 11, 5, 7, 5, 3
 F64 = np.float64
 
 
-def test_imports_this_checkout():
-    import os
+# ---------------------------------------------------------------------------------------------
+# Module: registration, as in PyTorch
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert os.path.dirname(os.path.dirname(os.path.abspath(rnncore.__file__))) == here
+
+def test_register_parameter_and_none():
+    m = nn.Module()
+    w = nn.Parameter(np.ones(3))
+    m.register_parameter("w", w)
+    m.register_parameter("b", None)
+    assert m.w is w and m.b is None
+    assert [n for n, _ in m.named_parameters()] == ["w"] and list(m.state_dict()) == ["w"]
+    m.b = nn.Parameter(np.zeros(2))  # a declared name takes a Parameter later
+    assert [n for n, _ in m.named_parameters()] == ["w", "b"]
+    m.b = None
+    assert m.b is None and [n for n, _ in m.named_parameters()] == ["w"]
+    with pytest.raises(TypeError, match=r"cannot assign ndarray to parameter 'w'"):
+        m.w = np.zeros(3)
+    with pytest.raises(TypeError, match=r"'x' must be a Parameter or None, got ndarray"):
+        m.register_parameter("x", np.zeros(3))
+    with pytest.raises(KeyError, match="without '.'"):
+        m.register_parameter("a.b", None)
+    m.plain = 3
+    with pytest.raises(KeyError, match="attribute 'plain' already exists"):
+        m.register_parameter("plain", None)
+
+
+def test_register_module_and_none():
+    parent = nn.Module()
+    parent.register_module("child", nn.Linear(2, 3, seed=0))
+    parent.register_module("absent", None)
+    assert parent.absent is None
+    assert [n for n, _ in parent.named_modules()] == ["", "child"]
+    assert list(parent.state_dict()) == ["child.weight", "child.bias"]
+    assert "absent" not in repr(parent)
+    parent.child = None
+    assert parent.child is None and parent.parameters() == []
+    with pytest.raises(TypeError, match=r"cannot assign int as child module 'child'"):
+        parent.child = 3
+    with pytest.raises(TypeError, match=r"'y' must be a Module or None, got str"):
+        parent.register_module("y", "linear")
+    parent.to(np.float64).train(False)  # None entries are skipped everywhere
+
+
+def test_layers_without_optional_parameters_declare_them_none():
+    lin = nn.Linear(3, 2, bias=False)
+    assert lin.bias is None and list(lin.state_dict()) == ["weight"]
+    ln = nn.LayerNorm(4, elementwise_affine=False)
+    assert ln.weight is None and ln.bias is None and ln.parameters() == []
+    clf = nn.SequenceClassifier(input_size=3, hidden_size=4, num_classes=2)
+    assert clf.embedding is None and not any(n.startswith("embedding") for n in clf.state_dict())
+    gen = nn.ConditionedGenerator(9, 4, 5, 3, cell="gru", condition="input")
+    assert gen.init_h is None and gen.init_c is None and gen.feature_proj is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,22 +110,13 @@ class Linear(Module):
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(self.in_features)
         self.weight = Parameter(rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
-        if bias:
-            self.bias = Parameter(rng.uniform(-k, k, (self.out_features,)).astype(self.dtype))
-        else:
-            self.bias = None
+        self.register_parameter("bias", Parameter(rng.uniform(-k, k, (self.out_features,)).astype(self.dtype))
+                                if bias else None)
         self._x = None
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
                     dtype=self.dtype.name)
-
-    def __setattr__(self, name, value):
-        if name == "bias" and value is None:
-            self._parameters.pop("bias", None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
 
     def _dtype_changed(self):
         self._x = None
@@ -243,20 +234,15 @@ class LayerNorm(Module):
         self.elementwise_affine = bool(elementwise_affine)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
-        self.weight = Parameter(np.ones(normalized_shape, self.dtype)) if self.elementwise_affine else None
-        self.bias = Parameter(np.zeros(normalized_shape, self.dtype)) if self.elementwise_affine and bias else None
+        self.register_parameter("weight", Parameter(np.ones(normalized_shape, self.dtype))
+                                if self.elementwise_affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(normalized_shape, self.dtype))
+                                if self.elementwise_affine and bias else None)
         self._ctx = None
 
     def config(self):
         return dict(normalized_shape=list(self.normalized_shape), eps=self.eps,
                     elementwise_affine=self.elementwise_affine, bias=self.bias is not None, dtype=self.dtype.name)
-
-    def __setattr__(self, name, value):
-        if name in ("weight", "bias") and value is None:
-            self._parameters.pop(name, None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
 
     def _dtype_changed(self):
         self._ctx = None

@@ -216,13 +216,14 @@ class ConditionedGenerator(_TokenDecoder):
         seeds = self._build(fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                             batch_first, padding_idx, dtype, seed, threads, extra_seeds=3)
         LH = self.num_layers * self.hidden_size
-        if condition in ("init", "both"):
-            self.init_h = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0], threads=threads)
-            if self.cell == "lstm":
-                self.init_c = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1], threads=threads)
-        if condition in ("input", "both"):
-            self.feature_proj = Linear(self.feature_size, self.embedding_dim, dtype=self.dtype, seed=seeds[2],
-                                       threads=threads)
+        init, proj = condition in ("init", "both"), condition in ("input", "both")
+        # the projections this conditioning uses; the others are declared None
+        self.register_module("init_h", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0],
+                                              threads=threads) if init else None)
+        self.register_module("init_c", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1],
+                                              threads=threads) if init and self.cell == "lstm" else None)
+        self.register_module("feature_proj", Linear(self.feature_size, self.embedding_dim, dtype=self.dtype,
+                                                    seed=seeds[2], threads=threads) if proj else None)
         self._used = None
         self.grad_features = None
 
@@ -321,13 +322,13 @@ class _SequenceEncoder(Module):
                 raise TypeError(f"{fn}: embedding_dim is required with vocab_size")
             self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
             self.input_size = None
-            self.embedding = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype,
-                                       seed=seeds[0], threads=threads)
+            self.register_module("embedding", Embedding(self.vocab_size, self.embedding_dim, padding_idx,
+                                                        dtype=self.dtype, seed=seeds[0], threads=threads))
             rnn_in = self.embedding_dim
         else:
             self.vocab_size = self.embedding_dim = None
             self.input_size = check_int(input_size, "input_size", fn)
-            self.embedding = None
+            self.register_module("embedding", None)  # float features go straight into the RNN
             rnn_in = self.input_size
         self.rnn = _make_rnn(self.cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
                              self.dtype, seeds[1], threads)
@@ -338,13 +339,6 @@ class _SequenceEncoder(Module):
         self.drop_out = Dropout(self.dropout, rng=rng)
         self._ctx = None
         self._dlogits = None
-
-    def __setattr__(self, name, value):
-        if name == "embedding" and value is None:
-            self._modules.pop(name, None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
 
     @property
     def num_directions(self):

@@ -62,11 +62,15 @@ class RNNBase(Module):
             in_size = self.input_size if layer == 0 else D * H
             for direction in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                setattr(self, "weight_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H, in_size), H, self.dtype)))
-                setattr(self, "weight_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H, H), H, self.dtype)))
+                self.register_parameter("weight_ih" + sfx,
+                                        Parameter(_uniform_init(self._rng, (G * H, in_size), H, self.dtype)))
+                self.register_parameter("weight_hh" + sfx,
+                                        Parameter(_uniform_init(self._rng, (G * H, H), H, self.dtype)))
                 if self.bias:
-                    setattr(self, "bias_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
-                    setattr(self, "bias_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+                    self.register_parameter("bias_ih" + sfx,
+                                            Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+                    self.register_parameter("bias_hh" + sfx,
+                                            Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
         self._workspaces = [None] * (self.num_layers * D)
         self._ctx = None
         self.grad_h0 = None
