@@ -117,11 +117,17 @@ def test_model_cell_names_are_case_insensitive(typed, canonical):
 
 @pytest.mark.parametrize("typed, canonical", [("LSTM", "lstm"), ("gRu", "gru"), ("RNN_TANH", "rnn_tanh"),
                                               ("RNN_RELU", "rnn_relu")])
-def test_rnnbase_takes_pytorch_mode_names(typed, canonical):
+def test_rnnbase_and_rnncellbase_take_pytorch_mode_names(typed, canonical):
     layer = nn.RNNBase(typed, 3, 4, seed=0)
     assert layer.cell == canonical
     out, _ = layer.forward(np.zeros((2, 1, 3), np.float32))
     assert out.shape == (2, 1, 4)
+    cell = nn.RNNCellBase(typed, 3, 4, seed=0)
+    assert cell.cell == canonical
+    h = cell.forward(np.zeros((2, 3), np.float32))
+    assert (h[0] if canonical == "lstm" else h).shape == (2, 4)
+    rebuilt = type(layer)(**layer.config())
+    assert rebuilt.cell == canonical and type(cell)(**cell.config()).cell == canonical
 
 
 def test_unknown_cell_names_list_the_valid_ones():

@@ -66,6 +66,16 @@ def test_layers_without_optional_parameters_declare_them_none():
     assert gen.init_h is None and gen.init_c is None and gen.feature_proj is not None
 
 
+def test_cells_share_rnncellbase():
+    for cls, cell in ((nn.RNNCell, "rnn_tanh"), (nn.GRUCell, "gru"), (nn.LSTMCell, "lstm")):
+        c = cls(3, 4, seed=0)
+        assert isinstance(c, nn.RNNCellBase) and c.cell == cell
+    with pytest.raises(TypeError, match="grad_c is the gradient of an LSTM's cell state"):
+        g = nn.GRUCell(3, 4, seed=0)
+        g.forward(np.zeros((2, 3), np.float32))
+        g.backward(np.zeros((2, 4)), np.zeros((2, 4)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Embedding
 

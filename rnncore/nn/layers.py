@@ -7,14 +7,13 @@ the saved statistics); a forward followed by one backward is the contract, as fo
 Extra keyword arguments common to all: dtype (float32 or float64), seed (initialisation),
 threads (None: rnncore.get_num_threads()).
 """
-import math
-
 import numpy as np
 
 from .. import _core
 from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, check_real,
                        expect_shape, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
+from . import init
 from .module import Module, Parameter
 
 
@@ -53,7 +52,7 @@ class Embedding(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        weight = init.standard_normal(rng, (self.num_embeddings, self.embedding_dim), self.dtype)
         if padding_idx is not None:
             weight[padding_idx] = 0
         self.weight = Parameter(weight)
@@ -108,10 +107,9 @@ class Linear(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        k = 1.0 / math.sqrt(self.in_features)
-        self.weight = Parameter(rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
-        self.register_parameter("bias", Parameter(rng.uniform(-k, k, (self.out_features,)).astype(self.dtype))
-                                if bias else None)
+        I, O = self.in_features, self.out_features
+        self.weight = Parameter(init.fan_in_uniform(rng, (O, I), I, self.dtype))
+        self.register_parameter("bias", Parameter(init.fan_in_uniform(rng, (O,), I, self.dtype)) if bias else None)
         self._x = None
 
     def config(self):

@@ -8,23 +8,14 @@ here only loops over layers and directions, never over time. Stacking feeds a la
 (T, B, D*H) output (after inter-layer dropout in training mode) to the next; a reverse
 direction runs each sequence backwards within its own length.
 """
-import math
-
 import numpy as np
 
 from .. import _core
 from .._checks import (CELL_GATES, NoForwardError, as_lengths, as_real_array, cell_name, check_int, check_probability,
                        expect_shape, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
+from . import init
 from .module import Module, Parameter
-
-_GATES = CELL_GATES
-
-
-def _uniform_init(rng, shape, hidden_size, dtype):
-    # PyTorch's default for recurrent layers and cells: U(-1/sqrt(H), 1/sqrt(H)) for every tensor.
-    k = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
-    return rng.uniform(-k, k, size=shape).astype(dtype)
 
 
 class RNNBase(Module):
@@ -56,21 +47,14 @@ class RNNBase(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
-        G, H = _GATES[cell], self.hidden_size
-        D = 2 if self.bidirectional else 1
+        H, D = self.hidden_size, self.num_directions
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else D * H
             for direction in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                self.register_parameter("weight_ih" + sfx,
-                                        Parameter(_uniform_init(self._rng, (G * H, in_size), H, self.dtype)))
-                self.register_parameter("weight_hh" + sfx,
-                                        Parameter(_uniform_init(self._rng, (G * H, H), H, self.dtype)))
-                if self.bias:
-                    self.register_parameter("bias_ih" + sfx,
-                                            Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
-                    self.register_parameter("bias_hh" + sfx,
-                                            Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+                for name, array in init.recurrent_parameters(self._rng, CELL_GATES[cell], in_size, H, self.bias,
+                                                             self.dtype):
+                    self.register_parameter(name + sfx, Parameter(array))
         self._workspaces = [None] * (self.num_layers * D)
         self._ctx = None
         self.grad_h0 = None
@@ -246,6 +230,8 @@ class RNNBase(Module):
         cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
                    bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
                    bidirectional=self.bidirectional, dtype=self.dtype.name)
+        if type(self) is RNNBase:
+            return dict(cell=self.cell, **cfg)
         if self.cell.startswith("rnn_"):
             cfg["nonlinearity"] = self.cell[len("rnn_"):]
         return cfg
