@@ -442,9 +442,8 @@ def load(path, model=None, optimizer=None):
     path = os.fspath(path)
     metadata, tensors, ours = _read(path)
     ckpt = _checkpoint_from(metadata, tensors, ours, path)
-    staged = None
     if model is not None:
-        _check_model(ckpt, model, path)
+        _check_model(ckpt, model, path)  # after this, installing the weights cannot fail
     if optimizer is not None:
         if ckpt.optimizer_state is None:
             raise CheckpointError(f"{path}: the checkpoint holds no optimizer state")
@@ -452,13 +451,11 @@ def load(path, model=None, optimizer=None):
             raise CheckpointError(f"{path}: the checkpoint holds {ckpt.optimizer_type} state, got a "
                                   f"{type(optimizer).__name__} optimizer")
         try:
-            staged = optimizer._staged_state(ckpt.optimizer_state)
+            optimizer.load_state_dict(ckpt.optimizer_state)  # checks everything before changing anything
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"{path}: the checkpoint's optimizer state does not fit: {exc}") from None
     if model is not None:
         _install_model(ckpt, model)
-    if staged is not None:
-        optimizer._install_state(*staged)
     return ckpt
 
 

@@ -91,7 +91,7 @@ class Decoder:
         rnn = model.rnn
         layers = []
         for layer in range(rnn.num_layers):
-            w_ih, w_hh, b_ih, b_hh = rnn._params(layer, 0)
+            w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer)
             layers.append((w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
                            None if b_hh is None else b_hh.data))
         bias = model.decoder.bias

@@ -61,25 +61,15 @@ LN2 = math.log(2.0)
 
 # -- random generators in a model ----------------------------------------------------------------
 
-def _generators(model):
-    """name -> numpy Generator for every Generator held by an attribute of a module of `model`
-    (e.g. 'rnn._rng', 'drop_in.rng'); a Generator shared by several modules appears under each name."""
-    found = {}
-    for prefix, module in model.named_modules():
-        for attr, value in sorted(vars(module).items()):
-            if isinstance(value, np.random.Generator):
-                found[f"{prefix}.{attr}" if prefix else attr] = value
-    return found
-
-
 def generator_states(model):
-    """name -> bit_generator.state (JSON-serialisable) of every numpy Generator in the model."""
-    return {name: g.bit_generator.state for name, g in _generators(model).items()}
+    """name -> bit_generator.state (JSON-serialisable) of every numpy Generator in the model
+    (Module.named_generators)."""
+    return {name: g.bit_generator.state for name, g in model.named_generators()}
 
 
 def load_generator_states(model, states):
     """Restore the states from :func:`generator_states`; the model must hold the same generators."""
-    gens = _generators(model)
+    gens = dict(model.named_generators())
     if set(gens) != set(states):
         raise ValueError(f"the checkpoint's random generators {sorted(states)} do not match the model's "
                          f"{sorted(gens)}")

@@ -76,6 +76,26 @@ def test_cells_share_rnncellbase():
         g.backward(np.zeros((2, 4)), np.zeros((2, 4)))
 
 
+def test_layer_parameters_are_the_named_ones():
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    w_ih, w_hh, b_ih, b_hh = lstm.layer_parameters(1, 1)
+    assert w_ih is lstm.weight_ih_l1_reverse and b_hh is lstm.bias_hh_l1_reverse
+    assert lstm.layer_parameters(0)[0] is lstm.weight_ih_l0
+    assert nn.GRU(3, 4, bias=False).layer_parameters(0)[2:] == (None, None)
+    with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got 2"):
+        lstm.layer_parameters(2)
+    with pytest.raises(ValueError, match=r"direction must be in \[0, 0\], got 1"):
+        nn.LSTM(3, 4).layer_parameters(0, 1)
+
+
+def test_named_generators_walk_the_tree():
+    model = nn.LanguageModel(7, 4, 4, num_layers=2, dropout=0.1, seed=0)
+    gens = dict(model.named_generators())
+    assert {"rnn._rng", "drop_in.rng", "drop_out.rng"} == set(gens)
+    assert gens["drop_in.rng"] is gens["drop_out.rng"] is model.drop_in.rng  # shared: listed under each name
+    assert [n for n, _ in nn.Dropout(0.5).named_generators()] == ["rng"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Embedding
 

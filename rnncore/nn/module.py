@@ -141,6 +141,19 @@ class Module:
             if m is not None:
                 yield from m.named_modules(prefix + name + ".")
 
+    # -- random generators ------------------------------------------------------------------
+    def named_generators(self, prefix=""):
+        """(name, numpy Generator) for every random generator this module or a descendant holds
+        (initialisation, dropout masks), e.g. ('rnn._rng', ...), ('drop_in.rng', ...): the name is
+        the module's path and the attribute. A Generator shared by several modules appears
+        under each name. Checkpoints save their states so a resumed run draws the same masks."""
+        for path, m in self.named_modules(prefix):
+            for attr, value in m._own_generators():
+                yield (f"{path}.{attr}" if path else attr), value
+
+    def _own_generators(self):
+        return [(attr, v) for attr, v in sorted(vars(self).items()) if isinstance(v, np.random.Generator)]
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad[...] = 0

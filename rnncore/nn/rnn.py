@@ -64,7 +64,12 @@ class RNNBase(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
-    def _params(self, layer, direction):
+    def layer_parameters(self, layer, direction=0):
+        """The Parameters of one layer and direction (0 forward, 1 reverse):
+        (weight_ih, weight_hh, bias_ih, bias_hh), the biases None when bias=False."""
+        fn = f"{type(self).__name__}.layer_parameters"
+        layer = check_int(layer, "layer", fn, minimum=0, maximum=self.num_layers - 1)
+        direction = check_int(direction, "direction", fn, minimum=0, maximum=self.num_directions - 1)
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         p = self._parameters
         return (p["weight_ih" + sfx], p["weight_hh" + sfx], p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
@@ -135,7 +140,7 @@ class RNNBase(Module):
             out = np.empty((T, B, D * H), self.dtype)
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
                 hn, cn, self._workspaces[k] = _core.recurrent_forward(
                     self.cell, layer_input, w_ih.data, w_hh.data,
                     None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
@@ -203,7 +208,7 @@ class RNNBase(Module):
             dx = np.empty((T, B, in_size), self.dtype)
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
                 g_h0, g_c0 = _core.recurrent_backward(
                     self._workspaces[k], grad, d * H, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], w_ih.data, w_hh.data, w_ih.grad, w_hh.grad,
