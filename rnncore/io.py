@@ -266,8 +266,8 @@ class Checkpoint:
     def build(self):
         """A new model of the recorded kind from rnncore.nn, built from the config, weights loaded.
 
-        Classes are looked up in rnncore.nn only (a file never names code to import). A class
-        with a ``from_config`` classmethod is built with it, any other as ``cls(**config)``.
+        Classes are looked up in rnncore.nn only (a file never names code to import) and built as
+        ``cls(**config)``.
         """
         from . import nn
 
@@ -275,8 +275,7 @@ class Checkpoint:
         if not isinstance(cls, type) or not issubclass(cls, nn.Module):
             raise CheckpointError(f"Checkpoint.build: {self.kind!r} is not a model class in rnncore.nn; construct "
                                   "the model yourself and pass it to rnncore.load(path, model)")
-        builder = getattr(cls, "from_config", None)
-        model = builder(dict(self.config)) if callable(builder) else cls(**self.config)
+        model = cls(**self.config)
         _check_model(self, model, "<checkpoint>")
         _install_model(self, model)
         return model
