@@ -14,6 +14,11 @@ class NoForwardError(ValueError, RuntimeError):
     """backward() was called with no forward to differentiate."""
 
 
+def no_forward(fn, call="forward()", rule="each forward can be differentiated once"):
+    """The NoForwardError of `fn`: what to call first, and the rule that was broken."""
+    return NoForwardError(f"{fn}: no forward to differentiate: call {call} first ({rule})")
+
+
 def shape_str(shape):
     shape = tuple(shape)
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

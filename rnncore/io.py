@@ -48,6 +48,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._checks import shape_str
+
 __all__ = ["save", "load", "Checkpoint", "CheckpointError", "from_torch", "to_torch"]
 
 FORMAT = "rnncore.checkpoint"
@@ -407,7 +409,7 @@ def _check_model(ckpt, model, path):
     own = OrderedDict(model.named_parameters())
     missing = [k for k in own if k not in ckpt.state_dict]
     unexpected = [k for k in ckpt.state_dict if k not in own]
-    misshaped = [f"{k} (checkpoint {_shape(ckpt.state_dict[k])}, model {_shape(p.data)})"
+    misshaped = [f"{k} (checkpoint {shape_str(ckpt.state_dict[k].shape)}, model {shape_str(p.data.shape)})"
                  for k, p in own.items() if k in ckpt.state_dict and ckpt.state_dict[k].shape != p.data.shape]
     if missing or unexpected or misshaped:
         parts = []
@@ -418,11 +420,6 @@ def _check_model(ckpt, model, path):
         if misshaped:
             parts.append("mis-shaped: " + ", ".join(misshaped))
         raise CheckpointError(f"{path}: the checkpoint's tensors do not match the {kind}: " + "; ".join(parts))
-
-
-def _shape(a):
-    shape = tuple(a.shape)
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _install_model(ckpt, model):

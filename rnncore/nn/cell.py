@@ -11,8 +11,8 @@ backward for t = T-1..0 is backpropagation through time. In eval mode nothing is
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, NoForwardError, as_real_array, cell_name, check_int, expect_shape, private_copy,
-                       resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, expect_shape, no_forward,
+                       private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -109,8 +109,8 @@ class RNNCellBase(Module):
 
     def _back(self, dh, dc, fn):
         if not self._stack:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() (in training mode) first; "
-                                 "each forward is differentiated once, newest first")
+            raise no_forward(fn, "forward() (in training mode)",
+                             "each forward is differentiated once, newest first")
         ws, batched, B = self._stack[-1]
         dh = self._state(dh, "grad_h", fn, batched, B)
         dc = self._state(dc, "grad_c", fn, batched, B)

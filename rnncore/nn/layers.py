@@ -10,16 +10,11 @@ threads (None: rnncore.get_num_threads()).
 import numpy as np
 
 from .. import _core
-from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, check_real,
-                       expect_shape, private_copy, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_real_array, check_int, check_probability, check_real,
+                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from . import init
 from .module import Module, Parameter
-
-
-def _no_forward(fn):
-    return NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                          "(each forward can be differentiated once)")
 
 
 class Embedding(Module):
@@ -77,7 +72,7 @@ class Embedding(Module):
         fn = "Embedding.backward"
         ids = self._ids
         if ids is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         dout = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
         expect_shape(dout, ids.shape + (self.embedding_dim,), "grad_output", fn, "(..., E) like the output")
         self._ids = None
@@ -136,7 +131,7 @@ class Linear(Module):
     def backward(self, grad_output, need_input_grad=True):
         fn = "Linear.backward"
         if self._x is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         x2, lead = self._x
         dy = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
         expect_shape(dy, lead + (self.out_features,), "grad_output", fn, "(..., out_features) like the output")
@@ -194,7 +189,7 @@ class Dropout(Module):
     def backward(self, grad_output):
         fn = "Dropout.backward"
         if not self._ready:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         mask = self._mask
         self._mask, self._ready = None, False
         if mask is None:
@@ -267,7 +262,7 @@ class LayerNorm(Module):
     def backward(self, grad_output):
         fn = "LayerNorm.backward"
         if self._ctx is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         x2, mean, rstd, shape = self._ctx
         dy = as_real_array(grad_output, "grad_output", fn, self.dtype)
         expect_shape(dy, shape, "grad_output", fn, "like the input")

@@ -19,7 +19,7 @@ FloatingPointError naming the position.
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_index_array, as_real_array, check_int, shape_str
+from .._checks import as_index_array, as_real_array, check_int, no_forward, shape_str
 from .._threads import resolve_threads
 from .module import Module
 
@@ -88,8 +88,7 @@ class CrossEntropyLoss(Module):
         fn = "CrossEntropyLoss.backward"
         d = self._dlogits
         if d is None:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                                 "(each forward can be differentiated once)")
+            raise no_forward(fn)
         self._dlogits = None
         if self.reduction == "none":
             g = as_real_array(grad, "grad", fn, d.dtype)

@@ -17,8 +17,8 @@ and the model's dropout Generator are spawned; no global RNG is used.
 """
 import numpy as np
 
-from .._checks import (NoForwardError, as_index_array, as_lengths, as_real_array, cell_name, check_int,
-                       check_probability, expect_shape, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, check_int,
+                       check_probability, expect_shape, no_forward, resolve_dtype, shape_str)
 from .layers import Dropout, Embedding, Linear
 from .loss import cross_entropy
 from .module import Module
@@ -38,10 +38,6 @@ def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional,
     if cell == "gru":
         return GRU(input_size, hidden_size, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
-
-
-def _no_forward(fn, what="forward()"):
-    return NoForwardError(f"{fn}: nothing to differentiate: call {what} first (each can be differentiated once)")
 
 
 def _time_major(a, batch_first):
@@ -115,7 +111,7 @@ class _TokenDecoder(Module):
     def _grad_logits(self, grad_logits, fn):
         if grad_logits is None:
             if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
+                raise no_forward(fn, "loss() (or pass grad_logits)", "each can be differentiated once")
             grad_logits, self._dlogits = self._dlogits, None
         else:
             self._dlogits = None
@@ -266,7 +262,7 @@ class ConditionedGenerator(_TokenDecoder):
     def backward(self, grad_logits=None, grad_state=None):
         fn = "ConditionedGenerator.backward"
         if self._used is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         dlogits = self._grad_logits(grad_logits, fn)
         use_input, use_init = self._used
         self._used = None
@@ -347,10 +343,10 @@ class _SequenceEncoder(Module):
     def _take_grad_logits(self, grad_logits, fn):
         """The logits' gradient: the given one, or the one the last loss() left (used once)."""
         if self._ctx is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         if grad_logits is None:
             if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
+                raise no_forward(fn, "loss() (or pass grad_logits)", "each can be differentiated once")
             grad_logits = self._dlogits
         self._dlogits = None
         return grad_logits

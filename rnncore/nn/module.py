@@ -2,8 +2,9 @@
 
 A Module owns Parameters (``.data`` and an accumulated ``.grad``) and child Modules, found
 by attribute assignment or declared with register_parameter() / register_module() (which also
-take None: a name with nothing behind it, like a Linear's bias=False), as in PyTorch. Models chain explicit forward/backward pairs; a
-backward *adds* into each parameter's ``.grad`` and ``zero_grad()`` clears them.
+take None: a name with nothing behind it, like a Linear's bias=False), as in PyTorch. Models
+chain explicit forward/backward pairs; a backward *adds* into each parameter's ``.grad`` and
+``zero_grad()`` clears them.
 """
 from collections import OrderedDict
 

@@ -11,8 +11,8 @@ direction runs each sequence backwards within its own length.
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, NoForwardError, as_lengths, as_real_array, cell_name, check_int, check_probability,
-                       expect_shape, private_copy, resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability,
+                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -177,8 +177,7 @@ class RNNBase(Module):
         fn = f"{type(self).__name__}.backward"
         ctx = self._ctx
         if ctx is None:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                                 "(each forward can be differentiated once)")
+            raise no_forward(fn)
         T, B = ctx["shape"]
         batched = ctx["batched"]
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
