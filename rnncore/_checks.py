@@ -4,11 +4,19 @@ Every public entry point converts its arrays here exactly once (to the module's 
 C-contiguous) and reports bad input as TypeError/ValueError naming the argument, what was
 expected and what came. The compiled core then accepts nothing but exact arrays.
 """
+import math
+import numbers
+
 import numpy as np
 
 
 class NoForwardError(ValueError, RuntimeError):
     """backward() was called with no forward to differentiate."""
+
+
+def no_forward(fn, call="forward()", rule="each forward can be differentiated once"):
+    """The NoForwardError of `fn`: what to call first, and the rule that was broken."""
+    return NoForwardError(f"{fn}: no forward to differentiate: call {call} first ({rule})")
 
 
 def shape_str(shape):
@@ -85,19 +93,96 @@ def as_index_array(value, name, fn):
     return np.asarray(array, dtype=np.int64, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
 
 
-def check_int(value, name, fn, minimum=1):
-    """`value` as an int >= minimum (TypeError for a non-integer, ValueError below the minimum)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
-    return int(value)
+# -- scalar arguments ----------------------------------------------------------------------------
+#
+# One rule for every scalar argument of the Python API: a value of the wrong kind (2.5 or True
+# where an int is expected, a string where a number is) is a TypeError naming the argument; a
+# value of the right kind outside its range (0 layers, dropout 1.5) is a ValueError naming it.
+# Both messages say what was expected and what came.
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(value, name, fn, minimum=1, maximum=None, *, optional=False):
+    """`value` as an int in [minimum, maximum] (no bound where None); None passes with optional.
+
+    TypeError unless an integer (bool is not one), ValueError outside the range.
+    """
+    if value is None and optional:
+        return None
+    if not _is_int(value):
+        expected = "an int or None" if optional else "an int"
+        raise TypeError(f"{fn}: {name} must be {expected}, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is not None:
+            wanted = f"in [{minimum}, {maximum}]" if minimum is not None else f"<= {maximum}"
+        else:
+            wanted = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{fn}: {name} must be {wanted}, got {value}")
+    return value
+
+
+def _interval(at_least, above, at_most, below):
+    lo = f"[{at_least:g}" if at_least is not None else (f"({above:g}" if above is not None else None)
+    hi = f"{at_most:g}]" if at_most is not None else (f"{below:g})" if below is not None else None)
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if lo[0] == "[" else "> ") + lo[1:]
+    if hi:
+        return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+    return ""
+
+
+def check_real(value, name, fn, *, at_least=None, above=None, at_most=None, below=None, finite=False,
+               optional=False):
+    """`value` as a float in the range the bounds give (at_least <= v, above < v, v <= at_most,
+    v < below); finite refuses inf; None passes with optional.
+
+    TypeError unless a real number (bool is not one), ValueError outside the range (NaN always is).
+    """
+    if value is None and optional:
+        return None
+    interval = _interval(at_least, above, at_most, below)
+    wanted = ("a finite number" if finite else "a number" if interval else "a real number") + \
+        (" " + interval if interval else "")
+    if not _is_real(value):
+        raise TypeError(f"{fn}: {name} must be {wanted}, got {type(value).__name__} {value!r}")
+    v = float(value)
+    ok = not math.isnan(v) and not (finite and math.isinf(v))
+    ok = ok and (at_least is None or v >= at_least) and (above is None or v > above)
+    ok = ok and (at_most is None or v <= at_most) and (below is None or v < below)
+    if not ok:
+        raise ValueError(f"{fn}: {name} must be {wanted}, got {value!r}")
+    return v
 
 
 def check_probability(value, name, fn, allow_one=False):
-    """A dropout probability in [0, 1) (or [0, 1] with allow_one)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating))
-    ok = ok and 0.0 <= value and (value <= 1.0 if allow_one else value < 1.0)
-    if not ok:
-        raise ValueError(f"{fn}: {name} must be a number in [0, {'1]' if allow_one else '1)'}, got {value!r}")
-    return float(value)
+    """A probability (dropout, ...) in [0, 1), or [0, 1] with allow_one."""
+    if allow_one:
+        return check_real(value, name, fn, at_least=0.0, at_most=1.0)
+    return check_real(value, name, fn, at_least=0.0, below=1.0)
+
+
+# -- cell names ----------------------------------------------------------------------------------
+
+# The recurrent cells the engine runs, under the canonical names rnncore._core takes, with the
+# number G of gate blocks in their weights.
+CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+CELLS = tuple(CELL_GATES)
+
+
+def cell_name(value, fn, allowed=CELLS, name="cell"):
+    """A cell name in its canonical lower case, whatever case it came in ('LSTM', 'Gru' and
+    'RNN_TANH' are what PyTorch and Keras users type); ValueError listing `allowed` otherwise."""
+    canonical = value.lower() if isinstance(value, str) else None
+    if canonical not in allowed:
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, allowed))} (in any case), "
+                         f"got {value!r}")
+    return canonical

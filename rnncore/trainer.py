@@ -5,6 +5,7 @@ early stopping, checkpoints with exact resume, progress and a metrics log.
                       batch_size=32, seq_len=100, tokenizer=tok, checkpoint_dir="run")
     trainer.fit(train_ids, valid_ids, epochs=10, max_minutes=30)
     trainer.evaluate(test_ids)        # {'loss': nats/token, 'ppl': ..., 'bpc': ... (char models)}
+    rnncore.trainer.evaluate(model, test_ids, batch_size=10, seq_len=35)   # the same, without a Trainer
 
 Shape letters: T seq_len, B batch_size, L layers, H hidden size, V vocabulary.
 
@@ -20,8 +21,12 @@ ReduceLROnPlateau always steps on the validation loss after each scheduled evalu
 
 Evaluation runs on the validation ids at each epoch's end and, with ``eval_every=N``, every N
 steps: eval mode (no dropout), state carried across windows, ``eval_batch_size`` streams.
-It reports nats/token (``loss``), perplexity and, for character models, bits per character.
+It reports nats/token (``loss``), perplexity and, for character models, bits per character
+(the free function :func:`evaluate` does the same for any model and ids).
 ``patience=K`` stops training after K evaluations without improvement.
+
+Samples (with a tokenizer and ``sample_every=N``): every N steps and once more when fit() ends,
+each headed ``---- sample at step N ----``.
 
 Checkpoints (``checkpoint_dir``): ``last.safetensors`` every ``checkpoint_every`` steps, at
 each epoch's end and when training stops; ``best.safetensors`` whenever the validation loss
@@ -47,12 +52,13 @@ import time
 import numpy as np
 
 from . import optim as _optim
+from ._checks import check_int, check_real
 from .data import StreamBatcher, tokenizer_from_dict
 from .io import CheckpointError
 from .io import load as _load
 from .io import save as _save
 
-__all__ = ["Trainer", "generator_states", "load_generator_states", "model_config"]
+__all__ = ["Trainer", "evaluate", "generator_states", "load_generator_states", "model_config"]
 
 _FORMAT = 1
 LN2 = math.log(2.0)
@@ -60,25 +66,15 @@ LN2 = math.log(2.0)
 
 # -- random generators in a model ----------------------------------------------------------------
 
-def _generators(model):
-    """name -> numpy Generator for every Generator held by an attribute of a module of `model`
-    (e.g. 'rnn._rng', 'drop_in.rng'); a Generator shared by several modules appears under each name."""
-    found = {}
-    for prefix, module in model.named_modules():
-        for attr, value in sorted(vars(module).items()):
-            if isinstance(value, np.random.Generator):
-                found[f"{prefix}.{attr}" if prefix else attr] = value
-    return found
-
-
 def generator_states(model):
-    """name -> bit_generator.state (JSON-serialisable) of every numpy Generator in the model."""
-    return {name: g.bit_generator.state for name, g in _generators(model).items()}
+    """name -> bit_generator.state (JSON-serialisable) of every numpy Generator in the model
+    (Module.named_generators)."""
+    return {name: g.bit_generator.state for name, g in model.named_generators()}
 
 
 def load_generator_states(model, states):
     """Restore the states from :func:`generator_states`; the model must hold the same generators."""
-    gens = _generators(model)
+    gens = dict(model.named_generators())
     if set(gens) != set(states):
         raise ValueError(f"the checkpoint's random generators {sorted(states)} do not match the model's "
                          f"{sorted(gens)}")
@@ -87,17 +83,61 @@ def load_generator_states(model, states):
 
 
 def model_config(model):
-    """Constructor arguments that rebuild a LanguageModel (it has no config() of its own);
-    {} for a model that has config() (rnncore.save records that itself)."""
-    if callable(getattr(model, "config", None)):
-        return {}
-    from .nn import LanguageModel
+    """Constructor arguments a checkpoint of `model` needs beyond those rnncore.save records from
+    ``model.config()`` itself: none ({}), since every rnncore.nn model has config()."""
+    return {}
 
-    if not isinstance(model, LanguageModel):
-        return {}
-    return dict(vocab_size=model.vocab_size, embedding_dim=model.embedding_dim, hidden_size=model.hidden_size,
-                num_layers=model.num_layers, cell=model.cell, dropout=model.dropout, tie_weights=model.tie_weights,
-                batch_first=model.batch_first, padding_idx=model.encoder.padding_idx, dtype=model.dtype.name)
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def _batch_layout(model, x, y):
+    """(T, B) windows as the model takes them: (B, T) for a batch_first model."""
+    if getattr(model, "batch_first", False):
+        return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
+    return x, y
+
+
+def evaluate(model, ids, batch_size=32, seq_len=35, *, bits_per_char=False, threads=None):
+    """Mean loss of a language model over the token ids `ids` (N,), in nats per token.
+
+    The ids are cut into `batch_size` streams (fewer when the text is short: each stream needs
+    2 tokens) and read in (seq_len, B) windows in eval mode (no dropout), the hidden state
+    carried from window to window. Only ``model.forward(tokens, state)`` is used (nothing is left
+    for a backward), and the model's training mode is restored afterwards.
+
+    Returns {'loss', 'ppl'} and, with bits_per_char (a character model), 'bpc' = loss / ln 2.
+    threads: for the loss kernel (None: the model's own ``threads``).
+    """
+    from .nn import cross_entropy
+
+    fn = "evaluate"
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] < 2:
+        raise ValueError(f"{fn}: need at least 2 token ids (an input and a target), got shape {ids.shape}")
+    B = check_int(batch_size, "batch_size", fn)
+    T = check_int(seq_len, "seq_len", fn)
+    batcher = StreamBatcher(ids, max(1, min(B, ids.shape[0] // 2)), T)
+    threads = getattr(model, "threads", None) if threads is None else threads
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    try:
+        for k in range(batcher.num_windows):
+            x, y = _batch_layout(model, *batcher.window(k))
+            logits, state = model.forward(x, state)
+            # The gradient is computed and dropped: the kernel's loss-only path takes its exps from
+            # libm instead of the vectorised exp, and its sums would differ from the training
+            # loss's in the last bits.
+            loss, _ = cross_entropy(logits, y, reduction="sum", threads=threads)
+            total += float(loss)
+            count += y.size
+    finally:
+        model.train(was_training)
+    loss = total / count
+    out = {"loss": loss, "ppl": _safe_exp(loss)}
+    if bits_per_char:
+        out["bpc"] = loss / LN2
+    return out
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -148,6 +188,31 @@ class _Progress:
             self.bar.close()
 
 
+class _Throughput:
+    """Target tokens, their summed loss and the time of the training steps since the last log line
+    (tokens/s counts training steps only, not evaluation, samples or checkpoints)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.tokens, self.loss_sum, self.seconds, self.steps = 0, 0.0, 0.0, 0
+
+    def add(self, loss, tokens, seconds):
+        self.tokens += tokens
+        self.loss_sum += loss * tokens
+        self.seconds += seconds
+        self.steps += 1
+
+    @property
+    def mean_loss(self):
+        return self.loss_sum / self.tokens
+
+    @property
+    def rate(self):
+        return self.tokens / max(self.seconds, 1e-9)
+
+
 # -- the trainer ---------------------------------------------------------------------------------
 
 class Trainer:
@@ -171,11 +236,14 @@ class Trainer:
             no checkpoint_dir: no log).
         tokenizer: saved in checkpoints (to_dict()); a char tokenizer turns on bits per
             character and training-time samples.
-        config: constructor arguments recorded in checkpoints (default: model_config(model)).
+        config: constructor arguments recorded in checkpoints over the model's own config()
+            (default: none).
         log_every: steps between log lines / metrics records.
         progress: True (tqdm bar), False (plain lines) or None (a bar when the stream is a terminal).
         sample_every: print a generated sample every this many steps (needs a tokenizer);
             sample_length, sample_prime (text), sample_temperature shape it.
+        sample_at_end: also print one when fit() ends, unless the last step just printed one
+            (default: when sample_every is set), so even a run shorter than sample_every shows one.
         threads: threads for gradient clipping (None: rnncore's default).
         stream: where progress goes (default sys.stdout).
         info: any JSON-serialisable value kept in checkpoints as ``extra['info']`` (e.g. how the
@@ -186,7 +254,7 @@ class Trainer:
                  eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
-                 sample_temperature=0.8, threads=None, stream=None, info=None):
+                 sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None):
         fn = "Trainer"
         if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
             raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
@@ -195,33 +263,32 @@ class Trainer:
             raise TypeError(f"{fn}: optimizer must be an rnncore.optim optimizer, got {type(optimizer).__name__}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"{fn}: clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("eval_batch_size", eval_batch_size),
-                            ("eval_every", eval_every), ("patience", patience),
-                            ("checkpoint_every", checkpoint_every), ("log_every", log_every),
-                            ("sample_every", sample_every), ("sample_length", sample_length)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < 1):
-                raise ValueError(f"{fn}: {name} must be an integer >= 1, got {value!r}")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
-        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
-        self.eval_batch_size = eval_batch_size
+        self.clip_grad_norm = check_real(clip_grad_norm, "clip_grad_norm", fn, above=0.0, optional=True)
+        self.batch_size = check_int(batch_size, "batch_size", fn)
+        self.seq_len = check_int(seq_len, "seq_len", fn)
+        self.eval_batch_size = check_int(eval_batch_size, "eval_batch_size", fn, optional=True)
         self.scheduler_interval = scheduler_interval
-        self.eval_every, self.patience = eval_every, patience
-        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self.eval_every = check_int(eval_every, "eval_every", fn, optional=True)
+        self.patience = check_int(patience, "patience", fn, optional=True)
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", fn, optional=True)
+        log_every = check_int(log_every, "log_every", fn)
+        sample_every = check_int(sample_every, "sample_every", fn, optional=True)
+        sample_length = check_int(sample_length, "sample_length", fn)
         if metrics_path is None and checkpoint_dir is not None:
             metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
         self.metrics_path = metrics_path
         self.tokenizer = tokenizer
-        self.config = model_config(model) if config is None else dict(config)
+        self.config = {} if config is None else dict(config)
         self.log_every = log_every
         self.progress = progress
         self.sample_every, self.sample_length = sample_every, sample_length
-        self.sample_prime, self.sample_temperature = sample_prime, float(sample_temperature)
+        self.sample_prime = sample_prime
+        self.sample_temperature = check_real(sample_temperature, "sample_temperature", fn, at_least=0.0, finite=True)
+        self.sample_at_end = bool(sample_every) if sample_at_end is None else bool(sample_at_end)
         self.threads = threads
         self.stream = sys.stdout if stream is None else stream
         self.info = info
@@ -239,22 +306,20 @@ class Trainer:
         self._batcher_state = None  # from a checkpoint, checked against the data in fit()
         self._batcher = None
         self._progress = None
+        self._clock = None       # (perf_counter at the start of fit(), elapsed then)
+        self._last_eval = None   # the result of the evaluation at step last_eval_step
+        self._sampled_at = None  # the step of the last printed sample
 
     # -- the loop ---------------------------------------------------------------------------
     @property
     def is_char_model(self):
         return getattr(self.tokenizer, "kind", None) == "char"
 
-    def _windows(self, x, y):
-        if getattr(self.model, "batch_first", False):
-            return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
-        return x, y
-
     def train_step(self, inputs, targets):
         """One truncated-BPTT step on a (T, B) window, carrying the state; returns the mean loss."""
         model = self.model
         self.optimizer.zero_grad()
-        x, y = self._windows(inputs, targets)
+        x, y = _batch_layout(model, inputs, targets)
         loss, state = model.loss(x, y, self.hidden)
         model.backward()
         if self.clip_grad_norm is not None:
@@ -271,82 +336,98 @@ class Trainer:
         optimizer steps in total, `max_minutes` of this call, or early stopping.
 
         train: (N,) token ids or a StreamBatcher; valid: (N,) token ids or None.
-        Returns a dict: steps, epochs, stop (the reason), best_val_loss, and the final
+        Returns a dict: steps, epochs, stop (the reason), best_val_loss, elapsed, and the final
         evaluation (val_loss/val_ppl/val_bpc) when there is validation data.
         """
-        fn = "Trainer.fit"
-        if isinstance(train, StreamBatcher):
-            batcher = train
-        else:
-            batcher = StreamBatcher(train, self.batch_size, self.seq_len)
+        batcher = self._attach_batcher(train)
+        n = batcher.num_windows
+        total = epochs * n if max_steps is None else min(epochs * n, max_steps)
+        self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
+        start = time.perf_counter()
+        self._clock = (start, self.elapsed)
+        deadline = None if max_minutes is None else start + 60.0 * float(max_minutes)
+        window = _Throughput()
+        try:
+            stop = self._train_epochs(batcher, valid, epochs, max_steps, deadline, window)
+            if window.steps:
+                self._log_train(window.mean_loss, window.rate)
+        finally:
+            self._progress.close()
+            self._progress = None
+        return self._finish(stop, valid)
+
+    def _attach_batcher(self, train):
+        """The batcher over `train`, moved to the resumed checkpoint's position if there is one."""
+        batcher = train if isinstance(train, StreamBatcher) else StreamBatcher(train, self.batch_size, self.seq_len)
         self._batcher = batcher
         if self._batcher_state is not None:
             try:
                 batcher.load_state_dict(self._batcher_state)
             except ValueError as exc:
-                raise ValueError(f"{fn}: the resumed checkpoint was trained on other data or batch shape: {exc}") \
-                    from None
+                raise ValueError(f"Trainer.fit: the resumed checkpoint was trained on other data or batch shape: "
+                                 f"{exc}") from None
             self._batcher_state = None
-        n = batcher.num_windows
-        self.position = min(self.position, n)
-        start = time.perf_counter()
-        elapsed0 = self.elapsed
-        deadline = None if max_minutes is None else start + 60.0 * float(max_minutes)
-        total = epochs * n if max_steps is None else min(epochs * n, max_steps)
-        prog = self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
-        # tokens/s counts the time of training steps only (not evaluation, samples, checkpoints)
-        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
-        stop = None
-        try:
+        self.position = min(self.position, batcher.num_windows)
+        return batcher
+
+    def _train_epochs(self, batcher, valid, epochs, max_steps, deadline, window):
+        """Epochs until one of the limits or early stopping; returns why training stopped."""
+        stop = "max_steps" if max_steps is not None and self.step >= max_steps else None
+        while stop is None and self.epoch < epochs:
+            if self.position == 0:
+                self.hidden = None  # each epoch starts from a zero state
+            stop = self._train_windows(batcher, valid, max_steps, deadline, window)
+            if self.position >= batcher.num_windows and self._end_epoch(valid):
+                stop = stop or "early_stopping"
+        return stop or "epochs"
+
+    def _train_windows(self, batcher, valid, max_steps, deadline, window):
+        """The current epoch's remaining windows, up to a limit: returns the reason for stopping, or
+        None at the epoch's end."""
+        while self.position < batcher.num_windows:
+            self._timed_step(batcher, window)
+            stop = "early_stopping" if self._every_so_often(valid, window) else None
             if max_steps is not None and self.step >= max_steps:
-                stop = "max_steps"
-            while stop is None and self.epoch < epochs:
-                if self.position == 0:
-                    self.hidden = None  # each epoch starts from a zero state
-                while self.position < n:
-                    x, y = batcher.window(self.position)
-                    t_step = time.perf_counter()
-                    loss = self.train_step(x, y)
-                    window_train_time += time.perf_counter() - t_step
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"{fn}: the training loss became {loss} at step {self.step + 1}; "
-                                                 "lower the learning rate or clip the gradients (clip_grad_norm)")
-                    self.position += 1
-                    self.step += 1
-                    self.tokens_seen += y.size
-                    window_tokens += y.size
-                    window_loss += loss * y.size
-                    window_steps += 1
-                    now = time.perf_counter()
-                    self.elapsed = elapsed0 + (now - start)
-                    rate = window_tokens / max(window_train_time, 1e-9)
-                    mean = window_loss / window_tokens
-                    prog.update(1, f"loss={loss:.3f} ppl={_safe_exp(loss):.2f} tok/s={_fmt_rate(rate)}")
-                    if self.step % self.log_every == 0:
-                        self._log_train(mean, rate)
-                        window_tokens, window_loss, window_train_time, window_steps = 0, 0.0, 0.0, 0
-                    if valid is not None and self.eval_every and self.step % self.eval_every == 0:
-                        if self._scheduled_eval(valid):
-                            stop = "early_stopping"
-                    if self.sample_every and self.step % self.sample_every == 0:
-                        self.print_sample()
-                    if self.checkpoint_dir and self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                        self.save_checkpoint(self._path("last"))
-                    if max_steps is not None and self.step >= max_steps:
-                        stop = stop or "max_steps"
-                    if deadline is not None and time.perf_counter() >= deadline:
-                        stop = stop or "max_minutes"
-                    if stop:
-                        break
-                if self.position >= n:
-                    if self._end_epoch(valid):
-                        stop = stop or "early_stopping"
-            stop = stop or "epochs"
-            if window_steps:
-                self._log_train(window_loss / window_tokens, window_tokens / max(window_train_time, 1e-9))
-        finally:
-            prog.close()
-            self._progress = None
+                stop = stop or "max_steps"
+            if deadline is not None and time.perf_counter() >= deadline:
+                stop = stop or "max_minutes"
+            if stop:
+                return stop
+        return None
+
+    def _timed_step(self, batcher, window):
+        """A training step on the next window, and its bookkeeping: counters, throughput, progress bar."""
+        x, y = batcher.window(self.position)
+        t0 = time.perf_counter()
+        loss = self.train_step(x, y)
+        window.add(loss, y.size, time.perf_counter() - t0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"Trainer.fit: the training loss became {loss} at step {self.step + 1}; "
+                                     "lower the learning rate or clip the gradients (clip_grad_norm)")
+        self.position += 1
+        self.step += 1
+        self.tokens_seen += y.size
+        start, elapsed0 = self._clock
+        self.elapsed = elapsed0 + (time.perf_counter() - start)
+        self._progress.update(1, f"loss={loss:.3f} ppl={_safe_exp(loss):.2f} tok/s={_fmt_rate(window.rate)}")
+
+    def _every_so_often(self, valid, window):
+        """After a step, what runs every so many steps: the log line, an evaluation, a sample, a
+        checkpoint. True when early stopping says stop."""
+        if self.step % self.log_every == 0:
+            self._log_train(window.mean_loss, window.rate)
+            window.reset()
+        stop = False
+        if valid is not None and self.eval_every and self.step % self.eval_every == 0:
+            stop = self._scheduled_eval(valid)
+        if self.sample_every and self.step % self.sample_every == 0:
+            self.print_sample()
+        if self.checkpoint_dir and self.checkpoint_every and self.step % self.checkpoint_every == 0:
+            self.save_checkpoint(self._path("last"))
+        return stop
+
+    def _finish(self, stop, valid):
+        """After the last step: the final evaluation, a last sample, the last checkpoint; fit()'s result."""
         self.stopped_early = stop == "early_stopping"
         result = {"steps": self.step, "epochs": self.epoch, "stop": stop, "best_val_loss": self.best_loss,
                   "elapsed": self.elapsed}
@@ -357,11 +438,11 @@ class Trainer:
                 ev = self.evaluate(valid)
                 self._log_eval(ev, "final")
             result.update({"val_" + k: v for k, v in ev.items()})
+        if self.sample_at_end and self.tokenizer is not None and self._sampled_at != self.step:
+            self.print_sample()
         if self.checkpoint_dir:
             self.save_checkpoint(self._path("last"))
         return result
-
-    _last_eval = None
 
     def _end_epoch(self, valid):
         """Evaluation, epoch scheduler, next epoch. True when early stopping says stop."""
@@ -398,37 +479,14 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, ids, batch_size=None):
-        """Mean loss over `ids` (nats/token) in eval mode with the state carried across windows.
+        """Mean loss over `ids` (nats/token) in eval mode with the state carried across windows
+        (:func:`evaluate` with this trainer's seq_len and eval_batch_size or batch_size).
 
         Returns {'loss', 'ppl'} and 'bpc' (bits per character) for a character model.
         The training state (carried hidden state, generators) is left untouched.
         """
-        fn = "Trainer.evaluate"
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] < 2:
-            raise ValueError(f"{fn}: need at least 2 token ids (an input and a target), got shape {ids.shape}")
-        B = batch_size or self.eval_batch_size or self.batch_size
-        B = max(1, min(int(B), ids.shape[0] // 2))
-        batcher = StreamBatcher(ids, B, self.seq_len)
-        model = self.model
-        was_training = model.training
-        model.eval()
-        total, count, state = 0.0, 0, None
-        try:
-            for k in range(batcher.num_windows):
-                x, y = self._windows(*batcher.window(k))
-                loss, state = model.loss(x, y, state, reduction="sum")
-                total += float(loss)
-                count += y.size
-        finally:
-            model.train(was_training)
-            if hasattr(model, "_dlogits"):
-                model._dlogits = None  # nothing to differentiate: evaluation only
-        loss = total / count
-        out = {"loss": loss, "ppl": _safe_exp(loss)}
-        if self.is_char_model:
-            out["bpc"] = loss / LN2
-        return out
+        return evaluate(self.model, ids, batch_size or self.eval_batch_size or self.batch_size, self.seq_len,
+                        bits_per_char=self.is_char_model)
 
     # -- samples ----------------------------------------------------------------------------
     def sample(self, length=None, prime=None, temperature=None, seed=None):
@@ -455,9 +513,11 @@ class Trainer:
         return np.zeros(1, np.int64)
 
     def print_sample(self):
+        """Write a sample, headed ``---- sample at step N ----`` (nothing without a tokenizer)."""
         if self.tokenizer is None:
             return
         text = self.sample()
+        self._sampled_at = self.step
         self._write(f"---- sample at step {self.step} ----\n{text}\n" + "-" * 30)
 
     # -- logging ----------------------------------------------------------------------------

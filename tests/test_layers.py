@@ -12,11 +12,88 @@ V, E, H, T, B = 11, 5, 7, 5, 3
 F64 = np.float64
 
 
-def test_imports_this_checkout():
-    import os
+# ---------------------------------------------------------------------------------------------
+# Module: registration, as in PyTorch
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert os.path.dirname(os.path.dirname(os.path.abspath(rnncore.__file__))) == here
+
+def test_register_parameter_and_none():
+    m = nn.Module()
+    w = nn.Parameter(np.ones(3))
+    m.register_parameter("w", w)
+    m.register_parameter("b", None)
+    assert m.w is w and m.b is None
+    assert [n for n, _ in m.named_parameters()] == ["w"] and list(m.state_dict()) == ["w"]
+    m.b = nn.Parameter(np.zeros(2))  # a declared name takes a Parameter later
+    assert [n for n, _ in m.named_parameters()] == ["w", "b"]
+    m.b = None
+    assert m.b is None and [n for n, _ in m.named_parameters()] == ["w"]
+    with pytest.raises(TypeError, match=r"cannot assign ndarray to parameter 'w'"):
+        m.w = np.zeros(3)
+    with pytest.raises(TypeError, match=r"'x' must be a Parameter or None, got ndarray"):
+        m.register_parameter("x", np.zeros(3))
+    with pytest.raises(KeyError, match="without '.'"):
+        m.register_parameter("a.b", None)
+    m.plain = 3
+    with pytest.raises(KeyError, match="attribute 'plain' already exists"):
+        m.register_parameter("plain", None)
+
+
+def test_register_module_and_none():
+    parent = nn.Module()
+    parent.register_module("child", nn.Linear(2, 3, seed=0))
+    parent.register_module("absent", None)
+    assert parent.absent is None
+    assert [n for n, _ in parent.named_modules()] == ["", "child"]
+    assert list(parent.state_dict()) == ["child.weight", "child.bias"]
+    assert "absent" not in repr(parent)
+    parent.child = None
+    assert parent.child is None and parent.parameters() == []
+    with pytest.raises(TypeError, match=r"cannot assign int as child module 'child'"):
+        parent.child = 3
+    with pytest.raises(TypeError, match=r"'y' must be a Module or None, got str"):
+        parent.register_module("y", "linear")
+    parent.to(np.float64).train(False)  # None entries are skipped everywhere
+
+
+def test_layers_without_optional_parameters_declare_them_none():
+    lin = nn.Linear(3, 2, bias=False)
+    assert lin.bias is None and list(lin.state_dict()) == ["weight"]
+    ln = nn.LayerNorm(4, elementwise_affine=False)
+    assert ln.weight is None and ln.bias is None and ln.parameters() == []
+    clf = nn.SequenceClassifier(input_size=3, hidden_size=4, num_classes=2)
+    assert clf.embedding is None and not any(n.startswith("embedding") for n in clf.state_dict())
+    gen = nn.ConditionedGenerator(9, 4, 5, 3, cell="gru", condition="input")
+    assert gen.init_h is None and gen.init_c is None and gen.feature_proj is not None
+
+
+def test_cells_share_rnncellbase():
+    for cls, cell in ((nn.RNNCell, "rnn_tanh"), (nn.GRUCell, "gru"), (nn.LSTMCell, "lstm")):
+        c = cls(3, 4, seed=0)
+        assert isinstance(c, nn.RNNCellBase) and c.cell == cell
+    with pytest.raises(TypeError, match="grad_c is the gradient of an LSTM's cell state"):
+        g = nn.GRUCell(3, 4, seed=0)
+        g.forward(np.zeros((2, 3), np.float32))
+        g.backward(np.zeros((2, 4)), np.zeros((2, 4)))
+
+
+def test_layer_parameters_are_the_named_ones():
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    w_ih, w_hh, b_ih, b_hh = lstm.layer_parameters(1, 1)
+    assert w_ih is lstm.weight_ih_l1_reverse and b_hh is lstm.bias_hh_l1_reverse
+    assert lstm.layer_parameters(0)[0] is lstm.weight_ih_l0
+    assert nn.GRU(3, 4, bias=False).layer_parameters(0)[2:] == (None, None)
+    with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got 2"):
+        lstm.layer_parameters(2)
+    with pytest.raises(ValueError, match=r"direction must be in \[0, 0\], got 1"):
+        nn.LSTM(3, 4).layer_parameters(0, 1)
+
+
+def test_named_generators_walk_the_tree():
+    model = nn.LanguageModel(7, 4, 4, num_layers=2, dropout=0.1, seed=0)
+    gens = dict(model.named_generators())
+    assert {"rnn._rng", "drop_in.rng", "drop_out.rng"} == set(gens)
+    assert gens["drop_in.rng"] is gens["drop_out.rng"] is model.drop_in.rng  # shared: listed under each name
+    assert [n for n, _ in nn.Dropout(0.5).named_generators()] == ["rng"]
 
 
 # ---------------------------------------------------------------------------------------------

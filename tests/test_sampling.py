@@ -221,7 +221,6 @@ def test_text_in_text_out_with_a_tokenizer():
     (dict(temperature=-1.0), "temperature"),
     (dict(temperature=float("nan")), "temperature"),
     (dict(top_k=0), "top_k"),
-    (dict(top_k=2.5), "top_k"),
     (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"),
     (dict(repetition_penalty=0.0), "repetition_penalty"),
@@ -232,6 +231,20 @@ def test_invalid_options_raise(kwargs, match):
     model = make_model("lstm")
     with pytest.raises(ValueError, match=match):
         sampling.generate(model, np.array([1, 2]), 5, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(top_k=2.5), r"top_k must be an int or None, got float 2.5"),
+    (dict(seed=1.0), r"seed must be an int or None, got float 1.0"),
+    (dict(temperature="hot"), r"temperature must be a finite number >= 0, got str 'hot'"),
+    (dict(top_p=True), r"top_p must be a number in \(0, 1\], got bool True"),
+])
+def test_options_of_the_wrong_kind_are_type_errors(kwargs, match):
+    model = make_model("lstm")
+    with pytest.raises(TypeError, match=match):
+        sampling.generate(model, np.array([1, 2]), 5, **kwargs)
+    with pytest.raises(TypeError, match="max_new_tokens must be an int, got float 2.5"):
+        sampling.generate(model, np.array([1, 2]), 2.5)
 
 
 def test_bad_primes_and_mismatches_raise():

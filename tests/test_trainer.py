@@ -229,3 +229,38 @@ def test_trainer_samples_come_from_rnncore_sampling(corpus):
     text = trainer.sample(length=6, prime="the ", temperature=0)
     want = sampling.generate(model, tok.encode("the "), 6, temperature=0)
     assert text == "the " + tok.decode(want)
+
+
+def test_free_evaluate_equals_the_trainers_and_leaves_nothing_to_differentiate(corpus):
+    from rnncore.trainer import evaluate
+
+    tok, train, valid = corpus
+    trainer = _trainer(tok, eval_batch_size=3)
+    trainer.fit(train, None, epochs=1, max_steps=3)
+    ev = evaluate(trainer.model, valid, batch_size=3, seq_len=9, bits_per_char=True)
+    assert ev == trainer.evaluate(valid)
+    assert set(evaluate(trainer.model, valid, 3, 9)) == {"loss", "ppl"}
+    assert trainer.model.training
+    with pytest.raises(rnncore.NoForwardError):
+        trainer.model.backward()
+    with pytest.raises(ValueError, match="evaluate: need at least 2 token ids"):
+        evaluate(trainer.model, valid[:1])
+    with pytest.raises(TypeError, match="evaluate: seq_len must be an int, got float"):
+        evaluate(trainer.model, valid, seq_len=9.0)
+
+
+@pytest.mark.parametrize("max_steps, sample_every", [(3, 100), (3, 3), (4, 3)])
+def test_a_sample_at_the_end_of_every_run(corpus, max_steps, sample_every):
+    tok, train, valid = corpus
+    trainer = _trainer(tok, log_every=100, sample_every=sample_every, sample_length=10)
+    trainer.fit(train, None, epochs=1, max_steps=max_steps)
+    out = trainer.stream.getvalue()
+    samples = [line for line in out.splitlines() if line.startswith("---- sample at step")]
+    want = [s for s in range(1, max_steps + 1) if s % sample_every == 0 or s == max_steps]
+    assert samples == [f"---- sample at step {s} ----" for s in want]
+    quiet = _trainer(tok, sample_every=None)
+    quiet.fit(train, None, epochs=1, max_steps=2)
+    assert "sample" not in quiet.stream.getvalue()
+    only_end = _trainer(tok, sample_at_end=True, sample_length=10)
+    only_end.fit(train, None, epochs=1, max_steps=2)
+    assert only_end.stream.getvalue().count("---- sample at step 2 ----") == 1

@@ -9,13 +9,9 @@ iterators carry a ``state_dict()`` to resume exactly where a run stopped.
 """
 import numpy as np
 
+from .._checks import check_int
+
 _FORMAT = 1
-
-
-def _positive_int(value, name, fn):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{fn}: {name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _token_ids(ids, fn):
@@ -82,8 +78,8 @@ class StreamBatcher:
     def __init__(self, ids, batch_size, seq_len, *, drop_last=False):
         fn = "StreamBatcher"
         ids = _token_ids(ids, fn)
-        self.batch_size = B = _positive_int(batch_size, "batch_size", fn)
-        self.seq_len = T = _positive_int(seq_len, "seq_len", fn)
+        self.batch_size = B = check_int(batch_size, "batch_size", fn)
+        self.seq_len = T = check_int(seq_len, "seq_len", fn)
         self.drop_last = bool(drop_last)
         N = ids.shape[0]
         n = N // B
@@ -123,9 +119,10 @@ class StreamBatcher:
 
     def window(self, k):
         """(inputs (t, B), targets (t, B)) of window k, 0 <= k < num_windows."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < self._num_windows:
+        k = check_int(k, "k", "StreamBatcher.window", minimum=None)
+        if not 0 <= k < self._num_windows:
             raise IndexError(f"StreamBatcher.window: k must be an integer in [0, {self._num_windows}), got {k!r}")
-        s = int(k) * self.seq_len
+        s = k * self.seq_len
         t = min(self.seq_len, self.stream_len - 1 - s)
         return self.data[s: s + t], self.data[s + 1: s + 1 + t]
 
@@ -166,9 +163,8 @@ def lm_batches(ids, batch_size, seq_len, *, start=0, drop_last=False):
     """Yield the (inputs, targets) windows of one epoch of :class:`StreamBatcher`,
     from window index `start` on (to resume an interrupted epoch)."""
     batcher = StreamBatcher(ids, batch_size, seq_len, drop_last=drop_last)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= len(batcher):
-        raise ValueError(f"lm_batches: start must be an integer in [0, {len(batcher)}], got {start!r}")
-    for k in range(int(start), len(batcher)):
+    start = check_int(start, "start", "lm_batches", minimum=0, maximum=len(batcher))
+    for k in range(start, len(batcher)):
         yield batcher.window(k)
 
 
@@ -273,7 +269,7 @@ class BucketIterator:
                 raise ValueError(f"{fn}: labels must have one entry per sequence, got a scalar")
         if self.labels is not None and len(self.labels) != N:
             raise ValueError(f"{fn}: {N} sequences but {len(self.labels)} labels")
-        self.batch_size = _positive_int(batch_size, "batch_size", fn)
+        self.batch_size = check_int(batch_size, "batch_size", fn)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.pad_value = pad_value
@@ -282,15 +278,13 @@ class BucketIterator:
             raise ValueError(f"{fn}: give bucket_width or num_buckets, not both")
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)  # fresh entropy, kept so the run can be replayed
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"{fn}: seed must be an integer >= 0 or None, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed", fn, minimum=0)
         if bucket_width is not None:
-            w = _positive_int(bucket_width, "bucket_width", fn)
+            w = check_int(bucket_width, "bucket_width", fn)
             keys = self.lengths // w
             self.bucket_spec = {"bucket_width": w}
         else:
-            k = 10 if num_buckets is None else _positive_int(num_buckets, "num_buckets", fn)
+            k = 10 if num_buckets is None else check_int(num_buckets, "num_buckets", fn)
             # Boundaries at the length quantiles; equal lengths always share a bucket.
             ranked = np.sort(self.lengths)
             at = np.ceil(np.linspace(0, 1, k + 1)[1:-1] * (N - 1)).astype(np.int64)

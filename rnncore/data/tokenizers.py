@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 
+from .._checks import check_int
 from .vocab import EOS, PAD, UNK, Vocabulary
 
 try:
@@ -59,14 +60,6 @@ def _where(text, pos):
     line = text.count("\n", 0, pos) + 1
     col = pos - (text.rfind("\n", 0, pos) + 1) + 1
     return f"position {pos} (line {line}, column {col})"
-
-
-def _int_option(value, name, fn, minimum):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{fn}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _Tokenizer:
@@ -186,8 +179,8 @@ class CharTokenizer(_Tokenizer):
 
     def __init__(self, *, min_count=1, max_size=None, unk=False, pad=False, vocab=None):
         fn = "CharTokenizer"
-        super().__init__(vocab, min_count=_int_option(min_count, "min_count", fn, 1),
-                         max_size=_int_option(max_size, "max_size", fn, 1), unk=bool(unk), pad=bool(pad))
+        super().__init__(vocab, min_count=check_int(min_count, "min_count", fn),
+                         max_size=check_int(max_size, "max_size", fn, optional=True), unk=bool(unk), pad=bool(pad))
 
     def _count(self, text):
         return Counter(text)
@@ -250,8 +243,8 @@ class WordTokenizer(_Tokenizer):
 
     def __init__(self, *, min_count=1, max_size=None, unk=True, eos=True, pad=False, lower=False, vocab=None):
         fn = "WordTokenizer"
-        super().__init__(vocab, min_count=_int_option(min_count, "min_count", fn, 1),
-                         max_size=_int_option(max_size, "max_size", fn, 1),
+        super().__init__(vocab, min_count=check_int(min_count, "min_count", fn),
+                         max_size=check_int(max_size, "max_size", fn, optional=True),
                          unk=bool(unk), eos=bool(eos), pad=bool(pad), lower=bool(lower))
 
     def split(self, text):

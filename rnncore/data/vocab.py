@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from .._checks import check_int
+
 UNK = "<unk>"
 EOS = "<eos>"
 PAD = "<pad>"
@@ -74,18 +76,15 @@ class Vocabulary:
             counts = dict(counts)
         else:
             counts = Counter(counts)
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"Vocabulary.from_counts: min_count must be an integer >= 1, got {min_count!r}")
+        fn = "Vocabulary.from_counts"
+        min_count = check_int(min_count, "min_count", fn)
         specials = [t for t in (pad_token, unk_token, eos_token) if t is not None]
-        if max_size is not None:
-            if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < max(len(specials), 1):
-                raise ValueError(f"Vocabulary.from_counts: max_size must be an integer >= the number of special "
-                                 f"symbols ({len(specials)}) and >= 1, got {max_size!r}")
+        # at least one id, and room for every special symbol
+        max_size = check_int(max_size, "max_size", fn, minimum=max(len(specials), 1), optional=True)
         for s, c in counts.items():
             if not isinstance(s, str):
-                raise TypeError(f"Vocabulary.from_counts: symbols must be strings, got {type(s).__name__}: {s!r}")
-            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-                raise ValueError(f"Vocabulary.from_counts: counts must be integers >= 0, got {c!r} for {s!r}")
+                raise TypeError(f"{fn}: symbols must be strings, got {type(s).__name__}: {s!r}")
+            check_int(c, f"the count of {s!r}", fn, minimum=0)
         kept = [(s, c) for s, c in counts.items() if c >= min_count and s not in specials and s != ""]
         kept.sort(key=lambda sc: (-sc[1], sc[0]))
         if max_size is not None:

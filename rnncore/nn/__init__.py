@@ -1,11 +1,13 @@
 """rnncore.nn: layers and models, each an explicit forward/backward pair."""
-from .cell import GRUCell, LSTMCell, RNNCell
+from . import init
+from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import CrossEntropyLoss, cross_entropy
 from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, SequenceTagger
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
 
-__all__ = ["Module", "Parameter", "RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Embedding",
+__all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
+           "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator"]

@@ -1,4 +1,5 @@
-"""Single-step recurrent layers for users who drive time themselves: RNNCell, LSTMCell, GRUCell.
+"""Single-step recurrent layers for users who drive time themselves: RNNCell, LSTMCell, GRUCell,
+and their shared base RNNCellBase.
 
 Shapes: x (B, I) or (I,) unbatched; h, c (B, H) or (H,). Parameters as in PyTorch:
 weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh (G*H,), U(-1/sqrt(H), 1/sqrt(H)).
@@ -10,32 +11,37 @@ backward for t = T-1..0 is backpropagation through time. In eval mode nothing is
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
+from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, expect_shape, no_forward,
+                       private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
+from . import init
 from .module import Module, Parameter
-from .rnn import _GATES, _uniform_init
 
 
-class _CellBase(Module):
+class RNNCellBase(Module):
+    """One step of a recurrent cell (the base of RNNCell, LSTMCell and GRUCell, as torch.nn.RNNCellBase).
+
+    RNNCellBase(cell, input_size, hidden_size, bias=True, *, dtype, seed, threads), with cell one
+    of 'lstm', 'gru', 'rnn_tanh', 'rnn_relu' in any case ('LSTM', as PyTorch writes its modes).
+
+    forward(x, hx=None) -> h' (an LSTM: (h', c') with hx = (h, c));
+    backward(grad_h, grad_c=None) -> grad_x, and sets ``grad_hx`` to dL/dh (an LSTM: (dL/dh, dL/dc));
+    grad_c is for an LSTM only.
+    """
+
     def __init__(self, cell, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name}: {arg} must be positive, got {value}")
-        self.cell = cell
-        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
+        self.cell = cell_name(cell, name)
+        self.input_size = check_int(input_size, "input_size", name)
+        self.hidden_size = check_int(hidden_size, "hidden_size", name)
+        self.bias = bool(bias)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        G, H = _GATES[cell], self.hidden_size
-        self.weight_ih = Parameter(_uniform_init(rng, (G * H, self.input_size), H, self.dtype))
-        self.weight_hh = Parameter(_uniform_init(rng, (G * H, H), H, self.dtype))
-        if self.bias:
-            self.bias_ih = Parameter(_uniform_init(rng, (G * H,), H, self.dtype))
-            self.bias_hh = Parameter(_uniform_init(rng, (G * H,), H, self.dtype))
+        for pname, array in init.recurrent_parameters(rng, CELL_GATES[self.cell], self.input_size, self.hidden_size,
+                                                      self.bias, self.dtype):
+            self.register_parameter(pname, Parameter(array))
         self._stack = []
         self.grad_hx = None
 
@@ -52,6 +58,27 @@ class _CellBase(Module):
             expect_shape(a, (self.hidden_size,), name, fn, "(H,) for unbatched input")
             a = a[None, :]
         return a
+
+    # -- forward / backward -----------------------------------------------------------------
+    def forward(self, x, hx=None):
+        fn = f"{type(self).__name__}.forward"
+        if self.cell != "lstm":
+            return self._step(x, hx, None, fn)[0]
+        if hx is None:
+            h = c = None
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h, c = hx
+        else:
+            raise TypeError(f"{fn}: hx must be a tuple (h, c) or None, got {type(hx).__name__}")
+        return self._step(x, h, c, fn)
+
+    def backward(self, grad_h, grad_c=None):
+        fn = f"{type(self).__name__}.backward"
+        if grad_c is not None and self.cell != "lstm":
+            raise TypeError(f"{fn}: grad_c is the gradient of an LSTM's cell state; a {self.cell} cell has none")
+        dx, dh, dc = self._back(grad_h, grad_c, fn)
+        self.grad_hx = (dh, dc) if self.cell == "lstm" else dh
+        return dx
 
     def _step(self, x, h, c, fn):
         x_in = x
@@ -82,8 +109,8 @@ class _CellBase(Module):
 
     def _back(self, dh, dc, fn):
         if not self._stack:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() (in training mode) first; "
-                                 "each forward is differentiated once, newest first")
+            raise no_forward(fn, "forward() (in training mode)",
+                             "each forward is differentiated once, newest first")
         ws, batched, B = self._stack[-1]
         dh = self._state(dh, "grad_h", fn, batched, B)
         dc = self._state(dc, "grad_c", fn, batched, B)
@@ -102,6 +129,8 @@ class _CellBase(Module):
     def config(self):
         """Constructor arguments that rebuild this cell: ``type(self)(**cell.config())``."""
         cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias, dtype=self.dtype.name)
+        if type(self) is RNNCellBase:
+            return dict(cell=self.cell, **cfg)
         if self.cell.startswith("rnn_"):
             cfg["nonlinearity"] = self.cell[len("rnn_"):]
         return cfg
@@ -110,13 +139,13 @@ class _CellBase(Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.cell == "rnn_relu":
+            s += ", nonlinearity='relu'"
         return s
 
 
-class RNNCell(_CellBase):
-    """One Elman RNN step: h' = act(W_ih x + b_ih + W_hh h + b_hh).
+class RNNCell(RNNCellBase):
+    """One Elman RNN step: h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu.
 
     forward(x, hx=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
     """
@@ -127,26 +156,18 @@ class RNNCell(_CellBase):
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, **kwargs)
         self.nonlinearity = nonlinearity
 
-    def forward(self, x, hx=None):
-        return self._step(x, hx, None, f"{type(self).__name__}.forward")[0]
 
-    def backward(self, grad_h):
-        dx, dh, _ = self._back(grad_h, None, f"{type(self).__name__}.backward")
-        self.grad_hx = dh
-        return dx
-
-
-class GRUCell(RNNCell):
+class GRUCell(RNNCellBase):
     """One GRU step (PyTorch's r, z, n gates).
 
     forward(x, hx=None) -> h'; backward(grad_h) -> grad_x, and sets ``grad_hx`` to dL/dh.
     """
 
     def __init__(self, input_size, hidden_size, bias=True, **kwargs):
-        _CellBase.__init__(self, "gru", input_size, hidden_size, bias, **kwargs)
+        super().__init__("gru", input_size, hidden_size, bias, **kwargs)
 
 
-class LSTMCell(_CellBase):
+class LSTMCell(RNNCellBase):
     """One LSTM step (PyTorch's i, f, g, o gates).
 
     forward(x, hx=None) -> (h', c') with hx = (h, c); backward(grad_h, grad_c=None) -> grad_x,
@@ -155,18 +176,3 @@ class LSTMCell(_CellBase):
 
     def __init__(self, input_size, hidden_size, bias=True, **kwargs):
         super().__init__("lstm", input_size, hidden_size, bias, **kwargs)
-
-    def forward(self, x, hx=None):
-        fn = f"{type(self).__name__}.forward"
-        if hx is None:
-            h = c = None
-        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
-            h, c = hx
-        else:
-            raise TypeError(f"{fn}: hx must be a tuple (h, c) or None, got {type(hx).__name__}")
-        return self._step(x, h, c, fn)
-
-    def backward(self, grad_h, grad_c=None):
-        dx, dh, dc = self._back(grad_h, grad_c, f"{type(self).__name__}.backward")
-        self.grad_hx = (dh, dc)
-        return dx

@@ -7,20 +7,14 @@ the saved statistics); a forward followed by one backward is the contract, as fo
 Extra keyword arguments common to all: dtype (float32 or float64), seed (initialisation),
 threads (None: rnncore.get_num_threads()).
 """
-import math
-
 import numpy as np
 
 from .. import _core
-from .._checks import (NoForwardError, as_index_array, as_real_array, check_int, check_probability, expect_shape,
-                       private_copy, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_real_array, check_int, check_probability, check_real,
+                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
+from . import init
 from .module import Module, Parameter
-
-
-def _no_forward(fn):
-    return NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                          "(each forward can be differentiated once)")
 
 
 class Embedding(Module):
@@ -53,7 +47,7 @@ class Embedding(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        weight = init.standard_normal(rng, (self.num_embeddings, self.embedding_dim), self.dtype)
         if padding_idx is not None:
             weight[padding_idx] = 0
         self.weight = Parameter(weight)
@@ -78,7 +72,7 @@ class Embedding(Module):
         fn = "Embedding.backward"
         ids = self._ids
         if ids is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         dout = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
         expect_shape(dout, ids.shape + (self.embedding_dim,), "grad_output", fn, "(..., E) like the output")
         self._ids = None
@@ -108,24 +102,14 @@ class Linear(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         rng = np.random.default_rng(seed)
-        k = 1.0 / math.sqrt(self.in_features)
-        self.weight = Parameter(rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
-        if bias:
-            self.bias = Parameter(rng.uniform(-k, k, (self.out_features,)).astype(self.dtype))
-        else:
-            self.bias = None
+        I, O = self.in_features, self.out_features
+        self.weight = Parameter(init.fan_in_uniform(rng, (O, I), I, self.dtype))
+        self.register_parameter("bias", Parameter(init.fan_in_uniform(rng, (O,), I, self.dtype)) if bias else None)
         self._x = None
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
                     dtype=self.dtype.name)
-
-    def __setattr__(self, name, value):
-        if name == "bias" and value is None:
-            self._parameters.pop("bias", None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
 
     def _dtype_changed(self):
         self._x = None
@@ -147,7 +131,7 @@ class Linear(Module):
     def backward(self, grad_output, need_input_grad=True):
         fn = "Linear.backward"
         if self._x is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         x2, lead = self._x
         dy = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
         expect_shape(dy, lead + (self.out_features,), "grad_output", fn, "(..., out_features) like the output")
@@ -205,7 +189,7 @@ class Dropout(Module):
     def backward(self, grad_output):
         fn = "Dropout.backward"
         if not self._ready:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         mask = self._mask
         self._mask, self._ready = None, False
         if mask is None:
@@ -238,27 +222,20 @@ class LayerNorm(Module):
             raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
         if not normalized_shape:
             raise ValueError(f"{fn}: normalized_shape must not be empty")
-        if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"{fn}: eps must be a number >= 0, got {eps!r}")
         self.normalized_shape = normalized_shape
-        self.eps = float(eps)
+        self.eps = check_real(eps, "eps", fn, at_least=0.0)
         self.elementwise_affine = bool(elementwise_affine)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
-        self.weight = Parameter(np.ones(normalized_shape, self.dtype)) if self.elementwise_affine else None
-        self.bias = Parameter(np.zeros(normalized_shape, self.dtype)) if self.elementwise_affine and bias else None
+        self.register_parameter("weight", Parameter(np.ones(normalized_shape, self.dtype))
+                                if self.elementwise_affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(normalized_shape, self.dtype))
+                                if self.elementwise_affine and bias else None)
         self._ctx = None
 
     def config(self):
         return dict(normalized_shape=list(self.normalized_shape), eps=self.eps,
                     elementwise_affine=self.elementwise_affine, bias=self.bias is not None, dtype=self.dtype.name)
-
-    def __setattr__(self, name, value):
-        if name in ("weight", "bias") and value is None:
-            self._parameters.pop(name, None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
 
     def _dtype_changed(self):
         self._ctx = None
@@ -285,7 +262,7 @@ class LayerNorm(Module):
     def backward(self, grad_output):
         fn = "LayerNorm.backward"
         if self._ctx is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         x2, mean, rstd, shape = self._ctx
         dy = as_real_array(grad_output, "grad_output", fn, self.dtype)
         expect_shape(dy, shape, "grad_output", fn, "like the input")

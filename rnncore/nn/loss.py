@@ -19,7 +19,7 @@ FloatingPointError naming the position.
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_index_array, as_real_array, shape_str
+from .._checks import as_index_array, as_real_array, check_int, no_forward, shape_str
 from .._threads import resolve_threads
 from .module import Module
 
@@ -58,8 +58,9 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", mask=Non
     See the module docstring for the reduction rules and errors.
     """
     fn = "cross_entropy"
+    ignore_index = check_int(ignore_index, "ignore_index", fn, minimum=None)
     logits, targets, mask = _prepare(logits, targets, mask, reduction, fn)
-    loss, dlogits, probs, _ = _core.cross_entropy(logits, targets, mask, int(ignore_index), reduction,
+    loss, dlogits, probs, _ = _core.cross_entropy(logits, targets, mask, ignore_index, reduction,
                                                   bool(compute_grad), bool(return_probs), resolve_threads(threads))
     return (loss, dlogits, probs) if return_probs else (loss, dlogits)
 
@@ -73,7 +74,7 @@ class CrossEntropyLoss(Module):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"CrossEntropyLoss: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_int(ignore_index, "ignore_index", "CrossEntropyLoss", minimum=None)
         self.reduction = reduction
         self.threads = threads
         self._dlogits = None
@@ -87,8 +88,7 @@ class CrossEntropyLoss(Module):
         fn = "CrossEntropyLoss.backward"
         d = self._dlogits
         if d is None:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                                 "(each forward can be differentiated once)")
+            raise no_forward(fn)
         self._dlogits = None
         if self.reduction == "none":
             g = as_real_array(grad, "grad", fn, d.dtype)

@@ -17,8 +17,8 @@ and the model's dropout Generator are spawned; no global RNG is used.
 """
 import numpy as np
 
-from .._checks import (NoForwardError, as_index_array, as_lengths, as_real_array, check_int, check_probability,
-                       expect_shape, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, check_int,
+                       check_probability, expect_shape, no_forward, resolve_dtype, shape_str)
 from .layers import Dropout, Embedding, Linear
 from .loss import cross_entropy
 from .module import Module
@@ -28,9 +28,8 @@ _CELLS = ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")
 _POOLINGS = ("last", "mean", "max")
 
 
-def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads, fn):
-    if cell not in _CELLS:
-        raise ValueError(f"{fn}: cell must be one of {', '.join(map(repr, _CELLS))}, got {cell!r}")
+def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads):
+    """The model's recurrent layer; `cell` is one of _CELLS, already normalised by cell_name()."""
     # Dropout between stacked layers only (with one layer the model's own dropout layers act).
     kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                   dtype=dtype, seed=seed, threads=threads)
@@ -39,10 +38,6 @@ def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional,
     if cell == "gru":
         return GRU(input_size, hidden_size, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
-
-
-def _no_forward(fn, what="forward()"):
-    return NoForwardError(f"{fn}: nothing to differentiate: call {what} first (each can be differentiated once)")
 
 
 def _time_major(a, batch_first):
@@ -61,7 +56,7 @@ class _TokenDecoder(Module):
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
         self.num_layers = check_int(num_layers, "num_layers", fn)
         self.dropout = check_probability(dropout, "dropout", fn)
-        self.cell = cell
+        self.cell = cell_name(cell, fn, _CELLS)
         self.tie_weights = bool(tie_weights)
         self.batch_first = bool(batch_first)
         self.dtype = resolve_dtype(dtype)
@@ -73,8 +68,8 @@ class _TokenDecoder(Module):
         seeds = np.random.SeedSequence(seed).spawn(4 + extra_seeds)
         self.encoder = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
                                  threads=threads)
-        self.rnn = _make_rnn(cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
-                             self.dtype, seeds[1], threads, fn)
+        self.rnn = _make_rnn(self.cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
+                             self.dtype, seeds[1], threads)
         self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -116,7 +111,7 @@ class _TokenDecoder(Module):
     def _grad_logits(self, grad_logits, fn):
         if grad_logits is None:
             if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
+                raise no_forward(fn, "loss() (or pass grad_logits)", "each can be differentiated once")
             grad_logits, self._dlogits = self._dlogits, None
         else:
             self._dlogits = None
@@ -217,13 +212,14 @@ class ConditionedGenerator(_TokenDecoder):
         seeds = self._build(fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                             batch_first, padding_idx, dtype, seed, threads, extra_seeds=3)
         LH = self.num_layers * self.hidden_size
-        if condition in ("init", "both"):
-            self.init_h = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0], threads=threads)
-            if cell == "lstm":
-                self.init_c = Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1], threads=threads)
-        if condition in ("input", "both"):
-            self.feature_proj = Linear(self.feature_size, self.embedding_dim, dtype=self.dtype, seed=seeds[2],
-                                       threads=threads)
+        init, proj = condition in ("init", "both"), condition in ("input", "both")
+        # the projections this conditioning uses; the others are declared None
+        self.register_module("init_h", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0],
+                                              threads=threads) if init else None)
+        self.register_module("init_c", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1],
+                                              threads=threads) if init and self.cell == "lstm" else None)
+        self.register_module("feature_proj", Linear(self.feature_size, self.embedding_dim, dtype=self.dtype,
+                                                    seed=seeds[2], threads=threads) if proj else None)
         self._used = None
         self.grad_features = None
 
@@ -266,7 +262,7 @@ class ConditionedGenerator(_TokenDecoder):
     def backward(self, grad_logits=None, grad_state=None):
         fn = "ConditionedGenerator.backward"
         if self._used is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         dlogits = self._grad_logits(grad_logits, fn)
         use_input, use_init = self._used
         self._used = None
@@ -312,7 +308,7 @@ class _SequenceEncoder(Module):
         self.dropout = check_probability(dropout, "dropout", fn)
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
-        self.cell = cell
+        self.cell = cell_name(cell, fn, _CELLS)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         seeds = np.random.SeedSequence(seed).spawn(4)
@@ -322,16 +318,16 @@ class _SequenceEncoder(Module):
                 raise TypeError(f"{fn}: embedding_dim is required with vocab_size")
             self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
             self.input_size = None
-            self.embedding = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype,
-                                       seed=seeds[0], threads=threads)
+            self.register_module("embedding", Embedding(self.vocab_size, self.embedding_dim, padding_idx,
+                                                        dtype=self.dtype, seed=seeds[0], threads=threads))
             rnn_in = self.embedding_dim
         else:
             self.vocab_size = self.embedding_dim = None
             self.input_size = check_int(input_size, "input_size", fn)
-            self.embedding = None
+            self.register_module("embedding", None)  # float features go straight into the RNN
             rnn_in = self.input_size
-        self.rnn = _make_rnn(cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
-                             self.dtype, seeds[1], threads, fn)
+        self.rnn = _make_rnn(self.cell, rnn_in, self.hidden_size, self.num_layers, self.dropout, self.bidirectional,
+                             self.dtype, seeds[1], threads)
         D = 2 if self.bidirectional else 1
         self.fc = Linear(D * self.hidden_size, self.num_classes, dtype=self.dtype, seed=seeds[2], threads=threads)
         rng = np.random.default_rng(seeds[3])
@@ -340,13 +336,6 @@ class _SequenceEncoder(Module):
         self._ctx = None
         self._dlogits = None
 
-    def __setattr__(self, name, value):
-        if name == "embedding" and value is None:
-            self._modules.pop(name, None)
-            object.__setattr__(self, name, None)
-            return
-        super().__setattr__(name, value)
-
     @property
     def num_directions(self):
         return 2 if self.bidirectional else 1
@@ -354,10 +343,10 @@ class _SequenceEncoder(Module):
     def _take_grad_logits(self, grad_logits, fn):
         """The logits' gradient: the given one, or the one the last loss() left (used once)."""
         if self._ctx is None:
-            raise _no_forward(fn)
+            raise no_forward(fn)
         if grad_logits is None:
             if self._dlogits is None:
-                raise _no_forward(fn, "loss() (or pass grad_logits)")
+                raise no_forward(fn, "loss() (or pass grad_logits)", "each can be differentiated once")
             grad_logits = self._dlogits
         self._dlogits = None
         return grad_logits

@@ -1,8 +1,10 @@
 """Parameters and the Module base class: PyTorch's bookkeeping without autograd.
 
 A Module owns Parameters (``.data`` and an accumulated ``.grad``) and child Modules, found
-by attribute assignment as in PyTorch. Models chain explicit forward/backward pairs; a
-backward *adds* into each parameter's ``.grad`` and ``zero_grad()`` clears them.
+by attribute assignment or declared with register_parameter() / register_module() (which also
+take None: a name with nothing behind it, like a Linear's bias=False), as in PyTorch. Models
+chain explicit forward/backward pairs; a backward *adds* into each parameter's ``.grad`` and
+``zero_grad()`` clears them.
 """
 from collections import OrderedDict
 
@@ -41,20 +43,71 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
+        # As in PyTorch: a Parameter or a Module assigned to an attribute is registered under its
+        # name; None may replace a registered one (a layer without bias has bias = None).
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError(f"{type(self).__name__}.__init__ must call Module.__init__ before assigning {name}")
-        if isinstance(value, Parameter):
-            self._modules.pop(name, None)
-            params[name] = value
-        elif isinstance(value, Module):
+        if isinstance(value, (Parameter, Module)):
             params.pop(name, None)
-            self._modules[name] = value
-        else:
-            if name in params:
-                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r} (use .data)")
             self._modules.pop(name, None)
-        object.__setattr__(self, name, value)
+            self.__dict__.pop(name, None)
+            if isinstance(value, Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.register_module(name, value)
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r} "
+                                "(a Parameter or None expected; use .data to change its values)")
+            self.register_parameter(name, None)
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as child module {name!r} "
+                                "(a Module or None expected)")
+            self.register_module(name, None)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _check_new_name(self, name, fn, registry):
+        if not isinstance(name, str):
+            raise TypeError(f"{fn}: name must be a str, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{fn}: name must be a non-empty string without '.', got {name!r}")
+        if name in self.__dict__ and name not in registry:
+            raise KeyError(f"{fn}: attribute {name!r} already exists")
+
+    def register_parameter(self, name, param):
+        """Add ``param`` (a Parameter, or None) to the module under ``name``, as in PyTorch.
+
+        The parameter becomes the attribute ``name`` and an entry of parameters() and
+        state_dict(). None declares the name with no parameter (a layer built with bias=False
+        has ``bias`` None); parameters() and state_dict() leave it out.
+        """
+        fn = f"{type(self).__name__}.register_parameter"
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{fn}: call Module.__init__ first")
+        self._check_new_name(name, fn, self._parameters)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{fn}: {name!r} must be a Parameter or None, got {type(param).__name__}")
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def register_module(self, name, module):
+        """Add a child ``module`` (a Module, or None) under ``name``, as in PyTorch.
+
+        The child becomes the attribute ``name``; its parameters appear as ``name.<its names>``.
+        None declares the name with no module (a model without an embedding has ``embedding``
+        None); named_modules() and parameters() leave it out.
+        """
+        fn = f"{type(self).__name__}.register_module"
+        if "_modules" not in self.__dict__:
+            raise AttributeError(f"{fn}: call Module.__init__ first")
+        self._check_new_name(name, fn, self._modules)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{fn}: {name!r} must be a Module or None, got {type(module).__name__}")
+        self._modules[name] = module
+        object.__setattr__(self, name, module)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -73,17 +126,34 @@ class Module:
 
     def _all_parameters(self, prefix):
         for name, p in self._parameters.items():
-            yield prefix + name, p
+            if p is not None:
+                yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m._all_parameters(prefix + name + ".")
+            if m is not None:
+                yield from m._all_parameters(prefix + name + ".")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_modules(self, prefix=""):
+        """(name, Module) for this module ('' or `prefix`) and every descendant, depth first."""
         yield prefix.rstrip("."), self
         for name, m in self._modules.items():
-            yield from m.named_modules(prefix + name + ".")
+            if m is not None:
+                yield from m.named_modules(prefix + name + ".")
+
+    # -- random generators ------------------------------------------------------------------
+    def named_generators(self, prefix=""):
+        """(name, numpy Generator) for every random generator this module or a descendant holds
+        (initialisation, dropout masks), e.g. ('rnn._rng', ...), ('drop_in.rng', ...): the name is
+        the module's path and the attribute. A Generator shared by several modules appears
+        under each name. Checkpoints save their states so a resumed run draws the same masks."""
+        for path, m in self.named_modules(prefix):
+            for attr, value in m._own_generators():
+                yield (f"{path}.{attr}" if path else attr), value
+
+    def _own_generators(self):
+        return [(attr, v) for attr, v in sorted(vars(self).items()) if isinstance(v, np.random.Generator)]
 
     def zero_grad(self):
         for p in self.parameters():
@@ -103,6 +173,8 @@ class Module:
         dt = resolve_dtype(dtype)
         for _, m in self.named_modules():
             for p in m._parameters.values():
+                if p is None:
+                    continue
                 p.data = np.ascontiguousarray(p.data, dtype=dt)
                 p.grad = np.ascontiguousarray(p.grad, dtype=dt)
             if "dtype" in m.__dict__:
@@ -163,7 +235,7 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): {m!r}".replace("\n", "\n  ") for name, m in self._modules.items()]
+        lines = [f"({name}): {m!r}".replace("\n", "\n  ") for name, m in self._modules.items() if m is not None]
         head = f"{type(self).__name__}({self.extra_repr()}"
         if not lines:
             return head + ")"

@@ -8,22 +8,14 @@ here only loops over layers and directions, never over time. Stacking feeds a la
 (T, B, D*H) output (after inter-layer dropout in training mode) to the next; a reverse
 direction runs each sequence backwards within its own length.
 """
-import math
-
 import numpy as np
 
 from .. import _core
-from .._checks import NoForwardError, as_lengths, as_real_array, expect_shape, private_copy, resolve_dtype, shape_str
+from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability,
+                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import resolve_threads
+from . import init
 from .module import Module, Parameter
-
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-
-
-def _uniform_init(rng, shape, hidden_size, dtype):
-    # PyTorch's default for recurrent layers and cells: U(-1/sqrt(H), 1/sqrt(H)) for every tensor.
-    k = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
-    return rng.uniform(-k, k, size=shape).astype(dtype)
 
 
 class RNNBase(Module):
@@ -33,13 +25,11 @@ class RNNBase(Module):
                  bidirectional=False, *, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name}: {arg} must be positive, got {value}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{name}: dropout must be a number in [0, 1), got {dropout!r}")
+        cell = cell_name(cell, name)
+        input_size = check_int(input_size, "input_size", name)
+        hidden_size = check_int(hidden_size, "hidden_size", name)
+        num_layers = check_int(num_layers, "num_layers", name)
+        dropout = check_probability(dropout, "dropout", name)
         if dropout > 0 and num_layers == 1:
             # PyTorch warns here too: dropout acts only between stacked layers.
             import warnings
@@ -57,17 +47,14 @@ class RNNBase(Module):
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
         self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
-        G, H = _GATES[cell], self.hidden_size
-        D = 2 if self.bidirectional else 1
+        H, D = self.hidden_size, self.num_directions
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else D * H
             for direction in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                setattr(self, "weight_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H, in_size), H, self.dtype)))
-                setattr(self, "weight_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H, H), H, self.dtype)))
-                if self.bias:
-                    setattr(self, "bias_ih" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
-                    setattr(self, "bias_hh" + sfx, Parameter(_uniform_init(self._rng, (G * H,), H, self.dtype)))
+                for name, array in init.recurrent_parameters(self._rng, CELL_GATES[cell], in_size, H, self.bias,
+                                                             self.dtype):
+                    self.register_parameter(name + sfx, Parameter(array))
         self._workspaces = [None] * (self.num_layers * D)
         self._ctx = None
         self.grad_h0 = None
@@ -77,7 +64,12 @@ class RNNBase(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
-    def _params(self, layer, direction):
+    def layer_parameters(self, layer, direction=0):
+        """The Parameters of one layer and direction (0 forward, 1 reverse):
+        (weight_ih, weight_hh, bias_ih, bias_hh), the biases None when bias=False."""
+        fn = f"{type(self).__name__}.layer_parameters"
+        layer = check_int(layer, "layer", fn, minimum=0, maximum=self.num_layers - 1)
+        direction = check_int(direction, "direction", fn, minimum=0, maximum=self.num_directions - 1)
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         p = self._parameters
         return (p["weight_ih" + sfx], p["weight_hh" + sfx], p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
@@ -148,7 +140,7 @@ class RNNBase(Module):
             out = np.empty((T, B, D * H), self.dtype)
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
                 hn, cn, self._workspaces[k] = _core.recurrent_forward(
                     self.cell, layer_input, w_ih.data, w_hh.data,
                     None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
@@ -185,8 +177,7 @@ class RNNBase(Module):
         fn = f"{type(self).__name__}.backward"
         ctx = self._ctx
         if ctx is None:
-            raise NoForwardError(f"{fn}: no forward to differentiate: call forward() first "
-                                 "(each forward can be differentiated once)")
+            raise no_forward(fn)
         T, B = ctx["shape"]
         batched = ctx["batched"]
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
@@ -216,7 +207,7 @@ class RNNBase(Module):
             dx = np.empty((T, B, in_size), self.dtype)
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
                 g_h0, g_c0 = _core.recurrent_backward(
                     self._workspaces[k], grad, d * H, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], w_ih.data, w_hh.data, w_ih.grad, w_hh.grad,
@@ -243,6 +234,8 @@ class RNNBase(Module):
         cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
                    bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
                    bidirectional=self.bidirectional, dtype=self.dtype.name)
+        if type(self) is RNNBase:
+            return dict(cell=self.cell, **cfg)
         if self.cell.startswith("rnn_"):
             cfg["nonlinearity"] = self.cell[len("rnn_"):]
         return cfg

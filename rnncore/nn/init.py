@@ -1,0 +1,40 @@
+"""Parameter initialisers: PyTorch's default for each layer, drawn from a numpy Generator the
+caller passes in (never a global RNG), returned as new arrays of the layer's dtype.
+
+Shape letters: G gates (1, 3 or 4), H hidden_size, I input size.
+"""
+import math
+
+import numpy as np
+
+
+def uniform(rng, shape, bound, dtype):
+    """U(-bound, bound), drawn in float64 and then converted (so float32 and float64 layers built
+    with one seed start from the same values, up to rounding)."""
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def fan_in_uniform(rng, shape, fan_in, dtype):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Linear's weight and bias."""
+    return uniform(rng, shape, 1.0 / math.sqrt(fan_in), dtype)
+
+
+def standard_normal(rng, shape, dtype):
+    """N(0, 1): torch.nn.Embedding's weight."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def recurrent_uniform(rng, shape, hidden_size, dtype):
+    """U(-1/sqrt(H), 1/sqrt(H)): every tensor of PyTorch's recurrent layers and cells."""
+    return uniform(rng, shape, 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0, dtype)
+
+
+def recurrent_parameters(rng, gates, input_size, hidden_size, bias, dtype):
+    """The tensors of one layer and direction of an RNN (or of one cell), in PyTorch's layout and
+    draw order: [("weight_ih", (G*H, I)), ("weight_hh", (G*H, H))] and, with bias,
+    [("bias_ih", (G*H,)), ("bias_hh", (G*H,))], each recurrent_uniform."""
+    G, H = int(gates), int(hidden_size)
+    shapes = [("weight_ih", (G * H, int(input_size))), ("weight_hh", (G * H, H))]
+    if bias:
+        shapes += [("bias_ih", (G * H,)), ("bias_hh", (G * H,))]
+    return [(name, recurrent_uniform(rng, shape, H, np.dtype(dtype))) for name, shape in shapes]
