@@ -1,0 +1,266 @@
+"""Type stub of rnncore._core, the pybind11 extension (csrc/bindings/).
+
+Written to match the extension: every public name, with the parameter names, order,
+keyword-only markers and defaults of pybind11's own signatures (tests/test_stub.py checks
+both ways, so a function added to the bindings without a stub entry fails the tests).
+The types say what the bindings accept: arrays are float32/float64 numpy arrays unless a
+docstring says otherwise (ids and lengths are int64), C-contiguous, checked at the boundary.
+
+Shape letters: T time steps, B batch, I input size, H hidden size, G gates (1, 3 or 4),
+V vocabulary, E embedding size, N rows, C / O / I columns.
+"""
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[Any]
+_Floats = npt.NDArray[np.floating[Any]]
+_Ids = npt.NDArray[np.int64]
+
+# -- recurrent layers (bind_recurrent.cpp) -------------------------------------------------
+
+
+class RecurrentWorkspace:
+    """What a recurrent forward saved for its backward (opaque)."""
+
+    def __init__(self) -> None: ...
+    @property
+    def ready(self) -> bool:
+        """True after a forward whose backward has not run yet."""
+    @property
+    def dtype(self) -> str:
+        """'float32' or 'float64'."""
+    @property
+    def cell(self) -> str:
+        """The cell kind of the last forward: 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'."""
+
+
+def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih: Optional[_Floats] = None,
+                      b_hh: Optional[_Floats] = None, h0: Optional[_Floats] = None, c0: Optional[_Floats] = None,
+                      lengths: Optional[_Ids] = None, reverse: bool = False, out: Optional[_Floats] = None,
+                      out_col: int = 0, threads: int = 1, workspace: Optional[RecurrentWorkspace] = None
+                      ) -> tuple[_Floats, Optional[_Floats], RecurrentWorkspace]:
+    """One recurrent layer, one direction, over a whole sequence.
+
+    x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H) or None;
+    lengths int64 (B,) in [0, T] or None; out (T, B, *) receives the outputs in columns
+    [out_col, out_col + H), zero past each length. A reverse layer runs each sequence backwards
+    within its own length. Returns (h_n, c_n or None, workspace).
+    """
+
+
+# In the extension dy_col, dh_n, dc_n, db_ih and db_hh have defaults (0 and None) although dx, a
+# required argument, follows them, which Python's own syntax cannot say: here they have none.
+def recurrent_backward(workspace: RecurrentWorkspace, dy: Optional[_Floats], dy_col: int, dh_n: Optional[_Floats],
+                       dc_n: Optional[_Floats], w_ih: _Floats, w_hh: _Floats, dw_ih: _Floats, dw_hh: _Floats,
+                       db_ih: Optional[_Floats], db_hh: Optional[_Floats], dx: _Floats, accumulate_dx: bool = False,
+                       threads: int = 1) -> tuple[_Floats, Optional[_Floats]]:
+    """Backpropagation through time for the last forward run on `workspace`.
+
+    dy (T, B, *) gradient of the outputs, read from columns [dy_col, dy_col + H), or None;
+    dh_n, dc_n (B, H) or None. Adds into dw_ih, dw_hh, db_ih, db_hh; writes dx (T, B, I), or adds
+    to it when accumulate_dx. Returns (dh0, dc0 or None).
+    """
+
+
+# -- GEMM (bind_gemm.cpp) ------------------------------------------------------------------
+
+
+def gemm(a: _Floats, b: _Floats, c: _Floats, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
+         beta: float = 0.0, threads: int = 1) -> None:
+    """c = alpha * op(a) @ op(b) + beta * c in place (float32 or float64, C-contiguous)."""
+
+
+def gemm_kernel() -> str:
+    """The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (those of the process's isa())."""
+
+
+def gemm_threads(M: int, N: int, K: int, threads: int) -> int:
+    """Threads a GEMM C (M, N) += A (M, K) B (K, N) runs on when given `threads`."""
+
+
+def gemm_packed_test(a: _Floats, b: _Floats, trans_b: bool, beta: float, c: _Floats, repeat: int = 1) -> None:
+    """Test hook: c = a @ op(b) + beta * c through PackedB::pack + gemm_packed (views with any row
+    stride); with repeat > 1 the product is formed repeat times from one packing (for benchmarks;
+    use beta = 0)."""
+
+
+def gemm_strided_test(a: _Floats, b: _Floats, c: _Floats, trans_a: bool = False, trans_b: bool = False,
+                      alpha: float = 1.0, beta: float = 0.0, threads: int = 1) -> None:
+    """Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions)."""
+
+
+# -- instruction sets, threads and activations (bind_system.cpp) ---------------------------
+
+
+def isa() -> str:
+    """The instruction set every kernel of this process uses: 'generic', 'avx2' or 'avx512' (the
+    best the CPU supports, or RNNCORE_ISA's choice clamped to it; fixed at first use)."""
+
+
+def supported_isas() -> list[str]:
+    """The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA)."""
+
+
+def max_threads() -> int:
+    """Processors OpenMP can use (1 without OpenMP)."""
+
+
+def openmp_enabled() -> bool:
+    """True when the extension was built with OpenMP."""
+
+
+def recurrent_threads(cell: str, B: int, H: int, threads: int) -> int:
+    """Threads the time loop of a layer of this cell, batch B and hidden size H runs on when
+    given `threads`."""
+
+
+def vmath(fn: str, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Apply a vectorised float32 activation (for tests of its accuracy)."""
+
+
+def vmath_kernel() -> str:
+    """The float32 activation kernel chosen for this CPU: 'avx2' or 'generic'."""
+
+
+# -- layers and losses (bind_ops.cpp) ------------------------------------------------------
+
+
+def embedding_forward(weight: _Floats, ids: _Ids, threads: int = 1) -> _Floats:
+    """Embedding gather: weight (V, E) float32/float64; ids int64, any shape (...), each in [0, V).
+    Returns out (..., E). Raises ValueError naming the first out-of-range id and its position
+    before reading the table."""
+
+
+def embedding_backward(dout: _Floats, ids: _Ids, dweight: _Floats, padding_idx: int = -1, threads: int = 1) -> None:
+    """Embedding scatter-add: dweight (V, E) += dout (..., E) rows at ids (...); the row padding_idx
+    (-1: none) receives nothing. Deterministic for any thread count."""
+
+
+def linear_forward(x: _Floats, weight: _Floats, bias: Optional[_Floats] = None, threads: int = 1) -> _Floats:
+    """y (N, O) = x (N, I) weight (O, I)^T + bias (O,) (bias may be None)."""
+
+
+def linear_backward(dy: _Floats, x: _Floats, weight: _Floats, dweight: _Floats, dbias: Optional[_Floats] = None,
+                    need_dx: bool = True, threads: int = 1) -> Optional[_Floats]:
+    """Backward of linear_forward: dweight (O, I) += dy^T x; dbias (O,) += column sums of dy (if
+    not None). Returns dx (N, I) = dy weight, or None when need_dx is False."""
+
+
+def layernorm_forward(x: _Floats, weight: Optional[_Floats] = None, bias: Optional[_Floats] = None,
+                      eps: float = 1e-05, threads: int = 1) -> tuple[_Floats, _Floats, _Floats]:
+    """Layer norm over the last dimension: x (N, C); weight, bias (C,) or None.
+    Returns (y (N, C), mean (N,), rstd (N,)); mean and rstd are what backward needs."""
+
+
+def layernorm_backward(dy: _Floats, x: _Floats, mean: _Floats, rstd: _Floats, weight: Optional[_Floats] = None,
+                       dweight: Optional[_Floats] = None, dbias: Optional[_Floats] = None,
+                       threads: int = 1) -> _Floats:
+    """Backward of layernorm_forward: returns dx (N, C); adds into dweight, dbias (C,) when given."""
+
+
+def cross_entropy(logits: _Floats, targets: _Ids, mask: Optional[_Floats] = None, ignore_index: int = -100,
+                  reduction: str = 'mean', compute_grad: bool = True, return_probs: bool = False, threads: int = 1
+                  ) -> tuple[Union[float, _Floats], Optional[_Floats], Optional[_Floats], float]:
+    """Fused softmax + cross-entropy over the last dimension.
+
+    logits (..., V) float32/float64; targets int64 (...) class indices or ignore_index; mask (...)
+    per-position weights >= 0 (same dtype as logits) or None. reduction 'mean' (divides by the
+    total weight of the counted positions; 0 when none counts), 'sum' or 'none'.
+    Returns (loss, dlogits or None, probs or None, total_weight): loss is a float (an array (...)
+    for 'none'); dlogits (..., V) is the gradient of the loss. Raises ValueError for a target out
+    of range or a bad mask value, FloatingPointError when the loss is NaN or infinite.
+    """
+
+
+# -- optimizers (bind_optim.cpp) -----------------------------------------------------------
+
+
+def sgd_step(param: _Floats, grad: _Floats, momentum_buffer: Optional[_Floats] = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+             maximize: bool = False, first: bool = False, threads: int = 1) -> None:
+    """One SGD update of `param` in place (PyTorch's rule).
+
+    param, grad, momentum_buffer: same shape and dtype (float32/float64), C-contiguous; the buffer
+    is required exactly when momentum != 0 and is overwritten with the gradient when `first`.
+    """
+
+
+def adam_step(param: _Floats, grad: _Floats, exp_avg: _Floats, exp_avg_sq: _Floats,
+              max_exp_avg_sq: Optional[_Floats] = None, *, step: int, lr: float, beta1: float, beta2: float,
+              eps: float, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
+              maximize: bool = False, threads: int = 1) -> None:
+    """One Adam (decoupled=False) or AdamW (decoupled=True) update of `param` in place.
+
+    step counts this update (>= 1). max_exp_avg_sq is required exactly when amsgrad.
+    """
+
+
+def rmsprop_step(param: _Floats, grad: _Floats, square_avg: _Floats, grad_avg: Optional[_Floats] = None,
+                 momentum_buffer: Optional[_Floats] = None, *, lr: float, alpha: float, eps: float,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, maximize: bool = False,
+                 threads: int = 1) -> None:
+    """One RMSprop update of `param` in place. grad_avg is required exactly when centered,
+    momentum_buffer exactly when momentum > 0."""
+
+
+def adagrad_step(param: _Floats, grad: _Floats, sum: _Floats, *, step: int, lr: float, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False, threads: int = 1) -> None:
+    """One Adagrad update of `param` in place; step counts this update (>= 1)."""
+
+
+def norm_power_sum(arrays: list[_Floats], norm_type: float = 2.0, threads: int = 1) -> float:
+    """sum |x|^p over every element of every array (max |x| when p is inf), in double.
+
+    Arrays are combined in list order, each summed in a fixed order (thread-count independent).
+    """
+
+
+def scale_(arrays: list[_Floats], scale: float, threads: int = 1) -> None:
+    """Multiply every array in place by `scale`."""
+
+
+def clamp_(arrays: list[_Floats], lo: float, hi: float, threads: int = 1) -> None:
+    """Clamp every array in place to [lo, hi] (NaN stays NaN)."""
+
+
+# -- generation (bind_generate.cpp) --------------------------------------------------------
+
+
+class LMDecoder:
+    """Decoding loop of an Embedding -> RNN layers -> Linear language model.
+
+    LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...], w_out (V, H),
+    b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives; their packed
+    copies are made once here.
+    """
+
+    def __init__(self, cell: str, embedding: _Floats,
+                 layers: list[tuple[_Floats, _Floats, Optional[_Floats], Optional[_Floats]]], w_out: _Floats,
+                 b_out: Optional[_Floats], batch: int, threads: int) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def done(self) -> npt.NDArray[np.bool_]:
+        """(B,): whether each stream has produced a stop token."""
+    def get_state(self) -> tuple[_Floats, Optional[_Floats]]:
+        """The state (h, c or None), each (L, B, H), before the next input token is fed."""
+    def set_state(self, h: _Floats, c: Optional[_Floats] = None) -> None: ...
+    def set_next_tokens(self, tokens: _Ids) -> None:
+        """The next input token of each stream, int64 (B,)."""
+    def mark_seen(self, tokens: _Ids) -> None:
+        """Mark tokens (B, P) as seen by each stream (for the repetition penalty)."""
+    def seed(self, seed: int) -> None:
+        """Seed every stream's generator: stream b draws from (seed, b) alone."""
+    def sample(self, n: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, stop_tokens: Optional[_Ids] = None) -> tuple[_Ids, int]:
+        """Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run)."""
+    def step_logits(self) -> _Floats:
+        """Feed the next tokens and return the logits (B, V) without choosing (advances the state)."""
+    def beam_search(self, max_len: int, alpha: float = 0.0, n_best: int = 1, stop_tokens: Optional[_Ids] = None
+                    ) -> list[tuple[_Ids, float, float, bool]]:
+        """Beam search (width = batch) from stream 0's state and next token; returns
+        [(tokens, score, normalized score, finished), ...] best first."""
