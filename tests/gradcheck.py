@@ -20,12 +20,3 @@ def numeric_grad(f, array, eps=1e-6, index=None):
         grad[i] = (fp - fm) / (2 * eps)
     return grad.reshape(array.shape)
 
-
-def assert_close(actual, expected, atol=1e-7, rtol=1e-5, what=""):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    err = np.abs(actual - expected)
-    tol = atol + rtol * np.abs(expected)
-    bad = err > tol
-    assert not bad.any(), (f"{what}: {int(bad.sum())} of {bad.size} entries differ; worst |diff| "
-                           f"{err.max():.3e} at {np.unravel_index(int(np.argmax(err - tol)), err.shape)}")

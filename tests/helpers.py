@@ -6,8 +6,10 @@ import rnncore
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 
-def assert_close(actual, ref, rtol, atol, what="value"):
-    """Elementwise |actual - ref| <= atol + rtol * |ref|, with the worst offender in the message."""
+def assert_close(actual, ref, *, atol, rtol, what="value"):
+    """Elementwise |actual - ref| <= atol + rtol * |ref|, with the worst offender in the message.
+
+    Both tolerances are keyword-only and required, so a call says which is which."""
     actual = np.asarray(actual, np.float64)
     ref = np.asarray(ref, np.float64)
     assert actual.shape == ref.shape, f"{what}: shape {actual.shape} != reference shape {ref.shape}"

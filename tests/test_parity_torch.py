@@ -107,7 +107,7 @@ def test_matches_torch(kind, L, bidir, ragged, batch_first, dtype):
     tol = TOL[dtype]
     for name, ref in want.items():
         assert got[name].dtype == dtype, name
-        assert_close(got[name], ref, tol, tol, name)
+        assert_close(got[name], ref, atol=tol, rtol=tol, what=name)
     assert np.abs(want["grad weight_hh_l0"]).max() > 1e-2  # not vacuous
 
 
@@ -124,10 +124,10 @@ def test_matches_torch_float32_default_init_unbatched(kind):
         out_t, state = theirs(torch.from_numpy(x))
     h_t, c_t = state if kind == "lstm" else (state, None)
     assert out.shape == tuple(out_t.shape) and h_n.shape == tuple(h_t.shape)
-    assert_close(out, out_t.numpy(), 1e-5, 1e-5, "output")
-    assert_close(h_n, h_t.numpy(), 1e-5, 1e-5, "h_n")
+    assert_close(out, out_t.numpy(), atol=1e-5, rtol=1e-5, what="output")
+    assert_close(h_n, h_t.numpy(), atol=1e-5, rtol=1e-5, what="h_n")
     if kind == "lstm":
-        assert_close(c_n, c_t.numpy(), 1e-5, 1e-5, "c_n")
+        assert_close(c_n, c_t.numpy(), atol=1e-5, rtol=1e-5, what="c_n")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -171,16 +171,16 @@ def test_cells_match_torch(kind):
         dh, dc = ours.grad_hx
         h1t, c1t = theirs(xt, (ht, ct))
         ((h1t * torch.from_numpy(np.float64(g))).sum() + (c1t * torch.from_numpy(np.float64(gc))).sum()).backward()
-        assert_close(c1, c1t.detach().numpy(), 1e-5, 1e-5, "c'")
-        assert_close(dc, ct.grad.numpy(), 1e-5, 1e-5, "dc")
+        assert_close(c1, c1t.detach().numpy(), atol=1e-5, rtol=1e-5, what="c'")
+        assert_close(dc, ct.grad.numpy(), atol=1e-5, rtol=1e-5, what="dc")
     else:
         h1 = ours.forward(x, h)
         dx = ours.backward(g)
         dh = ours.grad_hx
         h1t = theirs(xt, ht)
         (h1t * torch.from_numpy(np.float64(g))).sum().backward()
-    assert_close(h1, h1t.detach().numpy(), 1e-5, 1e-5, "h'")
-    assert_close(dx, xt.grad.numpy(), 1e-5, 1e-5, "dx")
-    assert_close(dh, ht.grad.numpy(), 1e-5, 1e-5, "dh")
+    assert_close(h1, h1t.detach().numpy(), atol=1e-5, rtol=1e-5, what="h'")
+    assert_close(dx, xt.grad.numpy(), atol=1e-5, rtol=1e-5, what="dx")
+    assert_close(dh, ht.grad.numpy(), atol=1e-5, rtol=1e-5, what="dh")
     for n, p in theirs.named_parameters():
-        assert_close(getattr(ours, n).grad, p.grad.numpy(), 1e-5, 1e-5, n)
+        assert_close(getattr(ours, n).grad, p.grad.numpy(), atol=1e-5, rtol=1e-5, what=n)

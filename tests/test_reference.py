@@ -75,10 +75,10 @@ def test_reference_matches_torch(kind, L, bidir, bias, ragged, with_h0):
     out_r, hn_r, cn_r = rnn_forward(kind, x, params, L, bidir, h0, c0, lengths)
 
     assert out_r.shape == (T, B, D * H)
-    assert_close(out_r, out_t, RTOL, ATOL, "output")
-    assert_close(hn_r, hn_t, RTOL, ATOL, "h_n")
+    assert_close(out_r, out_t, atol=ATOL, rtol=RTOL, what="output")
+    assert_close(hn_r, hn_t, atol=ATOL, rtol=RTOL, what="h_n")
     if kind == "lstm":
-        assert_close(cn_r, cn_t, RTOL, ATOL, "c_n")
+        assert_close(cn_r, cn_t, atol=ATOL, rtol=RTOL, what="c_n")
     # The comparison is not vacuous: the outputs are far from zero where sequences run.
     assert np.abs(out_t).max() > 0.1
 

@@ -37,10 +37,10 @@ def reference_of(layer, x_tm, h0, c0, lengths, masks=None):
 
 def check_against_reference(layer, out, h_n, c_n, x_tm, h0, c0, lengths, masks=None, rtol=RTOL, atol=ATOL):
     out_r, hn_r, cn_r = reference_of(layer, x_tm, h0, c0, lengths, masks)
-    assert_close(out, out_r, rtol, atol, "output")
-    assert_close(h_n, hn_r, rtol, atol, "h_n")
+    assert_close(out, out_r, atol=atol, rtol=rtol, what="output")
+    assert_close(h_n, hn_r, atol=atol, rtol=rtol, what="h_n")
     if layer.cell == "lstm":
-        assert_close(c_n, cn_r, rtol, atol, "c_n")
+        assert_close(c_n, cn_r, atol=atol, rtol=rtol, what="c_n")
 
 
 CONFIGS = {
@@ -141,8 +141,8 @@ def test_unbatched_with_lengths(kind):
     check_against_reference(layer, out[:, None], h_n[:, None], None if c_n is None else c_n[:, None],
                             x[:, None], None, None, [3])
     cut, h_cut, _ = forward(layer, x[:3])
-    assert_close(out[:3], cut, 1e-6, 1e-6, "output vs the cut sequence")
-    assert_close(h_n, h_cut, 1e-6, 1e-6, "h_n vs the cut sequence")
+    assert_close(out[:3], cut, atol=1e-6, rtol=1e-6, what="output vs the cut sequence")
+    assert_close(h_n, h_cut, atol=1e-6, rtol=1e-6, what="h_n vs the cut sequence")
 
 
 # -- the lengths rule, exactly ------------------------------------------------------------------
@@ -184,10 +184,10 @@ def test_lengths_rule_exact(kind):
         if n == 0:
             continue
         o1, h1, c1 = forward(layer, x[:n, b:b + 1], h0[:, b:b + 1], None if c0 is None else c0[:, b:b + 1])
-        assert_close(o1[:, 0], out[:n, b], 1e-6, 1e-6, f"sequence {b} alone: output")
-        assert_close(h1[:, 0], h_n[:, b], 1e-6, 1e-6, f"sequence {b} alone: h_n")
+        assert_close(o1[:, 0], out[:n, b], atol=1e-6, rtol=1e-6, what=f"sequence {b} alone: output")
+        assert_close(h1[:, 0], h_n[:, b], atol=1e-6, rtol=1e-6, what=f"sequence {b} alone: h_n")
         if kind == "lstm":
-            assert_close(c1[:, 0], c_n[:, b], 1e-6, 1e-6, f"sequence {b} alone: c_n")
+            assert_close(c1[:, 0], c_n[:, b], atol=1e-6, rtol=1e-6, what=f"sequence {b} alone: c_n")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -199,7 +199,7 @@ def test_lengths_all_T_equals_no_lengths(kind):
     b = forward(layer, x, h0, c0, np.full(B, T))
     for u, v in zip(a, b):
         if u is not None:
-            assert_close(u, v, 1e-6, 1e-6)
+            assert_close(u, v, atol=1e-6, rtol=1e-6)
 
 
 # -- sequence kernel == loop of cells ---------------------------------------------------------
@@ -230,10 +230,10 @@ def test_sequence_equals_cell_loop(kind, bias):
         else:
             h = cell.forward(x[t], h)
         hs.append(h)
-    assert_close(np.stack(hs), out, 1e-6, 1e-6, "outputs")
-    assert_close(h, h_n[0], 1e-6, 1e-6, "h_n")
+    assert_close(np.stack(hs), out, atol=1e-6, rtol=1e-6, what="outputs")
+    assert_close(h, h_n[0], atol=1e-6, rtol=1e-6, what="h_n")
     if kind == "lstm":
-        assert_close(c, c_n[0], 1e-6, 1e-6, "c_n")
+        assert_close(c, c_n[0], atol=1e-6, rtol=1e-6, what="c_n")
     gh, gc = dy[T - 1] + dh[0], None if dc is None else dc[0]
     dxs = []
     for t in range(T - 1, -1, -1):
@@ -244,12 +244,12 @@ def test_sequence_equals_cell_loop(kind, bias):
             dxs.append(cell.backward(gh))
             g_prev = cell.grad_hx
         gh = g_prev + (dy[t - 1] if t > 0 else 0)
-    assert_close(np.stack(dxs[::-1]), dx, 1e-5, 1e-5, "dx")
-    assert_close(gh, dh0[0], 1e-5, 1e-5, "dh0")
+    assert_close(np.stack(dxs[::-1]), dx, atol=1e-5, rtol=1e-5, what="dx")
+    assert_close(gh, dh0[0], atol=1e-5, rtol=1e-5, what="dh0")
     if kind == "lstm":
-        assert_close(gc, dc0[0], 1e-5, 1e-5, "dc0")
+        assert_close(gc, dc0[0], atol=1e-5, rtol=1e-5, what="dc0")
     for n, p in layer.named_parameters():
-        assert_close(getattr(cell, n[:-3]).grad, p.grad, 1e-5, 1e-5, n)
+        assert_close(getattr(cell, n[:-3]).grad, p.grad, atol=1e-5, rtol=1e-5, what=n)
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -288,8 +288,8 @@ def test_one_thread_equals_two(kind, ragged):
     rnncore.set_num_threads(2)
     glob = run_fwd_bwd(layer, x, h0, c0, lengths, dy, dh, dc)
     for name in one:
-        assert_close(two[name], one[name], 1e-6, 1e-6, f"2 threads vs 1: {name}")
-        assert_close(glob[name], one[name], 1e-6, 1e-6, f"set_num_threads(2) vs 1: {name}")
+        assert_close(two[name], one[name], atol=1e-6, rtol=1e-6, what=f"2 threads vs 1: {name}")
+        assert_close(glob[name], one[name], atol=1e-6, rtol=1e-6, what=f"set_num_threads(2) vs 1: {name}")
     assert np.abs(one["grad weight_hh_l0"]).max() > 1e-2
 
 
@@ -309,7 +309,7 @@ def test_cells_one_thread_equals_two(kind):
         dx = cell.backward(g, g) if kind == "lstm" else cell.backward(g)
         res.append((y[0] if kind == "lstm" else y, dx, cell.weight_hh.grad.copy()))
     for a, b in zip(*res):
-        assert_close(b, a, 1e-6, 1e-6)
+        assert_close(b, a, atol=1e-6, rtol=1e-6)
 
 
 # -- float32 gradients vs float64 -------------------------------------------------------------
@@ -336,7 +336,7 @@ def check_float32_gradients(layer32, layer64, rng, x, h0, c0, lengths):
                       lengths, dy, dh, dc)
     for name in r64:
         assert r32[name].dtype == np.float32 and r64[name].dtype == np.float64, name
-        assert_close(r32[name], r64[name], RTOL, ATOL, name)
+        assert_close(r32[name], r64[name], atol=ATOL, rtol=RTOL, what=name)
 
 
 @pytest.mark.parametrize("H_,B_", [(7, 1), (17, 3), (130, 1)])
@@ -505,7 +505,7 @@ def test_gradients_accumulate_until_zero_grad(kind):
     forward(layer, x, h0, c0)
     backward(layer, dy)
     for n, p in layer.named_parameters():
-        assert_close(p.grad, 2 * once[n], 1e-6, 1e-6, n)
+        assert_close(p.grad, 2 * once[n], atol=1e-6, rtol=1e-6, what=n)
     layer.zero_grad()
     assert all(np.all(p.grad == 0) for p in layer.parameters())
 
@@ -577,7 +577,7 @@ def test_input_changed_after_forward_does_not_change_gradients(kind):
     forward(layer, x)
     x[...] = 0.0  # the caller reuses its buffer
     backward(layer, dy)
-    assert_close(layer.weight_ih_l0.grad, want, 1e-6, 1e-6, "weight_ih_l0.grad")
+    assert_close(layer.weight_ih_l0.grad, want, atol=1e-6, rtol=1e-6, what="weight_ih_l0.grad")
 
 
 def test_cell_input_buffer_reuse_does_not_change_gradients():
@@ -600,4 +600,4 @@ def test_cell_input_buffer_reuse_does_not_change_gradients():
             cell.backward(g)
         return cell.weight_ih.grad.copy()
 
-    assert_close(run(True), run(False), 1e-6, 1e-6, "weight_ih.grad")
+    assert_close(run(True), run(False), atol=1e-6, rtol=1e-6, what="weight_ih.grad")

@@ -139,7 +139,7 @@ def test_any_thread_count_gives_the_same_result(kind):
         results[label] = (out, h_n, dx, layer.weight_hh_l0.grad.copy(), layer.bias_ih_l0_reverse.grad.copy())
     for label, res in results.items():
         for a, b in zip(res, results["1"]):
-            assert_close(a, b, 1e-6, 1e-6, f"threads={label}")
+            assert_close(a, b, atol=1e-6, rtol=1e-6, what=f"threads={label}")
 
 
 class _RecordingCore:
