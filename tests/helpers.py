@@ -1,7 +1,10 @@
-"""Shared helpers for the rnncore tests: tolerant comparisons, layer factories, loss plumbing."""
+"""Shared helpers for the rnncore tests: tolerant comparisons, thread-split checks, layer
+factories, loss plumbing."""
 import numpy as np
+import pytest
 
 import rnncore
+from rnncore import _core
 
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -23,6 +26,37 @@ def assert_close(actual, ref, *, atol, rtol, what="value"):
             f"{what}: {int(bad.sum())} of {err.size} elements differ beyond atol={atol:g} + rtol={rtol:g}*|ref|; "
             f"worst at {tuple(int(i) for i in idx)}: got {actual[idx]!r}, expected {ref[idx]!r} "
             f"(|diff| = {err[idx]:.3e}, tol = {tol[idx]:.3e})")
+
+
+def assert_recurrent_splits(cell, B, H, threads=2):
+    """The time loop of a `cell` layer of batch B and H hidden units runs on `threads` threads.
+
+    A "1 thread == N threads" test calls this for its shape, so that it cannot pass because
+    both runs used one thread (shapes below the kernel's cutoff never split)."""
+    if not _core.openmp_enabled():
+        pytest.skip("built without OpenMP: every thread count runs on one thread")
+    used = _core.recurrent_threads(cell, B, H, threads)
+    assert used == threads, f"{cell} B={B} H={H}: the time loop runs on {used} thread(s), not {threads}"
+
+
+def assert_gemm_splits(M, N, K, threads=2):
+    """The GEMM (M, N, K) runs on `threads` threads (see assert_recurrent_splits)."""
+    if not _core.openmp_enabled():
+        pytest.skip("built without OpenMP: every thread count runs on one thread")
+    used = _core.gemm_threads(M, N, K, threads)
+    assert used == threads, f"gemm M={M} N={N} K={K}: runs on {used} thread(s), not {threads}"
+
+
+def assert_same_bits(actual, expected, what="value"):
+    """Bit-for-bit equality (what is documented as exact), with the first difference in the message."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, \
+        f"{what}: {actual.dtype} {actual.shape} != {expected.dtype} {expected.shape}"
+    if not np.array_equal(actual, expected):
+        diff = actual != expected
+        idx = tuple(int(i) for i in np.argwhere(diff)[0])
+        raise AssertionError(f"{what}: {int(diff.sum())} of {diff.size} elements differ (not bit-identical); "
+                             f"first at {idx}: {actual[idx]!r} != {expected[idx]!r}")
 
 
 def rel_err(a, b):

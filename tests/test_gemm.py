@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rnncore import _core
+from helpers import assert_gemm_splits
 
 KERNELS = ["generic", "avx2", "avx512"]  # in order of preference
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -26,6 +27,12 @@ SHAPES = [
     (300, 40, 300),  # tall and narrow: threads split the rows and share the packed B
 ]
 EMPTY = [(0, 5, 3), (4, 0, 3), (4, 5, 0)]
+# Shapes the tests below compare 1 thread against 2 on, bit for bit, that do run on 2 threads:
+# SHAPES' larger ones, test_gemm_threads_identical_large's, and the one of the forced-kernel
+# child (_CHILD) that splits. Smaller shapes run on one thread whatever is asked.
+LARGE = [((400, 40, 600), False, True), ((150, 4100, 300), True, False),
+         ((1, 5000, 300), False, False), ((1, 5000, 300), True, True)]
+SPLIT = [(64, 200, 513), (100, 130, 600), (300, 40, 300)] + [s for s, _, _ in LARGE] + [(50, 45, 270)]
 
 
 def _op(x, t):
@@ -100,8 +107,7 @@ def test_gemm_empty_and_degenerate(dtype):
 def test_gemm_threads_identical_large(dtype):
     # Crosses MC, KC and NC (4096) blocks; row split (tall) and column split (wide).
     rng = np.random.default_rng(3)
-    for (M, N, K), ta, tb in [((400, 40, 600), False, True), ((150, 4100, 300), True, False),
-                              ((1, 5000, 300), False, False), ((1, 5000, 300), True, True)]:
+    for (M, N, K), ta, tb in LARGE:
         a, b = _operands(rng, M, N, K, ta, tb, dtype)
         c1 = np.full((M, N), np.nan, dtype)
         c2 = np.full((M, N), np.nan, dtype)
@@ -109,6 +115,11 @@ def test_gemm_threads_identical_large(dtype):
         _core.gemm(a, b, c2, ta, tb, 1.0, 0.0, 2)
         np.testing.assert_array_equal(c1, c2)
         _assert_close(c1, _reference(a, b, ta, tb, 1.0, 0.0, c1), K, dtype)
+
+
+@pytest.mark.parametrize("shape", SPLIT, ids=lambda s: "x".join(map(str, s)))
+def test_two_thread_cases_split(shape):
+    assert_gemm_splits(*shape)
 
 
 def _strided(rng, shape, dtype, pad, fill=None):

@@ -5,7 +5,8 @@
 * the lengths rule exactly: zero output past each length, h_n = state at each sequence's own
   last step, h0 passed through for length 0;
 * the sequence kernel equals a loop of single-step cells (forward and gradients);
-* 1 thread == 2 threads (forward and every gradient), H = 48 so two threads split the units;
+* 1 thread == 2 threads, bit for bit (forward and every gradient), on shapes whose time loop
+  does split in two (checked through _core.recurrent_threads);
 * float32 gradients agree with the float64 ones (which test_gradcheck.py validates);
 * seeding: same seed -> same parameters and same dropout masks; the dropout mask is the one
   backward uses (finite differences with the generator state replayed); eval: no dropout;
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 import rnncore
-from helpers import KINDS, assert_close, backward, forward, loss, make_cell, make_layer, params_of, random_params, rel_err
+from helpers import (KINDS, assert_close, assert_recurrent_splits, assert_same_bits, backward, forward, loss,
+                     make_cell, make_layer, params_of, random_params, rel_err)
 from reference import rnn_forward
 
 RTOL = ATOL = 1e-5
@@ -70,19 +72,41 @@ def test_forward_matches_reference(kind, config):
     assert np.abs(out).max() > 0.1  # not vacuous
 
 
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("H_", [1, 7, 8, 17, 33, 130])
 @pytest.mark.parametrize("kind", KINDS)
-def test_awkward_hidden_sizes_match_reference(kind, H_, threads):
-    # The fused per-step cell updates run eight units at a time with a masked tail, and each
-    # thread owns a multiple of eight units: sizes off the vector width, one unit, and (with
-    # batch 1, where a step is a matrix-vector product) slices that split unevenly.
+def test_awkward_hidden_sizes_match_reference(kind, H_):
+    # The fused per-step cell updates run eight units at a time with a masked tail: sizes off
+    # the vector width and one unit, ragged and at batch 1 (where a step is a matrix-vector product).
     rng = np.random.default_rng(H_)
     for B_, lengths in ((3, [5, 2, 4]), (1, None)):
-        layer = make_layer(kind, 5, H_, seed=H_, threads=threads)  # PyTorch's init scale, +-1/sqrt(H)
+        layer = make_layer(kind, 5, H_, seed=H_, threads=1)  # PyTorch's init scale, +-1/sqrt(H)
         x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
         out, h_n, c_n = forward(layer, x, h0, c0, lengths)
         check_against_reference(layer, out, h_n, c_n, x, h0, c0, lengths)
+
+
+# Shapes whose time loop splits in two with threads=2 (each thread owns a multiple of eight
+# units, so 17 and 33 units split unevenly); 130 units split even at batch 1.
+SPLIT_SHAPES = [(17, 64), (33, 16), (130, 1), (130, 3)]
+
+
+@pytest.mark.parametrize("H_,B_", SPLIT_SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_awkward_hidden_sizes_two_threads(kind, H_, B_):
+    rng = np.random.default_rng(H_ + B_)
+    layer = make_layer(kind, 5, H_, seed=H_)
+    x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
+    lengths = None if B_ == 1 else rng.integers(0, 6, size=B_)
+    runs = []
+    for threads in (1, 2):
+        layer.threads = threads
+        runs.append(forward(layer, x, h0, c0, lengths))
+    out, h_n, c_n = runs[1]
+    check_against_reference(layer, out, h_n, c_n, x, h0, c0, lengths)
+    for name, a, b in zip(("output", "h_n", "c_n"), runs[1], runs[0]):
+        if a is not None:
+            assert_same_bits(a, b, f"2 threads vs 1: {name}")
+    assert_recurrent_splits(kind, B_, H_, 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -271,7 +295,7 @@ def run_fwd_bwd(layer, x, h0, c0, lengths, dy, dh, dc):
 def test_one_thread_equals_two(kind, ragged):
     if not rnncore._core.openmp_enabled():
         pytest.skip("built without OpenMP: every thread count runs on one thread")
-    Hb, Ib, Tb, Bb = 64, 10, 5, 6  # 64 hidden units = 8 slices of 8, enough work per step to split
+    Hb, Ib, Tb, Bb = 64, 10, 5, 6  # enough work per step for the time loop to split in two
     rng = np.random.default_rng(9)
     layer = make_layer(kind, Ib, Hb, num_layers=2, bidirectional=True, seed=7)
     x, h0, c0 = random_inputs(rng, kind, 2, 2, T=Tb, B=Bb, I=Ib, H=Hb)
@@ -288,9 +312,10 @@ def test_one_thread_equals_two(kind, ragged):
     rnncore.set_num_threads(2)
     glob = run_fwd_bwd(layer, x, h0, c0, lengths, dy, dh, dc)
     for name in one:
-        assert_close(two[name], one[name], atol=1e-6, rtol=1e-6, what=f"2 threads vs 1: {name}")
-        assert_close(glob[name], one[name], atol=1e-6, rtol=1e-6, what=f"set_num_threads(2) vs 1: {name}")
+        assert_same_bits(two[name], one[name], f"2 threads vs 1: {name}")
+        assert_same_bits(glob[name], one[name], f"set_num_threads(2) vs 1: {name}")
     assert np.abs(one["grad weight_hh_l0"]).max() > 1e-2
+    assert_recurrent_splits(kind, Bb, Hb, 2)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -308,8 +333,9 @@ def test_cells_one_thread_equals_two(kind):
         g = np.ones((6, 48), np.float32)
         dx = cell.backward(g, g) if kind == "lstm" else cell.backward(g)
         res.append((y[0] if kind == "lstm" else y, dx, cell.weight_hh.grad.copy()))
-    for a, b in zip(*res):
-        assert_close(b, a, atol=1e-6, rtol=1e-6)
+    for name, a, b in zip(("h'", "dx", "weight_hh.grad"), *res):
+        assert_same_bits(b, a, f"2 threads vs 1: {name}")
+    assert_recurrent_splits(kind, 6, 48, 2)
 
 
 # -- float32 gradients vs float64 -------------------------------------------------------------
@@ -339,16 +365,18 @@ def check_float32_gradients(layer32, layer64, rng, x, h0, c0, lengths):
         assert_close(r32[name], r64[name], atol=ATOL, rtol=RTOL, what=name)
 
 
-@pytest.mark.parametrize("H_,B_", [(7, 1), (17, 3), (130, 1)])
+@pytest.mark.parametrize("H_,B_,threads", [(7, 1, 1), (17, 3, 1), (17, 64, 2), (130, 1, 2)])
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_gradients_match_float64_awkward_sizes(kind, H_, B_):
-    # The fused backward steps: vector tails, and two threads' unit slices at batch 1.
+def test_float32_gradients_match_float64_awkward_sizes(kind, H_, B_, threads):
+    # The fused backward steps: vector tails, and two threads' uneven unit slices, also at batch 1.
     rng = np.random.default_rng(H_)
-    layer32 = make_layer(kind, 5, H_, seed=H_, threads=2)
-    layer64 = make_layer(kind, 5, H_, seed=0, dtype=np.float64, threads=2)
+    layer32 = make_layer(kind, 5, H_, seed=H_, threads=threads)
+    layer64 = make_layer(kind, 5, H_, seed=0, dtype=np.float64, threads=threads)
     layer64.load_state_dict(layer32.state_dict())
     x, h0, c0 = random_inputs(rng, kind, 1, 1, T=5, B=B_, I=5, H=H_)
     check_float32_gradients(layer32, layer64, rng, x, h0, c0, None)
+    if threads > 1:
+        assert_recurrent_splits(kind, B_, H_, threads)
 
 
 def test_double_converts_in_place():

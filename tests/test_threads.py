@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rnncore
-from helpers import assert_close, backward, forward, make_cell, make_layer
+from helpers import assert_recurrent_splits, assert_same_bits, backward, forward, make_cell, make_layer
 
 
 def cpus():
@@ -121,13 +121,13 @@ def test_cell_threads_validated_at_call():
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_any_thread_count_gives_the_same_result(kind):
-    """Uneven splits and more threads than unit slices (48 units = 6 slices of 8) or than CPUs."""
+    """Bit for bit: uneven splits and more threads than unit slices (48 units = 6 slices of 8) or than CPUs."""
     rng = np.random.default_rng(0)
-    T, B, I, H = 4, 3, 6, 48
+    T, B, I, H = 4, 8, 6, 48  # enough work per step for 5 threads
     layer = make_layer(kind, I, H, bidirectional=True, seed=1)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
-    lengths = np.array([4, 1, 3])
+    lengths = np.array([4, 1, 3, 0, 4, 2, 4, 3])
     results = {}
     for label, layer_threads, default in [("1", 1, None), ("3", 3, None), ("5", 5, None), ("7", 7, None),
                                           ("-1", -1, None), ("global 3", None, 3)]:
@@ -137,9 +137,13 @@ def test_any_thread_count_gives_the_same_result(kind):
         out, h_n, _ = forward(layer, x, lengths=lengths)
         dx, _, _ = backward(layer, dy)
         results[label] = (out, h_n, dx, layer.weight_hh_l0.grad.copy(), layer.bias_ih_l0_reverse.grad.copy())
+    names = ("output", "h_n", "dx", "weight_hh_l0.grad", "bias_ih_l0_reverse.grad")
     for label, res in results.items():
-        for a, b in zip(res, results["1"]):
-            assert_close(a, b, atol=1e-6, rtol=1e-6, what=f"threads={label}")
+        for name, a, b in zip(names, res, results["1"]):
+            assert_same_bits(a, b, f"threads={label}: {name}")
+    for threads in (3, 5):  # 6 slices over 3 and over 5 threads
+        assert_recurrent_splits(kind, B, H, threads)
+    assert 1 < rnncore._core.recurrent_threads(kind, B, H, 7) < 7  # 7 asked, fewer run: at most one per slice
 
 
 class _RecordingCore:
