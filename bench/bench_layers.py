@@ -58,15 +58,21 @@ def test_train_step(benchmark, cell, shape):
 @pytest.mark.parametrize("ragged", [False, True], ids=["padded", "lengths~U[10,100]"])
 def test_variable_lengths(benchmark, ragged):
     layer, x, dy = make("lstm", "a")
-    lengths = np.random.default_rng(0).integers(10, 101, size=x.shape[1]) if ragged else None
+    T, B = x.shape[:2]
+    lengths = np.random.default_rng(0).integers(10, T + 1, size=B) if ragged else None  # padded: every step runs
 
     def step():
-        layer(x, lengths=lengths)
-        return layer.backward(dy)
+        out, _ = layer(x, lengths=lengths)
+        return out, layer.backward(dy)
 
-    dx = benchmark(step)
-    if ragged:
-        assert np.all(dx[lengths.max():] == 0)
+    out, dx = benchmark(step)
+    # Each sequence's outputs and input gradients are zero past its length and nonzero within it.
+    live = np.arange(T)[:, None] < (np.full(B, T) if lengths is None else lengths)[None, :]  # (T, B)
+    for name, a in (("output", out), ("dx", dx)):
+        assert a.shape[:2] == (T, B) and np.isfinite(a).all(), name
+        assert np.all(a[~live] == 0), f"{name}: nonzero past a sequence's length"
+        assert np.all(np.abs(a).max(axis=2)[live] > 0), f"{name}: a step within a sequence's length is all zero"
+    assert np.abs(layer.weight_hh_l0.grad).max() > 0
 
 
 def charlm():
