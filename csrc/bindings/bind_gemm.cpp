@@ -103,9 +103,8 @@ void bind_gemm(py::module_& m) {
         py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
         "c = alpha * op(a) @ op(b) + beta * c in place (float32 or float64, C-contiguous).");
   m.def(
-      "gemm_kernel", [] { return std::string(gemm_detail::isa_name(gemm_detail::active_isa())); },
-      "The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (chosen once per process from "
-      "the CPU; RNNCORE_GEMM_KERNEL may force a lower one).");
+      "gemm_kernel", [] { return std::string(gemm_detail::active_kernels<float>().name); },
+      "The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (those of the process's isa()).");
   m.def("gemm_strided_test", &gemm_entry<true>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
         "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");
