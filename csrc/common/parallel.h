@@ -138,4 +138,18 @@ class FlushToZeroGuard {
   unsigned saved_ = 0;
 };
 
+// One parallel region of nt threads for a time loop: each thread runs body(team, barrier)
+// once, with denormals flushed to zero; `team` is the region's real size (OpenMP may give
+// fewer than nt) and `barrier` meets once per step (StepBarrier::wait_in_region). `body`
+// must not throw.
+template <typename F>
+void run_team(int nt, const F& body) {
+  StepBarrier barrier(nt);
+#pragma omp parallel num_threads(nt)
+  {
+    FlushToZeroGuard ftz;
+    body(num_threads_in_region(), barrier);
+  }
+}
+
 }  // namespace rnncore

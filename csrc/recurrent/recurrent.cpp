@@ -104,11 +104,7 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   }
   RecurrentSlice<T>* slices = ws.slices.data();
   const T* w_hh = w.w_hh;
-  StepBarrier step_barrier(nt);
-#pragma omp parallel num_threads(nt)
-  {
-    FlushToZeroGuard ftz_worker;
-    const int team = num_threads_in_region();
+  run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (H, units) operand.
@@ -146,7 +142,7 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
       }
       step_barrier.wait_in_region();
     }
-  }
+  });
 
   // The time loop wrote every output row within its sequence; zeros past each sequence's end.
   if (!L.full) {
@@ -212,11 +208,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   const bool want_db = d.db_ih != nullptr || d.db_hh != nullptr;
   RecurrentSlice<T>* slices = ws.slices.data();
   const T* w_hh = w.w_hh;
-  StepBarrier step_barrier(nt);
-#pragma omp parallel num_threads(nt)
-  {
-    FlushToZeroGuard ftz_worker;
-    const int team = num_threads_in_region();
+  run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
       RecurrentSlice<T>& sl = slices[k];
       if (sl.hi == sl.lo) continue;
@@ -270,7 +262,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
         if (Cell::kSavesHn) gemm_packed<T>(n, hnl + L.offset[s] * H, H, slices[k].w[1], T(1), dh + lo, H);
       }
     }
-  }
+  });
 
   // dL/dh0 (and c0): rows of sequences of length 0 still hold dL/dh_n, as they should.
   for (index_t j = 0; j < B; ++j) {
