@@ -34,6 +34,10 @@ class RecurrentWorkspace:
     @property
     def cell(self) -> str:
         """The cell kind of the last forward: 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'."""
+    def trim(self) -> None:
+        """Free what only the calls themselves use (each thread's packed copy of w_hh, scratch),
+        keeping what backward needs; for callers that hold many workspaces at once (single-step
+        cells). The next call allocates them again."""
 
 
 def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih: Optional[_Floats] = None,
@@ -101,6 +105,11 @@ def isa() -> str:
 
 def supported_isas() -> list[str]:
     """The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA)."""
+
+
+def thread_limit() -> int:
+    """The largest thread count any call accepts: max(256, 4 x processors); larger counts raise
+    ValueError."""
 
 
 def max_threads() -> int:

@@ -2,10 +2,18 @@
 
 ``None`` means ``OMP_NUM_THREADS`` when it is set to a positive integer, else the number of
 CPUs this process may run on. A negative count counts back from that maximum (-1 = all).
-0 is an error.
+0 is an error, and so is a count above ``MAX_THREADS`` = max(256, 4 x processors), the
+compiled core's limit (far more threads than processors only wait for each other, and
+OpenMP itself fails in the tens of thousands), whether it comes from an argument, from
+set_num_threads() or from OMP_NUM_THREADS.
 """
 import numbers
 import os
+from threading import get_ident
+
+from . import _core
+
+MAX_THREADS = _core.thread_limit()
 
 _default = None  # set only by set_num_threads(); None = resolve from the environment
 
@@ -20,6 +28,9 @@ def _available_cpus():
 def _environment_default():
     value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if value.isdigit() and int(value) > 0:
+        if int(value) > MAX_THREADS:
+            raise ValueError(f"OMP_NUM_THREADS={value} is above rnncore's thread limit {MAX_THREADS} "
+                             "(max(256, 4 x processors)): set it lower, or pass threads= explicitly")
         return int(value)
     return _available_cpus()
 
@@ -35,6 +46,9 @@ def resolve_threads(threads=None, name="threads"):
         raise ValueError(f"{name} must be a positive count, a negative count back from the maximum, or None; got 0")
     if threads < 0:
         return max(1, _available_cpus() + 1 + threads)
+    if threads > MAX_THREADS:
+        raise ValueError(f"{name} must be at most {MAX_THREADS} (rnncore's thread limit, max(256, 4 x processors)), "
+                         f"got {threads}")
     return threads
 
 
@@ -47,3 +61,31 @@ def set_num_threads(n):
 def get_num_threads():
     """The number of threads the kernels use when a call does not say."""
     return resolve_threads(None)
+
+
+_BUSY = "_rnncore_running"  # key in an object's __dict__ while one of its calls runs
+
+
+def acquire(obj, fn):
+    """Mark `obj` (a layer, a cell) as running a call; returns the token for release().
+
+    One call at a time on an object that keeps per-call state (its saved forward, its
+    workspaces): a second thread arriving while the first is inside raises RuntimeError at
+    once instead of mixing the two calls' buffers (which gave wrong numbers, not errors).
+    Nothing ever waits: share a model between threads with your own lock, or use one model per
+    thread. Use as ``busy = acquire(self, fn)`` then ``try: ... finally: release(busy)``.
+
+    The mark is a key in the object's ``__dict__``, set with ``dict.setdefault`` (one atomic
+    step under the GIL) and removed by release(), so the object stays picklable and copyable.
+    """
+    state = obj.__dict__
+    me = get_ident()
+    if state.setdefault(_BUSY, me) != me:
+        raise RuntimeError(f"{fn}: this {type(obj).__name__} is already running in another thread; "
+                           "use one model per thread or a lock")
+    return state
+
+
+def release(token):
+    """End the call acquire() began."""
+    token.pop(_BUSY, None)

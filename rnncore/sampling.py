@@ -6,6 +6,13 @@ A prime (prompt) of P >= 1 tokens is read through the sequence kernels first (al
 last token, in one call); its last token is the first input of the decoding loop. Each of B
 streams has its own generator, seeded from (seed, stream index): the same seed gives the same
 text whatever the thread count.
+
+Reliability: generate(), stream() and beam_search() may be called on one model from several
+threads at once (each call has its own decoder and reads the prime without touching the
+layers' saved state); the model's parameters must not change meanwhile. One Decoder object
+runs one call at a time (another thread's call raises RuntimeError). A step whose logits
+hold NaN or +inf (or are all -inf) raises FloatingPointError naming the stream and step, as
+model.loss() does; Ctrl-C raises KeyboardInterrupt within a millisecond or so of work.
 """
 import numpy as np
 
@@ -104,17 +111,9 @@ class Decoder:
     def prime(self, ids):
         """Read a prime (B, P): all but the last token through the sequence kernels; the last
         token becomes every stream's next input."""
-        model = self.model
         if ids.shape[1] > 1:
-            was_training = model.training
-            model.eval()
-            try:
-                x = model.encoder(np.ascontiguousarray(ids[:, :-1].T))
-                _, state = model.rnn(x)
-            finally:
-                model.train(was_training)
-            h, c = state if isinstance(state, tuple) else (state, None)
-            self._core.set_state(np.ascontiguousarray(h), None if c is None else np.ascontiguousarray(c))
+            h, c = _read_prime(self.model, ids[:, :-1])
+            self._core.set_state(h, c)
         self._core.set_next_tokens(np.ascontiguousarray(ids[:, -1]))
         self._core.mark_seen(ids)
 
@@ -123,6 +122,32 @@ class Decoder:
         if core is None:
             raise AttributeError(name)
         return getattr(core, name)
+
+
+def _read_prime(model, ids):
+    """The state (h, c or None), each (L, B, H), after reading ids (B, P) in eval mode.
+
+    The same kernel calls as ``model.rnn(model.encoder(ids.T))`` in eval mode (so the same
+    bits), but with workspaces of this call's own and without switching the model to eval:
+    no layer's saved state is touched, so generation on one model from several threads is safe.
+    """
+    rnn, encoder = model.rnn, model.encoder
+    x = _core.embedding_forward(encoder.weight.data, np.ascontiguousarray(ids.T), resolve_threads(encoder.threads))
+    T, B, _ = x.shape
+    L, H, threads = rnn.num_layers, rnn.hidden_size, resolve_threads(rnn.threads)
+    h = np.empty((L, B, H), rnn.dtype)
+    c = np.empty((L, B, H), rnn.dtype) if rnn.cell == "lstm" else None
+    layer_input = x
+    for layer in range(L):
+        w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer, 0)
+        out = np.empty((T, B, H), rnn.dtype)
+        h[layer], cn, _ = _core.recurrent_forward(
+            rnn.cell, layer_input, w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
+            None if b_hh is None else b_hh.data, None, None, None, False, out, 0, threads, None)
+        if c is not None:
+            c[layer] = cn
+        layer_input = out
+    return h, c
 
 
 def generate(model, prime, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,

@@ -3,16 +3,21 @@
 // copied here: the Python layer converts exactly once, explicitly, before calling in.
 //
 // Also here, once for every bind_*.cpp: the float32/float64 dispatch (dispatch_float), optional
-// arrays (None or a checked array), shapes as dimension lists, and the cell-name parser.
+// arrays (None or a checked array), shapes as dimension lists, the cell-name parser, thread
+// counts (checked_threads), sizes multiplied from user input (checked_mul), and the guard
+// against two threads running one stateful object at once (ExclusiveCall).
 #pragma once
 
+#include <atomic>
 #include <cctype>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bindings/bind.h"
 #include "common/defs.h"
+#include "common/parallel.h"
 #include "cells/cell.h"
 
 namespace rnncore {
@@ -151,13 +156,56 @@ T* optional_mptr(const char* fn, const char* name, const py::handle& obj, const 
   return mptr<T>(keep);
 }
 
-inline int checked_threads(const char* fn, int threads) {
-  if (threads < 1) {
-    throw py::value_error(std::string(fn) + ": threads must be >= 1 (resolved in Python), got " +
-                          std::to_string(threads));
-  }
-  return threads;
+// A thread count from Python: an int (or numpy integer, not a bool) in [1, thread_limit()]
+// (common/parallel.h). Taken as an object, not an int, so that 2**31 or 2**64 get the same
+// one-line ValueError as 10**5 instead of pybind's overload dump. Raises TypeError for a
+// non-integer. `name` is the argument's name in the message.
+inline int checked_threads(const char* fn, const py::handle& threads, const char* name = "threads") {
+  PyObject* obj = threads.ptr();
+  if (PyBool_Check(obj) || !PyIndex_Check(obj))
+    throw py::type_error(std::string(fn) + ": " + name + " must be an int, got " +
+                         py::str(py::type::of(threads).attr("__name__")).cast<std::string>());
+  py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(obj));
+  if (!value) throw py::error_already_set();
+  int overflow = 0;
+  const long long n = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow == 0 && n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow == 0 && n >= 1 && n <= thread_limit()) return static_cast<int>(n);
+  const std::string got = py::str(value).cast<std::string>();
+  if (overflow < 0 || (overflow == 0 && n < 1))
+    throw py::value_error(std::string(fn) + ": " + name + " must be >= 1 (resolved in Python), got " + got);
+  throw py::value_error(std::string(fn) + ": " + name + " must be <= " + std::to_string(thread_limit()) +
+                        " (the thread limit, max(256, 4 x processors)), got " + got);
 }
+
+// a * b for sizes that come from the caller (a batch times a vocabulary, ...), checked before
+// anything is allocated: ValueError naming `what` when the product does not fit in int64.
+inline index_t checked_mul(const char* fn, const char* what, index_t a, index_t b) {
+  index_t r = 0;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
+    throw py::value_error(std::string(fn) + ": " + what + " = " + std::to_string(a) + " * " + std::to_string(b) +
+                          " is too large (it does not fit in 64 bits)");
+  return r;
+}
+
+// One call at a time on an object holding per-call state (a recurrent workspace, a decoder):
+// the second of two overlapping calls (from two Python threads; the first released the GIL)
+// raises RuntimeError at once instead of both computing with the same buffers. Not a lock:
+// nothing ever waits. Hold it for the whole call, from before the first use of the state.
+class ExclusiveCall {
+ public:
+  ExclusiveCall(std::atomic<bool>& busy, const std::string& fn, const char* what) : busy_(busy) {
+    if (busy_.exchange(true, std::memory_order_acquire))
+      throw std::runtime_error(fn + ": this " + what +
+                               " is already running in another thread; use one model per thread or a lock");
+  }
+  ~ExclusiveCall() { busy_.store(false, std::memory_order_release); }
+  ExclusiveCall(const ExclusiveCall&) = delete;
+  ExclusiveCall& operator=(const ExclusiveCall&) = delete;
+
+ private:
+  std::atomic<bool>& busy_;
+};
 
 // A cell name, in any case ("LSTM" is "lstm"): lstm, gru, rnn_tanh, rnn_relu. Anything else
 // raises ValueError listing the valid names.

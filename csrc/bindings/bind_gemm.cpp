@@ -21,7 +21,6 @@ void gemm_py(const py::array& a, const py::array& b, py::array& c, bool trans_a,
                           std::to_string(K) + "), op(b) is (" + std::to_string(Kb) + ", " + std::to_string(N) + ")");
   }
   py::array C = checked_writable<T>(fn, "c", c, {M, N});
-  checked_threads(fn, threads);
   const T* pa = cptr<T>(A);
   const T* pb = cptr<T>(B);
   T* pc = mptr<T>(C);
@@ -56,7 +55,6 @@ void gemm_strided_py(const py::array& a, const py::array& b, py::array& c, bool 
   const index_t N = trans_b ? b.shape(0) : b.shape(1), Kb = trans_b ? b.shape(1) : b.shape(0);
   if (Kb != K || c.shape(0) != M || c.shape(1) != N) throw py::value_error(std::string(fn) + ": shapes differ");
   if (!c.writeable()) throw py::value_error(std::string(fn) + ": c must be writeable");
-  checked_threads(fn, threads);
   const T* pa = static_cast<const T*>(a.data());
   const T* pb = static_cast<const T*>(b.data());
   T* pc = static_cast<T*>(c.mutable_data());
@@ -88,8 +86,10 @@ void gemm_packed_py(const py::array& a, const py::array& b, bool trans_b, double
 // same arguments, float32 or float64 by a's dtype.
 template <bool kStrided>
 void gemm_entry(const py::array& a, const py::array& b, py::array& c, bool trans_a, bool trans_b, double alpha,
-                double beta, int threads) {
-  dispatch_float(kStrided ? "gemm_strided_test" : "gemm", "a", a, [&](auto zero) {
+                double beta, const py::object& threads_obj) {
+  const char* fn = kStrided ? "gemm_strided_test" : "gemm";
+  const int threads = checked_threads(fn, threads_obj);
+  dispatch_float(fn, "a", a, [&](auto zero) {
     using T = decltype(zero);
     if constexpr (kStrided) gemm_strided_py<T>(a, b, c, trans_a, trans_b, alpha, beta, threads);
     else gemm_py<T>(a, b, c, trans_a, trans_b, alpha, beta, threads);

@@ -1,5 +1,7 @@
 // _core.LMDecoder: the language-model decoding loop (csrc/generate) for rnncore.sampling.
+#include <atomic>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <type_traits>
 #include <string>
@@ -41,14 +43,32 @@ py::array checked_tokens(const char* fn, const py::handle& obj, const std::vecto
   return a;
 }
 
-// The decoder for one dtype, with the arrays it points into kept alive.
+[[noreturn]] void raise_floating_point_error(const std::string& message) {
+  PyErr_SetString(PyExc_FloatingPointError, message.c_str());
+  throw py::error_already_set();
+}
+
+// The decoder's Poll while the GIL is released: takes the GIL and runs Python's signal
+// handlers (Ctrl-C's raises KeyboardInterrupt); on an error it stops the loop and leaves the
+// error set, for the caller to raise once the loop has returned.
+struct SignalPoll {
+  bool interrupted = false;
+  bool operator()() {
+    py::gil_scoped_acquire gil;
+    interrupted = PyErr_CheckSignals() != 0;
+    return !interrupted;
+  }
+};
+
+// The decoder for one dtype, with the arrays it points into kept alive. One call at a time
+// (`busy`): every method that reads or writes the decoding state holds an ExclusiveCall.
 class Decoder {
  public:
   Decoder(const std::string& cell, const py::object& embedding, const py::list& layers, const py::object& w_out,
-          const py::object& b_out, index_t batch, int threads) {
+          const py::object& b_out, index_t batch, const py::object& threads_obj) {
     const char* fn = "LMDecoder";
     if (batch < 1) throw py::value_error(std::string(fn) + ": batch must be >= 1, got " + std::to_string(batch));
-    checked_threads(fn, threads);
+    const int threads = checked_threads(fn, threads_obj);
     const CellKind kind = parse_cell(fn, cell);
     dispatch_float(fn, "embedding", embedding, [&](auto zero) {
       using T = decltype(zero);
@@ -66,6 +86,7 @@ class Decoder {
 
   index_t V = 0, H = 0, L = 0, B = 0;
   bool lstm = false;
+  std::atomic<bool> busy{false};
 
  private:
   template <typename T>
@@ -79,6 +100,11 @@ class Decoder {
     py::array emb = checked<T>(fn, "embedding", embedding, {-1, -1});
     w.V = emb.shape(0);
     w.E = emb.shape(1);
+    if (w.V < 1)
+      throw py::value_error(std::string(fn) + ": the vocabulary must hold at least one token (embedding (V, E) with "
+                            "V >= 1), got embedding of shape " + shape_str(emb));
+    if (layers.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+      throw py::value_error(std::string(fn) + ": too many layers (" + std::to_string(layers.size()) + ")");
     w.L = static_cast<int>(layers.size());
     if (w.L < 1) throw py::value_error("LMDecoder: layers must hold at least one (w_ih, w_hh, b_ih, b_hh) tuple");
     keep_.push_back(emb);
@@ -108,6 +134,12 @@ class Decoder {
     w.b_out = optional_cptr<T>(fn, "b_out", b_out_obj, {w.V}, b_out);
     keep_.push_back(w_out);
     keep_.push_back(b_out);
+    // Buffers of batch-many rows: check the sizes before anything is allocated (the batch is
+    // any int; B * V could wrap around to a small buffer).
+    checked_mul(fn, "batch * vocab_size", batch, w.V);
+    checked_mul(fn, "batch * embedding_dim", batch, w.E);
+    checked_mul(fn, "batch * num_layers * hidden_size", checked_mul(fn, "batch * num_layers", batch, w.L), w.H);
+    checked_mul(fn, "batch * gates * hidden_size", batch, G * w.H);
     V = w.V;
     H = w.H;
     L = w.L;
@@ -140,9 +172,14 @@ void bind_generate(py::module_& m) {
 
 LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...], w_out (V, H),
           b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives;
-their packed copies are made once here.)doc")
+their packed copies are made once here. V must be >= 1.
+
+One call at a time: a method called while another thread runs one on the same decoder
+raises RuntimeError. sample() and beam_search() raise FloatingPointError naming the stream
+and step whose logits are not finite, and KeyboardInterrupt on Ctrl-C (checked every
+millisecond or so of work; the decoder then holds the state after the last step run).)doc")
       .def(py::init<const std::string&, const py::object&, const py::list&, const py::object&, const py::object&,
-                    index_t, int>(),
+                    index_t, const py::object&>(),
            py::arg("cell"), py::arg("embedding"), py::arg("layers"), py::arg("w_out"), py::arg("b_out"),
            py::arg("batch"), py::arg("threads"))
       .def_readonly("vocab_size", &Decoder::V)
@@ -150,6 +187,7 @@ their packed copies are made once here.)doc")
       .def(
           "get_state",
           [](Decoder& d) {
+            ExclusiveCall exclusive(d.busy, "LMDecoder.get_state", "decoder");
             return d.visit([&](auto& dec) -> py::tuple {
               using T = std::remove_reference_t<decltype(*dec.h())>;
               py::object c = py::none();
@@ -161,22 +199,22 @@ their packed copies are made once here.)doc")
       .def(
           "set_state",
           [](Decoder& d, const py::object& h, const py::object& c) {
+            ExclusiveCall exclusive(d.busy, "LMDecoder.set_state", "decoder");
             d.visit([&](auto& dec) {
               using T = std::remove_reference_t<decltype(*dec.h())>;
               py::array ha = checked<T>("LMDecoder.set_state", "h", h, {d.L, d.B, d.H});
+              py::array ca;
+              if (d.lstm) ca = checked<T>("LMDecoder.set_state", "c", c, {d.L, d.B, d.H});
+              else if (!c.is_none()) throw py::value_error("LMDecoder.set_state: c is only for lstm decoders");
               std::copy(cptr<T>(ha), cptr<T>(ha) + ha.size(), dec.h());
-              if (d.lstm) {
-                py::array ca = checked<T>("LMDecoder.set_state", "c", c, {d.L, d.B, d.H});
-                std::copy(cptr<T>(ca), cptr<T>(ca) + ca.size(), dec.c());
-              } else if (!c.is_none()) {
-                throw py::value_error("LMDecoder.set_state: c is only for lstm decoders");
-              }
+              if (d.lstm) std::copy(cptr<T>(ca), cptr<T>(ca) + ca.size(), dec.c());
             });
           },
           py::arg("h"), py::arg("c") = py::none())
       .def(
           "set_next_tokens",
           [](Decoder& d, const py::object& tokens) {
+            ExclusiveCall exclusive(d.busy, "LMDecoder.set_next_tokens", "decoder");
             py::array a = checked_tokens("LMDecoder.set_next_tokens", tokens, {d.B}, d.V);
             const std::int64_t* t = cptr<std::int64_t>(a);
             d.visit([&](auto& dec) { std::copy(t, t + d.B, dec.next_token()); });
@@ -185,6 +223,7 @@ their packed copies are made once here.)doc")
       .def(
           "mark_seen",
           [](Decoder& d, const py::object& tokens) {
+            ExclusiveCall exclusive(d.busy, "LMDecoder.mark_seen", "decoder");
             py::array a = checked_tokens("LMDecoder.mark_seen", tokens, {d.B, -1}, d.V);
             d.visit([&](auto& dec) { dec.mark_seen(cptr<std::int64_t>(a), a.shape(1)); });
           },
@@ -192,11 +231,13 @@ their packed copies are made once here.)doc")
       .def(
           "seed",
           [](Decoder& d, std::uint64_t seed) {
+            ExclusiveCall exclusive(d.busy, "LMDecoder.seed", "decoder");
             d.visit([&](auto& dec) { dec.seed(seed); });
           },
           py::arg("seed"), "Seed every stream's generator: stream b draws from (seed, b) alone.")
       .def_property_readonly("done",
                              [](Decoder& d) {
+                               ExclusiveCall exclusive(d.busy, "LMDecoder.done", "decoder");
                                return d.visit([&](auto& dec) {
                                  py::array_t<bool> a({d.B});
                                  for (index_t b = 0; b < d.B; ++b) a.mutable_data()[b] = dec.done()[b] != 0;
@@ -226,20 +267,34 @@ their packed copies are made once here.)doc")
             opt.repetition_penalty = repetition_penalty;
             py::array_t<std::int64_t> out({d.B, n});
             std::int64_t* po = out.mutable_data();
-            index_t steps = 0;
+            ExclusiveCall exclusive(d.busy, fn, "decoder");
+            index_t steps = 0, bad_stream = -1, bad_step = -1;
+            SignalPoll poll;
             {
               py::gil_scoped_release release;
               steps = d.visit([&](auto& dec) {
-                return dec.sample(po, n, opt, stop.data(), static_cast<index_t>(stop.size()));
+                const index_t r =
+                    dec.sample(po, n, opt, stop.data(), static_cast<index_t>(stop.size()), std::ref(poll));
+                bad_stream = dec.failed_stream();
+                bad_step = dec.failed_step();
+                return r;
               });
             }
+            if (poll.interrupted) throw py::error_already_set();
+            if (bad_stream >= 0)
+              raise_floating_point_error(std::string(fn) + ": the logits of stream " + std::to_string(bad_stream) +
+                                         " at step " + std::to_string(bad_step) +
+                                         " are not finite (NaN or +inf, or all -inf): the model's parameters or "
+                                         "its state hold NaN or infinite values");
             return py::make_tuple(out, steps);
           },
           py::arg("n"), py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
           py::arg("repetition_penalty") = 1.0, py::arg("stop_tokens") = py::none(),
-          "Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run).")
+          "Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run). Steps count "
+          "from the decoder's first sample() in FloatingPointError's message.")
       .def("step_logits",
            [](Decoder& d) {
+             ExclusiveCall exclusive(d.busy, "LMDecoder.step_logits", "decoder");
              return d.visit([&](auto& dec) -> py::array {
                using T = std::remove_reference_t<decltype(*dec.h())>;
                py::array_t<T> out({d.B, d.V});
@@ -261,13 +316,26 @@ their packed copies are made once here.)doc")
             if (!std::isfinite(alpha) || alpha < 0)
               throw py::value_error(std::string(fn) + ": alpha must be a finite number >= 0, got " + std::to_string(alpha));
             const std::vector<std::int64_t> stop = token_list(fn, "stop_tokens", stop_tokens, d.V);
+            ExclusiveCall exclusive(d.busy, fn, "decoder");
             std::vector<Hypothesis> hyps;
+            index_t bad_beam = -1, bad_step = -1;
+            SignalPoll poll;
             {
               py::gil_scoped_release release;
               hyps = d.visit([&](auto& dec) {
-                return dec.beam_search(max_len, alpha, n_best, stop.data(), static_cast<index_t>(stop.size()));
+                auto r = dec.beam_search(max_len, alpha, n_best, stop.data(), static_cast<index_t>(stop.size()),
+                                         std::ref(poll));
+                bad_beam = dec.failed_stream();
+                bad_step = dec.failed_step();
+                return r;
               });
             }
+            if (poll.interrupted) throw py::error_already_set();
+            if (bad_beam >= 0)
+              raise_floating_point_error(std::string(fn) + ": the logits of beam " + std::to_string(bad_beam) +
+                                         " at step " + std::to_string(bad_step) +
+                                         " are not finite (NaN or +inf, or all -inf): the model's parameters or "
+                                         "its state hold NaN or infinite values");
             py::list out;
             for (const Hypothesis& h : hyps) {
               py::array_t<std::int64_t> toks(static_cast<py::ssize_t>(h.tokens.size()));

@@ -51,7 +51,6 @@ py::array embedding_forward_py(const py::object& weight_obj, const py::object& i
   const char* fn = "embedding_forward";
   py::array weight = checked<T>(fn, "weight", weight_obj, {-1, -1});
   py::array ids = checked<std::int64_t>(fn, "ids", ids_obj, any_shape(ids_obj));
-  checked_threads(fn, threads);
   const index_t V = weight.shape(0), E = weight.shape(1), N = element_count(ids);
   std::vector<index_t> out_dims = dims_of(ids);
   out_dims.push_back(E);
@@ -75,7 +74,6 @@ void embedding_backward_py(const py::object& dout_obj, const py::object& ids_obj
   std::vector<index_t> dout_dims = dims_of(ids);
   dout_dims.push_back(E);
   py::array dout = checked<T>(fn, "dout", dout_obj, dout_dims);
-  checked_threads(fn, threads);
   if (padding_idx < -1 || padding_idx >= V)
     throw py::value_error(std::string(fn) + ": padding_idx must be in [0, " + std::to_string(V) +
                           ") or -1 for none, got " + std::to_string(padding_idx));
@@ -98,7 +96,6 @@ py::array linear_forward_py(const py::object& x_obj, const py::object& w_obj, co
   py::array x = checked<T>(fn, "x", x_obj, {-1, I});
   py::array b;
   const T* pb = optional_cptr<T>(fn, "bias", b_obj, {O}, b);
-  checked_threads(fn, threads);
   const index_t N = x.shape(0);
   py::array_t<T> y({N, O});
   T* py = y.mutable_data();
@@ -121,7 +118,6 @@ py::object linear_backward_py(const py::object& dy_obj, const py::object& x_obj,
   py::array dw = checked_writable<T>(fn, "dweight", dw_obj, {O, I});
   py::array db;
   T* pdb = optional_mptr<T>(fn, "dbias", db_obj, {O}, db);
-  checked_threads(fn, threads);
   py::array_t<T> dx;
   T* pdx = nullptr;
   if (need_dx) {
@@ -147,7 +143,6 @@ py::tuple layernorm_forward_py(const py::object& x_obj, const py::object& g_obj,
   const T* pg = optional_cptr<T>(fn, "weight", g_obj, {C}, g);
   const T* pb = optional_cptr<T>(fn, "bias", b_obj, {C}, b);
   if (!(eps >= 0)) throw py::value_error(std::string(fn) + ": eps must be >= 0, got " + std::to_string(eps));
-  checked_threads(fn, threads);
   py::array_t<T> y({N, C}), mean({N}), rstd({N});
   T *py = y.mutable_data(), *pm = mean.mutable_data(), *pr = rstd.mutable_data();
   {
@@ -171,7 +166,6 @@ py::array layernorm_backward_py(const py::object& dy_obj, const py::object& x_ob
   const T* pg = optional_cptr<T>(fn, "weight", g_obj, {C}, g);
   T* pdg = optional_mptr<T>(fn, "dweight", dg_obj, {C}, dg);
   T* pdb = optional_mptr<T>(fn, "dbias", db_obj, {C}, db);
-  checked_threads(fn, threads);
   py::array_t<T> dx({N, C});
   T* pdx = dx.mutable_data();
   {
@@ -214,7 +208,6 @@ py::tuple cross_entropy_py(const py::object& logits_obj, const py::object& targe
   targets = checked<std::int64_t>(fn, "targets", targets_obj, row_dims);
   py::array mask;
   const T* pmask = optional_cptr<T>(fn, "mask", mask_obj, row_dims, mask);
-  checked_threads(fn, threads);
   const index_t N = element_count(targets);
   py::array_t<T> losses(row_dims);
   py::array_t<T> dlogits, probs;
@@ -263,7 +256,8 @@ py::tuple cross_entropy_py(const py::object& logits_obj, const py::object& targe
 void bind_ops(py::module_& m) {
   m.def(
       "embedding_forward",
-      [](const py::object& weight, const py::object& ids, int threads) {
+      [](const py::object& weight, const py::object& ids, const py::object& threads_obj) {
+        const int threads = checked_threads("embedding_forward", threads_obj);
         return dispatch_float("embedding_forward", "weight", weight,
                               [&](auto zero) { return embedding_forward_py<decltype(zero)>(weight, ids, threads); });
       },
@@ -273,7 +267,9 @@ Returns out (..., E). Raises ValueError naming the first out-of-range id and its
 before reading the table.)doc");
   m.def(
       "embedding_backward",
-      [](const py::object& dout, const py::object& ids, py::object dweight, index_t padding_idx, int threads) {
+      [](const py::object& dout, const py::object& ids, py::object dweight, index_t padding_idx,
+         const py::object& threads_obj) {
+        const int threads = checked_threads("embedding_backward", threads_obj);
         dispatch_float("embedding_backward", "dweight", dweight, [&](auto zero) {
           embedding_backward_py<decltype(zero)>(dout, ids, dweight, padding_idx, threads);
         });
@@ -284,7 +280,8 @@ before reading the table.)doc");
 
   m.def(
       "linear_forward",
-      [](const py::object& x, const py::object& weight, const py::object& bias, int threads) {
+      [](const py::object& x, const py::object& weight, const py::object& bias, const py::object& threads_obj) {
+        const int threads = checked_threads("linear_forward", threads_obj);
         return dispatch_float("linear_forward", "weight", weight,
                               [&](auto zero) { return linear_forward_py<decltype(zero)>(x, weight, bias, threads); });
       },
@@ -293,7 +290,8 @@ before reading the table.)doc");
   m.def(
       "linear_backward",
       [](const py::object& dy, const py::object& x, const py::object& weight, py::object dweight, py::object dbias,
-         bool need_dx, int threads) {
+         bool need_dx, const py::object& threads_obj) {
+        const int threads = checked_threads("linear_backward", threads_obj);
         return dispatch_float("linear_backward", "weight", weight, [&](auto zero) {
           return linear_backward_py<decltype(zero)>(dy, x, weight, dweight, dbias, need_dx, threads);
         });
@@ -305,7 +303,9 @@ Returns dx (N, I) = dy weight, or None when need_dx is False.)doc");
 
   m.def(
       "layernorm_forward",
-      [](const py::object& x, const py::object& weight, const py::object& bias, double eps, int threads) {
+      [](const py::object& x, const py::object& weight, const py::object& bias, double eps,
+         const py::object& threads_obj) {
+        const int threads = checked_threads("layernorm_forward", threads_obj);
         return dispatch_float("layernorm_forward", "x", x, [&](auto zero) {
           return layernorm_forward_py<decltype(zero)>(x, weight, bias, eps, threads);
         });
@@ -317,7 +317,8 @@ Returns (y (N, C), mean (N,), rstd (N,)); mean and rstd are what backward needs.
   m.def(
       "layernorm_backward",
       [](const py::object& dy, const py::object& x, const py::object& mean, const py::object& rstd,
-         const py::object& weight, py::object dweight, py::object dbias, int threads) {
+         const py::object& weight, py::object dweight, py::object dbias, const py::object& threads_obj) {
+        const int threads = checked_threads("layernorm_backward", threads_obj);
         return dispatch_float("layernorm_backward", "x", x, [&](auto zero) {
           return layernorm_backward_py<decltype(zero)>(dy, x, mean, rstd, weight, dweight, dbias, threads);
         });
@@ -329,7 +330,8 @@ Returns (y (N, C), mean (N,), rstd (N,)); mean and rstd are what backward needs.
   m.def(
       "cross_entropy",
       [](const py::object& logits, const py::object& targets, const py::object& mask, std::int64_t ignore_index,
-         const std::string& reduction, bool compute_grad, bool return_probs, int threads) {
+         const std::string& reduction, bool compute_grad, bool return_probs, const py::object& threads_obj) {
+        const int threads = checked_threads("cross_entropy", threads_obj);
         return dispatch_float("cross_entropy", "logits", logits, [&](auto zero) {
           return cross_entropy_py<decltype(zero)>(logits, targets, mask, ignore_index, reduction, compute_grad,
                                                   return_probs, threads);

@@ -99,9 +99,9 @@ void bind_optim(py::module_& m) {
       "sgd_step",
       [](const py::object& param, const py::object& grad, const py::object& momentum_buffer, double lr,
          double momentum, double dampening, double weight_decay, bool nesterov, bool maximize, bool first,
-         int threads) {
+         const py::object& threads_obj) {
         const char* fn = "sgd_step";
-        checked_threads(fn, threads);
+        const int threads = checked_threads(fn, threads_obj);
         SGDOptions o;
         o.lr = lr, o.momentum = momentum, o.dampening = dampening, o.weight_decay = weight_decay;
         o.nesterov = nesterov, o.maximize = maximize, o.first = first;
@@ -125,9 +125,9 @@ is required exactly when momentum != 0 and is overwritten with the gradient when
       "adam_step",
       [](const py::object& param, const py::object& grad, const py::object& exp_avg, const py::object& exp_avg_sq,
          const py::object& max_exp_avg_sq, std::int64_t step, double lr, double beta1, double beta2, double eps,
-         double weight_decay, bool decoupled, bool amsgrad, bool maximize, int threads) {
+         double weight_decay, bool decoupled, bool amsgrad, bool maximize, const py::object& threads_obj) {
         const char* fn = "adam_step";
-        checked_threads(fn, threads);
+        const int threads = checked_threads(fn, threads_obj);
         checked_step(fn, step);
         AdamOptions o;
         o.step = step, o.lr = lr, o.beta1 = beta1, o.beta2 = beta2, o.eps = eps, o.weight_decay = weight_decay;
@@ -154,9 +154,9 @@ step counts this update (>= 1). max_exp_avg_sq is required exactly when amsgrad.
       "rmsprop_step",
       [](const py::object& param, const py::object& grad, const py::object& square_avg, const py::object& grad_avg,
          const py::object& momentum_buffer, double lr, double alpha, double eps, double weight_decay,
-         double momentum, bool centered, bool maximize, int threads) {
+         double momentum, bool centered, bool maximize, const py::object& threads_obj) {
         const char* fn = "rmsprop_step";
-        checked_threads(fn, threads);
+        const int threads = checked_threads(fn, threads_obj);
         RMSpropOptions o;
         o.lr = lr, o.alpha = alpha, o.eps = eps, o.weight_decay = weight_decay, o.momentum = momentum;
         o.centered = centered, o.maximize = maximize;
@@ -180,9 +180,9 @@ momentum_buffer exactly when momentum > 0.)doc");
   m.def(
       "adagrad_step",
       [](const py::object& param, const py::object& grad, const py::object& sum, std::int64_t step, double lr,
-         double lr_decay, double weight_decay, double eps, bool maximize, int threads) {
+         double lr_decay, double weight_decay, double eps, bool maximize, const py::object& threads_obj) {
         const char* fn = "adagrad_step";
-        checked_threads(fn, threads);
+        const int threads = checked_threads(fn, threads_obj);
         checked_step(fn, step);
         AdagradOptions o;
         o.step = step, o.lr = lr, o.lr_decay = lr_decay, o.weight_decay = weight_decay, o.eps = eps;
@@ -201,9 +201,9 @@ momentum_buffer exactly when momentum > 0.)doc");
 
   m.def(
       "norm_power_sum",
-      [](const py::list& arrays, double norm_type, int threads) {
+      [](const py::list& arrays, double norm_type, const py::object& threads_obj) {
         const char* fn = "norm_power_sum";
-        checked_threads(fn, threads);
+        const int threads = checked_threads(fn, threads_obj);
         if (!(norm_type > 0.0))
           throw py::value_error(std::string(fn) + ": norm_type must be > 0 (or inf), got " + std::to_string(norm_type));
         std::vector<py::array> keep;
@@ -218,8 +218,8 @@ Arrays are combined in list order, each summed in a fixed order (thread-count in
 
   m.def(
       "scale_",
-      [](const py::list& arrays, double scale, int threads) {
-        checked_threads("scale_", threads);
+      [](const py::list& arrays, double scale, const py::object& threads_obj) {
+        const int threads = checked_threads("scale_", threads_obj);
         std::vector<py::array> keep;
         const std::vector<MutableArraySpan> spans = array_spans<MutableArraySpan>("scale_", arrays, keep);
         py::gil_scoped_release release;
@@ -229,8 +229,8 @@ Arrays are combined in list order, each summed in a fixed order (thread-count in
 
   m.def(
       "clamp_",
-      [](const py::list& arrays, double lo, double hi, int threads) {
-        checked_threads("clamp_", threads);
+      [](const py::list& arrays, double lo, double hi, const py::object& threads_obj) {
+        const int threads = checked_threads("clamp_", threads_obj);
         if (!(lo <= hi)) throw py::value_error("clamp_: lo must be <= hi, got lo=" + std::to_string(lo) +
                                                ", hi=" + std::to_string(hi));
         std::vector<py::array> keep;

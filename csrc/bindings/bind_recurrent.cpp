@@ -1,4 +1,5 @@
 // _core.recurrent_forward / recurrent_backward and the workspace object that links them.
+#include <atomic>
 #include <limits>
 #include <memory>
 #include <string>
@@ -11,13 +12,15 @@ namespace rnncore {
 namespace {
 
 // What a forward saved for its backward. Holds the input array alive: when it is used in
-// place (no gather) backward reads it again.
+// place (no gather) backward reads it again. One call at a time (`busy`, ExclusiveCall): a
+// layer shared by two Python threads gets a RuntimeError, never a mix of two calls' buffers.
 class Workspace {
  public:
   std::unique_ptr<RecurrentWorkspace<float>> f32;
   std::unique_ptr<RecurrentWorkspace<double>> f64;
   py::object x_ref;
   std::string cell;
+  std::atomic<bool> busy{false};
 
   template <typename T>
   RecurrentWorkspace<T>& get();
@@ -77,8 +80,8 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
                           ", " + end_str(out_col, H) + ") must lie within out's last dimension " +
                           std::to_string(ldy));
   }
-  checked_threads(fn, threads);
   if (!ws) ws = std::make_shared<Workspace>();
+  ExclusiveCall exclusive(ws->busy, fn, "workspace (its layer)");
   RecurrentWorkspace<T>& w = ws->get<T>();
   ws->x_ref = x;
   ws->cell = cell_kind_name(kind);
@@ -139,7 +142,6 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
     pdb_hh = mptr<T>(db_hh);
   }
   py::array dx = checked_writable<T>(fn, "dx", dx_obj, {Tn, B, I});
-  checked_threads(fn, threads);
   py::array_t<T> dh0({B, H}), dc0;
   T* pdc0 = nullptr;
   if (lstm) {
@@ -164,14 +166,25 @@ void bind_recurrent(py::module_& m) {
       .def(py::init<>())
       .def_property_readonly("ready", &Workspace::ready, "True after a forward whose backward has not run yet.")
       .def_property_readonly("dtype", &Workspace::dtype)
-      .def_readonly("cell", &Workspace::cell);
+      .def_readonly("cell", &Workspace::cell)
+      .def(
+          "trim",
+          [](Workspace& ws) {
+            ExclusiveCall exclusive(ws.busy, "RecurrentWorkspace.trim", "workspace (its layer)");
+            if (ws.f32) ws.f32->trim();
+            if (ws.f64) ws.f64->trim();
+          },
+          "Free what only the calls themselves use (each thread's packed copy of w_hh, scratch), keeping what "
+          "backward needs; for callers that hold many workspaces at once (single-step cells). The next call "
+          "allocates them again.");
 
   m.def(
       "recurrent_forward",
       [](const std::string& cell, const py::array& x, const py::object& w_ih, const py::object& w_hh,
          const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
-         const py::object& lengths, bool reverse, py::object out, index_t out_col, int threads,
+         const py::object& lengths, bool reverse, py::object out, index_t out_col, const py::object& threads_obj,
          std::shared_ptr<Workspace> workspace) {
+        const int threads = checked_threads("recurrent_forward", threads_obj);
         return dispatch_float("recurrent_forward", "x", x, [&](auto zero) {
           return forward_impl<decltype(zero)>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col,
                                               threads, workspace);
@@ -192,8 +205,10 @@ within its own length. Returns (h_n, c_n or None, workspace).)doc");
       "recurrent_backward",
       [](std::shared_ptr<Workspace> ws, const py::object& dy, index_t dy_col, const py::object& dh_n,
          const py::object& dc_n, const py::object& w_ih, const py::object& w_hh, py::object dw_ih, py::object dw_hh,
-         py::object db_ih, py::object db_hh, py::object dx, bool accumulate_dx, int threads) {
+         py::object db_ih, py::object db_hh, py::object dx, bool accumulate_dx, const py::object& threads_obj) {
+        const int threads = checked_threads("recurrent_backward", threads_obj);
         if (!ws) throw py::type_error("recurrent_backward: workspace must be a RecurrentWorkspace, got None");
+        ExclusiveCall exclusive(ws->busy, "recurrent_backward", "workspace (its layer)");
         if (!ws->ready())
           throw py::value_error(
               "recurrent_backward: the workspace holds no forward to differentiate (run forward first; "

@@ -24,6 +24,8 @@ void bind_system(py::module_& m) {
 #endif
       },
       "Processors OpenMP can use (1 without OpenMP).");
+  m.def("thread_limit", &thread_limit,
+        "The largest thread count any call accepts: max(256, 4 x processors); larger counts raise ValueError.");
   m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this process: 'avx2' or 'generic'.");
   m.def(
       "isa", [] { return std::string(isa_name(active_isa())); },
@@ -39,21 +41,22 @@ void bind_system(py::module_& m) {
       "The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA).");
   m.def(
       "recurrent_threads",
-      [](const std::string& cell, index_t B, index_t H, int threads) {
-        if (B < 0 || H < 0 || threads < 1)
-          throw py::value_error("recurrent_threads: B and H must be >= 0 and threads >= 1, got B=" + std::to_string(B) +
-                                ", H=" + std::to_string(H) + ", threads=" + std::to_string(threads));
+      [](const std::string& cell, index_t B, index_t H, const py::object& threads_obj) {
+        const int threads = checked_threads("recurrent_threads", threads_obj);
+        if (B < 0 || H < 0)
+          throw py::value_error("recurrent_threads: B and H must be >= 0, got B=" + std::to_string(B) +
+                                ", H=" + std::to_string(H));
         return recurrence_threads(parse_cell("recurrent_threads", cell), B, H, threads);
       },
       py::arg("cell"), py::arg("B"), py::arg("H"), py::arg("threads"),
       "Threads the time loop of a layer of this cell, batch B and hidden size H runs on when given `threads`.");
   m.def(
       "gemm_threads",
-      [](index_t M, index_t N, index_t K, int threads) {
-        if (M < 0 || N < 0 || K < 0 || threads < 1)
-          throw py::value_error("gemm_threads: M, N, K must be >= 0 and threads >= 1, got M=" + std::to_string(M) +
-                                ", N=" + std::to_string(N) + ", K=" + std::to_string(K) +
-                                ", threads=" + std::to_string(threads));
+      [](index_t M, index_t N, index_t K, const py::object& threads_obj) {
+        const int threads = checked_threads("gemm_threads", threads_obj);
+        if (M < 0 || N < 0 || K < 0)
+          throw py::value_error("gemm_threads: M, N, K must be >= 0, got M=" + std::to_string(M) +
+                                ", N=" + std::to_string(N) + ", K=" + std::to_string(K));
         return gemm_threads(M, N, K, threads);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("threads"),

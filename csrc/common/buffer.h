@@ -4,6 +4,7 @@
 // shape is reused by later calls without touching the allocator.
 #pragma once
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -37,8 +38,10 @@ class AlignedBuffer {
   }
 
   // Contents are unspecified after a resize that grows the buffer.
+  // A size whose byte count cannot be represented throws std::bad_alloc (never a short buffer).
   void resize(index_t n) {
     if (n > capacity_) {
+      if (static_cast<std::size_t>(n) > (SIZE_MAX - 63) / sizeof(T)) throw std::bad_alloc();
       std::free(data_);
       data_ = nullptr;
       capacity_ = 0;
@@ -49,6 +52,12 @@ class AlignedBuffer {
       capacity_ = n;
     }
     size_ = n;
+  }
+  // Give the memory back (size and capacity 0).
+  void release() {
+    std::free(data_);
+    data_ = nullptr;
+    size_ = capacity_ = 0;
   }
   void zero() {
     if (size_ > 0) std::memset(data_, 0, static_cast<std::size_t>(size_) * sizeof(T));

@@ -4,6 +4,7 @@
 // parallel regions with exactly the count it is given.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -42,6 +43,19 @@ inline bool openmp_enabled() {
 #else
   return false;
 #endif
+}
+
+// The largest thread count any entry point accepts: max(256, 4 x the processors). A team far
+// beyond the machine only makes threads wait for each other, and libgomp itself gives way in
+// the tens of thousands (it aborts or crashes creating the team), so a larger count is a
+// mistake to report, not a request to honour; 256 still lets a test oversubscribe a small
+// machine. The bindings and rnncore/_threads.py check every count against it.
+inline int thread_limit() {
+  static const int limit = [] {
+    const unsigned procs = std::min(std::thread::hardware_concurrency(), 1u << 20);
+    return std::max(256, 4 * static_cast<int>(procs));
+  }();
+  return limit;
 }
 
 // Split [0, n) into `parts` near-equal chunks whose boundaries are multiples of `align`

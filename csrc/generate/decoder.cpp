@@ -15,6 +15,9 @@ namespace rnncore {
 namespace {
 
 constexpr index_t kAlign = 8;
+// Multiply-adds between two polls (Decoder::Poll): a millisecond or so of work, so that Ctrl-C
+// is seen at once while the poll itself (a GIL round trip) costs well under 1%.
+constexpr double kPollWork = 1 << 22;
 
 bool is_stop(std::int64_t tok, const std::int64_t* stop, index_t n_stop) {
   for (index_t i = 0; i < n_stop; ++i)
@@ -60,6 +63,11 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
   token_.assign(static_cast<std::size_t>(B), 0);
   seen_.assign(static_cast<std::size_t>(B * V), 0);
   done_.assign(static_cast<std::size_t>(B), 0);
+  bad_.assign(static_cast<std::size_t>(B), 0);
+  double step_work = double(V) * H + V;  // per stream: the head, then the choice
+  for (int l = 0; l < w.L; ++l) step_work += double(GH) * ((l == 0 ? E : H) + H);
+  step_work *= double(B);
+  poll_steps_ = static_cast<index_t>(std::max(1.0, std::min(1e9, kPollWork / std::max(1.0, step_work))));
   rng_.resize(static_cast<std::size_t>(B));
   scratch_.resize(static_cast<std::size_t>(B));
   for (auto& s : scratch_) s.reserve(V);
@@ -151,40 +159,69 @@ void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
 
 template <typename T>
 index_t LMDecoder<T>::sample(std::int64_t* out, index_t n, const SamplingOptions& opt, const std::int64_t* stop,
-                             index_t n_stop) {
+                             index_t n_stop, const Poll& poll) {
   const index_t B = B_, V = w_.V;
+  failed_stream_ = failed_step_ = -1;
+  std::fill(bad_.begin(), bad_.end(), std::uint8_t(0));
   for (index_t b = 0; b < B; ++b) embed(b);
   const int cur0 = cur_;
-  index_t steps_run = 0;
+  index_t steps_run = 0;  // steps whose every stream chose its token
+  index_t fed = 0;        // steps whose input was fed: steps_run, or one more when a step failed
+  bool ended = false;     // every stream done, or a step failed
+  const auto all_done = [this] {
+    return std::all_of(done_.begin(), done_.end(), [](std::uint8_t d) { return d != 0; });
+  };
   FlushToZeroGuard ftz;
+  // Chunks of poll_steps_ steps, one parallel region each, with poll() between them.
+  while (steps_run < n && !ended) {
+    const index_t s0 = steps_run, s1 = std::min(n, s0 + poll_steps_);
 #pragma omp parallel num_threads(nt_)
-  {
-    FlushToZeroGuard ftz_worker;
-    const int tid = thread_id(), team = num_threads_in_region();
-    for (index_t s = 0; s < n; ++s) {
-      // done_ was last written before the previous barrier: every thread reads the same.
-      if (std::all_of(done_.begin(), done_.end(), [](std::uint8_t d) { return d != 0; })) break;
-      const int cur = (cur0 + static_cast<int>(s)) % 2;
-      run_layers_and_head(tid, team, cur);
-      for (index_t b = tid; b < B; b += team) {
-        if (done_[b]) {
-          out[b * n + s] = -1;
-          continue;
+    {
+      FlushToZeroGuard ftz_worker;
+      const int tid = thread_id(), team = num_threads_in_region();
+      for (index_t s = s0; s < s1; ++s) {
+        // done_ and bad_ were last written before the previous barrier: every thread reads the same.
+        if (all_done()) break;
+        const int cur = (cur0 + static_cast<int>(s % 2)) % 2;
+        run_layers_and_head(tid, team, cur);
+        for (index_t b = tid; b < B; b += team) {
+          if (done_[b]) {
+            out[b * n + s] = -1;
+            continue;
+          }
+          const index_t tok = choose_token(logits_.data() + b * V, seen_.data() + b * V, V, opt, rng_[b], scratch_[b]);
+          if (tok < 0) {  // logits not finite: nothing to choose from
+            bad_[b] = 1;
+            out[b * n + s] = -1;
+            continue;
+          }
+          out[b * n + s] = tok;
+          seen_[b * V + tok] = 1;
+          token_[b] = tok;
+          if (is_stop(tok, stop, n_stop)) done_[b] = 1;
+          embed(b);
         }
-        const index_t tok = choose_token(logits_.data() + b * V, seen_.data() + b * V, V, opt, rng_[b], scratch_[b]);
-        out[b * n + s] = tok;
-        seen_[b * V + tok] = 1;
-        token_[b] = tok;
-        if (is_stop(tok, stop, n_stop)) done_[b] = 1;
-        embed(b);
-      }
-      if (tid == 0) steps_run = s + 1;
 #pragma omp barrier
+        const bool failed = std::any_of(bad_.begin(), bad_.end(), [](std::uint8_t x) { return x != 0; });
+        if (tid == 0) {
+          fed = s + 1;
+          if (!failed) steps_run = s + 1;
+        }
+        if (failed) break;
+      }
     }
+    ended = steps_run < s1 || all_done();
+    if (!ended && steps_run < n && poll && !poll()) break;
   }
-  for (index_t b = 0; b < B; ++b)
+  for (index_t b = 0; b < B; ++b) {
+    if (bad_[b] && failed_stream_ < 0) {
+      failed_stream_ = b;
+      failed_step_ = sampled_ + steps_run;
+    }
     for (index_t s = steps_run; s < n; ++s) out[b * n + s] = -1;
-  cur_ = static_cast<int>((cur0 + steps_run) % 2);
+  }
+  cur_ = static_cast<int>((cur0 + fed) % 2);
+  sampled_ += steps_run;
   return steps_run;
 }
 
@@ -203,10 +240,11 @@ void LMDecoder<T>::step_logits(T* logits) {
 
 template <typename T>
 std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha, index_t n_best,
-                                                  const std::int64_t* stop, index_t n_stop) {
+                                                  const std::int64_t* stop, index_t n_stop, const Poll& poll) {
   const index_t k = B_, V = w_.V, H = w_.H, L = w_.L;
   const bool lstm = w_.kind == CellKind::LSTM;
   const double neg_inf = -std::numeric_limits<double>::infinity();
+  failed_stream_ = failed_step_ = -1;
   // Every beam starts from stream 0's state; only beam 0 is alive, so no duplicates.
   for (index_t l = 0; l < L; ++l) {
     for (index_t b = 1; b < k; ++b) {
@@ -218,25 +256,37 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
     token_[b] = token_[0];
     embed(b);
   }
-  std::vector<double> score(static_cast<std::size_t>(k), neg_inf), cand(static_cast<std::size_t>(k * V));
+  std::vector<double> score(static_cast<std::size_t>(k), neg_inf), new_score(static_cast<std::size_t>(k));
+  std::vector<double> cand(static_cast<std::size_t>(k * V));
   score[0] = 0;
-  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(k)), new_hist;
   std::vector<index_t> order(static_cast<std::size_t>(k * V)), parent(static_cast<std::size_t>(k));
-  std::vector<Hypothesis> finished;
-  const auto normalized = [alpha](double s, std::size_t len) {
-    return alpha == 0.0 ? s : s / std::pow(static_cast<double>(std::max<std::size_t>(len, 1)), alpha);
+  // Back-pointers: after step t, live beam j is beam back_parent[t*k + j] of step t - 1
+  // extended by back_token[t*k + j]. An ended hypothesis is (its step, its parent, its token).
+  std::vector<index_t> back_parent;
+  std::vector<std::int64_t> back_token;
+  struct Ended {
+    index_t step, parent;
+    std::int64_t token;
+    double score;
   };
+  std::vector<Ended> ended;
+  index_t steps_done = 0;  // advance() calls completed
   bool stop_search = false;
   std::exception_ptr error;  // nothing may leave the parallel region by an exception
   const int cur = cur_;
   // One step of bookkeeping, on one thread: rank the candidates, retire ended hypotheses,
-  // gather the survivors' states and histories.
-  const auto advance = [&]() {
+  // record the survivors' back-pointers and gather their states.
+  const auto advance = [&](index_t step) {
     // Candidates: every live beam extended by every token.
     index_t n_cand = 0;
     for (index_t b = 0; b < k; ++b) {
       if (score[b] == neg_inf) continue;
-      log_softmax_row(cand.data() + b * V, logits_.data() + b * V, V);
+      if (!log_softmax_row(cand.data() + b * V, logits_.data() + b * V, V)) {
+        failed_stream_ = b;  // logits not finite: no ranking means anything
+        failed_step_ = step;
+        stop_search = true;
+        return;
+      }
       for (index_t v = 0; v < V; ++v) {
         cand[b * V + v] += score[b];
         order[n_cand++] = b * V + v;
@@ -247,24 +297,19 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
       return cand[a] > cand[b] || (cand[a] == cand[b] && a < b);
     });
     index_t alive = 0;
-    std::vector<double> new_score(static_cast<std::size_t>(k), neg_inf);
-    new_hist.assign(static_cast<std::size_t>(k), {});
+    std::fill(new_score.begin(), new_score.end(), neg_inf);
+    back_parent.resize(static_cast<std::size_t>((step + 1) * k), -1);
+    back_token.resize(static_cast<std::size_t>((step + 1) * k), -1);
     for (index_t i = 0; i < top && alive < k; ++i) {
       const index_t b = order[i] / V, v = order[i] % V;
       if (is_stop(v, stop, n_stop)) {
-        Hypothesis hyp;
-        hyp.tokens = hist[b];
-        hyp.tokens.push_back(v);
-        hyp.score = cand[order[i]];
-        hyp.normalized = normalized(hyp.score, hyp.tokens.size());
-        hyp.finished = true;
-        finished.push_back(std::move(hyp));
+        ended.push_back({step, b, static_cast<std::int64_t>(v), cand[order[i]]});
         continue;
       }
       parent[alive] = b;
       new_score[alive] = cand[order[i]];
-      new_hist[alive] = hist[b];
-      new_hist[alive].push_back(v);
+      back_parent[step * k + alive] = b;
+      back_token[step * k + alive] = v;
       token_[alive] = v;
       ++alive;
     }
@@ -280,34 +325,62 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
     }
     for (index_t j = 0; j < alive; ++j) embed(j);
     score.swap(new_score);
-    hist.swap(new_hist);
-    stop_search = alive == 0 || static_cast<index_t>(finished.size()) >= n_best;
+    steps_done = step + 1;
+    stop_search = alive == 0 || static_cast<index_t>(ended.size()) >= n_best;
   };
   FlushToZeroGuard ftz;
+  // Chunks of poll_steps_ steps, one parallel region each, with poll() between them.
+  for (index_t s0 = 0; s0 < max_len && !stop_search;) {
+    const index_t s1 = std::min(max_len, s0 + poll_steps_);
 #pragma omp parallel num_threads(nt_)
-  {
-    FlushToZeroGuard ftz_worker;
-    const int tid = thread_id(), team = num_threads_in_region();
-    for (index_t step = 0; step < max_len; ++step) {
-      run_layers_and_head(tid, team, cur);
-      if (tid == 0) {
-        try {
-          advance();
-        } catch (...) {
-          error = std::current_exception();
-          stop_search = true;
+    {
+      FlushToZeroGuard ftz_worker;
+      const int tid = thread_id(), team = num_threads_in_region();
+      for (index_t step = s0; step < s1; ++step) {
+        run_layers_and_head(tid, team, cur);
+        if (tid == 0) {
+          try {
+            advance(step);
+          } catch (...) {
+            error = std::current_exception();
+            stop_search = true;
+          }
         }
-      }
 #pragma omp barrier
-      if (stop_search) break;
+        if (stop_search) break;
+      }
     }
+    if (error) std::rethrow_exception(error);
+    s0 = s1;
+    if (!stop_search && s0 < max_len && poll && !poll()) break;
   }
-  if (error) std::rethrow_exception(error);
+  // The tokens of live beam j after step t (t + 1 of them), from the back-pointers.
+  const auto trace = [&](index_t t, index_t j) {
+    std::vector<std::int64_t> tokens(static_cast<std::size_t>(t + 1));
+    for (; t >= 0; --t) {
+      tokens[static_cast<std::size_t>(t)] = back_token[t * k + j];
+      j = back_parent[t * k + j];
+    }
+    return tokens;
+  };
+  const auto normalized = [alpha](double s, std::size_t len) {
+    return alpha == 0.0 ? s : s / std::pow(static_cast<double>(std::max<std::size_t>(len, 1)), alpha);
+  };
+  std::vector<Hypothesis> finished;
+  for (const Ended& e : ended) {
+    Hypothesis hyp;
+    hyp.tokens = trace(e.step - 1, e.parent);
+    hyp.tokens.push_back(e.token);
+    hyp.score = e.score;
+    hyp.normalized = normalized(hyp.score, hyp.tokens.size());
+    hyp.finished = true;
+    finished.push_back(std::move(hyp));
+  }
   if (static_cast<index_t>(finished.size()) < n_best) {
     for (index_t b = 0; b < k; ++b) {
       if (score[b] == neg_inf) continue;
       Hypothesis hyp;
-      hyp.tokens = hist[b];
+      hyp.tokens = trace(steps_done - 1, b);
       hyp.score = score[b];
       hyp.normalized = normalized(hyp.score, hyp.tokens.size());
       finished.push_back(std::move(hyp));

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common/buffer.h"
@@ -56,17 +57,36 @@ class LMDecoder {
   // tokens: (B, P), each in [0, V): mark them as seen by their stream (for the repetition penalty).
   void mark_seen(const std::int64_t* tokens, index_t P) { mark_tokens_seen(seen_.data(), tokens, B_, P, w_.V); }
 
+  // Called between chunks of steps of sample() and beam_search(), on the calling thread and
+  // outside any parallel region (so it may, e.g., take the GIL to check for Ctrl-C); returning
+  // false stops the loop there, with the decoder's state that after the last step run. A chunk
+  // is a few million multiply-adds (a millisecond or so), whatever the model's size.
+  using Poll = std::function<bool()>;
+
   // Up to n steps: feed each stream's next token, advance its state, choose its next token.
   // out: (B, n) chosen tokens, -1 after a stream is done; returns the steps run (fewer than n
-  // when every stream is done). stop: `n_stop` token ids that end a stream (emitted, then done).
-  index_t sample(std::int64_t* out, index_t n, const SamplingOptions& opt, const std::int64_t* stop, index_t n_stop);
+  // when every stream is done, poll stopped it, or a step failed). stop: `n_stop` token ids
+  // that end a stream (emitted, then done). A step whose logits are not finite (failed())
+  // ends the loop; the state is then that after the failing step's input.
+  index_t sample(std::int64_t* out, index_t n, const SamplingOptions& opt, const std::int64_t* stop, index_t n_stop,
+                 const Poll& poll = nullptr);
 
   // Beam search from the state of stream 0 (the decoder's batch is the beam width k):
   // hypotheses ranked by score / length^alpha, at most n_best of them. Stops when n_best
   // hypotheses have ended (with a stop token) or after max_len tokens (then the live beams
-  // are returned too, unfinished).
+  // are returned too, unfinished), or when poll stops it or a step fails (failed(); the
+  // result is then meaningless). Each step keeps a back-pointer (parent beam, token) per beam;
+  // the hypotheses' tokens are rebuilt from them at the end, so a step costs O(k V), not
+  // O(k length).
   std::vector<Hypothesis> beam_search(index_t max_len, double alpha, index_t n_best, const std::int64_t* stop,
-                                      index_t n_stop);
+                                      index_t n_stop, const Poll& poll = nullptr);
+
+  // After sample() or beam_search(): true when the last one stopped at a step whose logits
+  // held NaN or +inf (or were all -inf); failed_stream() is the stream (beam) and failed_step()
+  // the step, counted over every sample() of this decoder (beam_search: within the search).
+  bool failed() const { return failed_stream_ >= 0; }
+  index_t failed_stream() const { return failed_stream_; }
+  index_t failed_step() const { return failed_step_; }
 
   // The logits of one step from the current state and next tokens, without choosing:
   // logits (B, V). Advances the state. (For tests and teacher forcing.)
@@ -103,6 +123,10 @@ class LMDecoder {
   AlignedBuffer<T> logits_;       // (B, V)
   std::vector<std::int64_t> token_;
   std::vector<std::uint8_t> seen_, done_;
+  std::vector<std::uint8_t> bad_;  // (B) 1 where this step's logits were not finite
+  index_t poll_steps_ = 1;         // steps per chunk between polls
+  index_t sampled_ = 0;            // steps run by sample() so far (for failed_step())
+  index_t failed_stream_ = -1, failed_step_ = -1;
   std::vector<StreamRng> rng_;
   std::vector<SamplerScratch> scratch_;
 };

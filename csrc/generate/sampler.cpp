@@ -52,13 +52,15 @@ void mark_tokens_seen(std::uint8_t* seen, const std::int64_t* tokens, index_t B,
 }
 
 template <typename T>
-void log_softmax_row(double* out, const T* logits, index_t V) {
+bool log_softmax_row(double* out, const T* logits, index_t V) {
   double m = -std::numeric_limits<double>::infinity();
   for (index_t v = 0; v < V; ++v) m = std::max(m, static_cast<double>(logits[v]));
   double s = 0;
   for (index_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(logits[v]) - m);
-  const double lse = m + std::log(s);
+  const double lse = m + std::log(s);  // NaN for a NaN or +inf anywhere, or all -inf
+  if (!std::isfinite(lse)) return false;
   for (index_t v = 0; v < V; ++v) out[v] = static_cast<double>(logits[v]) - lse;
+  return true;
 }
 
 template <typename T>
@@ -66,11 +68,24 @@ index_t choose_token(const T* logits, const std::uint8_t* seen, index_t V, const
                      SamplerScratch& scratch) {
   double* p = scratch.p.data();
   // Scores after the repetition penalty: a seen token's positive score is divided by the
-  // penalty, a negative one multiplied, so either way it becomes less likely.
+  // penalty, a negative one multiplied, so either way it becomes less likely. On the way, a
+  // flag for any NaN or infinite score (z - z is then NaN), checked closely only when set.
+  const bool penalize = seen != nullptr && opt.repetition_penalty != 1.0;
+  int special = 0;
   for (index_t v = 0; v < V; ++v) {
     double z = static_cast<double>(logits[v]);
-    if (seen && seen[v] && opt.repetition_penalty != 1.0) z = z > 0 ? z / opt.repetition_penalty : z * opt.repetition_penalty;
+    if (penalize && seen[v]) z = z > 0 ? z / opt.repetition_penalty : z * opt.repetition_penalty;
     p[v] = z;
+    special |= !(z - z == 0.0);
+  }
+  if (special) {
+    // -inf bans a token; a NaN or +inf, or nothing but -inf, leaves nothing to choose from.
+    bool finite = false;
+    for (index_t v = 0; v < V; ++v) {
+      if (p[v] != p[v] || p[v] == std::numeric_limits<double>::infinity()) return -1;
+      finite |= p[v] > -std::numeric_limits<double>::infinity();
+    }
+    if (!finite) return -1;
   }
   if (opt.temperature <= 0.0) {
     index_t best = 0;
@@ -124,7 +139,7 @@ template index_t choose_token<float>(const float*, const std::uint8_t*, index_t,
                                      SamplerScratch&);
 template index_t choose_token<double>(const double*, const std::uint8_t*, index_t, const SamplingOptions&, StreamRng&,
                                       SamplerScratch&);
-template void log_softmax_row<float>(double*, const float*, index_t);
-template void log_softmax_row<double>(double*, const double*, index_t);
+template bool log_softmax_row<float>(double*, const float*, index_t);
+template bool log_softmax_row<double>(double*, const double*, index_t);
 
 }  // namespace rnncore

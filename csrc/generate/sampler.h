@@ -51,13 +51,17 @@ void mark_tokens_seen(std::uint8_t* seen, const std::int64_t* tokens, index_t B,
 
 // logits: (V) scores of the next token (read only). seen: (V) 1 where the token already
 // occurred in this stream (prime or generated), used by the repetition penalty; may be null.
-// Returns the chosen token id. Ties in greedy/top-k go to the lower id.
+// Returns the chosen token id, or -1 when the scores are not finite (a NaN or +inf, or all
+// -inf: then no token has a probability; -inf alone is fine, it bans a token). Ties in
+// greedy/top-k go to the lower id.
 template <typename T>
 index_t choose_token(const T* logits, const std::uint8_t* seen, index_t V, const SamplingOptions& opt, StreamRng& rng,
                      SamplerScratch& scratch);
 
 // log-softmax of a row (double accumulation): out[v] = logits[v] - logsumexp(logits).
+// Returns false (out then unspecified) when logsumexp is not finite: a NaN or +inf in the
+// row, or every entry -inf.
 template <typename T>
-void log_softmax_row(double* out, const T* logits, index_t V);
+bool log_softmax_row(double* out, const T* logits, index_t V);
 
 }  // namespace rnncore

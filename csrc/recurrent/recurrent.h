@@ -58,6 +58,20 @@ struct RecurrentWorkspace {
   AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
   AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (cells/cell.h: fuse_biases)
   std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
+
+  // Free what a call uses only while it runs (the slices' packed W_hh, the biases, backward's
+  // scratch) and keep what backward reads (layout, x/xp, gates, hs, cs, hn). Backward packs its
+  // own slices afresh, so a trimmed workspace differentiates exactly as an untrimmed one; a
+  // single-step cell keeps G*H*H fewer values per saved step.
+  void trim() {
+    slices.clear();
+    slices.shrink_to_fit();
+    bias.release();
+    dh.release();
+    dc.release();
+    hprev.release();
+    dxp.release();
+  }
 };
 
 struct RecurrentShape {

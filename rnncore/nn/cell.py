@@ -7,13 +7,25 @@ weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh (G*H,), U(-1/sqrt(H), 1
 A step is the sequence kernel with T = 1. In training mode every forward saves its context
 on a stack and every backward pops the newest one, so running steps t = 0..T-1 and then
 backward for t = T-1..0 is backpropagation through time. In eval mode nothing is saved.
+
+History: a saved step keeps only what its backward reads (the gates and states of B rows,
+about (G + 5) * B * H numbers, and the input), never a copy of the weights. It stays until
+backward pops it: a long training-mode run without backward grows by that much per step.
+``cell.reset_history()`` drops every saved step; ``cell.max_history = k`` keeps only the
+newest k (older ones are dropped as new ones come, so backward can go back at most k steps;
+None, the default, keeps all).
+
+Threads: a cell runs one call at a time; a forward or backward called while another thread
+is inside one on the same cell raises RuntimeError.
 """
+from collections import deque
+
 import numpy as np
 
 from .. import _core
 from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, expect_shape, no_forward,
                        private_copy, resolve_dtype, shape_str)
-from .._threads import resolve_threads
+from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
 
@@ -42,11 +54,39 @@ class RNNCellBase(Module):
         for pname, array in init.recurrent_parameters(rng, CELL_GATES[self.cell], self.input_size, self.hidden_size,
                                                       self.bias, self.dtype):
             self.register_parameter(pname, Parameter(array))
-        self._stack = []
+        self._stack = deque()  # the saved steps, newest last (a deque: max_history drops from the left)
         self.grad_hx = None
 
     def _dtype_changed(self):
-        self._stack = []
+        self._stack = deque()
+
+    @property
+    def max_history(self):
+        """At most this many training-mode steps are kept for backward (the oldest is dropped
+        when a new one comes); None (the default) keeps every step until backward pops it."""
+        return self.__dict__.get("_max_history")
+
+    @max_history.setter
+    def max_history(self, value):
+        if value is not None:
+            value = check_int(value, "max_history", f"{type(self).__name__}.max_history", minimum=1)
+        self.__dict__["_max_history"] = value
+        while value is not None and len(self._stack) > value:
+            del self._stack[0]
+
+    def reset_history(self):
+        """Drop every saved step (a following backward raises NoForwardError until the next
+        training-mode forward). Frees the memory a long run without backward accumulated."""
+        busy = acquire(self, f"{type(self).__name__}.reset_history")
+        try:
+            self._stack.clear()
+        finally:
+            release(busy)
+
+    @property
+    def history_length(self):
+        """The number of training-mode steps saved for backward."""
+        return len(self._stack)
 
     def _state(self, value, name, fn, batched, B):
         if value is None:
@@ -81,6 +121,13 @@ class RNNCellBase(Module):
         return dx
 
     def _step(self, x, h, c, fn):
+        busy = acquire(self, fn)  # one call at a time: the saved steps are per cell
+        try:
+            return self._step_now(x, h, c, fn)
+        finally:
+            release(busy)
+
+    def _step_now(self, x, h, c, fn):
         x_in = x
         x = as_real_array(x, "x", fn, self.dtype)
         if x.ndim not in (1, 2):
@@ -101,13 +148,24 @@ class RNNCellBase(Module):
             self.bias_ih.data if self.bias else None, self.bias_hh.data if self.bias else None,
             h, c, None, False, out, 0, resolve_threads(self.threads), None)
         if self.training:
+            ws.trim()  # keep what backward reads, not this step's packed copy of W_hh
             self._stack.append((ws, batched, B))
+            limit = self.max_history
+            if limit is not None and len(self._stack) > limit:
+                del self._stack[0]
         if not batched:
             h_new = h_new[0]
             c_new = None if c_new is None else c_new[0]
         return h_new, c_new
 
     def _back(self, dh, dc, fn):
+        busy = acquire(self, fn)
+        try:
+            return self._back_now(dh, dc, fn)
+        finally:
+            release(busy)
+
+    def _back_now(self, dh, dc, fn):
         if not self._stack:
             raise no_forward(fn, "forward() (in training mode)",
                              "each forward is differentiated once, newest first")

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _core
 from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability,
                        expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
-from .._threads import resolve_threads
+from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
 
@@ -106,6 +106,13 @@ class RNNBase(Module):
     # -- forward / backward -----------------------------------------------------------------
     def forward(self, x, hx=None, lengths=None):
         fn = f"{type(self).__name__}.forward"
+        busy = acquire(self, fn)  # one call at a time: the workspaces and _ctx are per layer
+        try:
+            return self._forward(x, hx, lengths, fn)
+        finally:
+            release(busy)
+
+    def _forward(self, x, hx, lengths, fn):
         x_in = x
         x = as_real_array(x, "x", fn, self.dtype)
         if x.ndim not in (2, 3):
@@ -175,6 +182,13 @@ class RNNBase(Module):
         gradient of the initial state (LSTM: a tuple ``(dh0, dc0)``), shaped like ``h_n``.
         """
         fn = f"{type(self).__name__}.backward"
+        busy = acquire(self, fn)
+        try:
+            return self._backward(grad_output, grad_h_n, fn)
+        finally:
+            release(busy)
+
+    def _backward(self, grad_output, grad_h_n, fn):
         ctx = self._ctx
         if ctx is None:
             raise no_forward(fn)
@@ -273,7 +287,13 @@ _SHAPES_DOC = """
     (G*H, H), bias_ih_l{k}[_reverse], bias_hh_l{k}[_reverse] (G*H,), all U(-1/sqrt(H), 1/sqrt(H)).
 
     Extra keyword arguments: dtype (float32 or float64), seed (initialisation and dropout
-    masks), threads (None: rnncore.get_num_threads()).
+    masks), threads (None: rnncore.get_num_threads(); at most rnncore's thread limit,
+    max(256, 4 x processors)).
+
+    Threads: a layer runs one call at a time. A forward or backward called while another
+    thread is inside one on the same layer raises RuntimeError ("... is already running in
+    another thread; use one model per thread or a lock"); it never computes with the other
+    call's buffers. backward differentiates the layer's last forward, whichever thread ran it.
 """
 
 
