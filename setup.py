@@ -1,5 +1,6 @@
 """Build for rnncore: the pybind11 extension ``rnncore._core`` from everything in csrc/, and
-the Cython extension ``rnncore.data._fast`` (text <-> ids loops), cythonized at build time.
+the Cython extensions ``rnncore.data._fast`` (text <-> ids loops) and ``rnncore.ngram._kn``
+(n-gram counting, querying, ARPA text), cythonized at build time.
 
 Build flags are probed, not assumed:
   * C++17 and -O3 always; no -ffast-math (it breaks tanh/exp edge cases).
@@ -81,24 +82,27 @@ CYTHON_NEEDED = "3.0"
 
 
 def cython_extensions():
-    """rnncore.data._fast from its .pyx; Cython>=3 is a build requirement (pyproject.toml)."""
+    """rnncore.data._fast and rnncore.ngram._kn from their .pyx; Cython>=3 is a build requirement (pyproject.toml)."""
     try:
         import Cython
         from Cython.Build import cythonize
     except ImportError:
         sys.exit(
-            "rnncore: building the extension rnncore.data._fast needs Cython>=3, which is not installed.\n"
+            "rnncore: building the extensions rnncore.data._fast and rnncore.ngram._kn needs Cython>=3, "
+            "which is not installed.\n"
             "  pip install 'Cython>=3'   (pip install . installs it by itself from pyproject.toml)"
         )
     if int(Cython.__version__.split(".")[0]) < 3:
-        sys.exit(f"rnncore: building rnncore.data._fast needs Cython>=3, found Cython {Cython.__version__}.\n"
-                 "  pip install --upgrade 'Cython>=3'")
-    ext = Extension(
-        "rnncore.data._fast",
-        [os.path.join("rnncore", "data", "_fast.pyx")],
-        extra_compile_args=["-O3"] if sys.platform != "win32" else [],
-    )
-    return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+        sys.exit(f"rnncore: building rnncore.data._fast and rnncore.ngram._kn needs Cython>=3, found Cython "
+                 f"{Cython.__version__}.\n  pip install --upgrade 'Cython>=3'")
+    optimize = ["-O3"] if sys.platform != "win32" else []
+    exts = [
+        Extension("rnncore.data._fast", [os.path.join("rnncore", "data", "_fast.pyx")], extra_compile_args=optimize),
+        # n-gram counting, querying and ARPA text (C++ for std::sort and std::string)
+        Extension("rnncore.ngram._kn", [os.path.join("rnncore", "ngram", "_kn.pyx")], language="c++",
+                  extra_compile_args=optimize + (["-std=c++17"] if sys.platform != "win32" else [])),
+    ]
+    return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)
 
 
 class ParallelBuildExt(build_ext):
