@@ -11,8 +11,8 @@ import sys as _sys
 __version__ = "0.1.0"
 
 __all__ = [
-    "nn", "optim", "data", "sampling", "Trainer", "set_num_threads", "get_num_threads", "NoForwardError",
-    "save", "load", "CheckpointError", "from_torch", "to_torch", "__version__",
+    "nn", "optim", "data", "sampling", "ngram", "Trainer", "evaluate", "set_num_threads", "get_num_threads",
+    "NoForwardError", "save", "load", "CheckpointError", "from_torch", "to_torch", "__version__",
 ]
 
 # -- an unbuilt source checkout imports the installed build -----------------------------------
@@ -29,8 +29,9 @@ _HERE = _os.path.dirname(_os.path.abspath(__file__))
 
 
 def _is_built(package_dir):
-    """Whether both extension modules are built in `package_dir` for this interpreter."""
-    for name, folder in (("rnncore._core", package_dir), ("rnncore.data._fast", _os.path.join(package_dir, "data"))):
+    """Whether every extension module is built in `package_dir` for this interpreter."""
+    for name, folder in (("rnncore._core", package_dir), ("rnncore.data._fast", _os.path.join(package_dir, "data")),
+                         ("rnncore.ngram._kn", _os.path.join(package_dir, "ngram"))):
         spec = _machinery.PathFinder.find_spec(name, [folder])
         if spec is None or not isinstance(spec.loader, _machinery.ExtensionFileLoader):
             return False
@@ -74,10 +75,10 @@ def _load_installed_build():
 
 
 if _is_built(_HERE):
-    from . import data, nn, optim, sampling
+    from . import data, ngram, nn, optim, sampling
     from ._checks import NoForwardError
     from ._threads import get_num_threads, set_num_threads
     from .io import CheckpointError, from_torch, load, save, to_torch
-    from .trainer import Trainer
+    from .trainer import Trainer, evaluate
 else:
     _load_installed_build()

@@ -620,9 +620,12 @@ def test_beam_search_time_per_token_does_not_grow_with_length():
             assert len(tokens) == max_len
         return best
 
+    # Linear cost makes 4x the tokens take ~4x the time; copying histories made it ~16x. The
+    # threshold sits between the two, far enough from 4 that a preempted run on a shared
+    # machine does not fail it (each size is the best of five).
     seconds(2000)  # warm up
-    short, long = seconds(20000), seconds(40000)
-    assert long / short < 2.6, f"20k tokens: {short:.3f} s, 40k tokens: {long:.3f} s"
+    short, long = seconds(20000), seconds(80000)
+    assert long / short < 8, f"20k tokens: {short:.3f} s, 80k tokens: {long:.3f} s"
 
 
 def test_beam_search_hypotheses_match_a_naive_search():
