@@ -39,7 +39,7 @@ def as_real_array(value, name, fn, dtype):
 def _fresh_from(source):
     """True when np.asarray(source) necessarily builds a new array: Python lists, tuples and
     scalars hold no buffer an array could share."""
-    return isinstance(source, (list, tuple, numbers.Number, bool))
+    return isinstance(source, (list, tuple, numbers.Number))
 
 
 def private_copy(array, source):

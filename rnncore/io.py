@@ -119,7 +119,7 @@ def _crc(array):
     """CRC-32 of an array's dtype, shape and bytes."""
     array = np.ascontiguousarray(array)
     head = zlib.crc32(f"{array.dtype.str}{array.shape}".encode())
-    return zlib.crc32(memoryview(array).cast("B"), head) & 0xFFFFFFFF
+    return zlib.crc32(array.reshape(-1).view(np.uint8), head) & 0xFFFFFFFF  # (also when a dimension is 0)
 
 
 def _metadata_crc(metadata):
@@ -162,17 +162,20 @@ _DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "U16": "<u2", "I16": "<i2", 
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
+def _stored(value, name):
+    """An array as the file holds it: C-contiguous, little-endian, a dtype safetensors has."""
+    array = np.ascontiguousarray(value)
+    code = _DTYPE_NAMES.get(array.dtype.newbyteorder("<"))
+    if code is None:
+        raise TypeError(f"rnncore.save: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold")
+    return np.ascontiguousarray(array, dtype=np.dtype(_DTYPES[code]))
+
+
 def _safetensors_bytes(tensors, metadata):
     """A standard safetensors file, deterministically: header keys sorted, tensors laid out by
     item size (largest first, so every tensor is aligned) then by name, the header padded with
     spaces to a multiple of 8 bytes (as the safetensors library writes it)."""
-    arrays = {}
-    for name, value in tensors.items():
-        array = np.ascontiguousarray(value)
-        code = _DTYPE_NAMES.get(array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype)
-        if code is None:
-            raise TypeError(f"rnncore.save: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold")
-        arrays[name] = np.ascontiguousarray(array, dtype=np.dtype(_DTYPES[code]))
+    arrays = {name: _stored(value, name) for name, value in tensors.items()}
     order = sorted(arrays, key=lambda k: (-arrays[k].dtype.itemsize, k))
     header = {"__metadata__": dict(metadata)}
     offset = 0
@@ -219,6 +222,7 @@ def _serialise(model, optimizer, config, extra, arrays=None):
     from . import __version__
 
     metadata["rnncore_version"] = __version__
+    tensors = OrderedDict((k, _stored(v, k)) for k, v in tensors.items())  # checksummed as stored
     metadata["checksums"] = json.dumps({k: _crc(v) for k, v in tensors.items()}, sort_keys=True)
     metadata["metadata_crc32"] = _metadata_crc(metadata)
     return _safetensors_bytes(tensors, metadata)
