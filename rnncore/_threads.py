@@ -85,35 +85,40 @@ def acquire(obj, fn):
     """
     state = obj.__dict__
     me = get_ident()
-    owner = state.setdefault(_BUSY, me)
-    if owner != me:
-        raise RuntimeError(f"{fn}: this {type(obj).__name__} is already running in another thread; "
-                           "use one model per thread or a lock")
-    if state.get(_OUTER) is None:
-        state[_OUTER] = True  # this call is the outermost one of this thread
-        return state
-    return None
+    if state.get(_BUSY) == me:
+        return None  # a nested call of the thread that holds the mark: part of the outer call
+    if state.setdefault(_BUSY, me) != me:
+        raise _busy(obj, fn)
+    return state
 
 
-_OUTER = "_rnncore_outer_call"
+def _busy(obj, fn):
+    return RuntimeError(f"{fn}: this {type(obj).__name__} is already running in another thread; "
+                        "use one model per thread or a lock")
 
 
 def release(token):
     """End the call acquire() began (a nested call's None token releases nothing)."""
     if token is not None:
-        token.pop(_OUTER, None)
         token.pop(_BUSY, None)
 
 
 def exclusive(method):
     """Decorate a method that reads or writes the object's per-call state (what a forward saves
     for its backward): the method runs under acquire()/release() on its object."""
+    name = method.__name__
+
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
-        busy = acquire(self, f"{type(self).__name__}.{method.__name__}")
+        state = self.__dict__
+        me = get_ident()
+        if state.get(_BUSY) == me:  # nested: acquire()'s rules, inlined (this runs on every layer call)
+            return method(self, *args, **kwargs)
+        if state.setdefault(_BUSY, me) != me:
+            raise _busy(self, f"{type(self).__name__}.{name}")
         try:
             return method(self, *args, **kwargs)
         finally:
-            release(busy)
+            state.pop(_BUSY, None)
 
     return guarded

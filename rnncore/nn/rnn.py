@@ -78,22 +78,35 @@ class RNNBase(Module):
         self._workspaces = [None] * (self.num_layers * self.num_directions)
         self._ctx = None
 
+    def _parameter_specs(self):
+        """(name, shape, letters) of every parameter this layer's sizes make, computed once."""
+        specs = self.__dict__.get("_specs")
+        if specs is None:
+            G, H, D = CELL_GATES[self.cell], self.hidden_size, self.num_directions
+            specs = []
+            for layer in range(self.num_layers):
+                in_size, letters = (self.input_size, "(G*H, I)") if layer == 0 else (D * H, "(G*H, D*H)")
+                for direction in range(D):
+                    sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                    specs += [("weight_ih" + sfx, (G * H, in_size), letters),
+                              ("weight_hh" + sfx, (G * H, H), "(G*H, H)"),
+                              ("bias_ih" + sfx, (G * H,), "(G*H,)"), ("bias_hh" + sfx, (G * H,), "(G*H,)")]
+            self.__dict__["_specs"] = specs = tuple(specs)
+        return specs
+
     def _check_parameters(self, fn, grads=False):
         """Every parameter as this layer's sizes make it (a weight replaced through ``.data`` by one
         of another shape is reported by its name and the shape it must have; the kernels could
         only guess H from the wrong array)."""
-        G, H, D = CELL_GATES[self.cell], self.hidden_size, self.num_directions
-        for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else D * H
-            sfx = f"_l{layer}"
-            for direction in range(D):
-                names = sfx + ("_reverse" if direction else "")
-                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, direction)
-                check_parameters(fn, self.dtype, grads, [
-                    ("weight_ih" + names, w_ih, (G * H, in_size), "(G*H, I)" if layer == 0 else "(G*H, D*H)"),
-                    ("weight_hh" + names, w_hh, (G * H, H), "(G*H, H)"),
-                    ("bias_ih" + names, b_ih, (G * H,), "(G*H,)"),
-                    ("bias_hh" + names, b_hh, (G * H,), "(G*H,)")])
+        params, dtype = self._parameters, self.dtype
+        for name, shape, letters in self._parameter_specs():
+            p = params.get(name)
+            if p is None:
+                continue
+            data, grad = p.data, p.grad
+            if not (type(data) is np.ndarray and data.shape == shape and data.dtype == dtype
+                    and (not grads or (type(grad) is np.ndarray and grad.shape == shape))):
+                check_parameters(fn, dtype, grads, [(name, p, shape, letters)])  # raises, saying what is wrong
 
     def _state_arg(self, value, name, fn, batched, B):
         """h0 / c0 as (L*D, B, H), or None."""
