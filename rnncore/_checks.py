@@ -36,14 +36,31 @@ def as_real_array(value, name, fn, dtype):
     return np.require(array, dtype=dtype, requirements="C")
 
 
+def _fresh_from(source):
+    """True when np.asarray(source) necessarily builds a new array: Python lists, tuples and
+    scalars hold no buffer an array could share."""
+    return isinstance(source, (list, tuple, numbers.Number))
+
+
 def private_copy(array, source):
-    """`array`, copied if it may share memory with the caller's `source`.
+    """`array`, copied if it may share memory with the caller's `source`, whatever `source` is.
 
     A layer that saves its input for backward must not see the caller change it in between.
+    `array` is what the layer made of `source` (converted, reshaped, transposed); it is copied
+    when it may still be a view of memory the caller owns: a numpy array, or anything numpy
+    converts without copying (a memoryview or other buffer, a torch tensor, an object whose
+    __array__ returns its own storage). A copy the conversion already made is not copied again.
     """
-    if isinstance(source, np.ndarray) and np.may_share_memory(array, source):
-        return array.copy()
-    return array
+    if _fresh_from(source) or array.size == 0:
+        return array
+    if isinstance(source, np.ndarray):
+        shared = np.may_share_memory(array, source)
+    else:
+        try:  # the zero-copy view numpy takes of a buffer, tensor or __array__ object
+            shared = np.may_share_memory(array, np.asarray(source))
+        except Exception:  # cannot tell: be safe
+            shared = True
+    return array.copy() if shared else array
 
 
 def as_lengths(value, batch, steps, fn):
@@ -52,6 +69,8 @@ def as_lengths(value, batch, steps, fn):
         array = np.asarray(value)
     except (ValueError, TypeError):
         raise TypeError(f"{fn}: lengths must be a 1-D array of integers, got {type(value).__name__}") from None
+    if array.dtype.kind not in "iu" and array.size == 0 and isinstance(value, (list, tuple)):
+        array = np.zeros(array.shape, np.int64)  # [] is an empty list of ints, not float64 values
     if array.dtype.kind not in "iu":
         if array.dtype.kind == "f" and array.size and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
             array = array.astype(np.int64)
@@ -72,10 +91,36 @@ def expect_shape(array, shape, name, fn, what=None):
     return array
 
 
-def resolve_dtype(dtype):
-    dt = np.dtype(dtype)
+def check_parameters(fn, dtype, grads, expected):
+    """Raise ValueError unless each (name, Parameter or None, shape, letters) of `expected` holds
+    an array of that shape and `dtype` (and, with grads, a gradient of that shape)."""
+    for name, p, shape, letters in expected:
+        if p is None:
+            continue
+        data = p.data
+        if not isinstance(data, np.ndarray) or tuple(data.shape) != tuple(shape):
+            got = shape_str(data.shape) if isinstance(data, np.ndarray) else type(data).__name__
+            raise ValueError(f"{fn}: parameter {name} must have shape {letters} = {shape_str(shape)}, got {got}")
+        if data.dtype != dtype:
+            raise TypeError(f"{fn}: parameter {name} must be {dtype} like the layer, got {data.dtype} "
+                            "(use .to(dtype) to convert a whole model)")
+        if grads and (not isinstance(p.grad, np.ndarray) or tuple(p.grad.shape) != tuple(shape)):
+            got = shape_str(p.grad.shape) if isinstance(p.grad, np.ndarray) else type(p.grad).__name__
+            raise ValueError(f"{fn}: the gradient of parameter {name} must have shape {shape_str(shape)}, got {got}")
+
+
+def resolve_dtype(dtype, fn=None):
+    """float32 or float64 as a numpy dtype; None means float32 (PyTorch's default, not numpy's
+    float64). TypeError naming dtype for anything else."""
+    where = f"{fn}: " if fn else ""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}dtype must be float32 or float64, got {dtype!r} (None means float32)") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        raise TypeError(f"{where}dtype must be float32 or float64, got {dt} (None means float32)")
     return dt
 
 
@@ -85,6 +130,8 @@ def as_index_array(value, name, fn):
         array = np.asarray(value)
     except (ValueError, TypeError):
         raise TypeError(f"{fn}: {name} must be an integer array, got {type(value).__name__}") from None
+    if array.dtype.kind not in "iu" and array.size == 0 and isinstance(value, (list, tuple)):
+        array = np.zeros(array.shape, np.int64)  # [] is an empty list of ids, not float64 values
     if array.dtype.kind not in "iu":
         raise TypeError(f"{fn}: {name} must be an integer array, got dtype {array.dtype}")
     if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
@@ -126,6 +173,32 @@ def check_int(value, name, fn, minimum=1, maximum=None, *, optional=False):
             wanted = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{fn}: {name} must be {wanted}, got {value}")
     return value
+
+
+def check_seed(seed, fn, name="seed", objects=True):
+    """A seed as numpy's Generators take it: None (fresh entropy), a non-negative int, a
+    sequence of them, or (with objects) a SeedSequence, BitGenerator or Generator. Errors name
+    the argument (numpy's own say "expected non-negative integer" and nothing else)."""
+    if seed is None:
+        return seed
+    if isinstance(seed, (np.random.SeedSequence, np.random.BitGenerator, np.random.Generator)):
+        if objects:
+            return seed
+        raise TypeError(f"{fn}: {name} must be a non-negative int, a sequence of them or None, "
+                        f"got {type(seed).__name__}")
+    if isinstance(seed, bool) or (isinstance(seed, numbers.Number) and not _is_int(seed)):
+        raise TypeError(f"{fn}: {name} must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
+    if _is_int(seed):
+        if seed < 0:
+            raise ValueError(f"{fn}: {name} must be a non-negative int or None, got {int(seed)}")
+        return int(seed)
+    try:
+        np.random.SeedSequence(seed)
+    except (TypeError, ValueError) as exc:
+        raise (ValueError if isinstance(exc, ValueError) else TypeError)(
+            f"{fn}: {name} must be a non-negative int, a sequence of them, a SeedSequence or None, "
+            f"got {type(seed).__name__} ({exc})") from None
+    return seed
 
 
 def _interval(at_least, above, at_most, below):

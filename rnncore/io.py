@@ -27,7 +27,12 @@ caller's ``config`` alone (or {}). The class name is always recorded as ``kind``
 
 Saving is atomic: the bytes go to a temporary file in the same directory, which is flushed,
 fsync'd and then renamed over ``path`` (os.replace), so an interrupted save leaves the
-previous checkpoint intact and no temporary file behind.
+previous checkpoint intact and no temporary file behind. A save killed outright (SIGKILL, a
+power cut) cannot remove its temporary file: ``.<name>.<host>.<pid>.<random>.tmp``; the next
+save to the same path removes those of that path whose writer (same host, that pid) is gone.
+
+The file is deterministic: the same model, optimizer and arguments give the same bytes (the
+JSON header has sorted keys and no timestamp; tensors are laid out by alignment, then name).
 
 Loading checks everything before changing anything: a bad file (truncated, corrupt, not
 safetensors, failed checksum) raises CheckpointError (a ValueError) saying what is wrong; a
@@ -40,6 +45,8 @@ no kind, config or optimizer.
 """
 import json
 import os
+import re
+import socket
 import struct
 import tempfile
 import zlib
@@ -89,6 +96,9 @@ def _loads(text, what, path):
         return json.loads(text)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint: its {what} metadata is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint: its {what} metadata nests too deeply "
+                              "(not something rnncore.save writes)") from None
 
 
 # -- save ------------------------------------------------------------------------------------------
@@ -109,7 +119,7 @@ def _crc(array):
     """CRC-32 of an array's dtype, shape and bytes."""
     array = np.ascontiguousarray(array)
     head = zlib.crc32(f"{array.dtype.str}{array.shape}".encode())
-    return zlib.crc32(memoryview(array).cast("B"), head) & 0xFFFFFFFF
+    return zlib.crc32(array.reshape(-1).view(np.uint8), head) & 0xFFFFFFFF  # (also when a dimension is 0)
 
 
 def _metadata_crc(metadata):
@@ -146,9 +156,49 @@ def _arrays_payload(arrays, tensors):
         tensors[_ARRAYS + name] = np.ascontiguousarray(value)
 
 
-def _serialise(model, optimizer, config, extra, arrays=None):
-    import safetensors.numpy
+# safetensors dtype names of the numpy dtypes rnncore reads and writes (what numpy can hold).
+_DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "U16": "<u2", "I16": "<i2", "F16": "<f2", "U32": "<u4",
+           "I32": "<i4", "F32": "<f4", "U64": "<u8", "I64": "<i8", "F64": "<f8"}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
+
+def _stored(value, name):
+    """An array as the file holds it: C-contiguous, little-endian, a dtype safetensors has."""
+    array = np.ascontiguousarray(value)
+    code = _DTYPE_NAMES.get(array.dtype.newbyteorder("<"))
+    if code is None:
+        raise TypeError(f"rnncore.save: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold")
+    return np.ascontiguousarray(array, dtype=np.dtype(_DTYPES[code]))
+
+
+def _safetensors_bytes(tensors, metadata):
+    """A standard safetensors file, deterministically: header keys sorted, tensors laid out by
+    item size (largest first, so every tensor is aligned) then by name, the header padded with
+    spaces to a multiple of 8 bytes (as the safetensors library writes it)."""
+    arrays = {name: _stored(value, name) for name, value in tensors.items()}
+    order = sorted(arrays, key=lambda k: (-arrays[k].dtype.itemsize, k))
+    header = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name in order:
+        a = arrays[name]
+        header[name] = {"dtype": _DTYPE_NAMES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    out = bytearray(8 + len(text) + offset)
+    out[:8] = struct.pack("<Q", len(text))
+    out[8:8 + len(text)] = text
+    body = np.frombuffer(out, np.uint8)[8 + len(text):]  # the tensor data, written in place
+    at = 0
+    for name in order:
+        a = arrays[name]
+        body[at:at + a.nbytes] = a.reshape(-1).view(np.uint8)
+        at += a.nbytes
+    return out
+
+
+def _serialise(model, optimizer, config, extra, arrays=None):
     if not hasattr(model, "named_parameters"):
         raise TypeError(f"rnncore.save: model must be an rnncore Module, got {type(model).__name__}")
     tensors = OrderedDict()
@@ -172,9 +222,10 @@ def _serialise(model, optimizer, config, extra, arrays=None):
     from . import __version__
 
     metadata["rnncore_version"] = __version__
-    metadata["checksums"] = json.dumps({k: _crc(v) for k, v in tensors.items()})
+    tensors = OrderedDict((k, _stored(v, k)) for k, v in tensors.items())  # checksummed as stored
+    metadata["checksums"] = json.dumps({k: _crc(v) for k, v in tensors.items()}, sort_keys=True)
     metadata["metadata_crc32"] = _metadata_crc(metadata)
-    return safetensors.numpy.save(dict(tensors), metadata=metadata)
+    return _safetensors_bytes(tensors, metadata)
 
 
 def _write_bytes(f, data):
@@ -204,11 +255,62 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def atomic_write(path, data):
-    """Write bytes to `path` atomically: temporary file in the same directory, fsync, os.replace."""
+def _host_tag():
+    """This machine's name as it goes into temporary file names (letters, digits, '-', '_')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")[:40] or "host"
+
+
+def _temp_prefix(base):
+    return f".{base}.{_host_tag()}.{os.getpid()}."
+
+
+def _process_gone(pid):
+    """True when no process `pid` exists on this machine (POSIX; elsewhere: never sure, False)."""
+    if os.name != "posix" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files an earlier save to `path` left when it was killed (SIGKILL,
+    a crash): only names of atomic_write's own pattern for this path (``.<name>.<host>.<pid>.
+    <random>.tmp``), written on this host by a process that no longer exists. Returns the
+    names removed. Other files, other paths' temporaries and live writers' are left alone."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    pattern = re.compile(r"\." + re.escape(os.path.basename(path)) + r"\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>[0-9]{1,10})"
+                         r"\.[A-Za-z0-9_]+\.tmp")
+    host = _host_tag()
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or m.group("host") != host or not _process_gone(int(m.group("pid"))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
+
+
+def atomic_write(path, data):
+    """Write bytes to `path` atomically: temporary file in the same directory, fsync, os.replace.
+    Stale temporaries of earlier, killed saves to `path` are removed first."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(os.path.basename(path)), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_bytes(f, data)
@@ -251,7 +353,9 @@ class Checkpoint:
     metadata         the raw str -> str metadata of the file
     """
 
-    def __init__(self, state_dict, kind, config, optimizer_state, optimizer_type, extra, metadata, arrays=None):
+    def __init__(self, state_dict, kind, config, optimizer_state, optimizer_type, extra, metadata, arrays=None,
+                 path=None):
+        self.path = path
         self.state_dict = state_dict
         self.kind = kind
         self.config = config
@@ -269,45 +373,80 @@ class Checkpoint:
         """A new model of the recorded kind from rnncore.nn, built from the config, weights loaded.
 
         Classes are looked up in rnncore.nn only (a file never names code to import) and built as
-        ``cls(**config)``.
+        ``cls(**config)``. The config is first checked against the tensors' shapes on a model
+        built as shapes only (rnncore.nn.init.skeleton(): no memory, no random draws), so a file
+        whose config claims sizes its tensors do not have raises CheckpointError naming the
+        tensor and both shapes instead of allocating the claimed model.
         """
         from . import nn
+        from .nn.init import skeleton
 
         cls = getattr(nn, self.kind, None) if self.kind else None
         if not isinstance(cls, type) or not issubclass(cls, nn.Module):
             raise CheckpointError(f"Checkpoint.build: {self.kind!r} is not a model class in rnncore.nn; construct "
                                   "the model yourself and pass it to rnncore.load(path, model)")
+        where = self.path or "<checkpoint>"
+        with skeleton():
+            shapes_only = cls(**self.config)
+        _check_model(self, shapes_only, where)  # names and shapes, before any memory is taken
         model = cls(**self.config)
-        _check_model(self, model, "<checkpoint>")
+        _check_model(self, model, where)
         _install_model(self, model)
         return model
 
 
-def _parse_header(data, path):
-    """The safetensors JSON header of `data`, checked enough to say clearly what is wrong."""
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: not a checkpoint: {len(data)} bytes is shorter than a safetensors header "
+def _parse_header(data, path, size=None):
+    """The safetensors JSON header from `data`, the first bytes of a file of `size` bytes (at least
+    its header; default: all of it), checked enough to say clearly what is wrong.
+    Returns (header dict, header length n)."""
+    size = len(data) if size is None else size
+    if size < 8:
+        raise CheckpointError(f"{path}: not a checkpoint: {size} bytes is shorter than a safetensors header "
                               "(truncated or empty file)")
     (n,) = struct.unpack("<Q", data[:8])
-    if n == 0 or 8 + n > len(data):
+    if n == 0 or 8 + n > size or 8 + n > len(data):
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint: its header claims {n} bytes, the file has "
-                              f"{len(data) - 8} after the length")
+                              f"{size - 8} after the length")
     try:
         header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint or not a safetensors file: unreadable header ({exc})") \
             from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint or not a safetensors file: its header nests too deeply "
+                              "(a safetensors header is one level of tensor entries)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt checkpoint: the safetensors header is not a JSON object")
-    return header
+    return header, n
+
+
+def _check_dtypes(header, path):
+    """Every tensor entry of the header in a dtype rnncore reads (numpy has no bfloat16 or 8-bit
+    floats): a clear CheckpointError naming the tensor, before any data is read."""
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue  # a malformed entry is reported by the safetensors reader
+        dtype = entry.get("dtype")
+        if isinstance(dtype, str) and dtype not in _DTYPES:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has dtype {dtype}, which rnncore does not support (it reads F32 and F64 "
+                "weights, and F16, integer and BOOL arrays); convert the file's tensors to float32 first")
 
 
 def _read(path):
     import safetensors.numpy
 
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            if 0 < n <= size - 8:
+                head += f.read(n)
+        header, n = _parse_header(head, path, size)
+        _check_dtypes(header, path)  # before any tensor data is read
+        f.seek(0)
         data = f.read()
-    header = _parse_header(data, path)
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: corrupt checkpoint: __metadata__ is not a JSON object")
@@ -349,7 +488,7 @@ def _expect(value, kind, what, path):
 
 def _checkpoint_from(metadata, tensors, ours, path):
     if not ours:
-        return Checkpoint(OrderedDict(sorted(tensors.items())), None, {}, None, None, {}, metadata)
+        return Checkpoint(OrderedDict(sorted(tensors.items())), None, {}, None, None, {}, metadata, path=path)
     names = _expect(_loads(metadata.get("model_tensors", "[]"), "model_tensors", path), list, "model_tensors", path)
     if not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{path}: corrupt checkpoint: model_tensors must list tensor names")
@@ -388,7 +527,7 @@ def _checkpoint_from(metadata, tensors, ours, path):
             opt[int(index)] = entry
         opt_state = {"state": opt, "param_groups": groups}
     arrays = OrderedDict((key[len(_ARRAYS):], tensors[key]) for key in sorted(tensors) if key.startswith(_ARRAYS))
-    return Checkpoint(state, metadata.get("kind"), config, opt_state, opt_type, extra, metadata, arrays)
+    return Checkpoint(state, metadata.get("kind"), config, opt_state, opt_type, extra, metadata, arrays, path)
 
 
 def _check_model(ckpt, model, path):

@@ -50,6 +50,17 @@ def _number(value, name, fn):
     return check_real(value, name, fn)
 
 
+def _pair(value, name, fn, letters):
+    """A tuple argument of two numbers (Adam's betas): TypeError naming it unless it is one."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return tuple(value)
+    if isinstance(value, (tuple, list)):
+        got = f"a {type(value).__name__} of length {len(value)}"
+    else:
+        got = type(value).__name__
+    raise TypeError(f"{fn}: {name} must be a pair of floats {letters}, got {got}")
+
+
 def _grad_of(p, fn):
     """p.grad as an array of p's dtype and shape (converted once when it is not already)."""
     g = p.grad
@@ -345,7 +356,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, decoupled_weight_decay=False, threads=None):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+        betas = _pair(betas, "betas", type(self).__name__, "(beta1, beta2)")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, threads=threads)
 
@@ -355,9 +367,7 @@ class Adam(Optimizer):
             raise ValueError(f"{cls}: Invalid learning rate: {group['lr']}")
         if not _number(group["eps"], "eps", cls) >= 0.0:
             raise ValueError(f"{cls}: Invalid epsilon value: {group['eps']}")
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{cls}: betas must be a pair (beta1, beta2), got {betas!r}")
+        betas = _pair(group["betas"], "betas", cls, "(beta1, beta2)")
         for i, b in enumerate(betas):
             if not 0.0 <= _number(b, f"betas[{i}]", cls) < 1.0:
                 raise ValueError(f"{cls}: Invalid beta parameter at index {i}: {b}")
@@ -595,6 +605,9 @@ class MultiStepLR(LRScheduler):
     """lr *= gamma at each epoch listed in ``milestones``."""
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
+            raise TypeError(f"MultiStepLR: milestones must be a list of epoch numbers (ints), "
+                            f"got {type(milestones).__name__}")
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = _number(gamma, "gamma", "MultiStepLR")
         super().__init__(optimizer, last_epoch)

@@ -51,6 +51,9 @@ def _prime_ids(model, prime, tokenizer, fn):
             raise TypeError(f"{fn}: a text prime needs tokenizer=...; otherwise pass token ids")
         prime = tokenizer.encode(prime)
     ids = as_index_array(prime, "prime", fn)
+    if ids.ndim == 1 and ids.shape[0] == 0:
+        raise ValueError(f"{fn}: prime must hold at least one token (generation starts from its last one), "
+                         "got an empty prime")
     single = ids.ndim == 1
     if single:
         ids = ids[None, :]

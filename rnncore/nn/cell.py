@@ -23,8 +23,8 @@ from collections import deque
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, expect_shape, no_forward,
-                       private_copy, resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, check_parameters, check_seed,
+                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -48,9 +48,9 @@ class RNNCellBase(Module):
         self.input_size = check_int(input_size, "input_size", name)
         self.hidden_size = check_int(hidden_size, "hidden_size", name)
         self.bias = bool(bias)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, name)
         self.threads = threads
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, name))
         for pname, array in init.recurrent_parameters(rng, CELL_GATES[self.cell], self.input_size, self.hidden_size,
                                                       self.bias, self.dtype):
             self.register_parameter(pname, Parameter(array))
@@ -59,6 +59,14 @@ class RNNCellBase(Module):
 
     def _dtype_changed(self):
         self._stack = deque()
+
+    def _check_parameters(self, fn, grads=False):
+        G, H = CELL_GATES[self.cell], self.hidden_size
+        check_parameters(fn, self.dtype, grads, [
+            ("weight_ih", self.weight_ih, (G * H, self.input_size), "(G*H, I)"),
+            ("weight_hh", self.weight_hh, (G * H, H), "(G*H, H)"),
+            ("bias_ih", self.bias_ih if self.bias else None, (G * H,), "(G*H,)"),
+            ("bias_hh", self.bias_hh if self.bias else None, (G * H,), "(G*H,)")])
 
     @property
     def max_history(self):
@@ -142,6 +150,7 @@ class RNNCellBase(Module):
                              f"got shape {shape_str(np.shape(x_in))}")
         h = self._state(h, "hx" if self.cell != "lstm" else "hx[0]", fn, batched, B)
         c = self._state(c, "hx[1]", fn, batched, B)
+        self._check_parameters(fn)
         out = np.empty((1, B, self.hidden_size), self.dtype)
         h_new, c_new, ws = _core.recurrent_forward(
             self.cell, x[None], self.weight_ih.data, self.weight_hh.data,
@@ -172,6 +181,7 @@ class RNNCellBase(Module):
         ws, batched, B = self._stack[-1]
         dh = self._state(dh, "grad_h", fn, batched, B)
         dc = self._state(dc, "grad_c", fn, batched, B)
+        self._check_parameters(fn, grads=True)
         self._stack.pop()
         dx = np.empty((1, B, self.input_size), self.dtype)
         dh0, dc0 = _core.recurrent_backward(

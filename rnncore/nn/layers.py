@@ -4,15 +4,20 @@ csrc/ops/; backward *adds* into the parameters' ``.grad`` and returns the input 
 
 Every layer keeps what its last forward needs for backward (the ids, the input, the mask,
 the saved statistics); a forward followed by one backward is the contract, as for RNN/LSTM/GRU.
-Extra keyword arguments common to all: dtype (float32 or float64), seed (initialisation),
-threads (None: rnncore.get_num_threads()).
+Extra keyword arguments common to all: dtype (float32 or float64; None means float32), seed
+(initialisation), threads (None: rnncore.get_num_threads()).
+
+The input a forward saves is the layer's own copy whatever it came as (a numpy array, a
+memoryview or other buffer, a torch tensor): changing it after forward does not change the
+gradients. A layer runs one call at a time: a forward or backward called while another
+thread is inside one on the same layer raises RuntimeError, as for RNN/LSTM/GRU.
 """
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, check_int, check_probability, check_real,
+from .._checks import (as_index_array, as_real_array, check_int, check_probability, check_real, check_seed,
                        expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
-from .._threads import resolve_threads
+from .._threads import exclusive, resolve_threads
 from . import init
 from .module import Module, Parameter
 
@@ -44,11 +49,11 @@ class Embedding(Module):
             if padding_idx < 0:
                 padding_idx += self.num_embeddings
         self.padding_idx = padding_idx
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, fn))
         weight = init.standard_normal(rng, (self.num_embeddings, self.embedding_dim), self.dtype)
-        if padding_idx is not None:
+        if padding_idx is not None and not init.building_skeleton():
             weight[padding_idx] = 0
         self.weight = Parameter(weight)
         self._ids = None
@@ -60,6 +65,7 @@ class Embedding(Module):
     def _dtype_changed(self):
         self._ids = None
 
+    @exclusive
     def forward(self, ids):
         fn = "Embedding.forward"
         ids_in = ids
@@ -68,6 +74,7 @@ class Embedding(Module):
         self._ids = private_copy(ids, ids_in)  # saved for backward: the caller may reuse its buffer
         return out
 
+    @exclusive
     def backward(self, grad_output):
         fn = "Embedding.backward"
         ids = self._ids
@@ -99,9 +106,9 @@ class Linear(Module):
         fn = "Linear"
         self.in_features = check_int(in_features, "in_features", fn)
         self.out_features = check_int(out_features, "out_features", fn)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, fn))
         I, O = self.in_features, self.out_features
         self.weight = Parameter(init.fan_in_uniform(rng, (O, I), I, self.dtype))
         self.register_parameter("bias", Parameter(init.fan_in_uniform(rng, (O,), I, self.dtype)) if bias else None)
@@ -114,6 +121,7 @@ class Linear(Module):
     def _dtype_changed(self):
         self._x = None
 
+    @exclusive
     def forward(self, x):
         fn = "Linear.forward"
         x_in = x
@@ -128,6 +136,7 @@ class Linear(Module):
         self._x = (private_copy(x2, x_in), lead)  # saved for backward: the caller may reuse its buffer
         return y.reshape(lead + (self.out_features,))
 
+    @exclusive
     def backward(self, grad_output, need_input_grad=True):
         fn = "Linear.backward"
         if self._x is None:
@@ -159,7 +168,7 @@ class Dropout(Module):
         self.p = check_probability(p, "p", "Dropout", allow_one=True)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"Dropout: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.rng = rng if rng is not None else np.random.default_rng(check_seed(seed, "Dropout"))
         self._mask = None
         self._ready = False
 
@@ -175,6 +184,7 @@ class Dropout(Module):
         u = self.rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
         return (u < keep).astype(dtype) * dtype.type(1.0 / keep)
 
+    @exclusive
     def forward(self, x):
         x = np.asarray(x)
         if not self.training or self.p == 0.0:
@@ -186,6 +196,7 @@ class Dropout(Module):
         self._ready = True
         return x * self._mask
 
+    @exclusive
     def backward(self, grad_output):
         fn = "Dropout.backward"
         if not self._ready:
@@ -225,11 +236,11 @@ class LayerNorm(Module):
         self.normalized_shape = normalized_shape
         self.eps = check_real(eps, "eps", fn, at_least=0.0)
         self.elementwise_affine = bool(elementwise_affine)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        self.register_parameter("weight", Parameter(np.ones(normalized_shape, self.dtype))
+        self.register_parameter("weight", Parameter(init.constant(normalized_shape, 1, self.dtype))
                                 if self.elementwise_affine else None)
-        self.register_parameter("bias", Parameter(np.zeros(normalized_shape, self.dtype))
+        self.register_parameter("bias", Parameter(init.constant(normalized_shape, 0, self.dtype))
                                 if self.elementwise_affine and bias else None)
         self._ctx = None
 
@@ -244,6 +255,7 @@ class LayerNorm(Module):
     def _flat(p, attr="data"):
         return None if p is None else getattr(p, attr).reshape(-1)
 
+    @exclusive
     def forward(self, x):
         fn = "LayerNorm.forward"
         x_in = x
@@ -259,6 +271,7 @@ class LayerNorm(Module):
         self._ctx = (private_copy(x2, x_in), mean, rstd, x.shape)  # the caller may reuse its buffer
         return y.reshape(x.shape)
 
+    @exclusive
     def backward(self, grad_output):
         fn = "LayerNorm.backward"
         if self._ctx is None:

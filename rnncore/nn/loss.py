@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import as_index_array, as_real_array, check_int, no_forward, shape_str
-from .._threads import resolve_threads
+from .._threads import exclusive, resolve_threads
 from .module import Module
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -79,11 +79,13 @@ class CrossEntropyLoss(Module):
         self.threads = threads
         self._dlogits = None
 
+    @exclusive
     def forward(self, logits, targets, mask=None):
         loss, self._dlogits = cross_entropy(logits, targets, self.ignore_index, self.reduction, mask,
                                             threads=self.threads)
         return loss
 
+    @exclusive
     def backward(self, grad=1.0):
         fn = "CrossEntropyLoss.backward"
         d = self._dlogits

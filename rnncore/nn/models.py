@@ -13,12 +13,19 @@ state_dict, train()/eval() and zero_grad() come from Module. There is no Python 
 time anywhere here.
 
 Randomness: ``seed`` seeds one numpy SeedSequence from which each submodule's initialisation
-and the model's dropout Generator are spawned; no global RNG is used.
+and the model's dropout Generator are spawned; no global RNG is used. dtype None means float32.
+
+Threads: a model runs one call at a time. forward, loss or backward called while another
+thread is inside one of them on the same model raises RuntimeError ("... is already running
+in another thread; use one model per thread or a lock"), never computes with the other
+call's saved state. (Generation, rnncore.sampling, only reads the weights and may run from
+several threads at once.)
 """
 import numpy as np
 
 from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, check_int,
-                       check_probability, expect_shape, no_forward, resolve_dtype, shape_str)
+                       check_probability, check_seed, expect_shape, no_forward, resolve_dtype, shape_str)
+from .._threads import exclusive
 from .layers import Dropout, Embedding, Linear
 from .loss import cross_entropy
 from .module import Module
@@ -59,8 +66,9 @@ class _TokenDecoder(Module):
         self.cell = cell_name(cell, fn, _CELLS)
         self.tie_weights = bool(tie_weights)
         self.batch_first = bool(batch_first)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
+        seed = check_seed(seed, fn, objects=False)
         if self.tie_weights and self.hidden_size != self.embedding_dim:
             raise ValueError(f"{fn}: tie_weights requires hidden_size == embedding_dim (the output projection "
                              f"reuses the (V, E) embedding matrix), got hidden_size={self.hidden_size}, "
@@ -158,6 +166,7 @@ class LanguageModel(_TokenDecoder):
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads)
 
+    @exclusive
     def forward(self, tokens, state=None):
         fn = "LanguageModel.forward"
         ids = self._tokens(tokens, fn)
@@ -165,11 +174,13 @@ class LanguageModel(_TokenDecoder):
         out, new_state = self.rnn(x, state)
         return self._head(out), new_state
 
+    @exclusive
     def loss(self, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
         logits, new_state = self.forward(tokens, state)
         loss = self._loss(logits, targets, mask, ignore_index, reduction, "LanguageModel.loss")
         return loss, new_state
 
+    @exclusive
     def backward(self, grad_logits=None, grad_state=None):
         fn = "LanguageModel.backward"
         dlogits = self._grad_logits(grad_logits, fn)
@@ -236,6 +247,7 @@ class ConditionedGenerator(_TokenDecoder):
             return h0
         return h0, np.ascontiguousarray(self.init_c(f).reshape(B, L, H).transpose(1, 0, 2))
 
+    @exclusive
     def forward(self, features, tokens, state=None):
         fn = "ConditionedGenerator.forward"
         ids = self._tokens(tokens, fn)
@@ -254,11 +266,13 @@ class ConditionedGenerator(_TokenDecoder):
         out, new_state = self.rnn(x, state)
         return self._head(out), new_state
 
+    @exclusive
     def loss(self, features, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
         logits, new_state = self.forward(features, tokens, state)
         loss = self._loss(logits, targets, mask, ignore_index, reduction, "ConditionedGenerator.loss")
         return loss, new_state
 
+    @exclusive
     def backward(self, grad_logits=None, grad_state=None):
         fn = "ConditionedGenerator.backward"
         if self._used is None:
@@ -309,9 +323,9 @@ class _SequenceEncoder(Module):
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
         self.cell = cell_name(cell, fn, _CELLS)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        seeds = np.random.SeedSequence(seed).spawn(4)
+        seeds = np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(4)
         if vocab_size is not None:
             self.vocab_size = check_int(vocab_size, "vocab_size", fn)
             if embedding_dim is None:
@@ -454,6 +468,7 @@ class SequenceClassifier(_SequenceEncoder):
                           axis=0)
         return dout, None
 
+    @exclusive
     def forward(self, x, lengths=None):
         fn = "SequenceClassifier.forward"
         out, h_n, lengths = self._encode(x, lengths, fn)
@@ -461,6 +476,7 @@ class SequenceClassifier(_SequenceEncoder):
         self._ctx = (saved, out.shape)
         return self.fc(self.drop_out(pooled))
 
+    @exclusive
     def loss(self, x, labels, lengths=None, reduction="mean"):
         fn = "SequenceClassifier.loss"
         logits = self.forward(x, lengths)
@@ -469,6 +485,7 @@ class SequenceClassifier(_SequenceEncoder):
         loss, self._dlogits = cross_entropy(logits, labels, reduction=reduction, threads=self.threads)
         return loss
 
+    @exclusive
     def backward(self, grad_logits=None):
         fn = "SequenceClassifier.backward"
         grad_logits = self._take_grad_logits(grad_logits, fn)
@@ -501,12 +518,14 @@ class SequenceTagger(_SequenceEncoder):
         self._build("SequenceTagger", vocab_size, embedding_dim, input_size, hidden_size, num_classes, num_layers,
                     cell, bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads)
 
+    @exclusive
     def forward(self, x, lengths=None):
         fn = "SequenceTagger.forward"
         out, _, lengths = self._encode(x, lengths, fn)
         self._ctx = (out.shape, lengths)
         return self.fc(_time_major(self.drop_out(out), self.batch_first))
 
+    @exclusive
     def loss(self, x, tags, lengths=None, ignore_index=-100, reduction="mean"):
         fn = "SequenceTagger.loss"
         logits = self.forward(x, lengths)
@@ -521,6 +540,7 @@ class SequenceTagger(_SequenceEncoder):
         loss, self._dlogits = cross_entropy(logits, tags, ignore_index, reduction, mask, threads=self.threads)
         return loss
 
+    @exclusive
     def backward(self, grad_logits=None):
         fn = "SequenceTagger.backward"
         grad_logits = self._take_grad_logits(grad_logits, fn)

@@ -7,10 +7,17 @@ chain explicit forward/backward pairs; a backward *adds* into each parameter's `
 ``zero_grad()`` clears them.
 """
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
 from .._checks import resolve_dtype, shape_str
+
+
+def _skeleton_placeholder(data):
+    from .init import building_skeleton
+
+    return building_skeleton() and isinstance(data, np.ndarray) and not data.flags.writeable
 
 
 class Parameter:
@@ -19,6 +26,9 @@ class Parameter:
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
+        if _skeleton_placeholder(data):  # init.skeleton(): shapes only, no memory
+            self.data = self.grad = data
+            return
         self.data = np.ascontiguousarray(data)
         self.grad = np.zeros_like(self.data)
 
@@ -32,6 +42,28 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={shape_str(self.data.shape)}, dtype={self.data.dtype})"
+
+
+def _loadable(value, name, p, fn):
+    """A state-dict entry as an array of parameter p's dtype and shape (a new array or a view
+    that p.data[...] = ... can copy without failing); TypeError/ValueError naming the entry."""
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        try:
+            value = value.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks
+            value = value.float().numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{fn}: {name} must be a real numeric array, got {type(value).__name__} ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        what = {"c": "complex (its imaginary part would be lost)", "O": "object (not numbers)"}.get(
+            array.dtype.kind, "not real numbers")
+        raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {array.dtype}: {what}")
+    if array.shape != p.data.shape:
+        raise ValueError(f"{fn}: {name} must have shape {shape_str(p.data.shape)}, got {shape_str(array.shape)}")
+    return array.astype(p.data.dtype, copy=False)
 
 
 class Module:
@@ -200,33 +232,31 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters; with strict, names must match exactly.
 
-        Raises KeyError listing missing and unexpected names, ValueError for a shape mismatch.
-        Nothing is modified unless every check passes.
+        ``state_dict`` maps names to numpy arrays, torch tensors or anything numpy converts to a
+        real array. Raises TypeError for something that is not such a mapping and for an entry
+        that does not hold real numbers (object, complex, string arrays: named by key), KeyError
+        listing missing and unexpected names, ValueError for a shape mismatch. Every entry is
+        checked and converted first; nothing is modified unless every check passes.
         """
+        fn = "load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{fn}: state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters(remove_duplicate=False))
         missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        unexpected = [str(k) for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             parts = []
             if missing:
                 parts.append("missing " + ", ".join(missing))
             if unexpected:
                 parts.append("unexpected " + ", ".join(unexpected))
-            raise KeyError(f"load_state_dict: {type(self).__name__} state dict mismatch: " + "; ".join(parts))
+            raise KeyError(f"{fn}: {type(self).__name__} state dict mismatch: " + "; ".join(parts))
         staged = []
         for name, p in own.items():
             if name not in state_dict:
                 continue
-            value = state_dict[name]
-            if hasattr(value, "detach"):  # a torch tensor
-                value = value.detach().cpu().numpy()
-            value = np.asarray(value)
-            if value.shape != p.data.shape:
-                raise ValueError(
-                    f"load_state_dict: {name} must have shape {shape_str(p.data.shape)}, got {shape_str(value.shape)}"
-                )
-            staged.append((p, value))
-        for p, value in staged:
+            staged.append((p, _loadable(state_dict[name], name, p, fn)))
+        for p, value in staged:  # every entry is checked and converted: copying cannot fail now
             p.data[...] = value
         return self
 

@@ -11,8 +11,8 @@ direction runs each sequence backwards within its own length.
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability,
-                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability, check_seed,
+                       check_parameters, expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -44,9 +44,9 @@ class RNNBase(Module):
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, name)
         self.threads = threads
-        self._rng = np.random.default_rng(seed)  # initialisation, then dropout masks
+        self._rng = np.random.default_rng(check_seed(seed, name))  # initialisation, then dropout masks
         H, D = self.hidden_size, self.num_directions
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else D * H
@@ -77,6 +77,36 @@ class RNNBase(Module):
     def _dtype_changed(self):
         self._workspaces = [None] * (self.num_layers * self.num_directions)
         self._ctx = None
+
+    def _parameter_specs(self):
+        """(name, shape, letters) of every parameter this layer's sizes make, computed once."""
+        specs = self.__dict__.get("_specs")
+        if specs is None:
+            G, H, D = CELL_GATES[self.cell], self.hidden_size, self.num_directions
+            specs = []
+            for layer in range(self.num_layers):
+                in_size, letters = (self.input_size, "(G*H, I)") if layer == 0 else (D * H, "(G*H, D*H)")
+                for direction in range(D):
+                    sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                    specs += [("weight_ih" + sfx, (G * H, in_size), letters),
+                              ("weight_hh" + sfx, (G * H, H), "(G*H, H)"),
+                              ("bias_ih" + sfx, (G * H,), "(G*H,)"), ("bias_hh" + sfx, (G * H,), "(G*H,)")]
+            self.__dict__["_specs"] = specs = tuple(specs)
+        return specs
+
+    def _check_parameters(self, fn, grads=False):
+        """Every parameter as this layer's sizes make it (a weight replaced through ``.data`` by one
+        of another shape is reported by its name and the shape it must have; the kernels could
+        only guess H from the wrong array)."""
+        params, dtype = self._parameters, self.dtype
+        for name, shape, letters in self._parameter_specs():
+            p = params.get(name)
+            if p is None:
+                continue
+            data, grad = p.data, p.grad
+            if not (type(data) is np.ndarray and data.shape == shape and data.dtype == dtype
+                    and (not grads or (type(grad) is np.ndarray and grad.shape == shape))):
+                check_parameters(fn, dtype, grads, [(name, p, shape, letters)])  # raises, saying what is wrong
 
     def _state_arg(self, value, name, fn, batched, B):
         """h0 / c0 as (L*D, B, H), or None."""
@@ -137,6 +167,7 @@ class RNNBase(Module):
                 lengths = np.atleast_1d(np.asarray(lengths))
             lengths = as_lengths(lengths, B, T, fn)
         threads = resolve_threads(self.threads)
+        self._check_parameters(fn)
 
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         h_n = np.empty((L * D, B, H), self.dtype)
@@ -212,6 +243,7 @@ class RNNBase(Module):
         dc_n = self._state_arg(dc_n, "grad_c_n", fn, batched, B)
 
         threads = resolve_threads(self.threads)
+        self._check_parameters(fn, grads=True)
         self._ctx = None
         dh0 = np.empty((L * D, B, H), self.dtype)
         dc0 = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
@@ -286,7 +318,7 @@ _SHAPES_DOC = """
     Parameters, as in PyTorch: weight_ih_l{k}[_reverse] (G*H, I or D*H), weight_hh_l{k}[_reverse]
     (G*H, H), bias_ih_l{k}[_reverse], bias_hh_l{k}[_reverse] (G*H,), all U(-1/sqrt(H), 1/sqrt(H)).
 
-    Extra keyword arguments: dtype (float32 or float64), seed (initialisation and dropout
+    Extra keyword arguments: dtype (float32 or float64; None means float32), seed (initialisation and dropout
     masks), threads (None: rnncore.get_num_threads(); at most rnncore's thread limit,
     max(256, 4 x processors)).
 
