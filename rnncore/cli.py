@@ -133,6 +133,7 @@ def _scheduler(args, opt):
 
 _OPT_CLASSES = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 MAX_STEPS_ENV = "RNNCORE_MAX_STEPS"
+LM_KINDS = ("LanguageModel", "FixedWindowLM")  # checkpoint kinds train/eval/sample read
 
 
 def _run_limits(args):
@@ -158,7 +159,7 @@ def _resume_checkpoint(args):
     resume = load_ckpt(args.resume)
     extra = resume.extra if isinstance(resume.extra, dict) else {}
     state, info = extra.get("trainer"), extra.get("info")
-    if state is None or extra.get("tokenizer") is None or resume.kind != "LanguageModel":
+    if state is None or extra.get("tokenizer") is None or resume.kind not in LM_KINDS:
         raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state)")
     if isinstance(info, dict):  # the run's own data and shape, unless given again
         if args.data is None:
@@ -196,7 +197,7 @@ def _model_and_optimizer(args, resume, tok, level):
     import numpy as np
 
     from .io import CheckpointError
-    from .nn import LanguageModel
+    from .nn import FixedWindowLM, LanguageModel
 
     if resume is not None:
         model = resume.build()
@@ -205,8 +206,12 @@ def _model_and_optimizer(args, resume, tok, level):
             raise CheckpointError(f"{args.resume}: holds no optimizer state to resume from")
     else:
         embed = args.embed or (64 if level == "char" and not args.tie else args.hidden)
-        model = LanguageModel(tok.vocab_size, embed, args.hidden, num_layers=args.layers, cell=args.cell,
-                              dropout=args.dropout, tie_weights=args.tie, seed=args.seed)
+        if args.model == "window":
+            model = FixedWindowLM(tok.vocab_size, embed, args.hidden, context=args.context, direct=args.direct,
+                                  dropout=args.dropout, seed=args.seed)
+        else:
+            model = LanguageModel(tok.vocab_size, embed, args.hidden, num_layers=args.layers, cell=args.cell,
+                                  dropout=args.dropout, tie_weights=args.tie, seed=args.seed)
         if args.init is not None:
             rng = np.random.default_rng(args.seed)
             for p in model.parameters():
@@ -222,7 +227,8 @@ def _make_trainer(args, model, opt, tok, level):
     sched, interval = _scheduler(args, opt)
     info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
             "schedule": args.schedule}
-    char = level == "char"  # samples of a word model would need detokenising: none
+    # samples of a word model would need detokenising, and sampling reads recurrent models only: none
+    char = level == "char" and not hasattr(model, "context")
     trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
                       eval_batch_size=args.eval_batch_size, scheduler_interval=interval, eval_every=args.eval_every,
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
@@ -240,7 +246,9 @@ def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
     model, opt = trainer.model, trainer.optimizer
     params = sum(p.data.size for p in model.parameters())
     capped = os.environ.get(MAX_STEPS_ENV, "").strip()
-    print(f"rnncore train: {model.num_layers}x{model.hidden_size} {model.cell.upper()} ({params / 1e6:.2f}M "
+    shape = (f"fixed-window K={model.context} H={model.hidden_size}" if hasattr(model, "context")
+             else f"{model.num_layers}x{model.hidden_size} {model.cell.upper()}")
+    print(f"rnncore train: {shape} ({params / 1e6:.2f}M "
           f"parameters) on {name} ({level}: {train_ids.size:,} training"
           + (f" / {valid_ids.size:,} validation" if valid_ids is not None else "")
           + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
@@ -292,7 +300,7 @@ def _load_lm(path):
 
     ckpt = load_ckpt(path)
     extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
-    if ckpt.kind != "LanguageModel" or not extra.get("tokenizer"):
+    if ckpt.kind not in LM_KINDS or not extra.get("tokenizer"):
         raise CheckpointError(f"{path}: not a language-model checkpoint with a tokenizer (written by rnncore train "
                               "or rnncore.Trainer)")
     model = ckpt.build()
@@ -308,6 +316,8 @@ def cmd_sample(args):
     if args.threads is not None:
         set_num_threads(args.threads)
     _, model, tok = _load_lm(args.checkpoint)
+    if hasattr(model, "context"):
+        raise UsageError(f"{args.checkpoint}: sampling reads recurrent language models; this is a fixed-window model")
     if args.prime:
         prime = tok.encode(args.prime)
         if prime.size == 0:
@@ -480,6 +490,13 @@ def build_parser():
     t.add_argument("--valid-fraction", type=_fraction, default=0.1, help="held out of a text file for validation")
     t.add_argument("--level", choices=("char", "word"), help="tokens (default: word for ptb, char otherwise)")
     g = t.add_argument_group("model")
+    g.add_argument("--model", choices=("rnn", "window"), default="rnn",
+                   help="rnn: a recurrent LM (--cell, --layers); window: Bengio et al.'s fixed-window LM "
+                        "(--context previous words -> tanh hidden layer of --hidden units -> softmax)")
+    g.add_argument("--context", type=_positive(int), default=4, metavar="K",
+                   help="words a fixed-window model reads per prediction (--model window)")
+    g.add_argument("--direct", action="store_true",
+                   help="direct connections from the embeddings to the output (--model window)")
     g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
                    help="recurrent cell, in any case (rnn = rnn_tanh)")
     g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")
