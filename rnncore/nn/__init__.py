@@ -1,5 +1,6 @@
 """rnncore.nn: layers and models, each an explicit forward/backward pair."""
 from . import init
+from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import CrossEntropyLoss, cross_entropy
@@ -11,4 +12,5 @@ from .window import FixedWindowLM
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
-           "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM"]
+           "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
+           "AdaptiveLogSoftmaxWithLoss"]
