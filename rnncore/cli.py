@@ -47,6 +47,16 @@ def _positive(kind):
     return parse
 
 
+def _cutoffs(text):
+    try:
+        cut = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers separated by commas, got {text!r}")
+    if not cut or any(c < 1 for c in cut) or cut != sorted(set(cut)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers separated by commas, got {text!r}")
+    return cut
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -211,7 +221,8 @@ def _model_and_optimizer(args, resume, tok, level):
                                   dropout=args.dropout, seed=args.seed)
         else:
             model = LanguageModel(tok.vocab_size, embed, args.hidden, num_layers=args.layers, cell=args.cell,
-                                  dropout=args.dropout, tie_weights=args.tie, seed=args.seed)
+                                  dropout=args.dropout, tie_weights=args.tie, seed=args.seed,
+                                  adaptive_softmax=args.adaptive_softmax)
         if args.init is not None:
             rng = np.random.default_rng(args.seed)
             for p in model.parameters():
@@ -228,7 +239,7 @@ def _make_trainer(args, model, opt, tok, level):
     info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
             "schedule": args.schedule}
     # samples of a word model would need detokenising, and sampling reads recurrent models only: none
-    char = level == "char" and not hasattr(model, "context")
+    char = level == "char" and not hasattr(model, "context") and getattr(model, "adaptive_softmax", None) is None
     trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
                       eval_batch_size=args.eval_batch_size, scheduler_interval=interval, eval_every=args.eval_every,
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
@@ -497,6 +508,9 @@ def build_parser():
                    help="words a fixed-window model reads per prediction (--model window)")
     g.add_argument("--direct", action="store_true",
                    help="direct connections from the embeddings to the output (--model window)")
+    g.add_argument("--adaptive-softmax", type=_cutoffs, default=None, metavar="C1,C2,...",
+                   help="output layer: an adaptive softmax with these cutoffs (e.g. 2000,6000) instead of a full "
+                        "softmax (--model rnn)")
     g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
                    help="recurrent cell, in any case (rnn = rnn_tanh)")
     g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")

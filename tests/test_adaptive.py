@@ -139,3 +139,54 @@ def test_bad_input_is_a_clear_error():
         m.forward(x, t[:3])
     with pytest.raises(RuntimeError):
         _model().backward()
+
+
+# -- in the language model -------------------------------------------------------------------
+
+def test_lm_loss_equals_the_cross_entropy_of_its_log_probs_and_gradcheck():
+    from rnncore.nn import LanguageModel, cross_entropy
+
+    V, T, B = 15, 4, 3
+    m = LanguageModel(V, 5, 16, cell="gru", adaptive_softmax=[4, 9], dtype=np.float64, seed=0, threads=1)
+    assert "decoder.tail.1.1.weight" in m.state_dict() and m.config()["adaptive_softmax"] == [4, 9]
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    logits, _ = m.forward(x)
+    loss, _ = m.loss(x, y)
+    assert float(loss) == pytest.approx(float(cross_entropy(logits, y)[0]), rel=1e-12)
+    m.zero_grad()
+    m.loss(x, y)
+    m.backward()
+    for name, p in m.named_parameters():
+        num = numeric_grad(lambda: float(m.loss(x, y)[0]), p.data)
+        np.testing.assert_allclose(p.grad, num, rtol=1e-5, atol=1e-8, err_msg=name)
+    # ignore_index leaves positions out
+    y2 = y.copy()
+    y2[0] = -100
+    keep = y2 != -100
+    assert float(m.loss(x, y2)[0]) == pytest.approx(-float(m.forward(x)[0][keep, y2[keep]].mean()), rel=1e-12)
+    with pytest.raises(ValueError, match="tie_weights and adaptive_softmax"):
+        LanguageModel(V, 6, 6, tie_weights=True, adaptive_softmax=[4])
+
+
+def test_lm_with_adaptive_softmax_trains_and_round_trips(tmp_path):
+    import io
+
+    from rnncore import optim
+    from rnncore.data import CharTokenizer
+    from rnncore.nn import LanguageModel
+    from rnncore.trainer import Trainer
+
+    text = "hello world, hello rnn. the adaptive softmax.\n" * 8
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    m = LanguageModel(tok.vocab_size, 16, 48, adaptive_softmax=[6, 12], seed=0)
+    trainer = Trainer(m, optim.Adam(m.parameters(), lr=2e-2), clip_grad_norm=5.0, batch_size=2, seq_len=24,
+                      tokenizer=tok, stream=io.StringIO(), progress=False, checkpoint_dir=tmp_path)
+    before = rnncore.evaluate(m, ids)["loss"]
+    result = trainer.fit(ids, ids, epochs=20)
+    assert result["val_loss"] < 0.3 * before, (before, result)
+    m2 = rnncore.load(str(tmp_path / "last.safetensors")).build()
+    assert m2.config() == m.config()
+    x = ids[:24].reshape(12, 2)
+    np.testing.assert_array_equal(m2.forward(x)[0], m.forward(x)[0])

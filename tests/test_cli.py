@@ -241,3 +241,14 @@ def test_train_window_model(tmp_path):
     assert rnncore.load(str(out / "last.safetensors")).kind == "FixedWindowLM"
     r = run("eval", out / "last.safetensors", text, "--threads", "1")
     assert r.returncode == 0, r.stderr
+
+
+def test_train_with_adaptive_softmax(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "ada"
+    r = run("train", text, "--adaptive-softmax", "5,12", "--out", out, "--max-steps", "20", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert rnncore.load(str(out / "last.safetensors")).config["adaptive_softmax"] == [5, 12]
+    r = run("train", text, "--adaptive-softmax", "5,3", "--out", out)
+    assert r.returncode == 2 and "increasing positive integers" in r.stderr

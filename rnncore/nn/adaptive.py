@@ -62,7 +62,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     of each row's target (N,), loss = -output.mean().
     backward(grad_loss=1.0, grad_output=None) -> grad_input like input; adds into every
     parameter's .grad (the gradient of grad_loss * loss + sum(grad_output * output)).
-    log_prob(input) -> (N, V) log-probabilities; predict(input) -> (N,) the most likely class.
+    log_prob(input (..., I)) -> (..., V) log-probabilities; predict(input) -> (N,) the most likely class.
     """
 
     def __init__(self, in_features, n_classes, cutoffs, div_value=4.0, head_bias=False, *, dtype=np.float32,
@@ -80,7 +80,8 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         self.shortlist_size = self.cutoffs[0]
         self.n_clusters = len(self.cutoffs) - 1
         self.head_size = self.shortlist_size + self.n_clusters
-        seeds = np.random.SeedSequence(seed).spawn(1 + 2 * self.n_clusters)
+        root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        seeds = root.spawn(1 + 2 * self.n_clusters)
         self.head = Linear(self.in_features, self.head_size, bias=self.head_bias, dtype=self.dtype, seed=seeds[0],
                            threads=threads)
         clusters = []
@@ -105,9 +106,9 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     def _dtype_changed(self):
         self._ctx = None
 
-    def _input(self, input, fn):
+    def _input(self, input, fn, any_lead=False):
         x = as_real_array(input, "input", fn, self.dtype)
-        if x.ndim not in (1, 2) or x.shape[-1] != self.in_features:
+        if (x.ndim < 1 if any_lead else x.ndim not in (1, 2)) or x.shape[-1] != self.in_features:
             raise ValueError(f"{fn}: input must have shape (N, in_features) or (in_features,) with in_features = "
                              f"{self.in_features}, got {shape_str(x.shape)}")
         return x
@@ -179,7 +180,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
 
     def log_prob(self, input):
         fn = "AdaptiveLogSoftmaxWithLoss.log_prob"
-        x = self._input(input, fn)
+        x = self._input(input, fn, any_lead=True)
         x2 = x.reshape(-1, self.in_features)
         S = self.shortlist_size
         out = np.empty((x2.shape[0], self.n_classes), self.dtype)
