@@ -190,3 +190,39 @@ def test_lm_with_adaptive_softmax_trains_and_round_trips(tmp_path):
     assert m2.config() == m.config()
     x = ids[:24].reshape(12, 2)
     np.testing.assert_array_equal(m2.forward(x)[0], m.forward(x)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernel_matches_the_composed_reference(dtype):
+    a, b = _model(dtype=dtype), _model(dtype=dtype)
+    b.fused = False
+    x, t = _data(N=30, dtype=dtype)
+    go = np.random.default_rng(7).standard_normal(30).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    (oa, la), (ob, lb) = a.forward(x, t), b.forward(x, t)
+    np.testing.assert_allclose(oa, ob, **tol)
+    np.testing.assert_allclose(a.backward(0.5, go), b.backward(0.5, go), **tol)
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
+
+
+def test_kernel_binding_checks_its_arguments():
+    from rnncore import _core
+
+    m = _model()
+    x, t = _data()
+    tail = [m.tail[i] for i in range(m.n_clusters)]
+    args = dict(x=x, targets=t, head_w=m.head.weight.data, head_b=m.head.bias.data,
+                proj=[c[0].weight.data for c in tail], out=[c[1].weight.data for c in tail], cutoffs=m.cutoffs)
+    out, dx = _core.adaptive_softmax(**args)
+    assert dx is None and out.shape == (len(t),)
+    with pytest.raises(ValueError, match="cutoffs must be increasing"):
+        _core.adaptive_softmax(**dict(args, cutoffs=[4, 15, 9, 20]))
+    with pytest.raises(ValueError, match=r"target 20 at position 0 is out of range \[0, 20\)"):
+        _core.adaptive_softmax(**dict(args, targets=np.where(np.arange(len(t)) == 0, 20, t)))
+    with pytest.raises(ValueError, match=r"head_w must have shape \(7, 12\)"):
+        _core.adaptive_softmax(**dict(args, head_w=m.head.weight.data[:3]))
+    with pytest.raises(TypeError, match="x"):
+        _core.adaptive_softmax(**dict(args, x=x.astype(np.float32)))
+    with pytest.raises(ValueError, match="dhead_w"):
+        _core.adaptive_softmax(**dict(args, row_weights=np.ones(len(t))))

@@ -15,10 +15,12 @@ Extension over PyTorch: cutoffs=[] makes the head the whole vocabulary (a plain 
 """
 import numpy as np
 
+from .. import _core
 from .._checks import as_index_array, as_real_array, check_int, check_real, no_forward, resolve_dtype, shape_str
 from .layers import Linear
 from .loss import cross_entropy
 from .module import Module
+from .._threads import resolve_threads
 
 
 class _Sequential(Module):
@@ -97,6 +99,9 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                 Linear(hsz, osz, bias=False, dtype=self.dtype, seed=seeds[2 + 2 * i], threads=threads)]))
         self.tail = _Sequential(clusters)
         self._ctx = None
+        # the fused C++ kernel (_core.adaptive_softmax); False: the reference composed of the
+        # Linear and cross-entropy kernels, kept to test the fused one against
+        self.fused = True
 
     def config(self):
         """Constructor arguments that rebuild this module."""
@@ -127,6 +132,8 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         if N and (t.min() < 0 or t.max() > self.n_classes - 1):
             raise ValueError(f"{fn}: target values should be in [0, {self.n_classes - 1}], but values in range "
                              f"[{int(t.min())}, {int(t.max())}] were found")
+        if self.fused:
+            return self._fused_forward(x, x2, t, unbatched)
         S = self.shortlist_size
         head_t = np.minimum(t, S)  # a shortlist class is its own head entry; a cluster's is S + i
         rows = []
@@ -156,6 +163,8 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         fn = "AdaptiveLogSoftmaxWithLoss.backward"
         if self._ctx is None:
             raise no_forward(fn)
+        if isinstance(self._ctx[0], str):  # ("fused", ...)
+            return self._fused_backward(grad_loss, grad_output, fn)
         dhead, rows, saved, shape = self._ctx
         N = dhead.shape[0]
         g = check_real(grad_loss, "grad_loss", fn, finite=True)
@@ -176,6 +185,41 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                 continue
             proj, out = self.tail[i][0], self.tail[i][1]
             dx[idx] += proj.backward(out.backward(dcl * w[idx, None]))
+        return dx.reshape(shape)
+
+    def _kernel(self, x2, t, w=None):
+        tail = [self.tail[i] for i in range(self.n_clusters)]
+        grads = {}
+        if w is not None:
+            grads = dict(dhead_w=self.head.weight.grad, dhead_b=None if self.head.bias is None else self.head.bias.grad,
+                         dproj=[c[0].weight.grad for c in tail], dout=[c[1].weight.grad for c in tail])
+        return _core.adaptive_softmax(x2, t, self.head.weight.data, None if self.head.bias is None else
+                                      self.head.bias.data, [c[0].weight.data for c in tail],
+                                      [c[1].weight.data for c in tail], self.cutoffs, w, threads=resolve_threads(
+                                          self.threads), **grads)
+
+    def _fused_forward(self, x, x2, t, unbatched):
+        x2 = np.ascontiguousarray(x2)
+        output, _ = self._kernel(x2, t)
+        self._ctx = ("fused", x2.copy(), t.copy(), x.shape)
+        N = t.shape[0]
+        loss = self.dtype.type(-output.mean()) if N else self.dtype.type(0.0)
+        return (output[0] if unbatched else output), loss
+
+    def _fused_backward(self, grad_loss, grad_output, fn):
+        _, x2, t, shape = self._ctx
+        N = t.shape[0]
+        g = check_real(grad_loss, "grad_loss", fn, finite=True)
+        w = np.full(N, g / max(N, 1), self.dtype)
+        if grad_output is not None:
+            go = as_real_array(grad_output, "grad_output", fn, self.dtype)
+            if go.shape != shape[:-1]:
+                raise ValueError(f"{fn}: grad_output must have the output's shape {shape_str(shape[:-1])}, "
+                                 f"got {shape_str(go.shape)}")
+            w = w - go.reshape(-1)
+        self._ctx = None
+        # the kernel recomputes the forward and adds the gradient of sum_n w[n] * -output[n]
+        _, dx = self._kernel(x2, t, w)
         return dx.reshape(shape)
 
     def log_prob(self, input):
