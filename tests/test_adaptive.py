@@ -226,3 +226,14 @@ def test_kernel_binding_checks_its_arguments():
         _core.adaptive_softmax(**dict(args, x=x.astype(np.float32)))
     with pytest.raises(ValueError, match="dhead_w"):
         _core.adaptive_softmax(**dict(args, row_weights=np.ones(len(t))))
+
+
+def test_training_mode_one_pass_equals_eval_mode_recompute():
+    a, b = _model(), _model()
+    b.eval()
+    x, t = _data(N=25)
+    a.forward(x, t)
+    b.forward(x, t)
+    np.testing.assert_allclose(a.backward(0.3), b.backward(0.3), rtol=1e-12, atol=1e-14)
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-14, err_msg=name)

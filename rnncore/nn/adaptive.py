@@ -187,12 +187,15 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             dx[idx] += proj.backward(out.backward(dcl * w[idx, None]))
         return dx.reshape(shape)
 
-    def _kernel(self, x2, t, w=None):
+    def _kernel(self, x2, t, w=None, into=None):
+        """(output, dx or None); with row weights w, the weight gradients are added into `into`
+        (the Parameters' .grad when None), given as {Parameter: array}."""
         tail = [self.tail[i] for i in range(self.n_clusters)]
         grads = {}
         if w is not None:
-            grads = dict(dhead_w=self.head.weight.grad, dhead_b=None if self.head.bias is None else self.head.bias.grad,
-                         dproj=[c[0].weight.grad for c in tail], dout=[c[1].weight.grad for c in tail])
+            g = (lambda p: p.grad) if into is None else (lambda p: into[id(p)])
+            grads = dict(dhead_w=g(self.head.weight), dhead_b=None if self.head.bias is None else g(self.head.bias),
+                         dproj=[g(c[0].weight) for c in tail], dout=[g(c[1].weight) for c in tail])
         return _core.adaptive_softmax(x2, t, self.head.weight.data, None if self.head.bias is None else
                                       self.head.bias.data, [c[0].weight.data for c in tail],
                                       [c[1].weight.data for c in tail], self.cutoffs, w, threads=resolve_threads(
@@ -200,16 +203,30 @@ class AdaptiveLogSoftmaxWithLoss(Module):
 
     def _fused_forward(self, x, x2, t, unbatched):
         x2 = np.ascontiguousarray(x2)
-        output, _ = self._kernel(x2, t)
-        self._ctx = ("fused", x2.copy(), t.copy(), x.shape)
         N = t.shape[0]
+        saved = None
+        if self.training:
+            # One pass for forward and backward: the gradient of the mean loss goes into private
+            # buffers, scaled and added into .grad by a backward(grad_loss) without grad_output.
+            into = {id(p): np.zeros_like(p.data) for p in self.parameters()}
+            output, dx = self._kernel(x2, t, np.full(N, 1.0 / max(N, 1), self.dtype), into)
+            saved = (dx, into)
+        else:
+            output, _ = self._kernel(x2, t)
+        self._ctx = ("fused", x2.copy(), t.copy(), x.shape, saved)
         loss = self.dtype.type(-output.mean()) if N else self.dtype.type(0.0)
         return (output[0] if unbatched else output), loss
 
     def _fused_backward(self, grad_loss, grad_output, fn):
-        _, x2, t, shape = self._ctx
+        _, x2, t, shape, saved = self._ctx
         N = t.shape[0]
         g = check_real(grad_loss, "grad_loss", fn, finite=True)
+        if saved is not None and grad_output is None:
+            self._ctx = None
+            dx, into = saved
+            for p in self.parameters():
+                p.grad += self.dtype.type(g) * into[id(p)]
+            return (dx * self.dtype.type(g)).reshape(shape)
         w = np.full(N, g / max(N, 1), self.dtype)
         if grad_output is not None:
             go = as_real_array(grad_output, "grad_output", fn, self.dtype)
