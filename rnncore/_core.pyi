@@ -169,6 +169,20 @@ def layernorm_backward(dy: _Floats, x: _Floats, mean: _Floats, rstd: _Floats, we
     """Backward of layernorm_forward: returns dx (N, C); adds into dweight, dbias (C,) when given."""
 
 
+def adaptive_softmax(x: _Floats, targets: _Ids, head_w: _Floats, head_b: Optional[_Floats], proj: list, out: list,
+                     cutoffs: list[int], row_weights: Optional[_Floats] = None, dhead_w: Optional[_Floats] = None,
+                     dhead_b: Optional[_Floats] = None, dproj: Optional[list] = None, dout: Optional[list] = None,
+                     threads: int = 1) -> tuple[_Floats, Optional[_Floats]]:
+    """Fused adaptive softmax: returns (output (N,), dx (N, I) or None).
+
+    x (N, I) float32/float64; targets (N,) int64 in [0, V); head_w (S + C, I), head_b (S + C,)
+    or None; proj[i] (h_i, I), out[i] (o_i, h_i); cutoffs [S, ..., V] (C + 1 values). output[n]
+    is log p(targets[n] | x[n]). With row_weights (N,), the gradient of
+    sum_n row_weights[n] * -output[n] is returned as dx and added into dhead_w, dhead_b,
+    dproj[i], dout[i].
+    """
+
+
 def cross_entropy(logits: _Floats, targets: _Ids, mask: Optional[_Floats] = None, ignore_index: int = -100,
                   reduction: str = 'mean', compute_grad: bool = True, return_probs: bool = False, threads: int = 1
                   ) -> tuple[Union[float, _Floats], Optional[_Floats], Optional[_Floats], float]:

@@ -57,6 +57,16 @@ def _init_scale(text):
     return value
 
 
+def _cutoffs(text):
+    try:
+        cut = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers separated by commas, got {text!r}")
+    if not cut or any(c < 1 for c in cut) or cut != sorted(set(cut)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers separated by commas, got {text!r}")
+    return cut
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -143,6 +153,7 @@ def _scheduler(args, opt):
 
 _OPT_CLASSES = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 MAX_STEPS_ENV = "RNNCORE_MAX_STEPS"
+LM_KINDS = ("LanguageModel", "FixedWindowLM")  # checkpoint kinds train/eval/sample read
 
 
 def _run_limits(args):
@@ -180,7 +191,7 @@ def _resume_checkpoint(args):
     resume = load_ckpt(args.resume)
     extra = resume.extra if isinstance(resume.extra, dict) else {}
     state, info = extra.get("trainer"), extra.get("info")
-    if not _is_trainer_state(state) or not isinstance(extra.get("tokenizer"), dict) or resume.kind != "LanguageModel":
+    if not _is_trainer_state(state) or not isinstance(extra.get("tokenizer"), dict) or resume.kind not in LM_KINDS:
         raise CheckpointError(f"{args.resume}: not a checkpoint written by `rnncore train` (no trainer state); "
                               "a file from rnncore.save can be loaded with rnncore.load but not resumed")
     if isinstance(info, dict):  # the run's own data and shape, unless given again
@@ -219,7 +230,7 @@ def _model_and_optimizer(args, resume, tok, level):
     import numpy as np
 
     from .io import CheckpointError
-    from .nn import LanguageModel
+    from .nn import FixedWindowLM, LanguageModel
 
     if resume is not None:
         model = resume.build()
@@ -228,9 +239,15 @@ def _model_and_optimizer(args, resume, tok, level):
             raise CheckpointError(f"{args.resume}: holds no optimizer state to resume from")
     else:
         embed = args.embed or (64 if level == "char" and not args.tie else args.hidden)
-        shape = dict(num_layers=args.layers, cell=args.cell, dropout=args.dropout, tie_weights=args.tie)
-        _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
-        model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
+        if args.model == "window":
+            shape = dict(context=args.context, direct=args.direct, dropout=args.dropout)
+            _check_memory(args, FixedWindowLM, (tok.vocab_size, embed, args.hidden), shape)
+            model = FixedWindowLM(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
+        else:
+            shape = dict(num_layers=args.layers, cell=args.cell, dropout=args.dropout, tie_weights=args.tie,
+                         adaptive_softmax=args.adaptive_softmax)
+            _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
+            model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
         if args.init is not None:
             rng = np.random.default_rng(args.seed)
             for p in model.parameters():
@@ -295,7 +312,8 @@ def _make_trainer(args, model, opt, tok, level):
     sched, interval = _scheduler(args, opt)
     info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
             "schedule": args.schedule}
-    char = level == "char"  # samples of a word model would need detokenising: none
+    # samples of a word model would need detokenising, and sampling reads recurrent models only: none
+    char = level == "char" and not hasattr(model, "context") and getattr(model, "adaptive_softmax", None) is None
     trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
                       eval_batch_size=args.eval_batch_size, scheduler_interval=interval, eval_every=args.eval_every,
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
@@ -313,7 +331,9 @@ def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
     model, opt = trainer.model, trainer.optimizer
     params = sum(p.data.size for p in model.parameters())
     capped = os.environ.get(MAX_STEPS_ENV, "").strip()
-    print(f"rnncore train: {model.num_layers}x{model.hidden_size} {model.cell.upper()} ({params / 1e6:.2f}M "
+    shape = (f"fixed-window K={model.context} H={model.hidden_size}" if hasattr(model, "context")
+             else f"{model.num_layers}x{model.hidden_size} {model.cell.upper()}")
+    print(f"rnncore train: {shape} ({params / 1e6:.2f}M "
           f"parameters) on {name} ({level}: {train_ids.size:,} training"
           + (f" / {valid_ids.size:,} validation" if valid_ids is not None else "")
           + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
@@ -365,7 +385,7 @@ def _load_lm(path):
 
     ckpt = load_ckpt(path)
     extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
-    if ckpt.kind != "LanguageModel" or not extra.get("tokenizer"):
+    if ckpt.kind not in LM_KINDS or not extra.get("tokenizer"):
         raise CheckpointError(f"{path}: not a language-model checkpoint with a tokenizer (written by rnncore train "
                               "or rnncore.Trainer)")
     model = ckpt.build()
@@ -381,6 +401,8 @@ def cmd_sample(args):
     if args.threads is not None:
         set_num_threads(args.threads)
     _, model, tok = _load_lm(args.checkpoint)
+    if hasattr(model, "context"):
+        raise UsageError(f"{args.checkpoint}: sampling reads recurrent language models; this is a fixed-window model")
     if args.prime:
         prime = tok.encode(args.prime)
         if prime.size == 0:
@@ -553,6 +575,16 @@ def build_parser():
     t.add_argument("--valid-fraction", type=_fraction, default=0.1, help="held out of a text file for validation")
     t.add_argument("--level", choices=("char", "word"), help="tokens (default: word for ptb, char otherwise)")
     g = t.add_argument_group("model")
+    g.add_argument("--model", choices=("rnn", "window"), default="rnn",
+                   help="rnn: a recurrent LM (--cell, --layers); window: Bengio et al.'s fixed-window LM "
+                        "(--context previous words -> tanh hidden layer of --hidden units -> softmax)")
+    g.add_argument("--context", type=_positive(int), default=4, metavar="K",
+                   help="words a fixed-window model reads per prediction (--model window)")
+    g.add_argument("--direct", action="store_true",
+                   help="direct connections from the embeddings to the output (--model window)")
+    g.add_argument("--adaptive-softmax", type=_cutoffs, default=None, metavar="C1,C2,...",
+                   help="output layer: an adaptive softmax with these cutoffs (e.g. 2000,6000) instead of a full "
+                        "softmax (--model rnn)")
     g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
                    help="recurrent cell, in any case (rnn = rnn_tanh)")
     g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")

@@ -31,6 +31,8 @@ def _check_model(model, fn):
                         f"got {type(model).__name__}")
     if rnn.bidirectional:
         raise ValueError(f"{fn}: a bidirectional model cannot generate left to right")
+    if getattr(model, "adaptive_softmax", None) is not None:
+        raise ValueError(f"{fn}: generation reads a Linear output layer; this model has an adaptive softmax")
 
 
 def _check_tokenizer(model, tokenizer, fn):

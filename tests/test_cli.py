@@ -229,3 +229,26 @@ def test_tie_needs_equal_sizes_is_a_user_error(tmp_path):
 def test_debug_env_shows_the_traceback(tmp_path):
     r = run("train", tmp_path / "missing.txt", "--max-steps", "1", env={"RNNCORE_DEBUG": "1"})
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_train_window_model(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "win"
+    r = run("train", text, "--model", "window", "--context", "4", "--out", out, "--max-steps", "20", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "fixed-window K=4 H=24" in r.stdout and "done (max_steps): 20 steps" in r.stdout
+    assert rnncore.load(str(out / "last.safetensors")).kind == "FixedWindowLM"
+    r = run("eval", out / "last.safetensors", text, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_train_with_adaptive_softmax(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "ada"
+    r = run("train", text, "--adaptive-softmax", "5,12", "--out", out, "--max-steps", "20", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert rnncore.load(str(out / "last.safetensors")).config["adaptive_softmax"] == [5, 12]
+    r = run("train", text, "--adaptive-softmax", "5,3", "--out", out)
+    assert r.returncode == 2 and "increasing positive integers" in r.stderr

@@ -1,13 +1,16 @@
 """rnncore.nn: layers and models, each an explicit forward/backward pair."""
 from . import init
+from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import CrossEntropyLoss, cross_entropy
 from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, SequenceTagger
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
+from .window import FixedWindowLM
 
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
-           "SequenceClassifier", "SequenceTagger", "ConditionedGenerator"]
+           "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
+           "AdaptiveLogSoftmaxWithLoss"]

@@ -26,6 +26,7 @@ import numpy as np
 from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, check_int,
                        check_probability, check_seed, expect_shape, no_forward, resolve_dtype, shape_str)
 from .._threads import exclusive
+from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .layers import Dropout, Embedding, Linear
 from .loss import cross_entropy
 from .module import Module
@@ -57,7 +58,7 @@ class _TokenDecoder(Module):
     by LanguageModel and ConditionedGenerator)."""
 
     def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0):
+               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None):
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
@@ -73,12 +74,21 @@ class _TokenDecoder(Module):
             raise ValueError(f"{fn}: tie_weights requires hidden_size == embedding_dim (the output projection "
                              f"reuses the (V, E) embedding matrix), got hidden_size={self.hidden_size}, "
                              f"embedding_dim={self.embedding_dim}")
+        self.adaptive_softmax = None if adaptive_softmax is None else [int(c) for c in adaptive_softmax]
+        if self.adaptive_softmax is not None and self.tie_weights:
+            raise ValueError(f"{fn}: tie_weights and adaptive_softmax cannot be combined (the adaptive softmax has "
+                             "no (V, E) output matrix to share)")
         seeds = np.random.SeedSequence(seed).spawn(4 + extra_seeds)
         self.encoder = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
                                  threads=threads)
         self.rnn = _make_rnn(self.cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
                              self.dtype, seeds[1], threads)
-        self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
+        if self.adaptive_softmax is None:
+            self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
+        else:
+            self.decoder = AdaptiveLogSoftmaxWithLoss(self.hidden_size, self.vocab_size, self.adaptive_softmax,
+                                                      dtype=self.dtype, seed=seeds[2], threads=threads)
+        self._adaptive_rows = None
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
         rng = np.random.default_rng(seeds[3])
@@ -92,7 +102,8 @@ class _TokenDecoder(Module):
         """Constructor arguments that rebuild this model: ``type(self)(**model.config())``."""
         return dict(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, cell=self.cell, dropout=self.dropout, tie_weights=self.tie_weights,
-                    batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name)
+                    batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name,
+                    **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -110,8 +121,59 @@ class _TokenDecoder(Module):
         self.encoder.backward(_time_major(dx, self.batch_first))
 
     def _head(self, out):
-        """RNN output (T, B, H) -> logits (T, B, V) or (B, T, V)."""
+        """RNN output (T, B, H) -> logits (T, B, V) or (B, T, V); with an adaptive softmax, the
+        full log-probabilities (valid logits: their logsumexp is 0), with nothing kept for a backward."""
+        if self.adaptive_softmax is not None:
+            self._adaptive_rows = None
+            return self.decoder.log_prob(_time_major(self.drop_out(out), self.batch_first))
         return self.decoder(_time_major(self.drop_out(out), self.batch_first))
+
+    def _adaptive_loss(self, out, targets, mask, ignore_index, reduction, fn):
+        """Adaptive-softmax loss of the RNN output (T, B, H) over the counted positions (target !=
+        ignore_index and mask != 0); the rows' gradient is kept for backward()."""
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+        T, B, H = out.shape
+        lead = (B, T) if self.batch_first else (T, B)
+        targets = as_index_array(targets, "targets", fn)
+        if targets.shape != lead:
+            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(lead)}, "
+                             f"got {shape_str(targets.shape)}")
+        t = _time_major(targets, self.batch_first).reshape(-1)
+        counts = t != ignore_index
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != lead:
+                raise ValueError(f"{fn}: mask must have the tokens' shape {shape_str(lead)}, "
+                                 f"got {shape_str(mask.shape)}")
+            counts &= _time_major(mask, self.batch_first).reshape(-1) != 0
+        rows = np.flatnonzero(counts)
+        h = self.drop_out(out).reshape(T * B, H)
+        output, loss = self.decoder(h[rows], t[rows])
+        n = rows.size
+        self._adaptive_rows = (rows, out.shape, reduction, n)
+        self._dlogits = True  # the gradient is the decoder's, taken by backward()
+        if reduction == "mean":
+            return loss
+        if reduction == "sum":
+            return self.dtype.type(float(loss) * n)
+        full = np.zeros(T * B, self.dtype)
+        full[rows] = -output
+        return _time_major(full.reshape(T, B), self.batch_first)
+
+    def _adaptive_backward(self, fn):
+        if self._adaptive_rows is None or self._dlogits is None:
+            raise no_forward(fn, "loss()", "with an adaptive softmax the gradient comes from loss(); "
+                             "grad_logits cannot be given")
+        rows, shape, reduction, n = self._adaptive_rows
+        self._adaptive_rows = self._dlogits = None
+        if reduction == "none":
+            raise ValueError(f"{fn}: with an adaptive softmax backward() follows loss(reduction='mean' or 'sum')")
+        drows = self.decoder.backward(1.0 if reduction == "mean" else float(n))
+        T, B, H = shape
+        dh = np.zeros((T * B, H), self.dtype)
+        dh[rows] = drows
+        return self.drop_out.backward(dh.reshape(T, B, H))
 
     def _head_backward(self, dlogits):
         return self.drop_out.backward(_time_major(self.decoder.backward(dlogits), self.batch_first))
@@ -145,7 +207,11 @@ class LanguageModel(_TokenDecoder):
     Args: vocab_size V, embedding_dim E, hidden_size H, num_layers L, cell ('lstm', 'gru',
     'rnn' = 'rnn_tanh', 'rnn_relu'), dropout (on the embeddings, between stacked layers and on
     the RNN output, as in PyTorch's word_language_model), tie_weights (the output projection
-    shares the (V, E) embedding matrix; requires H == E), batch_first, padding_idx.
+    shares the (V, E) embedding matrix; requires H == E), batch_first, padding_idx,
+    adaptive_softmax (cutoffs, e.g. [2000, 6000]: the output layer is an
+    AdaptiveLogSoftmaxWithLoss(H, V, cutoffs) instead of Linear(H, V); loss() then computes only
+    the head and the clusters the targets fall in, and forward() returns the full
+    log-probabilities as logits).
     Keywords: dtype, seed, threads.
 
     forward(tokens (T, B) ints, state=None) -> (logits (T, B, V), new_state); with batch_first
@@ -160,11 +226,11 @@ class LanguageModel(_TokenDecoder):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
-                 tie_weights=False, batch_first=False, padding_idx=None, *, dtype=np.float32, seed=None,
-                 threads=None):
+                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, *, dtype=np.float32,
+                 seed=None, threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-                    batch_first, padding_idx, dtype, seed, threads)
+                    batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax)
 
     @exclusive
     def forward(self, tokens, state=None):
@@ -176,6 +242,10 @@ class LanguageModel(_TokenDecoder):
 
     @exclusive
     def loss(self, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
+        if self.adaptive_softmax is not None:
+            ids = self._tokens(tokens, "LanguageModel.loss")
+            out, new_state = self.rnn(self.drop_in(self._embed(ids)), state)
+            return self._adaptive_loss(out, targets, mask, ignore_index, reduction, "LanguageModel.loss"), new_state
         logits, new_state = self.forward(tokens, state)
         loss = self._loss(logits, targets, mask, ignore_index, reduction, "LanguageModel.loss")
         return loss, new_state
@@ -183,8 +253,14 @@ class LanguageModel(_TokenDecoder):
     @exclusive
     def backward(self, grad_logits=None, grad_state=None):
         fn = "LanguageModel.backward"
-        dlogits = self._grad_logits(grad_logits, fn)
-        dout = self._head_backward(dlogits)
+        if self.adaptive_softmax is not None:
+            if grad_logits is not None:
+                raise ValueError(f"{fn}: with an adaptive softmax the gradient comes from loss(); grad_logits "
+                                 "cannot be given")
+            dout = self._adaptive_backward(fn)
+        else:
+            dlogits = self._grad_logits(grad_logits, fn)
+            dout = self._head_backward(dlogits)
         dx = self.rnn.backward(dout, grad_state)
         self.grad_state = self.rnn.grad_h0
         self._embed_backward(self.drop_in.backward(dx))
@@ -193,6 +269,8 @@ class LanguageModel(_TokenDecoder):
         s = f"vocab_size={self.vocab_size}, embedding_dim={self.embedding_dim}, hidden_size={self.hidden_size}"
         if self.tie_weights:
             s += ", tie_weights=True"
+        if self.adaptive_softmax is not None:
+            s += f", adaptive_softmax={self.adaptive_softmax}"
         return s
 
 
