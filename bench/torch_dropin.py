@@ -4,17 +4,22 @@
     python bench/torch_dropin.py --quick          # one round of a few workloads (smoke test)
     python bench/torch_dropin.py --threads 1 2 --rounds 5
 
-Every engine times one training step (forward + backward, float32, x needs its gradient):
-  torch    torch.nn.LSTM/GRU: zero_grad(), out = layer(x), out.backward(dy)
+Every engine times one training step (zero the gradients, forward, backward; float32; the
+input needs its gradient too):
+  torch    torch.nn.LSTM/GRU: layer.zero_grad(), out = layer(x), out.backward(dy)
   drop-in  rnncore.torch.LSTM/GRU, the same code (same weights, same inputs)
-  native   rnncore.nn.LSTM/GRU: layer(x), layer.backward(dy)
+  native   rnncore.nn.LSTM/GRU: layer.zero_grad(), layer(x), layer.backward(dy)
   kernels  the bare _core.recurrent_forward/_backward calls of those layers on preallocated
-           numpy arrays, in the drop-in's process: the floor the drop-in's autograd and
-           conversion overhead is measured from (overhead = drop-in - kernels, per step)
-The ragged workload is shape b with lengths ~ U[10, 100]: a PackedSequence
-(pack_padded_sequence(enforce_sorted=False), then pad_packed_sequence) for torch and the
-drop-in, `lengths=` for the native layer and the kernels. "tiny" (T=1, B=1, I=H=8) is all
-overhead. Shapes (T, B, I, H) as bench/compare.py: b (100, 16, 256, 256), c (100, 1, 256,
+           numpy arrays (gradients accumulate, never zeroed), in the drop-in's process: the
+           floor the drop-in's overhead is measured from (overhead = drop-in - kernels, per
+           step: autograd, the tensor <-> array views, the zeroed gradient buffers the kernels
+           add into, and for the ragged batch the copies between packed and padded layouts)
+The ragged workload is shape b with lengths ~ U[10, 100]. torch and the drop-in get a
+PackedSequence (enforce_sorted=False) whose data is the leaf that needs its gradient, and
+backpropagate from the packed output's data (as a loss on out.data does); the native layer
+and the kernels get `lengths=`. pack/pad are left out of the step: their own backward in
+torch (pad_packed_sequence's costs ~20 ms here) would be the same for torch and the drop-in.
+"tiny" (T=1, B=1, I=H=8) is all overhead. Shapes (T, B, I, H) as bench/compare.py: b (100, 16, 256, 256), c (100, 1, 256,
 256), d 2 layers (50, 32, 128, 1024).
 
 Like compare.py, each engine runs in its own long-lived worker process (torch's and
@@ -70,18 +75,20 @@ def build_torch(w, threads, module):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(w["T"], w["B"], w["I"], generator=g).requires_grad_(True)
     dy = torch.randn(w["T"], w["B"], w["H"], generator=g)
-    lengths = torch.from_numpy(compare.lengths_for(w)) if w["ragged"] else None
-    pack, pad = torch.nn.utils.rnn.pack_padded_sequence, torch.nn.utils.rnn.pad_packed_sequence
+    if w["ragged"]:
+        lengths = torch.from_numpy(compare.lengths_for(w))
+        pack = torch.nn.utils.rnn.pack_padded_sequence
+        p = pack(x.detach(), lengths, enforce_sorted=False)
+        x = torch.nn.utils.rnn.PackedSequence(p.data.requires_grad_(True), p.batch_sizes, p.sorted_indices,
+                                              p.unsorted_indices)
+        dy = pack(dy, lengths, enforce_sorted=False).data
+    leaf = x.data if w["ragged"] else x
 
     def train_step():
         layer.zero_grad()
-        if lengths is None:
-            out, _ = layer(x)
-        else:
-            out, _ = layer(pack(x, lengths, enforce_sorted=False))
-            out, _ = pad(out, total_length=w["T"])
-        out.backward(dy)
-        x.grad = None
+        out, _ = layer(x)
+        (out.data if w["ragged"] else out).backward(dy)
+        leaf.grad = None
 
     return train_step
 
@@ -99,6 +106,7 @@ def build_native(w, threads):
     lengths = compare.lengths_for(w) if w["ragged"] else None
 
     def train_step():
+        layer.zero_grad()
         layer(x, lengths=lengths)
         layer.backward(dy)
 

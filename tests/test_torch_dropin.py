@@ -160,15 +160,15 @@ def test_non_contiguous_input_and_state():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("packing", [None, "unsorted"])
-def test_dropout_draws_torchs_masks(kind, packing):
+@pytest.mark.parametrize("packing,batch_first", [(None, False), (None, True), ("unsorted", False)])
+def test_dropout_draws_torchs_masks(kind, packing, batch_first):
     # The same generator state gives the same masks as torch.nn's own layer.
-    c = dict(T=7, B=4, I=5, H=6, L=3, bidirectional=True, batch_first=False, bias=True, h0=False,
+    c = dict(T=7, B=4, I=5, H=6, L=3, bidirectional=True, batch_first=batch_first, bias=True, h0=False,
              packing=packing, seed=11)
     torch.manual_seed(3)
-    theirs, ours = pair(kind, 5, 6, num_layers=3, bidirectional=True, dropout=0.4)
+    theirs, ours = pair(kind, 5, 6, num_layers=3, bidirectional=True, dropout=0.4, batch_first=batch_first)
     x, h0, c0, lengths = inputs_for(kind, c)
-    args = (kind, x, h0, c0, packing, lengths, False, 5)
+    args = (kind, x, h0, c0, packing, lengths, batch_first, 5)
     torch.manual_seed(123)
     mine = run(ours, *args)
     torch.manual_seed(123)
@@ -303,6 +303,19 @@ def test_second_backward_is_torchs_error_and_retain_graph_recomputes():
     second = torch.autograd.grad(loss, [x, m.weight_hh_l0_reverse])  # recomputes the forward
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+def test_one_module_twice_in_one_graph():
+    # Two forwards in flight at once (each keeps its own workspaces), then one backward.
+    torch.manual_seed(15)
+    theirs, ours = pair("lstm", 3, 4, num_layers=2, bidirectional=True)
+    xs = [torch.randn(5, 2, 3), torch.randn(7, 2, 3)]
+    for m in (theirs, ours):
+        a, (h, _) = m(xs[0])
+        b, _ = m(xs[1], (h, torch.zeros_like(h)))
+        (a.square().sum() + b.sum()).backward()
+    for (n, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, **TOL, msg=n)
 
 
 def test_input_without_grad_and_frozen_weights():

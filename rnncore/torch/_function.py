@@ -29,16 +29,33 @@ from .. import _core
 class Plan:
     """The non-tensor arguments of one layer call.
 
-    cell: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'; D directions; H hidden size; lengths: int64
-    numpy (B,) or None; threads: the count for the kernels; pool: the owner's list of free
-    workspace tuples (see take/give_back), or None.
+    cell: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'; D directions; H hidden size; bias: whether
+    each direction's weights include (b_ih, b_hh); lengths: int64 numpy (B,) or None; threads:
+    the count for the kernels; pool: the owner's list of free workspace tuples (see
+    take/give_back), or None.
+
+    LSTM projections (proj_size, issue 17) fit here when the kernels have them: a width P of
+    the outputs and states (H today, so out (T, B, D*P)) and a fifth weight w_hr (P, H) per
+    direction, appended as in torch's _all_weights (see direction_weights).
     """
 
-    __slots__ = ("cell", "D", "H", "lengths", "threads", "pool", "pool_limit")
+    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "pool", "pool_limit")
 
-    def __init__(self, cell, D, H, lengths, threads, pool, pool_limit=2):
-        self.cell, self.D, self.H, self.lengths, self.threads = cell, D, H, lengths, threads
+    def __init__(self, cell, D, H, bias, lengths, threads, pool, pool_limit=2):
+        self.cell, self.D, self.H, self.bias = cell, D, H, bool(bias)
+        self.lengths, self.threads = lengths, threads
         self.pool, self.pool_limit = pool, pool_limit
+
+    @property
+    def per_direction(self):
+        return 4 if self.bias else 2
+
+    def direction_weights(self, weights, d):
+        """(w_ih, w_hh, b_ih, b_hh) of direction d; weights is the flat list, per direction
+        (w_ih, w_hh[, b_ih, b_hh]) in torch's order; the biases None without bias."""
+        k = self.per_direction
+        w = weights[d * k:(d + 1) * k]
+        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
 
     def take(self):
         """D workspaces: free ones from the pool, or new ones."""
@@ -69,12 +86,10 @@ def run_forward(plan, x, h0, c0, weights, workspaces):
     h_n = torch.empty((D, B, H), dtype=x.dtype)
     c_n = torch.empty((D, B, H), dtype=x.dtype) if lstm else None
     outn, hnn, cnn = out.numpy(), h_n.numpy(), None if c_n is None else c_n.numpy()
-    per = len(weights) // D
     for d in range(D):
-        w = [as_numpy(t) for t in weights[d * per:(d + 1) * per]]
-        b_ih, b_hh = (w[2], w[3]) if per == 4 else (None, None)
+        w_ih, w_hh, b_ih, b_hh = (as_numpy(t) for t in plan.direction_weights(weights, d))
         hn, cn, _ = _core.recurrent_forward(
-            plan.cell, xn, w[0], w[1], b_ih, b_hh, None if h0n is None else h0n[d], None if c0n is None else c0n[d],
+            plan.cell, xn, w_ih, w_hh, b_ih, b_hh, None if h0n is None else h0n[d], None if c0n is None else c0n[d],
             plan.lengths, d == 1, outn, d * H, plan.threads, workspaces[d])
         hnn[d] = hn
         if lstm:
@@ -115,16 +130,15 @@ class RecurrentLayer(torch.autograd.Function):
         dx = torch.empty_like(x)
         dxn = dx.numpy()
         grads = [torch.zeros_like(w) for w in weights]  # the kernels add into these
-        dh0 = torch.empty((D,) + tuple(x.shape[1:2]) + (H,), dtype=x.dtype) if ctx.has_h0 else None
-        dc0 = torch.empty_like(dh0) if ctx.has_c0 else None
-        per = len(weights) // D
+        B = x.shape[1]
+        dh0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_h0 else None
+        dc0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_c0 else None
         for d in range(D):
-            w = weights[d * per:(d + 1) * per]
-            g = [g.numpy() for g in grads[d * per:(d + 1) * per]]
-            db_ih, db_hh = (g[2], g[3]) if per == 4 else (None, None)
+            w_ih, w_hh, _, _ = plan.direction_weights(weights, d)
+            dw_ih, dw_hh, db_ih, db_hh = (as_numpy(g) for g in plan.direction_weights(grads, d))
             gh0, gc0 = _core.recurrent_backward(
                 workspaces[d], dy, d * H, None if dhn is None else dhn[d], None if dcn is None else dcn[d],
-                as_numpy(w[0]), as_numpy(w[1]), g[0], g[1], db_ih, db_hh, dxn, d == 1, plan.threads)
+                as_numpy(w_ih), as_numpy(w_hh), dw_ih, dw_hh, db_ih, db_hh, dxn, d == 1, plan.threads)
             if dh0 is not None:
                 dh0.numpy()[d] = gh0
             if dc0 is not None:

@@ -169,7 +169,8 @@ class _DropInRNN:
                 valid = torch.arange(B).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B); row-major = packed order
                 lengths = valid.sum(0).numpy()  # int64 (B,), non-increasing
                 rows = valid.reshape(-1).nonzero().squeeze(1)  # (N,) row of each packed row in (T*B)
-                x = data.new_zeros((T * B, data.size(1))).index_copy(0, rows, data).view(T, B, data.size(1))
+                # One copy into the padded layout (zeros past each length, which the kernels never read).
+                x = data.new_zeros((T * B, data.size(1))).index_copy_(0, rows, data).view(T, B, data.size(1))
             batched = True
         else:
             if input.dim() not in (2, 3):
@@ -204,7 +205,7 @@ class _DropInRNN:
         h_n, c_n = [], []
         for layer in range(L):
             ws = [dense(w) for group in weights[layer * D:(layer + 1) * D] for w in group]
-            plan = Plan(cell, D, H, lengths, threads, _pool(self, layer))
+            plan = Plan(cell, D, H, self.bias, lengths, threads, _pool(self, layer))
             sl = slice(layer * D, (layer + 1) * D)
             out, hn, cn = recurrent_layer(plan, x, None if h0 is None else h0[sl], None if c0 is None else c0[sl], ws)
             h_n.append(hn)
@@ -253,7 +254,7 @@ class _DropInRNN:
             return torch.nn.functional.dropout(out, self.dropout, True)
         flat = out.view(-1, out.size(2))
         kept = torch.nn.functional.dropout(flat.index_select(0, rows), self.dropout, True)
-        return torch.zeros_like(flat).index_copy(0, rows, kept).view(out.shape)
+        return torch.zeros_like(flat).index_copy_(0, rows, kept).view(out.shape)
 
 
 _RNN_DOC = """
@@ -346,7 +347,7 @@ class _DropInCell:
         if states:
             h = dense(states[0]).unsqueeze(0)
             c = dense(states[1]).unsqueeze(0) if lstm else None
-        plan = Plan(cell, 1, H, None, resolve_module_threads(self), _pool(self, 0), _CELL_POOL)
+        plan = Plan(cell, 1, H, self.bias, None, resolve_module_threads(self), _pool(self, 0), _CELL_POOL)
         _, hn, cn = recurrent_layer(plan, dense(x).unsqueeze(0), h, c, [dense(w) for w in weights])
         hn = hn[0] if batched else hn[0, 0]
         if not lstm:
