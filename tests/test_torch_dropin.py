@@ -407,6 +407,20 @@ def test_state_dict_round_trip_and_dtype():
     torch.testing.assert_close(clone(x)[0], out, atol=0, rtol=0)
 
 
+def test_autocast_runs_in_the_weights_dtype():
+    torch.manual_seed(16)
+    lin, ours, cell = torch.nn.Linear(4, 4), rt.GRU(4, 3), rt.LSTMCell(4, 3)
+    x = torch.randn(5, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lin(x)
+        assert y.dtype == torch.bfloat16
+        out, h = ours(y)
+        h1, c1 = cell(y[0])
+    assert out.dtype == h.dtype == h1.dtype == torch.float32
+    torch.testing.assert_close(out, ours(y.float())[0], atol=0, rtol=0)
+    torch.testing.assert_close(h1, cell(y[0].float())[0], atol=0, rtol=0)
+
+
 def test_proj_size_is_not_supported_yet():
     with pytest.raises(ValueError, match="issue 17"):
         rt.LSTM(4, 8, proj_size=3)

@@ -106,6 +106,14 @@ def check_weight_dtype(fn, weight):
                            f"convert the module with .float() or .double()")
 
 
+def autocast_input(t, weight):
+    """Under torch.autocast, an input of another dtype (e.g. a bfloat16 activation) in the
+    weights' dtype: the layer runs, and answers, in float32/float64. Else `t` unchanged."""
+    if t is not None and t.dtype != weight.dtype and torch.is_floating_point(t) and torch._C._is_any_autocast_enabled():
+        return t.to(weight.dtype)
+    return t
+
+
 def dense(t):
     """`t` as a contiguous tensor whose memory numpy can share (a copy only when it must)."""
     if t is None:
@@ -139,7 +147,8 @@ class _DropInRNN:
             raise TypeError(f"{fn}: hx must be a Tensor (h_0) for {type(self).__name__}, got {type(hx).__name__}")
         return hx, None
 
-    def _forward(self, input, hx=None):
+    def forward(self, input, hx=None):
+        """forward(input, hx=None) -> (output, h_n), an LSTM's (output, (h_n, c_n)), as torch.nn's."""
         name = type(self).__name__
         fn = f"{name}.forward"
         if self.proj_size:
@@ -198,7 +207,7 @@ class _DropInRNN:
             T = x.size(0)
         if T == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        x, h0, c0 = dense(x), dense(h0), dense(c0)
+        x, h0, c0 = (dense(autocast_input(t, weights[0][0])) for t in (x, h0, c0))
         threads = resolve_module_threads(self)
 
         # -- the layers: one autograd Function per layer, both directions ------------------------
@@ -229,7 +238,7 @@ class _DropInRNN:
                 c_n = None if c_n is None else c_n.squeeze(1)
         return output, ((h_n, c_n) if lstm else h_n)
 
-    forward = hidden_from_compile(_forward)
+    forward = hidden_from_compile(forward)
 
     def _permuted(self, h, c, permutation):
         if permutation is None:
@@ -263,6 +272,7 @@ _RNN_DOC = """
     backpropagation through time, one autograd Function per layer): same constructor, parameters,
     state_dict, inputs and outputs (batch_first, hx, bidirectional, stacking, dropout between
     layers from torch's generator, PackedSequence in and out), float32 and float64, CPU only.
+    Under torch.autocast an input of another dtype runs (and comes out) in the weights' dtype.
 
     Extra keyword argument ``threads`` (also an attribute): the kernels' thread count, passed
     to every kernel call; None (the default) means torch.get_num_threads() at each forward.
@@ -308,7 +318,8 @@ class _DropInCell:
             return "rnn_" + self.nonlinearity
         return self._cell
 
-    def _forward(self, input, hx=None):
+    def forward(self, input, hx=None):
+        """forward(input, hx=None) -> h' (an LSTMCell: (h', c') with hx = (h, c)), as torch.nn's."""
         name = type(self).__name__
         fn = f"{name}.forward"
         cell = self._cell_kind()
@@ -328,8 +339,8 @@ class _DropInCell:
                 what = f"hx[{i}]" if lstm else "hidden"
                 raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {s.dim()}D instead")
         batched = input.dim() == 2
-        x = input if batched else input.unsqueeze(0)
-        states = [s if batched else s.unsqueeze(0) for s in states]
+        x = autocast_input(input if batched else input.unsqueeze(0), self.weight_ih)
+        states = [autocast_input(s if batched else s.unsqueeze(0), self.weight_ih) for s in states]
         B, H = x.size(0), self.hidden_size
         if x.dtype != self.weight_ih.dtype:
             raise RuntimeError(f"{name}: input dtype ({x.dtype}) does not match weight dtype ({self.weight_ih.dtype})")
@@ -354,7 +365,7 @@ class _DropInCell:
             return hn
         return hn, (cn[0] if batched else cn[0, 0])
 
-    forward = hidden_from_compile(_forward)
+    forward = hidden_from_compile(forward)
 
 
 _CELL_DOC = """
