@@ -156,11 +156,12 @@ class _DropInRNN:
         cell = _MODE_CELL[self.mode]
         lstm = cell == "lstm"
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
-        weights = [[getattr(self, n) for n in names] for names in self._all_weights]
+        named = {n: getattr(self, n) for names in self._all_weights for n in names}
+        weights = [[named[n] for n in names] for names in self._all_weights]  # per layer and direction
         packed = isinstance(input, PackedSequence)
         h0, c0 = self._split_hx(hx, fn)
         check_cpu(fn, input=input.data if packed else input, h_0=h0, c_0=c0)
-        check_cpu(fn, **{n: getattr(self, n) for names in self._all_weights for n in names})
+        check_cpu(fn, **named)
         check_weight_dtype(fn, weights[0][0])
 
         # -- the input as (T, B, I), time-major; checks and messages as torch.nn's --------------
