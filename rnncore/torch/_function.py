@@ -1,0 +1,164 @@
+"""One recurrent layer (every direction) as a torch.autograd.Function over rnncore's kernels.
+
+Shape letters: T time steps, B batch, I input features, H hidden size, D directions (1 or 2),
+G gates (LSTM 4, GRU 3, RNN 1).
+
+The C++ kernels read and write the tensors' own memory: a contiguous CPU float32/float64
+tensor and the numpy array from ``tensor.detach().numpy()`` share it, so nothing is copied on
+the way in or out. The callers (modules.py) make every argument contiguous once, explicitly,
+before it gets here.
+
+    forward:  x (T, B, I), h0/c0 (D, B, H) or None, per direction (w_ih (G*H, I), w_hh (G*H, H)
+              [, b_ih, b_hh (G*H,)]) -> out (T, B, D*H) (direction d in columns [d*H, (d+1)*H)),
+              h_n (D, B, H)[, c_n (D, B, H)]
+    backward: the kernels' BPTT for every direction; direction 1 adds its dx to direction 0's.
+
+What a forward saves for its backward lives in rnncore's workspaces (gates, states, packed
+order), one per direction, kept in ``ctx`` and given back to the owner's pool after the
+backward, so the next forward of the same shape reuses their memory. A backward consumes its
+workspaces; a second backward through a graph kept with ``retain_graph=True`` (as
+``torch.autograd.gradcheck`` does) first recomputes the forward from the saved tensors. A
+second backward without ``retain_graph`` gets torch's own "Trying to backward through the
+graph a second time" RuntimeError, since the saved tensors are freed.
+"""
+import torch
+
+from .. import _core
+
+
+class Plan:
+    """The non-tensor arguments of one layer call.
+
+    cell: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'; D directions; H hidden size; bias: whether
+    each direction's weights include (b_ih, b_hh); lengths: int64 numpy (B,) or None; threads:
+    the count for the kernels; pool: the owner's list of free workspace tuples (see
+    take/give_back), or None.
+
+    LSTM projections (proj_size, issue 17) fit here when the kernels have them: a width P of
+    the outputs and states (H today, so out (T, B, D*P)) and a fifth weight w_hr (P, H) per
+    direction, appended as in torch's _all_weights (see direction_weights).
+    """
+
+    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "pool", "pool_limit")
+
+    def __init__(self, cell, D, H, bias, lengths, threads, pool, pool_limit=2):
+        self.cell, self.D, self.H, self.bias = cell, D, H, bool(bias)
+        self.lengths, self.threads = lengths, threads
+        self.pool, self.pool_limit = pool, pool_limit
+
+    @property
+    def per_direction(self):
+        return 4 if self.bias else 2
+
+    def direction_weights(self, weights, d):
+        """(w_ih, w_hh, b_ih, b_hh) of direction d; weights is the flat list, per direction
+        (w_ih, w_hh[, b_ih, b_hh]) in torch's order; the biases None without bias."""
+        k = self.per_direction
+        w = weights[d * k:(d + 1) * k]
+        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+
+    def take(self):
+        """D workspaces: free ones from the pool, or new ones."""
+        if self.pool:
+            try:
+                return self.pool.pop()
+            except IndexError:  # emptied by another thread in between
+                pass
+        return tuple(_core.RecurrentWorkspace() for _ in range(self.D))
+
+    def give_back(self, workspaces):
+        if self.pool is not None and len(self.pool) < self.pool_limit:
+            self.pool.append(workspaces)
+
+
+def as_numpy(t):
+    """The numpy view of a contiguous CPU tensor (shares its memory), or None."""
+    return None if t is None else t.detach().numpy()
+
+
+def run_forward(plan, x, h0, c0, weights, workspaces):
+    """The kernels' forward for every direction; returns (out, h_n, c_n or None)."""
+    T, B, _ = x.shape
+    D, H = plan.D, plan.H
+    lstm = plan.cell == "lstm"
+    xn, h0n, c0n = as_numpy(x), as_numpy(h0), as_numpy(c0)
+    out = torch.empty((T, B, D * H), dtype=x.dtype)
+    h_n = torch.empty((D, B, H), dtype=x.dtype)
+    c_n = torch.empty((D, B, H), dtype=x.dtype) if lstm else None
+    outn, hnn, cnn = out.numpy(), h_n.numpy(), None if c_n is None else c_n.numpy()
+    for d in range(D):
+        w_ih, w_hh, b_ih, b_hh = (as_numpy(t) for t in plan.direction_weights(weights, d))
+        hn, cn, _ = _core.recurrent_forward(
+            plan.cell, xn, w_ih, w_hh, b_ih, b_hh, None if h0n is None else h0n[d], None if c0n is None else c0n[d],
+            plan.lengths, d == 1, outn, d * H, plan.threads, workspaces[d])
+        hnn[d] = hn
+        if lstm:
+            cnn[d] = cn
+    return out, h_n, c_n
+
+
+class RecurrentLayer(torch.autograd.Function):
+    """apply(plan, x, h0, c0, *weights) -> (out, h_n, c_n) for an LSTM, else (out, h_n)."""
+
+    @staticmethod
+    def forward(ctx, plan, x, h0, c0, *weights):
+        workspaces = plan.take()
+        out, h_n, c_n = run_forward(plan, x, h0, c0, weights, workspaces)
+        ctx.plan, ctx.workspaces = plan, workspaces
+        ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
+        ctx.save_for_backward(x, h0, c0, *weights)  # torch's version check guards in-place edits
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros to read
+        return (out, h_n, c_n) if plan.cell == "lstm" else (out, h_n)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_n, grad_c_n=None):
+        saved = ctx.saved_tensors  # raises torch's RuntimeError on a second backward without retain_graph
+        x, h0, c0 = saved[:3]
+        weights = saved[3:]
+        plan = ctx.plan
+        workspaces, ctx.workspaces = ctx.workspaces, None
+        if workspaces is None:  # a backward through a retained graph already ran: recompute the forward
+            workspaces = plan.take()
+            run_forward(plan, x, h0, c0, weights, workspaces)
+        D, H = plan.D, plan.H
+        needs = ctx.needs_input_grad  # (plan, x, h0, c0, *weights)
+        dy = None if grad_out is None else as_numpy(grad_out.contiguous())
+        dhn = None if grad_h_n is None else as_numpy(grad_h_n.contiguous())
+        dcn = None if grad_c_n is None else as_numpy(grad_c_n.contiguous())
+        # The kernel always writes dx (its binding has no "skip dx"); when x needs no gradient
+        # it is computed into this buffer and dropped.
+        dx = torch.empty_like(x)
+        dxn = dx.numpy()
+        grads = [torch.zeros_like(w) for w in weights]  # the kernels add into these
+        B = x.shape[1]
+        dh0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_h0 else None
+        dc0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_c0 else None
+        for d in range(D):
+            w_ih, w_hh, _, _ = plan.direction_weights(weights, d)
+            dw_ih, dw_hh, db_ih, db_hh = (as_numpy(g) for g in plan.direction_weights(grads, d))
+            gh0, gc0 = _core.recurrent_backward(
+                workspaces[d], dy, d * H, None if dhn is None else dhn[d], None if dcn is None else dcn[d],
+                as_numpy(w_ih), as_numpy(w_hh), dw_ih, dw_hh, db_ih, db_hh, dxn, d == 1, plan.threads)
+            if dh0 is not None:
+                dh0.numpy()[d] = gh0
+            if dc0 is not None:
+                dc0.numpy()[d] = gc0
+        plan.give_back(workspaces)
+        weight_grads = [g if need else None for g, need in zip(grads, needs[4:])]
+        return (None, dx if needs[1] else None, dh0 if needs[2] else None, dc0 if needs[3] else None,
+                *weight_grads)
+
+
+def recurrent_layer(plan, x, h0, c0, weights):
+    """One layer through autograd when a gradient may be needed, straight through the kernels otherwise.
+
+    Returns (out, h_n, c_n or None).
+    """
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, c0, *weights)):
+        res = RecurrentLayer.apply(plan, x, h0, c0, *weights)
+        return res if plan.cell == "lstm" else (res[0], res[1], None)
+    workspaces = plan.take()
+    try:
+        return run_forward(plan, x, h0, c0, weights, workspaces)
+    finally:
+        plan.give_back(workspaces)
