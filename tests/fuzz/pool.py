@@ -52,6 +52,25 @@ class Outcome(dict):
         return self["status"] in ("unexpected", "crash", "hang")
 
 
+def _sanitizer_report(pid):
+    """The report a sanitizer wrote for process `pid` when ASAN_OPTIONS/UBSAN_OPTIONS send reports to
+    files (log_path=..., as sanitize.sh does), or ""."""
+    import glob
+    import re
+
+    text = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        m = re.search(r"(?:^|:)log_path=([^:]+)", os.environ.get(var, ""))
+        if m:
+            for path in glob.glob(f"{m.group(1)}*.{pid}"):
+                try:
+                    with open(path, errors="replace") as f:
+                        text.append(f.read())
+                except OSError:
+                    pass
+    return "\n".join(text)
+
+
 def _signal_name(code):
     try:
         return signal.Signals(-code).name
@@ -85,7 +104,10 @@ class _Worker:
         except OSError:
             return ""
         text = data.decode("utf-8", "replace")
-        return text if len(text) <= limit else "...\n" + text[-limit:]
+        if len(text) <= limit:
+            return text
+        # the head says what happened (a sanitizer's ERROR line, libgomp's message), the tail where
+        return text[:limit * 2 // 3] + "\n...\n" + text[-limit // 3:]
 
     def stop(self, kill=False):
         if kill:
@@ -149,6 +171,10 @@ class Pool:
             w.process.join(10)
             code = w.process.exitcode
             tail = w.log_tail(since)
+            if under_asan():
+                report = _sanitizer_report(w.process.pid)
+                if report:
+                    tail = (tail + "\n" + report)[:12000]
             w.stop(kill=True)
             self._worker = None
             if under_asan() and call.huge and any(m in tail for m in ASAN_OOM):
