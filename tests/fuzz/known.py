@@ -31,6 +31,13 @@ KNOWN = {
                        "bind_generate.cpp token_list)",
     "save_array_dtype": "new: rnncore.save(..., arrays={'x': a}) with an object, complex or str array raises "
                         "safetensors' SafetensorError instead of a TypeError naming arrays['x']",
+    "decoder_batch_overflow": "new: a decoder batch near 2**63 (_core.LMDecoder(..., batch=2**63-1), "
+                              "sampling.Decoder(model, 2**63-1), beam_search(model, p, 2**63-1, n)) overflows the "
+                              "workspace sizes and segfaults",
+    "loss_overflow": "new: cross_entropy whose positions are finite but whose weighted sum overflows (logits 1e300, "
+                     "mask 1e300) returns loss = inf instead of raising FloatingPointError",
+    "dtype_recursion": "new (minor): dtype=<a deeply nested list> raises numpy's RecursionError from resolve_dtype "
+                       "instead of a TypeError naming dtype",
 }
 
 

@@ -212,10 +212,15 @@ def _key_rules():
     # (likewise the step counts the optimizer and scheduler scenarios loop over)
     rules["max_len"] = rules["beam_search.1"] = tuple(v for v in INT_EDGES if v < 1000) + (None, 1.5, "2")
     rules["steps"] = (0, 1, 2, 7, 64)
+    if is_known("decoder_batch_overflow"):
+        for key in ("batch", "beam_width"):
+            rules[key] = tuple(v for v in INT_EDGES if v < 2**31) + (None, 1.5, "2")
+    if is_known("dtype_recursion"):
+        rules["dtype"] = (None, "float16", "int64", "bogus", np.int32, np.complex64, Junk("object"), 3, "")
     if is_known("int64_args"):
         small = tuple(v for v in INT_EDGES if -2**63 <= v < 2**63) + (None, 1.5, "2")
         for key in ("top_k", "max_new_tokens", "beam_width", "n_best", "chunk", "ignore_index"):
-            rules[key] = small
+            rules[key] = tuple(v for v in small if v in rules.get(key, small))
     return rules
 
 
@@ -1105,5 +1110,5 @@ TARGETS = {
     "data_bucket_iterator": (scen("bucket_iterator", b_bucket_iterator, huge=False), ["data.BucketIterator"], 0.7),
     "data_read_text": (scen("read_text", b_read_text, huge=False, frozen=("name", "as_dir")), ["data.read_text"], 0.5),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
-    "trainer": (scen("trainer_fit", b_trainer), ["Trainer"], 0.5),
+    "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
 }

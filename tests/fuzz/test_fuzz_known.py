@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz.known import known, many_threads
-from fuzz.specs import A, Call
+from fuzz.specs import A, Call, Junk
 
 small = settings(max_examples=6)
 
@@ -151,6 +151,40 @@ def test_saving_extra_arrays_of_an_unstorable_dtype(pool, dtype):
     """rnncore.save(..., arrays={'state': a}) with a dtype safetensors cannot store: TypeError naming it."""
     pool.check(Call("fuzz.scenarios.save_load", ("Linear", {"in_features": 2, "out_features": 3}),
                     {"arrays": {"state": A(dtype, (2,))}, "into_model": False}))
+
+
+@known("decoder_batch_overflow")
+@small
+@given(case=st.sampled_from(["core", "decoder", "beam_search"]), batch=st.sampled_from([2**63 - 1, 3 * 2**61]))
+def test_decoder_batch_near_int64_max(pool, case, batch):
+    """A decoder batch whose workspace sizes overflow: ValueError/MemoryError, not a segfault."""
+    lm = {"vocab_size": 5, "embedding_dim": 1, "hidden_size": 9, "cell": "rnn", "seed": 0}
+    if case == "core":
+        ctor = dict(_decoder_ctor(5, "rnn_tanh", E=1, H=9), batch=batch)
+        pool.check(Call("fuzz.scenarios.core_decoder", (ctor, [("done",)]), public=False))
+    elif case == "decoder":
+        pool.check(Call("fuzz.scenarios.decoder", (lm, batch, [])))
+    else:
+        pool.check(Call("fuzz.scenarios.beam_search", (lm, [1], batch, 3)))
+
+
+@known("loss_overflow")
+@small
+@given(reduction=st.sampled_from(["sum", "mean"]), how=st.sampled_from(["mask", "logits"]))
+def test_a_loss_that_overflows_raises(pool, reduction, how):
+    """Finite per-position losses whose (weighted) sum overflows: FloatingPointError, not loss = inf."""
+    logits = A("float64", (8, 2), fill="range", lo=0, hi=1.7e308)
+    mask = A("float64", (8,), fill="range", lo=1e300, hi=1.5e300) if how == "mask" else None
+    pool.check(Call("fuzz.scenarios.loss_function", (logits, A("int64", (8,), fill="range", lo=0, hi=2)),
+                    {"kwargs": {"reduction": reduction, "mask": mask}, "always_finite": True}))
+
+
+@known("dtype_recursion")
+@small
+@given(cls=st.sampled_from(["rnncore.nn.LSTM", "rnncore.nn.Linear"]))
+def test_dtype_of_a_deeply_nested_list(pool, cls):
+    """dtype=<3000-deep nested list>: TypeError naming dtype, not RecursionError."""
+    pool.check(Call(cls, (2, 3), {"dtype": Junk("deep_list")}))
 
 
 @known("ubsan_memcpy_h0")
