@@ -24,8 +24,8 @@ KNOWN = {
                        "layer until memory runs out (9 s to fill the harness's 4 GiB; without a limit, the "
                        "machine's memory): nothing refuses an absurd count up front",
     "int64_args": "new: integers outside int64 pass the Python checks (sampling.generate's top_k and "
-                  "max_new_tokens, beam_search's beam_width, the losses' ignore_index, ...) and come back as "
-                  "pybind11 dumps",
+                  "max_new_tokens, beam_search's beam_width, the losses' ignore_index, an optimizer state's "
+                  "step, ...) and come back as pybind11 dumps",
     "core_token_list": "new: _core.LMDecoder.sample/beam_search(stop_tokens=[x]) with x not an int64 (2**63, "
                        "'a', 1.5, None) raise RuntimeError 'Unable to cast Python instance...' (py::cast in "
                        "bind_generate.cpp token_list)",

@@ -212,6 +212,7 @@ def _key_rules():
     # (likewise the step counts the optimizer and scheduler scenarios loop over)
     rules["max_len"] = rules["beam_search.1"] = tuple(v for v in INT_EDGES if v < 1000) + (None, 1.5, "2")
     rules["steps"] = (0, 1, 2, 7, 64)
+    rules["repeat"] = (0, 1, 2, -1, 7, None, 1.5)  # gemm_packed_test's benchmark loop
     if is_known("decoder_batch_overflow"):
         for key in ("batch", "beam_width"):
             rules[key] = tuple(v for v in INT_EDGES if v < 2**31) + (None, 1.5, "2")
@@ -219,7 +220,7 @@ def _key_rules():
         rules["dtype"] = (None, "float16", "int64", "bogus", np.int32, np.complex64, Junk("object"), 3, "")
     if is_known("int64_args"):
         small = tuple(v for v in INT_EDGES if -2**63 <= v < 2**63) + (None, 1.5, "2")
-        for key in ("top_k", "max_new_tokens", "beam_width", "n_best", "chunk", "ignore_index"):
+        for key in ("top_k", "max_new_tokens", "beam_width", "n_best", "chunk", "ignore_index", "step"):
             rules[key] = tuple(v for v in small if v in rules.get(key, small))
     return rules
 

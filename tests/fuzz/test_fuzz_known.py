@@ -103,6 +103,7 @@ def test_decoder_methods_name_their_bad_arguments(pool, op):
     ("generate", {"prime": [1, 2], "max_new_tokens": 2**63}),
     ("beam_search", {"prime": [1, 2], "beam_width": 2**63, "max_len": 3}),
     ("loss_function", None),
+    ("optimizer_load_state", None),
 ]))
 def test_integers_past_int64_are_refused(pool, case):
     """Integers outside int64 must be refused by the Python checks (ValueError/OverflowError naming them)."""
@@ -110,6 +111,10 @@ def test_integers_past_int64_are_refused(pool, case):
     if name == "loss_function":
         pool.check(Call("fuzz.scenarios.loss_function", (A("float32", (3, 4)), A("int64", (3,), fill="range", hi=4)),
                         {"kwargs": {"ignore_index": 2**63}}))
+    elif name == "optimizer_load_state":
+        state = {"state": {0: {"step": 2**63, "exp_avg": A("float32", (3,)), "exp_avg_sq": A("float32", (3,))}},
+                 "param_groups": [{"lr": 1e-3, "params": [0]}]}
+        pool.check(Call("fuzz.scenarios.optimizer_load_state", ("Adam", {"lr": 1e-3}, [A("float32", (3,))], state)))
     else:
         pool.check(Call("fuzz.scenarios." + name, (_lm(),), kwargs))
 
