@@ -7,6 +7,10 @@ Build flags are probed, not assumed:
   * OpenMP if the compiler accepts it (-fopenmp); otherwise the kernels run on one thread.
   * -march=native only when RNNCORE_NATIVE=1 (local builds); the released build runs on any
     x86-64 and picks instruction-set specific kernels at run time.
+  * RNNCORE_SANITIZE=address,undefined (any list that -fsanitize= accepts) builds both extensions
+    with the sanitizers, -O1 -g -fno-omit-frame-pointer, every kernel (SIMD ones included) in.
+    Python itself is not instrumented, so libasan must be preloaded to run it; see
+    tests/fuzz/sanitize.sh, which builds such a copy away from the checkout and runs the tests.
 """
 import glob
 import os
@@ -49,6 +53,20 @@ int main() { int n = 0;
 """
 
 
+def sanitizer_flags():
+    """(compile args, link args) for RNNCORE_SANITIZE, e.g. "address,undefined"; ([], []) when unset."""
+    wanted = os.environ.get("RNNCORE_SANITIZE", "").strip()
+    if not wanted or sys.platform == "win32":
+        return [], []
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    flag = "-fsanitize=" + ",".join(names)
+    if not _compiler_accepts([flag]):
+        sys.exit(f"rnncore: RNNCORE_SANITIZE={wanted}: the C++ compiler does not accept {flag}")
+    # -O1 keeps the reports' lines exact and the build quick (UBSAN_OPTIONS / ASAN_OPTIONS
+    # halt_on_error=1 make the first report fatal at run time).
+    return [flag, "-fno-omit-frame-pointer", "-g", "-O1"], [flag]
+
+
 def extension():
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     headers = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
@@ -66,6 +84,10 @@ def extension():
             compile_args.append("-march=native")
         if os.environ.get("RNNCORE_DEBUG") == "1":
             compile_args += ["-g", "-fno-omit-frame-pointer"]
+        san_compile, san_link = sanitizer_flags()
+        if san_compile:
+            compile_args = [a for a in compile_args if not a.startswith("-O")] + san_compile
+            link_args += san_link
     return Pybind11Extension(
         "rnncore._core",
         sources,
@@ -95,12 +117,15 @@ def cython_extensions():
     if int(Cython.__version__.split(".")[0]) < 3:
         sys.exit(f"rnncore: building rnncore.data._fast and rnncore.ngram._kn needs Cython>=3, found Cython "
                  f"{Cython.__version__}.\n  pip install --upgrade 'Cython>=3'")
-    optimize = ["-O3"] if sys.platform != "win32" else []
+    san_compile, san_link = sanitizer_flags()
+    optimize = (san_compile or ["-O3"]) if sys.platform != "win32" else []
     exts = [
-        Extension("rnncore.data._fast", [os.path.join("rnncore", "data", "_fast.pyx")], extra_compile_args=optimize),
+        Extension("rnncore.data._fast", [os.path.join("rnncore", "data", "_fast.pyx")], extra_compile_args=optimize,
+                  extra_link_args=san_link),
         # n-gram counting, querying and ARPA text (C++ for std::sort and std::string)
         Extension("rnncore.ngram._kn", [os.path.join("rnncore", "ngram", "_kn.pyx")], language="c++",
-                  extra_compile_args=optimize + (["-std=c++17"] if sys.platform != "win32" else [])),
+                  extra_compile_args=optimize + (["-std=c++17"] if sys.platform != "win32" else []),
+                  extra_link_args=san_link),
     ]
     return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)
 

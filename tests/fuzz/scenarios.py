@@ -1,0 +1,882 @@
+"""Multi-step calls through the public API, and the cheap checks of results.
+
+A scenario builds what it needs (a layer, a model, an optimizer, a file), runs it the way a
+user would (forward, backward, step, save, load, generate, ...) and checks what is cheap to
+check: output shapes, finite outputs for finite inputs, ids inside the vocabulary, round
+trips. A failed check raises CheckFailed, which the worker reports as unexpected. Every
+argument may be anything: the strategies build mostly valid arguments and then mutate some.
+
+CHECKS maps the dotted name of a direct rnncore._core call to a check of its result.
+"""
+import itertools
+import json
+import math
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+import rnncore
+from rnncore import _core, data, nn, optim, sampling
+
+__all__ = [
+    "CheckFailed", "rnn_layer", "rnn_cell", "embedding", "linear", "dropout", "layernorm", "loss_function",
+    "loss_module", "language_model", "sequence_classifier", "sequence_tagger", "conditioned_generator",
+    "optimizer", "optimizer_load_state", "scheduler", "clip_norm", "clip_value", "generate", "stream",
+    "beam_search", "decoder", "save_load", "load_bytes", "load_state_dict", "from_torch", "char_tokenizer",
+    "word_tokenizer", "vocabulary", "tokenizer_from_dict", "stream_batcher", "lm_batches", "pad_sequences",
+    "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
+    "module_api", "crash_for_test", "hang_for_test", "write_past_for_test",
+]
+
+
+class CheckFailed(Exception):
+    """A call returned, but what it returned is wrong."""
+
+
+def expect(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def _numeric(a):
+    return isinstance(a, np.ndarray) and a.dtype.kind in "biufc"
+
+
+def finite(*values):
+    """True when every value is a finite number or a numeric array of finite numbers (None is fine)."""
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, (tuple, list)):
+            if not finite(*v):
+                return False
+            continue
+        if isinstance(v, (bool, int, float, np.number)):
+            if not np.isfinite(v):
+                return False
+            continue
+        if not _numeric(v):
+            return False
+        if v.dtype.kind in "fc" and v.size and not np.isfinite(v).all():
+            return False
+    return True
+
+
+def moderate(*values, limit=1e3):
+    """finite(), and no magnitude above `limit` (so that a result cannot overflow)."""
+    if not finite(*values):
+        return False
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            if not moderate(*v, limit=limit):
+                return False
+        elif isinstance(v, np.ndarray) and v.size and v.dtype.kind in "fc" and np.abs(v).max() > limit:
+            return False
+        elif isinstance(v, (float, int)) and not isinstance(v, bool) and abs(v) > limit:
+            return False
+    return True
+
+
+def expect_shape(value, shape, what):
+    expect(np.shape(value) == tuple(shape), f"{what} has shape {np.shape(value)}, expected {tuple(shape)}")
+
+
+def expect_finite(value, what):
+    expect(finite(value), f"{what} is not finite for finite inputs")
+
+
+def _grad_like(grad, out):
+    """The gradient to feed backward: 'ones' (and 'zeros') are made to match `out`."""
+    if isinstance(grad, str) and grad in ("ones", "zeros"):
+        if isinstance(out, tuple):
+            return tuple(_grad_like(grad, o) for o in out)
+        if out is None:
+            return None
+        return (np.ones_like if grad == "ones" else np.zeros_like)(out)
+    return grad
+
+
+# -- rnncore.nn -----------------------------------------------------------------------------------
+
+_RNN_CLASSES = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+_CELL_CLASSES = {"RNNCell": nn.RNNCell, "LSTMCell": nn.LSTMCell, "GRUCell": nn.GRUCell}
+
+
+def _params_finite(module):
+    return all(finite(p.data) for p in module.parameters())
+
+
+def rnn_layer(cls, ctor, x, hx=None, lengths=None, grad="ones", grad_h_n=None, train=True, backward=True):
+    """nn.RNN/LSTM/GRU(**ctor), forward(x, hx, lengths), then backward(grad, grad_h_n)."""
+    layer = _RNN_CLASSES[cls](**ctor)
+    layer.train(train)
+    out, h_n = layer(x, hx, lengths)
+    xa = np.asarray(x)
+    D = 2 if layer.bidirectional else 1
+    H, LD = layer.hidden_size, layer.num_layers * D
+    if xa.ndim == 3:
+        T, B = (xa.shape[1], xa.shape[0]) if layer.batch_first else xa.shape[:2]
+        expect_shape(out, xa.shape[:2] + (D * H,), "output")
+        state_shape = (LD, B, H)
+    else:
+        expect_shape(out, (xa.shape[0], D * H), "output")
+        state_shape = (LD, H)
+    states = h_n if isinstance(h_n, tuple) else (h_n,)
+    for s in states:
+        expect_shape(s, state_shape, "h_n")
+    if moderate(xa, hx, limit=1e6):
+        expect_finite(out, "output")
+    if backward:
+        dx = layer.backward(_grad_like(grad, out), _grad_like(grad_h_n, h_n))
+        expect_shape(dx, xa.shape, "grad of x")
+    return out
+
+
+def rnn_cell(cls, ctor, xs, hx=None, grad="ones", train=True):
+    """nn.RNNCell/LSTMCell/GRUCell(**ctor): forward over each x of xs, then backward newest first."""
+    cell = _CELL_CLASSES[cls](**ctor)
+    cell.train(train)
+    h = hx
+    outs = []
+    for x in xs:
+        h = cell(x, h)
+        outs.append(h)
+        xa = np.asarray(x)
+        for s in (h if isinstance(h, tuple) else (h,)):
+            expect_shape(s, xa.shape[:-1] + (cell.hidden_size,), "new state")
+    if train:
+        for out in reversed(outs):
+            g = _grad_like(grad, out)
+            if cls == "LSTMCell":
+                g = g if isinstance(g, tuple) else (g, None)
+                cell.backward(*g)
+            else:
+                cell.backward(g)
+    return len(outs)
+
+
+def embedding(ctor, ids, grad="ones"):
+    layer = nn.Embedding(**ctor)
+    out = layer(ids)
+    ia = np.asarray(ids)
+    expect_shape(out, ia.shape + (layer.embedding_dim,), "output")
+    expect(np.array_equal(out, layer.weight.data[ia.astype(np.int64)], equal_nan=True), "rows differ from weight[ids]")
+    layer.backward(_grad_like(grad, out))
+    return out
+
+
+def linear(ctor, x, grad="ones", need_input_grad=True):
+    layer = nn.Linear(**ctor)
+    y = layer(x)
+    xa = np.asarray(x)
+    expect_shape(y, xa.shape[:-1] + (layer.out_features,), "output")
+    if moderate(xa):
+        expect_finite(y, "output")
+        ref = xa.astype(np.float64) @ layer.weight.data.T.astype(np.float64)
+        if layer.bias is not None:
+            ref = ref + layer.bias.data
+        tol = 1e-3 * (1 + np.abs(xa).max(initial=0)) * layer.in_features
+        expect(np.allclose(y, ref, rtol=1e-3, atol=tol), "Linear output differs from x @ W.T + b")
+    dx = layer.backward(_grad_like(grad, y), need_input_grad)
+    if need_input_grad:
+        expect_shape(dx, xa.shape, "grad of x")
+    return y
+
+
+def dropout(ctor, x, grad="ones", train=True):
+    layer = nn.Dropout(**ctor)
+    layer.train(train)
+    y = layer(x)
+    expect_shape(y, np.shape(x), "output")
+    layer.backward(_grad_like(grad, y))
+    return y
+
+
+def layernorm(ctor, x, grad="ones"):
+    layer = nn.LayerNorm(**ctor)
+    y = layer(x)
+    expect_shape(y, np.shape(x), "output")
+    layer.backward(_grad_like(grad, y))
+    return y
+
+
+def _loss_must_be_finite(*inputs):
+    """A returned loss must be finite (a non-finite one raises FloatingPointError); while the overflow
+    of a weighted sum is a known failure (known.py "loss_overflow"), only for moderate inputs."""
+    from fuzz.known import is_known
+
+    return not is_known("loss_overflow") or moderate(*[np.asarray(v) if isinstance(v, np.ndarray) else v
+                                                       for v in inputs if _numeric(v)], limit=1e100)
+
+
+def loss_function(logits, targets, kwargs=None, always_finite=False):
+    """nn.cross_entropy(logits, targets, **kwargs); always_finite checks the loss whatever the inputs."""
+    result = nn.cross_entropy(logits, targets, **(kwargs or {}))
+    loss, dlogits = result[0], result[1]
+    if always_finite or _loss_must_be_finite(logits, (kwargs or {}).get("mask")):
+        expect(finite(loss), f"cross_entropy returned a non-finite loss {loss!r} instead of raising "
+                             "FloatingPointError")
+    if dlogits is not None:
+        expect_shape(dlogits, np.shape(logits), "dlogits")
+    return loss
+
+
+def loss_module(ctor, logits, targets, mask=None, grad=1.0):
+    m = nn.CrossEntropyLoss(**ctor)
+    loss = m(logits, targets, mask)
+    if _loss_must_be_finite(logits, mask):
+        expect(finite(loss), f"CrossEntropyLoss returned a non-finite loss {loss!r}")
+    d = m.backward(grad)
+    expect_shape(d, np.shape(logits), "dlogits")
+    return loss
+
+
+def _fill_weights(model, weights):
+    """Set a model's weights for a sampling or loss scenario: None/'init' leaves them; 'nan'
+    and 'inf' fill every parameter; 'inf_bias' sets the decoder bias to +inf at one token;
+    'zero' zeroes everything; 'big' multiplies by 1e30."""
+    if weights in (None, "init"):
+        return
+    for name, p in model.named_parameters():
+        if weights == "nan":
+            p.data[...] = np.nan
+        elif weights == "inf":
+            p.data[...] = np.inf
+        elif weights == "zero":
+            p.data[...] = 0
+        elif weights == "big":
+            p.data *= p.data.dtype.type(1e30)
+    if weights == "inf_bias" and getattr(model.decoder, "bias", None) is not None:
+        model.decoder.bias.data[0] = np.inf
+
+
+def language_model(ctor, tokens, targets, state=None, mask=None, loss_kwargs=None, train=True, weights=None,
+                   backward=True):
+    model = nn.LanguageModel(**ctor)
+    model.train(train)
+    _fill_weights(model, weights)
+    loss, new_state = model.loss(tokens, targets, state, mask, **(loss_kwargs or {}))
+    expect(finite(loss), f"LanguageModel.loss returned a non-finite loss {loss!r}")
+    if backward:
+        model.backward()
+    return loss
+
+
+def sequence_classifier(ctor, x, labels, lengths=None, reduction="mean", train=True):
+    model = nn.SequenceClassifier(**ctor)
+    model.train(train)
+    loss = model.loss(x, labels, lengths, reduction)
+    expect(finite(loss), f"SequenceClassifier.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    return loss
+
+
+def sequence_tagger(ctor, x, tags, lengths=None, ignore_index=-100, train=True):
+    model = nn.SequenceTagger(**ctor)
+    model.train(train)
+    loss = model.loss(x, tags, lengths, ignore_index)
+    expect(finite(loss), f"SequenceTagger.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    return loss
+
+
+def conditioned_generator(ctor, features, tokens, targets, state=None, train=True):
+    model = nn.ConditionedGenerator(**ctor)
+    model.train(train)
+    loss, _ = model.loss(features, tokens, targets, state)
+    expect(finite(loss), f"ConditionedGenerator.loss returned a non-finite loss {loss!r}")
+    g = model.backward()
+    expect_shape(g, np.shape(features), "grad of features")
+    return loss
+
+
+def module_api(kind, ctor, ops):
+    """A model's Module API: ops is a list of (name, *args): 'to' dtype, 'zero_grad', 'train'
+    mode, 'state_dict', 'repr', 'parameters'."""
+    model = getattr(nn, kind)(**ctor)
+    for op, *args in ops:
+        if op == "to":
+            model.to(*args)
+        elif op == "zero_grad":
+            model.zero_grad()
+        elif op == "train":
+            model.train(*args)
+        elif op == "state_dict":
+            model.load_state_dict(model.state_dict())
+        elif op == "repr":
+            repr(model)
+        elif op == "parameters":
+            list(model.named_parameters())
+    return len(ops)
+
+
+# -- rnncore.optim --------------------------------------------------------------------------------
+
+def _make_params(params, grads):
+    if not isinstance(params, list):
+        return params  # passed on as it is: the optimizer's `params` argument itself
+    grads = grads if isinstance(grads, list) else [grads] * len(params)
+    ps = []
+    for i, data in enumerate(params):
+        p = nn.Parameter(data)
+        if i < len(grads):
+            p.grad = grads[i]
+        ps.append(p)
+    return ps
+
+
+def optimizer(name, ctor, params, grads, steps=2, reload=True):
+    """optim.<name>([Parameter(p) with .grad = g], **ctor), `steps` steps, state_dict round trip."""
+    ps = _make_params(params, grads)
+    opt = getattr(optim, name)(ps, **ctor)
+    ps = [p for g in opt.param_groups for p in g["params"]]
+    before = [p.data.copy() for p in ps]
+    for _ in range(steps):
+        opt.step()
+    simple = all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 10
+                 for k, v in ctor.items() if k in ("lr", "momentum", "weight_decay", "alpha", "dampening"))
+    if simple and finite(before, [p.grad for p in ps]) and all(p.grad is None or moderate(p.grad) for p in ps) \
+            and moderate(before) and name != "RMSprop":
+        for p in ps:
+            expect_finite(p.data, f"{name} parameter after {steps} steps")
+    if reload:
+        sd = opt.state_dict()
+        json.dumps({k: v for k, v in sd.items() if k != "state"}, default=lambda o: None)
+        opt2 = getattr(optim, name)(ps, **ctor)
+        opt2.load_state_dict(sd)
+        opt2.step()
+    return steps
+
+
+def optimizer_load_state(name, ctor, params, state):
+    ps = _make_params(params, [np.zeros(np.shape(p)) if _numeric(p) else p for p in params]
+                      if isinstance(params, list) else None)
+    opt = getattr(optim, name)(ps, **ctor)
+    opt.load_state_dict(state)
+    opt.step()
+
+
+# lr_lambda by name (a call must be plain data to cross to the worker)
+LR_LAMBDAS = {"half": lambda epoch: 0.5 ** epoch, "one": lambda epoch: 1.0, "nan": lambda epoch: math.nan,
+              "huge": lambda epoch: 1e308 * 10}
+
+
+def scheduler(name, ctor, steps=3, metrics=(1.0, 0.5, 2.0), opt="SGD"):
+    """optim.<opt>([p], lr=0.1) under optim.<name>(opt, **ctor) for `steps` epochs; a string lr_lambda
+    names one of LR_LAMBDAS."""
+    ctor = dict(ctor)
+    if isinstance(ctor.get("lr_lambda"), str) and ctor["lr_lambda"] in LR_LAMBDAS:
+        ctor["lr_lambda"] = LR_LAMBDAS[ctor["lr_lambda"]]
+    p = nn.Parameter(np.zeros(3, np.float32))
+    p.grad = np.ones(3, np.float32)
+    o = getattr(optim, opt)([p], lr=0.1)
+    s = getattr(optim, name)(o, **ctor)
+    for k in range(steps):
+        o.step()
+        if name == "ReduceLROnPlateau":
+            s.step(metrics[k % len(metrics)] if metrics else 0.0)
+        else:
+            s.step()
+    lrs = s.get_last_lr()
+    s.load_state_dict(s.state_dict())
+    return lrs
+
+
+def _grad_params(grads):
+    """Parameters whose .grad are `grads` (a list); anything else is passed on as it is, as the
+    `parameters` argument itself."""
+    if not isinstance(grads, list):
+        return grads
+    return _make_params([np.zeros(np.shape(g), np.float32) if _numeric(g) else np.zeros(1, np.float32)
+                         for g in grads], grads)
+
+
+def clip_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, threads=None):
+    total = optim.clip_grad_norm_(_grad_params(grads), max_norm, norm_type, error_if_nonfinite, threads=threads)
+    expect(isinstance(total, float), f"clip_grad_norm_ returned {type(total).__name__}, not a float")
+    return total
+
+
+def clip_value(grads, clip_value, threads=None):
+    optim.clip_grad_value_(_grad_params(grads), clip_value, threads=threads)
+
+
+# -- rnncore.sampling -----------------------------------------------------------------------------
+
+def _lm(ctor, weights):
+    model = nn.LanguageModel(**ctor)
+    _fill_weights(model, weights)
+    return model
+
+
+def _expect_tokens(out, V, what):
+    a = np.asarray(out)
+    if a.size:
+        expect(a.dtype.kind in "iu", f"{what}: tokens have dtype {a.dtype}")
+        expect(((a >= -1) & (a < V)).all(), f"{what}: a token is outside [-1, {V})")
+
+
+def generate(ctor, prime, max_new_tokens, weights=None, **kwargs):
+    model = _lm(ctor, weights)
+    out = sampling.generate(model, prime, max_new_tokens, **kwargs)
+    if kwargs.get("tokenizer") is None:
+        _expect_tokens(out, model.vocab_size, "generate")
+        expect(np.shape(out)[-1] <= max_new_tokens if np.ndim(out) else True, "generate returned too many tokens")
+    return out
+
+
+def stream(ctor, prime, max_new_tokens, take=8, weights=None, **kwargs):
+    model = _lm(ctor, weights)
+    out = list(itertools.islice(sampling.stream(model, prime, max_new_tokens, **kwargs), take))
+    if kwargs.get("tokenizer") is None:
+        _expect_tokens(np.array(out, dtype=np.int64), model.vocab_size, "stream")
+    return out
+
+
+def beam_search(ctor, prime, beam_width, max_len, weights=None, **kwargs):
+    model = _lm(ctor, weights)
+    hyps = sampling.beam_search(model, prime, beam_width, max_len, **kwargs)
+    expect(len(hyps) <= kwargs.get("n_best", 1), "beam_search returned more than n_best hypotheses")
+    for tokens, score in hyps:
+        _expect_tokens(tokens, model.vocab_size, "beam_search")
+        expect(len(tokens) <= max_len, "beam_search returned a hypothesis longer than max_len")
+        if weights in (None, "init", "zero"):
+            expect(finite(score), f"beam_search score {score!r} is not finite for finite weights")
+    return hyps
+
+
+def decoder(ctor, batch, ops, weights=None, threads=None):
+    """sampling.Decoder(model, batch): ops is a list of (method, *args) run in order."""
+    model = _lm(ctor, weights)
+    dec = sampling.Decoder(model, batch, threads)
+    V = model.vocab_size
+    for op, *args in ops:
+        result = getattr(dec, op)(*args)
+        if op == "sample":
+            _expect_tokens(result[0], V, "Decoder.sample")
+        elif op == "step_logits" and weights in (None, "init", "zero"):
+            expect_finite(result, "step_logits")
+    return len(ops)
+
+
+# -- rnncore.io -----------------------------------------------------------------------------------
+
+def _model(kind, ctor):
+    return getattr(nn, kind)(**ctor)
+
+
+def _mutate_bytes(raw, how):
+    kind = how[0]
+    if kind == "truncate":
+        return raw[:max(0, min(len(raw), how[1]))]
+    if kind == "flip":
+        if not raw:
+            return raw
+        pos = how[1] % len(raw)
+        return raw[:pos] + bytes([raw[pos] ^ (how[2] & 0xFF or 1)]) + raw[pos + 1:]
+    if kind == "header":
+        # replace the header with `how[1]` (JSON text), keep the data
+        (n,) = struct.unpack("<Q", raw[:8])
+        text = how[1].encode("utf-8")
+        return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+    if kind == "length":
+        return struct.pack("<Q", how[1] % (1 << 64)) + raw[8:]
+    if kind == "nest":
+        depth = how[1]
+        text = ('{"__metadata__": {}, "x": ' + "[" * depth + "]" * depth + "}").encode()
+        return struct.pack("<Q", len(text)) + text
+    if kind == "metadata":
+        # rewrite one metadata value (keeps the checksum wrong unless the value is unchanged)
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        header.setdefault("__metadata__", {})[how[1]] = how[2]
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+    raise ValueError(f"unknown mutation {how!r}")
+
+
+def save_load(kind, ctor, with_optimizer=False, extra=None, arrays=None, config=None, mutate=None,
+              into_model=True, build=False):
+    """rnncore.save(model [, optimizer]) to a temporary file, optionally damage the bytes,
+    then rnncore.load it back (into a fresh model of the same config, or not at all)."""
+    model = _model(kind, ctor)
+    opt = optim.Adam(model.parameters(), lr=1e-3) if with_optimizer else None
+    if opt is not None:
+        for p in model.parameters():
+            p.grad[...] = 1
+        opt.step()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.safetensors")
+        rnncore.save(path, model, opt, config=config, extra=extra, arrays=arrays)
+        if mutate is not None:
+            with open(path, "rb") as f:
+                raw = f.read()
+            with open(path, "wb") as f:
+                f.write(_mutate_bytes(raw, mutate))
+        other = _model(kind, ctor) if into_model else None
+        other_opt = optim.Adam(other.parameters(), lr=1e-3) if (other is not None and with_optimizer) else None
+        ckpt = rnncore.load(path, other, other_opt)
+        if build:
+            ckpt.build()
+        if mutate is None and other is not None:
+            for (name, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
+                expect(np.array_equal(a.data, b.data, equal_nan=True), f"{name} differs after save/load")
+        leftovers = [f for f in os.listdir(tmp) if f != "model.safetensors"]
+        expect(not leftovers, f"save left files behind: {leftovers}")
+    return True
+
+
+def load_bytes(raw):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.safetensors")
+        with open(path, "wb") as f:
+            f.write(raw)
+        return rnncore.load(path)
+
+
+def load_state_dict(kind, ctor, entries, strict=True, base="full"):
+    """model.load_state_dict(d): d is the model's own state_dict (base='full') or {} (base='empty'),
+    updated with `entries`."""
+    model = _model(kind, ctor)
+    state = model.state_dict() if base == "full" else {}
+    if isinstance(entries, dict):
+        state.update(entries)
+    else:
+        state = entries
+    model.load_state_dict(state, strict)
+
+
+def from_torch(state, prefix=""):
+    return rnncore.from_torch(state, prefix)
+
+
+# -- rnncore.data ---------------------------------------------------------------------------------
+
+def char_tokenizer(options, fit_text, text=None, ids=None, roundtrip=True):
+    tok = data.CharTokenizer(**options).fit(fit_text)
+    enc = tok.encode(fit_text if text is None else text)
+    if ids is not None:
+        tok.decode(ids)
+    if roundtrip and text is None and not options.get("min_count", 1) > 1 and options.get("max_size") is None:
+        expect(tok.decode(enc) == fit_text, "CharTokenizer: decode(encode(text)) != text")
+    again = data.tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
+    expect(again == tok, "CharTokenizer: to_dict/from_dict round trip differs")
+    return len(enc)
+
+
+def word_tokenizer(options, fit_text, text=None, ids=None):
+    tok = data.WordTokenizer(**options).fit(fit_text)
+    enc = tok.encode(fit_text if text is None else text)
+    tok.decode(enc)
+    if ids is not None:
+        tok.decode(ids)
+    again = data.tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
+    expect(again == tok, "WordTokenizer: to_dict/from_dict round trip differs")
+    return len(enc)
+
+
+def vocabulary(symbols, kwargs, lookups=()):
+    v = data.Vocabulary(symbols, **kwargs)
+    for s in lookups:
+        _ = s in v
+        try:
+            v[s]
+        except KeyError:
+            pass  # Vocabulary.__getitem__ of an unknown symbol without unk: a mapping's KeyError
+    again = data.Vocabulary.from_dict(json.loads(json.dumps(v.to_dict())))
+    expect(again == v, "Vocabulary: to_dict/from_dict round trip differs")
+    return len(v)
+
+
+def tokenizer_from_dict(d):
+    return data.tokenizer_from_dict(d)
+
+
+def stream_batcher(ids, batch_size, seq_len, drop_last=False, state=None, take=3):
+    b = data.StreamBatcher(ids, batch_size, seq_len, drop_last=drop_last)
+    if state is not None:
+        b.load_state_dict(state)
+    n = 0
+    for x, y in itertools.islice(iter(b), take):
+        expect(np.shape(x) == np.shape(y), "StreamBatcher: inputs and targets differ in shape")
+        n += 1
+    b.load_state_dict(b.state_dict())
+    return n
+
+
+def lm_batches(ids, batch_size, seq_len, start=0, drop_last=False, take=3):
+    return sum(1 for _ in itertools.islice(data.lm_batches(ids, batch_size, seq_len, start=start,
+                                                           drop_last=drop_last), take))
+
+
+def pad_sequences(seqs, pad_value=0, time_major=True, dtype=None):
+    padded, lengths = data.pad_sequences(seqs, pad_value, time_major, dtype)
+    expect(len(lengths) == len(seqs), "pad_sequences: one length per sequence")
+    return padded.shape
+
+
+def bucket_iterator(seqs, labels=None, batch_size=2, kwargs=None, take=3):
+    it = data.BucketIterator(seqs, labels, batch_size, **(kwargs or {}))
+    n = 0
+    for _ in itertools.islice(iter(it), take):
+        n += 1
+    it.load_state_dict(it.state_dict())
+    return n
+
+
+def read_text(raw, as_dir=False, name="a.txt"):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, name)
+        with open(path, "wb") as f:
+            f.write(raw)
+        return len(data.read_text(tmp if as_dir else path))
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+def with_threads(n, how="set", work="lstm", big=False):
+    """Ask for `n` threads (how: 'set' = set_num_threads(n), 'ctor' = threads=n on the layer,
+    'env' = OMP_NUM_THREADS=n) and then run one piece of work; `big` makes the work large
+    enough to be spread over thousands of threads."""
+    threads = None
+    saved_env = os.environ.get("OMP_NUM_THREADS")
+    try:
+        if how == "set":
+            rnncore.set_num_threads(n)
+            got = rnncore.get_num_threads()
+            expect(isinstance(got, int) and got >= 1, f"get_num_threads() = {got!r} after set_num_threads({n!r})")
+        elif how == "env":
+            os.environ["OMP_NUM_THREADS"] = str(n)
+        else:
+            threads = n
+        rng = np.random.default_rng(0)
+        if work == "lstm":
+            B, H = (128, 512) if big else (3, 8)
+            layer = nn.LSTM(4, H, threads=threads, seed=0)
+            out, _ = layer(rng.standard_normal((2, B, 4)).astype(np.float32))
+            layer.backward(np.ones_like(out))
+            expect_finite(out, "LSTM output")
+        elif work == "linear":
+            N, F = (512, 512) if big else (4, 8)
+            layer = nn.Linear(F, F, threads=threads, seed=0)
+            y = layer(rng.standard_normal((N, F)).astype(np.float32))
+            layer.backward(np.ones_like(y))
+        elif work == "layernorm":
+            N, F = (4096, 1024) if big else (4, 8)
+            layer = nn.LayerNorm(F, threads=threads)
+            y = layer(rng.standard_normal((N, F)).astype(np.float32))
+            layer.backward(np.ones_like(y))
+        elif work == "embedding":
+            N = 1 << 22 if big else 16
+            layer = nn.Embedding(50, 8, threads=threads, seed=0)
+            out = layer(rng.integers(0, 50, N))
+            layer.backward(np.ones_like(out))
+        elif work == "optim":
+            N = 1 << 24 if big else 16
+            p = nn.Parameter(np.zeros(N, np.float32))
+            p.grad = np.ones(N, np.float32)
+            optim.Adam([p], lr=1e-3, threads=threads).step()
+            optim.clip_grad_norm_([p], 1.0, threads=threads)
+        elif work == "loss":
+            N, V = (4096, 512) if big else (4, 5)
+            nn.cross_entropy(rng.standard_normal((N, V)).astype(np.float32), rng.integers(0, V, N), threads=threads)
+        elif work == "generate":
+            H = 512 if big else 8
+            model = nn.LanguageModel(20, 8, H, threads=threads, seed=0)
+            sampling.generate(model, [1, 2], 4, seed=0, threads=threads)
+            sampling.beam_search(model, [1, 2], 3 if not big else 64, 3, threads=threads)
+        else:
+            raise ValueError(f"with_threads: unknown work {work!r}")
+    finally:
+        rnncore.set_num_threads(None)
+        if saved_env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved_env
+    return True
+
+
+# -- multi-step _core calls -----------------------------------------------------------------------
+
+def core_recurrent(forward, backward=None, reuse=False):
+    """_core.recurrent_forward(**forward); then, when `backward` is given,
+    _core.recurrent_backward(workspace, **backward) on the workspace it returned (twice with reuse:
+    the second must be refused)."""
+    h_n, c_n, ws = _core.recurrent_forward(**forward)
+    x = forward.get("x")
+    w_hh = forward.get("w_hh")
+    if isinstance(x, np.ndarray) and x.ndim == 3 and isinstance(w_hh, np.ndarray) and w_hh.ndim == 2:
+        expect_shape(h_n, (x.shape[1], w_hh.shape[1]), "h_n")
+        if forward.get("cell", "").lower() != "rnn_relu" and moderate(x, forward.get("w_ih"), w_hh,
+                                                                       forward.get("h0"), forward.get("c0"),
+                                                                       forward.get("b_ih"), forward.get("b_hh")):
+            expect_finite(h_n, "h_n")
+    if backward is not None:
+        _core.recurrent_backward(ws, **backward)
+        if reuse:
+            _core.recurrent_backward(ws, **backward)
+    return h_n
+
+
+def core_decoder(ctor, ops):
+    """_core.LMDecoder(**ctor), then ops: a list of (method, *args) run in order."""
+    dec = _core.LMDecoder(**ctor)
+    V = dec.vocab_size
+    for op, *args in ops:
+        attr = getattr(dec, op)
+        result = attr(*args) if callable(attr) else attr
+        if op == "sample":
+            _expect_tokens(result[0], V, "LMDecoder.sample")
+        elif op == "beam_search":
+            for tokens, *_ in result:
+                _expect_tokens(tokens, V, "LMDecoder.beam_search")
+    return len(ops)
+
+
+# -- rnncore.Trainer ------------------------------------------------------------------------------
+
+def trainer_fit(model_ctor, trainer_kwargs, train_ids, valid_ids=None, fit_kwargs=None, lr=1e-3):
+    model = nn.LanguageModel(**model_ctor)
+    opt = optim.Adam(model.parameters(), lr=lr)
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = dict(trainer_kwargs)
+        if kwargs.pop("checkpoints", False):
+            kwargs["checkpoint_dir"] = tmp
+        kwargs.setdefault("progress", False)
+        kwargs.setdefault("stream", open(os.devnull, "w"))
+        try:
+            trainer = rnncore.Trainer(model, opt, **kwargs)
+            result = trainer.fit(train_ids, valid_ids, **(fit_kwargs or {"max_steps": 2}))
+        finally:
+            kwargs["stream"].close()
+    expect(isinstance(result, dict), "Trainer.fit did not return a dict")
+    return result.get("steps")
+
+
+# -- checks of direct _core calls -----------------------------------------------------------------
+
+CHECKS = {}
+
+
+def check(name):
+    def register(fn):
+        CHECKS["rnncore._core." + name] = fn
+        return fn
+    return register
+
+
+def _arg(call_args, call_kwargs, index, name, default=None):
+    if name in call_kwargs:
+        return call_kwargs[name]
+    if len(call_args) > index:
+        return call_args[index]
+    return default
+
+
+@check("embedding_forward")
+def _check_embedding_forward(result, call, args, kwargs):
+    weight, ids = _arg(args, kwargs, 0, "weight"), _arg(args, kwargs, 1, "ids")
+    expect_shape(result, ids.shape + (weight.shape[1],), "embedding_forward output")
+    expect(np.array_equal(result, weight[ids], equal_nan=True), "embedding_forward rows differ from weight[ids]")
+
+
+@check("linear_forward")
+def _check_linear_forward(result, call, args, kwargs):
+    x, w, b = _arg(args, kwargs, 0, "x"), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    expect_shape(result, (x.shape[0], w.shape[0]), "linear_forward output")
+    if moderate(x, w, b):
+        ref = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if b is None else b)
+        tol = 1e-3 * (1 + np.abs(x).max(initial=0)) * (1 + np.abs(w).max(initial=0)) * max(1, x.shape[1])
+        expect(np.allclose(result, ref, rtol=1e-3, atol=tol), "linear_forward differs from x @ W.T + b")
+
+
+@check("gemm")
+def _check_gemm(result, call, args, kwargs):
+    from fuzz.specs import materialize
+
+    orig = materialize(call.args, "orig")
+    okw = {k: materialize(v, k) for k, v in call.kwargs.items()}
+    a, b, c0 = (_arg(orig, okw, i, n) for i, n in enumerate(("a", "b", "c")))
+    c = _arg(args, kwargs, 2, "c")
+    ta, tb = _arg(orig, okw, 3, "trans_a", False), _arg(orig, okw, 4, "trans_b", False)
+    alpha, beta = _arg(orig, okw, 5, "alpha", 1.0), _arg(orig, okw, 6, "beta", 0.0)
+    if not moderate(a, b, c0, float(alpha), float(beta)):
+        return
+    ref = alpha * ((a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64))
+    if beta != 0:
+        ref = ref + beta * c0
+    k = (a.shape[0] if ta else a.shape[1]) if a.ndim == 2 else 1
+    tol = 1e-3 * (1 + abs(alpha) * max(1, k) + abs(beta))
+    expect(np.allclose(c, ref, rtol=1e-3, atol=tol), "gemm result differs from alpha op(a) op(b) + beta c")
+
+
+@check("cross_entropy")
+def _check_cross_entropy(result, call, args, kwargs):
+    loss, dlogits, probs, total = result
+    if _loss_must_be_finite(_arg(args, kwargs, 0, "logits"), _arg(args, kwargs, 2, "mask")):
+        expect(finite(loss), f"cross_entropy returned a non-finite loss {loss!r}")
+    expect(finite(total), f"cross_entropy returned a non-finite total weight {total!r}")
+    logits = _arg(args, kwargs, 0, "logits")
+    if dlogits is not None:
+        expect_shape(dlogits, logits.shape, "dlogits")
+
+
+@check("recurrent_threads")
+def _check_recurrent_threads(result, call, args, kwargs):
+    threads = _arg(args, kwargs, 3, "threads")
+    expect(isinstance(result, int) and 1 <= result <= max(1, threads), f"recurrent_threads = {result!r}")
+
+
+@check("gemm_threads")
+def _check_gemm_threads(result, call, args, kwargs):
+    threads = _arg(args, kwargs, 3, "threads")
+    expect(isinstance(result, int) and 1 <= result <= max(1, threads), f"gemm_threads = {result!r}")
+
+
+@check("norm_power_sum")
+def _check_norm_power_sum(result, call, args, kwargs):
+    expect(isinstance(result, float) and (math.isnan(result) or result >= 0), f"norm_power_sum = {result!r}")
+
+
+@check("vmath")
+def _check_vmath(result, call, args, kwargs):
+    fn, x = _arg(args, kwargs, 0, "fn"), np.asarray(_arg(args, kwargs, 1, "x"))
+    expect_shape(result, x.shape, "vmath output")
+    if x.size and finite(x.astype(np.float64)):
+        lo, hi = {"exp": (0, np.inf), "sigmoid": (0, 1), "tanh": (-1, 1)}[fn]
+        expect(((result >= lo) & (result <= hi)).all(), f"vmath {fn} out of its range")
+
+
+@check("isa")
+def _check_isa(result, call, args, kwargs):
+    expect(result in _core.supported_isas(), f"isa() = {result!r}")
+
+
+@check("max_threads")
+def _check_max_threads(result, call, args, kwargs):
+    expect(isinstance(result, int) and result >= 1, f"max_threads() = {result!r}")
+
+
+# -- the harness's own checks (test_fuzz_known.py) ------------------------------------------------
+
+def crash_for_test():
+    """Die the way a kernel bug does."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def hang_for_test():
+    import time
+
+    time.sleep(120)
+
+
+def write_past_for_test(a):
+    """Write one element before a guarded array, as an off-by-one kernel would."""
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    base.reshape(-1)[0] = 12345

@@ -1,0 +1,1115 @@
+"""Hypothesis strategies: for every entry point, a mostly valid call, then up to three mutations.
+
+A call is first drawn valid (consistent shapes, right dtypes, ids in range, sane options), so
+the kernels themselves run; then 0-3 of its arguments are mutated: another dtype (float16/32/64,
+ints, bool, object, complex, str), rank or shape (0 and huge dimensions included), a memory
+layout (Fortran order, strided, transposed, read-only, broadcast, unaligned), non-finite values,
+ids and lengths out of range, integers at the int32/int64 edges (offsets near 2**63, thread
+counts from -1 to 2**31 and beyond), odd objects (None, lists, memoryviews, generators, deeply
+nested lists...). Hypothesis shrinks a failure towards fewer mutations, i.e. towards the one
+argument that matters.
+
+The builders draw through small helpers (dim, arr, pick, ...) over a few cached primitive
+strategies: building strategy objects per draw costs more than the calls they describe.
+
+TARGETS maps a target name to (strategy of Call, names it covers, relative weight).
+"""
+import math
+import zlib
+
+import numpy as np
+from hypothesis import strategies as st
+
+from fuzz.known import MANY_THREADS_OK, is_known
+from fuzz.specs import FLOAT_FILLS, LAYOUTS, A, Call, Junk
+
+FLOATS = ("float32", "float64")
+ODD_DTYPES = ("float16", "int64", "int32", "int8", "uint8", "uint64", "bool", "object", "complex64",
+              "complex128", "<U1")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+MIDS = (5, 7, 8, 9, 16, 17, 31, 33)  # past a SIMD width or a block edge
+VALID_LAYOUTS = ("C", "C", "guarded")
+
+INT_EDGES = (0, -1, 1, 2, 3, -2, 7, 64, 1000, 40000, 100000, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32,
+             2**62, 2**63 - 1, 2**63, -2**63, -2**63 - 1, 2**64, 10**30)
+INT_ODD = (None, True, 1.5, math.nan, "3", np.int64(2), np.uint64(2**64 - 1))
+FLOAT_EDGES = (math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308, -1e308, 5e-324, 1e-30, 2.0**63, 0.5, 1.5)
+FLOAT_ODD = (None, True, "0.1", np.float32(0.5), 10**400, (0.9, 0.999), 1 + 2j)
+STR_EDGES = ("", "LSTM", " gru", "x" * 300, "\x00", "mean", "none", "sum", "tanh", "relu", "rnn", "\u00e9")
+STR_ODD = (None, 1, Junk("bytes"), Junk("object"))
+BOOL_ODD = (None, 2, "yes", np.bool_(True), 0.0)
+OTHER = (None, 0, -1, 2**63, "x", Junk("object"), Junk("list"), Junk("dict"), Junk("set"),
+         A("float32", (2, 3)), A("int64", (3,)), A("object", (2,)))
+NOT_ARRAYS = (None, Junk("list"), Junk("nested"), Junk("memoryview"), Junk("object"), 3, 2.5, "x",
+              Junk("deep_list"), Junk("generator"))
+FILLS = FLOAT_FILLS + ("range", "extreme")
+RANGE_LO = (-2**63, -100, -1, 0, 2**62, 2**63 - 2)
+RANGE_HI = (1, 100, 2**63 - 1)
+HUGE_DIMS = (1 << 31, 1 << 40)  # copying such a view needs > 4 GiB: refused at once
+THREAD_ODD = (None, 1.5, "2", True)
+
+# -- cached primitives and the drawing helpers -----------------------------------------------------
+
+BOOL = st.booleans()
+_ints = {}
+
+
+def ints(lo, hi):
+    """st.integers(lo, hi), one object per range."""
+    s = _ints.get((lo, hi))
+    if s is None:
+        s = _ints[(lo, hi)] = st.integers(lo, hi)
+    return s
+
+
+def rint(draw, lo, hi):
+    return draw(ints(lo, hi))
+
+
+def pick(draw, options):
+    """One of `options` (shrinks towards the first)."""
+    return options[draw(ints(0, len(options) - 1))]
+
+
+def coin(draw):
+    return draw(BOOL)
+
+
+def dim(draw, lo=0):
+    """A dimension: mostly tiny, sometimes past a SIMD width or a block boundary."""
+    k = rint(draw, 0, 2)
+    v = rint(draw, 0, 4) if k == 0 else rint(draw, 1, 4) if k == 1 else pick(draw, MIDS)
+    return max(v, lo)
+
+
+def pos(draw):
+    return dim(draw, 1)
+
+
+def shape(draw, max_rank, lo=0):
+    return tuple(dim(draw, lo) for _ in range(rint(draw, 0, max_rank)))
+
+
+def arr(draw, dtype, shp, lo=None, hi=None, fill=None):
+    """A valid array recipe: contiguous (or guarded), normal values (or ints in [lo, hi))."""
+    k = rint(draw, 0, 3 * len(VALID_LAYOUTS) - 1)  # one draw for the layout and a seed salt
+    seed = (zlib.crc32(repr((dtype, shp)).encode()) + k // len(VALID_LAYOUTS)) & 0xFFFF
+    return A(dtype, tuple(shp), fill, VALID_LAYOUTS[k % len(VALID_LAYOUTS)], seed, lo, hi)
+
+
+def ids(draw, shp, V):
+    return arr(draw, "int64", shp, 0, max(V, 1), fill="range" if V > 0 else "zeros")
+
+
+def maybe(draw, make):
+    """make() or None."""
+    return make() if coin(draw) else None
+
+
+def floats(draw):
+    return pick(draw, FLOATS)
+
+
+def threads_value(draw, public=True):
+    """A valid thread request: None (the default) for the public API, or a small count."""
+    return pick(draw, (None, None, 1, 2, 3, -1) if public else (1, 1, 2, 3))
+
+
+def _thread_edges():
+    values = INT_EDGES
+    if is_known("threads_2_31"):
+        values = tuple(v for v in values if v < 2**31)
+    if not MANY_THREADS_OK:  # under ASan: nothing between 65 and 2**31 (see known.py)
+        values = tuple(v for v in values if v <= 64 or v >= 2**31)
+    return values
+
+
+def threads_edge(draw):
+    """Every kind of thread count, minus the regions known to fail today (known.py)."""
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return pick(draw, _thread_edges())
+    if k == 1:
+        return rint(draw, -5, 70)
+    return pick(draw, THREAD_ODD)
+
+
+# -- mutations --------------------------------------------------------------------------------------
+
+def _mutated_shape(draw, shp):
+    k = rint(draw, 0, 5 if shp else 2)
+    if k == 0:
+        return ()
+    if k == 1:
+        return tuple(shp) + (1,)
+    if k == 2:
+        return tuple(shp) + (2, 2)
+    if k == 3:
+        return tuple(shp)[:-1]
+    i = rint(draw, 0, len(shp) - 1)
+    new = pick(draw, (0, 1, 2, 3, 5, 40)) if k == 4 else shp[i] + 1
+    return tuple(new if j == i else s for j, s in enumerate(shp))
+
+
+def mutate_array(draw, a, huge=True):
+    """Another dtype, shape, layout or fill; a huge (broadcast) shape; or not an array at all.
+    Without `huge`, the "huge" shapes stop at 4096 (for entry points whose O(N) work on a huge
+    view is legitimate)."""
+    k = rint(draw, 0, 6)
+    if k == 0:
+        return a.replace(dtype=pick(draw, FLOATS + ODD_DTYPES))
+    if k == 1:
+        return a.replace(shape=_mutated_shape(draw, a.shape))
+    if k == 2:
+        return a.replace(layout=pick(draw, LAYOUTS))
+    if k == 3:
+        return a.replace(fill=pick(draw, FILLS))
+    if k == 4:
+        return a.replace(fill="range", lo=pick(draw, RANGE_LO), hi=pick(draw, RANGE_HI))
+    if k == 5:
+        base = a.shape or (1,)
+        i = rint(draw, 0, len(base) - 1)
+        big = pick(draw, HUGE_DIMS) if huge else 1 << 12
+        return a.replace(shape=tuple(big if j == i else max(s, 1) for j, s in enumerate(base)), layout="broadcast")
+    return pick(draw, NOT_ARRAYS)
+
+
+def mutate_int(draw, v):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return pick(draw, INT_EDGES)
+    if k == 1:
+        return rint(draw, -3, 40)
+    return pick(draw, INT_ODD)
+
+
+def mutate_float(draw, v):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return pick(draw, FLOAT_EDGES)
+    if k == 1:
+        return draw(st.floats(allow_nan=True, allow_infinity=True))
+    return pick(draw, FLOAT_ODD)
+
+
+def mutate_str(draw, v):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return pick(draw, STR_EDGES)
+    if k == 1:
+        return v.upper() if v.upper() != v else v + "_"
+    return pick(draw, STR_ODD)
+
+
+# Keys whose mutations leave out a known failure (known.py) while it is known.
+def _key_rules():
+    rules = {}
+    if is_known("num_layers_huge"):
+        rules["num_layers"] = tuple(v for v in INT_EDGES if v < 1000) + (None, 1.5, "2")
+    # a beam search of 2**31 steps is legitimate work, not a hang: keep max_len (also the first
+    # argument of a decoder's beam_search op) below 1000
+    # (likewise the step counts the optimizer and scheduler scenarios loop over)
+    rules["max_len"] = rules["beam_search.1"] = tuple(v for v in INT_EDGES if v < 1000) + (None, 1.5, "2")
+    rules["steps"] = (0, 1, 2, 7, 64)
+    rules["repeat"] = (0, 1, 2, -1, 7, None, 1.5)  # gemm_packed_test's benchmark loop
+    if is_known("decoder_batch_overflow"):
+        for key in ("batch", "beam_width"):
+            rules[key] = tuple(v for v in INT_EDGES if v < 2**31) + (None, 1.5, "2")
+    if is_known("dtype_recursion"):
+        rules["dtype"] = (None, "float16", "int64", "bogus", np.int32, np.complex64, Junk("object"), 3, "")
+    if is_known("int64_args"):
+        small = tuple(v for v in INT_EDGES if -2**63 <= v < 2**63) + (None, 1.5, "2")
+        for key in ("top_k", "max_new_tokens", "beam_width", "n_best", "chunk", "ignore_index", "step"):
+            rules[key] = tuple(v for v in small if v in rules.get(key, small))
+    return rules
+
+
+KEY_RULES = _key_rules()
+
+
+def mutate_value(draw, v, key=None, huge=True):
+    """A replacement for `v` (the argument named `key`, when it has a name)."""
+    if key == "threads":
+        return threads_edge(draw)
+    if key in KEY_RULES:
+        return pick(draw, KEY_RULES[key])
+    if isinstance(v, A):
+        return mutate_array(draw, v, huge)
+    if isinstance(v, bool):
+        return pick(draw, (not v,) + BOOL_ODD)
+    if isinstance(v, int):
+        return mutate_int(draw, v)
+    if isinstance(v, float):
+        return mutate_float(draw, v)
+    if isinstance(v, str):
+        return mutate_str(draw, v)
+    if isinstance(v, (list, tuple)):
+        k = rint(draw, 0, 3)
+        if k == 0:
+            return pick(draw, OTHER)
+        if k == 1:
+            return type(v)()
+        if k == 2:
+            return type(v)(list(v) + list(v[:1]))
+        return type(v)(v[:-1])
+    if isinstance(v, dict):
+        k = rint(draw, 0, 2)
+        if k == 0:
+            return pick(draw, OTHER)
+        return {} if k == 1 else dict(v, bogus_key=1)
+    return pick(draw, OTHER)
+
+
+def _paths(value, prefix=()):
+    """Paths to every mutable part of an argument structure (containers included)."""
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+def _get(value, path):
+    for p in path:
+        value = value[p]
+    return value
+
+
+def _set(value, path, new):
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        out = dict(value)
+        out[head] = _set(value[head], rest, new)
+        return out
+    seq = list(value)
+    seq[head] = _set(value[head], rest, new)
+    return type(value)(seq) if isinstance(value, tuple) else seq
+
+
+def _is_op_name(path):
+    """A scenario's op list, one of its ops, or an op's method name ("ops", i, 0): selectors, not
+    arguments (an op's arguments are mutated)."""
+    return path[0] == "ops" and (len(path) <= 2 or (len(path) == 3 and path[2] == 0))
+
+
+def call(fn, build, public=True, allow=(), max_mutations=3, frozen=(), positional=(), huge=True):
+    """A strategy of Call(fn, ...): build(draw) gives valid arguments (a dict), then up to
+    `max_mutations` of its parts are replaced. Keys in `frozen` (a scenario's selector, e.g. the
+    class name) are never mutated; `positional` names the arguments passed by position, in
+    order; `huge` allows huge (broadcast) array shapes."""
+    @st.composite
+    def strategy(draw):
+        args = build(draw)
+        for _ in range(rint(draw, 0, max_mutations)):
+            paths = [p for p in _paths(args) if p[0] not in frozen and not _is_op_name(p)]
+            if not paths:
+                break
+            path = pick(draw, paths)
+            key = path[-1] if isinstance(path[-1], str) else None
+            if path[0] == "ops" and len(path) == 3:  # an op's argument: named "<method>.<position>"
+                key = f"{args['ops'][path[1]][0]}.{path[2]}"
+            args = _set(args, path, mutate_value(draw, _get(args, path), key, huge))
+        pos_args = tuple(args.pop(k) for k in positional if k in args)
+        return Call(fn, pos_args, args, public=public, allow=allow)
+    return strategy()
+
+
+# -- _core: ops -------------------------------------------------------------------------------------
+
+def b_embedding_forward(draw):
+    V, E, dt = dim(draw), dim(draw), floats(draw)
+    return {"weight": arr(draw, dt, (V, E)), "ids": ids(draw, shape(draw, 3), V), "threads": threads_value(draw, False)}
+
+
+def b_embedding_backward(draw):
+    V, E, dt = dim(draw), dim(draw), floats(draw)
+    lead = shape(draw, 3)
+    return {"dout": arr(draw, dt, lead + (E,)), "ids": ids(draw, lead, V), "dweight": arr(draw, dt, (V, E)),
+            "padding_idx": rint(draw, -1, max(V - 1, -1)), "threads": threads_value(draw, False)}
+
+
+def b_linear_forward(draw):
+    N, I, O, dt = dim(draw), dim(draw), dim(draw), floats(draw)
+    return {"x": arr(draw, dt, (N, I)), "weight": arr(draw, dt, (O, I)),
+            "bias": maybe(draw, lambda: arr(draw, dt, (O,))),
+            "threads": threads_value(draw, False)}
+
+
+def b_linear_backward(draw):
+    N, I, O, dt = dim(draw), dim(draw), dim(draw), floats(draw)
+    return {"dy": arr(draw, dt, (N, O)), "x": arr(draw, dt, (N, I)), "weight": arr(draw, dt, (O, I)),
+            "dweight": arr(draw, dt, (O, I)), "dbias": maybe(draw, lambda: arr(draw, dt, (O,))),
+            "need_dx": coin(draw), "threads": threads_value(draw, False)}
+
+
+def b_layernorm_forward(draw):
+    N, C, dt = dim(draw), dim(draw), floats(draw)
+    return {"x": arr(draw, dt, (N, C)), "weight": maybe(draw, lambda: arr(draw, dt, (C,))),
+            "bias": maybe(draw, lambda: arr(draw, dt, (C,))), "eps": pick(draw, (1e-5, 0.0, 1.0)),
+            "threads": threads_value(draw, False)}
+
+
+def b_layernorm_backward(draw):
+    N, C, dt = dim(draw), dim(draw), floats(draw)
+    return {"dy": arr(draw, dt, (N, C)), "x": arr(draw, dt, (N, C)), "mean": arr(draw, dt, (N,)),
+            "rstd": arr(draw, dt, (N,)), "weight": maybe(draw, lambda: arr(draw, dt, (C,))),
+            "dweight": maybe(draw, lambda: arr(draw, dt, (C,))), "dbias": maybe(draw, lambda: arr(draw, dt, (C,))),
+            "threads": threads_value(draw, False)}
+
+
+def b_cross_entropy(draw):
+    lead, V, dt = shape(draw, 2), pos(draw), floats(draw)
+    return {"logits": arr(draw, dt, lead + (V,)), "targets": ids(draw, lead, V),
+            "mask": maybe(draw, lambda: arr(draw, dt, lead, fill="ones")), "ignore_index": pick(draw, (-100, 0, -1)),
+            "reduction": pick(draw, ("mean", "sum", "none")), "compute_grad": coin(draw),
+            "return_probs": coin(draw), "threads": threads_value(draw, False)}
+
+
+def b_gemm(draw, strided=False):
+    M, N, K = dim(draw), dim(draw), dim(draw)
+    ta, tb, dt = coin(draw), coin(draw), floats(draw)
+    in_layouts = ("C", "rowpad") if strided else ("C",)
+    out_layouts = ("C", "rowpad") if strided else ("C", "guarded")
+    a = arr(draw, dt, (K, M) if ta else (M, K)).replace(layout=pick(draw, in_layouts))
+    b = arr(draw, dt, (N, K) if tb else (K, N)).replace(layout=pick(draw, in_layouts))
+    c = arr(draw, dt, (M, N)).replace(layout=pick(draw, out_layouts))
+    return {"a": a, "b": b, "c": c, "trans_a": ta, "trans_b": tb, "alpha": pick(draw, (1.0, 0.5, -2.0)),
+            "beta": pick(draw, (0.0, 1.0, 0.25)), "threads": threads_value(draw, False)}
+
+
+def b_gemm_packed(draw):
+    M, N, K = dim(draw), dim(draw), dim(draw)
+    tb, dt = coin(draw), floats(draw)
+    lay = ("C", "rowpad")
+    return {"a": arr(draw, dt, (M, K)).replace(layout=pick(draw, lay)),
+            "b": arr(draw, dt, (N, K) if tb else (K, N)).replace(layout=pick(draw, lay)), "trans_b": tb,
+            "beta": pick(draw, (0.0, 1.0)), "c": arr(draw, dt, (M, N)).replace(layout=pick(draw, lay)),
+            "repeat": rint(draw, 1, 2)}
+
+
+def b_gemm_threads(draw):
+    return {"M": dim(draw), "N": dim(draw), "K": dim(draw), "threads": rint(draw, 1, 8)}
+
+
+def b_recurrent_threads(draw):
+    return {"cell": pick(draw, CELLS), "B": dim(draw), "H": dim(draw), "threads": rint(draw, 1, 8)}
+
+
+# -- _core: optimizer steps and list kernels ----------------------------------------------------------
+
+def b_step(draw, kind):
+    shp, dt = shape(draw, 2), floats(draw)
+
+    def a(fill=None):
+        return arr(draw, dt, shp, fill=fill)
+
+    out = {"param": a(), "grad": a()}
+    if kind == "sgd":
+        momentum = pick(draw, (0.0, 0.9))
+        out.update(momentum_buffer=a() if momentum else None, lr=0.1, momentum=momentum,
+                   dampening=pick(draw, (0.0, 0.1)), weight_decay=pick(draw, (0.0, 0.01)),
+                   nesterov=coin(draw) and momentum > 0, maximize=coin(draw), first=coin(draw))
+    elif kind == "adam":
+        amsgrad = coin(draw)
+        out.update(exp_avg=a("zeros"), exp_avg_sq=a("zeros"), max_exp_avg_sq=a("zeros") if amsgrad else None,
+                   step=rint(draw, 1, 5), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                   weight_decay=pick(draw, (0.0, 0.01)), decoupled=coin(draw), amsgrad=amsgrad, maximize=coin(draw))
+    elif kind == "rmsprop":
+        centered, momentum = coin(draw), pick(draw, (0.0, 0.9))
+        out.update(square_avg=a("zeros"), grad_avg=a("zeros") if centered else None,
+                   momentum_buffer=a("zeros") if momentum else None, lr=1e-2, alpha=0.99, eps=1e-8,
+                   weight_decay=0.0, momentum=momentum, centered=centered, maximize=coin(draw))
+    else:
+        out.update(sum=a("zeros"), step=rint(draw, 1, 5), lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                   maximize=coin(draw))
+    out["threads"] = threads_value(draw, False)
+    return out
+
+
+def b_array_list(draw, which):
+    arrays = [arr(draw, floats(draw), shape(draw, 2)) for _ in range(rint(draw, 0, 3))]
+    out = {"arrays": arrays, "threads": threads_value(draw, False)}
+    if which == "clamp_":
+        out.update(lo=-0.5, hi=0.5)
+    elif which == "scale_":
+        out.update(scale=pick(draw, (0.5, 2.0, 0.0)))
+    else:
+        out.update(norm_type=pick(draw, (2.0, 1.0, math.inf, 3.0)))
+    return out
+
+
+def b_vmath(draw):
+    return {"fn": pick(draw, ("exp", "sigmoid", "tanh")), "x": arr(draw, "float32", shape(draw, 2))}
+
+
+def b_info(draw):
+    return {}
+
+
+# -- _core: recurrent layers and the decoder ----------------------------------------------------------
+
+def b_core_recurrent(draw):
+    cell = pick(draw, CELLS)
+    T, B, I, H = dim(draw), dim(draw), dim(draw), dim(draw, 1 if is_known("ubsan_memcpy_h0") else 0)
+    G, dt = GATES[cell], floats(draw)
+    extra = pick(draw, (0, 0, 3))
+
+    def opt(shp):
+        return maybe(draw, lambda: arr(draw, dt, shp))
+
+    fwd = {"cell": cell, "x": arr(draw, dt, (T, B, I)), "w_ih": arr(draw, dt, (G * H, I)),
+           "w_hh": arr(draw, dt, (G * H, H)), "b_ih": opt((G * H,)), "b_hh": opt((G * H,)), "h0": opt((B, H)),
+           "c0": opt((B, H)) if cell == "lstm" else None,
+           "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+           "reverse": coin(draw), "out": arr(draw, dt, (T, B, H + extra)), "out_col": rint(draw, 0, extra),
+           "threads": threads_value(draw, False), "workspace": pick(draw, (None, Junk("workspace")))}
+    bwd = None
+    if coin(draw):
+        dy_extra = pick(draw, (0, 0, 2))
+        bwd = {"dy": opt((T, B, H + dy_extra)), "dy_col": rint(draw, 0, dy_extra), "dh_n": opt((B, H)),
+               "dc_n": opt((B, H)) if cell == "lstm" else None, "w_ih": fwd["w_ih"], "w_hh": fwd["w_hh"],
+               "dw_ih": arr(draw, dt, (G * H, I), fill="zeros"), "dw_hh": arr(draw, dt, (G * H, H), fill="zeros"),
+               "db_ih": opt((G * H,)), "db_hh": opt((G * H,)), "dx": arr(draw, dt, (T, B, I)),
+               "accumulate_dx": coin(draw), "threads": threads_value(draw, False)}
+    return {"forward": fwd, "backward": bwd, "reuse": coin(draw)}
+
+
+def _stop_tokens(draw, V):
+    return maybe(draw, lambda: [rint(draw, 0, max(V - 1, 0)) for _ in range(rint(draw, 0, 2))])
+
+
+def b_core_decoder(draw, V_lo=1, ops=None):
+    cell = pick(draw, CELLS + ("LSTM",))
+    dt = floats(draw)
+    V, E, H, L, B = dim(draw, V_lo), pos(draw), pos(draw), rint(draw, 1, 2), pos(draw)
+    G = GATES[cell.lower()]
+
+    def opt(shp):
+        return maybe(draw, lambda: arr(draw, dt, shp))
+
+    layers = [(arr(draw, dt, (G * H, E if l == 0 else H)), arr(draw, dt, (G * H, H)), opt((G * H,)), opt((G * H,)))
+              for l in range(L)]
+    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "w_out": arr(draw, dt, (V, H)),
+            "b_out": opt((V,)), "batch": B, "threads": threads_value(draw, False)}
+    is_lstm = cell.lower() == "lstm"
+    names = ops or ("seed", "set_next_tokens", "mark_seen", "sample", "step_logits", "get_state", "set_state",
+                    "beam_search", "done", "vocab_size", "batch")
+    out = []
+    for _ in range(rint(draw, 0, 5) if ops is None else len(ops)):
+        op = pick(draw, names)
+        if op == "seed":
+            out.append((op, rint(draw, 0, 2**64 - 1)))
+        elif op == "set_next_tokens":
+            out.append((op, ids(draw, (B,), V)))
+        elif op == "mark_seen":
+            out.append((op, ids(draw, (B, dim(draw)), V)))
+        elif op == "sample":
+            out.append((op, rint(draw, 0, 6), pick(draw, (1.0, 0.0, 0.7)), rint(draw, 0, 3), pick(draw, (1.0, 0.9)),
+                        pick(draw, (1.0, 1.3)), _stop_tokens(draw, V)))
+        elif op == "set_state":
+            out.append((op, arr(draw, dt, (L, B, H)), arr(draw, dt, (L, B, H)) if is_lstm else None))
+        elif op == "beam_search":
+            out.append((op, rint(draw, 1, 5), pick(draw, (0.0, 0.6)), rint(draw, 1, B), _stop_tokens(draw, V)))
+        else:
+            out.append((op,))
+    return {"ctor": ctor, "ops": out}
+
+
+# -- public: rnncore.nn -------------------------------------------------------------------------------
+
+DTYPE_ARGS = (np.float32, np.float64, "float32", "float64")
+
+
+def b_rnn_layer(draw):
+    cls = pick(draw, ("RNN", "LSTM", "GRU"))
+    I, H, L = pos(draw), pos(draw), rint(draw, 1, 2)
+    bidir, batch_first = coin(draw), coin(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    ctor = {"input_size": I, "hidden_size": H, "num_layers": L, "bias": coin(draw), "batch_first": batch_first,
+            "dropout": pick(draw, (0.0, 0.0, 0.3)) if L > 1 else 0.0, "bidirectional": bidir, "dtype": dtype,
+            "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
+    if cls == "RNN":
+        ctor["nonlinearity"] = pick(draw, ("tanh", "relu"))
+    T, B = dim(draw), dim(draw)
+    batched = rint(draw, 0, 3) > 0
+    x_shape = ((B, T, I) if batch_first else (T, B, I)) if batched else (T, I)
+    state = (L * (2 if bidir else 1), B, H) if batched else (L * (2 if bidir else 1), H)
+    h = maybe(draw, lambda: arr(draw, dt, state))
+    hx = (h, arr(draw, dt, state)) if (cls == "LSTM" and h is not None) else h
+    return {"cls": cls, "ctor": ctor, "x": arr(draw, dt, x_shape), "hx": hx,
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")) if batched else None,
+            "grad": "ones", "grad_h_n": pick(draw, (None, "ones")), "train": coin(draw), "backward": True}
+
+
+def b_rnn_cell(draw):
+    cls = pick(draw, ("RNNCell", "LSTMCell", "GRUCell"))
+    I, H, B = pos(draw), pos(draw), dim(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    ctor = {"input_size": I, "hidden_size": H, "bias": coin(draw), "dtype": dtype, "seed": 1,
+            "threads": threads_value(draw)}
+    if cls == "RNNCell":
+        ctor["nonlinearity"] = pick(draw, ("tanh", "relu"))
+    batched = coin(draw)
+    xs, hs = ((B, I), (B, H)) if batched else ((I,), (H,))
+    h = maybe(draw, lambda: arr(draw, dt, hs))
+    hx = (h, arr(draw, dt, hs)) if (cls == "LSTMCell" and h is not None) else h
+    return {"cls": cls, "ctor": ctor, "xs": [arr(draw, dt, xs) for _ in range(rint(draw, 1, 3))], "hx": hx,
+            "grad": "ones", "train": coin(draw)}
+
+
+def b_embedding(draw):
+    V, E = pos(draw), pos(draw)
+    return {"ctor": {"num_embeddings": V, "embedding_dim": E,
+                     "padding_idx": maybe(draw, lambda: rint(draw, -V, V - 1)), "dtype": pick(draw, DTYPE_ARGS),
+                     "seed": 0, "threads": threads_value(draw)},
+            "ids": ids(draw, shape(draw, 3), V), "grad": "ones"}
+
+
+def b_linear(draw):
+    I, O = pos(draw), pos(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    return {"ctor": {"in_features": I, "out_features": O, "bias": coin(draw), "dtype": dtype, "seed": 0,
+                     "threads": threads_value(draw)},
+            "x": arr(draw, np.dtype(dtype).name, shape(draw, 2) + (I,)), "grad": "ones", "need_input_grad": coin(draw)}
+
+
+def b_dropout(draw):
+    return {"ctor": {"p": pick(draw, (0.0, 0.5, 1.0, 0.2)), "seed": 0}, "x": arr(draw, floats(draw), shape(draw, 3)),
+            "grad": "ones", "train": coin(draw)}
+
+
+def b_layernorm(draw):
+    norm = shape(draw, 2, lo=1) or (pos(draw),)
+    dtype = pick(draw, DTYPE_ARGS)
+    return {"ctor": {"normalized_shape": norm if len(norm) > 1 or coin(draw) else norm[0],
+                     "eps": pick(draw, (1e-5, 0.0, 1e-3)), "elementwise_affine": coin(draw), "bias": coin(draw),
+                     "dtype": dtype, "threads": threads_value(draw)},
+            "x": arr(draw, np.dtype(dtype).name, shape(draw, 2) + norm), "grad": "ones"}
+
+
+def b_loss_function(draw):
+    lead, V, dt = shape(draw, 2), pos(draw), floats(draw)
+    mask = pick(draw, (None, "bool", "float"))
+    kwargs = {"ignore_index": pick(draw, (-100, 0)), "reduction": pick(draw, ("mean", "sum", "none")),
+              "mask": None if mask is None else arr(draw, "bool" if mask == "bool" else dt, lead,
+                                                    fill=None if mask == "bool" else "ones"),
+              "return_probs": coin(draw), "compute_grad": coin(draw), "threads": threads_value(draw)}
+    return {"logits": arr(draw, dt, lead + (V,)), "targets": ids(draw, lead, V), "kwargs": kwargs}
+
+
+def b_loss_module(draw):
+    lead, V, dt = shape(draw, 2), pos(draw), floats(draw)
+    reduction = pick(draw, ("mean", "sum", "none"))
+    return {"ctor": {"ignore_index": -100, "reduction": reduction, "threads": threads_value(draw)},
+            "logits": arr(draw, dt, lead + (V,)), "targets": ids(draw, lead, V),
+            "mask": maybe(draw, lambda: arr(draw, dt, lead, fill="ones")),
+            "grad": arr(draw, dt, lead) if reduction == "none" else 1.0}
+
+
+def _lm_ctor(draw):
+    V, E = pos(draw), pos(draw)
+    tie = coin(draw)
+    return {"vocab_size": V, "embedding_dim": E, "hidden_size": E if tie else pos(draw), "num_layers": rint(draw, 1, 2),
+            "cell": pick(draw, ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")), "dropout": pick(draw, (0.0, 0.25)),
+            "tie_weights": tie, "batch_first": coin(draw), "padding_idx": maybe(draw, lambda: rint(draw, 0, V - 1)),
+            "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+
+
+WEIGHTS = (None, None, None, "nan", "inf_bias", "zero", "big")
+
+
+def b_language_model(draw):
+    ctor = _lm_ctor(draw)
+    T, B = dim(draw), dim(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    V = ctor["vocab_size"]
+    return {"ctor": ctor, "tokens": ids(draw, shp, V), "targets": ids(draw, shp, V), "state": None,
+            "mask": maybe(draw, lambda: arr(draw, "bool", shp)),
+            "loss_kwargs": {"reduction": pick(draw, ("mean", "sum"))}, "train": coin(draw),
+            "weights": pick(draw, WEIGHTS[:-1])}
+
+
+def _encoder_ctor(draw):
+    ctor = {"hidden_size": pos(draw), "num_classes": pos(draw), "num_layers": rint(draw, 1, 2),
+            "cell": pick(draw, ("lstm", "gru", "rnn")), "bidirectional": coin(draw), "dropout": pick(draw, (0.0, 0.2)),
+            "batch_first": coin(draw), "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+    if coin(draw):
+        ctor.update(vocab_size=pos(draw), embedding_dim=pos(draw))
+    else:
+        ctor.update(input_size=pos(draw))
+    return ctor
+
+
+def _encoder_input(draw, ctor, T, B):
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    if "vocab_size" in ctor:
+        return ids(draw, shp, ctor["vocab_size"])
+    return arr(draw, np.dtype(ctor["dtype"]).name, shp + (ctor["input_size"],))
+
+
+def b_sequence_classifier(draw):
+    ctor = _encoder_ctor(draw)
+    ctor["pooling"] = pick(draw, ("last", "mean", "max"))
+    T, B = dim(draw), dim(draw)
+    return {"ctor": ctor, "x": _encoder_input(draw, ctor, T, B), "labels": ids(draw, (B,), ctor["num_classes"]),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+            "reduction": pick(draw, ("mean", "sum")), "train": coin(draw)}
+
+
+def b_sequence_tagger(draw):
+    ctor = _encoder_ctor(draw)
+    T, B = dim(draw), dim(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    return {"ctor": ctor, "x": _encoder_input(draw, ctor, T, B), "tags": ids(draw, shp, ctor["num_classes"]),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+            "ignore_index": -100, "train": coin(draw)}
+
+
+def b_conditioned_generator(draw):
+    ctor = _lm_ctor(draw)
+    ctor["feature_size"] = pos(draw)
+    ctor["condition"] = pick(draw, ("init", "input", "both"))
+    T, B = dim(draw), dim(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    V = ctor["vocab_size"]
+    return {"ctor": ctor, "features": arr(draw, np.dtype(ctor["dtype"]).name, (B, ctor["feature_size"])),
+            "tokens": ids(draw, shp, V), "targets": ids(draw, shp, V), "state": None, "train": coin(draw)}
+
+
+MODEL_KINDS = ("LSTM", "GRU", "RNN", "Linear", "Embedding", "LanguageModel", "LSTMCell")
+
+
+def _small_model(draw):
+    kind = pick(draw, MODEL_KINDS)
+    if kind in ("LSTM", "GRU", "RNN"):
+        ctor = {"input_size": pos(draw), "hidden_size": pos(draw), "num_layers": rint(draw, 1, 2),
+                "bidirectional": coin(draw)}
+    elif kind == "LSTMCell":
+        ctor = {"input_size": pos(draw), "hidden_size": pos(draw)}
+    elif kind == "Linear":
+        ctor = {"in_features": pos(draw), "out_features": pos(draw)}
+    elif kind == "Embedding":
+        ctor = {"num_embeddings": pos(draw), "embedding_dim": pos(draw)}
+    else:
+        ctor = {"vocab_size": pos(draw), "embedding_dim": 4, "hidden_size": 4, "tie_weights": coin(draw)}
+    ctor["dtype"] = pick(draw, DTYPE_ARGS)
+    return kind, ctor
+
+
+def b_module_api(draw):
+    kind, ctor = _small_model(draw)
+    ops = []
+    for _ in range(rint(draw, 0, 4)):
+        op = pick(draw, ("to", "zero_grad", "train", "state_dict", "repr", "parameters"))
+        ops.append((op, pick(draw, DTYPE_ARGS)) if op == "to" else (op, coin(draw)) if op == "train" else (op,))
+    return {"kind": kind, "ctor": ctor, "ops": ops}
+
+
+# -- public: rnncore.optim ----------------------------------------------------------------------------
+
+def _optimizer_ctor(draw, name):
+    if name == "SGD":
+        return {"lr": pick(draw, (0.1, 1.0)), "momentum": pick(draw, (0, 0.9)), "dampening": 0,
+                "weight_decay": pick(draw, (0, 0.01)), "nesterov": False}
+    if name in ("Adam", "AdamW"):
+        return {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+                "weight_decay": pick(draw, (0, 0.01)) if name == "Adam" else 1e-2, "amsgrad": coin(draw)}
+    if name == "RMSprop":
+        return {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0, "momentum": pick(draw, (0, 0.9)),
+                "centered": coin(draw)}
+    return {"lr": 1e-2, "lr_decay": 0, "weight_decay": 0, "initial_accumulator_value": 0, "eps": 1e-10}
+
+
+OPTIMIZERS = ("Adagrad", "Adam", "AdamW", "RMSprop", "SGD")
+
+
+def b_optimizer(draw):
+    name = pick(draw, OPTIMIZERS)
+    ctor = _optimizer_ctor(draw, name)
+    ctor["threads"] = threads_value(draw)
+    shapes = [shape(draw, 2) for _ in range(rint(draw, 1, 3))]
+    dt = floats(draw)
+    return {"name": name, "ctor": ctor, "params": [arr(draw, dt, s) for s in shapes],
+            "grads": [arr(draw, dt, s) for s in shapes], "steps": rint(draw, 1, 3), "reload": coin(draw)}
+
+
+def b_optimizer_load_state(draw):
+    name = pick(draw, OPTIMIZERS)
+    ctor = _optimizer_ctor(draw, name)
+    shp = shape(draw, 2, lo=1) or (1,)
+    state = {"state": {0: {"step": rint(draw, 0, 3), "exp_avg": arr(draw, "float32", shp),
+                           "exp_avg_sq": arr(draw, "float32", shp, fill="zeros"),
+                           "momentum_buffer": arr(draw, "float32", shp), "square_avg": arr(draw, "float32", shp),
+                           "sum": arr(draw, "float32", shp, fill="zeros")}},
+             "param_groups": [dict(ctor, params=[0])]}
+    return {"name": name, "ctor": ctor, "params": [arr(draw, "float32", shp)], "state": state}
+
+
+SCHEDULERS = ("CosineAnnealingLR", "ExponentialLR", "LambdaLR", "MultiStepLR", "MultiplicativeLR",
+              "ReduceLROnPlateau", "StepLR", "ZarembaLR")
+
+
+def b_scheduler(draw):
+    name = pick(draw, SCHEDULERS)
+    if name == "StepLR":
+        ctor = {"step_size": rint(draw, 1, 3), "gamma": 0.5}
+    elif name == "MultiStepLR":
+        ctor = {"milestones": [rint(draw, 1, 5) for _ in range(rint(draw, 0, 3))], "gamma": 0.5}
+    elif name == "ExponentialLR":
+        ctor = {"gamma": 0.9}
+    elif name == "CosineAnnealingLR":
+        ctor = {"T_max": rint(draw, 1, 5), "eta_min": 0.0}
+    elif name == "ZarembaLR":
+        ctor = {"constant_epochs": rint(draw, 0, 3), "factor": 0.5}
+    elif name == "ReduceLROnPlateau":
+        ctor = {"mode": pick(draw, ("min", "max")), "factor": 0.5, "patience": 1}
+    else:
+        ctor = {"lr_lambda": pick(draw, ("half", "one", "nan", "huge"))}
+    return {"name": name, "ctor": ctor, "steps": rint(draw, 0, 4), "metrics": [1.0, 0.5, 2.0],
+            "opt": pick(draw, ("SGD", "Adam"))}
+
+
+def b_clip(draw, which):
+    grads = [arr(draw, floats(draw), shape(draw, 2)) for _ in range(rint(draw, 0, 3))]
+    if which == "norm":
+        return {"grads": grads, "max_norm": pick(draw, (1.0, 0.1, 10.0)),
+                "norm_type": pick(draw, (2.0, 1.0, math.inf, "inf", 3)), "error_if_nonfinite": coin(draw),
+                "threads": threads_value(draw)}
+    return {"grads": grads, "clip_value": pick(draw, (1.0, 0.0, 0.5)), "threads": threads_value(draw)}
+
+
+# -- public: rnncore.sampling -------------------------------------------------------------------------
+
+def _sampling_ctor(draw):
+    ctor = _lm_ctor(draw)
+    ctor.pop("batch_first", None)
+    ctor["dropout"] = 0.0
+    return ctor
+
+
+def b_generate(draw, which):
+    ctor = _sampling_ctor(draw)
+    V = ctor["vocab_size"]
+    P = pos(draw)
+    streams = rint(draw, 0, 2) if which == "generate" else 0
+    out = {"ctor": ctor, "prime": ids(draw, (streams, P) if streams else (P,), V), "weights": pick(draw, WEIGHTS)}
+    if which == "beam_search":
+        width = rint(draw, 1, 4)
+        out.update(beam_width=width, max_len=rint(draw, 1, 6), alpha=pick(draw, (0.0, 0.7)),
+                   n_best=rint(draw, 1, width),
+                   stop_tokens=_stop_tokens(draw, V), threads=threads_value(draw))
+        return out
+    out.update(max_new_tokens=rint(draw, 0, 8), temperature=pick(draw, (1.0, 0.0, 0.5)),
+               top_k=maybe(draw, lambda: rint(draw, 1, V + 1)), top_p=pick(draw, (None, 0.9, 1.0, 0.01)),
+               seed=maybe(draw, lambda: rint(draw, 0, 2**64)), repetition_penalty=pick(draw, (1.0, 1.3)),
+               stop_tokens=_stop_tokens(draw, V), threads=threads_value(draw))
+    if which == "stream":
+        out["chunk"] = rint(draw, 1, 3)
+        out["take"] = rint(draw, 0, 8)
+    return out
+
+
+def b_decoder(draw):
+    ctor = _sampling_ctor(draw)
+    V, B = ctor["vocab_size"], pos(draw)
+    ops = []
+    for _ in range(rint(draw, 0, 4)):
+        op = pick(draw, ("prime", "seed", "sample", "step_logits", "get_state", "beam_search"))
+        if op == "prime":
+            ops.append((op, ids(draw, (B, pos(draw)), V)))
+        elif op == "seed":
+            ops.append((op, rint(draw, 0, 2**64 - 1)))
+        elif op == "sample":
+            ops.append((op, rint(draw, 0, 5)))
+        elif op == "beam_search":
+            ops.append((op, rint(draw, 1, 4)))
+        else:
+            ops.append((op,))
+    return {"ctor": ctor, "batch": B, "ops": ops, "weights": pick(draw, (None, None, "nan")),
+            "threads": threads_value(draw)}
+
+
+# -- public: rnncore.io -------------------------------------------------------------------------------
+
+HEADERS = ('{}', '[]', '{"__metadata__": []}', '{"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 'null',
+           '{"a": 1}', '{"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}',
+           '{"x": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 4]}}')
+META_KEYS = ("config", "kind", "format_version", "model_tensors", "optimizer", "checksums", "extra")
+META_VALUES = ('{"hidden_size": 8000}', "[]", "{}", "LSTM", "Linear", "2", "not json", '"x"')
+
+
+def _file_mutation(draw):
+    k = rint(draw, 0, 4)
+    if k == 0:
+        return ("truncate", rint(draw, 0, 4000))
+    if k == 1:
+        return ("flip", rint(draw, 0, 10**6), rint(draw, 1, 255))
+    if k == 2:
+        return ("length", pick(draw, (0, 1, 2**63, 2**64 - 1, 10**6)))
+    if k == 3:
+        return ("header", pick(draw, HEADERS))
+    return ("metadata", pick(draw, META_KEYS), pick(draw, META_VALUES))
+
+
+def b_save_load(draw):
+    kind, ctor = _small_model(draw)
+    return {"kind": kind, "ctor": ctor, "with_optimizer": coin(draw),
+            "extra": pick(draw, (None, {"epoch": 3}, {"nested": [1, [2, {"a": None}]]})),
+            "arrays": maybe(draw, lambda: {"state": arr(draw, "float32", (2, 3))}), "config": None,
+            "mutate": _file_mutation(draw) if rint(draw, 0, 2) == 0 else None, "into_model": coin(draw),
+            "build": coin(draw)}
+
+
+def b_load_bytes(draw):
+    if coin(draw):
+        return {"raw": draw(st.binary(max_size=64))}
+    return {"raw": rint(draw, 0, 2**64 - 1).to_bytes(8, "little") + draw(st.binary(max_size=64))}
+
+
+STATE_NAMES = ("weight", "bias", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "encoder.weight", "bogus")
+
+
+def b_load_state_dict(draw):
+    kind, ctor = _small_model(draw)
+    entries = {}
+    for _ in range(rint(draw, 0, 2)):
+        entries[pick(draw, STATE_NAMES)] = pick(draw, (A("float32", (2, 3)), A("float64", (4,)), A("complex64", (2, 3)),
+                                                       A("object", (2, 3)), Junk("list")))
+    return {"kind": kind, "ctor": ctor, "entries": entries, "strict": coin(draw),
+            "base": pick(draw, ("full", "full", "empty"))}
+
+
+def b_from_torch(draw):
+    state = {pick(draw, ("weight_ih_l0", "rnn.weight_hh_l0", "x", "")): A("float32", (2, 2))
+             for _ in range(rint(draw, 0, 3))}
+    return {"state": state, "prefix": pick(draw, ("", "rnn.", "model."))}
+
+
+# -- public: rnncore.data -----------------------------------------------------------------------------
+
+TEXT = st.text(alphabet="abc de\nf\u00e9\u4e2d\t", max_size=40)
+
+
+def b_char_tokenizer(draw):
+    return {"options": {"min_count": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 1, 6)),
+                        "unk": coin(draw), "pad": coin(draw)},
+            "fit_text": draw(TEXT), "text": maybe(draw, lambda: draw(TEXT)),
+            "ids": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), 0, 4, fill="range"))}
+
+
+def b_word_tokenizer(draw):
+    return {"options": {"min_count": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 1, 6)),
+                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw)},
+            "fit_text": draw(TEXT), "text": maybe(draw, lambda: draw(TEXT)),
+            "ids": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), 0, 3, fill="range"))}
+
+
+SYMBOL = st.text(max_size=3)
+
+
+def b_vocabulary(draw):
+    symbols = list(dict.fromkeys(draw(SYMBOL) for _ in range(rint(draw, 0, 5))))
+    return {"symbols": symbols,
+            "kwargs": {"unk_token": pick(draw, (None, "<unk>")), "eos_token": pick(draw, (None, "<eos>")),
+                       "pad_token": pick(draw, (None, "<pad>"))},
+            "lookups": [draw(SYMBOL) for _ in range(rint(draw, 0, 3))]}
+
+
+def b_tokenizer_from_dict(draw):
+    kind = pick(draw, ("char", "word"))
+    letters = "abc<>"
+    symbols = list(dict.fromkeys("".join(pick(draw, letters) for _ in range(1 if kind == "char" else rint(draw, 1, 3)))
+                                 for _ in range(rint(draw, 0, 4))))
+    unk = pick(draw, (None, "<unk>"))
+    options = {"min_count": 1, "max_size": None, "unk": unk is not None, "pad": False}
+    if kind == "word":
+        options.update(eos=False, lower=False)
+    d = {"type": kind, "format": 1, "options": options,
+         "vocab": {"format": 1, "symbols": ([unk] if unk else []) + [s for s in symbols if s != unk],
+                   "unk_token": unk, "eos_token": None, "pad_token": None}}
+    return {"d": d}
+
+
+def b_stream_batcher(draw):
+    return {"ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, 9, fill="range"), "batch_size": pos(draw),
+            "seq_len": pos(draw), "drop_last": coin(draw), "state": None, "take": rint(draw, 0, 3)}
+
+
+def b_lm_batches(draw):
+    return {"ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, 9, fill="range"), "batch_size": pos(draw),
+            "seq_len": pos(draw), "start": rint(draw, 0, 2), "drop_last": coin(draw)}
+
+
+def _sequences(draw, feat=()):
+    dt = pick(draw, ("int64", "float32"))
+    return [arr(draw, dt, (dim(draw),) + feat, 0, 9, fill="range" if dt == "int64" else None)
+            for _ in range(rint(draw, 1, 4))]
+
+
+def b_pad_sequences(draw):
+    feat = (pos(draw),) if coin(draw) else ()
+    return {"seqs": _sequences(draw, feat), "pad_value": pick(draw, (0, -1, 2.5)), "time_major": coin(draw),
+            "dtype": pick(draw, (None, "float32", "int64"))}
+
+
+def b_bucket_iterator(draw):
+    seqs = _sequences(draw)
+    return {"seqs": seqs, "labels": maybe(draw, lambda: arr(draw, "int64", (len(seqs),), 0, 3, fill="range")),
+            "batch_size": pos(draw),
+            "kwargs": {"shuffle": coin(draw), "seed": rint(draw, 0, 9),
+                       "num_buckets": maybe(draw, lambda: rint(draw, 1, 3)), "drop_last": coin(draw)},
+            "take": rint(draw, 0, 3)}
+
+
+def b_read_text(draw):
+    k = rint(draw, 0, 3)
+    raw = draw(st.binary(max_size=40)) if k == 0 else draw(TEXT).encode("utf-16" if k == 3 else "utf-8")
+    if k == 2:
+        raw = b"\xef\xbb\xbf" + raw
+    return {"raw": raw, "as_dir": coin(draw), "name": pick(draw, ("a.txt", "b.md", "c.bin"))}
+
+
+# -- threads and the trainer ----------------------------------------------------------------------------
+
+WORKS = ("lstm", "linear", "layernorm", "embedding", "optim", "loss", "generate")
+
+
+def b_with_threads(draw):
+    # big work (enough for thousands of threads) now and then, unless that is known to crash
+    return {"n": threads_edge(draw), "how": pick(draw, ("set", "ctor", "env")), "work": pick(draw, WORKS),
+            "big": False if is_known("threads_huge") or not MANY_THREADS_OK else rint(draw, 0, 7) == 7}
+
+
+def b_trainer(draw):
+    V = rint(draw, 2, 9)
+    ctor = {"vocab_size": V, "embedding_dim": 4, "hidden_size": 4, "cell": pick(draw, ("lstm", "gru")), "seed": 0}
+    return {"model_ctor": ctor,
+            "trainer_kwargs": {"batch_size": pos(draw), "seq_len": pos(draw), "clip_grad_norm": pick(draw, (None, 1.0)),
+                               "checkpoints": coin(draw), "log_every": 1},
+            "train_ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
+            "valid_ids": maybe(draw, lambda: arr(draw, "int64", (rint(draw, 0, 20),), 0, V, fill="range")),
+            "fit_kwargs": {"max_steps": rint(draw, 1, 3)}}
+
+
+# -- the registry -------------------------------------------------------------------------------------
+
+def core(name, build, **kw):
+    return call("rnncore._core." + name, build, public=False, **kw)
+
+
+def scen(name, build, **kw):
+    return call("fuzz.scenarios." + name, build, **kw)
+
+
+def _info_calls():
+    names = ("gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
+    calls = [Call("rnncore._core." + n, public=False) for n in names]
+    calls += [Call("rnncore._core." + n, (v,), public=False) for n in names for v in (1, None, "x")]
+    return st.sampled_from(calls)
+
+
+def _known_allow(key, name):
+    """Exception names a broad target tolerates while `key` is known (the narrow test asserts them)."""
+    return (name,) if is_known(key) else ()
+
+
+def _p(fn, *args):
+    """build(draw) = fn(draw, *args)."""
+    return lambda draw: fn(draw, *args)
+
+
+TARGETS = {
+    # name: (strategy, what it covers, weight of its example budget)
+    "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
+    "core_embedding_backward": (core("embedding_backward", b_embedding_backward), ["_core.embedding_backward"], 1),
+    "core_linear_forward": (core("linear_forward", b_linear_forward), ["_core.linear_forward"], 1),
+    "core_linear_backward": (core("linear_backward", b_linear_backward), ["_core.linear_backward"], 1),
+    "core_layernorm_forward": (core("layernorm_forward", b_layernorm_forward), ["_core.layernorm_forward"], 1),
+    "core_layernorm_backward": (core("layernorm_backward", b_layernorm_backward), ["_core.layernorm_backward"], 1),
+    "core_cross_entropy": (core("cross_entropy", b_cross_entropy), ["_core.cross_entropy"], 1),
+    "core_gemm": (core("gemm", b_gemm, positional=("a", "b", "c")), ["_core.gemm"], 1),
+    "core_gemm_strided": (core("gemm_strided_test", _p(b_gemm, True)), ["_core.gemm_strided_test"], 0.5),
+    "core_gemm_packed": (core("gemm_packed_test", b_gemm_packed), ["_core.gemm_packed_test"], 0.5),
+    "core_gemm_threads": (core("gemm_threads", b_gemm_threads), ["_core.gemm_threads"], 0.3),
+    "core_recurrent_threads": (core("recurrent_threads", b_recurrent_threads), ["_core.recurrent_threads"], 0.3),
+    "core_sgd_step": (core("sgd_step", _p(b_step, "sgd"), positional=("param", "grad", "momentum_buffer")),
+                      ["_core.sgd_step"], 0.7),
+    "core_adam_step": (core("adam_step", _p(b_step, "adam"), positional=("param", "grad", "exp_avg", "exp_avg_sq")),
+                       ["_core.adam_step"], 0.7),
+    "core_rmsprop_step": (core("rmsprop_step", _p(b_step, "rmsprop"), positional=("param", "grad", "square_avg")),
+                          ["_core.rmsprop_step"], 0.7),
+    "core_adagrad_step": (core("adagrad_step", _p(b_step, "adagrad"), positional=("param", "grad", "sum")),
+                          ["_core.adagrad_step"], 0.7),
+    "core_clamp": (core("clamp_", _p(b_array_list, "clamp_")), ["_core.clamp_"], 0.5),
+    "core_scale": (core("scale_", _p(b_array_list, "scale_")), ["_core.scale_"], 0.5),
+    "core_norm_power_sum": (core("norm_power_sum", _p(b_array_list, "norm")), ["_core.norm_power_sum"], 0.5),
+    "core_vmath": (core("vmath", b_vmath), ["_core.vmath"], 0.5),
+    "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
+                                  "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
+    "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
+                       ["_core.recurrent_forward", "_core.recurrent_backward", "_core.RecurrentWorkspace"], 2),
+    # while "core_token_list" is known, its RuntimeError is tolerated here
+    "core_decoder": (call("fuzz.scenarios.core_decoder", _p(b_core_decoder, 1 if is_known("lmdecoder_v0") else 0),
+                          public=False,
+                          allow=_known_allow("core_token_list", "RuntimeError")), ["_core.LMDecoder"], 2),
+    # public API
+    "nn_rnn_layer": (scen("rnn_layer", b_rnn_layer, frozen=("cls",)), ["nn.RNN", "nn.LSTM", "nn.GRU", "nn.RNNBase"], 3),
+    "nn_rnn_cell": (scen("rnn_cell", b_rnn_cell, frozen=("cls",)), ["nn.RNNCell", "nn.LSTMCell", "nn.GRUCell"], 2),
+    "nn_embedding": (scen("embedding", b_embedding), ["nn.Embedding"], 1),
+    "nn_linear": (scen("linear", b_linear), ["nn.Linear"], 1),
+    "nn_dropout": (scen("dropout", b_dropout), ["nn.Dropout"], 0.5),
+    "nn_layernorm": (scen("layernorm", b_layernorm), ["nn.LayerNorm"], 1),
+    "nn_cross_entropy": (scen("loss_function", b_loss_function), ["nn.cross_entropy"], 1),
+    "nn_cross_entropy_loss": (scen("loss_module", b_loss_module), ["nn.CrossEntropyLoss"], 0.7),
+    "nn_language_model": (scen("language_model", b_language_model), ["nn.LanguageModel"], 2),
+    "nn_sequence_classifier": (scen("sequence_classifier", b_sequence_classifier), ["nn.SequenceClassifier"], 1),
+    "nn_sequence_tagger": (scen("sequence_tagger", b_sequence_tagger), ["nn.SequenceTagger"], 1),
+    "nn_conditioned_generator": (scen("conditioned_generator", b_conditioned_generator), ["nn.ConditionedGenerator"],
+                                 1),
+    "nn_module_api": (scen("module_api", b_module_api, frozen=("kind",)), ["nn.Module", "nn.Parameter"], 0.5),
+    "optim_optimizer": (scen("optimizer", b_optimizer, frozen=("name",)),
+                        ["optim.SGD", "optim.Adam", "optim.AdamW", "optim.RMSprop", "optim.Adagrad", "optim.Optimizer"],
+                        2),
+    # while "optim_state_scalar" is known, its AttributeError is tolerated here
+    "optim_load_state": (scen("optimizer_load_state", b_optimizer_load_state, frozen=("name",),
+                              allow=("KeyError",) + _known_allow("optim_state_scalar", "AttributeError")), [], 1),
+    "optim_scheduler": (scen("scheduler", b_scheduler, frozen=("name", "opt"), allow=("KeyError",)),
+                        ["optim.StepLR", "optim.MultiStepLR", "optim.ExponentialLR", "optim.CosineAnnealingLR",
+                         "optim.ZarembaLR", "optim.ReduceLROnPlateau", "optim.LRScheduler", "optim.LambdaLR",
+                         "optim.MultiplicativeLR"], 1),
+    "optim_clip_norm": (scen("clip_norm", _p(b_clip, "norm"), allow=("RuntimeError",)), ["optim.clip_grad_norm_"], 1),
+    "optim_clip_value": (scen("clip_value", _p(b_clip, "value")), ["optim.clip_grad_value_"], 0.7),
+    "sampling_generate": (scen("generate", _p(b_generate, "generate")), ["sampling.generate"], 2),
+    "sampling_stream": (scen("stream", _p(b_generate, "stream")), ["sampling.stream"], 1),
+    "sampling_beam_search": (scen("beam_search", _p(b_generate, "beam_search")), ["sampling.beam_search"], 2),
+    # while "decoder_pybind" is known, a pybind11 dump from Decoder's methods is tolerated here
+    "sampling_decoder": (scen("decoder", b_decoder, public=not is_known("decoder_pybind")), ["sampling.Decoder"], 1),
+    # while "save_array_dtype" is known, its SafetensorError is tolerated here
+    "io_save_load": (scen("save_load", b_save_load, frozen=("kind", "mutate"),
+                          allow=_known_allow("save_array_dtype", "SafetensorError")),
+                     ["save", "load", "io.Checkpoint"], 2),
+    "io_load_bytes": (scen("load_bytes", b_load_bytes), ["load"], 1),
+    "io_load_state_dict": (scen("load_state_dict", b_load_state_dict, frozen=("kind", "base"), allow=("KeyError",)),
+                           ["nn.Module.load_state_dict"], 1),
+    "io_from_torch": (scen("from_torch", b_from_torch), ["from_torch"], 0.3),
+    "data_char_tokenizer": (scen("char_tokenizer", b_char_tokenizer, huge=False), ["data.CharTokenizer"], 1),
+    "data_word_tokenizer": (scen("word_tokenizer", b_word_tokenizer, huge=False), ["data.WordTokenizer"], 1),
+    "data_vocabulary": (scen("vocabulary", b_vocabulary, huge=False), ["data.Vocabulary"], 0.5),
+    "data_tokenizer_from_dict": (scen("tokenizer_from_dict", b_tokenizer_from_dict, huge=False),
+                                 ["data.tokenizer_from_dict"], 0.5),
+    "data_stream_batcher": (scen("stream_batcher", b_stream_batcher, huge=False), ["data.StreamBatcher"], 0.7),
+    "data_lm_batches": (scen("lm_batches", b_lm_batches, huge=False), ["data.lm_batches"], 0.5),
+    "data_pad_sequences": (scen("pad_sequences", b_pad_sequences, huge=False), ["data.pad_sequences"], 0.7),
+    "data_bucket_iterator": (scen("bucket_iterator", b_bucket_iterator, huge=False), ["data.BucketIterator"], 0.7),
+    "data_read_text": (scen("read_text", b_read_text, huge=False, frozen=("name", "as_dir")), ["data.read_text"], 0.5),
+    "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
+    "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
+}

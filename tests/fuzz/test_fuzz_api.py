@@ -1,0 +1,36 @@
+"""Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
+(see strategies.TARGETS, names without the core_ prefix)."""
+import rnncore
+from rnncore import data, nn, optim, sampling
+
+from fuzz.strategies import TARGETS
+from fuzz.testing import add_tests
+
+API_TARGETS = sorted(n for n in TARGETS if not n.startswith("core_"))
+add_tests(globals(), API_TARGETS)
+
+# Public names with no fuzz target of their own, and why.
+NOT_FUZZED = {
+    "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module",
+    "sampling": "a module", "__version__": "a string",
+    "NoForwardError": "an exception class", "CheckpointError": "an exception class",
+    "to_torch": "needs torch in the worker (a second OpenMP runtime and seconds of import)",
+    "io.Checkpoint": "made by load(), used by save_load (build=True)",
+    # Landed after the harness was written (issues 10 and 13); their targets are still to come.
+    "evaluate": "pending: a target of its own", "ngram": "pending: KneserNeyLM and load_arpa targets",
+    "nn.AdaptiveLogSoftmaxWithLoss": "pending", "nn.FixedWindowLM": "pending",
+    "nn.RNNCellBase": "pending (its subclasses LSTMCell etc. are fuzzed)", "nn.init": "a module of initialisers",
+}
+
+
+def _public_names():
+    names = set(rnncore.__all__)
+    for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data)):
+        names |= {f"{prefix}.{n}" for n in module.__all__}
+    return names
+
+
+def test_every_public_name_is_fuzzed():
+    covered = {c for n in API_TARGETS for c in TARGETS[n][1]}
+    missing = _public_names() - covered - set(NOT_FUZZED)
+    assert not missing, f"public names without a fuzz target: {sorted(missing)}"
