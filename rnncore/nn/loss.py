@@ -47,6 +47,21 @@ def _prepare(logits, targets, mask, reduction, fn):
     return logits, targets, mask
 
 
+def token_loss(logits, targets, mask, ignore_index, reduction, threads, fn):
+    """A sequence model's cross-entropy over its logits (..., V): (loss, dL/dlogits), with the
+    shape errors phrased in terms of the model's tokens (for LanguageModel, FixedWindowLM, ...)."""
+    targets = as_index_array(targets, "targets", fn)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(logits.shape[:-1])}, "
+                         f"got {shape_str(targets.shape)}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != targets.shape:
+            raise ValueError(f"{fn}: mask must have the tokens' shape {shape_str(targets.shape)}, "
+                             f"got {shape_str(mask.shape)}")
+    return cross_entropy(logits, targets, ignore_index, reduction, mask, threads=threads)
+
+
 def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", mask=None, return_probs=False,
                   compute_grad=True, threads=None):
     """Cross-entropy of softmax(logits) against class-index targets, and its gradient.

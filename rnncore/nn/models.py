@@ -28,7 +28,7 @@ from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, che
 from .._threads import exclusive
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .layers import Dropout, Embedding, Linear
-from .loss import cross_entropy
+from .loss import cross_entropy, token_loss
 from .module import Module
 from .rnn import GRU, LSTM, RNN
 
@@ -188,16 +188,7 @@ class _TokenDecoder(Module):
         return grad_logits
 
     def _loss(self, logits, targets, mask, ignore_index, reduction, fn):
-        targets = as_index_array(targets, "targets", fn)
-        if targets.shape != logits.shape[:-1]:
-            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(logits.shape[:-1])}, "
-                             f"got {shape_str(targets.shape)}")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != targets.shape:
-                raise ValueError(f"{fn}: mask must have the tokens' shape {shape_str(targets.shape)}, "
-                                 f"got {shape_str(mask.shape)}")
-        loss, self._dlogits = cross_entropy(logits, targets, ignore_index, reduction, mask, threads=self.threads)
+        loss, self._dlogits = token_loss(logits, targets, mask, ignore_index, reduction, self.threads, fn)
         return loss
 
 

@@ -18,7 +18,7 @@ from .._checks import (as_index_array, check_int, check_probability, check_seed,
                        shape_str)
 from .._threads import exclusive
 from .layers import Dropout, Embedding, Linear
-from .loss import cross_entropy
+from .loss import token_loss
 from .module import Module
 
 
@@ -114,16 +114,7 @@ class FixedWindowLM(Module):
     def loss(self, tokens, targets, state=None, mask=None, ignore_index=-100, reduction="mean"):
         fn = "FixedWindowLM.loss"
         logits, new_state = self.forward(tokens, state)
-        targets = as_index_array(targets, "targets", fn)
-        if targets.shape != logits.shape[:-1]:
-            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(logits.shape[:-1])}, "
-                             f"got {shape_str(targets.shape)}")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != targets.shape:
-                raise ValueError(f"{fn}: mask must have the tokens' shape {shape_str(targets.shape)}, "
-                                 f"got {shape_str(mask.shape)}")
-        loss, self._dlogits = cross_entropy(logits, targets, ignore_index, reduction, mask, threads=self.threads)
+        loss, self._dlogits = token_loss(logits, targets, mask, ignore_index, reduction, self.threads, fn)
         return loss, new_state
 
     @exclusive
