@@ -318,6 +318,16 @@ def test_one_module_twice_in_one_graph():
         torch.testing.assert_close(p.grad, q.grad, **TOL, msg=n)
 
 
+def test_double_backward_is_refused():
+    m = rt.GRU(3, 4)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out = m(x)[0]
+    v = torch.randn(out.shape, requires_grad=True)
+    (gx,) = torch.autograd.grad(out, x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        gx.sum().backward()
+
+
 def test_input_without_grad_and_frozen_weights():
     torch.manual_seed(8)
     theirs, ours = pair("gru", 3, 4, num_layers=2)

@@ -26,10 +26,19 @@ import threading
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import _core
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _references(arrays, i):
+    """sys.getrefcount of arrays[i], always taken the same way (so the interpreter's own share is constant)."""
+    return sys.getrefcount(arrays[i])
+
+
+_UNUSED = _references([np.empty(1)], 0)  # the count of an array only a list holds
 
 
 class LayerMemory:
@@ -73,10 +82,10 @@ class LayerMemory:
         key = (tuple(like.shape), like.dtype)
         with self.lock:
             arrays = self.grads.setdefault(key, [])
-            for a in arrays:
-                if sys.getrefcount(a) == 3:  # the list, `a` and getrefcount's argument: no tensor uses it
-                    a.fill(0)
-                    return torch.from_numpy(a)
+            for i in range(len(arrays)):
+                if _references(arrays, i) == _UNUSED:  # no tensor, view or storage uses it
+                    arrays[i].fill(0)
+                    return torch.from_numpy(arrays[i])
             if len(arrays) < self.GRAD_BUFFERS:
                 a = np.zeros(key[0], _NUMPY_DTYPES[like.dtype])
                 arrays.append(a)
@@ -160,6 +169,7 @@ class RecurrentLayer(torch.autograd.Function):
         return (out, h_n, c_n) if plan.cell == "lstm" else (out, h_n)
 
     @staticmethod
+    @once_differentiable  # the kernels' BPTT is not itself differentiable: a double backward raises
     def backward(ctx, grad_out, grad_h_n, grad_c_n=None):
         saved = ctx.saved_tensors  # raises torch's RuntimeError on a second backward without retain_graph
         x, h0, c0 = saved[:3]
