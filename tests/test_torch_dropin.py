@@ -318,6 +318,16 @@ def test_one_module_twice_in_one_graph():
         torch.testing.assert_close(p.grad, q.grad, **TOL, msg=n)
 
 
+def test_double_backward_is_refused():
+    m = rt.GRU(3, 4)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out = m(x)[0]
+    v = torch.randn(out.shape, requires_grad=True)
+    (gx,) = torch.autograd.grad(out, x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        gx.sum().backward()
+
+
 def test_input_without_grad_and_frozen_weights():
     torch.manual_seed(8)
     theirs, ours = pair("gru", 3, 4, num_layers=2)
@@ -358,12 +368,43 @@ def test_workspaces_are_reused():
     m = rt.LSTM(3, 4, num_layers=2)
     x = torch.randn(5, 2, 3, requires_grad=True)
     m(x)[0].sum().backward()
-    pools = rt.modules._pools[m]
-    kept = [tuple(map(id, pools[layer][0])) for layer in (0, 1)]
+    memory = rt.modules._memory[m]
+    kept = [tuple(map(id, memory[layer].workspaces[0])) for layer in (0, 1)]
     out = m(x)[0]
-    assert all(not pools[layer] for layer in (0, 1))  # taken by the forward in flight
+    assert all(not memory[layer].workspaces for layer in (0, 1))  # taken by the forward in flight
     out.sum().backward()
-    assert [tuple(map(id, pools[layer][0])) for layer in (0, 1)] == kept
+    assert [tuple(map(id, memory[layer].workspaces[0])) for layer in (0, 1)] == kept
+
+
+def test_gradient_buffers_are_reused_after_zero_grad():
+    m = rt.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    ptrs = []
+    for _ in range(3):
+        m.zero_grad()
+        m(x)[0].sum().backward()
+        ptrs.append(m.weight_ih_l0.grad.data_ptr())
+    assert ptrs[1] == ptrs[2]  # the same memory, zeroed again: no fresh allocation per step
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradient_buffers_are_reused_only_when_free(set_to_none):
+    torch.manual_seed(17)
+    theirs, ours = pair("gru", 3, 4, bidirectional=True)
+    kept = []
+    for step in range(4):
+        x = torch.randn(5, 2, 3)
+        for m in (theirs, ours):
+            m.zero_grad(set_to_none=set_to_none)
+            m(x)[0].square().sum().backward()
+        for (n, p), q in zip(ours.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, **TOL, msg=f"step {step}: {n}")
+        kept.append((ours.weight_hh_l0.grad, ours.weight_hh_l0.grad.clone()))  # the caller keeps a gradient
+    for held, value in kept:
+        if set_to_none:  # each step's own buffer, never handed out again while held
+            assert torch.equal(held, value)
+    ptrs = {held.data_ptr() for held, _ in kept}
+    assert len(ptrs) == (4 if set_to_none else 1)
 
 
 def test_threads_argument_and_attribute():

@@ -14,16 +14,83 @@ before it gets here.
     backward: the kernels' BPTT for every direction; direction 1 adds its dx to direction 0's.
 
 What a forward saves for its backward lives in rnncore's workspaces (gates, states, packed
-order), one per direction, kept in ``ctx`` and given back to the owner's pool after the
+order), one per direction, kept in ``ctx`` and given back to the layer's LayerMemory after the
 backward, so the next forward of the same shape reuses their memory. A backward consumes its
 workspaces; a second backward through a graph kept with ``retain_graph=True`` (as
 ``torch.autograd.gradcheck`` does) first recomputes the forward from the saved tensors. A
 second backward without ``retain_graph`` gets torch's own "Trying to backward through the
 graph a second time" RuntimeError, since the saved tensors are freed.
 """
+import sys
+import threading
+
+import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import _core
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _references(arrays, i):
+    """sys.getrefcount of arrays[i], always taken the same way (so the interpreter's own share is constant)."""
+    return sys.getrefcount(arrays[i])
+
+
+_UNUSED = _references([np.empty(1)], 0)  # the count of an array only a list holds
+
+
+class LayerMemory:
+    """Memory one layer (or cell) of one module keeps from call to call.
+
+    Workspaces: the free ones (tuples of D) wait here between a backward and the next forward;
+    at most `limit` are kept.
+
+    Gradient buffers: the kernels add the weight gradients into zeroed buffers. A fresh
+    torch.zeros_like every step writes zeros into cold, often newly mapped memory (about
+    0.15 ms per MB here, most of the drop-in's overhead at small batches), so the buffers are
+    reused instead: numpy arrays seen by torch through torch.from_numpy. A tensor's storage
+    holds a reference to its array, so the array's reference count says exactly whether any
+    tensor, view or storage still uses it (autograd usually keeps the buffer as param.grad
+    until the next zero_grad()); only a free one is zeroed and handed out again. At most two
+    per weight shape; past that, plain torch.zeros_like.
+    """
+
+    GRAD_BUFFERS = 2
+
+    def __init__(self, limit=2):
+        self.limit = limit
+        self.workspaces = []
+        self.grads = {}
+        self.lock = threading.Lock()
+
+    def take(self, D):
+        """D workspaces: free ones, or new ones."""
+        with self.lock:
+            if self.workspaces:
+                return self.workspaces.pop()
+        return tuple(_core.RecurrentWorkspace() for _ in range(D))
+
+    def give_back(self, workspaces):
+        with self.lock:
+            if len(self.workspaces) < self.limit:
+                self.workspaces.append(workspaces)
+
+    def zeros(self, like):
+        """A zeroed tensor shaped like `like` (C-contiguous, same dtype), for the kernels to add into."""
+        key = (tuple(like.shape), like.dtype)
+        with self.lock:
+            arrays = self.grads.setdefault(key, [])
+            for i in range(len(arrays)):
+                if _references(arrays, i) == _UNUSED:  # no tensor, view or storage uses it
+                    arrays[i].fill(0)
+                    return torch.from_numpy(arrays[i])
+            if len(arrays) < self.GRAD_BUFFERS:
+                a = np.zeros(key[0], _NUMPY_DTYPES[like.dtype])
+                arrays.append(a)
+                return torch.from_numpy(a)
+        return torch.zeros_like(like, memory_format=torch.contiguous_format)
 
 
 class Plan:
@@ -31,20 +98,18 @@ class Plan:
 
     cell: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'; D directions; H hidden size; bias: whether
     each direction's weights include (b_ih, b_hh); lengths: int64 numpy (B,) or None; threads:
-    the count for the kernels; pool: the owner's list of free workspace tuples (see
-    take/give_back), or None.
+    the count for the kernels; memory: the layer's LayerMemory.
 
     LSTM projections (proj_size, issue 17) fit here when the kernels have them: a width P of
     the outputs and states (H today, so out (T, B, D*P)) and a fifth weight w_hr (P, H) per
     direction, appended as in torch's _all_weights (see direction_weights).
     """
 
-    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "pool", "pool_limit")
+    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "memory")
 
-    def __init__(self, cell, D, H, bias, lengths, threads, pool, pool_limit=2):
+    def __init__(self, cell, D, H, bias, lengths, threads, memory):
         self.cell, self.D, self.H, self.bias = cell, D, H, bool(bias)
-        self.lengths, self.threads = lengths, threads
-        self.pool, self.pool_limit = pool, pool_limit
+        self.lengths, self.threads, self.memory = lengths, threads, memory
 
     @property
     def per_direction(self):
@@ -58,17 +123,10 @@ class Plan:
         return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
 
     def take(self):
-        """D workspaces: free ones from the pool, or new ones."""
-        if self.pool:
-            try:
-                return self.pool.pop()
-            except IndexError:  # emptied by another thread in between
-                pass
-        return tuple(_core.RecurrentWorkspace() for _ in range(self.D))
+        return self.memory.take(self.D)
 
     def give_back(self, workspaces):
-        if self.pool is not None and len(self.pool) < self.pool_limit:
-            self.pool.append(workspaces)
+        self.memory.give_back(workspaces)
 
 
 def as_numpy(t):
@@ -111,6 +169,7 @@ class RecurrentLayer(torch.autograd.Function):
         return (out, h_n, c_n) if plan.cell == "lstm" else (out, h_n)
 
     @staticmethod
+    @once_differentiable  # the kernels' BPTT is not itself differentiable: a double backward raises
     def backward(ctx, grad_out, grad_h_n, grad_c_n=None):
         saved = ctx.saved_tensors  # raises torch's RuntimeError on a second backward without retain_graph
         x, h0, c0 = saved[:3]
@@ -129,7 +188,7 @@ class RecurrentLayer(torch.autograd.Function):
         # it is computed into this buffer and dropped.
         dx = torch.empty_like(x)
         dxn = dx.numpy()
-        grads = [torch.zeros_like(w) for w in weights]  # the kernels add into these
+        grads = [plan.memory.zeros(w) for w in weights]  # the kernels add into these
         B = x.shape[1]
         dh0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_h0 else None
         dc0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_c0 else None

@@ -33,7 +33,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .._threads import resolve_threads
-from ._function import Plan, recurrent_layer
+from ._function import LayerMemory, Plan, recurrent_layer
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
@@ -42,21 +42,24 @@ _FLOATS = (torch.float32, torch.float64)
 PROJ_SIZE_MESSAGE = ("{name}: proj_size={proj_size} (an LSTM with projections) is not supported by rnncore.torch "
                      "yet: the kernels need it first (issue 17); use torch.nn.LSTM for it for now")
 
-# module -> {layer: [free workspace tuples]}; outside the modules so that copy.deepcopy and
-# pickle never meet the (unpicklable) workspaces, and a module that is patched has one too.
-_pools = weakref.WeakKeyDictionary()
+# module -> {layer: LayerMemory}; outside the modules so that copy.deepcopy and pickle never
+# meet the (unpicklable) workspaces, and a module that is patched has one too.
+_memory = weakref.WeakKeyDictionary()
 
 
-def _pool(module, key):
-    pools = _pools.get(module)
-    if pools is None:
-        pools = _pools[module] = {}
-    return pools.setdefault(key, [])
+def _layer_memory(module, layer, limit=2):
+    layers = _memory.get(module)
+    if layers is None:
+        layers = _memory[module] = {}
+    mem = layers.get(layer)
+    if mem is None:
+        mem = layers[layer] = LayerMemory(limit)
+    return mem
 
 
 def forget_workspaces(module):
-    """Drop the workspaces kept for `module` (their memory is freed with the last reference)."""
-    _pools.pop(module, None)
+    """Drop the workspaces and gradient buffers kept for `module` (freed with their last reference)."""
+    _memory.pop(module, None)
 
 
 def hidden_from_compile(fn):
@@ -215,7 +218,7 @@ class _DropInRNN:
         h_n, c_n = [], []
         for layer in range(L):
             ws = [dense(w) for group in weights[layer * D:(layer + 1) * D] for w in group]
-            plan = Plan(cell, D, H, self.bias, lengths, threads, _pool(self, layer))
+            plan = Plan(cell, D, H, self.bias, lengths, threads, _layer_memory(self, layer))
             sl = slice(layer * D, (layer + 1) * D)
             out, hn, cn = recurrent_layer(plan, x, None if h0 is None else h0[sl], None if c0 is None else c0[sl], ws)
             h_n.append(hn)
@@ -359,7 +362,7 @@ class _DropInCell:
         if states:
             h = dense(states[0]).unsqueeze(0)
             c = dense(states[1]).unsqueeze(0) if lstm else None
-        plan = Plan(cell, 1, H, self.bias, None, resolve_module_threads(self), _pool(self, 0), _CELL_POOL)
+        plan = Plan(cell, 1, H, self.bias, None, resolve_module_threads(self), _layer_memory(self, 0, _CELL_POOL))
         _, hn, cn = recurrent_layer(plan, dense(x).unsqueeze(0), h, c, [dense(w) for w in weights])
         hn = hn[0] if batched else hn[0, 0]
         if not lstm:
