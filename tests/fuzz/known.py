@@ -10,8 +10,9 @@ import os
 import pytest
 
 KNOWN = {
-    "decoder_pybind": "new: sampling.Decoder hands its methods' arguments (seed, sample, step_logits, ...) "
-                      "straight to _core, so a bad one gives a pybind11 'incompatible function arguments' dump",
+    "decoder_pybind": "new: sampling.Decoder's methods do not check their arguments: prime([[1, 2]]) raises "
+                      "AttributeError, seed(-1), sample('x'), step_logits(1) give pybind11 'incompatible function "
+                      "arguments' dumps (they go straight to _core)",
     "optim_state_scalar": "new: Optimizer.load_state_dict accepts a number where a state array belongs "
                           "(exp_avg=0.0, sum=0.0, ...); the next step() raises AttributeError",
     "num_layers_huge": "new: nn.LSTM/GRU/RNN(num_layers=2**31) (and the models' num_layers) build layer after "
@@ -25,8 +26,9 @@ KNOWN = {
                        "bind_generate.cpp token_list)",
     "loss_overflow": "new: cross_entropy whose positions are finite but whose weighted sum overflows (logits 1e300, "
                      "mask 1e300) returns loss = inf instead of raising FloatingPointError",
-    "dtype_recursion": "new (minor): dtype=<a deeply nested list> raises numpy's RecursionError from resolve_dtype "
-                       "instead of a TypeError naming dtype",
+    "deep_list_arg": "new (minor): a deeply nested list where a scalar belongs raises RecursionError: dtype= "
+                     "(numpy's np.dtype in resolve_dtype), BucketIterator(num_buckets=) (the {value!r} of "
+                     "data/batching.py:17's own message)",
 }
 
 

@@ -90,7 +90,7 @@ def test_deeply_nested_checkpoint_header(pool, depth, kind):
 @known("decoder_pybind")
 @small
 @given(op=st.sampled_from([("seed", -1), ("sample", "x"), ("step_logits", 1), ("sample", 2**63), ("seed", 2**64),
-                           ("beam_search", -1.5)]))
+                           ("beam_search", -1.5), ("prime", [[1, 2]])]))
 def test_decoder_methods_name_their_bad_arguments(pool, op):
     """sampling.Decoder's methods: a bad argument gives a TypeError/ValueError naming it, not a dump."""
     pool.check(Call("fuzz.scenarios.decoder", (_lm(), 1, [op])))
@@ -184,12 +184,16 @@ def test_a_loss_that_overflows_raises(pool, reduction, how):
                     {"kwargs": {"reduction": reduction, "mask": mask}, "always_finite": True}))
 
 
-@known("dtype_recursion")
+@known("deep_list_arg")
 @small
-@given(cls=st.sampled_from(["rnncore.nn.LSTM", "rnncore.nn.Linear"]))
-def test_dtype_of_a_deeply_nested_list(pool, cls):
-    """dtype=<3000-deep nested list>: TypeError naming dtype, not RecursionError."""
-    pool.check(Call(cls, (2, 3), {"dtype": Junk("deep_list")}))
+@given(case=st.sampled_from(["rnncore.nn.LSTM", "rnncore.nn.Linear", "bucket"]))
+def test_a_deeply_nested_list_for_a_scalar(pool, case):
+    """dtype=<3000-deep nested list>, num_buckets=<the same>: TypeError/ValueError, not RecursionError."""
+    if case == "bucket":
+        pool.check(Call("fuzz.scenarios.bucket_iterator", ([A("int64", (3,)), A("int64", (2,))],),
+                        {"kwargs": {"num_buckets": Junk("deep_list")}}))
+    else:
+        pool.check(Call(case, (2, 3), {"dtype": Junk("deep_list")}))
 
 
 @known("ubsan_memcpy_h0")
