@@ -222,13 +222,36 @@ cdef class Trie:
         if bos and self.order > 1:
             old[1] = BOS
 
+    cdef void walk(self, const int32_t[::1] ids, int64_t **old, int64_t **new, double *out) noexcept nogil:
+        """Feed a token stream through the state *old (scratch *new), restarting at each <s>.
+
+        Leaves the state after the last id in *old. With out, out[p] gets each position's
+        log10 p (0.0 at each <s>, which is not predicted).
+        """
+        cdef Py_ssize_t p
+        cdef int64_t *tmp
+        cdef double lp
+        self.reset(old[0], False)
+        for p in range(ids.shape[0]):
+            if ids[p] == BOS:
+                self.reset(old[0], True)
+                if out != NULL:
+                    out[p] = 0.0
+                continue
+            lp = self.step(old[0], new[0], ids[p])
+            if out != NULL:
+                out[p] = lp
+            tmp = old[0]
+            old[0] = new[0]
+            new[0] = tmp
+
     def score(self, const int32_t[::1] ids):
         """log10 p of every position of a token stream: (P,) float64, 0.0 at each <s>.
 
         ids: (P,) ids in [0, V). The context starts empty and restarts at each <s> (which
         is not predicted); any other id is scored given the words before it since then.
         """
-        cdef Py_ssize_t P = ids.shape[0], p
+        cdef Py_ssize_t P = ids.shape[0]
         cdef int N = self.order
         out = np.empty(P, dtype=np.float64)
         cdef double[::1] o = out
@@ -237,18 +260,8 @@ cdef class Trie:
             raise MemoryError()
         cdef int64_t *old = state
         cdef int64_t *new = state + N + 1
-        cdef int64_t *tmp
         with nogil:
-            self.reset(old, False)
-            for p in range(P):
-                if ids[p] == BOS:
-                    self.reset(old, True)
-                    o[p] = 0.0
-                    continue
-                o[p] = self.step(old, new, ids[p])
-                tmp = old
-                old = new
-                new = tmp
+            self.walk(ids, &old, &new, &o[0] if P > 0 else NULL)
         free(state)
         return out
 
@@ -257,7 +270,7 @@ cdef class Trie:
 
         context: ids as in score(); a leading <s> starts a sentence.
         """
-        cdef Py_ssize_t P = context.shape[0], p
+
         cdef int N = self.order
         cdef int32_t w
         out = np.empty(self.V, dtype=np.float64)
@@ -267,17 +280,8 @@ cdef class Trie:
             raise MemoryError()
         cdef int64_t *old = state
         cdef int64_t *new = state + N + 1
-        cdef int64_t *tmp
         with nogil:
-            self.reset(old, False)
-            for p in range(P):
-                if context[p] == BOS:
-                    self.reset(old, True)
-                    continue
-                self.step(old, new, context[p])
-                tmp = old
-                old = new
-                new = tmp
+            self.walk(context, &old, &new, NULL)
             for w in range(<int32_t>self.V):
                 o[w] = self.step(old, new, w)
         free(state)
