@@ -222,3 +222,213 @@ def test_recurrent_threads_proj_size_checks():
     with pytest.raises(ValueError, match="proj_size"):
         _core.recurrent_threads("lstm", 4, 16, 2, proj_size=-1)
     assert _core.recurrent_threads("lstm", 4, 16, 2, proj_size=8) >= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# rnncore.nn.LSTM(proj_size=...) against torch.nn.LSTM(proj_size=...)
+# ----------------------------------------------------------------------------------------------
+torch = pytest.importorskip("torch")  # noqa: E402  (the kernel tests above need no torch)
+import rnncore  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+F32 = 1e-5
+
+
+def _configs(n, seed):
+    """Random (T, B, I, H, P, L, bidirectional, batch_first, ragged) with 0 < P < H."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        H = int(rng.integers(2, 24))
+        out.append((int(rng.integers(1, 8)), int(rng.integers(1, 6)), int(rng.integers(1, 9)), H,
+                    int(rng.integers(1, H)), 1 + k % 3, bool(k % 2), bool(rng.integers(0, 2)), k % 4 >= 2))
+    return out
+
+
+def _torch_run(tl, x, h0, c0, lengths, batch_first):
+    """torch's outputs (padded, zeros past each length), h_n, c_n for a padded batch."""
+    if lengths is None:
+        return tl(x, (h0, c0))
+    packed = pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=batch_first, enforce_sorted=False)
+    y, (h, c) = tl(packed, (h0, c0))
+    y, _ = pad_packed_sequence(y, batch_first=batch_first, total_length=x.shape[1 if batch_first else 0])
+    return y, (h, c)
+
+
+def _assert_torch_close(actual, expected, what, tol=F32):
+    assert_close(actual, expected.detach().numpy(), atol=tol, rtol=tol, what=what)
+
+
+@pytest.mark.parametrize("cfg", _configs(12, 4), ids=lambda c: "T%dB%dI%dH%dP%dL%d%s%s%s" % (
+    c[:6] + ("bi" if c[6] else "", "bf" if c[7] else "", "rag" if c[8] else "")))
+def test_nn_lstm_matches_torch(cfg):
+    T_, B_, I_, H_, P_, L, bi, bf, ragged = cfg
+    D = 2 if bi else 1
+    torch.manual_seed(hash(cfg) % 2**31)
+    tl = torch.nn.LSTM(I_, H_, L, bidirectional=bi, batch_first=bf, proj_size=P_)
+    ours = rnncore.nn.LSTM(I_, H_, L, bidirectional=bi, batch_first=bf, proj_size=P_)
+    assert list(ours.state_dict()) == list(tl.state_dict())
+    ours.load_state_dict(rnncore.from_torch(tl))
+    x = torch.randn((B_, T_, I_) if bf else (T_, B_, I_), requires_grad=True)
+    h0 = torch.randn(L * D, B_, P_, requires_grad=True)
+    c0 = torch.randn(L * D, B_, H_, requires_grad=True)
+    lengths = None
+    if ragged:
+        lengths = np.random.default_rng(B_).integers(1, T_ + 1, B_).astype(np.int64)
+        lengths[0] = T_
+    y, (h, c) = _torch_run(tl, x, h0, c0, lengths, bf)
+    yo, (ho, co) = ours(x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()), lengths=lengths)
+    assert yo.shape == tuple(y.shape) and ho.shape == (L * D, B_, P_) and co.shape == (L * D, B_, H_)
+    _assert_torch_close(yo, y, "output")
+    _assert_torch_close(ho, h, "h_n")
+    _assert_torch_close(co, c, "c_n")
+    gy, gh, gc = torch.randn_like(y), torch.randn_like(h), torch.randn_like(c)
+    torch.autograd.backward([y, h, c], [gy, gh, gc])
+    dx = ours.backward(gy.numpy(), (gh.numpy(), gc.numpy()))
+    _assert_torch_close(dx, x.grad, "dx")
+    _assert_torch_close(ours.grad_h0[0], h0.grad, "dh0")
+    _assert_torch_close(ours.grad_h0[1], c0.grad, "dc0")
+    theirs = dict(tl.named_parameters())
+    for name, p in ours.named_parameters():
+        _assert_torch_close(p.grad, theirs[name].grad, f"grad {name}")
+    assert np.abs(ours.weight_hr_l0.grad).max() > 0
+
+
+def test_nn_lstm_finite_differences_stacked_bidirectional_ragged():
+    """The layer (2 layers, bidirectional, no bias, ragged with a 0) in float64: every parameter,
+    x, h0 and c0 against central differences."""
+    rng = np.random.default_rng(13)
+    layer = rnncore.nn.LSTM(I, H, 2, bidirectional=True, proj_size=P, bias=False, dtype=np.float64, seed=3)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((4, B, P)) * 0.5
+    c0 = rng.standard_normal((4, B, H)) * 0.5
+    dy = rng.standard_normal((T, B, 2 * P))
+    dh, dc = rng.standard_normal((4, B, P)), rng.standard_normal((4, B, H))
+
+    def f():
+        out, (hn, cn) = layer.forward(x, (h0, c0), lengths=RAGGED)
+        return float(np.sum(dy * out) + np.sum(dh * hn) + np.sum(dc * cn))
+
+    layer.zero_grad()
+    f()
+    dx = layer.backward(dy, (dh, dc))
+    analytic = {n: p.grad.copy() for n, p in layer.named_parameters()}
+    analytic.update(x=dx, h0=layer.grad_h0[0], c0=layer.grad_h0[1])
+    numeric = {n: numeric_grad(f, p.data) for n, p in layer.named_parameters()}
+    numeric.update(x=numeric_grad(f, x), h0=numeric_grad(f, h0), c0=numeric_grad(f, c0))
+    bad = {k: rel_err(analytic[k], numeric[k]) for k in analytic if not rel_err(analytic[k], numeric[k]) < TOL}
+    assert not bad, bad
+    assert sum(n.startswith("weight_hr") for n in analytic) == 4
+
+
+def test_nn_lstm_matches_the_numpy_reference_unbatched_and_state_dict_round_trip():
+    from reference import rnn_forward
+
+    layer = rnncore.nn.LSTM(I, H, 3, proj_size=P, seed=1)
+    x = np.random.default_rng(0).standard_normal((T, I)).astype(np.float32)
+    out, (hn, cn) = layer(x)
+    assert out.shape == (T, P) and hn.shape == (3, P) and cn.shape == (3, H)
+    params = {k: v.astype(np.float64) for k, v in layer.state_dict().items()}
+    ref, ref_h, ref_c = rnn_forward("lstm", x[:, None].astype(np.float64), params, num_layers=3)
+    assert_close(out, ref[:, 0], atol=F32, rtol=F32, what="output")
+    assert_close(hn, ref_h[:, 0], atol=F32, rtol=F32, what="h_n")
+    assert_close(cn, ref_c[:, 0], atol=F32, rtol=F32, what="c_n")
+    tl = torch.nn.LSTM(I, H, 3, proj_size=P)
+    tl.load_state_dict(rnncore.to_torch(layer))
+    again = rnncore.nn.LSTM(**layer.config())
+    again.load_state_dict(layer.state_dict())
+    assert_same_bits(again(x)[0], out, "rebuilt from config + state_dict")
+    assert layer.config()["proj_size"] == P and "proj_size=3" in repr(layer)
+    assert layer.weight_hh_l1.shape == (4 * H, P) and layer.weight_ih_l1.shape == (4 * H, P)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(proj_size=7), ValueError, "proj_size must be smaller than hidden_size"),
+    (dict(proj_size=9), ValueError, "proj_size must be smaller than hidden_size"),
+    (dict(proj_size=-1), ValueError, "proj_size must be >= 0"),
+    (dict(proj_size=1.5), TypeError, "proj_size must be an int"),
+])
+def test_nn_lstm_bad_proj_size(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        rnncore.nn.LSTM(I, H, **kwargs)
+
+
+def test_nn_proj_size_only_for_lstm_and_state_shapes_named():
+    with pytest.raises(ValueError, match="only for LSTM"):
+        rnncore.nn.RNNBase("gru", I, H, proj_size=2)
+    layer = rnncore.nn.LSTM(I, H, proj_size=P)
+    x = np.zeros((T, B, I), np.float32)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(L\*D, B, P\)"):
+        layer(x, (np.zeros((1, B, H), np.float32), np.zeros((1, B, H), np.float32)))
+    with pytest.raises(ValueError, match=r"c0 must have shape \(L\*D, B, H\)"):
+        layer(x, (np.zeros((1, B, P), np.float32), np.zeros((1, B, P), np.float32)))
+    layer(x)
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(T, B, D\*P\)"):
+        layer.backward(np.zeros((T, B, H), np.float32))
+    layer.weight_hr_l0.data = np.zeros((H, H), np.float32)
+    with pytest.raises(ValueError, match=r"weight_hr_l0"):
+        layer(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# rnncore.torch.LSTM(proj_size=...): the drop-in
+# ----------------------------------------------------------------------------------------------
+rt = pytest.importorskip("rnncore.torch")
+
+
+@pytest.mark.parametrize("cfg", _configs(10, 8), ids=lambda c: "T%dB%dI%dH%dP%dL%d%s%s%s" % (
+    c[:6] + ("bi" if c[6] else "", "bf" if c[7] else "", "packed" if c[8] else "")))
+def test_dropin_matches_torch(cfg):
+    T_, B_, I_, H_, P_, L, bi, bf, packed = cfg
+    D = 2 if bi else 1
+    torch.manual_seed(hash(cfg) % 2**31)
+    tl = torch.nn.LSTM(I_, H_, L, bidirectional=bi, batch_first=bf, proj_size=P_)
+    ours = rt.LSTM(I_, H_, L, bidirectional=bi, batch_first=bf, proj_size=P_)
+    ours.load_state_dict(tl.state_dict())
+    x = torch.randn((B_, T_, I_) if bf else (T_, B_, I_))
+    h0 = torch.randn(L * D, B_, P_)
+    c0 = torch.randn(L * D, B_, H_)
+    lengths = np.random.default_rng(B_ + 1).integers(1, T_ + 1, B_)
+    results = []
+    for m in (tl, ours):
+        xs, hs, cs = (t.clone().requires_grad_() for t in (x, h0, c0))
+        inp = pack_padded_sequence(xs, torch.as_tensor(lengths), batch_first=bf, enforce_sorted=False) \
+            if packed else xs
+        y, (h, c) = m(inp, (hs, cs))
+        if packed:
+            assert isinstance(y, torch.nn.utils.rnn.PackedSequence)
+            y = y.data
+        torch.manual_seed(1)
+        loss = (y * torch.randn_like(y)).sum() + (h * torch.randn_like(h)).sum() + (c * torch.randn_like(c)).sum()
+        m.zero_grad()
+        loss.backward()
+        results.append((y, h, c, xs.grad, hs.grad, cs.grad, {n: p.grad.clone() for n, p in m.named_parameters()}))
+    (ty, th, tc, tdx, tdh, tdc, tg), (oy, oh, oc, odx, odh, odc, og) = results
+    for what, a, b in (("output", oy, ty), ("h_n", oh, th), ("c_n", oc, tc), ("dx", odx, tdx), ("dh0", odh, tdh),
+                       ("dc0", odc, tdc)):
+        torch.testing.assert_close(a, b, atol=F32, rtol=F32, msg=lambda m, w=what: f"{w}: {m}")
+    assert set(og) == set(tg) and any(n.startswith("weight_hr") for n in og)
+    for n in tg:
+        torch.testing.assert_close(og[n], tg[n], atol=F32, rtol=F32, msg=lambda m, w=n: f"grad {w}: {m}")
+
+
+def test_dropin_gradcheck_float64():
+    torch.manual_seed(0)
+    m = rt.LSTM(3, 5, 2, bidirectional=True, proj_size=2, dtype=torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, h0, c0: m(x, (h0, c0))[0], (x, h0, c0))
+    assert torch.autograd.gradcheck(lambda x, h0, c0: torch.cat([t.reshape(-1) for t in m(x, (h0, c0))[1]]),
+                                    (x, h0, c0))
+
+    # Every weight (w_hr included) through torch.func.functional_call.
+    names = [n for names in m._all_weights for n in names]
+    weights = [getattr(m, n) for n in names]
+    assert sum(n.startswith("weight_hr") for n in names) == 4
+
+    def g(x, *ws):
+        y, (h, c) = torch.func.functional_call(m, dict(zip(names, ws)), (x, (h0.detach(), c0.detach())))
+        return torch.cat([y.reshape(-1), h.reshape(-1), c.reshape(-1)])
+
+    assert torch.autograd.gradcheck(g, (x, *[w.detach().clone().requires_grad_() for w in weights]))
