@@ -267,10 +267,14 @@ class LMDecoder:
     LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...], w_out (V, H),
     b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives; their packed
     copies are made once here.
+
+    An lstm with projections (PyTorch's proj_size P): each layer is (w_ih, w_hh, b_ih, b_hh, w_hr)
+    with w_hr (P, H), 0 < P < H, the same P for every layer; then w_hh is (G*H, P), a layer after
+    the first reads P features, w_out is (V, P), and the state h is (L, B, P) (c stays (L, B, H)).
     """
 
     def __init__(self, cell: str, embedding: _Floats,
-                 layers: list[tuple[_Floats, _Floats, Optional[_Floats], Optional[_Floats]]], w_out: _Floats,
+                 layers: list[tuple[_Floats, ...]], w_out: _Floats,
                  b_out: Optional[_Floats], batch: int, threads: int) -> None: ...
     @property
     def vocab_size(self) -> int: ...

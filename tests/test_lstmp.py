@@ -225,6 +225,163 @@ def test_recurrent_threads_proj_size_checks():
 
 
 # ----------------------------------------------------------------------------------------------
+# Generation: a LanguageModel whose LSTM layers have projections, decoded in C++
+# ----------------------------------------------------------------------------------------------
+def _lm(layers=2, dtype=np.float32, V=13, E=6, Hh=11, Pp=4, seed=0, threads=1):
+    from rnncore.nn import LanguageModel
+
+    m = LanguageModel(V, E, Hh, num_layers=layers, proj_size=Pp, seed=seed, dtype=dtype, threads=threads)
+    m.eval()
+    for _, p in m.named_parameters():  # sharper distributions: no argmax ties
+        p.data *= 3.0
+    return m
+
+
+def _full_logits(model, tokens):
+    logits, _ = model.forward(np.asarray(tokens, np.int64)[:, None])
+    return logits[:, 0].astype(np.float64)
+
+
+def test_lm_with_projections_shapes_and_state():
+    m = _lm()
+    assert m.decoder.weight.shape == (13, 4) and m.rnn.proj_size == 4 and "proj_size=4" in repr(m)
+    logits, (h, c) = m.forward(np.zeros((5, 2), np.int64))
+    assert logits.shape == (5, 2, 13) and h.shape == (2, 2, 4) and c.shape == (2, 2, 11)
+    from rnncore.nn import LanguageModel
+
+    again = LanguageModel(**m.config())
+    again.load_state_dict(m.state_dict())
+    assert_same_bits(again.forward(np.zeros((5, 2), np.int64))[0], logits, "rebuilt from config")
+    with pytest.raises(ValueError, match="only for cell='lstm'"):
+        LanguageModel(13, 6, 11, cell="gru", proj_size=4)
+    with pytest.raises(ValueError, match="proj_size must be smaller than hidden_size"):
+        LanguageModel(13, 6, 11, proj_size=11)
+    with pytest.raises(ValueError, match="tie_weights requires proj_size == embedding_dim"):
+        LanguageModel(13, 6, 11, proj_size=4, tie_weights=True)
+    LanguageModel(13, 4, 11, proj_size=4, tie_weights=True)
+
+
+def test_lm_with_projections_trains_checkpoints_and_checks_gradients():
+    """The model's whole backward (head over P columns, projected layers) in float64 against
+    central differences on a few parameters, and a save/load round trip."""
+    import os
+    import tempfile
+
+    m = _lm(dtype=np.float64)
+    m.train()
+    tokens = np.array([[1, 2], [3, 4], [5, 6]])
+    targets = np.array([[2, 3], [4, 5], [6, 7]])
+
+    def f():
+        return float(m.loss(tokens, targets)[0])
+
+    m.zero_grad()
+    f()
+    m.backward()
+    for name in ("rnn.weight_hr_l1", "rnn.weight_hr_l0", "rnn.weight_hh_l1", "decoder.weight"):
+        p = dict(m.named_parameters())[name]
+        num = numeric_grad(f, p.data)
+        assert rel_err(p.grad, num) < TOL, name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "lm.safetensors")
+        rnncore_mod = __import__("rnncore")
+        rnncore_mod.save(path, m)
+        model = rnncore_mod.load(path).build()
+        assert model.rnn.proj_size == 4
+        assert_same_bits(model.forward(tokens)[0], m.forward(tokens)[0], "loaded")
+
+
+def test_decoder_logits_equal_the_full_forward_with_projections():
+    from rnncore import sampling
+
+    model = _lm(layers=3, dtype=np.float64)
+    tokens = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    dec = sampling.Decoder(model, 1, threads=1)
+    dec.prime(tokens[None, :1])
+    step = []
+    for t in range(len(tokens)):
+        dec.set_next_tokens(np.array([tokens[t]], np.int64))
+        step.append(dec.step_logits()[0])
+    assert_close(np.array(step), _full_logits(model, tokens), atol=1e-12, rtol=1e-12, what="decoder logits")
+    h, c = dec.get_state()
+    assert h.shape == (3, 1, 4) and c.shape == (3, 1, 11)
+
+
+def test_greedy_decode_equals_a_step_by_step_reference():
+    """temperature 0: each token is the argmax of the logits the plain forward gives, one step
+    at a time with the state carried (the reference loop), for 2 streams at once."""
+    from rnncore import sampling
+
+    model = _lm(layers=2)
+    primes = np.array([[2, 7, 7, 1], [5, 0, 3, 3]])
+    out = sampling.generate(model, primes, 25, temperature=0, seed=0)
+    assert out.shape == (2, 25)
+    for b in range(2):
+        logits, state = model.forward(primes[b][:, None])
+        tok = int(logits[-1, 0].argmax())
+        ref = []
+        for _ in range(25):
+            ref.append(tok)
+            logits, state = model.forward(np.array([[tok]]), state)
+            tok = int(logits[-1, 0].argmax())
+        np.testing.assert_array_equal(out[b], ref)
+
+
+def test_beam_search_with_projections():
+    from rnncore import sampling
+
+    model = _lm(layers=2)
+    greedy = sampling.generate(model, np.array([2, 3]), 12, temperature=0)
+    (tokens, score), = sampling.beam_search(model, np.array([2, 3]), beam_width=1, max_len=12)
+    np.testing.assert_array_equal(tokens, greedy)
+    logits = _full_logits(model, np.concatenate([[2, 3], greedy[:-1]]))[1:]
+    logp = [row - row.max() - np.log(np.exp(row - row.max()).sum()) for row in logits]
+    assert score == pytest.approx(sum(lp[t] for lp, t in zip(logp, greedy)), rel=1e-5)
+    hyps = sampling.beam_search(model, np.array([2, 3]), beam_width=4, max_len=12, n_best=3)
+    assert len(hyps) == 3 and hyps[0][1] >= hyps[1][1] >= hyps[2][1] and hyps[0][1] >= score - 1e-9
+
+
+def test_decoder_with_projections_one_thread_equals_two():
+    from rnncore import sampling
+
+    if not _core.openmp_enabled():
+        pytest.skip("built without OpenMP")
+    model = _lm(layers=2, V=40, E=16, Hh=64, Pp=24)
+    outs = [sampling.generate(model, np.array([[1, 2], [3, 4], [5, 6]]), 20, temperature=1.0, seed=5, threads=t)
+            for t in (1, 2)]
+    assert_same_bits(outs[1], outs[0], "tokens")
+
+
+def test_core_decoder_bad_projections():
+    rng = np.random.default_rng(0)
+    Vv, Ee, Hh, Pp = 7, 5, 6, 3
+
+    def layer(in_size, p=Pp):
+        r = p or Hh
+        t = (rng.standard_normal((4 * Hh, in_size)), rng.standard_normal((4 * Hh, r)), None, None)
+        return t + ((rng.standard_normal((p, Hh)),) if p else ())
+
+    emb, w_out = rng.standard_normal((Vv, Ee)), rng.standard_normal((Vv, Pp))
+    _core.LMDecoder("lstm", emb, [layer(Ee), layer(Pp)], w_out, None, 1, 1)  # valid
+    with pytest.raises(ValueError, match="every layer must be projected alike"):
+        _core.LMDecoder("lstm", emb, [layer(Ee), layer(Pp, 0)], w_out, None, 1, 1)
+    with pytest.raises(ValueError, match=r"layers\[0\].w_hr must have shape \(P, H\) with 0 < P < H"):
+        _core.LMDecoder("lstm", emb, [layer(Ee)[:4] + (np.zeros((Hh, Hh)),)], w_out, None, 1, 1)
+    with pytest.raises(ValueError, match=r"w_out must have shape \(7, 3\)"):
+        _core.LMDecoder("lstm", emb, [layer(Ee)], rng.standard_normal((Vv, Hh)), None, 1, 1)
+    with pytest.raises(ValueError, match=r"layers\[1\].w_ih must have shape \(24, 3\)"):
+        _core.LMDecoder("lstm", emb, [layer(Ee), layer(Hh)], w_out, None, 1, 1)
+    with pytest.raises(ValueError, match="only for lstm cells"):
+        g = (rng.standard_normal((3 * Hh, Ee)), rng.standard_normal((3 * Hh, Pp)), None, None,
+             rng.standard_normal((Pp, Hh)))
+        _core.LMDecoder("gru", emb, [g], w_out, None, 1, 1)
+    dec = _core.LMDecoder("lstm", emb, [layer(Ee)], w_out, None, 2, 1)
+    with pytest.raises(ValueError, match=r"h must have shape \(1, 2, 3\)"):
+        dec.set_state(np.zeros((1, 2, Hh)), np.zeros((1, 2, Hh)))
+    dec.set_state(np.zeros((1, 2, Pp)), np.zeros((1, 2, Hh)))
+
+
+# ----------------------------------------------------------------------------------------------
 # rnncore.nn.LSTM(proj_size=...) against torch.nn.LSTM(proj_size=...)
 # ----------------------------------------------------------------------------------------------
 torch = pytest.importorskip("torch")  # noqa: E402  (the kernel tests above need no torch)

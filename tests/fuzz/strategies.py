@@ -500,13 +500,16 @@ def b_core_decoder(draw, V_lo=1, ops=None):
     dt = floats(draw)
     V, E, H, L, B = dim(draw, V_lo), pos(draw), pos(draw), rint(draw, 1, 2), pos(draw)
     G = GATES[cell.lower()]
+    # An LSTM with projections (issue 17): a fifth weight w_hr (P, H) per layer, h P wide.
+    P = rint(draw, 1, H - 1) if cell.lower() == "lstm" and H >= 2 and rint(draw, 0, 2) == 0 else 0
+    R = P or H
 
     def opt(shp):
         return maybe(draw, lambda: arr(draw, dt, shp))
 
-    layers = [(arr(draw, dt, (G * H, E if l == 0 else H)), arr(draw, dt, (G * H, H)), opt((G * H,)), opt((G * H,)))
-              for l in range(L)]
-    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "w_out": arr(draw, dt, (V, H)),
+    layers = [(arr(draw, dt, (G * H, E if l == 0 else R)), arr(draw, dt, (G * H, R)), opt((G * H,)), opt((G * H,)))
+              + ((arr(draw, dt, (P, H)),) if P else ()) for l in range(L)]
+    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "w_out": arr(draw, dt, (V, R)),
             "b_out": opt((V,)), "batch": B, "threads": threads_value(draw, False)}
     is_lstm = cell.lower() == "lstm"
     names = ops or ("seed", "set_next_tokens", "mark_seen", "sample", "step_logits", "get_state", "set_state",
@@ -524,7 +527,7 @@ def b_core_decoder(draw, V_lo=1, ops=None):
             out.append((op, rint(draw, 0, 6), pick(draw, (1.0, 0.0, 0.7)), rint(draw, 0, 3), pick(draw, (1.0, 0.9)),
                         pick(draw, (1.0, 1.3)), _stop_tokens(draw, V)))
         elif op == "set_state":
-            out.append((op, arr(draw, dt, (L, B, H)), arr(draw, dt, (L, B, H)) if is_lstm else None))
+            out.append((op, arr(draw, dt, (L, B, R)), arr(draw, dt, (L, B, H)) if is_lstm else None))
         elif op == "beam_search":
             out.append((op, rint(draw, 1, 5), pick(draw, (0.0, 0.6)), rint(draw, 1, B), _stop_tokens(draw, V)))
         else:
@@ -642,8 +645,18 @@ def _lm_ctor(draw):
 WEIGHTS = (None, None, None, "nan", "inf_bias", "zero", "big")
 
 
+def _maybe_proj(draw, ctor):
+    """Sometimes an LSTM with projections (issue 17): proj_size in [1, H), tied weights then need P == E."""
+    H = ctor["hidden_size"]
+    if ctor["cell"] == "lstm" and H >= 2 and rint(draw, 0, 2) == 0:
+        ctor["proj_size"] = rint(draw, 1, H - 1)
+        if ctor["tie_weights"]:
+            ctor["embedding_dim"] = ctor["proj_size"]
+    return ctor
+
+
 def b_language_model(draw):
-    ctor = _lm_ctor(draw)
+    ctor = _maybe_proj(draw, _lm_ctor(draw))
     T, B = dim(draw), dim(draw)
     shp = (B, T) if ctor["batch_first"] else (T, B)
     V = ctor["vocab_size"]
@@ -805,7 +818,7 @@ def b_clip(draw, which):
 # -- public: rnncore.sampling -------------------------------------------------------------------------
 
 def _sampling_ctor(draw):
-    ctor = _lm_ctor(draw)
+    ctor = _maybe_proj(draw, _lm_ctor(draw))
     ctor.pop("batch_first", None)
     ctor["dropout"] = 0.0
     return ctor
