@@ -589,3 +589,21 @@ def test_dropin_gradcheck_float64():
         return torch.cat([y.reshape(-1), h.reshape(-1), c.reshape(-1)])
 
     assert torch.autograd.gradcheck(g, (x, *[w.detach().clone().requires_grad_() for w in weights]))
+
+
+def test_dropin_gradcheck_float64_packed():
+    """A ragged PackedSequence (not sorted) through a bidirectional projected drop-in, float64."""
+    torch.manual_seed(1)
+    m = rt.LSTM(3, 5, bidirectional=True, proj_size=2, dtype=torch.float64)
+    x = torch.randn(4, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([2, 4, 1])
+
+    def f(data):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        packed = torch.nn.utils.rnn.PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
+                                                   packed.unsorted_indices)
+        y, (h, c) = m(packed)
+        return torch.cat([y.data.reshape(-1), h.reshape(-1), c.reshape(-1)])
+
+    data = pack_padded_sequence(x, lengths, enforce_sorted=False).data.clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (data,))
