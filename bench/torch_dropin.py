@@ -3,6 +3,7 @@
     python bench/torch_dropin.py                  # lstm, gru; shapes b, c, d and a ragged batch; 2 threads
     python bench/torch_dropin.py --quick          # one round of a few workloads (smoke test)
     python bench/torch_dropin.py --threads 1 2 --rounds 5
+    python bench/torch_dropin.py --cells lstm --shapes b-proj d-proj ragged-proj   # LSTM with projections
 
 Every engine times one training step (zero the gradients, forward, backward; float32; the
 input needs its gradient too):
@@ -21,6 +22,9 @@ and the kernels get `lengths=`. pack/pad are left out of the step: their own bac
 torch (pad_packed_sequence's costs ~20 ms here) would be the same for torch and the drop-in.
 "tiny" (T=1, B=1, I=H=8) is all overhead. Shapes (T, B, I, H) as bench/compare.py: b (100, 16, 256, 256), c (100, 1, 256,
 256), d 2 layers (50, 32, 128, 1024).
+"<shape>-proj" (LSTM only) is that shape with projections, proj_size P = H/4 (b: 64, d: 256):
+every engine runs an LSTM with proj_size (torch.nn.LSTM then leaves oneDNN for its native
+path, which is what a user of LSTMP gets); outputs and dy are P wide.
 
 Like compare.py, each engine runs in its own long-lived worker process (torch's and
 rnncore's idle threads never share a process by accident), the engines alternate round by
@@ -47,18 +51,23 @@ def workloads(args):
     out = []
     for cell in args.cells:
         for shape in args.shapes:
-            if shape == "tiny":
+            proj = shape.endswith("-proj")
+            if proj and cell != "lstm":
+                continue  # projections are an LSTM's only
+            base = shape[:-len("-proj")] if proj else shape
+            if base == "tiny":
                 T, B, I, H, layers, ragged = 1, 1, 8, 8, 1, False
-            elif shape == "ragged":
+            elif base == "ragged":
                 T, B, I, H, layers = compare.SHAPES["b"]
                 ragged = True
             else:
-                T, B, I, H, layers = compare.SHAPES[shape]
+                T, B, I, H, layers = compare.SHAPES[base]
                 ragged = False
             out.append({"name": f"{cell} {shape} train", "cell": cell, "T": T, "B": B, "I": I, "H": H,
-                        "layers": layers, "ragged": ragged})
+                        "layers": layers, "ragged": ragged, "P": H // 4 if proj else 0})
     if args.quick:
-        out = [w for w in out if w["name"] in ("lstm b train", "lstm ragged train", "lstm tiny train")]
+        out = [w for w in out if w["name"] in ("lstm b train", "lstm ragged train", "lstm tiny train",
+                                                "lstm b-proj train")]
     return out
 
 
@@ -71,10 +80,10 @@ def build_torch(w, threads, module):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cls = {"lstm": module.LSTM, "gru": module.GRU}[w["cell"]]
-    layer = cls(w["I"], w["H"], num_layers=w["layers"])
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], **({"proj_size": w["P"]} if w.get("P") else {}))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(w["T"], w["B"], w["I"], generator=g).requires_grad_(True)
-    dy = torch.randn(w["T"], w["B"], w["H"], generator=g)
+    dy = torch.randn(w["T"], w["B"], w.get("P") or w["H"], generator=g)
     if w["ragged"]:
         lengths = torch.from_numpy(compare.lengths_for(w))
         pack = torch.nn.utils.rnn.pack_padded_sequence
@@ -99,10 +108,11 @@ def build_native(w, threads):
     from rnncore import nn
 
     cls = {"lstm": nn.LSTM, "gru": nn.GRU}[w["cell"]]
-    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads,
+                **({"proj_size": w["P"]} if w.get("P") else {}))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((w["T"], w["B"], w["I"]), dtype=np.float32)
-    dy = rng.standard_normal((w["T"], w["B"], w["H"]), dtype=np.float32)
+    dy = rng.standard_normal((w["T"], w["B"], w.get("P") or w["H"]), dtype=np.float32)
     lengths = compare.lengths_for(w) if w["ragged"] else None
 
     def train_step():
@@ -122,27 +132,31 @@ def build_kernels(w, threads):
 
     torch.set_num_threads(threads)  # this process also runs the drop-in
     G = {"lstm": 4, "gru": 3}[w["cell"]]
-    T, B, I, H, L = w["T"], w["B"], w["I"], w["H"], w["layers"]
+    T, B, I, H, L, P = w["T"], w["B"], w["I"], w["H"], w["layers"], w.get("P", 0)
+    R = P or H  # the width of h and of the outputs
     rng = np.random.default_rng(0)
     f32 = lambda *s: rng.standard_normal(s, dtype=np.float32) * 0.05  # noqa: E731
-    params = [(f32(G * H, I if l == 0 else H), f32(G * H, H), f32(G * H), f32(G * H)) for l in range(L)]
+    params = [(f32(G * H, I if l == 0 else R), f32(G * H, R), f32(G * H), f32(G * H)) for l in range(L)]
     grads = [tuple(np.zeros_like(p) for p in ps) for ps in params]
+    w_hr = [f32(P, H) if P else None for _ in range(L)]
+    dw_hr = [None if a is None else np.zeros_like(a) for a in w_hr]
     x = f32(T, B, I)
-    outs = [np.empty((T, B, H), np.float32) for _ in range(L)]
-    dxs = [np.empty((T, B, I if l == 0 else H), np.float32) for l in range(L)]
-    dy = f32(T, B, H)
+    outs = [np.empty((T, B, R), np.float32) for _ in range(L)]
+    dxs = [np.empty((T, B, I if l == 0 else R), np.float32) for l in range(L)]
+    dy = f32(T, B, R)
     lengths = compare.lengths_for(w) if w["ragged"] else None
     ws = [_core.RecurrentWorkspace() for _ in range(L)]
 
     def train_step():
         inp = x
         for l in range(L):
-            _core.recurrent_forward(w["cell"], inp, *params[l], None, None, lengths, False, outs[l], 0, threads, ws[l])
+            _core.recurrent_forward(w["cell"], inp, *params[l], None, None, lengths, False, outs[l], 0, threads, ws[l],
+                                    w_hr=w_hr[l])
             inp = outs[l]
         grad = dy
         for l in reversed(range(L)):
             _core.recurrent_backward(ws[l], grad, 0, None, None, params[l][0], params[l][1], *grads[l], dxs[l], False,
-                                     threads)
+                                     threads, w_hr=w_hr[l], dw_hr=dw_hr[l])
             grad = dxs[l]
 
     return train_step
@@ -174,7 +188,7 @@ def check_once(engine, w, threads):
     for module in (torch.nn, rnncore.torch):
         torch.manual_seed(0)
         cls = {"lstm": module.LSTM, "gru": module.GRU}[w["cell"]]
-        layer = cls(w["I"], w["H"], num_layers=w["layers"])
+        layer = cls(w["I"], w["H"], num_layers=w["layers"], **({"proj_size": w["P"]} if w.get("P") else {}))
         x = torch.randn(min(w["T"], 8), w["B"], w["I"], generator=torch.Generator().manual_seed(0))
         layer(x)[0].square().sum().backward()
         grads.append([p.grad for p in layer.parameters()])
@@ -230,7 +244,8 @@ def main():
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
     ap.add_argument("--shapes", nargs="+", default=["b", "c", "d", "ragged", "tiny"],
-                    choices=["b", "c", "d", "ragged", "tiny"])
+                    choices=["b", "c", "d", "ragged", "tiny", "b-proj", "c-proj", "d-proj", "ragged-proj"],
+                    help="'<shape>-proj': the LSTM with projections, proj_size = H/4 (lstm only)")
     ap.add_argument("--threads", nargs="+", type=int, default=[2])
     ap.add_argument("--rounds", type=int, default=5, help="alternations per workload (medians are taken)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per round")
@@ -247,7 +262,7 @@ def main():
 
     workers = {name: Worker() for name in sorted(set(PROCESS.values()))}
     rows = []
-    print(f"{'workload':<20} {'thr':>3} {'torch ms':>9} {'native ms':>9} {'drop-in ms':>10} {'kernels ms':>10} "
+    print(f"{'workload':<24} {'thr':>3} {'torch ms':>9} {'native ms':>9} {'drop-in ms':>10} {'kernels ms':>10} "
           f"{'native':>7} {'drop-in':>7} {'kept':>6} {'overhead ms':>11}")
     try:
         for threads in args.threads:
@@ -265,7 +280,7 @@ def main():
                            native_speedup=med["torch"] / med["native"], dropin_speedup=med["torch"] / med["dropin"],
                            kept=kept, overhead_ms=med["dropin"] - med["kernels"])
                 rows.append(row)
-                print(f"{w['name']:<20} {threads:>3} {med['torch']:>9.3f} {med['native']:>9.3f} {med['dropin']:>10.3f} "
+                print(f"{w['name']:<24} {threads:>3} {med['torch']:>9.3f} {med['native']:>9.3f} {med['dropin']:>10.3f} "
                       f"{med['kernels']:>10.3f} {row['native_speedup']:>6.2f}x {row['dropin_speedup']:>6.2f}x "
                       f"{100 * kept:>5.0f}% {row['overhead_ms']:>11.3f}", flush=True)
     finally:

@@ -34,6 +34,9 @@ class RecurrentWorkspace:
     @property
     def cell(self) -> str:
         """The cell kind of the last forward: 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'."""
+    @property
+    def proj_size(self) -> int:
+        """P of the last forward with projections (w_hr), else 0."""
     def trim(self) -> None:
         """Free what only the calls themselves use (each thread's packed copy of w_hh, scratch),
         keeping what backward needs; for callers that hold many workspaces at once (single-step
@@ -43,14 +46,17 @@ class RecurrentWorkspace:
 def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih: Optional[_Floats] = None,
                       b_hh: Optional[_Floats] = None, h0: Optional[_Floats] = None, c0: Optional[_Floats] = None,
                       lengths: Optional[_Ids] = None, reverse: bool = False, out: Optional[_Floats] = None,
-                      out_col: int = 0, threads: int = 1, workspace: Optional[RecurrentWorkspace] = None
-                      ) -> tuple[_Floats, Optional[_Floats], RecurrentWorkspace]:
+                      out_col: int = 0, threads: int = 1, workspace: Optional[RecurrentWorkspace] = None,
+                      w_hr: Optional[_Floats] = None) -> tuple[_Floats, Optional[_Floats], RecurrentWorkspace]:
     """One recurrent layer, one direction, over a whole sequence.
 
     x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H) or None;
     lengths int64 (B,) in [0, T] or None; out (T, B, *) receives the outputs in columns
     [out_col, out_col + H), zero past each length. A reverse layer runs each sequence backwards
     within its own length. Returns (h_n, c_n or None, workspace).
+
+    LSTM with projections (PyTorch's proj_size): w_hr (P, H), 0 < P < H; then w_hh is (G*H, P),
+    h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n stay (B, H).
     """
 
 
@@ -59,12 +65,16 @@ def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih:
 def recurrent_backward(workspace: RecurrentWorkspace, dy: Optional[_Floats], dy_col: int, dh_n: Optional[_Floats],
                        dc_n: Optional[_Floats], w_ih: _Floats, w_hh: _Floats, dw_ih: _Floats, dw_hh: _Floats,
                        db_ih: Optional[_Floats], db_hh: Optional[_Floats], dx: _Floats, accumulate_dx: bool = False,
-                       threads: int = 1) -> tuple[_Floats, Optional[_Floats]]:
+                       threads: int = 1, w_hr: Optional[_Floats] = None, dw_hr: Optional[_Floats] = None
+                       ) -> tuple[_Floats, Optional[_Floats]]:
     """Backpropagation through time for the last forward run on `workspace`.
 
     dy (T, B, *) gradient of the outputs, read from columns [dy_col, dy_col + H), or None;
     dh_n, dc_n (B, H) or None. Adds into dw_ih, dw_hh, db_ih, db_hh; writes dx (T, B, I), or adds
     to it when accumulate_dx. Returns (dh0, dc0 or None).
+
+    After a forward with projections (w_hr (P, H)): w_hr and dw_hr (P, H) are required (dw_hr is
+    added to), w_hh and dw_hh are (G*H, P), dy is read from P columns, dh_n and dh0 are (B, P).
     """
 
 
@@ -120,9 +130,9 @@ def openmp_enabled() -> bool:
     """True when the extension was built with OpenMP."""
 
 
-def recurrent_threads(cell: str, B: int, H: int, threads: int) -> int:
-    """Threads the time loop of a layer of this cell, batch B and hidden size H runs on when
-    given `threads`."""
+def recurrent_threads(cell: str, B: int, H: int, threads: int, proj_size: int = 0) -> int:
+    """Threads the time loop of a layer of this cell, batch B and hidden size H (and proj_size,
+    an LSTM's projection, 0 for none) runs on when given `threads`."""
 
 
 def vmath(fn: str, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -257,10 +267,14 @@ class LMDecoder:
     LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...], w_out (V, H),
     b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives; their packed
     copies are made once here.
+
+    An lstm with projections (PyTorch's proj_size P): each layer is (w_ih, w_hh, b_ih, b_hh, w_hr)
+    with w_hr (P, H), 0 < P < H, the same P for every layer; then w_hh is (G*H, P), a layer after
+    the first reads P features, w_out is (V, P), and the state h is (L, B, P) (c stays (L, B, H)).
     """
 
     def __init__(self, cell: str, embedding: _Floats,
-                 layers: list[tuple[_Floats, _Floats, Optional[_Floats], Optional[_Floats]]], w_out: _Floats,
+                 layers: list[tuple[_Floats, ...]], w_out: _Floats,
                  b_out: Optional[_Floats], batch: int, threads: int) -> None: ...
     @property
     def vocab_size(self) -> int: ...

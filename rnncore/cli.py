@@ -246,6 +246,8 @@ def _model_and_optimizer(args, resume, tok, level):
         else:
             shape = dict(num_layers=args.layers, cell=args.cell, dropout=args.dropout, tie_weights=args.tie,
                          adaptive_softmax=args.adaptive_softmax)
+            if args.proj_size:
+                shape["proj_size"] = args.proj_size
             _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
             model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
         if args.init is not None:
@@ -591,6 +593,9 @@ def build_parser():
     g.add_argument("--hidden", type=_positive(int), default=256, help="hidden size")
     g.add_argument("--embed", type=_positive(int), default=None, help="embedding size (default: 64 for char, "
                    "else --hidden)")
+    g.add_argument("--proj-size", type=_positive(int), default=None, metavar="P",
+                   help="an LSTM with projections (PyTorch's proj_size, P < --hidden): each layer's output and "
+                        "state h are P wide (--cell lstm, --model rnn)")
     g.add_argument("--dropout", type=_fraction, default=0.0, help="dropout on the embeddings, between layers and "
                    "on the output")
     g.add_argument("--tie", action="store_true", help="tie the output projection to the embedding (needs "

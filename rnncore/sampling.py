@@ -104,8 +104,9 @@ class Decoder:
         layers = []
         for layer in range(rnn.num_layers):
             w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer)
-            layers.append((w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
-                           None if b_hh is None else b_hh.data))
+            entry = (w_ih.data, w_hh.data, None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data)
+            w_hr = rnn.layer_projection(layer) if rnn.cell == "lstm" else None
+            layers.append(entry if w_hr is None else entry + (w_hr.data,))
         bias = model.decoder.bias
         self.model = model
         self.batch = int(batch)
@@ -130,7 +131,8 @@ class Decoder:
 
 
 def _read_prime(model, ids):
-    """The state (h, c or None), each (L, B, H), after reading ids (B, P) in eval mode.
+    """The state (h (L, B, R), c (L, B, H) or None), after reading ids (B, P) in eval mode; R is
+    the LSTM's proj_size with projections, else H.
 
     The same kernel calls as ``model.rnn(model.encoder(ids.T))`` in eval mode (so the same
     bits), but with workspaces of this call's own and without switching the model to eval:
@@ -140,15 +142,18 @@ def _read_prime(model, ids):
     x = _core.embedding_forward(encoder.weight.data, np.ascontiguousarray(ids.T), resolve_threads(encoder.threads))
     T, B, _ = x.shape
     L, H, threads = rnn.num_layers, rnn.hidden_size, resolve_threads(rnn.threads)
-    h = np.empty((L, B, H), rnn.dtype)
+    R = getattr(rnn, "state_size", H)
+    h = np.empty((L, B, R), rnn.dtype)
     c = np.empty((L, B, H), rnn.dtype) if rnn.cell == "lstm" else None
     layer_input = x
     for layer in range(L):
         w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer, 0)
-        out = np.empty((T, B, H), rnn.dtype)
+        w_hr = rnn.layer_projection(layer, 0) if rnn.cell == "lstm" else None
+        out = np.empty((T, B, R), rnn.dtype)
         h[layer], cn, _ = _core.recurrent_forward(
             rnn.cell, layer_input, w_ih.data, w_hh.data, None if b_ih is None else b_ih.data,
-            None if b_hh is None else b_hh.data, None, None, None, False, out, 0, threads, None)
+            None if b_hh is None else b_hh.data, None, None, None, False, out, 0, threads, None,
+            *(() if w_hr is None else (w_hr.data,)))
         if c is not None:
             c[layer] = cn
         layer_input = out

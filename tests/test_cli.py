@@ -252,3 +252,16 @@ def test_train_with_adaptive_softmax(tmp_path):
     assert rnncore.load(str(out / "last.safetensors")).config["adaptive_softmax"] == [5, 12]
     r = run("train", text, "--adaptive-softmax", "5,3", "--out", out)
     assert r.returncode == 2 and "increasing positive integers" in r.stderr
+
+
+def test_train_and_sample_an_lstm_with_projections(tmp_path):
+    """--proj-size: an LSTM with projections (issue 17) trains, checkpoints and samples."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "proj"
+    r = run("train", text, "--out", out, "--max-steps", "10", "--proj-size", "8", *TINY)
+    assert r.returncode == 0, r.stderr
+    r = run("sample", out / "last.safetensors", "--prime", "to be", "--length", "20", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("to be")
+    assert_user_error(run("train", text, "--max-steps", "1", "--proj-size", "24", *TINY), "proj_size")

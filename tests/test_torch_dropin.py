@@ -462,14 +462,16 @@ def test_autocast_runs_in_the_weights_dtype():
     torch.testing.assert_close(h1, cell(y[0].float())[0], atol=0, rtol=0)
 
 
-def test_proj_size_is_not_supported_yet():
-    with pytest.raises(ValueError, match="issue 17"):
-        rt.LSTM(4, 8, proj_size=3)
+def test_patch_swaps_an_lstm_with_projections():
+    """Projections were refused until issue 17's kernels; now patch swaps them like the others
+    (their parity is tested in tests/test_lstmp.py)."""
     lstmp = torch.nn.LSTM(4, 8, proj_size=3)
     model = torch.nn.Sequential(torch.nn.GRU(4, 4), lstmp)
-    with pytest.raises(ValueError, match="issue 17"):
-        rt.patch(model)
-    assert type(model[0]) is torch.nn.GRU  # nothing was swapped
+    rt.patch(model)
+    assert type(model[0]) is rt.GRU and type(model[1]) is rt.LSTM
+    x = torch.randn(5, 2, 4)
+    out, (h, c) = model[1](x)
+    assert out.shape == (5, 2, 3) and h.shape == (1, 2, 3) and c.shape == (1, 2, 8)
 
 
 # ----------------------------------------------------------------------------------------------

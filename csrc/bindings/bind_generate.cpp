@@ -84,7 +84,7 @@ class Decoder {
     return f(*d32_);
   }
 
-  index_t V = 0, H = 0, L = 0, B = 0;
+  index_t V = 0, H = 0, R = 0, L = 0, B = 0;  // R: the width of h (proj_size P with projections, else H)
   bool lstm = false;
   std::atomic<bool> busy{false};
 
@@ -111,12 +111,38 @@ class Decoder {
     w.embedding = cptr<T>(emb);
     for (int l = 0; l < w.L; ++l) {
       py::tuple t = py::cast<py::tuple>(layers[l]);
-      if (t.size() != 4) throw py::value_error("LMDecoder: layers[" + std::to_string(l) + "] must be (w_ih, w_hh, b_ih, b_hh)");
+      if (t.size() != 4 && t.size() != 5)
+        throw py::value_error("LMDecoder: layers[" + std::to_string(l) +
+                              "] must be (w_ih, w_hh, b_ih, b_hh) or, for an lstm with projections, "
+                              "(w_ih, w_hh, b_ih, b_hh, w_hr)");
       const std::string idx = "layers[" + std::to_string(l) + "]";
+      const bool has_hr = t.size() == 5 && !t[4].is_none();
       py::array w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {-1, -1});
-      if (l == 0) w.H = w_hh.shape(1);
-      const index_t H = w.H, in = l == 0 ? w.E : H;
-      w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {G * H, H});
+      if (l == 0) {
+        w.H = w_hh.shape(1);
+        if (has_hr) {  // projections: w_hr (P, H) gives both sizes, as in recurrent_forward
+          if (kind != CellKind::LSTM)
+            throw py::value_error(std::string(fn) + ": w_hr (projections) is only for lstm cells, got one for " +
+                                  cell_kind_name(kind));
+          py::array hr = checked<T>(fn, (idx + ".w_hr").c_str(), t[4], {-1, -1});
+          w.P = hr.shape(0);
+          w.H = hr.shape(1);
+          if (w.P < 1 || w.P >= w.H)
+            throw py::value_error(std::string(fn) + ": " + idx + ".w_hr must have shape (P, H) with 0 < P < H "
+                                  "(proj_size below hidden_size), got " + shape_str(hr));
+        }
+      } else if (has_hr != (w.P > 0)) {
+        throw py::value_error(std::string(fn) + ": " + idx + (has_hr ? " has" : " has no") +
+                              " w_hr but layers[0] " + (has_hr ? "has none" : "has one") +
+                              ": every layer must be projected alike (one proj_size)");
+      }
+      const index_t H = w.H, R = w.P > 0 ? w.P : H, in = l == 0 ? w.E : R;
+      w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {G * H, R});
+      if (has_hr) {
+        py::array hr = checked<T>(fn, (idx + ".w_hr").c_str(), t[4], {w.P, H});
+        keep_.push_back(hr);
+        w.w_hr.push_back(cptr<T>(hr));
+      }
       py::array w_ih = checked<T>(fn, (idx + ".w_ih").c_str(), t[0], {G * H, in});
       keep_.push_back(w_ih);
       keep_.push_back(w_hh);
@@ -128,7 +154,8 @@ class Decoder {
       keep_.push_back(b_ih);
       keep_.push_back(b_hh);
     }
-    py::array w_out = checked<T>(fn, "w_out", w_out_obj, {w.V, w.H});
+    const index_t R = w.P > 0 ? w.P : w.H;
+    py::array w_out = checked<T>(fn, "w_out", w_out_obj, {w.V, R});
     py::array b_out;
     w.w_out = cptr<T>(w_out);
     w.b_out = optional_cptr<T>(fn, "b_out", b_out_obj, {w.V}, b_out);
@@ -142,6 +169,7 @@ class Decoder {
     checked_mul(fn, "batch * gates * hidden_size", batch, G * w.H);
     V = w.V;
     H = w.H;
+    this->R = R;
     L = w.L;
     B = batch;
     lstm = w.kind == CellKind::LSTM;
@@ -174,6 +202,10 @@ LMDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ..
           b_out (V,)|None, batch, threads). The arrays must stay unchanged while it lives;
 their packed copies are made once here. V must be >= 1.
 
+An lstm with projections (PyTorch's proj_size P): each layer is (w_ih, w_hh, b_ih, b_hh, w_hr)
+with w_hr (P, H), 0 < P < H, the same P for every layer; then w_hh is (G*H, P), a layer after
+the first reads P features, w_out is (V, P), and the state h is (L, B, P) (c stays (L, B, H)).
+
 One call at a time: a method called while another thread runs one on the same decoder
 raises RuntimeError. sample() and beam_search() raise FloatingPointError naming the stream
 and step whose logits are not finite, and KeyboardInterrupt on Ctrl-C (checked every
@@ -192,17 +224,18 @@ millisecond or so of work; the decoder then holds the state after the last step 
               using T = std::remove_reference_t<decltype(*dec.h())>;
               py::object c = py::none();
               if (d.lstm) c = copy_out<T>(dec.c(), {d.L, d.B, d.H});
-              return py::make_tuple(copy_out<T>(dec.h(), {d.L, d.B, d.H}), c);
+              return py::make_tuple(copy_out<T>(dec.h(), {d.L, d.B, d.R}), c);
             });
           },
-          "The state (h, c or None), each (L, B, H), before the next input token is fed.")
+          "The state (h, c or None), each (L, B, H) (with projections h is (L, B, P)), before the next input "
+          "token is fed.")
       .def(
           "set_state",
           [](Decoder& d, const py::object& h, const py::object& c) {
             ExclusiveCall exclusive(d.busy, "LMDecoder.set_state", "decoder");
             d.visit([&](auto& dec) {
               using T = std::remove_reference_t<decltype(*dec.h())>;
-              py::array ha = checked<T>("LMDecoder.set_state", "h", h, {d.L, d.B, d.H});
+              py::array ha = checked<T>("LMDecoder.set_state", "h", h, {d.L, d.B, d.R});
               py::array ca;
               if (d.lstm) ca = checked<T>("LMDecoder.set_state", "c", c, {d.L, d.B, d.H});
               else if (!c.is_none()) throw py::value_error("LMDecoder.set_state: c is only for lstm decoders");

@@ -41,15 +41,21 @@ void bind_system(py::module_& m) {
       "The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA).");
   m.def(
       "recurrent_threads",
-      [](const std::string& cell, index_t B, index_t H, const py::object& threads_obj) {
+      [](const std::string& cell, index_t B, index_t H, const py::object& threads_obj, index_t proj_size) {
         const int threads = checked_threads("recurrent_threads", threads_obj);
         if (B < 0 || H < 0)
           throw py::value_error("recurrent_threads: B and H must be >= 0, got B=" + std::to_string(B) +
                                 ", H=" + std::to_string(H));
-        return recurrence_threads(parse_cell("recurrent_threads", cell), B, H, threads);
+        const CellKind kind = parse_cell("recurrent_threads", cell);
+        if (proj_size != 0 && (kind != CellKind::LSTM || proj_size < 0 || proj_size >= H))
+          throw py::value_error("recurrent_threads: proj_size must be 0, or in [1, H) = [1, " + std::to_string(H) +
+                                ") for an lstm cell, got " + std::to_string(proj_size) + " for " +
+                                cell_kind_name(kind));
+        return recurrence_threads(kind, B, H, threads, proj_size);
       },
-      py::arg("cell"), py::arg("B"), py::arg("H"), py::arg("threads"),
-      "Threads the time loop of a layer of this cell, batch B and hidden size H runs on when given `threads`.");
+      py::arg("cell"), py::arg("B"), py::arg("H"), py::arg("threads"), py::arg("proj_size") = 0,
+      "Threads the time loop of a layer of this cell, batch B and hidden size H (and proj_size, an LSTM's "
+      "projection, 0 for none) runs on when given `threads`.");
   m.def(
       "gemm_threads",
       [](index_t M, index_t N, index_t K, const py::object& threads_obj) {

@@ -30,7 +30,9 @@ bool is_stop(std::int64_t tok, const std::int64_t* stop, index_t n_stop) {
 template <typename T>
 LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w), B_(B) {
   G_ = gate_count(w.kind);
-  const index_t H = w.H, V = w.V, E = w.E, GH = G_ * H;
+  const index_t H = w.H, V = w.V, E = w.E, GH = G_ * H, P = w.P;
+  R_ = P > 0 ? P : H;
+  const index_t R = R_;
   // The one switch on the cell kind: the layer step for this cell, and its folded biases.
   fused_bias_.resize(static_cast<std::size_t>(w.L));
   bias_.assign(static_cast<std::size_t>(w.L), nullptr);
@@ -47,9 +49,10 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
   const index_t units = (H + kAlign - 1) / kAlign;
   nt_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(nthreads, units)));
   for (auto& buf : h_) {
-    buf.resize(w.L * B * H);
+    buf.resize(w.L * B * R);
     buf.zero();
   }
+  if (P > 0) m_.resize(B * H);
   if (w.kind == CellKind::LSTM) {
     for (auto& buf : c_) {
       buf.resize(w.L * B * H);
@@ -64,8 +67,8 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
   seen_.assign(static_cast<std::size_t>(B * V), 0);
   done_.assign(static_cast<std::size_t>(B), 0);
   bad_.assign(static_cast<std::size_t>(B), 0);
-  double step_work = double(V) * H + V;  // per stream: the head, then the choice
-  for (int l = 0; l < w.L; ++l) step_work += double(GH) * ((l == 0 ? E : H) + H);
+  double step_work = double(V) * R + V;  // per stream: the head, then the choice
+  for (int l = 0; l < w.L; ++l) step_work += double(GH) * ((l == 0 ? E : R) + R) + double(P) * H;
   step_work *= double(B);
   poll_steps_ = static_cast<index_t>(std::max(1.0, std::min(1e9, kPollWork / std::max(1.0, step_work))));
   rng_.resize(static_cast<std::size_t>(B));
@@ -78,23 +81,27 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
     Slice& sl = slices_[k];
     split_range(H, nt_, k, kAlign, &sl.lo, &sl.hi);
     split_range(V, nt_, k, kAlign, &sl.v0, &sl.v1);
+    if (P > 0) split_range(P, nt_, k, kAlign, &sl.plo, &sl.phi);
     const index_t hs = sl.hi - sl.lo;
     sl.w_ih.resize(static_cast<std::size_t>(w.L));
     sl.w_hh.resize(static_cast<std::size_t>(w.L));
+    sl.w_hr.resize(static_cast<std::size_t>(P > 0 ? w.L : 0));
     for (int l = 0; l < w.L && hs > 0; ++l) {
-      const index_t in = l == 0 ? E : H;
+      const index_t in = l == 0 ? E : R;
       // The slice's rows of each weight, gate-major (G * hs, in), packed as the transpose.
-      rows.resize(G_ * hs * std::max(in, H));
+      rows.resize(G_ * hs * std::max(in, R));
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
           std::memcpy(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, sizeof(T) * in);
       sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
-          std::memcpy(rows.data() + (g * hs + u - sl.lo) * H, w.w_hh[l] + (g * H + u) * H, sizeof(T) * H);
-      sl.w_hh[l].pack(true, H, G_ * hs, rows.data(), H);
+          std::memcpy(rows.data() + (g * hs + u - sl.lo) * R, w.w_hh[l] + (g * H + u) * R, sizeof(T) * R);
+      sl.w_hh[l].pack(true, R, G_ * hs, rows.data(), R);
     }
-    if (sl.v1 > sl.v0) sl.w_out.pack(true, H, sl.v1 - sl.v0, w.w_out + sl.v0 * H, H);
+    for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l)
+      sl.w_hr[l].pack(true, H, sl.phi - sl.plo, w.w_hr[l] + sl.plo * H, H);
+    if (sl.v1 > sl.v0) sl.w_out.pack(true, R, sl.v1 - sl.v0, w.w_out + sl.v0 * R, R);
     sl.gx.resize(B * G_ * hs);
     sl.gh.resize(B * G_ * hs);
   }
@@ -108,12 +115,13 @@ void LMDecoder<T>::embed(index_t b) {
 template <typename T>
 template <typename Cell>
 void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur) {
-  const index_t H = w_.H, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
+  const index_t H = w_.H, R = R_, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
   if (hs == 0) return;
-  const T* hprev = h_[cur].data() + l * B * H;
-  T* hnew = h_[1 - cur].data() + l * B * H;
+  const bool proj = w_.P > 0;
+  const T* hprev = h_[cur].data() + l * B * R;
+  T* hnew = h_[1 - cur].data() + l * B * R;
   gemm_packed<T>(B, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
-  gemm_packed<T>(B, hprev, H, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
+  gemm_packed<T>(B, hprev, R, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
   for (index_t b = 0; b < B; ++b) {
     CellStep<T> st;
     st.gates = gates_.data() + b * GH;
@@ -122,8 +130,8 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
     st.hg = sl.gh.data() + b * G_ * hs;
     st.bias = bias_[l];
     st.b_hn = b_hn_[l];
-    st.h_prev = hprev + b * H;
-    st.h = hnew + b * H;
+    st.h_prev = hprev + b * R;
+    st.h = proj ? m_.data() + b * H : hnew + b * H;  // with a projection the cell's output is m
     if (Cell::kHasCellState) {
       st.c_prev = c_[cur].data() + (l * B + b) * H;
       st.c = c_[1 - cur].data() + (l * B + b) * H;
@@ -134,19 +142,30 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
 }
 
 template <typename T>
+void LMDecoder<T>::project_step(Slice& sl, int l, int cur) {
+  if (sl.phi == sl.plo) return;
+  // h = W_hr m  =>  h[:, plo:phi) = m (B, H) W_hr[plo:phi)^T
+  gemm_packed<T>(B_, m_.data(), w_.H, sl.w_hr[l], T(0), h_[1 - cur].data() + l * B_ * R_ + sl.plo, R_);
+}
+
+template <typename T>
 void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
-  const index_t H = w_.H, V = w_.V, B = B_;
+  const index_t R = R_, V = w_.V, B = B_;
   for (int l = 0; l < w_.L; ++l) {
-    const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * B * H;
-    const index_t in_size = l == 0 ? w_.E : H;
+    const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * B * R;
+    const index_t in_size = l == 0 ? w_.E : R;
     for (int k = tid; k < nt_; k += team) (this->*layer_step_)(slices_[k], l, in, in_size, cur);
 #pragma omp barrier
+    if (w_.P > 0) {
+      for (int k = tid; k < nt_; k += team) project_step(slices_[k], l, cur);
+#pragma omp barrier
+    }
   }
-  const T* top = h_[1 - cur].data() + (w_.L - 1) * B * H;
+  const T* top = h_[1 - cur].data() + (w_.L - 1) * B * R;
   for (int k = tid; k < nt_; k += team) {
     Slice& sl = slices_[k];
     if (sl.v1 == sl.v0) continue;
-    gemm_packed<T>(B, top, H, sl.w_out, T(0), logits_.data() + sl.v0, V);
+    gemm_packed<T>(B, top, R, sl.w_out, T(0), logits_.data() + sl.v0, V);
     if (w_.b_out) {
       for (index_t b = 0; b < B; ++b) {
         T* row = logits_.data() + b * V;
@@ -241,14 +260,14 @@ void LMDecoder<T>::step_logits(T* logits) {
 template <typename T>
 std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha, index_t n_best,
                                                   const std::int64_t* stop, index_t n_stop, const Poll& poll) {
-  const index_t k = B_, V = w_.V, H = w_.H, L = w_.L;
+  const index_t k = B_, V = w_.V, H = w_.H, R = R_, L = w_.L;
   const bool lstm = w_.kind == CellKind::LSTM;
   const double neg_inf = -std::numeric_limits<double>::infinity();
   failed_stream_ = failed_step_ = -1;
   // Every beam starts from stream 0's state; only beam 0 is alive, so no duplicates.
   for (index_t l = 0; l < L; ++l) {
     for (index_t b = 1; b < k; ++b) {
-      std::memcpy(h_[cur_].data() + (l * k + b) * H, h_[cur_].data() + l * k * H, sizeof(T) * H);
+      std::memcpy(h_[cur_].data() + (l * k + b) * R, h_[cur_].data() + l * k * R, sizeof(T) * R);
       if (lstm) std::memcpy(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, sizeof(T) * H);
     }
   }
@@ -317,7 +336,7 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
     // the buffer the step read from, so the next step reads it there again.
     for (index_t l = 0; l < L; ++l) {
       for (index_t j = 0; j < alive; ++j) {
-        std::memcpy(h_[cur].data() + (l * k + j) * H, h_[1 - cur].data() + (l * k + parent[j]) * H, sizeof(T) * H);
+        std::memcpy(h_[cur].data() + (l * k + j) * R, h_[1 - cur].data() + (l * k + parent[j]) * R, sizeof(T) * R);
         if (lstm)
           std::memcpy(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H,
                       sizeof(T) * H);

@@ -1,11 +1,14 @@
 // Autoregressive decoding of a language model, the whole loop in C++:
 // embedding lookup -> every layer's cell step -> output projection -> token choice -> feed back.
 //
-// Model: Embedding (V, E) -> L unidirectional layers (RNN/LSTM/GRU, hidden H) -> Linear (V, H).
-// Each thread owns a slice of every layer's hidden units (with all their gates) and a slice of
-// the vocabulary; their weights are packed once, when the decoder is made, and stay hot in the
-// thread's cache from token to token. At batch 1 every product is a GEMV. The threads meet at
-// L + 2 barriers per token (after each layer, after the logits, after the choice).
+// Model: Embedding (V, E) -> L unidirectional layers (RNN/LSTM/GRU, hidden H) -> Linear (V, R).
+// R is the width of each layer's h: H, or P for an LSTM with projections (PyTorch's proj_size:
+// h = W_hr (o * tanh(c)), W_hr (P, H), every layer projected to the same P).
+// Each thread owns a slice of every layer's hidden units (with all their gates), of the
+// projected units, and of the vocabulary; their weights are packed once, when the decoder is
+// made, and stay hot in the thread's cache from token to token. At batch 1 every product is a
+// GEMV. The threads meet at L + 2 barriers per token (after each layer, after the logits, after
+// the choice), one more per layer with a projection (between its cells and its projection).
 #pragma once
 
 #include <cstdint>
@@ -24,10 +27,12 @@ template <typename T>
 struct LMWeights {
   CellKind kind = CellKind::LSTM;
   index_t V = 0, E = 0, H = 0;
+  index_t P = 0;  // LSTM proj_size (0: none); R = P ? P : H
   int L = 0;
   const T* embedding = nullptr;                  // (V, E)
-  std::vector<const T*> w_ih, w_hh, b_ih, b_hh;  // layer l: (G*H, E or H), (G*H, H), (G*H) or null
-  const T* w_out = nullptr;                      // (V, H)
+  std::vector<const T*> w_ih, w_hh, b_ih, b_hh;  // layer l: (G*H, E or R), (G*H, R), (G*H) or null
+  std::vector<const T*> w_hr;                    // layer l: (P, H), only with P > 0
+  const T* w_out = nullptr;                      // (V, R)
   const T* b_out = nullptr;                      // (V) or null
 };
 
@@ -45,7 +50,9 @@ class LMDecoder {
   LMDecoder(const LMWeights<T>& w, index_t B, int nthreads);
 
   index_t batch() const { return B_; }
-  // h, c: (L, B, H), the state before the next input token is fed (c only for LSTM).
+  // The width R of h (P with projections, else H).
+  index_t state_size() const { return R_; }
+  // h: (L, B, R), c: (L, B, H), the state before the next input token is fed (c only for LSTM).
   T* h() { return h_[cur_].data(); }
   T* c() { return c_[cur_].data(); }
   // (B) the next input token of each stream.
@@ -94,15 +101,19 @@ class LMDecoder {
 
  private:
   struct Slice {
-    index_t lo = 0, hi = 0;  // hidden units
-    index_t v0 = 0, v1 = 0;  // vocabulary rows
+    index_t lo = 0, hi = 0;    // hidden units
+    index_t plo = 0, phi = 0;  // projected units (projection only)
+    index_t v0 = 0, v1 = 0;    // vocabulary rows
     std::vector<PackedB<T>> w_ih, w_hh;
+    std::vector<PackedB<T>> w_hr;  // layer l: rows [plo, phi) of W_hr, packed as the transpose (H, phi - plo)
     PackedB<T> w_out;
     AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
   };
   // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
   template <typename Cell>
   void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
+  // A projected layer's second phase for one slice: h[:, plo:phi) = m W_hr[plo:phi)^T.
+  void project_step(Slice& sl, int l, int cur);
   using LayerStep = void (LMDecoder::*)(Slice&, int, const T*, index_t, int);
   // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
   void run_layers_and_head(int tid, int team, int cur);
@@ -114,8 +125,10 @@ class LMDecoder {
   std::vector<AlignedBuffer<T>> fused_bias_;   // layer l: (G*H) cells/cell.h fuse_biases
   std::vector<const T*> bias_, b_hn_;          // layer l: fused_bias_[l] or null; GRU's b_hn or null
   int G_, nt_;
+  index_t R_ = 0;  // width of h
   std::vector<Slice> slices_;
-  AlignedBuffer<T> h_[2], c_[2];  // (L, B, H) double-buffered state
+  AlignedBuffer<T> h_[2], c_[2];  // (L, B, R), (L, B, H) double-buffered state
+  AlignedBuffer<T> m_;            // (B, H) projection only: o * tanh(c) of the layer being stepped
   int cur_ = 0;
   AlignedBuffer<T> x_;            // (B, E) embedded input tokens
   AlignedBuffer<T> gates_;        // (B, G*H)

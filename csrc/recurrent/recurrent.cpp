@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "common/parallel.h"
@@ -33,17 +34,21 @@ void fill_rows(T* dst, const T* src, const SeqLayout& L, index_t B, index_t H) {
   }
 }
 
-template <typename Cell, typename T>
+// kProj: an LSTM with projections (recurrent.h); only LSTMCell is instantiated with it. With
+// kProj false every line is the plain layer's (R = H), so its speed is unchanged.
+template <typename Cell, bool kProj, typename T>
 void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
                   const ForwardArgs<T>& a, int nthreads) {
   constexpr int G = Cell::G;
   const index_t Tn = shape.steps, B = shape.B, I = shape.I, H = shape.H, GH = G * H;
+  const index_t P = kProj ? shape.P : 0, R = kProj ? P : H;  // R: the width of h
   ws.ready = false;
   ws.kind = shape.kind;
   ws.steps = Tn;
   ws.B = B;
   ws.I = I;
   ws.H = H;
+  ws.P = P;
   ws.has_h0 = a.h0 != nullptr;
   ws.has_c0 = a.c0 != nullptr;
   SeqLayout& L = ws.layout;
@@ -74,9 +79,9 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   const T* b_hn = b_hn_of<Cell>(w.b_hh, H);
 
   // States: rows [0, B) hold the initial state in sorted order.
-  ws.hs.resize((B + N) * H);
+  ws.hs.resize((B + N) * R);
   T* hs = ws.hs.data();
-  fill_rows(hs, a.h0, L, B, H);
+  fill_rows(hs, a.h0, L, B, R);
   T* cs = nullptr;
   if (Cell::kHasCellState) {
     ws.cs.resize((B + N) * H);
@@ -88,28 +93,40 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
     ws.hn.resize(N * H);
     hnl = ws.hn.data();
   }
+  T* ms = nullptr;
+  if (kProj) {
+    ws.ms.resize(std::max<index_t>(1, N * H));
+    ms = ws.ms.data();
+  }
 
   // 2. The recurrence: each slice of hidden units [lo, hi) is owned by one thread, with all
   // its gates. Everything a thread needs is allocated here, before the parallel region, so
   // nothing inside it can throw; each thread packs its own slice of W_hh (so it starts out in
   // that core's cache) and only ever reads its own, so no barrier is needed after packing.
-  const int nt = recurrence_threads(shape.kind, B, H, nthreads);
+  const int nt = recurrence_threads(shape.kind, B, H, nthreads, P);
   ws.slices.resize(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
     RecurrentSlice<T>& sl = ws.slices[k];
     split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
     const index_t n_units = sl.hi - sl.lo;
-    for (int g = 0; g < G; ++g) sl.w[g].reserve(H, n_units);
+    for (int g = 0; g < G; ++g) sl.w[g].reserve(R, n_units);
     sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
+    if (kProj) {
+      split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
+      sl.wr.reserve(H, sl.phi - sl.plo);
+    }
   }
   RecurrentSlice<T>* slices = ws.slices.data();
   const T* w_hh = w.w_hh;
+  const T* w_hr = w.w_hr;
   run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
-      // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (H, units) operand.
+      // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (R, units) operand.
       if (sl.hi > sl.lo)
-        for (int g = 0; g < G; ++g) sl.w[g].fill(true, w_hh + (g * H + sl.lo) * H, H);
+        for (int g = 0; g < G; ++g) sl.w[g].fill(true, w_hh + (g * H + sl.lo) * R, R);
+      // Rows [plo, phi) of W_hr, as the transposed (H, phi - plo) operand.
+      if (kProj && sl.phi > sl.plo) sl.wr.fill(true, w_hr + sl.plo * H, H);
     }
     for (index_t s = 0; s < Tn; ++s) {
       const index_t n = L.count[s];
@@ -121,15 +138,16 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
         const index_t lo = sl.lo, hi = sl.hi, n_units = hi - lo;
         if (n_units == 0) continue;
         T* hg = sl.scratch.data();
-        for (int g = 0; g < G; ++g) gemm_packed<T>(n, hs + prev * H, H, sl.w[g], T(0), hg + g * n_units, G * n_units);
+        for (int g = 0; g < G; ++g) gemm_packed<T>(n, hs + prev * R, R, sl.w[g], T(0), hg + g * n_units, G * n_units);
         for (index_t j = 0; j < n; ++j) {
           CellStep<T> st;
           st.gates = gates + (L.offset[s] + j) * GH;
           st.hg = hg + j * G * n_units;
           st.bias = bias;
           st.b_hn = b_hn;
-          st.h_prev = hs + (prev + j) * H;
-          st.h = hs + (cur + j) * H;
+          st.h_prev = hs + (prev + j) * R;
+          // With a projection the cell's output is m = o * tanh(c), projected below.
+          st.h = kProj ? ms + (L.offset[s] + j) * H : hs + (cur + j) * H;
           if (Cell::kHasCellState) {
             st.c_prev = cs + (prev + j) * H;
             st.c = cs + (cur + j) * H;
@@ -137,7 +155,19 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
           if (Cell::kSavesHn) st.hn = hnl + (L.offset[s] + j) * H;
           Cell::forward(st, H, lo, hi);
           // The output row, in the caller's layout, while the new state is in cache.
-          copy_row(a.y + L.source_row(s, j) * a.ldy + lo, st.h + lo, n_units);
+          if (!kProj) copy_row(a.y + L.source_row(s, j) * a.ldy + lo, st.h + lo, n_units);
+        }
+      }
+      if (kProj) {
+        step_barrier.wait_in_region();  // every unit of m is ready
+        // h = W_hr m  =>  h[:, plo:phi) = m (n, H) W_hr[plo:phi)^T
+        for (int k = thread_id(); k < nt; k += team) {
+          RecurrentSlice<T>& sl = slices[k];
+          const index_t plo = sl.plo, pu = sl.phi - sl.plo;
+          if (pu == 0) continue;
+          gemm_packed<T>(n, ms + L.offset[s] * H, H, sl.wr, T(0), hs + cur * R + plo, R);
+          for (index_t j = 0; j < n; ++j)
+            copy_row(a.y + L.source_row(s, j) * a.ldy + plo, hs + (cur + j) * R + plo, pu);
         }
       }
       step_barrier.wait_in_region();
@@ -149,53 +179,70 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
 #pragma omp parallel for num_threads(copy_threads) schedule(static) if (copy_threads > 1)
     for (index_t t = 0; t < Tn; ++t) {
       for (index_t b = 0; b < B; ++b)
-        if (t >= L.len[b]) std::fill(a.y + (t * B + b) * a.ldy, a.y + (t * B + b) * a.ldy + H, T(0));
+        if (t >= L.len[b]) std::fill(a.y + (t * B + b) * a.ldy, a.y + (t * B + b) * a.ldy + R, T(0));
     }
   }
   for (index_t j = 0; j < B; ++j) {
     const index_t len = L.len[L.perm[j]];
     const index_t row = len == 0 ? j : B + L.offset[len - 1] + j;
-    if (a.hn) copy_row(a.hn + L.perm[j] * H, hs + row * H, H);
+    if (a.hn) copy_row(a.hn + L.perm[j] * R, hs + row * R, R);
     if (Cell::kHasCellState && a.cn) copy_row(a.cn + L.perm[j] * H, cs + row * H, H);
   }
   ws.ready = true;
 }
 
-template <typename Cell, typename T>
+template <typename Cell, bool kProj, typename T>
 void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, const RecurrentGrads<T>& d,
                    const BackwardArgs<T>& a, int nthreads) {
   constexpr int G = Cell::G;
   const index_t Tn = ws.steps, B = ws.B, I = ws.I, H = ws.H, GH = G * H;
+  const index_t P = kProj ? ws.P : 0, R = kProj ? P : H;
   const SeqLayout& L = ws.layout;
   const index_t N = L.rows();
   T* gates = ws.gates.data();
   const T* hs = ws.hs.data();
   const T* cs = Cell::kHasCellState ? ws.cs.data() : nullptr;
   T* hnl = Cell::kSavesHn ? ws.hn.data() : nullptr;
+  const T* ms = kProj ? ws.ms.data() : nullptr;
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
 
   // Carries from the future, in sorted order; sequences that end at step s find dL/dh_n here.
-  ws.dh.resize(B * H);
+  ws.dh.resize(B * R);
   T* dh = ws.dh.data();
-  fill_rows(dh, a.dhn, L, B, H);
+  fill_rows(dh, a.dhn, L, B, R);
   T* dc = nullptr;
   if (Cell::kHasCellState) {
     ws.dc.resize(B * H);
     dc = ws.dc.data();
     fill_rows(dc, a.dcn, L, B, H);
   }
+  T* dhp = nullptr;
+  T* dm = nullptr;
+  if (kProj) {
+    ws.dhp.resize(std::max<index_t>(1, N * P));
+    dhp = ws.dhp.data();
+    ws.dm.resize(B * H);
+    dm = ws.dm.data();
+  }
 
   // 3. The reverse sweep, sliced over hidden units like the forward. A slice multiplies the
   // step's h-side gate gradients by its columns of W_hh: dh_prev[:, lo:hi] = dgates_h W_hh[:, lo:hi].
-  // GRU multiplies its n-gate part separately (its h-side gradient lives in hn).
-  const int nt = recurrence_threads(ws.kind, B, H, nthreads);
+  // GRU multiplies its n-gate part separately (its h-side gradient lives in hn). With a
+  // projection the h columns are the P projected ones, sliced as [plo, phi).
+  const int nt = recurrence_threads(ws.kind, B, H, nthreads, P);
   const index_t k_main = Cell::kHGates * H;
   ws.slices.resize(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
     RecurrentSlice<T>& sl = ws.slices[k];
     split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
-    sl.w[0].reserve(k_main, sl.hi - sl.lo);
+    if (kProj) {
+      split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
+      sl.w[0].reserve(k_main, sl.phi - sl.plo);
+      sl.wr.reserve(P, sl.hi - sl.lo);
+    } else {
+      sl.w[0].reserve(k_main, sl.hi - sl.lo);
+    }
     if (Cell::kSavesHn) sl.w[1].reserve(H, sl.hi - sl.lo);
     sl.scratch.resize(std::max<index_t>(1, sl.hi - sl.lo));
     sl.dbias.resize(std::max<index_t>(1, (Cell::kSavesHn ? G + 1 : G) * (sl.hi - sl.lo)));
@@ -208,9 +255,15 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   const bool want_db = d.db_ih != nullptr || d.db_hh != nullptr;
   RecurrentSlice<T>* slices = ws.slices.data();
   const T* w_hh = w.w_hh;
+  const T* w_hr = w.w_hr;
   run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
       RecurrentSlice<T>& sl = slices[k];
+      if (kProj) {
+        if (sl.phi > sl.plo) sl.w[0].fill(false, w_hh + sl.plo, R);
+        if (sl.hi > sl.lo) sl.wr.fill(false, w_hr + sl.lo, H);
+        continue;
+      }
       if (sl.hi == sl.lo) continue;
       sl.w[0].fill(false, w_hh + sl.lo, H);
       if (Cell::kSavesHn) sl.w[1].fill(false, w_hh + k_main * H + sl.lo, H);
@@ -220,22 +273,47 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
       if (n == 0) continue;
       const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];
       const index_t cur = B + L.offset[s];
+      if (kProj) {
+        // dL/dh of this step's rows, columns [plo, phi): the carry (written by this same
+        // slice's product below, one step later) plus dy.
+        for (int k = thread_id(); k < nt; k += team) {
+          const index_t plo = slices[k].plo, pu = slices[k].phi - slices[k].plo;
+          for (index_t j = 0; pu > 0 && j < n; ++j) {
+            T* RNNCORE_RESTRICT dst = dhp + (L.offset[s] + j) * R + plo;
+            const T* RNNCORE_RESTRICT src = dh + j * R + plo;
+            if (a.dy) {
+              const T* RNNCORE_RESTRICT dyv = a.dy + L.source_row(s, j) * a.lddy + plo;
+              for (index_t u = 0; u < pu; ++u) dst[u] = src[u] + dyv[u];
+            } else {
+              copy_row(dst, src, pu);
+            }
+          }
+        }
+        step_barrier.wait_in_region();  // every column of dL/dh is ready
+      }
       for (int k = thread_id(); k < nt; k += team) {
         const index_t lo = slices[k].lo, hi = slices[k].hi;
+        // h = W_hr m  =>  dm[:, lo:hi) = dh (n, P) W_hr[:, lo:hi)
+        if (kProj && lo < hi) gemm_packed<T>(n, dhp + L.offset[s] * R, R, slices[k].wr, T(0), dm + lo, H);
         for (index_t j = 0; lo < hi && j < n; ++j) {
           const index_t r = L.offset[s] + j;
           CellGradStep<T> st;
           st.gates = gates + r * GH;
-          st.h_prev = hs + (prev + j) * H;
-          st.h = hs + (cur + j) * H;
+          st.h_prev = hs + (prev + j) * R;
+          st.h = kProj ? ms + r * H : hs + (cur + j) * H;
           if (Cell::kHasCellState) {
             st.c_prev = cs + (prev + j) * H;
             st.c = cs + (cur + j) * H;
             st.dc = dc + j * H;
           }
           if (Cell::kSavesHn) st.hn = hnl + r * H;
-          st.dh_carry = dh + j * H;
-          st.dy = a.dy ? a.dy + L.source_row(s, j) * a.lddy : nullptr;
+          if (kProj) {
+            st.dh_carry = dm + j * H;  // dL/dm: the cell's output is m
+            st.dy = nullptr;
+          } else {
+            st.dh_carry = dh + j * H;
+            st.dy = a.dy ? a.dy + L.source_row(s, j) * a.lddy : nullptr;
+          }
           st.scratch = slices[k].scratch.data();
           Cell::backward(st, H, lo, hi);
           if (want_db) {
@@ -256,6 +334,12 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
       }
       step_barrier.wait_in_region();
       for (int k = thread_id(); k < nt; k += team) {
+        if (kProj) {
+          // gates_h = h_prev W_hh^T  =>  dh_prev[:, plo:phi) = dgates W_hh[:, plo:phi)
+          const index_t plo = slices[k].plo;
+          if (slices[k].phi > plo) gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w[0], T(0), dh + plo, R);
+          continue;
+        }
         const index_t lo = slices[k].lo, hi = slices[k].hi;
         if (lo == hi) continue;
         gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w[0], Cell::kKeepsDh ? T(1) : T(0), dh + lo, H);
@@ -266,7 +350,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
 
   // dL/dh0 (and c0): rows of sequences of length 0 still hold dL/dh_n, as they should.
   for (index_t j = 0; j < B; ++j) {
-    if (a.dh0) copy_row(a.dh0 + L.perm[j] * H, dh + j * H, H);
+    if (a.dh0) copy_row(a.dh0 + L.perm[j] * R, dh + j * R, R);
     if (Cell::kHasCellState && a.dc0) copy_row(a.dc0 + L.perm[j] * H, dc + j * H, H);
   }
   T* dx = a.dx;
@@ -281,17 +365,19 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   // h-side gates = h_prev W_hh^T  =>  dW_hh += dgates_h^T h_prev
   const T* hprev = hs;  // all lengths T: h_prev of packed row r is row r of hs
   if (!L.full) {
-    ws.hprev.resize(N * H);
+    ws.hprev.resize(N * R);
     T* hp = ws.hprev.data();
 #pragma omp parallel for num_threads(copy_threads) schedule(static) if (copy_threads > 1)
     for (index_t s = 0; s < Tn; ++s) {
       const index_t prev = s == 0 ? 0 : B + L.offset[s - 1];
-      for (index_t j = 0; j < L.count[s]; ++j) copy_row(hp + (L.offset[s] + j) * H, hs + (prev + j) * H, H);
+      for (index_t j = 0; j < L.count[s]; ++j) copy_row(hp + (L.offset[s] + j) * R, hs + (prev + j) * R, R);
     }
     hprev = hp;
   }
-  gemm<T>(true, false, k_main, H, N, T(1), gates, GH, hprev, H, T(1), d.dw_hh, H, nthreads);
+  gemm<T>(true, false, k_main, R, N, T(1), gates, GH, hprev, R, T(1), d.dw_hh, R, nthreads);
   if (Cell::kSavesHn) gemm<T>(true, false, H, H, N, T(1), hnl, H, hprev, H, T(1), d.dw_hh + k_main * H, H, nthreads);
+  // h = W_hr m  =>  dW_hr += dh^T m
+  if (kProj) gemm<T>(true, false, P, H, N, T(1), dhp, R, ms, H, T(1), d.dw_hr, H, nthreads);
   // db_ih = sums of the x-side gate gradients; db_hh = those of the h-side ones (the same
   // columns, except GRU's n part, which is the gradient of W_hn h + b_hn).
   for (int k = 0; want_db && k < nt; ++k) {
@@ -333,21 +419,38 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   }
 }
 
+void check_projection(CellKind kind, index_t H, index_t P, const char* fn) {
+  if (P == 0) return;
+  if (kind != CellKind::LSTM)
+    fail(std::string(fn) + ": proj_size is only for lstm cells, got " + std::to_string(P) + " for " +
+         cell_kind_name(kind));
+  if (P < 0 || P >= H)
+    fail(std::string(fn) + ": proj_size must be in [0, hidden_size) = [0, " + std::to_string(H) + "), got " +
+         std::to_string(P));
+}
+
 }  // namespace
 
 // No more threads than there are unit slices, and one when a step is too small for a second
 // thread to pay for its barrier.
-int recurrence_threads(CellKind kind, index_t B, index_t H, int nthreads) {
+// A projected LSTM step does G*H*P + P*H multiply-adds per row instead of G*H*H.
+int recurrence_threads(CellKind kind, index_t B, index_t H, int nthreads, index_t P) {
   const index_t slices = (H + kUnitAlign - 1) / kUnitAlign;
-  const int nt = threads_for(double(B) * gate_count(kind) * H * H, kMinStepMacsPerThread, nthreads);
+  const double macs = P > 0 ? double(gate_count(kind)) * H * P + double(P) * H : double(gate_count(kind)) * H * H;
+  const int nt = threads_for(double(B) * macs, kMinStepMacsPerThread, nthreads);
   return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nt, slices)));
 }
 
 template <typename T>
 void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
                        const ForwardArgs<T>& a, int nthreads) {
+  check_projection(shape.kind, shape.H, shape.P, "recurrent_forward");
+  if (shape.P > 0) {
+    forward_impl<LSTMCell<T>, true>(ws, shape, w, a, nthreads);
+    return;
+  }
   with_cell(shape.kind, [&](auto tag) {
-    forward_impl<typename decltype(tag)::template type<T>>(ws, shape, w, a, nthreads);
+    forward_impl<typename decltype(tag)::template type<T>, false>(ws, shape, w, a, nthreads);
   });
 }
 
@@ -356,8 +459,12 @@ void recurrent_backward(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w,
                         const BackwardArgs<T>& a, int nthreads) {
   if (!ws.ready) fail("recurrent_backward: no forward to differentiate (run forward first; backward runs once per forward)");
   ws.ready = false;  // the saved gates are overwritten by their gradients
+  if (ws.P > 0) {
+    backward_impl<LSTMCell<T>, true>(ws, w, d, a, nthreads);
+    return;
+  }
   with_cell(ws.kind, [&](auto tag) {
-    backward_impl<typename decltype(tag)::template type<T>>(ws, w, d, a, nthreads);
+    backward_impl<typename decltype(tag)::template type<T>, false>(ws, w, d, a, nthreads);
   });
 }
 

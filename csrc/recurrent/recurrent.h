@@ -5,6 +5,14 @@
 // Parameters follow PyTorch's layout: w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H), b_hh (G*H);
 // gates LSTM i,f,g,o; GRU r,z,n; RNN one gate. See cells/ for the equations.
 //
+// LSTM with projections (PyTorch's proj_size, LSTMP), P = proj_size > 0: the recurrent state
+// and the output are h_t = W_hr m_t, m_t = o_t * tanh(c_t), P wide; w_hh is (G*H, P) and
+// w_hr (P, H); c stays H wide. Below, R is the width of h: P with a projection, else H.
+// A step then has a second phase: after the cells (sliced over the H units) a barrier, then
+// each thread projects its own slice of the P outputs, h[:, plo:phi) = m W_hr[plo:phi)^T, and
+// a barrier. Backward mirrors it: dm = dh W_hr (sliced over H, before the cells) and
+// dh_prev = dgates W_hh (sliced over P); dW_hr = dh^T m is one GEMM over all steps.
+//
 // How it runs (see layout.h for the packed row order):
 //   1. one GEMM computes the input projections of every step: gates (N, G*H) = X (N, I) W_ih^T;
 //   2. the time loop runs inside one OpenMP region; each thread owns a slice of hidden units
@@ -24,16 +32,21 @@
 
 namespace rnncore {
 
-// One thread's share of the time loop: hidden units [lo, hi) and its packed slice of W_hh.
+// One thread's share of the time loop: hidden units [lo, hi) and its packed slice of W_hh
+// (with a projection also the projected units [plo, phi) and a packed slice of W_hr).
 // Forward: w[g] = rows [g*H + lo, g*H + hi) of W_hh, packed transposed (H, hi - lo), one per
 // gate. Backward: w[0] = columns [lo, hi) of the rows of W_hh whose gradient is the x-side
 // one (all gates; GRU: r and z), w[1] = the same columns of W_hn (GRU only). Packed afresh on
 // every call (the weights may have changed) by the thread that uses them, into memory kept
-// from call to call.
+// from call to call. With a projection: forward w[g] is (P, units); wr = rows [plo, phi) of
+// W_hr, transposed (H, phi - plo); backward w[0] = columns [plo, phi) of W_hh (G*H, phi - plo)
+// and wr = columns [lo, hi) of W_hr (P, units).
 template <typename T>
 struct RecurrentSlice {
   index_t lo = 0, hi = 0;
+  index_t plo = 0, phi = 0;  // projected units (projection only)
   PackedB<T> w[4];
+  PackedB<T> wr;
   AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T, gate-major; backward: (units)
   AlignedBuffer<T> dbias;    // backward: the slice's bias-gradient sums, gate-major (GRU: + W_hn part)
 };
@@ -44,17 +57,21 @@ template <typename T>
 struct RecurrentWorkspace {
   CellKind kind = CellKind::LSTM;
   index_t steps = 0, B = 0, I = 0, H = 0;  // T, B, I, H of the forward
+  index_t P = 0;                           // proj_size (0: none)
   bool has_h0 = false, has_c0 = false;
   bool ready = false;  // a forward has run and its backward has not
   SeqLayout layout;
   const T* x = nullptr;     // (N, I) inputs in packed row order: xp, or the caller's x when layout.identity
   AlignedBuffer<T> xp;      // (N, I) gathered inputs (only when !layout.identity)
   AlignedBuffer<T> gates;   // (N, G*H) activated gates; after backward, the x-side gate gradients
-  AlignedBuffer<T> hs;      // (B + N, H) h0 (sorted order) then the state after each packed row
+  AlignedBuffer<T> hs;      // (B + N, R) h0 (sorted order) then the state after each packed row
   AlignedBuffer<T> cs;      // (B + N, H) LSTM cell states, same rows
+  AlignedBuffer<T> ms;      // (N, H) projection only: m = o * tanh(c) of each packed row
+  AlignedBuffer<T> dhp;     // (N, P) projection only, backward: dL/dh of each packed row
+  AlignedBuffer<T> dm;      // (B, H) projection only, backward: dL/dm of one step
   AlignedBuffer<T> hn;      // (N, H) GRU W_hn h + b_hn; after backward, its gradient
-  AlignedBuffer<T> dh, dc;  // (B, H) backward carries
-  AlignedBuffer<T> hprev;   // (N, H) h_prev of each packed row (only when lengths differ)
+  AlignedBuffer<T> dh, dc;  // (B, R), (B, H) backward carries
+  AlignedBuffer<T> hprev;   // (N, R) h_prev of each packed row (only when lengths differ)
   AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
   AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (cells/cell.h: fuse_biases)
   std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
@@ -71,21 +88,25 @@ struct RecurrentWorkspace {
     dc.release();
     hprev.release();
     dxp.release();
+    dhp.release();
+    dm.release();
   }
 };
 
 struct RecurrentShape {
   CellKind kind = CellKind::LSTM;
   index_t steps = 0, B = 0, I = 0, H = 0;  // T, B, I, H
+  index_t P = 0;                           // proj_size: 0, or in [1, H) for an LSTM
 };
 
-// w_ih: (G*H, I). w_hh: (G*H, H). b_ih, b_hh: (G*H) or null.
+// w_ih: (G*H, I). w_hh: (G*H, R). b_ih, b_hh: (G*H) or null. w_hr: (P, H), only with P > 0.
 template <typename T>
 struct RecurrentWeights {
   const T* w_ih = nullptr;
   const T* w_hh = nullptr;
   const T* b_ih = nullptr;
   const T* b_hh = nullptr;
+  const T* w_hr = nullptr;
 };
 
 // Parameter gradients, each *added to* (the biases may be null), shaped like the weights.
@@ -95,14 +116,15 @@ struct RecurrentGrads {
   T* dw_hh = nullptr;
   T* db_ih = nullptr;
   T* db_hh = nullptr;
+  T* dw_hr = nullptr;  // (P, H), only with P > 0
 };
 
 // x:  (T, B, I), must stay alive and unchanged until backward when all lengths are T and the
 //     direction is forward (it is then used in place).
-// h0, c0: (B, H) or null (zeros; c0 only for LSTM). lengths: (B) in [0, T] or null.
-// y:  (T, B, *) output; this layer writes columns [0, H) of each row (row stride ldy), zeros
+// h0: (B, R), c0: (B, H) or null (zeros; c0 only for LSTM). lengths: (B) in [0, T] or null.
+// y:  (T, B, *) output; this layer writes columns [0, R) of each row (row stride ldy), zeros
 //     where t >= length.
-// hn, cn: (B, H) final states (cn only for LSTM), at each sequence's own last step, or null.
+// hn: (B, R), cn: (B, H) final states (cn only for LSTM), at each sequence's own last step, or null.
 template <typename T>
 struct ForwardArgs {
   const T* x = nullptr;
@@ -116,10 +138,10 @@ struct ForwardArgs {
   T* cn = nullptr;
 };
 
-// dy: (T, B, *) gradient of y, columns [0, H) of each row (row stride lddy), or null.
-// dhn, dcn: (B, H) gradients of the final states, or null.
+// dy: (T, B, *) gradient of y, columns [0, R) of each row (row stride lddy), or null.
+// dhn (B, R), dcn (B, H): gradients of the final states, or null.
 // dx: (T, B, I) input gradient, overwritten (or added to when accumulate_dx), zero where t >= length.
-// dh0, dc0: (B, H) gradients of the initial states (dc0 only for LSTM; either may be null).
+// dh0 (B, R), dc0 (B, H): gradients of the initial states (dc0 only for LSTM; either may be null).
 template <typename T>
 struct BackwardArgs {
   const T* dy = nullptr;
@@ -132,7 +154,8 @@ struct BackwardArgs {
   T* dc0 = nullptr;
 };
 
-// Throws std::invalid_argument for a length out of range.
+// Throws std::invalid_argument for a length out of range, or a projection (P > 0) on a cell
+// other than LSTM or with P >= H.
 template <typename T>
 void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
                        const ForwardArgs<T>& a, int nthreads);
@@ -142,7 +165,7 @@ template <typename T>
 void recurrent_backward(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, const RecurrentGrads<T>& d,
                         const BackwardArgs<T>& a, int nthreads);
 
-// The threads the time loop of a (kind, B, H) layer runs on when given nthreads.
-int recurrence_threads(CellKind kind, index_t B, index_t H, int nthreads);
+// The threads the time loop of a (kind, B, H[, P]) layer runs on when given nthreads.
+int recurrence_threads(CellKind kind, index_t B, index_t H, int nthreads, index_t P = 0);
 
 }  // namespace rnncore

@@ -68,12 +68,15 @@ def recurrent_uniform(rng, shape, hidden_size, dtype):
     return uniform(rng, shape, 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0, dtype)
 
 
-def recurrent_parameters(rng, gates, input_size, hidden_size, bias, dtype):
+def recurrent_parameters(rng, gates, input_size, hidden_size, bias, dtype, proj_size=0):
     """The tensors of one layer and direction of an RNN (or of one cell), in PyTorch's layout and
     draw order: [("weight_ih", (G*H, I)), ("weight_hh", (G*H, H))] and, with bias,
-    [("bias_ih", (G*H,)), ("bias_hh", (G*H,))], each recurrent_uniform."""
-    G, H = int(gates), int(hidden_size)
-    shapes = [("weight_ih", (G * H, int(input_size))), ("weight_hh", (G * H, H))]
+    [("bias_ih", (G*H,)), ("bias_hh", (G*H,))], each recurrent_uniform. An LSTM with
+    projections (proj_size P > 0) has weight_hh (G*H, P) and a last ("weight_hr", (P, H))."""
+    G, H, P = int(gates), int(hidden_size), int(proj_size)
+    shapes = [("weight_ih", (G * H, int(input_size))), ("weight_hh", (G * H, P if P else H))]
     if bias:
         shapes += [("bias_ih", (G * H,)), ("bias_hh", (G * H,))]
+    if P:
+        shapes.append(("weight_hr", (P, H)))
     return [(name, recurrent_uniform(rng, shape, H, np.dtype(dtype))) for name, shape in shapes]

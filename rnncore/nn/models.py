@@ -36,13 +36,13 @@ _CELLS = ("lstm", "gru", "rnn", "rnn_tanh", "rnn_relu")
 _POOLINGS = ("last", "mean", "max")
 
 
-def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads):
+def _make_rnn(cell, input_size, hidden_size, num_layers, dropout, bidirectional, dtype, seed, threads, proj_size=0):
     """The model's recurrent layer; `cell` is one of _CELLS, already normalised by cell_name()."""
     # Dropout between stacked layers only (with one layer the model's own dropout layers act).
     kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                   dtype=dtype, seed=seed, threads=threads)
     if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kwargs)
+        return LSTM(input_size, hidden_size, proj_size=proj_size, **kwargs)
     if cell == "gru":
         return GRU(input_size, hidden_size, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
@@ -58,10 +58,11 @@ class _TokenDecoder(Module):
     by LanguageModel and ConditionedGenerator)."""
 
     def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None):
+               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None, proj_size=0):
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
+        self.proj_size = check_int(proj_size, "proj_size", fn, minimum=0)
         self.num_layers = check_int(num_layers, "num_layers", fn)
         self.dropout = check_probability(dropout, "dropout", fn)
         self.cell = cell_name(cell, fn, _CELLS)
@@ -70,9 +71,17 @@ class _TokenDecoder(Module):
         self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
         seed = check_seed(seed, fn, objects=False)
-        if self.tie_weights and self.hidden_size != self.embedding_dim:
-            raise ValueError(f"{fn}: tie_weights requires hidden_size == embedding_dim (the output projection "
-                             f"reuses the (V, E) embedding matrix), got hidden_size={self.hidden_size}, "
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"{fn}: proj_size (projections) is only for cell='lstm', got proj_size={self.proj_size} "
+                             f"with cell={self.cell!r}")
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"{fn}: proj_size must be smaller than hidden_size (as in PyTorch), got "
+                             f"proj_size={self.proj_size}, hidden_size={self.hidden_size}")
+        R = self.proj_size or self.hidden_size  # the RNN's output width
+        if self.tie_weights and R != self.embedding_dim:
+            what = "proj_size" if self.proj_size else "hidden_size"
+            raise ValueError(f"{fn}: tie_weights requires {what} == embedding_dim (the output projection "
+                             f"reuses the (V, E) embedding matrix), got {what}={R}, "
                              f"embedding_dim={self.embedding_dim}")
         self.adaptive_softmax = None if adaptive_softmax is None else [int(c) for c in adaptive_softmax]
         if self.adaptive_softmax is not None and self.tie_weights:
@@ -82,11 +91,11 @@ class _TokenDecoder(Module):
         self.encoder = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
                                  threads=threads)
         self.rnn = _make_rnn(self.cell, self.embedding_dim, self.hidden_size, self.num_layers, self.dropout, False,
-                             self.dtype, seeds[1], threads)
+                             self.dtype, seeds[1], threads, self.proj_size)
         if self.adaptive_softmax is None:
-            self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
+            self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         else:
-            self.decoder = AdaptiveLogSoftmaxWithLoss(self.hidden_size, self.vocab_size, self.adaptive_softmax,
+            self.decoder = AdaptiveLogSoftmaxWithLoss(R, self.vocab_size, self.adaptive_softmax,
                                                       dtype=self.dtype, seed=seeds[2], threads=threads)
         self._adaptive_rows = None
         if self.tie_weights:
@@ -103,7 +112,8 @@ class _TokenDecoder(Module):
         return dict(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, cell=self.cell, dropout=self.dropout, tie_weights=self.tie_weights,
                     batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name,
-                    **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}))
+                    **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}),
+                    **({"proj_size": self.proj_size} if self.proj_size else {}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -203,7 +213,8 @@ class LanguageModel(_TokenDecoder):
     AdaptiveLogSoftmaxWithLoss(H, V, cutoffs) instead of Linear(H, V); loss() then computes only
     the head and the clusters the targets fall in, and forward() returns the full
     log-probabilities as logits).
-    Keywords: dtype, seed, threads.
+    Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, PyTorch's
+    proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads.
 
     forward(tokens (T, B) ints, state=None) -> (logits (T, B, V), new_state); with batch_first
     tokens (B, T) and logits (B, T, V). state / new_state: h (L, B, H), or (h, c) for an LSTM.
@@ -217,11 +228,12 @@ class LanguageModel(_TokenDecoder):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
-                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, *, dtype=np.float32,
-                 seed=None, threads=None):
+                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, *, proj_size=0,
+                 dtype=np.float32, seed=None, threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-                    batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax)
+                    batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
+                    proj_size=proj_size)
 
     @exclusive
     def forward(self, tokens, state=None):
@@ -262,6 +274,8 @@ class LanguageModel(_TokenDecoder):
             s += ", tie_weights=True"
         if self.adaptive_softmax is not None:
             s += f", adaptive_softmax={self.adaptive_softmax}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         return s
 
 

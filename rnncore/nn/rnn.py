@@ -1,7 +1,8 @@
 """Recurrent layers with PyTorch's constructor, parameters and shapes: RNN, LSTM, GRU.
 
 Shape letters: T time steps, B batch, I input_size, H hidden_size, L num_layers,
-D = 2 if bidirectional else 1.
+D = 2 if bidirectional else 1; R = proj_size P for an LSTM with projections, else H (the
+width of h and of the outputs).
 
 Each layer is one C++ call per (layer, direction) over the whole sequence; the Python code
 here only loops over layers and directions, never over time. Stacking feeds a layer's
@@ -22,13 +23,20 @@ class RNNBase(Module):
     """Shared implementation of RNN, LSTM and GRU (see their docstrings)."""
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, dtype=np.float32, seed=None, threads=None):
+                 bidirectional=False, *, proj_size=0, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         name = type(self).__name__
         cell = cell_name(cell, name)
         input_size = check_int(input_size, "input_size", name)
         hidden_size = check_int(hidden_size, "hidden_size", name)
         num_layers = check_int(num_layers, "num_layers", name)
+        proj_size = check_int(proj_size, "proj_size", name, minimum=0)
+        if proj_size and cell != "lstm":
+            raise ValueError(f"{name}: proj_size (projections) is only for LSTM, got proj_size={proj_size} "
+                             f"for a {cell} layer")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size must be smaller than hidden_size (as in PyTorch), got "
+                             f"proj_size={proj_size}, hidden_size={hidden_size}")
         dropout = check_probability(dropout, "dropout", name)
         if dropout > 0 and num_layers == 1:
             # PyTorch warns here too: dropout acts only between stacked layers.
@@ -44,16 +52,17 @@ class RNNBase(Module):
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
+        self.proj_size = int(proj_size)
         self.dtype = resolve_dtype(dtype, name)
         self.threads = threads
         self._rng = np.random.default_rng(check_seed(seed, name))  # initialisation, then dropout masks
-        H, D = self.hidden_size, self.num_directions
+        H, D, R = self.hidden_size, self.num_directions, self.state_size
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else D * H
+            in_size = self.input_size if layer == 0 else D * R
             for direction in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
                 for name, array in init.recurrent_parameters(self._rng, CELL_GATES[cell], in_size, H, self.bias,
-                                                             self.dtype):
+                                                             self.dtype, self.proj_size):
                     self.register_parameter(name + sfx, Parameter(array))
         self._workspaces = [None] * (self.num_layers * D)
         self._ctx = None
@@ -63,6 +72,20 @@ class RNNBase(Module):
     @property
     def num_directions(self):
         return 2 if self.bidirectional else 1
+
+    @property
+    def state_size(self):
+        """R: the width of h and of each direction's output (proj_size if set, else hidden_size)."""
+        return self.proj_size or self.hidden_size
+
+    def layer_projection(self, layer, direction=0):
+        """The weight_hr Parameter (P, H) of one layer and direction, or None without projections."""
+        fn = f"{type(self).__name__}.layer_projection"
+        layer = check_int(layer, "layer", fn, minimum=0, maximum=self.num_layers - 1)
+        direction = check_int(direction, "direction", fn, minimum=0, maximum=self.num_directions - 1)
+        if not self.proj_size:
+            return None
+        return self._parameters["weight_hr" + f"_l{layer}" + ("_reverse" if direction else "")]
 
     def layer_parameters(self, layer, direction=0):
         """The Parameters of one layer and direction (0 forward, 1 reverse):
@@ -82,15 +105,18 @@ class RNNBase(Module):
         """(name, shape, letters) of every parameter this layer's sizes make, computed once."""
         specs = self.__dict__.get("_specs")
         if specs is None:
-            G, H, D = CELL_GATES[self.cell], self.hidden_size, self.num_directions
+            G, H, D, P = CELL_GATES[self.cell], self.hidden_size, self.num_directions, self.proj_size
+            R, r = self.state_size, "P" if P else "H"
             specs = []
             for layer in range(self.num_layers):
-                in_size, letters = (self.input_size, "(G*H, I)") if layer == 0 else (D * H, "(G*H, D*H)")
+                in_size, letters = (self.input_size, "(G*H, I)") if layer == 0 else (D * R, f"(G*H, D*{r})")
                 for direction in range(D):
                     sfx = f"_l{layer}" + ("_reverse" if direction else "")
                     specs += [("weight_ih" + sfx, (G * H, in_size), letters),
-                              ("weight_hh" + sfx, (G * H, H), "(G*H, H)"),
+                              ("weight_hh" + sfx, (G * H, R), f"(G*H, {r})"),
                               ("bias_ih" + sfx, (G * H,), "(G*H,)"), ("bias_hh" + sfx, (G * H,), "(G*H,)")]
+                    if P:
+                        specs.append(("weight_hr" + sfx, (P, H), "(P, H)"))
             self.__dict__["_specs"] = specs = tuple(specs)
         return specs
 
@@ -108,16 +134,19 @@ class RNNBase(Module):
                     and (not grads or (type(grad) is np.ndarray and grad.shape == shape))):
                 check_parameters(fn, dtype, grads, [(name, p, shape, letters)])  # raises, saying what is wrong
 
-    def _state_arg(self, value, name, fn, batched, B):
-        """h0 / c0 as (L*D, B, H), or None."""
+    def _state_arg(self, value, name, fn, batched, B, projected=False):
+        """h0 / c0 as (L*D, B, H), or None; projected: an LSTM's h, (L*D, B, P) with projections."""
         if value is None:
             return None
         LD, H = self.num_layers * self.num_directions, self.hidden_size
+        h = "H"
+        if projected and self.proj_size:
+            H, h = self.proj_size, "P"
         a = as_real_array(value, name, fn, self.dtype)
         if batched:
-            expect_shape(a, (LD, B, H), name, fn, "(L*D, B, H)")
+            expect_shape(a, (LD, B, H), name, fn, f"(L*D, B, {h})")
         else:
-            expect_shape(a, (LD, H), name, fn, "(L*D, H) for unbatched input")
+            expect_shape(a, (LD, H), name, fn, f"(L*D, {h}) for unbatched input")
             a = a[:, None, :]
         return a
 
@@ -160,7 +189,7 @@ class RNNBase(Module):
             raise ValueError(f"{fn}: x must have input_size = {self.input_size} features in its last dimension, "
                              f"got shape {shape_str(np.shape(x_in))}")
         h0, c0 = self._split_hx(hx, fn)
-        h0 = self._state_arg(h0, "h0", fn, batched, B)
+        h0 = self._state_arg(h0, "h0", fn, batched, B, projected=True)
         c0 = self._state_arg(c0, "c0", fn, batched, B)
         if lengths is not None:
             if not batched:
@@ -169,21 +198,23 @@ class RNNBase(Module):
         threads = resolve_threads(self.threads)
         self._check_parameters(fn)
 
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        h_n = np.empty((L * D, B, H), self.dtype)
+        L, D, H, R = self.num_layers, self.num_directions, self.hidden_size, self.state_size
+        h_n = np.empty((L * D, B, R), self.dtype)
         c_n = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
         layer_input = x
         saved = []
         for layer in range(L):
-            out = np.empty((T, B, D * H), self.dtype)
+            out = np.empty((T, B, D * R), self.dtype)
             for d in range(D):
                 k = layer * D + d
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
+                w_hr = self.layer_projection(layer, d)
                 hn, cn, self._workspaces[k] = _core.recurrent_forward(
                     self.cell, layer_input, w_ih.data, w_hh.data,
                     None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
                     None if h0 is None else h0[k], None if c0 is None else c0[k],
-                    lengths, bool(d), out, d * H, threads, self._workspaces[k])
+                    lengths, bool(d), out, d * R, threads, self._workspaces[k],
+                    w_hr=None if w_hr is None else w_hr.data)
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -225,40 +256,43 @@ class RNNBase(Module):
             raise no_forward(fn)
         T, B = ctx["shape"]
         batched = ctx["batched"]
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        L, D, H, R = self.num_layers, self.num_directions, self.hidden_size, self.state_size
+        r = "P" if self.proj_size else "H"
         if grad_output is not None:
             dy = as_real_array(grad_output, "grad_output", fn, self.dtype)
             if not batched:
-                expect_shape(dy, (T, D * H), "grad_output", fn, "(T, D*H) like output")
+                expect_shape(dy, (T, D * R), "grad_output", fn, f"(T, D*{r}) like output")
                 dy = dy[:, None, :]
             elif self.batch_first:
-                expect_shape(dy, (B, T, D * H), "grad_output", fn, "(B, T, D*H) like output")
+                expect_shape(dy, (B, T, D * R), "grad_output", fn, f"(B, T, D*{r}) like output")
                 dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
             else:
-                expect_shape(dy, (T, B, D * H), "grad_output", fn, "(T, B, D*H) like output")
+                expect_shape(dy, (T, B, D * R), "grad_output", fn, f"(T, B, D*{r}) like output")
         else:
             dy = None
         dh_n, dc_n = self._split_hx(grad_h_n, fn, "grad_h_n", "(dh_n, dc_n)")
-        dh_n = self._state_arg(dh_n, "grad_h_n", fn, batched, B)
+        dh_n = self._state_arg(dh_n, "grad_h_n", fn, batched, B, projected=True)
         dc_n = self._state_arg(dc_n, "grad_c_n", fn, batched, B)
 
         threads = resolve_threads(self.threads)
         self._check_parameters(fn, grads=True)
         self._ctx = None
-        dh0 = np.empty((L * D, B, H), self.dtype)
+        dh0 = np.empty((L * D, B, R), self.dtype)
         dc0 = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
         grad = dy
         for layer in reversed(range(L)):
-            in_size = self.input_size if layer == 0 else D * H
+            in_size = self.input_size if layer == 0 else D * R
             dx = np.empty((T, B, in_size), self.dtype)
             for d in range(D):
                 k = layer * D + d
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
+                w_hr = self.layer_projection(layer, d)
                 g_h0, g_c0 = _core.recurrent_backward(
-                    self._workspaces[k], grad, d * H, None if dh_n is None else dh_n[k],
+                    self._workspaces[k], grad, d * R, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], w_ih.data, w_hh.data, w_ih.grad, w_hh.grad,
                     None if b_ih is None else b_ih.grad, None if b_hh is None else b_hh.grad,
-                    dx, d > 0, threads)
+                    dx, d > 0, threads, w_hr=None if w_hr is None else w_hr.data,
+                    dw_hr=None if w_hr is None else w_hr.grad)
                 dh0[k] = g_h0
                 if dc0 is not None:
                     dc0[k] = g_c0
@@ -280,6 +314,8 @@ class RNNBase(Module):
         cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
                    bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
                    bidirectional=self.bidirectional, dtype=self.dtype.name)
+        if self.proj_size:
+            cfg["proj_size"] = self.proj_size
         if type(self) is RNNBase:
             return dict(cell=self.cell, **cfg)
         if self.cell.startswith("rnn_"):
@@ -300,6 +336,8 @@ class RNNBase(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.dtype != np.float32:
             s += f", dtype={self.dtype.name}"
         return s
@@ -349,12 +387,17 @@ class LSTM(RNNBase):
 
     forward(x, hx=None, lengths=None) -> (output, (h_n, c_n)), hx = (h0, c0);
     backward(grad_output, grad_h_n=None) -> grad_x, grad_h_n = (dh_n, dc_n).
+
+    proj_size P > 0 (PyTorch's LSTM with projections, 0 < P < H): h_t = W_hr (o_t * tanh(c_t)),
+    so h0, h_n and each direction's output are P wide (output (.., D*P), h0/h_n (L*D, B, P)),
+    c0/c_n stay H wide, weight_hh_l{k} is (G*H, P), layer k > 0 reads D*P features, and each
+    layer and direction has weight_hr_l{k}[_reverse] (P, H), U(-1/sqrt(H), 1/sqrt(H)).
     """ + _SHAPES_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, **kwargs):
+                 bidirectional=False, proj_size=0, **kwargs):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         **kwargs)
+                         proj_size=proj_size, **kwargs)
 
 
 class GRU(RNNBase):

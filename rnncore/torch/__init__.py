@@ -10,8 +10,7 @@ LSTM, GRU, RNN, LSTMCell, GRUCell and RNNCell subclass their torch.nn counterpar
 constructor, parameter names and layout, state_dict, inputs and outputs (batch_first, hx,
 bidirectional, stacking, inter-layer dropout from torch's generator, PackedSequence), float32
 and float64, CPU only. Autograd runs rnncore's backpropagation through time on the tensors'
-own memory (no copies of contiguous tensors). Not yet: LSTM projections (proj_size != 0,
-issue 17).
+own memory (no copies of contiguous tensors). LSTM projections (proj_size) included.
 
 This subpackage imports torch; ``import rnncore`` never does.
 """

@@ -1,16 +1,17 @@
 """One recurrent layer (every direction) as a torch.autograd.Function over rnncore's kernels.
 
 Shape letters: T time steps, B batch, I input features, H hidden size, D directions (1 or 2),
-G gates (LSTM 4, GRU 3, RNN 1).
+G gates (LSTM 4, GRU 3, RNN 1); R the width of h and of each direction's output: an LSTM's
+proj_size P when it has projections, else H.
 
 The C++ kernels read and write the tensors' own memory: a contiguous CPU float32/float64
 tensor and the numpy array from ``tensor.detach().numpy()`` share it, so nothing is copied on
 the way in or out. The callers (modules.py) make every argument contiguous once, explicitly,
 before it gets here.
 
-    forward:  x (T, B, I), h0/c0 (D, B, H) or None, per direction (w_ih (G*H, I), w_hh (G*H, H)
-              [, b_ih, b_hh (G*H,)]) -> out (T, B, D*H) (direction d in columns [d*H, (d+1)*H)),
-              h_n (D, B, H)[, c_n (D, B, H)]
+    forward:  x (T, B, I), h0 (D, B, R)/c0 (D, B, H) or None, per direction (w_ih (G*H, I),
+              w_hh (G*H, R) [, b_ih, b_hh (G*H,)] [, w_hr (P, H)]) -> out (T, B, D*R) (direction d
+              in columns [d*R, (d+1)*R)), h_n (D, B, R)[, c_n (D, B, H)]
     backward: the kernels' BPTT for every direction; direction 1 adds its dx to direction 0's.
 
 What a forward saves for its backward lives in rnncore's workspaces (gates, states, packed
@@ -98,29 +99,37 @@ class Plan:
 
     cell: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu'; D directions; H hidden size; bias: whether
     each direction's weights include (b_ih, b_hh); lengths: int64 numpy (B,) or None; threads:
-    the count for the kernels; memory: the layer's LayerMemory.
-
-    LSTM projections (proj_size, issue 17) fit here when the kernels have them: a width P of
-    the outputs and states (H today, so out (T, B, D*P)) and a fifth weight w_hr (P, H) per
-    direction, appended as in torch's _all_weights (see direction_weights).
+    the count for the kernels; memory: the layer's LayerMemory; P: an LSTM's proj_size (0: no
+    projections), which makes the outputs and h P wide and adds a last weight w_hr (P, H) per
+    direction, as in torch's _all_weights (see direction_weights).
     """
 
-    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "memory")
+    __slots__ = ("cell", "D", "H", "bias", "lengths", "threads", "memory", "P")
 
-    def __init__(self, cell, D, H, bias, lengths, threads, memory):
+    def __init__(self, cell, D, H, bias, lengths, threads, memory, P=0):
         self.cell, self.D, self.H, self.bias = cell, D, H, bool(bias)
         self.lengths, self.threads, self.memory = lengths, threads, memory
+        self.P = int(P)
+
+    @property
+    def R(self):
+        """The width of h and of each direction's output."""
+        return self.P or self.H
 
     @property
     def per_direction(self):
-        return 4 if self.bias else 2
+        return (4 if self.bias else 2) + (1 if self.P else 0)
 
     def direction_weights(self, weights, d):
         """(w_ih, w_hh, b_ih, b_hh) of direction d; weights is the flat list, per direction
-        (w_ih, w_hh[, b_ih, b_hh]) in torch's order; the biases None without bias."""
+        (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch's order; the biases None without bias."""
         k = self.per_direction
         w = weights[d * k:(d + 1) * k]
         return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+
+    def direction_projection(self, weights, d):
+        """w_hr of direction d (the last of its weights), or None without projections."""
+        return weights[(d + 1) * self.per_direction - 1] if self.P else None
 
     def take(self):
         return self.memory.take(self.D)
@@ -137,18 +146,19 @@ def as_numpy(t):
 def run_forward(plan, x, h0, c0, weights, workspaces):
     """The kernels' forward for every direction; returns (out, h_n, c_n or None)."""
     T, B, _ = x.shape
-    D, H = plan.D, plan.H
+    D, H, R = plan.D, plan.H, plan.R
     lstm = plan.cell == "lstm"
     xn, h0n, c0n = as_numpy(x), as_numpy(h0), as_numpy(c0)
-    out = torch.empty((T, B, D * H), dtype=x.dtype)
-    h_n = torch.empty((D, B, H), dtype=x.dtype)
+    out = torch.empty((T, B, D * R), dtype=x.dtype)
+    h_n = torch.empty((D, B, R), dtype=x.dtype)
     c_n = torch.empty((D, B, H), dtype=x.dtype) if lstm else None
     outn, hnn, cnn = out.numpy(), h_n.numpy(), None if c_n is None else c_n.numpy()
     for d in range(D):
         w_ih, w_hh, b_ih, b_hh = (as_numpy(t) for t in plan.direction_weights(weights, d))
         hn, cn, _ = _core.recurrent_forward(
             plan.cell, xn, w_ih, w_hh, b_ih, b_hh, None if h0n is None else h0n[d], None if c0n is None else c0n[d],
-            plan.lengths, d == 1, outn, d * H, plan.threads, workspaces[d])
+            plan.lengths, d == 1, outn, d * R, plan.threads, workspaces[d],
+            as_numpy(plan.direction_projection(weights, d)))  # w_hr
         hnn[d] = hn
         if lstm:
             cnn[d] = cn
@@ -179,7 +189,7 @@ class RecurrentLayer(torch.autograd.Function):
         if workspaces is None:  # a backward through a retained graph already ran: recompute the forward
             workspaces = plan.take()
             run_forward(plan, x, h0, c0, weights, workspaces)
-        D, H = plan.D, plan.H
+        D, H, R = plan.D, plan.H, plan.R
         needs = ctx.needs_input_grad  # (plan, x, h0, c0, *weights)
         dy = None if grad_out is None else as_numpy(grad_out.contiguous())
         dhn = None if grad_h_n is None else as_numpy(grad_h_n.contiguous())
@@ -190,14 +200,15 @@ class RecurrentLayer(torch.autograd.Function):
         dxn = dx.numpy()
         grads = [plan.memory.zeros(w) for w in weights]  # the kernels add into these
         B = x.shape[1]
-        dh0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_h0 else None
+        dh0 = torch.empty((D, B, R), dtype=x.dtype) if ctx.has_h0 else None
         dc0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_c0 else None
         for d in range(D):
             w_ih, w_hh, _, _ = plan.direction_weights(weights, d)
             dw_ih, dw_hh, db_ih, db_hh = (as_numpy(g) for g in plan.direction_weights(grads, d))
             gh0, gc0 = _core.recurrent_backward(
-                workspaces[d], dy, d * H, None if dhn is None else dhn[d], None if dcn is None else dcn[d],
-                as_numpy(w_ih), as_numpy(w_hh), dw_ih, dw_hh, db_ih, db_hh, dxn, d == 1, plan.threads)
+                workspaces[d], dy, d * R, None if dhn is None else dhn[d], None if dcn is None else dcn[d],
+                as_numpy(w_ih), as_numpy(w_hh), dw_ih, dw_hh, db_ih, db_hh, dxn, d == 1, plan.threads,
+                as_numpy(plan.direction_projection(weights, d)), as_numpy(plan.direction_projection(grads, d)))
             if dh0 is not None:
                 dh0.numpy()[d] = gh0
             if dc0 is not None:

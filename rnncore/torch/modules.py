@@ -9,7 +9,8 @@ constructor, the parameters (weight_ih_l0, ... as nn.Parameters), state_dict, lo
 autograd Function per layer (both directions, _function.py) with the same inputs and outputs as
 torch's: (T, B, I) or (B, T, I) with batch_first or (T, I) unbatched, or a PackedSequence;
 hx = (h_0, c_0) for an LSTM, h_0 otherwise, (L*D, B, H) or (L*D, H); output (.., D*H);
-h_n (and c_n) like h_0.
+h_n (and c_n) like h_0. An LSTM with projections (proj_size P) has h_0, h_n and the outputs P
+wide instead of H (c_0, c_n stay H wide), as torch.nn.LSTM.
 
 A PackedSequence goes to the kernels as a time-major batch in its sorted order plus the lengths:
 the kernels skip every step past a sequence's end (no padded step is computed); h_0 and h_n
@@ -39,8 +40,6 @@ __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 _MODE_CELL = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 _FLOATS = (torch.float32, torch.float64)
-PROJ_SIZE_MESSAGE = ("{name}: proj_size={proj_size} (an LSTM with projections) is not supported by rnncore.torch "
-                     "yet: the kernels need it first (issue 17); use torch.nn.LSTM for it for now")
 
 # module -> {layer: LayerMemory}; outside the modules so that copy.deepcopy and pickle never
 # meet the (unpicklable) workspaces, and a module that is patched has one too.
@@ -134,8 +133,6 @@ class _DropInRNN:
 
     def __init__(self, *args, threads=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.proj_size:
-            raise ValueError(PROJ_SIZE_MESSAGE.format(name=type(self).__name__, proj_size=self.proj_size))
         self.threads = threads
 
     def _split_hx(self, hx, fn):
@@ -154,8 +151,6 @@ class _DropInRNN:
         """forward(input, hx=None) -> (output, h_n), an LSTM's (output, (h_n, c_n)), as torch.nn's."""
         name = type(self).__name__
         fn = f"{name}.forward"
-        if self.proj_size:
-            raise ValueError(PROJ_SIZE_MESSAGE.format(name=name, proj_size=self.proj_size))
         cell = _MODE_CELL[self.mode]
         lstm = cell == "lstm"
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
@@ -218,7 +213,7 @@ class _DropInRNN:
         h_n, c_n = [], []
         for layer in range(L):
             ws = [dense(w) for group in weights[layer * D:(layer + 1) * D] for w in group]
-            plan = Plan(cell, D, H, self.bias, lengths, threads, _layer_memory(self, layer))
+            plan = Plan(cell, D, H, self.bias, lengths, threads, _layer_memory(self, layer), self.proj_size)
             sl = slice(layer * D, (layer + 1) * D)
             out, hn, cn = recurrent_layer(plan, x, None if h0 is None else h0[sl], None if c0 is None else c0[sl], ws)
             h_n.append(hn)
@@ -288,7 +283,8 @@ _RNN_DOC = """
 class LSTM(_DropInRNN, torch.nn.LSTM):
     __doc__ = "Long short-term memory (gates i, f, g, o) on rnncore's kernels." + _RNN_DOC.format(
         base="torch.nn.LSTM") + """
-    proj_size != 0 (projections) raises ValueError for now (issue 17).
+    proj_size P > 0 (projections, h_t = W_hr (o_t * tanh(c_t))) runs in the kernels too: output
+    (.., D*P), h_n (L*D, B, P), c_n (L*D, B, H), weight_hr_l{k}[_reverse] (P, H), as torch.nn.LSTM's.
     """
 
 

@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from .modules import GRU, LSTM, PROJ_SIZE_MESSAGE, RNN, forget_workspaces
+from .modules import GRU, LSTM, RNN, forget_workspaces
 
 __all__ = ["patch", "unpatch", "patched"]
 
@@ -28,10 +28,6 @@ def _modules(model, fn):
 def _swap_in(model, threads, fn):
     """Swap every plain torch.nn.LSTM/GRU/RNN of `model`; returns the swapped modules."""
     found = [(name, m) for name, m in _modules(model, fn) if type(m) in _TO_RNNCORE]
-    for name, m in found:  # check all before swapping any
-        if getattr(m, "proj_size", 0):
-            raise ValueError(f"{fn}: module {name or '(the model)'}: "
-                             + PROJ_SIZE_MESSAGE.format(name=type(m).__name__, proj_size=m.proj_size))
     for _, m in found:
         m.__class__ = _TO_RNNCORE[type(m)]
         if threads is not None:
@@ -52,7 +48,7 @@ def patch(model, *, threads=None):
 
     In place, keeping the same module and Parameter objects; returns `model`. threads: the
     kernels' thread count for the swapped modules (None: torch.get_num_threads() at each call).
-    An LSTM with proj_size != 0 raises ValueError before anything is swapped (issue 17).
+    An LSTM with projections (proj_size) is swapped like any other.
     """
     _swap_in(model, threads, "patch")
     return model

@@ -115,17 +115,17 @@ def rnn_layer(cls, ctor, x, hx=None, lengths=None, grad="ones", grad_h_n=None, t
     out, h_n = layer(x, hx, lengths)
     xa = np.asarray(x)
     D = 2 if layer.bidirectional else 1
-    H, LD = layer.hidden_size, layer.num_layers * D
+    H, LD, R = layer.hidden_size, layer.num_layers * D, layer.state_size  # R: proj_size or H
     if xa.ndim == 3:
         T, B = (xa.shape[1], xa.shape[0]) if layer.batch_first else xa.shape[:2]
-        expect_shape(out, xa.shape[:2] + (D * H,), "output")
-        state_shape = (LD, B, H)
+        expect_shape(out, xa.shape[:2] + (D * R,), "output")
+        state_shape, h_shape = (LD, B, H), (LD, B, R)
     else:
-        expect_shape(out, (xa.shape[0], D * H), "output")
-        state_shape = (LD, H)
+        expect_shape(out, (xa.shape[0], D * R), "output")
+        state_shape, h_shape = (LD, H), (LD, R)
     states = h_n if isinstance(h_n, tuple) else (h_n,)
-    for s in states:
-        expect_shape(s, state_shape, "h_n")
+    for i, s in enumerate(states):
+        expect_shape(s, h_shape if i == 0 else state_shape, "h_n" if i == 0 else "c_n")
     if moderate(xa, hx, limit=1e6):
         expect_finite(out, "output")
     if backward:
@@ -708,10 +708,11 @@ def core_recurrent(forward, backward=None, reuse=False):
     x = forward.get("x")
     w_hh = forward.get("w_hh")
     if isinstance(x, np.ndarray) and x.ndim == 3 and isinstance(w_hh, np.ndarray) and w_hh.ndim == 2:
-        expect_shape(h_n, (x.shape[1], w_hh.shape[1]), "h_n")
+        expect_shape(h_n, (x.shape[1], w_hh.shape[1]), "h_n")  # (B, P) with projections w_hr (P, H)
         if forward.get("cell", "").lower() != "rnn_relu" and moderate(x, forward.get("w_ih"), w_hh,
                                                                        forward.get("h0"), forward.get("c0"),
-                                                                       forward.get("b_ih"), forward.get("b_hh")):
+                                                                       forward.get("b_ih"), forward.get("b_hh"),
+                                                                       forward.get("w_hr")):
             expect_finite(h_n, "h_n")
     if backward is not None:
         _core.recurrent_backward(ws, **backward)

@@ -397,7 +397,11 @@ def b_gemm_threads(draw):
 
 
 def b_recurrent_threads(draw):
-    return {"cell": pick(draw, CELLS), "B": dim(draw), "H": dim(draw), "threads": rint(draw, 1, 8)}
+    cell, H = pick(draw, CELLS), dim(draw)
+    call = {"cell": cell, "B": dim(draw), "H": H, "threads": rint(draw, 1, 8)}
+    if cell == "lstm" and H >= 2 and coin(draw):
+        call["proj_size"] = rint(draw, 1, H - 1)  # an LSTM with projections (issue 17)
+    return call
 
 
 # -- _core: optimizer steps and list kernels ----------------------------------------------------------
@@ -458,24 +462,32 @@ def b_core_recurrent(draw):
     T, B, I, H = dim(draw), dim(draw), dim(draw), dim(draw, 1 if is_known("ubsan_memcpy_h0") else 0)
     G, dt = GATES[cell], floats(draw)
     extra = pick(draw, (0, 0, 3))
+    # An LSTM with projections (issue 17): w_hr (P, H), h and the outputs P wide.
+    P = rint(draw, 1, H - 1) if cell == "lstm" and H >= 2 and rint(draw, 0, 2) == 0 else 0
+    R = P or H
 
     def opt(shp):
         return maybe(draw, lambda: arr(draw, dt, shp))
 
     fwd = {"cell": cell, "x": arr(draw, dt, (T, B, I)), "w_ih": arr(draw, dt, (G * H, I)),
-           "w_hh": arr(draw, dt, (G * H, H)), "b_ih": opt((G * H,)), "b_hh": opt((G * H,)), "h0": opt((B, H)),
+           "w_hh": arr(draw, dt, (G * H, R)), "b_ih": opt((G * H,)), "b_hh": opt((G * H,)), "h0": opt((B, R)),
            "c0": opt((B, H)) if cell == "lstm" else None,
            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
-           "reverse": coin(draw), "out": arr(draw, dt, (T, B, H + extra)), "out_col": rint(draw, 0, extra),
+           "reverse": coin(draw), "out": arr(draw, dt, (T, B, R + extra)), "out_col": rint(draw, 0, extra),
            "threads": threads_value(draw, False), "workspace": pick(draw, (None, Junk("workspace")))}
+    if P:
+        fwd["w_hr"] = arr(draw, dt, (P, H))
     bwd = None
     if coin(draw):
         dy_extra = pick(draw, (0, 0, 2))
-        bwd = {"dy": opt((T, B, H + dy_extra)), "dy_col": rint(draw, 0, dy_extra), "dh_n": opt((B, H)),
+        bwd = {"dy": opt((T, B, R + dy_extra)), "dy_col": rint(draw, 0, dy_extra), "dh_n": opt((B, R)),
                "dc_n": opt((B, H)) if cell == "lstm" else None, "w_ih": fwd["w_ih"], "w_hh": fwd["w_hh"],
-               "dw_ih": arr(draw, dt, (G * H, I), fill="zeros"), "dw_hh": arr(draw, dt, (G * H, H), fill="zeros"),
+               "dw_ih": arr(draw, dt, (G * H, I), fill="zeros"), "dw_hh": arr(draw, dt, (G * H, R), fill="zeros"),
                "db_ih": opt((G * H,)), "db_hh": opt((G * H,)), "dx": arr(draw, dt, (T, B, I)),
                "accumulate_dx": coin(draw), "threads": threads_value(draw, False)}
+        if P:
+            bwd["w_hr"] = fwd["w_hr"]
+            bwd["dw_hr"] = arr(draw, dt, (P, H), fill="zeros")
     return {"forward": fwd, "backward": bwd, "reuse": coin(draw)}
 
 
@@ -488,13 +500,16 @@ def b_core_decoder(draw, V_lo=1, ops=None):
     dt = floats(draw)
     V, E, H, L, B = dim(draw, V_lo), pos(draw), pos(draw), rint(draw, 1, 2), pos(draw)
     G = GATES[cell.lower()]
+    # An LSTM with projections (issue 17): a fifth weight w_hr (P, H) per layer, h P wide.
+    P = rint(draw, 1, H - 1) if cell.lower() == "lstm" and H >= 2 and rint(draw, 0, 2) == 0 else 0
+    R = P or H
 
     def opt(shp):
         return maybe(draw, lambda: arr(draw, dt, shp))
 
-    layers = [(arr(draw, dt, (G * H, E if l == 0 else H)), arr(draw, dt, (G * H, H)), opt((G * H,)), opt((G * H,)))
-              for l in range(L)]
-    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "w_out": arr(draw, dt, (V, H)),
+    layers = [(arr(draw, dt, (G * H, E if l == 0 else R)), arr(draw, dt, (G * H, R)), opt((G * H,)), opt((G * H,)))
+              + ((arr(draw, dt, (P, H)),) if P else ()) for l in range(L)]
+    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "w_out": arr(draw, dt, (V, R)),
             "b_out": opt((V,)), "batch": B, "threads": threads_value(draw, False)}
     is_lstm = cell.lower() == "lstm"
     names = ops or ("seed", "set_next_tokens", "mark_seen", "sample", "step_logits", "get_state", "set_state",
@@ -512,7 +527,7 @@ def b_core_decoder(draw, V_lo=1, ops=None):
             out.append((op, rint(draw, 0, 6), pick(draw, (1.0, 0.0, 0.7)), rint(draw, 0, 3), pick(draw, (1.0, 0.9)),
                         pick(draw, (1.0, 1.3)), _stop_tokens(draw, V)))
         elif op == "set_state":
-            out.append((op, arr(draw, dt, (L, B, H)), arr(draw, dt, (L, B, H)) if is_lstm else None))
+            out.append((op, arr(draw, dt, (L, B, R)), arr(draw, dt, (L, B, H)) if is_lstm else None))
         elif op == "beam_search":
             out.append((op, rint(draw, 1, 5), pick(draw, (0.0, 0.6)), rint(draw, 1, B), _stop_tokens(draw, V)))
         else:
@@ -536,11 +551,16 @@ def b_rnn_layer(draw):
             "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
     if cls == "RNN":
         ctor["nonlinearity"] = pick(draw, ("tanh", "relu"))
+    R = H
+    if cls == "LSTM" and H >= 2 and rint(draw, 0, 2) == 0:
+        ctor["proj_size"] = R = rint(draw, 1, H - 1)  # projections (issue 17): h is P wide
     T, B = dim(draw), dim(draw)
     batched = rint(draw, 0, 3) > 0
     x_shape = ((B, T, I) if batch_first else (T, B, I)) if batched else (T, I)
-    state = (L * (2 if bidir else 1), B, H) if batched else (L * (2 if bidir else 1), H)
-    h = maybe(draw, lambda: arr(draw, dt, state))
+    LD = L * (2 if bidir else 1)
+    state = (LD, B, H) if batched else (LD, H)
+    h_state = (LD, B, R) if batched else (LD, R)
+    h = maybe(draw, lambda: arr(draw, dt, h_state))
     hx = (h, arr(draw, dt, state)) if (cls == "LSTM" and h is not None) else h
     return {"cls": cls, "ctor": ctor, "x": arr(draw, dt, x_shape), "hx": hx,
             "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")) if batched else None,
@@ -625,8 +645,18 @@ def _lm_ctor(draw):
 WEIGHTS = (None, None, None, "nan", "inf_bias", "zero", "big")
 
 
+def _maybe_proj(draw, ctor):
+    """Sometimes an LSTM with projections (issue 17): proj_size in [1, H), tied weights then need P == E."""
+    H = ctor["hidden_size"]
+    if ctor["cell"] == "lstm" and H >= 2 and rint(draw, 0, 2) == 0:
+        ctor["proj_size"] = rint(draw, 1, H - 1)
+        if ctor["tie_weights"]:
+            ctor["embedding_dim"] = ctor["proj_size"]
+    return ctor
+
+
 def b_language_model(draw):
-    ctor = _lm_ctor(draw)
+    ctor = _maybe_proj(draw, _lm_ctor(draw))
     T, B = dim(draw), dim(draw)
     shp = (B, T) if ctor["batch_first"] else (T, B)
     V = ctor["vocab_size"]
@@ -788,7 +818,7 @@ def b_clip(draw, which):
 # -- public: rnncore.sampling -------------------------------------------------------------------------
 
 def _sampling_ctor(draw):
-    ctor = _lm_ctor(draw)
+    ctor = _maybe_proj(draw, _lm_ctor(draw))
     ctor.pop("batch_first", None)
     ctor["dropout"] = 0.0
     return ctor
