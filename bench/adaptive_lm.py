@@ -114,7 +114,8 @@ def main():
         for variant in order:
             res = run_worker(variant, args)
             runs[variant].append(res)
-            print(f"  round {r + 1} {variant:8s}: {res['tokens_per_s']:8.0f} tokens/s  ({res['ms_per_step']:.1f} ms/step: "
+            print(f"  round {r + 1} {variant:8s}: {res['tokens_per_s']:8.0f} tokens/s  "
+                  f"({res['ms_per_step']:.1f} ms/step: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in res["phases_ms"].items()) + ")", flush=True)
         loads.append(os.getloadavg()[0])
     med = {v: statistics.median(x["tokens_per_s"] for x in runs[v]) for v in VARIANTS}

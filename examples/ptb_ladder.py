@@ -1,7 +1,7 @@
 """The language-model ladder on Penn Treebank: n-gram counts, Bengio's fixed-window LM, RNN LMs, one table.
 
     python examples/ptb_ladder.py                                  # every rung, one after the other
-    python examples/ptb_ladder.py --quick                          # CI-sized: ~60k training tokens per neural rung
+    python examples/ptb_ladder.py --quick                          # CI-sized: ~40k training tokens per neural rung
     python examples/ptb_ladder.py --rungs lstm --results ladder.json --max-minutes 30
     python examples/ptb_ladder.py --results ladder.json --rungs none   # print the table stored so far
 
@@ -84,8 +84,8 @@ TRAIN_ARGS = {
     "lstm-adaptive": _ZAREMBA_SMALL + ["--adaptive-softmax", "2000,6000"],
 }
 
-QUICK_TOKENS = 60_000    # training tokens per neural rung with --quick
-QUICK_EVAL_TOKENS = 20_000
+QUICK_TOKENS = 40_000    # training tokens per neural rung with --quick
+QUICK_EVAL_TOKENS = 10_000
 EVAL_BATCH = 10          # streams for validation and test (Zaremba's)
 
 
@@ -281,7 +281,8 @@ def table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--rungs", default=",".join(RUNGS),
                     help=f"comma-separated rungs to run, of {','.join(RUNGS)} ('none': only print the table)")
     ap.add_argument("--quick", action="store_true",

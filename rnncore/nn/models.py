@@ -107,7 +107,8 @@ class _TokenDecoder(Module):
                     num_layers=self.num_layers, cell=self.cell, dropout=self.dropout, tie_weights=self.tie_weights,
                     batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name,
                     **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}),
-                    **({} if self.adaptive_div_value in (None, 4.0) else {"adaptive_div_value": self.adaptive_div_value}))
+                    **({} if self.adaptive_div_value in (None, 4.0)
+                       else {"adaptive_div_value": self.adaptive_div_value}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -222,8 +223,8 @@ class LanguageModel(_TokenDecoder):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
-                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, adaptive_div_value=4.0, *,
-                 dtype=np.float32, seed=None, threads=None):
+                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None,
+                 adaptive_div_value=4.0, *, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
