@@ -248,6 +248,11 @@ def _model_and_optimizer(args, resume, tok, level):
                          adaptive_softmax=args.adaptive_softmax)
             if args.proj_size:
                 shape["proj_size"] = args.proj_size
+            if args.adaptive_div_value is not None:
+                if args.adaptive_softmax is None:
+                    raise UsageError("--adaptive-div-value sets the div_value of an adaptive softmax; "
+                                     "give --adaptive-softmax too")
+                shape["adaptive_div_value"] = args.adaptive_div_value
             _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
             model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
         if args.init is not None:
@@ -587,6 +592,9 @@ def build_parser():
     g.add_argument("--adaptive-softmax", type=_cutoffs, default=None, metavar="C1,C2,...",
                    help="output layer: an adaptive softmax with these cutoffs (e.g. 2000,6000) instead of a full "
                         "softmax (--model rnn)")
+    g.add_argument("--adaptive-div-value", type=_positive(float), default=None, metavar="D",
+                   help="the adaptive softmax's div_value: cluster i projects to hidden // D**(i+1) features "
+                        "(default: 4, as in PyTorch)")
     g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
                    help="recurrent cell, in any case (rnn = rnn_tanh)")
     g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")

@@ -237,3 +237,17 @@ def test_training_mode_one_pass_equals_eval_mode_recompute():
     np.testing.assert_allclose(a.backward(0.3), b.backward(0.3), rtol=1e-12, atol=1e-14)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_lm_adaptive_div_value_sizes_the_clusters_and_round_trips():
+    from rnncore.nn import LanguageModel
+
+    m = LanguageModel(20, 8, 16, adaptive_softmax=[6, 12], adaptive_div_value=2.0, seed=0)
+    shapes = {k: v.shape for k, v in m.decoder.state_dict().items()}
+    assert shapes["tail.0.0.weight"] == (8, 16) and shapes["tail.1.0.weight"] == (4, 16)  # 16 // 2, 16 // 4
+    assert m.config()["adaptive_div_value"] == 2.0 and "adaptive_div_value=2" in repr(m)
+    m2 = LanguageModel(**m.config())
+    assert {k: v.shape for k, v in m2.decoder.state_dict().items()} == shapes
+    assert "adaptive_div_value" not in LanguageModel(20, 8, 16, adaptive_softmax=[6, 12]).config()  # the default
+    with pytest.raises(ValueError, match="div_value"):
+        LanguageModel(20, 8, 16, adaptive_softmax=[6, 12], adaptive_div_value=0.0)

@@ -58,7 +58,8 @@ class _TokenDecoder(Module):
     by LanguageModel and ConditionedGenerator)."""
 
     def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None, proj_size=0):
+               batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None, proj_size=0,
+               adaptive_div_value=4.0):
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
@@ -96,7 +97,9 @@ class _TokenDecoder(Module):
             self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         else:
             self.decoder = AdaptiveLogSoftmaxWithLoss(R, self.vocab_size, self.adaptive_softmax,
-                                                      dtype=self.dtype, seed=seeds[2], threads=threads)
+                                                      div_value=adaptive_div_value, dtype=self.dtype, seed=seeds[2],
+                                                      threads=threads)
+        self.adaptive_div_value = None if self.adaptive_softmax is None else self.decoder.div_value
         self._adaptive_rows = None
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -113,7 +116,9 @@ class _TokenDecoder(Module):
                     num_layers=self.num_layers, cell=self.cell, dropout=self.dropout, tie_weights=self.tie_weights,
                     batch_first=self.batch_first, padding_idx=self.encoder.padding_idx, dtype=self.dtype.name,
                     **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}),
-                    **({"proj_size": self.proj_size} if self.proj_size else {}))
+                    **({"proj_size": self.proj_size} if self.proj_size else {}),
+                    **({} if self.adaptive_div_value in (None, 4.0)
+                       else {"adaptive_div_value": self.adaptive_div_value}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -212,7 +217,8 @@ class LanguageModel(_TokenDecoder):
     adaptive_softmax (cutoffs, e.g. [2000, 6000]: the output layer is an
     AdaptiveLogSoftmaxWithLoss(H, V, cutoffs) instead of Linear(H, V); loss() then computes only
     the head and the clusters the targets fall in, and forward() returns the full
-    log-probabilities as logits).
+    log-probabilities as logits), adaptive_div_value (its div_value: cluster i's projection has
+    H // div_value**(i+1) features; default 4.0 as in PyTorch).
     Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, PyTorch's
     proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads.
 
@@ -228,12 +234,12 @@ class LanguageModel(_TokenDecoder):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
-                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, *, proj_size=0,
-                 dtype=np.float32, seed=None, threads=None):
+                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None,
+                 adaptive_div_value=4.0, *, proj_size=0, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
-                    proj_size=proj_size)
+                    proj_size=proj_size, adaptive_div_value=adaptive_div_value)
 
     @exclusive
     def forward(self, tokens, state=None):
@@ -274,6 +280,8 @@ class LanguageModel(_TokenDecoder):
             s += ", tie_weights=True"
         if self.adaptive_softmax is not None:
             s += f", adaptive_softmax={self.adaptive_softmax}"
+            if self.adaptive_div_value != 4.0:
+                s += f", adaptive_div_value={self.adaptive_div_value:g}"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
         return s
