@@ -110,11 +110,12 @@ def recurrent_spectra(model):
     return rows
 
 
-def plot_profiles(profiles, path, title=None, normalize=True):
+def plot_profiles(profiles, path=None, title=None, normalize=True, ax=None):
     """Write a PNG of gradient norm against distance in time, one curve per entry.
 
     profiles: {label: (distance, mean_norm)} as ``distance_profile`` returns. normalize: divide
-    each curve by its value at distance 0 (compare the decay, not the scale). Needs matplotlib.
+    each curve by its value at distance 0 (compare the decay, not the scale). ax: a matplotlib
+    Axes to draw into instead (then nothing is saved, path may be None). Needs matplotlib.
     """
     try:
         import matplotlib
@@ -126,19 +127,25 @@ def plot_profiles(profiles, path, title=None, normalize=True):
 
     if not profiles:
         raise ValueError("plot_profiles: profiles is empty, nothing to plot")
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    if ax is None and path is None:
+        raise ValueError("plot_profiles: give path (a PNG to write) or ax (an Axes to draw into)")
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for label, (k, v) in profiles.items():
         v = np.asarray(v, dtype=np.float64)
         if normalize and v.size and v[0] > 0:
             v = v / v[0]
-        ax.semilogy(np.asarray(k), np.maximum(v, 1e-300), label=str(label))
+        # a norm that underflowed to exactly 0 (saturated units) leaves a gap, not a cliff
+        ax.semilogy(np.asarray(k), np.where(v > 0, v, np.nan), label=str(label))
     ax.set_xlabel("distance back in time from the loss (steps)")
     ax.set_ylabel("||dL/dh_t||" + (" / ||dL/dh_last||" if normalize else ""))
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.legend(fontsize="small")
+    if own:
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
     return path
