@@ -1038,7 +1038,8 @@ def b_trainer(draw):
     ctor = {"vocab_size": V, "embedding_dim": 4, "hidden_size": 4, "cell": pick(draw, ("lstm", "gru")), "seed": 0}
     return {"model_ctor": ctor,
             "trainer_kwargs": {"batch_size": pos(draw), "seq_len": pos(draw), "clip_grad_norm": pick(draw, (None, 1.0)),
-                               "checkpoints": coin(draw), "log_every": 1},
+                               "checkpoints": coin(draw), "log_every": 1,
+                               "grad_flow_every": pick(draw, (None, None, 1, 2))},
             "train_ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
             "valid_ids": maybe(draw, lambda: arr(draw, "int64", (rint(draw, 0, 20),), 0, V, fill="range")),
             "fit_kwargs": {"max_steps": rint(draw, 1, 3)}}
