@@ -35,6 +35,7 @@ void block_sumsq(double* RNNCORE_RESTRICT out, const T* RNNCORE_RESTRICT carry, 
     out[b0 / kUnitAlign] = sum;
   }
 }
+
 // Multiply-adds per step a thread of the time loop should have, to pay for its barrier.
 constexpr double kMinStepMacsPerThread = 8192;
 // Elements a thread of a copy or elementwise pass should have.
