@@ -65,8 +65,8 @@ def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih:
 def recurrent_backward(workspace: RecurrentWorkspace, dy: Optional[_Floats], dy_col: int, dh_n: Optional[_Floats],
                        dc_n: Optional[_Floats], w_ih: _Floats, w_hh: _Floats, dw_ih: _Floats, dw_hh: _Floats,
                        db_ih: Optional[_Floats], db_hh: Optional[_Floats], dx: _Floats, accumulate_dx: bool = False,
-                       threads: int = 1, w_hr: Optional[_Floats] = None, dw_hr: Optional[_Floats] = None
-                       ) -> tuple[_Floats, Optional[_Floats]]:
+                       threads: int = 1, w_hr: Optional[_Floats] = None, dw_hr: Optional[_Floats] = None,
+                       grad_norms: Optional[_Floats] = None) -> tuple[_Floats, Optional[_Floats]]:
     """Backpropagation through time for the last forward run on `workspace`.
 
     dy (T, B, *) gradient of the outputs, read from columns [dy_col, dy_col + H), or None;
@@ -75,6 +75,9 @@ def recurrent_backward(workspace: RecurrentWorkspace, dy: Optional[_Floats], dy_
 
     After a forward with projections (w_hr (P, H)): w_hr and dw_hr (P, H) are required (dw_hr is
     added to), w_hh and dw_hh are (G*H, P), dy is read from P columns, dh_n and dh0 are (B, P).
+
+    grad_norms: float64 (T, B) or None; overwritten with ||dL/dh_t|| of each sequence from the
+    sweep itself (dy_t plus the carry from t+1; the P-wide h with projections), 0 where t >= length.
     """
 
 

@@ -435,16 +435,16 @@ def cmd_sample(args):
     return 0
 
 
-def cmd_eval(args):
-    from . import set_num_threads
-    from .trainer import evaluate
-
-    if args.threads is not None:
-        set_num_threads(args.threads)
-    ckpt, model, tok = _load_lm(args.checkpoint)
+def _run_info(ckpt):
+    """The training run's info and trainer state saved in a checkpoint (empty dicts if absent)."""
     extra = ckpt.extra
     info = extra.get("info") if isinstance(extra.get("info"), dict) else {}
     state = extra.get("trainer") if isinstance(extra.get("trainer"), dict) else {}
+    return info, state
+
+
+def _checkpoint_text(args, info):
+    """(text, description) for eval/diagnose: args.data, else the run's own validation data."""
     data = args.data or info.get("data")
     if data is None:
         raise UsageError("give the text to evaluate on (a file, a folder, or shakespeare/ptb)")
@@ -460,6 +460,18 @@ def cmd_eval(args):
         from .data import read_text
 
         text, what = read_text(data), data
+    return text, what
+
+
+def cmd_eval(args):
+    from . import set_num_threads
+    from .trainer import evaluate
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    ckpt, model, tok = _load_lm(args.checkpoint)
+    info, state = _run_info(ckpt)
+    text, what = _checkpoint_text(args, info)
     ids = _encode(tok, text, "evaluation")
     t0 = time.perf_counter()
     ev = evaluate(model, ids, batch_size=args.batch_size or state.get("batch_size", 32),
@@ -469,6 +481,46 @@ def cmd_eval(args):
     if "bpc" in ev:
         line += f", {ev['bpc']:.4f} bits/char"
     print(line + f" ({wall:.1f} s)")
+    return 0
+
+
+def cmd_diagnose(args):
+    import numpy as np
+
+    from . import diagnostics, set_num_threads
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    ckpt, model, tok = _load_lm(args.checkpoint)
+    info, state = _run_info(ckpt)
+    text, what = _checkpoint_text(args, info)
+    ids = _encode(tok, text, "the diagnosis")
+    T = args.seq_len or state.get("seq_len", 35)
+    B = min(args.batch_size or state.get("batch_size", 32), max(0, (ids.size - 1) // T))
+    if B < 1:
+        raise UsageError(f"{what} has {ids.size} tokens: at least seq_len + 1 = {T + 1} are needed for one window")
+    layers = diagnostics.record_grad_norms(model)  # ValueError (no recurrent layer) is reported by main
+    x = np.ascontiguousarray(ids[:B * T].reshape(B, T).T)
+    y = np.ascontiguousarray(ids[1:B * T + 1].reshape(B, T).T)
+    loss, _ = model.loss(x, y)
+    model.backward()
+    print(f"{args.checkpoint}: {type(model).__name__}, one batch of {what}: B = {B} windows of T = {T} tokens "
+          f"from the start, loss {loss:.4f} nats/token")
+    print("recurrent matrices (spectral radius, largest singular value; per gate block of W_hh):")
+    for r in diagnostics.recurrent_spectra(model):
+        where = f"{r['layer']}." if r["layer"] else ""
+        print(f"  {where}{r['parameter']:20s} gate {r['gate']}: radius {r['spectral_radius']:.4f}  "
+              f"sigma_max {r['max_singular_value']:.4f}")
+    print("gradient flow: mean ||dL/dh_t|| over the batch against the distance back from the window's last step "
+          "(the loss is at every step, so each t also gets its own output's gradient)")
+    marks = sorted({d for d in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500) if d < T} | {T - 1})
+    print("  distance " + "".join(f"{d:>10d}" for d in marks))
+    for path, layer in layers:
+        D = layer.num_directions
+        for k in range(layer.grad_norms.shape[0]):
+            dist, mean = diagnostics.distance_profile(layer.grad_norms[k], reverse=bool(k % D))
+            name = f"{path + '.' if path else ''}l{k // D}{' reverse' if k % D else ''}"
+            print(f"  {name:8s} " + "".join(f"{mean[d]:10.3g}" for d in marks))
     return 0
 
 
@@ -670,6 +722,16 @@ def build_parser():
     e.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
     e.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
 
+    dg = sub.add_parser("diagnose", help="spectral radii and gradient flow of a checkpoint on a batch of its data",
+                        formatter_class=_HelpFormatter)
+    dg.add_argument("checkpoint", help="a checkpoint written by rnncore train")
+    dg.add_argument("data", nargs="?", default=None, help="a text file or folder, or shakespeare/ptb (default: "
+                    "the training run's validation data)")
+    dg.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="split of a named corpus")
+    dg.add_argument("--batch-size", type=_positive(int), default=None, help="windows in the batch (default: the run's)")
+    dg.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
+    dg.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
+
     sub.add_parser("bench", help="run bench/compare.py (needs the source checkout); arguments are passed on",
                    add_help=False)
 
@@ -721,7 +783,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         command = args.command
         handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
-                   "datasets": cmd_datasets}[command]
+                   "datasets": cmd_datasets, "diagnose": cmd_diagnose}[command]
         handler = functools.partial(handler, args)
     from .datasets import MissingCorpusError
     from .io import CheckpointError

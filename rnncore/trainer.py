@@ -51,6 +51,7 @@ import time
 
 import numpy as np
 
+from . import diagnostics as _diagnostics
 from . import optim as _optim
 from ._checks import check_int, check_real
 from .data import StreamBatcher, tokenizer_from_dict
@@ -239,6 +240,12 @@ class Trainer:
         config: constructor arguments recorded in checkpoints over the model's own config()
             (default: none).
         log_every: steps between log lines / metrics records.
+        grad_flow_every: every this many steps, also record the gradient flow of that step
+            (rnncore.diagnostics): a metrics record {"event": "grad_flow", "step", "layers":
+            {path: {"grad_norm": mean ||dL/dh_t|| of the last layer's forward direction against
+            the distance back from the window's end (a list, distance 0 first), "spectral_radius",
+            "max_singular_value": {parameter: per gate block}}}} (None: never; the norms come
+            from the BPTT sweep the step runs anyway).
         progress: True (tqdm bar), False (plain lines) or None (a bar when the stream is a terminal).
         sample_every: print a generated sample every this many steps (needs a tokenizer);
             sample_length, sample_prime (text), sample_temperature shape it.
@@ -254,7 +261,8 @@ class Trainer:
                  eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
-                 sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None):
+                 sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None,
+                 grad_flow_every=None):
         fn = "Trainer"
         if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
             raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
@@ -276,6 +284,7 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", fn, optional=True)
         log_every = check_int(log_every, "log_every", fn)
+        self.grad_flow_every = check_int(grad_flow_every, "grad_flow_every", fn, optional=True)
         sample_every = check_int(sample_every, "sample_every", fn, optional=True)
         sample_length = check_int(sample_length, "sample_length", fn)
         if metrics_path is None and checkpoint_dir is not None:
@@ -320,8 +329,13 @@ class Trainer:
         model = self.model
         self.optimizer.zero_grad()
         x, y = _batch_layout(model, inputs, targets)
+        flow = self.grad_flow_every is not None and (self.step + 1) % self.grad_flow_every == 0
+        if flow:
+            _diagnostics.record_grad_norms(model)
         loss, state = model.loss(x, y, self.hidden)
         model.backward()
+        if flow:
+            self._record_grad_flow(model)
         if self.clip_grad_norm is not None:
             _optim.clip_grad_norm_(model.parameters(), self.clip_grad_norm, threads=self.threads)
         self.optimizer.step()
@@ -537,6 +551,23 @@ class Trainer:
         os.makedirs(directory, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _record_grad_flow(self, model):
+        """The grad_flow metrics record of the step just differentiated (see grad_flow_every)."""
+        layers = {}
+        spectra = _diagnostics.recurrent_spectra(model)
+        for path, layer in _diagnostics.recurrent_layers(model):
+            if layer.grad_norms is None:
+                continue
+            _, mean = _diagnostics.distance_profile(layer.grad_norms[(layer.num_layers - 1) * layer.num_directions])
+            entry = {"grad_norm": mean.tolist(), "spectral_radius": {}, "max_singular_value": {}}
+            for r in spectra:
+                if r["layer"] == path:
+                    entry["spectral_radius"].setdefault(r["parameter"], []).append(r["spectral_radius"])
+                    entry["max_singular_value"].setdefault(r["parameter"], []).append(r["max_singular_value"])
+            layers[path] = entry
+        _diagnostics.record_grad_norms(model, False)
+        self._record({"event": "grad_flow", "step": self.step + 1, "layers": layers})
 
     def _log_train(self, mean_loss, rate):
         rec = {"event": "train", "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "train_loss": mean_loss,

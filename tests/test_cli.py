@@ -271,3 +271,26 @@ def test_train_and_sample_an_lstm_with_projections(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("to be")
     assert_user_error(run("train", text, "--max-steps", "1", "--proj-size", "24", *TINY), "proj_size")
+
+
+def test_diagnose(trained):
+    d, text, out, _ = trained
+    r = run("diagnose", out / "last.safetensors", text, "--batch-size", "3", "--seq-len", "12", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "B = 3 windows of T = 12 tokens" in r.stdout
+    gates = [line for line in r.stdout.splitlines() if "weight_hh_l0" in line]
+    assert [line.split("gate ")[1][0] for line in gates] == list("ifgo")
+    assert all("radius" in line and "sigma_max" in line for line in gates)
+    profile = [line for line in r.stdout.splitlines() if line.strip().startswith("rnn.l0")]
+    assert len(profile) == 1
+    values = [float(v) for v in profile[0].split()[1:]]
+    header = [line for line in r.stdout.splitlines() if line.strip().startswith("distance")][0].split()[1:]
+    assert [int(h) for h in header] == [0, 1, 2, 5, 10, 11] and len(values) == 6 and all(v > 0 for v in values)
+
+
+def test_diagnose_bad_input(trained, tmp_path):
+    d, text, out, _ = trained
+    short = tmp_path / "short.txt"
+    short.write_text("to be")
+    assert_user_error(run("diagnose", out / "last.safetensors", short, "--seq-len", "12"), "at least seq_len + 1")
+    assert_user_error(run("diagnose", text, "--threads", "1"), "rnncore diagnose")

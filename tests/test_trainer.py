@@ -264,3 +264,24 @@ def test_a_sample_at_the_end_of_every_run(corpus, max_steps, sample_every):
     only_end = _trainer(tok, sample_at_end=True, sample_length=10)
     only_end.fit(train, None, epochs=1, max_steps=2)
     assert only_end.stream.getvalue().count("---- sample at step 2 ----") == 1
+
+
+def test_grad_flow_every_records_the_profile_and_changes_nothing(tmp_path, corpus):
+    tok, train, valid = corpus
+    runs = {}
+    for every in (None, 3):
+        trainer = _trainer(tok, tmp_path / f"run{every}", grad_flow_every=every)
+        trainer.fit(train, max_steps=7)
+        runs[every] = [json.loads(line) for line in open(tmp_path / f"run{every}" / "metrics.jsonl")]
+    flows = [r for r in runs[3] if r["event"] == "grad_flow"]
+    assert [r["step"] for r in flows] == [3, 6]
+    (path, entry), = flows[0]["layers"].items()
+    assert path == "rnn" and len(entry["grad_norm"]) == 9 and all(v > 0 for v in entry["grad_norm"])
+    assert list(entry["spectral_radius"]) == ["weight_hh_l0", "weight_hh_l1"]
+    assert all(len(v) == 4 for v in entry["max_singular_value"].values())
+    assert not any(r["event"] == "grad_flow" for r in runs[None])
+    # recording changes no number of the training run
+    same = lambda recs: [(r["step"], r["train_loss"]) for r in recs if r["event"] == "train"]
+    assert same(runs[3]) == same(runs[None])
+    with pytest.raises(ValueError, match="grad_flow_every"):
+        _trainer(tok, grad_flow_every=0)

@@ -125,7 +125,7 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
                         const py::object& dcn_obj, const py::object& w_ih_obj, const py::object& w_hh_obj,
                         py::object dw_ih_obj, py::object dw_hh_obj, py::object db_ih_obj, py::object db_hh_obj,
                         py::object dx_obj, bool accumulate_dx, int threads, const py::object& w_hr_obj,
-                        py::object dw_hr_obj) {
+                        py::object dw_hr_obj, py::object grad_norms_obj) {
   const char* fn = "recurrent_backward";
   RecurrentWorkspace<T>& w = wsp.get<T>();
   const index_t Tn = w.steps, B = w.B, I = w.I, H = w.H, G = gate_count(w.kind), P = w.P;
@@ -174,6 +174,12 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
     pdb_hh = mptr<T>(db_hh);
   }
   py::array dx = checked_writable<T>(fn, "dx", dx_obj, {Tn, B, I});
+  py::array grad_norms;
+  double* pgn = nullptr;
+  if (!grad_norms_obj.is_none()) {
+    grad_norms = checked_writable<double>(fn, "grad_norms", grad_norms_obj, {Tn, B});
+    pgn = mptr<double>(grad_norms);
+  }
   py::array_t<T> dh0({B, R}), dc0;
   T* pdc0 = nullptr;
   if (lstm) {
@@ -185,7 +191,7 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
     py::gil_scoped_release release;
     recurrent_backward<T>(w, {cptr<T>(w_ih), cptr<T>(w_hh), nullptr, nullptr, P > 0 ? cptr<T>(w_hr) : nullptr},
                           {mptr<T>(dw_ih), mptr<T>(dw_hh), pdb_ih, pdb_hh, P > 0 ? mptr<T>(dw_hr) : nullptr},
-                          {pdy, lddy, pdhn, pdcn, mptr<T>(dx), accumulate_dx, pdh0, pdc0}, threads);
+                          {pdy, lddy, pdhn, pdcn, mptr<T>(dx), accumulate_dx, pdh0, pdc0, pgn}, threads);
   }
   wsp.x_ref = py::none();
   return py::make_tuple(dh0, lstm ? py::object(dc0) : py::object(py::none()));
@@ -245,7 +251,7 @@ h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n 
       [](std::shared_ptr<Workspace> ws, const py::object& dy, index_t dy_col, const py::object& dh_n,
          const py::object& dc_n, const py::object& w_ih, const py::object& w_hh, py::object dw_ih, py::object dw_hh,
          py::object db_ih, py::object db_hh, py::object dx, bool accumulate_dx, const py::object& threads_obj,
-         const py::object& w_hr, py::object dw_hr) {
+         const py::object& w_hr, py::object dw_hr, py::object grad_norms) {
         const int threads = checked_threads("recurrent_backward", threads_obj);
         if (!ws) throw py::type_error("recurrent_backward: workspace must be a RecurrentWorkspace, got None");
         ExclusiveCall exclusive(ws->busy, "recurrent_backward", "workspace (its layer)");
@@ -258,15 +264,16 @@ h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n 
             throw py::type_error("recurrent_backward: dw_ih must have dtype float64 (the forward's), got " +
                                  (py::isinstance<py::array>(dw_ih) ? dtype_str(dw_ih) : std::string("a non-array")));
           return backward_impl<double>(*ws, dy, dy_col, dh_n, dc_n, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, dx,
-                                       accumulate_dx, threads, w_hr, dw_hr);
+                                       accumulate_dx, threads, w_hr, dw_hr, grad_norms);
         }
         return backward_impl<float>(*ws, dy, dy_col, dh_n, dc_n, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, dx,
-                                    accumulate_dx, threads, w_hr, dw_hr);
+                                    accumulate_dx, threads, w_hr, dw_hr, grad_norms);
       },
       py::arg("workspace"), py::arg("dy"), py::arg("dy_col") = 0, py::arg("dh_n") = py::none(),
       py::arg("dc_n") = py::none(), py::arg("w_ih"), py::arg("w_hh"), py::arg("dw_ih"), py::arg("dw_hh"),
       py::arg("db_ih") = py::none(), py::arg("db_hh") = py::none(), py::arg("dx"), py::arg("accumulate_dx") = false,
       py::arg("threads") = 1, py::arg("w_hr") = py::none(), py::arg("dw_hr") = py::none(),
+      py::arg("grad_norms") = py::none(),
       R"doc(Backpropagation through time for the last forward run on `workspace`.
 
 dy (T, B, *) gradient of the outputs, read from columns [dy_col, dy_col + H), or None;
@@ -274,7 +281,10 @@ dh_n, dc_n (B, H) or None. Adds into dw_ih, dw_hh, db_ih, db_hh; writes dx (T, B
 to it when accumulate_dx. Returns (dh0, dc0 or None).
 
 After a forward with projections (w_hr (P, H)): w_hr and dw_hr (P, H) are required (dw_hr is
-added to), w_hh and dw_hh are (G*H, P), dy is read from P columns, dh_n and dh0 are (B, P).)doc");
+added to), w_hh and dw_hh are (G*H, P), dy is read from P columns, dh_n and dh0 are (B, P).
+
+grad_norms: float64 (T, B) or None; overwritten with ||dL/dh_t|| of each sequence from the
+sweep itself (dy_t plus the carry from t+1; the P-wide h with projections), 0 where t >= length.)doc");
 }
 
 }  // namespace rnncore

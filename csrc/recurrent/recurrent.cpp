@@ -3,6 +3,7 @@
 #include "recurrent/recurrent.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -16,6 +17,25 @@ namespace {
 
 // Hidden units per slice are a multiple of this (a SIMD register of floats).
 constexpr index_t kUnitAlign = 8;
+
+// grad_norms: the sums of squares of dL/dh = carry + dy (dy may be null) over units [lo, hi)
+// of one row, one per block of kUnitAlign units, into out[block]. lo is a multiple of
+// kUnitAlign (split_range), so a block lies in one slice and its sum does not depend on the
+// thread count.
+template <typename T>
+void block_sumsq(double* RNNCORE_RESTRICT out, const T* RNNCORE_RESTRICT carry, const T* RNNCORE_RESTRICT dy,
+                 index_t lo, index_t hi) {
+  for (index_t b0 = lo; b0 < hi; b0 += kUnitAlign) {
+    const index_t b1 = std::min(hi, b0 + kUnitAlign);
+    double sum = 0;
+    for (index_t u = b0; u < b1; ++u) {
+      const double v = dy ? double(carry[u] + dy[u]) : double(carry[u]);
+      sum += v * v;
+    }
+    out[b0 / kUnitAlign] = sum;
+  }
+}
+
 // Multiply-adds per step a thread of the time loop should have, to pay for its barrier.
 constexpr double kMinStepMacsPerThread = 8192;
 // Elements a thread of a copy or elementwise pass should have.
@@ -225,6 +245,13 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
     ws.dm.resize(B * H);
     dm = ws.dm.data();
   }
+  // grad_norms: per packed row, the sums of squares of dL/dh per block of kUnitAlign units.
+  const index_t gn_blocks = (R + kUnitAlign - 1) / kUnitAlign;
+  double* gn = nullptr;
+  if (a.grad_norms) {
+    ws.gn.resize(std::max<index_t>(1, N * gn_blocks));
+    gn = ws.gn.data();
+  }
 
   // 3. The reverse sweep, sliced over hidden units like the forward. A slice multiplies the
   // step's h-side gate gradients by its columns of W_hh: dh_prev[:, lo:hi] = dgates_h W_hh[:, lo:hi].
@@ -287,6 +314,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
             } else {
               copy_row(dst, src, pu);
             }
+            if (gn) block_sumsq<T>(gn + (L.offset[s] + j) * gn_blocks, dst - plo, nullptr, plo, plo + pu);
           }
         }
         step_barrier.wait_in_region();  // every column of dL/dh is ready
@@ -315,6 +343,8 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
             st.dy = a.dy ? a.dy + L.source_row(s, j) * a.lddy : nullptr;
           }
           st.scratch = slices[k].scratch.data();
+          // dL/dh_t before the cell consumes it (GRU overwrites its carry)
+          if (!kProj && gn) block_sumsq<T>(gn + r * gn_blocks, st.dh_carry, st.dy, lo, hi);
           Cell::backward(st, H, lo, hi);
           if (want_db) {
             const index_t units = hi - lo;
@@ -347,6 +377,18 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
       }
     }
   });
+
+  // ||dL/dh_t||: the blocks of each packed row summed in order, scattered to (t, b).
+  if (a.grad_norms) {
+    std::fill(a.grad_norms, a.grad_norms + Tn * B, 0.0);
+    for (index_t s = 0; s < Tn; ++s)
+      for (index_t j = 0; j < L.count[s]; ++j) {
+        const double* blk = gn + (L.offset[s] + j) * gn_blocks;
+        double sum = 0;
+        for (index_t q = 0; q < gn_blocks; ++q) sum += blk[q];
+        a.grad_norms[L.source_row(s, j)] = std::sqrt(sum);
+      }
+  }
 
   // dL/dh0 (and c0): rows of sequences of length 0 still hold dL/dh_n, as they should.
   for (index_t j = 0; j < B; ++j) {

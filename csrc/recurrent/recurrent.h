@@ -74,6 +74,7 @@ struct RecurrentWorkspace {
   AlignedBuffer<T> hprev;   // (N, R) h_prev of each packed row (only when lengths differ)
   AlignedBuffer<T> dxp;     // (N, I) packed input gradients (only when !layout.identity)
   AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (cells/cell.h: fuse_biases)
+  AlignedBuffer<double> gn; // (N, ceil(R / 8)) backward with grad_norms: sums of squares of dL/dh per 8 units
   std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
 
   // Free what a call uses only while it runs (the slices' packed W_hh, the biases, backward's
@@ -90,6 +91,7 @@ struct RecurrentWorkspace {
     dxp.release();
     dhp.release();
     dm.release();
+    gn.release();
   }
 };
 
@@ -142,6 +144,11 @@ struct ForwardArgs {
 // dhn (B, R), dcn (B, H): gradients of the final states, or null.
 // dx: (T, B, I) input gradient, overwritten (or added to when accumulate_dx), zero where t >= length.
 // dh0 (B, R), dc0 (B, H): gradients of the initial states (dc0 only for LSTM; either may be null).
+// grad_norms (T, B) or null: overwritten with ||dL/dh_t|| of each sequence (the total gradient of
+//     the state at time t: dy_t plus what flows back from t+1; the width-R h of the cell, i.e.
+//     the projected one with P > 0), 0 where t >= length. Taken from the sweep itself: each slice
+//     adds up the squares of its own units per block of 8 (blocks never straddle slices, so the
+//     figures are the same on any thread count), the blocks are summed in order after the sweep.
 template <typename T>
 struct BackwardArgs {
   const T* dy = nullptr;
@@ -152,6 +159,7 @@ struct BackwardArgs {
   bool accumulate_dx = false;
   T* dh0 = nullptr;
   T* dc0 = nullptr;
+  double* grad_norms = nullptr;
 };
 
 // Throws std::invalid_argument for a length out of range, or a projection (P > 0) on a cell

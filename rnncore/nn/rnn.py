@@ -67,6 +67,10 @@ class RNNBase(Module):
         self._workspaces = [None] * (self.num_layers * D)
         self._ctx = None
         self.grad_h0 = None
+        # Gradient-flow diagnostics (rnncore.diagnostics): when True, backward also fills
+        # grad_norms with ||dL/dh_t|| from the engine's own BPTT sweep.
+        self.record_grad_norms = False
+        self.grad_norms = None
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -242,6 +246,14 @@ class RNNBase(Module):
         grad_h_n: gradient of ``h_n`` (LSTM: a tuple ``(dh_n, dc_n)``, either may be None), or None.
         Returns the gradient of ``x`` (same shape as ``x``) and sets ``self.grad_h0`` to the
         gradient of the initial state (LSTM: a tuple ``(dh0, dc0)``), shaped like ``h_n``.
+
+        With ``self.record_grad_norms = True`` it also sets ``self.grad_norms``, float64
+        (L*D, T, B) (unbatched: (L*D, T); time-major even with batch_first): the Euclidean norm
+        of dL/dh_t of each layer, direction, step and sequence, h_t being that layer's
+        R-wide state at time t (its output there) and dL/dh_t its total gradient (from the
+        output at t and from step t+1); 0 where t >= the sequence's length. The engine sums
+        the squares during the BPTT sweep it runs anyway (no extra pass); off (the default)
+        it costs nothing and ``grad_norms`` is None.
         """
         fn = f"{type(self).__name__}.backward"
         busy = acquire(self, fn)
@@ -279,6 +291,8 @@ class RNNBase(Module):
         self._ctx = None
         dh0 = np.empty((L * D, B, R), self.dtype)
         dc0 = np.empty((L * D, B, H), self.dtype) if self.cell == "lstm" else None
+        norms = np.zeros((L * D, T, B)) if self.record_grad_norms else None
+        self.grad_norms = None
         grad = dy
         for layer in reversed(range(L)):
             in_size = self.input_size if layer == 0 else D * R
@@ -292,7 +306,7 @@ class RNNBase(Module):
                     None if dc_n is None else dc_n[k], w_ih.data, w_hh.data, w_ih.grad, w_hh.grad,
                     None if b_ih is None else b_ih.grad, None if b_hh is None else b_hh.grad,
                     dx, d > 0, threads, w_hr=None if w_hr is None else w_hr.data,
-                    dw_hr=None if w_hr is None else w_hr.grad)
+                    dw_hr=None if w_hr is None else w_hr.grad, grad_norms=None if norms is None else norms[k])
                 dh0[k] = g_h0
                 if dc0 is not None:
                     dc0[k] = g_c0
@@ -307,6 +321,8 @@ class RNNBase(Module):
         elif self.batch_first:
             grad = np.ascontiguousarray(grad.transpose(1, 0, 2))
         self.grad_h0 = (dh0, dc0) if self.cell == "lstm" else dh0
+        if norms is not None:
+            self.grad_norms = norms if batched else norms[:, :, 0]
         return grad
 
     def config(self):

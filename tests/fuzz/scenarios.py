@@ -108,9 +108,12 @@ def _params_finite(module):
     return all(finite(p.data) for p in module.parameters())
 
 
-def rnn_layer(cls, ctor, x, hx=None, lengths=None, grad="ones", grad_h_n=None, train=True, backward=True):
-    """nn.RNN/LSTM/GRU(**ctor), forward(x, hx, lengths), then backward(grad, grad_h_n)."""
+def rnn_layer(cls, ctor, x, hx=None, lengths=None, grad="ones", grad_h_n=None, train=True, backward=True,
+              record_grad_norms=False):
+    """nn.RNN/LSTM/GRU(**ctor), forward(x, hx, lengths), then backward(grad, grad_h_n)
+    (recording ||dL/dh_t|| when record_grad_norms)."""
     layer = _RNN_CLASSES[cls](**ctor)
+    layer.record_grad_norms = bool(record_grad_norms)
     layer.train(train)
     out, h_n = layer(x, hx, lengths)
     xa = np.asarray(x)
@@ -131,7 +134,29 @@ def rnn_layer(cls, ctor, x, hx=None, lengths=None, grad="ones", grad_h_n=None, t
     if backward:
         dx = layer.backward(_grad_like(grad, out), _grad_like(grad_h_n, h_n))
         expect_shape(dx, xa.shape, "grad of x")
+        if record_grad_norms:
+            expect_shape(layer.grad_norms, (LD, T, B) if xa.ndim == 3 else (LD, xa.shape[0]), "grad_norms")
+            expect(not (layer.grad_norms < 0).any(), "grad_norms has a negative norm")
     return out
+
+
+def diagnostics(norms, lengths, reverse, cls, ctor, model):
+    """rnncore.diagnostics over given norms and a small model (layer or classifier, or junk)."""
+    from rnncore import diagnostics as dg
+    k, v = dg.distance_profile(norms, lengths, reverse)
+    expect(k.shape == v.shape and k.ndim == 1, "distance_profile: distance and mean differ in shape")
+    if model == "layer":
+        model = _RNN_CLASSES[cls](**ctor)
+    elif model == "classifier":
+        model = nn.SequenceClassifier(input_size=ctor["input_size"], hidden_size=ctor["hidden_size"], num_classes=2,
+                                      cell=cls.lower(), seed=0)
+    layers = dg.record_grad_norms(model)
+    expect(len(layers) == 1, "record_grad_norms: one recurrent layer expected")
+    expect(dg.grad_norms(model) == {}, "grad_norms before any backward")
+    rows = dg.recurrent_spectra(model)
+    expect(all(r["spectral_radius"] <= r["max_singular_value"] * (1 + 1e-6) + 1e-12 for r in rows),
+           "spectral radius above the largest singular value")
+    return rows
 
 
 def rnn_cell(cls, ctor, xs, hx=None, grad="ones", train=True):

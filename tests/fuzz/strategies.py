@@ -484,7 +484,8 @@ def b_core_recurrent(draw):
                "dc_n": opt((B, H)) if cell == "lstm" else None, "w_ih": fwd["w_ih"], "w_hh": fwd["w_hh"],
                "dw_ih": arr(draw, dt, (G * H, I), fill="zeros"), "dw_hh": arr(draw, dt, (G * H, R), fill="zeros"),
                "db_ih": opt((G * H,)), "db_hh": opt((G * H,)), "dx": arr(draw, dt, (T, B, I)),
-               "accumulate_dx": coin(draw), "threads": threads_value(draw, False)}
+               "accumulate_dx": coin(draw), "threads": threads_value(draw, False),
+               "grad_norms": maybe(draw, lambda: arr(draw, pick(draw, ("float64", dt)), (T, B), fill="zeros"))}
         if P:
             bwd["w_hr"] = fwd["w_hr"]
             bwd["dw_hr"] = arr(draw, dt, (P, H), fill="zeros")
@@ -564,7 +565,22 @@ def b_rnn_layer(draw):
     hx = (h, arr(draw, dt, state)) if (cls == "LSTM" and h is not None) else h
     return {"cls": cls, "ctor": ctor, "x": arr(draw, dt, x_shape), "hx": hx,
             "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")) if batched else None,
-            "grad": "ones", "grad_h_n": pick(draw, (None, "ones")), "train": coin(draw), "backward": True}
+            "grad": "ones", "grad_h_n": pick(draw, (None, "ones")), "train": coin(draw), "backward": True,
+            "record_grad_norms": coin(draw)}
+
+
+def b_diagnostics(draw):
+    T, B = dim(draw), dim(draw)
+    dt = floats(draw)
+    cell = pick(draw, ("RNN", "LSTM", "GRU"))
+    H = pos(draw)
+    ctor = {"input_size": pos(draw), "hidden_size": H, "num_layers": rint(draw, 1, 2), "bidirectional": coin(draw),
+            "seed": 0}
+    if cell == "LSTM" and H >= 2 and coin(draw):
+        ctor["proj_size"] = rint(draw, 1, H - 1)
+    return {"norms": arr(draw, pick(draw, ("float64", dt)), pick(draw, ((T, B), (T,), (T, B, 1)))),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+            "reverse": coin(draw), "cls": cell, "ctor": ctor, "model": pick(draw, ("layer", "classifier", Junk("object")))}
 
 
 def b_rnn_cell(draw):
@@ -1022,7 +1038,8 @@ def b_trainer(draw):
     ctor = {"vocab_size": V, "embedding_dim": 4, "hidden_size": 4, "cell": pick(draw, ("lstm", "gru")), "seed": 0}
     return {"model_ctor": ctor,
             "trainer_kwargs": {"batch_size": pos(draw), "seq_len": pos(draw), "clip_grad_norm": pick(draw, (None, 1.0)),
-                               "checkpoints": coin(draw), "log_every": 1},
+                               "checkpoints": coin(draw), "log_every": 1,
+                               "grad_flow_every": pick(draw, (None, None, 1, 2))},
             "train_ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
             "valid_ids": maybe(draw, lambda: arr(draw, "int64", (rint(draw, 0, 20),), 0, V, fill="range")),
             "fit_kwargs": {"max_steps": rint(draw, 1, 3)}}
@@ -1142,4 +1159,7 @@ TARGETS = {
     "data_read_text": (scen("read_text", b_read_text, huge=False, frozen=("name", "as_dir")), ["data.read_text"], 0.5),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
+    "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),
+                    ["diagnostics.distance_profile", "diagnostics.record_grad_norms", "diagnostics.grad_norms",
+                     "diagnostics.recurrent_spectra", "diagnostics.recurrent_layers"], 0.5),
 }

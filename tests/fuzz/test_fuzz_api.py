@@ -1,7 +1,7 @@
 """Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
 (see strategies.TARGETS, names without the core_ prefix)."""
 import rnncore
-from rnncore import data, nn, optim, sampling
+from rnncore import data, diagnostics, nn, optim, sampling
 
 from fuzz.strategies import TARGETS
 from fuzz.testing import add_tests
@@ -12,7 +12,8 @@ add_tests(globals(), API_TARGETS)
 # Public names with no fuzz target of their own, and why.
 NOT_FUZZED = {
     "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module",
-    "sampling": "a module", "__version__": "a string",
+    "sampling": "a module", "diagnostics": "a module", "__version__": "a string",
+    "diagnostics.plot_profiles": "writes a PNG with matplotlib (tests/test_diagnostics.py checks its errors)",
     "NoForwardError": "an exception class", "CheckpointError": "an exception class",
     "to_torch": "needs torch in the worker (a second OpenMP runtime and seconds of import)",
     "io.Checkpoint": "made by load(), used by save_load (build=True)",
@@ -25,7 +26,8 @@ NOT_FUZZED = {
 
 def _public_names():
     names = set(rnncore.__all__)
-    for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data)):
+    for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data),
+                           ("diagnostics", diagnostics)):
         names |= {f"{prefix}.{n}" for n in module.__all__}
     return names
 
