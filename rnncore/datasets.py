@@ -227,7 +227,7 @@ def shakespeare(valid_fraction=0.1):
 # ---- movie-review sentiment --------------------------------------------------------------
 #
 # movieReviewSnippets_GroundTruth.txt: UTF-8, CRLF line ends, one snippet a line,
-# "id<TAB>score<TAB>text", ids 1..10605 in order, score the mean of 20 human ratings on
+# "id<TAB>score<TAB>text", ids 1..10605 in order, score the mean of at least 20 human ratings on
 # -4 (most negative) .. +4 (most positive). Pang & Lee's Rotten Tomatoes snippets, rated
 # again by Hutto & Gilbert (VADER, ICWSM 2014).
 
