@@ -104,3 +104,10 @@ def test_example_bad_arguments():
                 ["--seed", "-2"]):
         with pytest.raises(SystemExit):
             sentiment.parse_args(bad)
+
+
+def test_bag_of_words_without_scikit_learn(monkeypatch):
+    for name in ("sklearn", "sklearn.feature_extraction.text", "sklearn.linear_model"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)  # import raises ImportError
+    splits = {name: {"text": ["good film", "bad film"], "label": np.array([1, 0])} for name in ("train", "valid", "test")}
+    assert sentiment.bag_of_words(splits) is None
