@@ -229,6 +229,8 @@ class LanguageModel(_TokenDecoder):
 
     loss(tokens, targets, state=None, mask=None, ignore_index=-100, reduction='mean')
     -> (loss, new_state); then backward() with no arguments.
+    target_log_prob(tokens, targets, state=None) -> (log-probabilities of the targets, like
+    tokens, new_state): for evaluation; nothing kept for a backward.
     backward(grad_logits=None, grad_state=None): grad_logits like the logits (None: the
     gradient remembered by loss()); grad_state: gradient of new_state, or None.
     """
@@ -258,6 +260,28 @@ class LanguageModel(_TokenDecoder):
         logits, new_state = self.forward(tokens, state)
         loss = self._loss(logits, targets, mask, ignore_index, reduction, "LanguageModel.loss")
         return loss, new_state
+
+    @exclusive
+    def target_log_prob(self, tokens, targets, state=None):
+        """The log-probability of each target (T, B) (or (B, T)) and new_state, as forward()'s
+        log-softmax read at the targets, with nothing kept for a backward. With an adaptive
+        softmax only the head and the clusters the targets fall in are computed, never the
+        (T, B, V) log-probabilities (what evaluation needs)."""
+        fn = "LanguageModel.target_log_prob"
+        ids = self._tokens(tokens, fn)
+        targets = as_index_array(targets, "targets", fn)
+        if targets.shape != ids.shape:
+            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(ids.shape)}, "
+                             f"got {shape_str(targets.shape)}")
+        if self.adaptive_softmax is None:
+            logits, new_state = self.forward(ids, state)
+            losses, _ = cross_entropy(logits, targets, reduction="none", threads=self.threads)
+            return -losses, new_state
+        out, new_state = self.rnn(self.drop_in(self._embed(ids)), state)
+        T, B, H = out.shape
+        t = _time_major(targets, self.batch_first).reshape(-1)
+        lp = self.decoder.target_log_prob(self.drop_out(out).reshape(T * B, H), t).reshape(T, B)
+        return _time_major(lp, self.batch_first), new_state
 
     @exclusive
     def backward(self, grad_logits=None, grad_state=None):
