@@ -253,6 +253,28 @@ def test_lm_adaptive_div_value_sizes_the_clusters_and_round_trips():
         LanguageModel(20, 8, 16, adaptive_softmax=[6, 12], adaptive_div_value=0.0)
 
 
+def test_lm_adaptive_head_bias_trains_and_round_trips():
+    from rnncore.nn import LanguageModel
+
+    m = LanguageModel(20, 8, 16, adaptive_softmax=[6], adaptive_head_bias=True, dtype=np.float64, seed=0)
+    assert m.decoder.head.bias.data.shape == (7,) and "adaptive_head_bias=True" in repr(m)
+    assert m.config()["adaptive_head_bias"] is True and LanguageModel(**m.config()).decoder.head_bias
+    assert "adaptive_head_bias" not in LanguageModel(20, 8, 16, adaptive_softmax=[6]).config()  # the default
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 20, (5, 3)), rng.integers(0, 20, (5, 3))
+    m.zero_grad()
+    m.loss(x, y)
+    m.backward()
+    g = m.decoder.head.bias.grad.copy()
+    eps, b = 1e-6, m.decoder.head.bias.data
+    b[2] += eps
+    up = float(m.loss(x, y)[0])
+    b[2] -= 2 * eps
+    down = float(m.loss(x, y)[0])
+    b[2] += eps
+    assert abs(g[2] - (up - down) / (2 * eps)) < 1e-7
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_evaluate_reads_only_the_targets_clusters_and_equals_the_full_forward(batch_first):
     from rnncore.data import StreamBatcher

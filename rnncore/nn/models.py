@@ -59,7 +59,7 @@ class _TokenDecoder(Module):
 
     def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None, proj_size=0,
-               adaptive_div_value=4.0):
+               adaptive_div_value=4.0, adaptive_head_bias=False):
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
@@ -97,9 +97,11 @@ class _TokenDecoder(Module):
             self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         else:
             self.decoder = AdaptiveLogSoftmaxWithLoss(R, self.vocab_size, self.adaptive_softmax,
-                                                      div_value=adaptive_div_value, dtype=self.dtype, seed=seeds[2],
+                                                      div_value=adaptive_div_value, head_bias=adaptive_head_bias,
+                                                      dtype=self.dtype, seed=seeds[2],
                                                       threads=threads)
         self.adaptive_div_value = None if self.adaptive_softmax is None else self.decoder.div_value
+        self.adaptive_head_bias = self.adaptive_softmax is not None and self.decoder.head_bias
         self._adaptive_rows = None
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -118,7 +120,8 @@ class _TokenDecoder(Module):
                     **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}),
                     **({"proj_size": self.proj_size} if self.proj_size else {}),
                     **({} if self.adaptive_div_value in (None, 4.0)
-                       else {"adaptive_div_value": self.adaptive_div_value}))
+                       else {"adaptive_div_value": self.adaptive_div_value}),
+                    **({"adaptive_head_bias": True} if self.adaptive_head_bias else {}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -218,7 +221,8 @@ class LanguageModel(_TokenDecoder):
     AdaptiveLogSoftmaxWithLoss(H, V, cutoffs) instead of Linear(H, V); loss() then computes only
     the head and the clusters the targets fall in, and forward() returns the full
     log-probabilities as logits), adaptive_div_value (its div_value: cluster i's projection has
-    H // div_value**(i+1) features; default 4.0 as in PyTorch).
+    H // div_value**(i+1) features; default 4.0 as in PyTorch), adaptive_head_bias (its head_bias:
+    a bias on the head's shortlist and cluster scores; default False as in PyTorch).
     Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, PyTorch's
     proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads.
 
@@ -237,11 +241,13 @@ class LanguageModel(_TokenDecoder):
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
                  tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None,
-                 adaptive_div_value=4.0, *, proj_size=0, dtype=np.float32, seed=None, threads=None):
+                 adaptive_div_value=4.0, adaptive_head_bias=False, *, proj_size=0, dtype=np.float32, seed=None,
+                 threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
-                    proj_size=proj_size, adaptive_div_value=adaptive_div_value)
+                    proj_size=proj_size, adaptive_div_value=adaptive_div_value,
+                    adaptive_head_bias=adaptive_head_bias)
 
     @exclusive
     def forward(self, tokens, state=None):
@@ -306,6 +312,8 @@ class LanguageModel(_TokenDecoder):
             s += f", adaptive_softmax={self.adaptive_softmax}"
             if self.adaptive_div_value != 4.0:
                 s += f", adaptive_div_value={self.adaptive_div_value:g}"
+            if self.adaptive_head_bias:
+                s += ", adaptive_head_bias=True"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
         return s
