@@ -253,6 +253,11 @@ def _model_and_optimizer(args, resume, tok, level):
                     raise UsageError("--adaptive-div-value sets the div_value of an adaptive softmax; "
                                      "give --adaptive-softmax too")
                 shape["adaptive_div_value"] = args.adaptive_div_value
+            if args.adaptive_head_bias:
+                if args.adaptive_softmax is None:
+                    raise UsageError("--adaptive-head-bias gives an adaptive softmax's head a bias; "
+                                     "give --adaptive-softmax too")
+                shape["adaptive_head_bias"] = True
             _check_memory(args, LanguageModel, (tok.vocab_size, embed, args.hidden), shape)
             model = LanguageModel(tok.vocab_size, embed, args.hidden, seed=args.seed, **shape)
         if args.init is not None:
@@ -647,6 +652,8 @@ def build_parser():
     g.add_argument("--adaptive-div-value", type=_positive(float), default=None, metavar="D",
                    help="the adaptive softmax's div_value: cluster i projects to hidden // D**(i+1) features "
                         "(default: 4, as in PyTorch)")
+    g.add_argument("--adaptive-head-bias", action="store_true",
+                   help="a bias on the adaptive softmax's head (PyTorch's head_bias; default: none, as in PyTorch)")
     g.add_argument("--cell", type=str.lower, choices=CELL_CHOICES, default="lstm",
                    help="recurrent cell, in any case (rnn = rnn_tanh)")
     g.add_argument("--layers", type=_positive(int), default=2, help="stacked recurrent layers")

@@ -104,7 +104,9 @@ def evaluate(model, ids, batch_size=32, seq_len=35, *, bits_per_char=False, thre
     The ids are cut into `batch_size` streams (fewer when the text is short: each stream needs
     2 tokens) and read in (seq_len, B) windows in eval mode (no dropout), the hidden state
     carried from window to window. Only ``model.forward(tokens, state)`` is used (nothing is left
-    for a backward), and the model's training mode is restored afterwards.
+    for a backward; a model with an adaptive softmax: ``model.target_log_prob(tokens, targets,
+    state)``, which computes only the clusters the targets fall in), and the model's training mode
+    is restored afterwards.
 
     Returns {'loss', 'ppl'} and, with bits_per_char (a character model), 'bpc' = loss / ln 2.
     threads: for the loss kernel (None: the model's own ``threads``).
@@ -119,12 +121,20 @@ def evaluate(model, ids, batch_size=32, seq_len=35, *, bits_per_char=False, thre
     T = check_int(seq_len, "seq_len", fn)
     batcher = StreamBatcher(ids, max(1, min(B, ids.shape[0] // 2)), T)
     threads = getattr(model, "threads", None) if threads is None else threads
+    # an adaptive softmax: its forward() forms every cluster's log-probabilities; the targets' alone are cheaper
+    targets_only = getattr(model, "adaptive_softmax", None) is not None and hasattr(model, "target_log_prob")
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
     try:
         for k in range(batcher.num_windows):
             x, y = _batch_layout(model, *batcher.window(k))
+            if targets_only:
+                # the head and the clusters the targets fall in, not forward()'s (T, B, V) log-probabilities
+                lp, state = model.target_log_prob(x, y, state)
+                total -= float(np.sum(lp, dtype=np.float64))
+                count += y.size
+                continue
             logits, state = model.forward(x, state)
             # The gradient is computed and dropped: the kernel's loss-only path takes its exps from
             # libm instead of the vectorised exp, and its sums would differ from the training

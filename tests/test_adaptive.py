@@ -251,3 +251,85 @@ def test_lm_adaptive_div_value_sizes_the_clusters_and_round_trips():
     assert "adaptive_div_value" not in LanguageModel(20, 8, 16, adaptive_softmax=[6, 12]).config()  # the default
     with pytest.raises(ValueError, match="div_value"):
         LanguageModel(20, 8, 16, adaptive_softmax=[6, 12], adaptive_div_value=0.0)
+
+
+def test_lm_adaptive_head_bias_trains_and_round_trips():
+    from rnncore.nn import LanguageModel
+
+    m = LanguageModel(20, 8, 16, adaptive_softmax=[6], adaptive_head_bias=True, dtype=np.float64, seed=0)
+    assert m.decoder.head.bias.data.shape == (7,) and "adaptive_head_bias=True" in repr(m)
+    assert m.config()["adaptive_head_bias"] is True and LanguageModel(**m.config()).decoder.head_bias
+    assert "adaptive_head_bias" not in LanguageModel(20, 8, 16, adaptive_softmax=[6]).config()  # the default
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 20, (5, 3)), rng.integers(0, 20, (5, 3))
+    m.zero_grad()
+    m.loss(x, y)
+    m.backward()
+    g = m.decoder.head.bias.grad.copy()
+    eps, b = 1e-6, m.decoder.head.bias.data
+    b[2] += eps
+    up = float(m.loss(x, y)[0])
+    b[2] -= 2 * eps
+    down = float(m.loss(x, y)[0])
+    b[2] += eps
+    assert abs(g[2] - (up - down) / (2 * eps)) < 1e-7
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_evaluate_reads_only_the_targets_clusters_and_equals_the_full_forward(batch_first):
+    from rnncore.data import StreamBatcher
+    from rnncore.trainer import evaluate
+
+    V = 50
+    rng = np.random.default_rng(3)
+    lm = rnncore.nn.LanguageModel(V, 8, 12, num_layers=2, dropout=0.3, adaptive_softmax=[10, 30],
+                                  adaptive_div_value=2.0, batch_first=batch_first, dtype=np.float64, seed=4)
+    for p in lm.parameters():
+        p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape)
+    ids = rng.integers(0, V, 403)
+    # the full-forward way: forward()'s (T, B, V) log-probabilities read at the targets
+    lm.eval()
+    batcher, total, count, state = StreamBatcher(ids, 4, 7), 0.0, 0, None
+    for k in range(batcher.num_windows):
+        x, y = batcher.window(k)
+        if batch_first:
+            x, y = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
+        logp, state = lm.forward(x, state)
+        total -= np.take_along_axis(logp, y[..., None], axis=-1).sum()
+        count += y.size
+    ref = total / count
+    lm.train()
+    ev = evaluate(lm, ids, batch_size=4, seq_len=7)
+    assert lm.training  # mode restored
+    assert abs(ev["loss"] - ref) <= 1e-10 * abs(ref)
+    assert abs(ev["ppl"] - np.exp(ref)) <= 1e-10 * np.exp(ref)
+    # per target and the state, against forward() on the same window
+    lm.eval()
+    x, y = batcher.window(0)
+    if batch_first:
+        x, y = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
+    logp, s1 = lm.forward(x)
+    lp, s2 = lm.target_log_prob(x, y)
+    np.testing.assert_allclose(lp, np.take_along_axis(logp, y[..., None], axis=-1)[..., 0], rtol=0, atol=1e-12)
+    for a, b in zip(s1, s2):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="targets must have the tokens' shape"):
+        lm.target_log_prob(x, y[:1])
+    with pytest.raises(ValueError, match="target values should be in"):
+        lm.target_log_prob(x, y + V)
+
+
+def test_target_log_prob_of_a_full_softmax_lm_and_of_the_module():
+    V = 30
+    rng = np.random.default_rng(5)
+    lm = rnncore.nn.LanguageModel(V, 6, 9, dtype=np.float64, seed=1)
+    x, y = rng.integers(0, V, (5, 3)), rng.integers(0, V, (5, 3))
+    logits, _ = lm.forward(x)
+    ref = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    lp, _ = lm.target_log_prob(x, y)
+    np.testing.assert_allclose(lp, np.take_along_axis(ref, y[..., None], axis=-1)[..., 0], rtol=0, atol=1e-12)
+    asm = AdaptiveLogSoftmaxWithLoss(9, V, [5, 20], div_value=2.0, dtype=np.float64, seed=2)
+    h, t = rng.standard_normal((7, 9)), rng.integers(0, V, 7)
+    out, _ = asm(h, t)
+    np.testing.assert_allclose(asm.target_log_prob(h, t), out, rtol=0, atol=1e-13)
+    assert asm.target_log_prob(h[0], t[0]).shape == ()

@@ -261,6 +261,12 @@ def test_train_with_adaptive_softmax(tmp_path):
     assert rnncore.load(str(out / "last.safetensors")).config["adaptive_div_value"] == 2.0
     r = run("train", text, "--adaptive-div-value", "2", "--out", out, *TINY)
     assert r.returncode == 1 and "give --adaptive-softmax too" in r.stderr
+    r = run("train", text, "--adaptive-softmax", "5", "--adaptive-head-bias", "--out", out, "--max-steps", "2", *TINY)
+    assert r.returncode == 0, r.stderr
+    model = rnncore.load(str(out / "last.safetensors"))
+    assert model.config["adaptive_head_bias"] is True and "decoder.head.bias" in model.state_dict
+    r = run("train", text, "--adaptive-head-bias", "--out", out, *TINY)
+    assert r.returncode == 1 and "give --adaptive-softmax too" in r.stderr
 
 
 def test_train_and_sample_an_lstm_with_projections(tmp_path):

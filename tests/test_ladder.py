@@ -35,10 +35,11 @@ def test_rungs_are_cli_arguments():
         assert args.model == ("window" if rung == "window" else "rnn")
     lstm = parser.parse_args(["train", "ptb", *ladder.TRAIN_ARGS["lstm"]])
     adaptive = parser.parse_args(["train", "ptb", *ladder.TRAIN_ARGS["lstm-adaptive"]])
-    assert adaptive.adaptive_softmax == [2000, 6000] and lstm.adaptive_softmax is None
+    assert adaptive.adaptive_softmax == [2000, 6000] and adaptive.adaptive_head_bias and lstm.adaptive_softmax is None
     # equal epochs: the two LSTM rungs differ only in the output layer
-    assert {k: v for k, v in vars(lstm).items() if k != "adaptive_softmax"} == \
-        {k: v for k, v in vars(adaptive).items() if k != "adaptive_softmax"}
+    head = ("adaptive_softmax", "adaptive_div_value", "adaptive_head_bias")
+    assert {k: v for k, v in vars(lstm).items() if k not in head} == \
+        {k: v for k, v in vars(adaptive).items() if k not in head}
 
 
 def test_options_reach_the_rung_arguments():

@@ -65,6 +65,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     of each row's target (N,), loss = -output.mean().
     backward(grad_loss=1.0, grad_output=None) -> grad_input like input; adds into every
     parameter's .grad (the gradient of grad_loss * loss + sum(grad_output * output)).
+    target_log_prob(input, target) -> forward()'s output alone (no loss, nothing kept for a backward).
     log_prob(input (..., I)) -> (..., V) log-probabilities; predict(input) -> (N,) the most likely class.
     """
 
@@ -120,21 +121,25 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                              f"{self.in_features}, got {shape_str(x.shape)}")
         return x
 
-    @exclusive
-    def forward(self, input, target):
-        fn = "AdaptiveLogSoftmaxWithLoss.forward"
+    def _input_target(self, input, target, fn):
         x = self._input(input, fn)
-        unbatched = x.ndim == 1
         t = as_index_array(target, "target", fn)
         if t.shape != x.shape[:-1]:
             raise ValueError(f"{fn}: target must have shape {shape_str(x.shape[:-1])} (input's without "
                              f"in_features), got {shape_str(t.shape)}")
         x2 = x.reshape(-1, self.in_features)
         t = t.reshape(-1).astype(np.int64, copy=False)
-        N = x2.shape[0]
-        if N and (t.min() < 0 or t.max() > self.n_classes - 1):
+        if t.size and (t.min() < 0 or t.max() > self.n_classes - 1):
             raise ValueError(f"{fn}: target values should be in [0, {self.n_classes - 1}], but values in range "
                              f"[{int(t.min())}, {int(t.max())}] were found")
+        return x, x2, t
+
+    @exclusive
+    def forward(self, input, target):
+        fn = "AdaptiveLogSoftmaxWithLoss.forward"
+        x, x2, t = self._input_target(input, target, fn)
+        unbatched = x.ndim == 1
+        N = x2.shape[0]
         if self.fused:
             return self._fused_forward(x, x2, t, unbatched)
         S = self.shortlist_size
@@ -242,6 +247,16 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         # the kernel recomputes the forward and adds the gradient of sum_n w[n] * -output[n]
         _, dx = self._kernel(x2, t, w)
         return dx.reshape(shape)
+
+    @exclusive
+    def target_log_prob(self, input, target):
+        """input (N, I) or (I,), target (N,) or () -> the log-probability of each row's target, as
+        forward()'s output, from the head and only the clusters the targets fall in (never the
+        (N, V) log-probabilities); nothing is kept for a backward, no gradient is computed."""
+        fn = "AdaptiveLogSoftmaxWithLoss.target_log_prob"
+        x, x2, t = self._input_target(input, target, fn)
+        output, _ = self._kernel(np.ascontiguousarray(x2), t)
+        return output[0] if x.ndim == 1 else output
 
     @exclusive
     def log_prob(self, input):

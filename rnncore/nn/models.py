@@ -59,7 +59,7 @@ class _TokenDecoder(Module):
 
     def _build(self, fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                batch_first, padding_idx, dtype, seed, threads, extra_seeds=0, adaptive_softmax=None, proj_size=0,
-               adaptive_div_value=4.0):
+               adaptive_div_value=4.0, adaptive_head_bias=False):
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
@@ -97,9 +97,11 @@ class _TokenDecoder(Module):
             self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[2], threads=threads)
         else:
             self.decoder = AdaptiveLogSoftmaxWithLoss(R, self.vocab_size, self.adaptive_softmax,
-                                                      div_value=adaptive_div_value, dtype=self.dtype, seed=seeds[2],
+                                                      div_value=adaptive_div_value, head_bias=adaptive_head_bias,
+                                                      dtype=self.dtype, seed=seeds[2],
                                                       threads=threads)
         self.adaptive_div_value = None if self.adaptive_softmax is None else self.decoder.div_value
+        self.adaptive_head_bias = self.adaptive_softmax is not None and self.decoder.head_bias
         self._adaptive_rows = None
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -118,7 +120,8 @@ class _TokenDecoder(Module):
                     **({} if self.adaptive_softmax is None else {"adaptive_softmax": list(self.adaptive_softmax)}),
                     **({"proj_size": self.proj_size} if self.proj_size else {}),
                     **({} if self.adaptive_div_value in (None, 4.0)
-                       else {"adaptive_div_value": self.adaptive_div_value}))
+                       else {"adaptive_div_value": self.adaptive_div_value}),
+                    **({"adaptive_head_bias": True} if self.adaptive_head_bias else {}))
 
     def _tokens(self, tokens, fn):
         ids = as_index_array(tokens, "tokens", fn)
@@ -218,7 +221,8 @@ class LanguageModel(_TokenDecoder):
     AdaptiveLogSoftmaxWithLoss(H, V, cutoffs) instead of Linear(H, V); loss() then computes only
     the head and the clusters the targets fall in, and forward() returns the full
     log-probabilities as logits), adaptive_div_value (its div_value: cluster i's projection has
-    H // div_value**(i+1) features; default 4.0 as in PyTorch).
+    H // div_value**(i+1) features; default 4.0 as in PyTorch), adaptive_head_bias (its head_bias:
+    a bias on the head's shortlist and cluster scores; default False as in PyTorch).
     Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, PyTorch's
     proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads.
 
@@ -229,17 +233,21 @@ class LanguageModel(_TokenDecoder):
 
     loss(tokens, targets, state=None, mask=None, ignore_index=-100, reduction='mean')
     -> (loss, new_state); then backward() with no arguments.
+    target_log_prob(tokens, targets, state=None) -> (log-probabilities of the targets, like
+    tokens, new_state): for evaluation; nothing kept for a backward.
     backward(grad_logits=None, grad_state=None): grad_logits like the logits (None: the
     gradient remembered by loss()); grad_state: gradient of new_state, or None.
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
                  tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None,
-                 adaptive_div_value=4.0, *, proj_size=0, dtype=np.float32, seed=None, threads=None):
+                 adaptive_div_value=4.0, adaptive_head_bias=False, *, proj_size=0, dtype=np.float32, seed=None,
+                 threads=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
-                    proj_size=proj_size, adaptive_div_value=adaptive_div_value)
+                    proj_size=proj_size, adaptive_div_value=adaptive_div_value,
+                    adaptive_head_bias=adaptive_head_bias)
 
     @exclusive
     def forward(self, tokens, state=None):
@@ -258,6 +266,28 @@ class LanguageModel(_TokenDecoder):
         logits, new_state = self.forward(tokens, state)
         loss = self._loss(logits, targets, mask, ignore_index, reduction, "LanguageModel.loss")
         return loss, new_state
+
+    @exclusive
+    def target_log_prob(self, tokens, targets, state=None):
+        """The log-probability of each target (T, B) (or (B, T)) and new_state, as forward()'s
+        log-softmax read at the targets, with nothing kept for a backward. With an adaptive
+        softmax only the head and the clusters the targets fall in are computed, never the
+        (T, B, V) log-probabilities (what evaluation needs)."""
+        fn = "LanguageModel.target_log_prob"
+        ids = self._tokens(tokens, fn)
+        targets = as_index_array(targets, "targets", fn)
+        if targets.shape != ids.shape:
+            raise ValueError(f"{fn}: targets must have the tokens' shape {shape_str(ids.shape)}, "
+                             f"got {shape_str(targets.shape)}")
+        if self.adaptive_softmax is None:
+            logits, new_state = self.forward(ids, state)
+            losses, _ = cross_entropy(logits, targets, reduction="none", threads=self.threads)
+            return -losses, new_state
+        out, new_state = self.rnn(self.drop_in(self._embed(ids)), state)
+        T, B, H = out.shape
+        t = _time_major(targets, self.batch_first).reshape(-1)
+        lp = self.decoder.target_log_prob(self.drop_out(out).reshape(T * B, H), t).reshape(T, B)
+        return _time_major(lp, self.batch_first), new_state
 
     @exclusive
     def backward(self, grad_logits=None, grad_state=None):
@@ -282,6 +312,8 @@ class LanguageModel(_TokenDecoder):
             s += f", adaptive_softmax={self.adaptive_softmax}"
             if self.adaptive_div_value != 4.0:
                 s += f", adaptive_div_value={self.adaptive_div_value:g}"
+            if self.adaptive_head_bias:
+                s += ", adaptive_head_bias=True"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
         return s
