@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import bounded_repr
 from . import _kn
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -65,10 +66,11 @@ def corpus_text(corpus, fn):
                             f"got {type(sentence).__name__}") from None
         for j, w in enumerate(words):
             if not isinstance(w, str):
-                raise TypeError(f"{fn}: word {j} of sentence {i} must be a str, got {type(w).__name__}: {w!r}")
+                raise TypeError(f"{fn}: word {j} of sentence {i} must be a str, got {type(w).__name__}: "
+                                f"{bounded_repr(w)}")
             if not w or len(w.split()) != 1 or w.strip() != w:
                 raise ValueError(f"{fn}: word {j} of sentence {i} must be a non-empty string without "
-                                 f"whitespace, got {w!r}")
+                                 f"whitespace, got {bounded_repr(w)}")
         lines.append(" ".join(words))
     return "".join(line + "\n" for line in lines)
 

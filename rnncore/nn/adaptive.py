@@ -16,8 +16,8 @@ Extension over PyTorch: cutoffs=[] makes the head the whole vocabulary (a plain 
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, check_int, check_real, check_seed, no_forward, resolve_dtype,
-                       shape_str)
+from .._checks import (as_index_array, as_real_array, bounded_repr, check_int, check_real, check_seed, no_forward,
+                       resolve_dtype, shape_str)
 from .layers import Linear
 from .loss import cross_entropy
 from .module import Module
@@ -46,7 +46,7 @@ def _check_cutoffs(cutoffs, n_classes, fn):
         raise TypeError(f"{fn}: cutoffs must be a sequence of ints, got {type(cutoffs).__name__}") from None
     for c in cut:
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-            raise TypeError(f"{fn}: cutoffs must be ints, got {c!r}")
+            raise TypeError(f"{fn}: cutoffs must be ints, got {bounded_repr(c)}")
     cut = [int(c) for c in cut]
     if cut != sorted(cut) or len(set(cut)) != len(cut) or (cut and (cut[0] < 1 or cut[-1] > n_classes - 1)):
         raise ValueError(f"{fn}: cutoffs should be a sequence of unique, positive integers sorted in an increasing "
