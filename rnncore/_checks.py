@@ -125,6 +125,17 @@ def check_parameters(fn, dtype, grads, expected):
             raise ValueError(f"{fn}: the gradient of parameter {name} must have shape {shape_str(shape)}, got {got}")
 
 
+def as_dtype(value, name, fn):
+    """np.dtype(value), or TypeError naming `name` (numpy's own errors for, say, a deeply nested list
+    are a RecursionError; structured dtypes, given as lists, tuples or dicts, are refused)."""
+    try:
+        if isinstance(value, (list, tuple, dict)):
+            raise TypeError
+        return np.dtype(value)
+    except (TypeError, ValueError, RecursionError):
+        raise TypeError(f"{fn}: {name} must be a numpy dtype (or its name), got {bounded_repr(value)}") from None
+
+
 def resolve_dtype(dtype, fn=None):
     """float32 or float64 as a numpy dtype; None means float32 (PyTorch's default, not numpy's
     float64). TypeError naming dtype for anything else."""

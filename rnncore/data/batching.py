@@ -9,7 +9,7 @@ iterators carry a ``state_dict()`` to resume exactly where a run stopped.
 """
 import numpy as np
 
-from .._checks import bounded_repr, check_int
+from .._checks import as_dtype, bounded_repr, check_int
 
 _FORMAT = 1
 
@@ -222,7 +222,7 @@ def pad_sequences(sequences, pad_value=0, time_major=True, dtype=None):
         dtype = np.result_type(*[a.dtype for a in seqs])
         if dtype.kind in "biu":
             dtype = np.dtype(np.int64)
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, "dtype", "pad_sequences")
     B, T = len(seqs), int(lengths.max())
     out = np.full((B, T) + feat, pad_value, dtype=dtype)
     if T:
