@@ -27,6 +27,10 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIALS = (UNK, BOS, EOS)
 MAX_VOCAB = 2**31 - 1
+# The longest n-gram a model may have (KenLM's own limit is a compile-time one, 6 by default).
+# Loading a file costs O(order**2) in tables, and an order of thousands carries nothing a corpus
+# could fill: KneserNeyLM(order=) and load_arpa refuse more up front.
+MAX_ORDER = 255
 
 
 def is_ids(corpus):

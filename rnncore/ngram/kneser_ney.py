@@ -44,7 +44,7 @@ import numpy as np
 from .._checks import bounded_repr
 from . import _kn
 from . import corpus as _corpus
-from .corpus import BOS_ID, EOS_ID, UNK_ID
+from .corpus import BOS_ID, EOS_ID, MAX_ORDER, UNK_ID
 
 KENLM_FALLBACK = (0.5, 1.0, 1.5)   # lmplz --discount_fallback defaults
 
@@ -79,8 +79,8 @@ class Evaluation:
 def _check_order(order):
     if isinstance(order, bool) or not isinstance(order, numbers.Integral):
         raise TypeError(f"KneserNeyLM: order must be an int >= 1, got {type(order).__name__}: {bounded_repr(order)}")
-    if order < 1:
-        raise ValueError(f"KneserNeyLM: order must be >= 1, got {order}")
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"KneserNeyLM: order must be in [1, {MAX_ORDER}], got {order}")
     return int(order)
 
 
@@ -173,7 +173,7 @@ class KneserNeyLM:
     """An interpolated Kneser–Ney n-gram language model (see the module docstring).
 
     Args:
-        order: N >= 1, the longest n-gram (5: a 5-gram model).
+        order: N in [1, 255], the longest n-gram (5: a 5-gram model).
         modified: Chen & Goodman's three discounts per order (default), or one (plain KN).
         discount_fallback: discounts for an order whose count-of-counts cannot give them:
             False (default: fitting raises ValueError, as lmplz does), True (lmplz's
