@@ -19,6 +19,13 @@ constexpr index_t kAlign = 8;
 // is seen at once while the poll itself (a GIL round trip) costs well under 1%.
 constexpr double kPollWork = 1 << 22;
 
+// n elements from src to dst; nothing when n == 0 (with E = 0 or H = 0 a row's pointer may be
+// null, and memcpy's must be valid even for zero bytes).
+template <typename T>
+void copy_n(T* dst, const T* src, index_t n) {
+  if (n > 0) std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n));
+}
+
 bool is_stop(std::int64_t tok, const std::int64_t* stop, index_t n_stop) {
   for (index_t i = 0; i < n_stop; ++i)
     if (stop[i] == tok) return true;
@@ -87,11 +94,11 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
       rows.resize(G_ * hs * std::max(in, H));
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
-          std::memcpy(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, sizeof(T) * in);
+          copy_n(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, in);
       sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
-          std::memcpy(rows.data() + (g * hs + u - sl.lo) * H, w.w_hh[l] + (g * H + u) * H, sizeof(T) * H);
+          copy_n(rows.data() + (g * hs + u - sl.lo) * H, w.w_hh[l] + (g * H + u) * H, H);
       sl.w_hh[l].pack(true, H, G_ * hs, rows.data(), H);
     }
     if (sl.v1 > sl.v0) sl.w_out.pack(true, H, sl.v1 - sl.v0, w.w_out + sl.v0 * H, H);
@@ -102,7 +109,7 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
 
 template <typename T>
 void LMDecoder<T>::embed(index_t b) {
-  std::memcpy(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, sizeof(T) * w_.E);
+  copy_n(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, w_.E);
 }
 
 template <typename T>
@@ -118,7 +125,7 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
     CellStep<T> st;
     st.gates = gates_.data() + b * GH;
     const T* gx = sl.gx.data() + b * G_ * hs;
-    for (int g = 0; g < G_; ++g) std::memcpy(st.gates + g * H + sl.lo, gx + g * hs, sizeof(T) * hs);
+    for (int g = 0; g < G_; ++g) copy_n(st.gates + g * H + sl.lo, gx + g * hs, hs);
     st.hg = sl.gh.data() + b * G_ * hs;
     st.bias = bias_[l];
     st.b_hn = b_hn_[l];
@@ -234,7 +241,7 @@ void LMDecoder<T>::step_logits(T* logits) {
     FlushToZeroGuard ftz_worker;
     run_layers_and_head(thread_id(), num_threads_in_region(), cur_);
   }
-  std::memcpy(logits, logits_.data(), sizeof(T) * B_ * w_.V);
+  copy_n(logits, logits_.data(), B_ * w_.V);
   cur_ = 1 - cur_;
 }
 
@@ -248,8 +255,8 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
   // Every beam starts from stream 0's state; only beam 0 is alive, so no duplicates.
   for (index_t l = 0; l < L; ++l) {
     for (index_t b = 1; b < k; ++b) {
-      std::memcpy(h_[cur_].data() + (l * k + b) * H, h_[cur_].data() + l * k * H, sizeof(T) * H);
-      if (lstm) std::memcpy(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, sizeof(T) * H);
+      copy_n(h_[cur_].data() + (l * k + b) * H, h_[cur_].data() + l * k * H, H);
+      if (lstm) copy_n(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, H);
     }
   }
   for (index_t b = 0; b < k; ++b) {
@@ -317,10 +324,9 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
     // the buffer the step read from, so the next step reads it there again.
     for (index_t l = 0; l < L; ++l) {
       for (index_t j = 0; j < alive; ++j) {
-        std::memcpy(h_[cur].data() + (l * k + j) * H, h_[1 - cur].data() + (l * k + parent[j]) * H, sizeof(T) * H);
+        copy_n(h_[cur].data() + (l * k + j) * H, h_[1 - cur].data() + (l * k + parent[j]) * H, H);
         if (lstm)
-          std::memcpy(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H,
-                      sizeof(T) * H);
+          copy_n(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H, H);
       }
     }
     for (index_t j = 0; j < alive; ++j) embed(j);
