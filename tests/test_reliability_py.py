@@ -930,3 +930,19 @@ def test_an_absurd_ngram_order_is_refused_up_front(tmp_path):
     again = ngram.load_arpa(tmp_path / "max.arpa")
     assert time.perf_counter() - t0 < 10
     assert again.perplexity(text) == pytest.approx(lm.perplexity(text), rel=1e-6)
+
+
+def test_an_adaptive_softmax_too_large_for_the_machine_is_refused_before_allocating():
+    """found by the nn_adaptive_softmax fuzz target: div_value=6e-5 made 4.5e9-unit projections, and
+    numpy's MemoryError came only after the first clusters were built."""
+    from rnncore._checks import physical_memory
+
+    if physical_memory() is None:
+        pytest.skip("the OS does not report its physical memory")
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"^AdaptiveLogSoftmaxWithLoss: the parameters \(in_features=17, "
+                                          r"div_value=6.10352e-05, projections \[278528, 4563402752, .*\]\) would take"):
+        nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=6.103515625e-05)
+    assert time.perf_counter() - t0 < 0.5
+    m = nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=0.5)  # below 1 is allowed, as in PyTorch
+    assert [m.tail[i][0].weight.shape[0] for i in range(3)] == [34, 68, 136]

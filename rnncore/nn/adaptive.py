@@ -16,8 +16,9 @@ Extension over PyTorch: cutoffs=[] makes the head the whole vocabulary (a plain 
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, bounded_repr, check_int, check_real, check_seed, no_forward,
-                       resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_real_array, bounded_repr, check_allocation, check_int, check_real,
+                       check_seed, no_forward, resolve_dtype, shape_str)
+from . import init
 from .layers import Linear
 from .loss import cross_entropy
 from .module import Module
@@ -88,14 +89,22 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         seeds = root.spawn(1 + 2 * self.n_clusters)
         self.head = Linear(self.in_features, self.head_size, bias=self.head_bias, dtype=self.dtype, seed=seeds[0],
                            threads=threads)
-        clusters = []
+        sizes = []
         for i in range(self.n_clusters):
             hsz = int(self.in_features // (self.div_value ** (i + 1)))
             if hsz < 1:
                 raise ValueError(f"{fn}: cluster {i}'s projection in_features // div_value**{i + 1} = "
                                  f"{self.in_features} // {self.div_value ** (i + 1):g} is 0; use a smaller div_value "
                                  "or fewer cutoffs")
-            osz = self.cutoffs[i + 1] - self.cutoffs[i]
+            sizes.append((hsz, self.cutoffs[i + 1] - self.cutoffs[i]))
+        # (a div_value below 1 makes each projection larger than the last: refuse what cannot fit
+        # before building anything; each parameter has a gradient of its size)
+        count = self.head_size * (self.in_features + self.head_bias) + sum(h * (self.in_features + o) for h, o in sizes)
+        if not init.building_skeleton():
+            check_allocation(2 * count * self.dtype.itemsize, f"the parameters (in_features={self.in_features}, "
+                             f"div_value={self.div_value:g}, projections {[h for h, _ in sizes]})", fn)
+        clusters = []
+        for i, (hsz, osz) in enumerate(sizes):
             clusters.append(_Sequential([
                 Linear(self.in_features, hsz, bias=False, dtype=self.dtype, seed=seeds[1 + 2 * i], threads=threads),
                 Linear(hsz, osz, bias=False, dtype=self.dtype, seed=seeds[2 + 2 * i], threads=threads)]))
