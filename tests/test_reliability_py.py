@@ -944,5 +944,10 @@ def test_an_adaptive_softmax_too_large_for_the_machine_is_refused_before_allocat
                                           r"div_value=6.10352e-05, projections \[278528, 4563402752, .*\]\) would take"):
         nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=6.103515625e-05)
     assert time.perf_counter() - t0 < 0.5
+    # div_value**2 underflowing to 0 was a ZeroDivisionError
+    for div in (2.7788869962042456e-171, 1e-320):
+        with pytest.raises(ValueError, match=r"^AdaptiveLogSoftmaxWithLoss: cluster \d's projection .* overflows; "
+                                             r"use a larger div_value$"):
+            nn.AdaptiveLogSoftmaxWithLoss(4, 10, [6, 9], div_value=div)
     m = nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=0.5)  # below 1 is allowed, as in PyTorch
     assert [m.tail[i][0].weight.shape[0] for i in range(3)] == [34, 68, 136]

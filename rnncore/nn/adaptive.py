@@ -13,6 +13,8 @@ softmax is never formed. log_prob(input) gives the full (N, V) log-probabilities
 
 Extension over PyTorch: cutoffs=[] makes the head the whole vocabulary (a plain softmax).
 """
+import math
+
 import numpy as np
 
 from .. import _core
@@ -91,10 +93,17 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                            threads=threads)
         sizes = []
         for i in range(self.n_clusters):
-            hsz = int(self.in_features // (self.div_value ** (i + 1)))
+            try:
+                scale = self.div_value ** (i + 1)
+            except OverflowError:  # (a float's ** raises past 1e308)
+                scale = math.inf
+            if scale == 0 or not math.isfinite(self.in_features / scale):
+                raise ValueError(f"{fn}: cluster {i}'s projection in_features // div_value**{i + 1} = "
+                                 f"{self.in_features} // {scale:g} overflows; use a larger div_value")
+            hsz = int(self.in_features // scale)
             if hsz < 1:
                 raise ValueError(f"{fn}: cluster {i}'s projection in_features // div_value**{i + 1} = "
-                                 f"{self.in_features} // {self.div_value ** (i + 1):g} is 0; use a smaller div_value "
+                                 f"{self.in_features} // {scale:g} is 0; use a smaller div_value "
                                  "or fewer cutoffs")
             sizes.append((hsz, self.cutoffs[i + 1] - self.cutoffs[i]))
         # (a div_value below 1 makes each projection larger than the last: refuse what cannot fit
