@@ -424,7 +424,9 @@ def ngram(ctor, corpus, ops=(), vocab=None, arpa=None):
             r = getattr(model, op)(*args)
             if op == "distribution":
                 expect_shape(r, (V,), "distribution")
-                expect(abs(float(np.sum(r)) - 1.0) < 1e-6, f"distribution sums to {float(np.sum(r))!r}")
+                # (a damaged file may hold other, still well-formed, probabilities: no checksum in ARPA)
+                expect(model is not lm and arpa is not None or abs(float(np.sum(r)) - 1.0) < 1e-6,
+                       f"distribution sums to {float(np.sum(r))!r}")
             elif op in ("logprob", "score"):
                 expect(isinstance(r, float) and r <= 1e-9 and not math.isnan(r), f"{op} = {r!r}")
             elif op == "evaluate":
@@ -489,6 +491,8 @@ def optimizer(name, ctor, params, grads, steps=2, reload=True):
         opt.step()
     simple = all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 10
                  for k, v in ctor.items() if k in ("lr", "momentum", "weight_decay", "alpha", "dampening"))
+    # an eps that float32 rounds to 0 makes 0 / 0 on a zero gradient, as in PyTorch
+    simple = simple and not (isinstance(ctor.get("eps"), (int, float)) and abs(ctor["eps"]) < 1e-30)
     if simple and finite(before, [p.grad for p in ps]) and all(p.grad is None or moderate(p.grad) for p in ps) \
             and moderate(before) and name != "RMSprop":
         for p in ps:
