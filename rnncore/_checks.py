@@ -6,6 +6,8 @@ expected and what came. The compiled core then accepts nothing but exact arrays.
 """
 import math
 import numbers
+import os
+import reprlib
 
 import numpy as np
 
@@ -17,6 +19,20 @@ class NoForwardError(ValueError, RuntimeError):
 def no_forward(fn, call="forward()", rule="each forward can be differentiated once"):
     """The NoForwardError of `fn`: what to call first, and the rule that was broken."""
     return NoForwardError(f"{fn}: no forward to differentiate: call {call} first ({rule})")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
+def bounded_repr(value):
+    """repr(value) for an error message, bounded in length and depth: a 3000-deep nested list
+    (or a huge one) must not turn a TypeError into a RecursionError or a megabyte of text."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a __repr__ that fails (or recurses) is no reason to lose the real error
+        return f"<{type(value).__name__} object>"
 
 
 def shape_str(shape):
@@ -109,6 +125,17 @@ def check_parameters(fn, dtype, grads, expected):
             raise ValueError(f"{fn}: the gradient of parameter {name} must have shape {shape_str(shape)}, got {got}")
 
 
+def as_dtype(value, name, fn):
+    """np.dtype(value), or TypeError naming `name` (numpy's own errors for, say, a deeply nested list
+    are a RecursionError; structured dtypes, given as lists, tuples or dicts, are refused)."""
+    try:
+        if isinstance(value, (list, tuple, dict)):
+            raise TypeError
+        return np.dtype(value)
+    except (TypeError, ValueError, RecursionError):
+        raise TypeError(f"{fn}: {name} must be a numpy dtype (or its name), got {bounded_repr(value)}") from None
+
+
 def resolve_dtype(dtype, fn=None):
     """float32 or float64 as a numpy dtype; None means float32 (PyTorch's default, not numpy's
     float64). TypeError naming dtype for anything else."""
@@ -116,9 +143,12 @@ def resolve_dtype(dtype, fn=None):
     if dtype is None:
         return np.dtype(np.float32)
     try:
+        if isinstance(dtype, (list, tuple, dict)):  # structured dtypes (and a deep list numpy would recurse into)
+            raise TypeError
         dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{where}dtype must be float32 or float64, got {dtype!r} (None means float32)") from None
+    except (TypeError, ValueError, RecursionError):
+        raise TypeError(f"{where}dtype must be float32 or float64, got {bounded_repr(dtype)} "
+                        "(None means float32)") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{where}dtype must be float32 or float64, got {dt} (None means float32)")
     return dt
@@ -155,16 +185,23 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_int(value, name, fn, minimum=1, maximum=None, *, optional=False):
-    """`value` as an int in [minimum, maximum] (no bound where None); None passes with optional.
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
+
+def check_int(value, name, fn, minimum=1, maximum=None, *, optional=False, int64=True):
+    """`value` as an int in [minimum, maximum]; None passes with optional.
+
+    A bound left as None is int64's (every integer reaches the compiled core as an int64, so
+    2**63 is refused here, naming the argument, rather than as a pybind11 dump later); an
+    explicit bound past int64 (a uint64 seed) is honoured, and int64=False drops the bound for
+    an int that stays in Python (a numpy seed of any size).
     TypeError unless an integer (bool is not one), ValueError outside the range.
     """
     if value is None and optional:
         return None
     if not _is_int(value):
         expected = "an int or None" if optional else "an int"
-        raise TypeError(f"{fn}: {name} must be {expected}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{fn}: {name} must be {expected}, got {type(value).__name__} {bounded_repr(value)}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is not None:
@@ -172,7 +209,45 @@ def check_int(value, name, fn, minimum=1, maximum=None, *, optional=False):
         else:
             wanted = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{fn}: {name} must be {wanted}, got {value}")
+    lo = INT64_MIN if minimum is None else min(minimum, INT64_MIN)
+    hi = INT64_MAX if maximum is None else max(maximum, INT64_MAX)
+    if int64 and (value < lo or value > hi):
+        low = "-2**63" if minimum is None or minimum <= INT64_MIN else str(minimum)
+        high = "2**63 - 1" if maximum is None or maximum >= INT64_MAX else str(maximum)
+        raise ValueError(f"{fn}: {name} must be in [{low}, {high}] (an int64), got {value}")
     return value
+
+
+# A stack deeper than this is refused up front: the deepest recurrent stacks trained in practice
+# have tens of layers, and building 2**31 of them (each a few Python objects, even when tiny)
+# would run for minutes, then out of memory.
+MAX_LAYERS = 1024
+
+
+def check_num_layers(value, fn):
+    """num_layers as an int in [1, MAX_LAYERS]; TypeError/ValueError naming it otherwise."""
+    value = check_int(value, "num_layers", fn)
+    if value > MAX_LAYERS:
+        raise ValueError(f"{fn}: num_layers must be in [1, {MAX_LAYERS}] (rnncore refuses deeper stacks up front), "
+                         f"got {value}")
+    return value
+
+
+def physical_memory():
+    """The machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_allocation(nbytes, what, fn):
+    """MemoryError, before anything is allocated, when `what` would take more than the machine's
+    physical memory (rather than filling it array by array)."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise MemoryError(f"{fn}: {what} would take {nbytes / 2**30:.3g} GiB, more than this machine's "
+                          f"{total / 2**30:.3g} GiB of memory")
 
 
 def check_seed(seed, fn, name="seed", objects=True):
@@ -187,7 +262,8 @@ def check_seed(seed, fn, name="seed", objects=True):
         raise TypeError(f"{fn}: {name} must be a non-negative int, a sequence of them or None, "
                         f"got {type(seed).__name__}")
     if isinstance(seed, bool) or (isinstance(seed, numbers.Number) and not _is_int(seed)):
-        raise TypeError(f"{fn}: {name} must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
+        raise TypeError(f"{fn}: {name} must be a non-negative int or None, got {type(seed).__name__} "
+                        f"{bounded_repr(seed)}")
     if _is_int(seed):
         if seed < 0:
             raise ValueError(f"{fn}: {name} must be a non-negative int or None, got {int(seed)}")
@@ -226,13 +302,13 @@ def check_real(value, name, fn, *, at_least=None, above=None, at_most=None, belo
     wanted = ("a finite number" if finite else "a number" if interval else "a real number") + \
         (" " + interval if interval else "")
     if not _is_real(value):
-        raise TypeError(f"{fn}: {name} must be {wanted}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{fn}: {name} must be {wanted}, got {type(value).__name__} {bounded_repr(value)}")
     v = float(value)
     ok = not math.isnan(v) and not (finite and math.isinf(v))
     ok = ok and (at_least is None or v >= at_least) and (above is None or v > above)
     ok = ok and (at_most is None or v <= at_most) and (below is None or v < below)
     if not ok:
-        raise ValueError(f"{fn}: {name} must be {wanted}, got {value!r}")
+        raise ValueError(f"{fn}: {name} must be {wanted}, got {bounded_repr(value)}")
     return v
 
 
@@ -257,5 +333,5 @@ def cell_name(value, fn, allowed=CELLS, name="cell"):
     canonical = value.lower() if isinstance(value, str) else None
     if canonical not in allowed:
         raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, allowed))} (in any case), "
-                         f"got {value!r}")
+                         f"got {bounded_repr(value)}")
     return canonical

@@ -48,6 +48,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import tempfile
 import zlib
 from collections import OrderedDict
@@ -89,6 +90,9 @@ def _dumps(value, what):
         return json.dumps(value, default=_json_default, sort_keys=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"rnncore.save: {what} must be JSON-serialisable: {exc}") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise TypeError(f"rnncore.save: {what} must be JSON-serialisable: it is nested too deeply "
+                        f"(more than about {sys.getrecursionlimit()} levels)") from None
 
 
 def _loads(text, what, path):

@@ -32,7 +32,7 @@ from collections import Counter
 import numpy as np
 
 from . import _core
-from ._checks import check_int, check_real, shape_str
+from ._checks import bounded_repr, check_int, check_real, shape_str
 from ._threads import resolve_threads
 from .nn.module import Module, Parameter
 
@@ -113,6 +113,8 @@ class Optimizer:
     with a ``"params"`` entry and per-group options overriding the defaults (PyTorch's
     per-parameter options).
     """
+
+    _state_arrays = ()  # the names of the per-parameter state arrays (a subclass's)
 
     def __init__(self, params, defaults, *, threads=None):
         self.defaults = dict(defaults)
@@ -278,22 +280,35 @@ class Optimizer:
             try:
                 k = int(key)
             except (TypeError, ValueError):
-                raise ValueError(f"{name}.load_state_dict: state keys must be parameter indices, got {key!r}")
+                raise ValueError(f"{name}.load_state_dict: state keys must be parameter indices, got "
+                                 f"{bounded_repr(key)}")
             if k not in by_index:
                 raise ValueError(f"{name}.load_state_dict: state for parameter {k}, which no group holds")
             p = by_index[k]
             staged = {}
             for sname, value in entries.items():
+                what = f"state {bounded_repr(sname)} of parameter {k}"
                 if hasattr(value, "__array__") and np.ndim(value) == 0:
                     value = np.asarray(value).item()  # a 0-d array or tensor, e.g. PyTorch's step
-                if isinstance(value, np.ndarray) or hasattr(value, "__array__") and not np.isscalar(value):
+                if sname == "step":
+                    if isinstance(value, float) and value.is_integer():
+                        value = int(value)  # PyTorch keeps step as a float tensor
+                    staged[sname] = check_int(value, what, f"{name}.load_state_dict", minimum=0)
+                elif isinstance(value, np.ndarray) or hasattr(value, "__array__") and not np.isscalar(value):
                     a = np.asarray(value)
+                    if a.dtype.kind not in "fiu":
+                        raise TypeError(f"{name}.load_state_dict: {what} must hold real numbers, got dtype {a.dtype}")
                     if a.shape != p.data.shape:
-                        raise ValueError(f"{name}.load_state_dict: state {sname!r} of parameter {k} has shape "
+                        raise ValueError(f"{name}.load_state_dict: {what} has shape "
                                          f"{shape_str(a.shape)}, the parameter {shape_str(p.data.shape)}")
                     staged[sname] = np.array(a, dtype=p.data.dtype, order="C")
+                elif sname in self._state_arrays:
+                    if value is None:
+                        continue  # PyTorch's SGD saves momentum_buffer=None before momentum is used: absent
+                    raise TypeError(f"{name}.load_state_dict: {what} must be an array of the parameter's shape "
+                                    f"{shape_str(p.data.shape)}, got {type(value).__name__} {bounded_repr(value)}")
                 else:
-                    staged[sname] = int(value) if sname == "step" else value
+                    staged[sname] = value
             state[p] = staged
         return groups, state
 
@@ -318,6 +333,8 @@ def _check_nonneg(group, key, label, cls):
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD."""
+
+    _state_arrays = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, threads=None):
@@ -353,6 +370,8 @@ class Adam(Optimizer):
     ``weight_decay`` adds ``weight_decay * param`` to the gradient (L2), unless
     ``decoupled_weight_decay`` (then it is AdamW).
     """
+
+    _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, decoupled_weight_decay=False, threads=None):
@@ -407,6 +426,8 @@ class AdamW(Adam):
 class RMSprop(Optimizer):
     """RMSprop (Hinton), optionally centered and with momentum, as torch.optim.RMSprop."""
 
+    _state_arrays = ("square_avg", "grad_avg", "momentum_buffer")
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
                  maximize=False, threads=None):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
@@ -438,6 +459,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al.), as torch.optim.Adagrad; the accumulator starts at
     ``initial_accumulator_value`` and the step size decays as ``lr / (1 + (t - 1) * lr_decay)``."""
+
+    _state_arrays = ("sum",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
                  maximize=False, threads=None):
@@ -724,9 +747,10 @@ class ReduceLROnPlateau:
 
     def _init_is_better(self, mode, threshold, threshold_mode):
         if mode not in ("min", "max"):
-            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {bounded_repr(mode)}")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+            raise ValueError("ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got "
+                             f"{bounded_repr(threshold_mode)}")
         self.mode_worse = math.inf if mode == "min" else -math.inf
         self.mode = mode
         self.threshold = float(threshold)

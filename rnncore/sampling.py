@@ -17,7 +17,7 @@ model.loss() does; Ctrl-C raises KeyboardInterrupt within a millisecond or so of
 import numpy as np
 
 from . import _core
-from ._checks import as_index_array, check_int, check_real, shape_str
+from ._checks import as_index_array, as_real_array, check_int, check_real, shape_str
 from ._threads import resolve_threads
 
 __all__ = ["generate", "stream", "beam_search", "Decoder"]
@@ -95,11 +95,14 @@ class Decoder:
     """A prepared decoding loop over a model's current weights (packed once).
 
     The model's parameters must not change while the decoder is used. Most code wants
-    generate(), stream() or beam_search() instead.
+    generate(), stream() or beam_search() instead. Every method checks its arguments as the
+    rest of the API does (TypeError/ValueError naming the argument) before the loop in C++
+    (rnncore._core.LMDecoder) runs.
     """
 
     def __init__(self, model, batch, threads=None, fn="Decoder"):
         _check_model(model, fn)
+        batch = check_int(batch, "batch", fn)
         rnn = model.rnn
         layers = []
         for layer in range(rnn.num_layers):
@@ -109,25 +112,95 @@ class Decoder:
             layers.append(entry if w_hr is None else entry + (w_hr.data,))
         bias = model.decoder.bias
         self.model = model
-        self.batch = int(batch)
         self._core = _core.LMDecoder(rnn.cell, model.encoder.weight.data, layers, model.decoder.weight.data,
-                                     None if bias is None else bias.data, self.batch,
+                                     None if bias is None else bias.data, batch,
                                      resolve_threads(threads if threads is not None else model.threads))
+
+    @property
+    def batch(self):
+        return self._core.batch
+
+    @property
+    def vocab_size(self):
+        return self._core.vocab_size
+
+    @property
+    def done(self):
+        """(B,) bool: whether each stream has produced a stop token."""
+        return self._core.done
+
+    def _tokens(self, tokens, name, fn, per_stream):
+        """tokens as int64 (B,) (per_stream False) or (B, P) (True), each in the vocabulary."""
+        ids = as_index_array(tokens, name, fn)
+        B = self.batch
+        if ids.ndim != 1 + per_stream or ids.shape[0] != B:
+            want = f"(B, P) = ({B}, P)" if per_stream else f"(B,) = ({B},)"
+            raise ValueError(f"{fn}: {name} must have shape {want}, got {shape_str(ids.shape)}")
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad.any():
+            pos = [int(i) for i in np.argwhere(bad)[0]]
+            raise ValueError(f"{fn}: {name} token {int(ids[tuple(pos)])} at position {pos} is outside the "
+                             f"vocabulary [0, {self.vocab_size})")
+        return np.ascontiguousarray(ids)
 
     def prime(self, ids):
         """Read a prime (B, P): all but the last token through the sequence kernels; the last
         token becomes every stream's next input."""
+        ids = self._tokens(ids, "ids", "Decoder.prime", True)
+        if ids.shape[1] < 1:
+            raise ValueError(f"Decoder.prime: ids must hold at least one token per stream, got shape "
+                             f"{shape_str(ids.shape)}")
         if ids.shape[1] > 1:
             h, c = _read_prime(self.model, ids[:, :-1])
             self._core.set_state(h, c)
         self._core.set_next_tokens(np.ascontiguousarray(ids[:, -1]))
         self._core.mark_seen(ids)
 
-    def __getattr__(self, name):  # seed, sample, beam_search, step_logits, get_state, done, ...
-        core = self.__dict__.get("_core")
-        if core is None:
-            raise AttributeError(name)
-        return getattr(core, name)
+    def seed(self, seed):
+        """Seed every stream's generator (an int in [0, 2**64)): stream b draws from (seed, b) alone."""
+        self._core.seed(check_int(seed, "seed", "Decoder.seed", minimum=0, maximum=2**64 - 1))
+
+    def sample(self, n, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, stop_tokens=None):
+        """Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run).
+        top_k 0 (or None) keeps every token."""
+        fn = "Decoder.sample"
+        n = check_int(n, "n", fn, minimum=0)
+        top_k = check_int(top_k, "top_k", fn, minimum=0, optional=True) or None
+        opts = _sampling_options(temperature, top_k, top_p, repetition_penalty, fn)
+        return self._core.sample(n, stop_tokens=_stop_list(self.model, stop_tokens, fn), **opts)
+
+    def beam_search(self, max_len, alpha=0.0, n_best=1, stop_tokens=None):
+        """Beam search (width = batch) from stream 0's state and next token; returns
+        [(tokens, score, normalized score, finished), ...] best first."""
+        fn = "Decoder.beam_search"
+        max_len = check_int(max_len, "max_len", fn)
+        alpha = check_real(alpha, "alpha", fn, at_least=0.0, finite=True)
+        n_best = check_int(n_best, "n_best", fn)
+        return self._core.beam_search(max_len, alpha, n_best, _stop_list(self.model, stop_tokens, fn))
+
+    def step_logits(self):
+        """Feed the next tokens and return the logits (B, V) without choosing (advances the state)."""
+        return self._core.step_logits()
+
+    def get_state(self):
+        """The state (h, c or None), each (L, B, H), before the next input token is fed."""
+        return self._core.get_state()
+
+    def set_state(self, h, c=None):
+        """Set the state: h (and, for an LSTM, c), each (L, B, H) in the model's dtype."""
+        fn = "Decoder.set_state"
+        dtype = self.model.rnn.dtype
+        h = as_real_array(h, "h", fn, dtype)
+        c = None if c is None else as_real_array(c, "c", fn, dtype)
+        self._core.set_state(h, c)
+
+    def set_next_tokens(self, tokens):
+        """The next input token of each stream, (B,)."""
+        self._core.set_next_tokens(self._tokens(tokens, "tokens", "Decoder.set_next_tokens", False))
+
+    def mark_seen(self, tokens):
+        """Mark tokens (B, P) as seen by each stream (for the repetition penalty)."""
+        self._core.mark_seen(self._tokens(tokens, "tokens", "Decoder.mark_seen", True))
 
 
 def _read_prime(model, ids):
@@ -262,4 +335,4 @@ def beam_search(model, prime, beam_width, max_len, alpha=0.0, n_best=1, stop_tok
 def _seed_value(seed, fn):
     if seed is None:
         return int(np.random.SeedSequence().entropy % (1 << 64))
-    return check_int(seed, "seed", fn, minimum=0, optional=True) % (1 << 64)
+    return check_int(seed, "seed", fn, minimum=0, optional=True, int64=False) % (1 << 64)

@@ -53,7 +53,7 @@ import numpy as np
 
 from . import diagnostics as _diagnostics
 from . import optim as _optim
-from ._checks import check_int, check_real
+from ._checks import bounded_repr, check_int, check_real
 from .data import StreamBatcher, tokenizer_from_dict
 from .io import CheckpointError
 from .io import load as _load
@@ -280,7 +280,8 @@ class Trainer:
         if not isinstance(optimizer, _optim.Optimizer):
             raise TypeError(f"{fn}: optimizer must be an rnncore.optim optimizer, got {type(optimizer).__name__}")
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+            raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got "
+                             f"{bounded_repr(scheduler_interval)}")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler

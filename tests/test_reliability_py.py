@@ -477,6 +477,15 @@ def test_cli_refuses_a_hidden_size_that_cannot_fit_before_allocating(text, tmp_p
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.parametrize("n", ["100000", "40000", str(2**31 - 1), str(2**63)])
+def test_cli_threads_past_the_limit_is_one_line_not_a_crash(text, tmp_path, n):
+    """`rnncore train --threads 100000` used to crash the process (SIGSEGV in libgomp)."""
+    rc, _, err = run_python(CLI, "train", text, "--threads", n, "--hidden", "8", "--layers", "1",
+                            "--max-steps", "1", "--out", tmp_path / "r")
+    assert rc > 0, (rc, err[-2000:])  # an exit status, not a signal
+    assert_one_line_error(rc, err, "threads", n)
+
+
 def test_cli_init_too_large_is_a_usage_error(text, tmp_path):
     rc, _, err = run_python(CLI, "train", text, "--init", "1e308", "--hidden", "8", "--layers", "1",
                             "--max-steps", "1", "--out", tmp_path / "r")
@@ -696,3 +705,249 @@ def test_saved_arrays_round_trip_in_every_dtype_the_file_holds(tmp_path):
     for name, a in arrays.items():
         assert back[name].shape == a.shape and back[name].dtype == a.dtype.newbyteorder("<"), name
         np.testing.assert_array_equal(back[name], a)
+
+
+# -- found by the fuzz harness (tests/fuzz/known.py until fixed) ---------------------------------------
+# The narrow fuzz tests (tests/fuzz/test_fuzz_known.py) check that no such call crashes or raises the
+# wrong kind of exception; these check what the messages say.
+
+def _lm(**kw):
+    return nn.LanguageModel(5, 3, 4, seed=0, threads=1, **kw)
+
+
+@pytest.mark.parametrize("call, exc, message", [
+    (lambda d: d.seed(-1), ValueError, r"^Decoder.seed: seed must be in \[0, 18446744073709551615\], got -1$"),
+    (lambda d: d.seed(2**64), ValueError, r"^Decoder.seed: seed must be in \[0, "),
+    (lambda d: d.seed(1.5), TypeError, r"^Decoder.seed: seed must be an int"),
+    (lambda d: d.sample("x"), TypeError, r"^Decoder.sample: n must be an int, got str 'x'$"),
+    (lambda d: d.sample(2**63), ValueError, r"^Decoder.sample: n must be in \[0, 2\*\*63 - 1\] \(an int64\)"),
+    (lambda d: d.sample(2, top_k=-1), ValueError, r"^Decoder.sample: top_k must be >= 0"),
+    (lambda d: d.sample(2, stop_tokens=[9]), ValueError, r"^Decoder.sample: stop token 9 is outside"),
+    (lambda d: d.beam_search(-1.5), TypeError, r"^Decoder.beam_search: max_len must be an int"),
+    (lambda d: d.beam_search(3, alpha="x"), TypeError, r"^Decoder.beam_search: alpha must be"),
+    (lambda d: d.step_logits(1), TypeError, r"step_logits\(\) takes 1 positional argument"),
+    (lambda d: d.prime([[[1, 2]]]), ValueError, r"^Decoder.prime: ids must have shape \(B, P\) = \(2, P\), got "
+                                                r"\(1, 1, 2\)$"),
+    (lambda d: d.prime([[1, 2]]), ValueError, r"^Decoder.prime: ids must have shape \(B, P\) = \(2, P\), got \(1, 2\)$"),
+    (lambda d: d.prime([[1, 7], [0, 0]]), ValueError, r"^Decoder.prime: ids token 7 at position \[0, 1\] is outside"),
+    (lambda d: d.prime(np.zeros((2, 0), np.int64)), ValueError, r"^Decoder.prime: ids must hold at least one token"),
+    (lambda d: d.set_next_tokens([1.5, 2]), TypeError, r"^Decoder.set_next_tokens: tokens must be an integer array"),
+    (lambda d: d.mark_seen([1, 2]), ValueError, r"^Decoder.mark_seen: tokens must have shape \(B, P\)"),
+    (lambda d: d.set_state("x"), TypeError, r"^Decoder.set_state: h must be a real numeric array"),
+])
+def test_decoder_methods_check_their_arguments(call, exc, message):
+    dec = sampling.Decoder(_lm(), 2, threads=1)
+    with pytest.raises(exc, match=message):
+        call(dec)
+
+
+def test_decoder_methods_still_decode():
+    model = _lm()
+    dec = sampling.Decoder(model, 2, threads=1)
+    dec.prime([[1, 2], [3, 4]])
+    dec.seed(2**64 - 1)
+    toks, steps = dec.sample(3, top_k=0, stop_tokens=[0])
+    assert toks.shape == (2, 3) and steps >= 1
+    h, c = dec.get_state()
+    dec.set_state(h.astype(np.float64), c)  # converted once to the model's dtype
+    dec.set_next_tokens([1, 1])
+    assert dec.step_logits().shape == (2, 5) and dec.vocab_size == 5 and dec.batch == 2 and dec.done.shape == (2,)
+    assert len(dec.beam_search(3, n_best=2)) == 2
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m: sampling.generate(m, [1, 2], 3, top_k=2**63), "top_k"),
+    (lambda m: sampling.generate(m, [1, 2], 2**63), "max_new_tokens"),
+    (lambda m: sampling.beam_search(m, [1, 2], 2**63, 3), "beam_width"),
+    (lambda m: sampling.stream(m, [1], 3, chunk=2**64), "chunk"),
+    (lambda m: nn.cross_entropy(np.zeros((3, 4)), np.zeros(3, np.int64), ignore_index=2**63), "ignore_index"),
+    (lambda m: nn.cross_entropy(np.zeros((3, 4)), np.zeros(3, np.int64), ignore_index=-2**63 - 1), "ignore_index"),
+    (lambda m: nn.CrossEntropyLoss(ignore_index=2**64), "ignore_index"),
+    (lambda m: nn.Embedding(4, 3, padding_idx=2**63), "padding_idx"),
+])
+def test_integers_past_int64_are_refused_naming_them(call, name):
+    with pytest.raises(ValueError, match=rf": {name} must be in \[.*\] \(an int64\), got -?\d+$"):
+        call(_lm())
+
+
+def test_seeds_past_int64_still_work():
+    """Seeds stay Python ints for numpy: any size is fine (generate reduces them mod 2**64)."""
+    m = _lm()
+    a = sampling.generate(m, [1, 2], 4, seed=2**64 + 5)
+    b = sampling.generate(m, [1, 2], 4, seed=5)
+    np.testing.assert_array_equal(a, b)
+    from rnncore.data import BucketIterator
+
+    assert BucketIterator([[1, 2], [3]], None, 1, seed=2**70).seed == 2**70
+
+
+@pytest.mark.parametrize("name, ctor, key", [("Adam", {}, "exp_avg"), ("Adam", {}, "exp_avg_sq"),
+                                             ("AdamW", {"amsgrad": True}, "max_exp_avg_sq"),
+                                             ("SGD", {"momentum": 0.9}, "momentum_buffer"),
+                                             ("RMSprop", {}, "square_avg"), ("Adagrad", {}, "sum")])
+def test_optimizer_state_holding_a_number_is_refused_by_name_and_changes_nothing(name, ctor, key):
+    p = nn.Parameter(np.zeros(3, np.float32))
+    p.grad = np.ones(3, np.float32)
+    opt = getattr(optim, name)([p], lr=0.1, **ctor)
+    opt.step()
+    before = opt.state_dict()
+    bad = opt.state_dict()
+    bad["state"][0][key] = 0.0
+    bad["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(TypeError, match=rf"^{name}.load_state_dict: state '{key}' of parameter 0 must be an array of "
+                                        r"the parameter's shape \(3,\), got float 0.0$"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for k, v in before["state"][0].items():
+        np.testing.assert_array_equal(after["state"][0][k], v)
+    opt.step()  # still works
+
+
+def test_optimizer_state_step_and_dtypes_are_checked():
+    p = nn.Parameter(np.zeros(3, np.float32))
+    p.grad = np.ones(3, np.float32)
+    opt = optim.Adam([p])
+    opt.step()
+    sd = opt.state_dict()
+    for step, exc, msg in [(2**63, ValueError, "an int64"), (-1, ValueError, ">= 0"), ("3", TypeError, "an int")]:
+        sd["state"][0]["step"] = step
+        with pytest.raises(exc, match=rf"^Adam.load_state_dict: state 'step' of parameter 0 must .*{msg}"):
+            opt.load_state_dict(sd)
+    sd["state"][0]["step"] = 4.0  # PyTorch keeps step as a float tensor
+    sd["state"][0]["exp_avg"] = np.zeros(3, complex)
+    with pytest.raises(TypeError, match=r"state 'exp_avg' of parameter 0 must hold real numbers, got dtype complex128"):
+        opt.load_state_dict(sd)
+    sd["state"][0]["exp_avg"] = np.zeros(3)
+    opt.load_state_dict(sd)
+    assert opt.state[p]["step"] == 4
+    # PyTorch's SGD saves momentum_buffer=None before momentum is used: absent, not an error
+    sgd = optim.SGD([p], lr=0.1, momentum=0.9)
+    sgd.load_state_dict({"state": {0: {"momentum_buffer": None}}, "param_groups": [{"lr": 0.1, "params": [0]}]})
+    sgd.step()
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: nn.LSTM(4, 4, num_layers=n), lambda n: nn.GRU(4, 4, num_layers=n), lambda n: nn.RNN(4, 4, num_layers=n),
+    lambda n: nn.LanguageModel(5, 4, 4, num_layers=n), lambda n: nn.SequenceClassifier(5, 4, 4, 2, num_layers=n),
+    lambda n: nn.SequenceTagger(5, 4, 4, 2, num_layers=n), lambda n: nn.ConditionedGenerator(5, 4, 4, 3, num_layers=n),
+])
+@pytest.mark.parametrize("n", [2**31, 2**40, 1025])
+def test_an_absurd_num_layers_is_refused_up_front(make, n):
+    from rnncore._checks import MAX_LAYERS
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=rf": num_layers must be in \[1, {MAX_LAYERS}\] .*, got {n}$"):
+        make(n)
+    assert time.perf_counter() - t0 < 0.5
+    assert make(2).num_layers == 2
+
+
+def test_parameters_larger_than_the_machine_are_refused_before_allocating():
+    from rnncore._checks import physical_memory
+
+    if physical_memory() is None:
+        pytest.skip("the OS does not report its physical memory")
+    # 1024 layers of 4 * 65536 * (65536 + 65536) float32 weights: ~35 TB, refused at once
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"^LSTM: the parameters \(num_layers=1024, hidden_size=65536, input_size=4\) "
+                                          r"would take .* GiB, more than this machine's .* GiB of memory$"):
+        nn.LSTM(4, 65536, num_layers=1024)
+    assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_a_loss_whose_sum_overflows_raises(reduction):
+    logits = np.zeros((4, 2))
+    logits[:, 0] = 1.7e308  # target 1: each position's loss is 1.7e308, finite; their sum is not
+    with pytest.raises(FloatingPointError, match=rf"^cross_entropy: the {reduction} of the losses overflows"):
+        nn.cross_entropy(logits, np.ones(4, np.int64), reduction=reduction)
+
+
+def test_a_weighted_loss_that_overflows_raises():
+    logits = np.array([[1e300, 0.0]], np.float64)
+    with pytest.raises(FloatingPointError, match=r"^cross_entropy: the weighted loss at position \[0\] overflows"):
+        nn.cross_entropy(logits, np.ones(1, np.int64), mask=np.array([1e300]), reduction="none")
+    with pytest.raises(FloatingPointError, match=r"^cross_entropy: the total weight of the mask overflows"):
+        nn.cross_entropy(np.zeros((2, 2)), np.ones(2, np.int64), mask=np.array([1.7e308, 1.7e308]))
+    # float32: w * loss past float32's range
+    with pytest.raises(FloatingPointError, match=r"overflows"):
+        nn.cross_entropy(np.array([[1e30, 0.0]], np.float32), np.ones(1, np.int64),
+                         mask=np.array([1e30], np.float32), reduction="sum")
+
+
+def _deep(depth=3000):
+    deep = []
+    for _ in range(depth):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda d: nn.LSTM(2, 3, dtype=d), "dtype"), (lambda d: nn.Linear(2, 3, dtype=d), "dtype"),
+    (lambda d: nn.LanguageModel(5, 3, 4, dtype=d), "dtype"),
+    (lambda d: rnncore.data.BucketIterator([[1, 2], [3]], None, 2, num_buckets=d), "num_buckets"),
+    (lambda d: nn.Linear(d, 3), "in_features"), (lambda d: nn.RNN(2, 3, nonlinearity=d), "nonlinearity"),
+    (lambda d: nn.cross_entropy(np.zeros((1, 2)), [0], reduction=d), "reduction"),
+    (lambda d: optim.SGD([nn.Parameter(np.zeros(2))], lr=d), "lr"),
+    (lambda d: rnncore.data.pad_sequences([[1, 2]], dtype=d), "dtype"),
+])
+def test_a_deeply_nested_list_for_a_scalar_is_named_not_a_recursion_error(call, name):
+    with pytest.raises((TypeError, ValueError), match=name) as info:
+        call(_deep())
+    assert len(str(info.value)) < 300 and "[[[[...]]]]" in str(info.value)
+
+
+@pytest.mark.parametrize("what", ["extra", "config"])
+def test_save_of_deeply_nested_metadata_is_a_type_error(tmp_path, what):
+    """found by the fuzz harness once deep lists reached every argument: json.dumps's RecursionError"""
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError, match=rf"^rnncore.save: {what} must be JSON-serialisable: it is nested too deeply"):
+        rnncore.save(path, nn.Linear(2, 2), **{what: {"a": _deep()}})
+    assert not os.listdir(tmp_path)  # nothing written, no temporary left
+
+
+def test_an_absurd_ngram_order_is_refused_up_front(tmp_path):
+    """found by the ngram fuzz target: KneserNeyLM(order=40000) fit in a second or two, but loading
+    its ARPA file took minutes (O(order**2) tables); orders past MAX_ORDER are refused now."""
+    from rnncore import ngram
+    from rnncore.ngram.corpus import MAX_ORDER
+
+    for order in (MAX_ORDER + 1, 40000, 2**63):
+        with pytest.raises(ValueError, match=rf"^KneserNeyLM: order must be in \[1, {MAX_ORDER}\], got {order}$"):
+            ngram.KneserNeyLM(order=order)
+    path = tmp_path / "deep.arpa"
+    path.write_text("\\data\\\n" + "".join(f"ngram {k}=1\n" for k in range(1, 4001)))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"line {MAX_ORDER + 2}: the \\data\\ header lists orders past {MAX_ORDER}"):
+        ngram.load_arpa(path)
+    assert time.perf_counter() - t0 < 1
+    # the longest order allowed still round-trips quickly
+    text = "a b c\nb c a\n"
+    lm = ngram.KneserNeyLM(order=MAX_ORDER, discount_fallback=True).fit(text)
+    lm.save_arpa(tmp_path / "max.arpa")
+    t0 = time.perf_counter()
+    again = ngram.load_arpa(tmp_path / "max.arpa")
+    assert time.perf_counter() - t0 < 10
+    assert again.perplexity(text) == pytest.approx(lm.perplexity(text), rel=1e-6)
+
+
+def test_an_adaptive_softmax_too_large_for_the_machine_is_refused_before_allocating():
+    """found by the nn_adaptive_softmax fuzz target: div_value=6e-5 made 4.5e9-unit projections, and
+    numpy's MemoryError came only after the first clusters were built."""
+    from rnncore._checks import physical_memory
+
+    if physical_memory() is None:
+        pytest.skip("the OS does not report its physical memory")
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"^AdaptiveLogSoftmaxWithLoss: the parameters \(in_features=17, "
+                                          r"div_value=6.10352e-05, projections \[278528, 4563402752, .*\]\) would take"):
+        nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=6.103515625e-05)
+    assert time.perf_counter() - t0 < 0.5
+    # div_value**2 underflowing to 0 was a ZeroDivisionError
+    for div in (2.7788869962042456e-171, 1e-320):
+        with pytest.raises(ValueError, match=r"^AdaptiveLogSoftmaxWithLoss: cluster \d's projection .* overflows; "
+                                             r"use a larger div_value$"):
+            nn.AdaptiveLogSoftmaxWithLoss(4, 10, [6, 9], div_value=div)
+    m = nn.AdaptiveLogSoftmaxWithLoss(17, 4, [1, 2, 3], div_value=0.5)  # below 1 is allowed, as in PyTorch
+    assert [m.tail[i][0].weight.shape[0] for i in range(3)] == [34, 68, 136]

@@ -4,7 +4,7 @@
 //
 // Also here, once for every bind_*.cpp: the float32/float64 dispatch (dispatch_float), optional
 // arrays (None or a checked array), shapes as dimension lists, the cell-name parser, thread
-// counts (checked_threads), sizes multiplied from user input (checked_mul), and the guard
+// counts (checked_threads), integer lists (int64_list), sizes multiplied from user input (checked_mul), and the guard
 // against two threads running one stateful object at once (ExclusiveCall).
 #pragma once
 
@@ -176,6 +176,38 @@ inline int checked_threads(const char* fn, const py::handle& threads, const char
     throw py::value_error(std::string(fn) + ": " + name + " must be >= 1 (resolved in Python), got " + got);
   throw py::value_error(std::string(fn) + ": " + name + " must be <= " + std::to_string(thread_limit()) +
                         " (the thread limit, max(256, 4 x processors)), got " + got);
+}
+
+// `obj` (None: empty) as a list of int64: an iterable of Python or numpy integers (not bools).
+// TypeError naming `name` for anything else, ValueError for an integer past int64 (py::cast
+// would raise RuntimeError "Unable to cast" for both).
+inline std::vector<std::int64_t> int64_list(const char* fn, const char* name, const py::handle& obj) {
+  std::vector<std::int64_t> out;
+  if (obj.is_none()) return out;
+  const std::string what = std::string(fn) + ": " + name;
+  py::iterator items;
+  try {
+    items = py::iter(obj);
+  } catch (py::error_already_set&) {
+    throw py::type_error(what + " must be a sequence of ints, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
+  for (const py::handle& item : items) {
+    if (PyBool_Check(item.ptr()) || !PyIndex_Check(item.ptr()))
+      throw py::type_error(what + " must hold ints, got " +
+                           py::str(py::type::of(item).attr("__name__")).cast<std::string>() + " at index " +
+                           std::to_string(out.size()));
+    py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(item.ptr()));
+    if (!value) throw py::error_already_set();
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+    if (overflow == 0 && v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow != 0)
+      throw py::value_error(what + "[" + std::to_string(out.size()) + "] = " + py::str(value).cast<std::string>() +
+                            " does not fit in int64");
+    out.push_back(static_cast<std::int64_t>(v));
+  }
+  return out;
 }
 
 // a * b for sizes that come from the caller (a batch times a vocabulary, ...), checked before

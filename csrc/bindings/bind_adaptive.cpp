@@ -34,6 +34,7 @@ py::tuple adaptive_softmax_py(const py::object& x_obj, const py::object& targets
     if (cutoffs[i] <= cutoffs[i - 1])
       throw py::value_error(std::string(fn) + ": cutoffs must be increasing, got cutoffs[" + std::to_string(i) +
                             "] = " + std::to_string(cutoffs[i]) + " after " + std::to_string(cutoffs[i - 1]));
+  // (no overflow: the cutoffs increase, so cutoffs[0] + C <= cutoffs[C])
   const index_t Hs = cutoffs[0] + static_cast<index_t>(C), V = cutoffs[C];
   py::array head_w = checked<T>(fn, "head_w", head_w_obj, {Hs, I});
   py::array keep_b;
@@ -111,12 +112,7 @@ void bind_adaptive(py::module_& m) {
          const py::object& row_weights, const py::object& dhead_w, const py::object& dhead_b,
          const py::object& dproj, const py::object& dout, const py::object& threads_obj) {
         const int threads = checked_threads("adaptive_softmax", threads_obj);
-        std::vector<index_t> cutoffs;
-        for (const py::handle& c : cutoffs_list) {
-          if (PyBool_Check(c.ptr()) || !PyIndex_Check(c.ptr()))
-            throw py::type_error("adaptive_softmax: cutoffs must be a list of ints");
-          cutoffs.push_back(c.cast<index_t>());
-        }
+        const std::vector<index_t> cutoffs = int64_list("adaptive_softmax", "cutoffs", cutoffs_list);
         return dispatch_float("adaptive_softmax", "x", x, [&](auto zero) {
           return adaptive_softmax_py<decltype(zero)>(x, targets, head_w, head_b, proj, out, cutoffs, row_weights,
                                                      dhead_w, dhead_b, dproj, dout, threads);

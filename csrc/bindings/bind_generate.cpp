@@ -14,16 +14,13 @@ namespace rnncore {
 
 namespace {
 
+// `obj` None or an iterable of token ids (Python or numpy integers, not bools) in [0, V).
 std::vector<std::int64_t> token_list(const char* fn, const char* name, const py::object& obj, index_t V) {
-  std::vector<std::int64_t> out;
-  if (obj.is_none()) return out;
-  for (const py::handle& item : obj) {
-    const std::int64_t t = py::cast<std::int64_t>(item);
+  std::vector<std::int64_t> out = int64_list(fn, name, obj);
+  for (const std::int64_t t : out)
     if (t < 0 || t >= V)
       throw py::value_error(std::string(fn) + ": " + name + " must be token ids in [0, " + std::to_string(V) +
                             "), got " + std::to_string(t));
-    out.push_back(t);
-  }
   return out;
 }
 

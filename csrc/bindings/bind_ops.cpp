@@ -246,6 +246,19 @@ py::tuple cross_entropy_py(const py::object& logits_obj, const py::object& targe
       << position_str(targets, r.nonfinite) << ": the logits there hold NaN or infinite values";
     raise_floating_point_error(s.str());
   }
+  if (r.total_overflow)
+    raise_floating_point_error(std::string(fn) + ": the total weight of the mask overflows (the sum of its values "
+                               "is not finite): scale the mask down");
+  if (r.overflow >= 0) {
+    std::ostringstream s;
+    s << fn << ": the weighted loss at position " << position_str(targets, r.overflow) << " overflows (mask "
+      << cptr<T>(mask)[r.overflow] << " times a finite loss is not finite): scale the mask down";
+    raise_floating_point_error(s.str());
+  }
+  if (r.sum_overflow)
+    raise_floating_point_error(std::string(fn) + ": the " + (reduction == Reduction::Mean ? "mean" : "sum") +
+                               " of the losses overflows (every position's loss is finite, their sum is not): "
+                               "the logits are too large");
   py::object loss = reduction == Reduction::None ? py::object(losses) : py::object(py::float_(r.loss));
   return py::make_tuple(loss, compute_grad ? py::object(dlogits) : py::object(py::none()),
                         return_probs ? py::object(probs) : py::object(py::none()), r.total_weight);

@@ -19,6 +19,13 @@ constexpr index_t kAlign = 8;
 // is seen at once while the poll itself (a GIL round trip) costs well under 1%.
 constexpr double kPollWork = 1 << 22;
 
+// n elements from src to dst; nothing when n == 0 (with E = 0 or H = 0 a row's pointer may be
+// null, and memcpy's must be valid even for zero bytes).
+template <typename T>
+void copy_n(T* dst, const T* src, index_t n) {
+  if (n > 0) std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n));
+}
+
 bool is_stop(std::int64_t tok, const std::int64_t* stop, index_t n_stop) {
   for (index_t i = 0; i < n_stop; ++i)
     if (stop[i] == tok) return true;
@@ -92,11 +99,11 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
       rows.resize(G_ * hs * std::max(in, R));
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
-          std::memcpy(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, sizeof(T) * in);
+          copy_n(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, in);
       sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
       for (int g = 0; g < G_; ++g)
         for (index_t u = sl.lo; u < sl.hi; ++u)
-          std::memcpy(rows.data() + (g * hs + u - sl.lo) * R, w.w_hh[l] + (g * H + u) * R, sizeof(T) * R);
+          copy_n(rows.data() + (g * hs + u - sl.lo) * R, w.w_hh[l] + (g * H + u) * R, R);
       sl.w_hh[l].pack(true, R, G_ * hs, rows.data(), R);
     }
     for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l)
@@ -109,7 +116,7 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
 
 template <typename T>
 void LMDecoder<T>::embed(index_t b) {
-  std::memcpy(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, sizeof(T) * w_.E);
+  copy_n(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, w_.E);
 }
 
 template <typename T>
@@ -126,7 +133,7 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
     CellStep<T> st;
     st.gates = gates_.data() + b * GH;
     const T* gx = sl.gx.data() + b * G_ * hs;
-    for (int g = 0; g < G_; ++g) std::memcpy(st.gates + g * H + sl.lo, gx + g * hs, sizeof(T) * hs);
+    for (int g = 0; g < G_; ++g) copy_n(st.gates + g * H + sl.lo, gx + g * hs, hs);
     st.hg = sl.gh.data() + b * G_ * hs;
     st.bias = bias_[l];
     st.b_hn = b_hn_[l];
@@ -253,7 +260,7 @@ void LMDecoder<T>::step_logits(T* logits) {
     FlushToZeroGuard ftz_worker;
     run_layers_and_head(thread_id(), num_threads_in_region(), cur_);
   }
-  std::memcpy(logits, logits_.data(), sizeof(T) * B_ * w_.V);
+  copy_n(logits, logits_.data(), B_ * w_.V);
   cur_ = 1 - cur_;
 }
 
@@ -267,8 +274,8 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
   // Every beam starts from stream 0's state; only beam 0 is alive, so no duplicates.
   for (index_t l = 0; l < L; ++l) {
     for (index_t b = 1; b < k; ++b) {
-      std::memcpy(h_[cur_].data() + (l * k + b) * R, h_[cur_].data() + l * k * R, sizeof(T) * R);
-      if (lstm) std::memcpy(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, sizeof(T) * H);
+      copy_n(h_[cur_].data() + (l * k + b) * R, h_[cur_].data() + l * k * R, R);
+      if (lstm) copy_n(c_[cur_].data() + (l * k + b) * H, c_[cur_].data() + l * k * H, H);
     }
   }
   for (index_t b = 0; b < k; ++b) {
@@ -336,10 +343,9 @@ std::vector<Hypothesis> LMDecoder<T>::beam_search(index_t max_len, double alpha,
     // the buffer the step read from, so the next step reads it there again.
     for (index_t l = 0; l < L; ++l) {
       for (index_t j = 0; j < alive; ++j) {
-        std::memcpy(h_[cur].data() + (l * k + j) * R, h_[1 - cur].data() + (l * k + parent[j]) * R, sizeof(T) * R);
+        copy_n(h_[cur].data() + (l * k + j) * R, h_[1 - cur].data() + (l * k + parent[j]) * R, R);
         if (lstm)
-          std::memcpy(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H,
-                      sizeof(T) * H);
+          copy_n(c_[cur].data() + (l * k + j) * H, c_[1 - cur].data() + (l * k + parent[j]) * H, H);
       }
     }
     for (index_t j = 0; j < alive; ++j) embed(j);

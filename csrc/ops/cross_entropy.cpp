@@ -44,8 +44,9 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
   //    e_v is written straight into dlogits (or probs) and rescaled in place: one exp per
   //    element, no probability array.
   const int nt = threads_for(double(N * V), 1 << 13, nthreads);  // elements per thread, to pay for it
-  index_t first_nonfinite = N;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first_nonfinite)
+  r.total_overflow = !std::isfinite(total);
+  index_t first_nonfinite = N, first_overflow = N;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first_nonfinite, first_overflow)
   for (index_t n = 0; n < N; ++n) {
     const T* RNNCORE_RESTRICT x = logits + n * V;
     const std::int64_t t = targets[n];
@@ -80,8 +81,9 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
     }
     // loss = logsumexp(x) - x_t
     const T loss = static_cast<T>(std::log(s)) + m - x[t];
-    if (!std::isfinite(loss)) first_nonfinite = std::min(first_nonfinite, n);
     losses[n] = w * loss;
+    if (!std::isfinite(loss)) first_nonfinite = std::min(first_nonfinite, n);
+    else if (!std::isfinite(losses[n])) first_overflow = std::min(first_overflow, n);  // w * loss past T's range
     if (g) {
       const T f = scale * w;
       // dx_v = f * softmax_v - f * [v == t]
@@ -92,12 +94,15 @@ CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T*
       for (index_t v = 0; v < V; ++v) p[v] *= inv;
   }
   r.nonfinite = first_nonfinite < N ? first_nonfinite : -1;
+  r.overflow = first_overflow < N ? first_overflow : -1;
 
   // 3. The reduced loss, summed in row order (deterministic).
   if (reduction != Reduction::None) {
     double sum = 0;
     for (index_t n = 0; n < N; ++n) sum += static_cast<double>(losses[n]);
     r.loss = reduction == Reduction::Mean ? (total > 0 ? sum / total : 0.0) : sum;
+    // finite rows whose sum (in double) overflows, or whose mean does (a tiny total weight)
+    r.sum_overflow = r.nonfinite < 0 && r.overflow < 0 && !r.total_overflow && !std::isfinite(r.loss);
   }
   return r;
 }

@@ -21,6 +21,9 @@ struct CrossEntropyResult {
   index_t bad_target = -1;  // first row of weight != 0 whose target is outside [0, V) and not ignore_index
   index_t bad_weight = -1;  // first row whose weight is negative, NaN or infinite
   index_t nonfinite = -1;   // first counted row whose loss is NaN or infinite
+  index_t overflow = -1;    // first counted row whose loss is finite but weight * loss is not
+  bool total_overflow = false;  // the total weight of the counted rows is not finite
+  bool sum_overflow = false;    // every row's weighted loss is finite, their sum (or mean) is not
 };
 
 // losses: (N) written: each row's weighted loss w[n] * (logsumexp(logits[n]) - logits[n, t]),
@@ -33,7 +36,8 @@ struct CrossEntropyResult {
 // Mean divides by the total weight of the counted rows (PyTorch's rule); when no row counts
 // the loss is 0 and the gradient is zero (PyTorch would give NaN).
 // Targets and weights are checked before anything is written. A NaN or infinite loss is
-// reported in `nonfinite` (the outputs are then written but meaningless).
+// reported in `nonfinite`, a finite one that overflows once weighted (or summed) in
+// `overflow`, `total_overflow` or `sum_overflow` (the outputs are then written but meaningless).
 // Deterministic for any thread count (row losses are summed in row order in double).
 template <typename T>
 CrossEntropyResult cross_entropy_fused(T* losses, T* dlogits, T* probs, const T* logits, const std::int64_t* targets,

@@ -37,7 +37,7 @@ template <typename T>
 index_t embedding_forward(T* out, const T* weight, const std::int64_t* ids, index_t N, index_t V, index_t E,
                           int nthreads) {
   const index_t bad = embedding_first_bad_id(ids, N, V, nthreads);
-  if (bad >= 0) return bad;
+  if (bad >= 0 || E == 0) return bad;  // (E = 0: nothing to copy, and no row pointer to copy from)
 #pragma omp parallel for num_threads(threads_for(double(N * E), kMinPerThread, nthreads)) schedule(static)
   for (index_t n = 0; n < N; ++n) {
     std::memcpy(out + n * E, weight + ids[n] * E, static_cast<std::size_t>(E) * sizeof(T));

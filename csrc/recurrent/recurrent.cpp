@@ -41,9 +41,11 @@ constexpr double kMinStepMacsPerThread = 8192;
 // Elements a thread of a copy or elementwise pass should have.
 constexpr double kMinCopyPerThread = 32768;
 
+// n elements from src to dst; nothing when n == 0 (a layer with H = 0 or I = 0 has null rows,
+// and memcpy's pointers must be valid even for zero bytes).
 template <typename T>
 void copy_row(T* RNNCORE_RESTRICT dst, const T* RNNCORE_RESTRICT src, index_t n) {
-  std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
+  if (n > 0) std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
 }
 
 template <typename T>

@@ -9,7 +9,7 @@ iterators carry a ``state_dict()`` to resume exactly where a run stopped.
 """
 import numpy as np
 
-from .._checks import check_int
+from .._checks import as_dtype, bounded_repr, check_int
 
 _FORMAT = 1
 
@@ -33,16 +33,18 @@ def _check_state(state, expected, fn):
     if not isinstance(state, dict):
         raise TypeError(f"{fn}: expected a dict from state_dict(), got {type(state).__name__}")
     if state.get("format") != _FORMAT:
-        raise ValueError(f"{fn}: unknown state format {state.get('format')!r} (this version reads {_FORMAT})")
+        raise ValueError(f"{fn}: unknown state format {bounded_repr(state.get('format'))} (this version reads "
+                         f"{_FORMAT})")
     for key, want in expected.items():
         if key not in state:
             raise ValueError(f"{fn}: state has no {key!r}")
         if state[key] != want:
-            raise ValueError(f"{fn}: the state was saved for {key}={state[key]!r}, this iterator has {key}={want!r}")
+            raise ValueError(f"{fn}: the state was saved for {key}={bounded_repr(state[key])}, this iterator has "
+                             f"{key}={bounded_repr(want)}")
     for key in ("epoch", "position"):
         v = state.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{fn}: state {key!r} must be an integer >= 0, got {v!r}")
+            raise ValueError(f"{fn}: state {key!r} must be an integer >= 0, got {bounded_repr(v)}")
 
 
 class StreamBatcher:
@@ -121,7 +123,8 @@ class StreamBatcher:
         """(inputs (t, B), targets (t, B)) of window k, 0 <= k < num_windows."""
         k = check_int(k, "k", "StreamBatcher.window", minimum=None)
         if not 0 <= k < self._num_windows:
-            raise IndexError(f"StreamBatcher.window: k must be an integer in [0, {self._num_windows}), got {k!r}")
+            raise IndexError(f"StreamBatcher.window: k must be an integer in [0, {self._num_windows}), got "
+                             f"{bounded_repr(k)}")
         s = k * self.seq_len
         t = min(self.seq_len, self.stream_len - 1 - s)
         return self.data[s: s + t], self.data[s + 1: s + 1 + t]
@@ -219,7 +222,7 @@ def pad_sequences(sequences, pad_value=0, time_major=True, dtype=None):
         dtype = np.result_type(*[a.dtype for a in seqs])
         if dtype.kind in "biu":
             dtype = np.dtype(np.int64)
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, "dtype", "pad_sequences")
     B, T = len(seqs), int(lengths.max())
     out = np.full((B, T) + feat, pad_value, dtype=dtype)
     if T:
@@ -278,7 +281,7 @@ class BucketIterator:
             raise ValueError(f"{fn}: give bucket_width or num_buckets, not both")
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)  # fresh entropy, kept so the run can be replayed
-        self.seed = check_int(seed, "seed", fn, minimum=0)
+        self.seed = check_int(seed, "seed", fn, minimum=0, int64=False)
         if bucket_width is not None:
             w = check_int(bucket_width, "bucket_width", fn)
             keys = self.lengths // w

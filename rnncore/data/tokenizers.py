@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import bounded_repr, check_int
 from .vocab import EOS, PAD, UNK, Vocabulary
 
 try:
@@ -141,10 +141,10 @@ class _Tokenizer:
         if not isinstance(d, dict):
             raise TypeError(f"{name}: expected a dict, got {type(d).__name__}")
         if d.get("type") != cls.kind:
-            raise ValueError(f"{name}: this is a {d.get('type')!r} tokenizer, not {cls.kind!r} "
+            raise ValueError(f"{name}: this is a {bounded_repr(d.get('type'))} tokenizer, not {bounded_repr(cls.kind)} "
                              "(rnncore.data.tokenizer_from_dict picks the class)")
         if d.get("format") != _FORMAT:
-            raise ValueError(f"{name}: unknown format {d.get('format')!r} (this version reads {_FORMAT})")
+            raise ValueError(f"{name}: unknown format {bounded_repr(d.get('format'))} (this version reads {_FORMAT})")
         if "vocab" not in d or not isinstance(d.get("options"), dict):
             raise ValueError(f"{name}: missing 'vocab' or 'options'")
         return cls(vocab=Vocabulary.from_dict(d["vocab"]), **d["options"])
@@ -294,5 +294,5 @@ def tokenizer_from_dict(d):
     kinds = {CharTokenizer.kind: CharTokenizer, WordTokenizer.kind: WordTokenizer}
     if not isinstance(d, dict) or d.get("type") not in kinds:
         got = d.get("type") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"tokenizer_from_dict: expected a dict with type 'char' or 'word', got {got!r}")
+        raise ValueError(f"tokenizer_from_dict: expected a dict with type 'char' or 'word', got {bounded_repr(got)}")
     return kinds[d["type"]].from_dict(d)

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from .._checks import check_int
+from .._checks import bounded_repr, check_int
 
 UNK = "<unk>"
 EOS = "<eos>"
@@ -40,20 +40,21 @@ class Vocabulary:
         stoi = {}
         for i, s in enumerate(symbols):
             if not isinstance(s, str):
-                raise TypeError(f"Vocabulary: symbols must be strings, got {type(s).__name__} at id {i}: {s!r}")
+                raise TypeError(f"Vocabulary: symbols must be strings, got {type(s).__name__} at id {i}: "
+                                f"{bounded_repr(s)}")
             if s == "":
                 raise ValueError(f"Vocabulary: symbols must be non-empty strings, got '' at id {i}")
             if s in stoi:
-                raise ValueError(f"Vocabulary: symbol {s!r} appears twice, at ids {stoi[s]} and {i}")
+                raise ValueError(f"Vocabulary: symbol {bounded_repr(s)} appears twice, at ids {stoi[s]} and {i}")
             stoi[s] = i
         specials = {}
         for role, token in (("pad_token", pad_token), ("unk_token", unk_token), ("eos_token", eos_token)):
             if token is None:
                 continue
             if token not in stoi:
-                raise ValueError(f"Vocabulary: {role} {token!r} is not one of the symbols")
+                raise ValueError(f"Vocabulary: {role} {bounded_repr(token)} is not one of the symbols")
             if token in specials.values():
-                raise ValueError(f"Vocabulary: {token!r} cannot serve as two special symbols")
+                raise ValueError(f"Vocabulary: {bounded_repr(token)} cannot serve as two special symbols")
             specials[role] = token
         self._symbols = symbols
         self._stoi = stoi
@@ -83,7 +84,7 @@ class Vocabulary:
         max_size = check_int(max_size, "max_size", fn, minimum=max(len(specials), 1), optional=True)
         for s, c in counts.items():
             if not isinstance(s, str):
-                raise TypeError(f"{fn}: symbols must be strings, got {type(s).__name__}: {s!r}")
+                raise TypeError(f"{fn}: symbols must be strings, got {type(s).__name__}: {bounded_repr(s)}")
             check_int(c, f"the count of {s!r}", fn, minimum=0)
         kept = [(s, c) for s, c in counts.items() if c >= min_count and s not in specials and s != ""]
         kept.sort(key=lambda sc: (-sc[1], sc[0]))
@@ -171,7 +172,8 @@ class Vocabulary:
         if not isinstance(d, Mapping):
             raise TypeError(f"Vocabulary.from_dict: expected a dict, got {type(d).__name__}")
         if d.get("format") != _FORMAT:
-            raise ValueError(f"Vocabulary.from_dict: unknown format {d.get('format')!r} (this version reads {_FORMAT})")
+            raise ValueError(f"Vocabulary.from_dict: unknown format {bounded_repr(d.get('format'))} (this version "
+                             f"reads {_FORMAT})")
         missing = [k for k in ("symbols", "unk_token", "eos_token", "pad_token") if k not in d]
         if missing:
             raise ValueError(f"Vocabulary.from_dict: missing key(s) {', '.join(missing)}")

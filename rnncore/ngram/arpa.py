@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 
 from . import _kn
-from .corpus import BOS, BOS_ID, EOS, UNK, UNK_ID
+from .corpus import BOS, BOS_ID, EOS, MAX_ORDER, UNK, UNK_ID
 
 MISSING_UNK_LOG10 = -100.0        # what KenLM substitutes for a missing <unk>
 
@@ -118,6 +118,8 @@ def read_arpa(path):
                        f"got {k}", n)
         if c < 0 or (k == 1 and c < 1):
             raise fail(f"bad count {c} for order {k} in the \\data\\ header", n)
+        if k > MAX_ORDER:
+            raise fail(f"the \\data\\ header lists orders past {MAX_ORDER}, the longest n-grams rnncore reads", n)
         counts.append(c)
     if not counts:
         raise fail("the \\data\\ header lists no 'ngram K=COUNT' lines (truncated?)")

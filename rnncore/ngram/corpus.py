@@ -20,12 +20,17 @@ import numbers
 
 import numpy as np
 
+from .._checks import bounded_repr
 from . import _kn
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIALS = (UNK, BOS, EOS)
 MAX_VOCAB = 2**31 - 1
+# The longest n-gram a model may have (KenLM's own limit is a compile-time one, 6 by default).
+# Loading a file costs O(order**2) in tables, and an order of thousands carries nothing a corpus
+# could fill: KneserNeyLM(order=) and load_arpa refuse more up front.
+MAX_ORDER = 255
 
 
 def is_ids(corpus):
@@ -65,10 +70,11 @@ def corpus_text(corpus, fn):
                             f"got {type(sentence).__name__}") from None
         for j, w in enumerate(words):
             if not isinstance(w, str):
-                raise TypeError(f"{fn}: word {j} of sentence {i} must be a str, got {type(w).__name__}: {w!r}")
+                raise TypeError(f"{fn}: word {j} of sentence {i} must be a str, got {type(w).__name__}: "
+                                f"{bounded_repr(w)}")
             if not w or len(w.split()) != 1 or w.strip() != w:
                 raise ValueError(f"{fn}: word {j} of sentence {i} must be a non-empty string without "
-                                 f"whitespace, got {w!r}")
+                                 f"whitespace, got {bounded_repr(w)}")
         lines.append(" ".join(words))
     return "".join(line + "\n" for line in lines)
 

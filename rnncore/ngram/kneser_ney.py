@@ -41,9 +41,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import bounded_repr
 from . import _kn
 from . import corpus as _corpus
-from .corpus import BOS_ID, EOS_ID, UNK_ID
+from .corpus import BOS_ID, EOS_ID, MAX_ORDER, UNK_ID
 
 KENLM_FALLBACK = (0.5, 1.0, 1.5)   # lmplz --discount_fallback defaults
 
@@ -77,9 +78,9 @@ class Evaluation:
 
 def _check_order(order):
     if isinstance(order, bool) or not isinstance(order, numbers.Integral):
-        raise TypeError(f"KneserNeyLM: order must be an int >= 1, got {type(order).__name__}: {order!r}")
-    if order < 1:
-        raise ValueError(f"KneserNeyLM: order must be >= 1, got {order}")
+        raise TypeError(f"KneserNeyLM: order must be an int >= 1, got {type(order).__name__}: {bounded_repr(order)}")
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"KneserNeyLM: order must be in [1, {MAX_ORDER}], got {order}")
     return int(order)
 
 
@@ -91,9 +92,11 @@ def _check_fallback(fallback, fn):
     try:
         values = tuple(float(x) for x in fallback)
     except (TypeError, ValueError):
-        raise TypeError(f"{fn}: discount_fallback must be False, True or (D1, D2, D3+), got {fallback!r}") from None
+        raise TypeError(f"{fn}: discount_fallback must be False, True or (D1, D2, D3+), got "
+                        f"{bounded_repr(fallback)}") from None
     if len(values) != 3 or not all(math.isfinite(x) and 0 < x <= j for j, x in enumerate(values, 1)):
-        raise ValueError(f"{fn}: discount_fallback must be (D1, D2, D3+) with 0 < Dj <= j, got {fallback!r}")
+        raise ValueError(f"{fn}: discount_fallback must be (D1, D2, D3+) with 0 < Dj <= j, got "
+                         f"{bounded_repr(fallback)}")
     return values
 
 
@@ -115,16 +118,16 @@ def _check_discounts(discounts, order, modified):
         try:
             values = tuple(float(x) for x in values)
         except (TypeError, ValueError):
-            raise TypeError(f"{fn}: discounts[{k - 1}] must hold numbers, got {entry!r}") from None
+            raise TypeError(f"{fn}: discounts[{k - 1}] must hold numbers, got {bounded_repr(entry)}") from None
         if modified:
             ok = len(values) == 3 and all(math.isfinite(x) and 0 <= x <= j for j, x in enumerate(values, 1))
             if not ok:
                 raise ValueError(f"{fn}: discounts[{k - 1}] (order {k}) must be (D1, D2, D3+) with 0 <= Dj <= j, "
-                                 f"got {entry!r}")
+                                 f"got {bounded_repr(entry)}")
         else:
             if len(values) != 1 or not (math.isfinite(values[0]) and 0 < values[0] <= 1):
                 raise ValueError(f"{fn}: discounts[{k - 1}] (order {k}) must be one D in (0, 1] for plain "
-                                 f"Kneser-Ney, got {entry!r}")
+                                 f"Kneser-Ney, got {bounded_repr(entry)}")
             values = values * 3
         out.append(values)
     return out
@@ -170,7 +173,7 @@ class KneserNeyLM:
     """An interpolated Kneser–Ney n-gram language model (see the module docstring).
 
     Args:
-        order: N >= 1, the longest n-gram (5: a 5-gram model).
+        order: N in [1, 255], the longest n-gram (5: a 5-gram model).
         modified: Chen & Goodman's three discounts per order (default), or one (plain KN).
         discount_fallback: discounts for an order whose count-of-counts cannot give them:
             False (default: fitting raises ValueError, as lmplz does), True (lmplz's
@@ -260,7 +263,8 @@ class KneserNeyLM:
             if not 0 <= token < size:
                 raise ValueError(f"{fn}: {what} id {token} is outside the vocabulary [0, {size})")
             return int(self._table[token]) if self._table is not None else int(token)
-        raise TypeError(f"{fn}: {what} must be a word (str) or an id (int), got {type(token).__name__}: {token!r}")
+        raise TypeError(f"{fn}: {what} must be a word (str) or an id (int), got {type(token).__name__}: "
+                        f"{bounded_repr(token)}")
 
     def _context_ids(self, context, fn):
         if isinstance(context, str):
@@ -273,7 +277,7 @@ class KneserNeyLM:
         ids = [self._token_id(t, fn, f"context[{i}]") for i, t in enumerate(context)]
         for i, t in enumerate(ids):
             if t < 0:
-                raise ValueError(f"{fn}: context[{i}] = {context[i]!r} cannot appear in a sentence")
+                raise ValueError(f"{fn}: context[{i}] = {bounded_repr(context[i])} cannot appear in a sentence")
             if t == BOS_ID and i > 0:
                 raise ValueError(f"{fn}: <s> may only be the first word of a context (it starts a sentence), "
                                  f"found at context[{i}]")

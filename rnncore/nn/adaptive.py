@@ -13,11 +13,14 @@ softmax is never formed. log_prob(input) gives the full (N, V) log-probabilities
 
 Extension over PyTorch: cutoffs=[] makes the head the whole vocabulary (a plain softmax).
 """
+import math
+
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, check_int, check_real, check_seed, no_forward, resolve_dtype,
-                       shape_str)
+from .._checks import (as_index_array, as_real_array, bounded_repr, check_allocation, check_int, check_real,
+                       check_seed, no_forward, resolve_dtype, shape_str)
+from . import init
 from .layers import Linear
 from .loss import cross_entropy
 from .module import Module
@@ -46,7 +49,7 @@ def _check_cutoffs(cutoffs, n_classes, fn):
         raise TypeError(f"{fn}: cutoffs must be a sequence of ints, got {type(cutoffs).__name__}") from None
     for c in cut:
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-            raise TypeError(f"{fn}: cutoffs must be ints, got {c!r}")
+            raise TypeError(f"{fn}: cutoffs must be ints, got {bounded_repr(c)}")
     cut = [int(c) for c in cut]
     if cut != sorted(cut) or len(set(cut)) != len(cut) or (cut and (cut[0] < 1 or cut[-1] > n_classes - 1)):
         raise ValueError(f"{fn}: cutoffs should be a sequence of unique, positive integers sorted in an increasing "
@@ -89,14 +92,29 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         seeds = root.spawn(1 + 2 * self.n_clusters)
         self.head = Linear(self.in_features, self.head_size, bias=self.head_bias, dtype=self.dtype, seed=seeds[0],
                            threads=threads)
-        clusters = []
+        sizes = []
         for i in range(self.n_clusters):
-            hsz = int(self.in_features // (self.div_value ** (i + 1)))
+            try:
+                scale = self.div_value ** (i + 1)
+            except OverflowError:  # (a float's ** raises past 1e308)
+                scale = math.inf
+            if scale == 0 or not math.isfinite(self.in_features / scale):
+                raise ValueError(f"{fn}: cluster {i}'s projection in_features // div_value**{i + 1} = "
+                                 f"{self.in_features} // {scale:g} overflows; use a larger div_value")
+            hsz = int(self.in_features // scale)
             if hsz < 1:
                 raise ValueError(f"{fn}: cluster {i}'s projection in_features // div_value**{i + 1} = "
-                                 f"{self.in_features} // {self.div_value ** (i + 1):g} is 0; use a smaller div_value "
+                                 f"{self.in_features} // {scale:g} is 0; use a smaller div_value "
                                  "or fewer cutoffs")
-            osz = self.cutoffs[i + 1] - self.cutoffs[i]
+            sizes.append((hsz, self.cutoffs[i + 1] - self.cutoffs[i]))
+        # (a div_value below 1 makes each projection larger than the last: refuse what cannot fit
+        # before building anything; each parameter has a gradient of its size)
+        count = self.head_size * (self.in_features + self.head_bias) + sum(h * (self.in_features + o) for h, o in sizes)
+        if not init.building_skeleton():
+            check_allocation(2 * count * self.dtype.itemsize, f"the parameters (in_features={self.in_features}, "
+                             f"div_value={self.div_value:g}, projections {[h for h, _ in sizes]})", fn)
+        clusters = []
+        for i, (hsz, osz) in enumerate(sizes):
             clusters.append(_Sequential([
                 Linear(self.in_features, hsz, bias=False, dtype=self.dtype, seed=seeds[1 + 2 * i], threads=threads),
                 Linear(hsz, osz, bias=False, dtype=self.dtype, seed=seeds[2 + 2 * i], threads=threads)]))

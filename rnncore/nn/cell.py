@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_real_array, cell_name, check_int, check_parameters, check_seed,
+from .._checks import (CELL_GATES, as_real_array, bounded_repr, cell_name, check_int, check_parameters, check_seed,
                        expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
@@ -139,7 +139,8 @@ class RNNCellBase(Module):
         x_in = x
         x = as_real_array(x, "x", fn, self.dtype)
         if x.ndim not in (1, 2):
-            raise ValueError(f"{fn}: x must have rank 2 (B, I) or rank 1 (I,) unbatched, got shape {shape_str(x.shape)}")
+            raise ValueError(f"{fn}: x must have rank 2 (B, I) or rank 1 (I,) unbatched, got shape "
+                             f"{shape_str(x.shape)}")
         batched = x.ndim == 2
         if not batched:
             x = x[None, :]
@@ -220,7 +221,7 @@ class RNNCell(RNNCellBase):
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", **kwargs):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {bounded_repr(nonlinearity)}")
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, **kwargs)
         self.nonlinearity = nonlinearity
 

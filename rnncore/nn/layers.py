@@ -15,8 +15,8 @@ thread is inside one on the same layer raises RuntimeError, as for RNN/LSTM/GRU.
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, check_int, check_probability, check_real, check_seed,
-                       expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_real_array, bounded_repr, check_int, check_probability, check_real,
+                       check_seed, expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
 from .._threads import exclusive, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -230,7 +230,8 @@ class LayerNorm(Module):
         try:
             normalized_shape = tuple(check_int(d, "normalized_shape", fn) for d in normalized_shape)
         except TypeError:
-            raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+            raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got "
+                            f"{bounded_repr(normalized_shape)}")
         if not normalized_shape:
             raise ValueError(f"{fn}: normalized_shape must not be empty")
         self.normalized_shape = normalized_shape

@@ -19,7 +19,7 @@ FloatingPointError naming the position.
 import numpy as np
 
 from .. import _core
-from .._checks import as_index_array, as_real_array, check_int, no_forward, shape_str
+from .._checks import as_index_array, as_real_array, bounded_repr, check_int, no_forward, shape_str
 from .._threads import exclusive, resolve_threads
 from .module import Module
 
@@ -28,7 +28,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _prepare(logits, targets, mask, reduction, fn):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+        raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {bounded_repr(reduction)}")
     raw = np.asarray(logits)
     dtype = np.float32 if raw.dtype == np.float32 else np.float64
     logits = as_real_array(raw, "logits", fn, dtype)
@@ -88,7 +88,8 @@ class CrossEntropyLoss(Module):
     def __init__(self, ignore_index=-100, reduction="mean", *, threads=None):
         super().__init__()
         if reduction not in _REDUCTIONS:
-            raise ValueError(f"CrossEntropyLoss: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+            raise ValueError("CrossEntropyLoss: reduction must be one of 'mean', 'sum', 'none', got "
+                             f"{bounded_repr(reduction)}")
         self.ignore_index = check_int(ignore_index, "ignore_index", "CrossEntropyLoss", minimum=None)
         self.reduction = reduction
         self.threads = threads

@@ -23,8 +23,9 @@ several threads at once.)
 """
 import numpy as np
 
-from .._checks import (as_index_array, as_lengths, as_real_array, cell_name, check_int,
-                       check_probability, check_seed, expect_shape, no_forward, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_lengths, as_real_array, bounded_repr, cell_name, check_int,
+                       check_num_layers, check_probability, check_seed, expect_shape, no_forward, resolve_dtype,
+                       shape_str)
 from .._threads import exclusive
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .layers import Dropout, Embedding, Linear
@@ -64,7 +65,7 @@ class _TokenDecoder(Module):
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
         self.proj_size = check_int(proj_size, "proj_size", fn, minimum=0)
-        self.num_layers = check_int(num_layers, "num_layers", fn)
+        self.num_layers = check_num_layers(num_layers, fn)
         self.dropout = check_probability(dropout, "dropout", fn)
         self.cell = cell_name(cell, fn, _CELLS)
         self.tie_weights = bool(tie_weights)
@@ -150,7 +151,7 @@ class _TokenDecoder(Module):
         """Adaptive-softmax loss of the RNN output (T, B, H) over the counted positions (target !=
         ignore_index and mask != 0); the rows' gradient is kept for backward()."""
         if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+            raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {bounded_repr(reduction)}")
         T, B, H = out.shape
         lead = (B, T) if self.batch_first else (T, B)
         targets = as_index_array(targets, "targets", fn)
@@ -340,7 +341,7 @@ class ConditionedGenerator(_TokenDecoder):
         super().__init__()
         fn = "ConditionedGenerator"
         if condition not in ("init", "input", "both"):
-            raise ValueError(f"{fn}: condition must be 'init', 'input' or 'both', got {condition!r}")
+            raise ValueError(f"{fn}: condition must be 'init', 'input' or 'both', got {bounded_repr(condition)}")
         self.feature_size = check_int(feature_size, "feature_size", fn)
         self.condition = condition
         seeds = self._build(fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
@@ -435,13 +436,13 @@ class _SequenceEncoder(Module):
                bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads):
         if (vocab_size is None) == (input_size is None):
             raise ValueError(f"{fn}: give exactly one of vocab_size (token ids in, with embedding_dim) or "
-                             f"input_size (float features in), got vocab_size={vocab_size!r}, "
-                             f"input_size={input_size!r}")
+                             f"input_size (float features in), got vocab_size={bounded_repr(vocab_size)}, "
+                             f"input_size={bounded_repr(input_size)}")
         if hidden_size is None or num_classes is None:
             raise TypeError(f"{fn}: hidden_size and num_classes are required")
         self.hidden_size = check_int(hidden_size, "hidden_size", fn)
         self.num_classes = check_int(num_classes, "num_classes", fn)
-        self.num_layers = check_int(num_layers, "num_layers", fn)
+        self.num_layers = check_num_layers(num_layers, fn)
         self.dropout = check_probability(dropout, "dropout", fn)
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
@@ -554,7 +555,7 @@ class SequenceClassifier(_SequenceEncoder):
         super().__init__()
         fn = "SequenceClassifier"
         if pooling not in _POOLINGS:
-            raise ValueError(f"{fn}: pooling must be one of 'last', 'mean', 'max', got {pooling!r}")
+            raise ValueError(f"{fn}: pooling must be one of 'last', 'mean', 'max', got {bounded_repr(pooling)}")
         self.pooling = pooling
         self._build(fn, vocab_size, embedding_dim, input_size, hidden_size, num_classes, num_layers, cell,
                     bidirectional, dropout, batch_first, padding_idx, dtype, seed, threads)

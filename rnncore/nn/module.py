@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._checks import resolve_dtype, shape_str
+from .._checks import bounded_repr, resolve_dtype, shape_str
 
 
 def _skeleton_placeholder(data):
@@ -105,9 +105,9 @@ class Module:
         if not isinstance(name, str):
             raise TypeError(f"{fn}: name must be a str, got {type(name).__name__}")
         if not name or "." in name:
-            raise KeyError(f"{fn}: name must be a non-empty string without '.', got {name!r}")
+            raise KeyError(f"{fn}: name must be a non-empty string without '.', got {bounded_repr(name)}")
         if name in self.__dict__ and name not in registry:
-            raise KeyError(f"{fn}: attribute {name!r} already exists")
+            raise KeyError(f"{fn}: attribute {bounded_repr(name)} already exists")
 
     def register_parameter(self, name, param):
         """Add ``param`` (a Parameter, or None) to the module under ``name``, as in PyTorch.
@@ -121,7 +121,7 @@ class Module:
             raise AttributeError(f"{fn}: call Module.__init__ first")
         self._check_new_name(name, fn, self._parameters)
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"{fn}: {name!r} must be a Parameter or None, got {type(param).__name__}")
+            raise TypeError(f"{fn}: {bounded_repr(name)} must be a Parameter or None, got {type(param).__name__}")
         self._parameters[name] = param
         object.__setattr__(self, name, param)
 
@@ -137,7 +137,7 @@ class Module:
             raise AttributeError(f"{fn}: call Module.__init__ first")
         self._check_new_name(name, fn, self._modules)
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{fn}: {name!r} must be a Module or None, got {type(module).__name__}")
+            raise TypeError(f"{fn}: {bounded_repr(name)} must be a Module or None, got {type(module).__name__}")
         self._modules[name] = module
         object.__setattr__(self, name, module)
 

@@ -12,8 +12,9 @@ direction runs each sequence backwards within its own length.
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_int, check_probability, check_seed,
-                       check_parameters, expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_lengths, as_real_array, bounded_repr, cell_name, check_allocation, check_int,
+                       check_num_layers, check_parameters, check_probability, check_seed, expect_shape, no_forward,
+                       private_copy, resolve_dtype, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -29,7 +30,7 @@ class RNNBase(Module):
         cell = cell_name(cell, name)
         input_size = check_int(input_size, "input_size", name)
         hidden_size = check_int(hidden_size, "hidden_size", name)
-        num_layers = check_int(num_layers, "num_layers", name)
+        num_layers = check_num_layers(num_layers, name)
         proj_size = check_int(proj_size, "proj_size", name, minimum=0)
         if proj_size and cell != "lstm":
             raise ValueError(f"{name}: proj_size (projections) is only for LSTM, got proj_size={proj_size} "
@@ -57,6 +58,12 @@ class RNNBase(Module):
         self.threads = threads
         self._rng = np.random.default_rng(check_seed(seed, name))  # initialisation, then dropout masks
         H, D, R = self.hidden_size, self.num_directions, self.state_size
+        if not init.building_skeleton():  # each parameter and its gradient, before any is allocated
+            G, L, I, P = CELL_GATES[cell], self.num_layers, self.input_size, self.proj_size
+            bias = 2 * G * H if self.bias else 0
+            count = D * (G * H * (I + R) + P * H + bias + (L - 1) * (G * H * (D * R + R) + P * H + bias))
+            check_allocation(2 * count * self.dtype.itemsize, f"the parameters (num_layers={L}, hidden_size={H}, "
+                             f"input_size={I})", name)
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else D * R
             for direction in range(D):
@@ -392,7 +399,7 @@ class RNN(RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, **kwargs):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {bounded_repr(nonlinearity)}")
         super().__init__("rnn_" + nonlinearity, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, **kwargs)
         self.nonlinearity = nonlinearity

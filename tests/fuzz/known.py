@@ -10,32 +10,12 @@ import os
 import pytest
 
 KNOWN = {
-    "decoder_pybind": "new: sampling.Decoder's methods do not check their arguments: prime([[1, 2]]) raises "
-                      "AttributeError, seed(-1), sample('x'), step_logits(1) give pybind11 'incompatible function "
-                      "arguments' dumps (they go straight to _core)",
-    "optim_state_scalar": "new: Optimizer.load_state_dict accepts a number where a state array belongs "
-                          "(exp_avg=0.0, sum=0.0, ...); the next step() raises AttributeError",
-    "num_layers_huge": "new: nn.LSTM/GRU/RNN(num_layers=2**31) (and the models' num_layers) build layer after "
-                       "layer until memory runs out (9 s to fill the harness's 4 GiB; without a limit, the "
-                       "machine's memory): nothing refuses an absurd count up front",
-    "int64_args": "new: integers outside int64 pass the Python checks (sampling.generate's top_k and "
-                  "max_new_tokens, beam_search's beam_width, the losses' ignore_index, an optimizer state's "
-                  "step, ...) and come back as pybind11 dumps",
-    "core_token_list": "new: _core.LMDecoder.sample/beam_search(stop_tokens=[x]) with x not an int64 (2**63, "
-                       "'a', 1.5, None) raise RuntimeError 'Unable to cast Python instance...' (py::cast in "
-                       "bind_generate.cpp token_list)",
-    "loss_overflow": "new: cross_entropy whose positions are finite but whose weighted sum overflows (logits 1e300, "
-                     "mask 1e300) returns loss = inf instead of raising FloatingPointError",
-    "deep_list_arg": "new (minor): a deeply nested list where a scalar belongs raises RecursionError: dtype= "
-                     "(numpy's np.dtype in resolve_dtype), BucketIterator(num_buckets=) (the {value!r} of "
-                     "data/batching.py:17's own message)",
+    # (empty: every failure found so far is fixed; a new one goes here with its narrow test)
 }
 
 
 # Failures only the sanitizer build sees (tests/fuzz/sanitize.sh): known (xfail, excluded) there only.
 SANITIZER_KNOWN = {
-    "ubsan_memcpy_h0": "new (UBSan): csrc/recurrent/recurrent.cpp:25 copy_row passes a null source to memcpy "
-                       "when H = 0 (_core.recurrent_forward with w_hh of shape (0, 0))",
 }
 
 
@@ -69,7 +49,7 @@ def many_threads(fn):
 
 
 # Known failures that cost a timeout (or many seconds) each time a broad strategy meets them.
-SLOW = {"num_layers_huge"}
+SLOW = set()  # (num_layers_huge was one, until nn.LSTM refused an absurd num_layers up front)
 
 # RNNCORE_FUZZ_KNOWN=none makes the broad strategies include every known region, =slow every one
 # but the SLOW ones (long_run.py's default); unset, they leave them all out. The xfail marks stay.

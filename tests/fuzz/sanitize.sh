@@ -64,20 +64,41 @@ export RNNCORE_FUZZ_TIMEOUT=${RNNCORE_FUZZ_TIMEOUT:-60}
 cd "$WORK"
 echo "sanitize.sh: LD_PRELOAD=$LD_PRELOAD"
 echo "sanitize.sh: ASAN_OPTIONS=$ASAN_OPTIONS UBSAN_OPTIONS=$UBSAN_OPTIONS"
-status=0
-python3 -m pytest -q -p no:cacheprovider "${@:-tests}" || status=$?
+# (tee'd: UBSan's "runtime error" reports go to stderr whatever log_path says, so they are counted
+# from the output too: a worker's reach it through the failure it causes, a subprocess's through
+# its test's failure, pytest's own directly)
+set +e
+python3 -m pytest -q -p no:cacheprovider "${@:-tests}" 2>&1 | tee "$WORK/pytest.log"
+status=${PIPESTATUS[0]}
+set -e
 end=$(date +%s)
-# The fuzz tests provoke some reports on purpose (the harness's self-test, the known failures,
-# marked xfail): those are expected. A report from anything else fails its test (a crashed fuzz
-# worker) or the run (pytest itself stopped). Warnings (a huge malloc refused) are not reports.
-reports=$(grep -l -E "ERROR: |runtime error:|CHECK failed" "$REPORTS"/* 2>/dev/null | wc -l)
-if [ "$reports" -gt 0 ]; then
-    echo "sanitize.sh: $reports sanitizer report(s) in $REPORTS (the xfail'ed known failures' and the self-test's are expected):"
-    for f in $(grep -l -E "ERROR: |runtime error:|CHECK failed" "$REPORTS"/*); do
-        echo "== $f"
-        grep -m1 -E "ERROR: |runtime error:|CHECK failed" "$f" | cut -c1-200
-        grep -m3 -E "^    #[0-9]+ .* (csrc|rnncore)/" "$f" | cut -c1-200 || true
-    done
+# The fuzz tests provoke some reports on purpose: the harness's self-test (its worker leaves a
+# marker, <log_path>-expected.<pid>, before it crashes) and the known failures (marked xfail).
+# A report from anything else fails its test (a crashed fuzz worker) or the run (pytest itself
+# stopped). Warnings (a huge malloc refused) are not reports.
+reports=0
+expected=0
+for f in $(grep -l -E "ERROR: |runtime error:|CHECK failed" "$REPORTS"/* 2>/dev/null); do
+    pid=${f##*.}
+    if ls "$REPORTS"/*-expected."$pid" >/dev/null 2>&1; then
+        expected=$((expected + 1))
+        continue
+    fi
+    reports=$((reports + 1))
+    echo "== $f"
+    grep -m1 -E "ERROR: |runtime error:|CHECK failed" "$f" | cut -c1-200
+    grep -m3 -E "^    #[0-9]+ .* (csrc|rnncore)/" "$f" | cut -c1-200 || true
+done
+# distinct UBSan reports (file:line:column: runtime error: ...) in the output
+ubsan=$(grep -aoE "[^ ]+:[0-9]+:[0-9]+: runtime error: [^\\]*" "$WORK/pytest.log" | sort -u || true)
+if [ -n "$ubsan" ]; then
+    echo "$ubsan" | cut -c1-200
+    reports=$((reports + $(echo "$ubsan" | wc -l)))
 fi
-echo "sanitize.sh: build $((built - start)) s, tests $((end - built)) s, exit status $status, $reports report(s) ($WORK)"
+if [ "$reports" -gt 0 ]; then
+    echo "sanitize.sh: $reports sanitizer report(s) (listed above; in $REPORTS and $WORK/pytest.log; the xfail'ed" \
+         "known failures' are expected)"
+fi
+echo "sanitize.sh: build $((built - start)) s, tests $((end - built)) s, exit status $status, $reports report(s)" \
+     "(and $expected from the harness's self-test) ($WORK)"
 exit $status

@@ -33,16 +33,17 @@ VALID_LAYOUTS = ("C", "C", "guarded")
 
 INT_EDGES = (0, -1, 1, 2, 3, -2, 7, 64, 1000, 40000, 100000, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32,
              2**62, 2**63 - 1, 2**63, -2**63, -2**63 - 1, 2**64, 10**30)
-INT_ODD = (None, True, 1.5, math.nan, "3", np.int64(2), np.uint64(2**64 - 1))
+DEEP = () if is_known("deep_list_arg") else (Junk("deep_list"),)  # a 3000-deep nested list
+INT_ODD = (None, True, 1.5, math.nan, "3", np.int64(2), np.uint64(2**64 - 1)) + DEEP
 FLOAT_EDGES = (math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308, -1e308, 5e-324, 1e-30, 2.0**63, 0.5, 1.5)
-FLOAT_ODD = (None, True, "0.1", np.float32(0.5), 10**400, (0.9, 0.999), 1 + 2j)
+FLOAT_ODD = (None, True, "0.1", np.float32(0.5), 10**400, (0.9, 0.999), 1 + 2j) + DEEP
 STR_EDGES = ("", "LSTM", " gru", "x" * 300, "\x00", "mean", "none", "sum", "tanh", "relu", "rnn", "\u00e9")
-STR_ODD = (None, 1, Junk("bytes"), Junk("object"))
-BOOL_ODD = (None, 2, "yes", np.bool_(True), 0.0)
+STR_ODD = (None, 1, Junk("bytes"), Junk("object")) + DEEP
+BOOL_ODD = (None, 2, "yes", np.bool_(True), 0.0) + DEEP
 OTHER = (None, 0, -1, 2**63, "x", Junk("object"), Junk("list"), Junk("dict"), Junk("set"),
-         A("float32", (2, 3)), A("int64", (3,)), A("object", (2,)))
+         A("float32", (2, 3)), A("int64", (3,)), A("object", (2,))) + DEEP
 NOT_ARRAYS = (None, Junk("list"), Junk("nested"), Junk("memoryview"), Junk("object"), 3, 2.5, "x",
-              Junk("generator")) + (() if is_known("deep_list_arg") else (Junk("deep_list"),))
+              Junk("generator")) + DEEP
 FILLS = FLOAT_FILLS + ("range", "extreme")
 RANGE_LO = (-2**63, -100, -1, 0, 2**62, 2**63 - 2)
 RANGE_HI = (1, 100, 2**63 - 1)
@@ -211,7 +212,7 @@ def _key_rules():
     # argument of a decoder's beam_search op) below 1000
     # (likewise the step counts the optimizer and scheduler scenarios loop over)
     rules["max_len"] = rules["beam_search.1"] = tuple(v for v in INT_EDGES if v < 1000) + (None, 1.5, "2")
-    rules["steps"] = (0, 1, 2, 7, 64)
+    rules["steps"] = rules["windows"] = (0, 1, 2, 7, 64)
     rules["repeat"] = (0, 1, 2, -1, 7, None, 1.5)  # gemm_packed_test's benchmark loop
     if is_known("decoder_batch_overflow"):
         for key in ("batch", "beam_width"):
@@ -758,6 +759,136 @@ def b_module_api(draw):
     return {"kind": kind, "ctor": ctor, "ops": ops}
 
 
+def b_rnn_cell_base(draw):
+    cell = pick(draw, CELLS + ("LSTM", "Gru"))
+    I, H, B = pos(draw), pos(draw), dim(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    batched = coin(draw)
+    xs, hs = ((B, I), (B, H)) if batched else ((I,), (H,))
+    h = maybe(draw, lambda: arr(draw, dt, hs))
+    hx = (h, arr(draw, dt, hs)) if (cell.lower() == "lstm" and h is not None) else h
+    return {"ctor": {"cell": cell, "input_size": I, "hidden_size": H, "bias": coin(draw), "dtype": dtype, "seed": 1,
+                     "threads": threads_value(draw)},
+            "xs": [arr(draw, dt, xs) for _ in range(rint(draw, 1, 4))], "hx": hx, "grad": "ones", "train": coin(draw),
+            "max_history": maybe(draw, lambda: rint(draw, 1, 3)), "reset": rint(draw, 0, 3) == 0}
+
+
+def _cutoffs(draw, V):
+    """Increasing cutoffs in [1, V-1] (maybe none: the head is the whole vocabulary)."""
+    return sorted(set(rint(draw, 1, V - 1) for _ in range(rint(draw, 0, min(3, V - 1)))))
+
+
+def b_adaptive_softmax(draw):
+    V, I = rint(draw, 2, 12), pick(draw, (4, 5, 8, 16, 17))
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    cut = _cutoffs(draw, V)
+    div = pick(draw, (1.0, 2.0, 4.0))
+    while cut and I // div ** len(cut) < 1:  # every cluster needs a projection of >= 1 unit
+        cut = cut[:-1]
+    lead = (dim(draw),) if rint(draw, 0, 3) else ()
+    ops = [(pick(draw, ("log_prob", "predict")), arr(draw, dt, (dim(draw), I))) for _ in range(rint(draw, 0, 2))]
+    return {"ctor": {"in_features": I, "n_classes": V, "cutoffs": cut, "div_value": div, "head_bias": coin(draw),
+                     "dtype": dtype, "seed": 0, "threads": threads_value(draw)},
+            "input": arr(draw, dt, lead + (I,)), "target": ids(draw, lead, V), "train": coin(draw),
+            "fused": rint(draw, 0, 3) > 0, "grad_loss": pick(draw, (1.0, 0.5)),
+            "grad_output": maybe(draw, lambda: arr(draw, dt, lead)), "ops": ops}
+
+
+def b_core_adaptive_softmax(draw):
+    V, I, N, dt = rint(draw, 2, 12), pos(draw), dim(draw), floats(draw)
+    cutoffs = _cutoffs(draw, V) + [V]
+    C = len(cutoffs) - 1
+    hs = [pos(draw) for _ in range(C)]
+    out = {"x": arr(draw, dt, (N, I)), "targets": ids(draw, (N,), V),
+           "head_w": arr(draw, dt, (cutoffs[0] + C, I)), "head_b": maybe(draw, lambda: arr(draw, dt, (cutoffs[0] + C,))),
+           "proj": [arr(draw, dt, (h, I)) for h in hs],
+           "out": [arr(draw, dt, (cutoffs[i + 1] - cutoffs[i], h)) for i, h in enumerate(hs)],
+           "cutoffs": cutoffs, "threads": threads_value(draw, False)}
+    if coin(draw):
+        out.update(row_weights=arr(draw, dt, (N,), fill="ones"),
+                   dhead_w=arr(draw, dt, (cutoffs[0] + C, I), fill="zeros"),
+                   dhead_b=None if out["head_b"] is None else arr(draw, dt, (cutoffs[0] + C,), fill="zeros"),
+                   dproj=[arr(draw, dt, (h, I), fill="zeros") for h in hs],
+                   dout=[arr(draw, dt, (cutoffs[i + 1] - cutoffs[i], h), fill="zeros") for i, h in enumerate(hs)])
+    return out
+
+
+def b_fixed_window_lm(draw):
+    V, K = pos(draw), rint(draw, 1, 5)
+    dtype = pick(draw, DTYPE_ARGS)
+    T, B = dim(draw), dim(draw)
+    return {"ctor": {"vocab_size": V, "embedding_dim": pos(draw), "hidden_size": pos(draw), "context": K,
+                     "direct": coin(draw), "dropout": pick(draw, (0.0, 0.3)), "dtype": dtype, "seed": 0,
+                     "threads": threads_value(draw)},
+            "tokens": ids(draw, (T, B), V), "targets": ids(draw, (T, B), V),
+            "state": maybe(draw, lambda: arr(draw, "int64", (K, B), 0, V + 1, fill="range")),
+            "mask": maybe(draw, lambda: arr(draw, "bool", (T, B))),
+            "loss_kwargs": {"reduction": pick(draw, ("mean", "sum"))}, "train": coin(draw),
+            "weights": pick(draw, (None, None, "zero", "big")), "windows": rint(draw, 1, 2)}
+
+
+def b_evaluate(draw):
+    if coin(draw):
+        kind, ctor = "LanguageModel", _sampling_ctor(draw)
+    else:
+        kind = "FixedWindowLM"
+        ctor = {"vocab_size": pos(draw), "embedding_dim": pos(draw), "hidden_size": pos(draw),
+                "context": rint(draw, 1, 4), "seed": 0, "dtype": pick(draw, DTYPE_ARGS)}
+    V = ctor["vocab_size"]
+    return {"kind": kind, "ctor": ctor, "ids": ids(draw, (rint(draw, 2, 60),), V), "batch_size": pos(draw),
+            "seq_len": pos(draw), "bits_per_char": coin(draw), "threads": threads_value(draw),
+            "weights": pick(draw, (None, None, "zero", "nan"))}
+
+
+WORDS = st.sampled_from(("a", "b", "c", "the", "cat", "<unk>", "d\u00e9", "\u4e2d"))
+
+
+def _sentence(draw):
+    return [draw(WORDS) for _ in range(rint(draw, 0, 5))]
+
+
+def b_ngram(draw):
+    sentences = [_sentence(draw) for _ in range(rint(draw, 1, 8))]
+    form = rint(draw, 0, 2)
+    if form == 0:  # one str, a sentence per line
+        corpus = "".join(" ".join(s) + "\n" for s in sentences)
+    elif form == 1:  # a list of sentences, each a list of words
+        corpus = sentences
+    else:  # a list of str
+        corpus = [" ".join(s) for s in sentences]
+    order = rint(draw, 1, 4)
+    ctor = {"order": order, "modified": coin(draw),
+            "discount_fallback": pick(draw, (True, True, False, (0.5, 1.0, 1.5)))}
+    queries = []
+    for _ in range(rint(draw, 0, 4)):
+        op = pick(draw, ("logprob", "distribution", "score", "evaluate", "perplexity", "token_logprobs",
+                         "sentence_logprobs"))
+        if op == "logprob":
+            queries.append((op, _sentence(draw)[:order], pick(draw, ("a", "cat", "</s>", "zzz", 0, 2))))
+        elif op == "distribution":
+            queries.append((op, _sentence(draw)[:order]))
+        elif op == "score":
+            queries.append((op, " ".join(_sentence(draw))))
+        else:
+            queries.append((op, corpus))
+    return {"ctor": ctor, "corpus": corpus, "ops": queries,
+            "arpa": None if rint(draw, 0, 2) else pick(draw, (("truncate", rint(draw, 0, 400)),
+                                                            ("flip", rint(draw, 0, 10**6), rint(draw, 1, 255))))}
+
+
+def b_load_arpa_bytes(draw):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return {"raw": draw(st.binary(max_size=80))}
+    head = "\\data\\\nngram 1=" + str(pick(draw, (0, 1, 3, 2**63, -1))) + "\n"
+    body = "\n\\1-grams:\n-1.0\t<unk>\n0\t<s>\t-0.5\n-0.5\t</s>\n"
+    tail = pick(draw, ("\n\\end\\\n", "", "\\end\\"))
+    text = head + (body if k == 1 else draw(st.text(max_size=40))) + tail
+    return {"raw": text.encode("utf-8")}
+
+
 # -- public: rnncore.optim ----------------------------------------------------------------------------
 
 def _optimizer_ctor(draw, name):
@@ -1098,6 +1229,7 @@ TARGETS = {
     "core_scale": (core("scale_", _p(b_array_list, "scale_")), ["_core.scale_"], 0.5),
     "core_norm_power_sum": (core("norm_power_sum", _p(b_array_list, "norm")), ["_core.norm_power_sum"], 0.5),
     "core_vmath": (core("vmath", b_vmath), ["_core.vmath"], 0.5),
+    "core_adaptive_softmax": (core("adaptive_softmax", b_core_adaptive_softmax), ["_core.adaptive_softmax"], 1),
     "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
                                   "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
@@ -1157,6 +1289,13 @@ TARGETS = {
     "data_pad_sequences": (scen("pad_sequences", b_pad_sequences, huge=False), ["data.pad_sequences"], 0.7),
     "data_bucket_iterator": (scen("bucket_iterator", b_bucket_iterator, huge=False), ["data.BucketIterator"], 0.7),
     "data_read_text": (scen("read_text", b_read_text, huge=False, frozen=("name", "as_dir")), ["data.read_text"], 0.5),
+    "nn_rnn_cell_base": (scen("rnn_cell_base", b_rnn_cell_base), ["nn.RNNCellBase"], 1),
+    "nn_adaptive_softmax": (scen("adaptive_softmax", b_adaptive_softmax), ["nn.AdaptiveLogSoftmaxWithLoss"], 1.5),
+    "nn_fixed_window_lm": (scen("fixed_window_lm", b_fixed_window_lm), ["nn.FixedWindowLM"], 1),
+    # (evaluate reads every window of its ids: a huge broadcast corpus is legitimate work)
+    "evaluate": (scen("evaluate", b_evaluate, frozen=("kind",), huge=False), ["evaluate"], 1),
+    "ngram_kneser_ney": (scen("ngram", b_ngram, huge=False, frozen=("arpa",)), ["ngram"], 1),
+    "ngram_load_arpa": (scen("load_arpa_bytes", b_load_arpa_bytes), ["ngram"], 0.5),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
     "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),

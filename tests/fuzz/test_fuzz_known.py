@@ -2,6 +2,7 @@
 that a fix turns its test into an XPASS, which fails the run until the key is deleted from
 known.py. Then the regressions of failures already fixed, which must simply pass.
 """
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,6 +207,20 @@ def test_zero_hidden_units_in_core(pool, cell, B, backward):
     bwd = {"dy": None, "w_ih": A("float32", (0, 2)), "w_hh": A("float32", (0, 0)), "dw_ih": A("float32", (0, 2)),
            "dw_hh": A("float32", (0, 0)), "dx": A("float32", (3, B, 2))} if backward else None
     pool.check(Call("fuzz.scenarios.core_recurrent", (fwd, bwd), public=False))
+
+
+@small
+@given(cutoffs=st.sampled_from([[2**63, 2**63 + 1], [np.uint64(2**64 - 1)] * 2, [2, 2**64], [1.5, 2], [True, 2],
+                                ["a", 2], [2**63 - 1, 2**63 - 1]]))
+def test_adaptive_softmax_cutoffs_that_are_no_int64(pool, cutoffs):
+    """found by the core_adaptive_softmax target: a cutoff past int64 (or not an int) gave RuntimeError
+    'Unable to cast'. Now TypeError/ValueError naming cutoffs."""
+    call = Call("rnncore._core.adaptive_softmax", (A("float32", (3, 2)), A("int64", (3,), fill="zeros"),
+                                                   A("float32", (3, 2)), None, [A("float32", (1, 2))],
+                                                   [A("float32", (1, 1))], cutoffs), public=False)
+    outcome = pool.check(call)
+    assert outcome.status == "raised" and outcome["exc"] in ("TypeError", "ValueError"), outcome
+    assert "cutoffs" in outcome["message"], outcome
 
 
 # -- regressions of fixed failures (these must pass) --------------------------------------------------
