@@ -45,13 +45,16 @@ def _numeric(a):
     return isinstance(a, np.ndarray) and a.dtype.kind in "biufc"
 
 
-def finite(*values):
+MAX_DEPTH = 8  # lists nested deeper (Junk("deep_list")) are no numbers: not finite, not moderate
+
+
+def finite(*values, depth=0):
     """True when every value is a finite number or a numeric array of finite numbers (None is fine)."""
     for v in values:
         if v is None:
             continue
         if isinstance(v, (tuple, list)):
-            if not finite(*v):
+            if depth >= MAX_DEPTH or not finite(*v, depth=depth + 1):
                 return False
             continue
         if isinstance(v, (bool, int, float, np.number)):
@@ -65,13 +68,13 @@ def finite(*values):
     return True
 
 
-def moderate(*values, limit=1e3):
+def moderate(*values, limit=1e3, depth=0):
     """finite(), and no magnitude above `limit` (so that a result cannot overflow)."""
-    if not finite(*values):
+    if not finite(*values, depth=depth):
         return False
     for v in values:
         if isinstance(v, (tuple, list)):
-            if not moderate(*v, limit=limit):
+            if not moderate(*v, limit=limit, depth=depth + 1):
                 return False
         elif isinstance(v, np.ndarray) and v.size and v.dtype.kind in "fc" and np.abs(v).max() > limit:
             return False
