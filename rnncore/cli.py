@@ -468,16 +468,23 @@ def _checkpoint_text(args, info):
     return text, what
 
 
-def cmd_eval(args):
+def _checkpoint_and_ids(args, purpose):
+    """The common start of eval and diagnose: threads set, the checkpoint's LM and tokenizer,
+    its run's training state, and the ids of the text asked for (with its label)."""
     from . import set_num_threads
-    from .trainer import evaluate
 
     if args.threads is not None:
         set_num_threads(args.threads)
     ckpt, model, tok = _load_lm(args.checkpoint)
     info, state = _run_info(ckpt)
     text, what = _checkpoint_text(args, info)
-    ids = _encode(tok, text, "evaluation")
+    return model, tok, state, _encode(tok, text, purpose), what
+
+
+def cmd_eval(args):
+    from .trainer import evaluate
+
+    model, tok, state, ids, what = _checkpoint_and_ids(args, "evaluation")
     t0 = time.perf_counter()
     ev = evaluate(model, ids, batch_size=args.batch_size or state.get("batch_size", 32),
                   seq_len=args.seq_len or state.get("seq_len", 35), bits_per_char=tok.kind == "char")
@@ -492,14 +499,9 @@ def cmd_eval(args):
 def cmd_diagnose(args):
     import numpy as np
 
-    from . import diagnostics, set_num_threads
+    from . import diagnostics
 
-    if args.threads is not None:
-        set_num_threads(args.threads)
-    ckpt, model, tok = _load_lm(args.checkpoint)
-    info, state = _run_info(ckpt)
-    text, what = _checkpoint_text(args, info)
-    ids = _encode(tok, text, "the diagnosis")
+    model, _, state, ids, what = _checkpoint_and_ids(args, "the diagnosis")
     T = args.seq_len or state.get("seq_len", 35)
     B = min(args.batch_size or state.get("batch_size", 32), max(0, (ids.size - 1) // T))
     if B < 1:

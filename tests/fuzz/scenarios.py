@@ -483,15 +483,33 @@ def ngram(ctor, corpus, ops=(), vocab=None, arpa=None):
     return len(first)
 
 
+def _load_from_file(raw, name, load):
+    """load(path) of a temporary file `name` holding the bytes raw."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, name)
+        with open(path, "wb") as f:
+            f.write(raw)
+        return load(path)
+
+
 def load_arpa_bytes(raw):
     """ngram.load_arpa of arbitrary bytes."""
     from rnncore import ngram as ng
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x.arpa")
-        with open(path, "wb") as f:
-            f.write(raw)
-        return ng.load_arpa(path)
+    return _load_from_file(raw, "x.arpa", ng.load_arpa)
+
+
+def movie_reviews(**kw):
+    """rnncore.datasets.movie_reviews(**kw): three disjoint splits whose labels are 0/1."""
+    from rnncore import datasets
+
+    splits = datasets.movie_reviews(**kw)
+    texts = [t for name in ("train", "valid", "test") for t in splits[name]["text"]]
+    expect(len(set(texts)) == len(texts), "movie_reviews: a snippet is in two splits")
+    for name, part in splits.items():
+        expect(len(part["text"]) == len(part["label"]) == len(part["score"]), f"movie_reviews: {name} sizes differ")
+        expect(set(np.unique(part["label"])) <= {0, 1}, f"movie_reviews: {name} labels outside {{0, 1}}")
+    return len(texts)
 
 
 # -- rnncore.optim --------------------------------------------------------------------------------
@@ -716,11 +734,7 @@ def save_load(kind, ctor, with_optimizer=False, extra=None, arrays=None, config=
 
 
 def load_bytes(raw):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "x.safetensors")
-        with open(path, "wb") as f:
-            f.write(raw)
-        return rnncore.load(path)
+    return _load_from_file(raw, "x.safetensors", rnncore.load)
 
 
 def load_state_dict(kind, ctor, entries, strict=True, base="full"):

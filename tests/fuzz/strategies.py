@@ -889,6 +889,11 @@ def b_load_arpa_bytes(draw):
     return {"raw": text.encode("utf-8")}
 
 
+def b_movie_reviews(draw):
+    return {"threshold": pick(draw, (0.5, 1.0, 3.9)), "valid_fraction": pick(draw, (0.1, 0.3)),
+            "test_fraction": pick(draw, (0.1, 0.2)), "seed": rint(draw, 0, 3)}
+
+
 # -- public: rnncore.optim ----------------------------------------------------------------------------
 
 def _optimizer_ctor(draw, name):
@@ -1296,6 +1301,9 @@ TARGETS = {
     "evaluate": (scen("evaluate", b_evaluate, frozen=("kind",), huge=False), ["evaluate"], 1),
     "ngram_kneser_ney": (scen("ngram", b_ngram, huge=False, frozen=("arpa",)), ["ngram"], 1),
     "ngram_load_arpa": (scen("load_arpa_bytes", b_load_arpa_bytes), ["ngram"], 0.5),
+    # (without the corpus installed every call raises MissingCorpusError, the documented answer)
+    "datasets_movie_reviews": (scen("movie_reviews", b_movie_reviews, allow=("MissingCorpusError",), huge=False),
+                               ["datasets.movie_reviews"], 0.3),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
     "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),
