@@ -163,18 +163,23 @@ def diagnostics(norms, lengths, reverse, cls, ctor, model):
     return rows
 
 
-def rnn_cell(cls, ctor, xs, hx=None, grad="ones", train=True):
-    """nn.RNNCell/LSTMCell/GRUCell(**ctor): forward over each x of xs, then backward newest first."""
-    cell = _CELL_CLASSES[cls](**ctor)
-    cell.train(train)
-    h = hx
-    outs = []
+def _step_cell(cell, hx, xs):
+    """Step `cell` over the inputs xs from state hx, checking each new state's shape: (last state, all states)."""
+    h, outs = hx, []
     for x in xs:
         h = cell(x, h)
         outs.append(h)
         xa = np.asarray(x)
         for s in (h if isinstance(h, tuple) else (h,)):
             expect_shape(s, xa.shape[:-1] + (cell.hidden_size,), "new state")
+    return h, outs
+
+
+def rnn_cell(cls, ctor, xs, hx=None, grad="ones", train=True):
+    """nn.RNNCell/LSTMCell/GRUCell(**ctor): forward over each x of xs, then backward newest first."""
+    cell = _CELL_CLASSES[cls](**ctor)
+    cell.train(train)
+    h, outs = _step_cell(cell, hx, xs)
     if train:
         for out in reversed(outs):
             g = _grad_like(grad, out)
@@ -348,14 +353,7 @@ def rnn_cell_base(ctor, xs, hx=None, grad="ones", train=True, max_history=None, 
     cell.train(train)
     if max_history is not None:
         cell.max_history = max_history
-    h = hx
-    outs = []
-    for x in xs:
-        h = cell(x, h)
-        outs.append(h)
-        xa = np.asarray(x)
-        for s in (h if isinstance(h, tuple) else (h,)):
-            expect_shape(s, xa.shape[:-1] + (cell.hidden_size,), "new state")
+    h, outs = _step_cell(cell, hx, xs)
     kept = cell.history_length
     expect(kept == (0 if not train else min(len(outs), max_history or len(outs))),
            f"history_length {kept} after {len(outs)} steps (max_history={max_history}, train={bool(train)})")
