@@ -290,7 +290,7 @@ class LanguageModelTask(Task):
         from .trainer import evaluate
 
         return evaluate(model, data, batch_size or self.eval_batch_size or self.batch_size, self.seq_len,
-                        bits_per_char=self.is_char)
+                        bits_per_char=self.is_char or self.metric == "bpc")
 
     def state_dict(self):
         hidden = self.hidden
@@ -371,7 +371,11 @@ class Seq2SeqTask(Task):
         loss = model.loss(src, src_lengths, tgt_in, tgt_out, ignore_index=self.ignore_index, reduction="mean",
                           **self.loss_kwargs)
         model.backward()
-        return float(loss), int(np.count_nonzero(np.asarray(tgt_out) != self.ignore_index))
+        count = int(np.count_nonzero(np.asarray(tgt_out) != self.ignore_index))
+        if count == 0:
+            raise ValueError(f"Seq2SeqTask.train_batch: the batch has no target tokens (every tgt_out is "
+                             f"ignore_index={self.ignore_index})")
+        return float(loss), count
 
     def _batch_counts(self, model, batch):
         """(NLL sum, tokens, correct) of one batch."""
@@ -474,4 +478,6 @@ class ClassificationTask(Task):
                 n += len(labels)
         finally:
             model.train(was)
+        if n == 0:
+            raise ValueError("ClassificationTask.evaluate: the evaluation data has no examples")
         return {"loss": total / n, "accuracy": right / n}

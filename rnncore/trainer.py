@@ -213,7 +213,7 @@ class _Throughput:
 
     @property
     def mean_loss(self):
-        return self.loss_sum / self.tokens
+        return self.loss_sum / self.tokens if self.tokens else math.nan  # (a task's batches may count nothing)
 
     @property
     def rate(self):
@@ -524,6 +524,9 @@ class Trainer:
         ev = self.evaluate(valid)
         self.last_eval_step = self.step
         self._last_eval = ev
+        if self.task.metric not in ev:
+            raise ValueError(f"Trainer.fit: the task's evaluation gave {sorted(ev)}, not its metric "
+                             f"{self.task.metric!r}")
         score = ev[self.task.metric]
         improved = self.task.better(score, self.best_score)
         if improved:

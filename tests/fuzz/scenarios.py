@@ -955,6 +955,76 @@ def trainer_fit(model_ctor, trainer_kwargs, train_ids, valid_ids=None, fit_kwarg
     return result.get("steps")
 
 
+# -- rnncore.tasks (the Trainer with a task) --------------------------------------------------------
+
+class _TinySeq2Seq(nn.Module):
+    """A small encoder-decoder with the seq2seq spec's interface, from rnncore layers."""
+
+    def __init__(self, V, E=4, H=4):
+        super().__init__()
+        self.src_embedding, self.tgt_embedding = nn.Embedding(V, E, seed=0), nn.Embedding(V, E, seed=1)
+        self.encoder, self.decoder = nn.GRU(E, H, seed=2), nn.GRU(E, H, seed=3)
+        self.out = nn.Linear(H, V, seed=4)
+
+    def forward(self, src, src_lengths, tgt_in):
+        _, h = self.encoder(self.src_embedding(src), lengths=src_lengths)
+        return self.out(self.decoder(self.tgt_embedding(tgt_in), h)[0])
+
+    def loss(self, src, src_lengths, tgt_in, tgt_out, ignore_index=-100, reduction="mean"):
+        loss, self._dlogits = nn.cross_entropy(self.forward(src, src_lengths, tgt_in), tgt_out, ignore_index,
+                                               reduction)
+        return loss
+
+    def backward(self):
+        self.tgt_embedding.backward(self.decoder.backward(self.out.backward(self._dlogits)))
+        self.src_embedding.backward(self.encoder.backward(None, self.decoder.grad_h0))
+
+
+def task_fit(kind, V, task_kwargs, trainer_kwargs=None, fit_kwargs=None, train=None, valid=None, src=None,
+             src_lengths=None, tgt_in=None, tgt_out=None, batches=1, padded=None, lengths=None, labels=None):
+    """A Trainer driven by a LanguageModelTask, Seq2SeqTask or ClassificationTask, fitted a few steps
+    (with checkpoints: then resumed from the last one), and the task's evaluation."""
+    from collections import namedtuple
+
+    from rnncore import tasks
+
+    kw = dict(task_kwargs)
+    if kind == "lm":
+        model = nn.LanguageModel(V, 4, 4, seed=0)
+        task = tasks.LanguageModelTask(**kw)
+    elif kind == "seq2seq":
+        model = _TinySeq2Seq(V)
+        if kw.pop("with_bleu", False):
+            kw["bleu"] = lambda m: 1.0
+        task = tasks.Seq2SeqTask(**kw)
+        pair = namedtuple("PairBatch", "src src_lengths tgt_in tgt_out tgt_lengths")
+        batch = pair(src, src_lengths, tgt_in, tgt_out, None)
+        train, valid = [batch] * min(batches, 3), [batch]  # (a huge count is not the API's concern)
+    else:
+        model = nn.SequenceClassifier(vocab_size=V, embedding_dim=4, hidden_size=4, num_classes=2, pooling="max",
+                                      seed=0)
+        task = tasks.ClassificationTask(**kw)
+        seqs = [padded[i, :n] for i, n in enumerate(lengths)]  # lengths in range: the builder draws them so
+        train = valid = (seqs, labels)
+    tkw = dict(trainer_kwargs or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        if tkw.pop("checkpoints", False):
+            tkw["checkpoint_dir"] = tmp
+        trainer = rnncore.Trainer(model, optim.Adam(model.parameters(), lr=1e-3), task=task, progress=False,
+                                  stream=open(os.devnull, "w"), **tkw)
+        try:
+            result = trainer.fit(train, valid, **(fit_kwargs or {"max_steps": 2}))
+            ev = trainer.evaluate(valid)
+            if trainer.checkpoint_dir:
+                trainer.load_checkpoint(os.path.join(tmp, "last.safetensors"))
+                expect(trainer.step == result["steps"], "a resumed Trainer is not at the saved step")
+        finally:
+            trainer.stream.close()
+    expect(isinstance(result, dict) and isinstance(ev, dict) and task.metric in ev,
+           "Trainer.fit/evaluate with a task did not return dicts holding the task's metric")
+    return result.get("steps")
+
+
 # -- checks of direct _core calls -----------------------------------------------------------------
 
 CHECKS = {}

@@ -1181,6 +1181,36 @@ def b_trainer(draw):
             "fit_kwargs": {"max_steps": rint(draw, 1, 3)}}
 
 
+def b_task_fit(draw):
+    kind = pick(draw, ("lm", "seq2seq", "classification"))
+    V = rint(draw, 3, 9)
+    if kind == "lm":
+        task = {"batch_size": pos(draw), "seq_len": pos(draw), "eval_batch_size": maybe(draw, lambda: pos(draw)),
+                "metric": pick(draw, ("loss", "ppl", "bpc"))}
+        data = {"train": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
+                "valid": arr(draw, "int64", (rint(draw, 2, 20),), 0, V, fill="range")}
+    elif kind == "seq2seq":
+        S, T, B = rint(draw, 1, 6), rint(draw, 1, 6), rint(draw, 1, 4)
+        task = {"metric": pick(draw, ("loss", "ppl", "accuracy", "bleu")), "with_bleu": coin(draw),
+                "ignore_index": pick(draw, (-100, 0))}
+        data = {"src": arr(draw, "int64", (S, B), 0, V, fill="range"),
+                "src_lengths": arr(draw, "int64", (B,), 1, S + 1, fill="range"),
+                "tgt_in": arr(draw, "int64", (T, B), 0, V, fill="range"),
+                "tgt_out": arr(draw, "int64", (T, B), 0, V, fill="range"), "batches": rint(draw, 1, 3)}
+    else:
+        N, L = rint(draw, 1, 8), rint(draw, 1, 6)
+        task = {"batch_size": pos(draw), "seed": rint(draw, 0, 5), "shuffle": coin(draw),
+                "eval_batch_size": pos(draw), "metric": pick(draw, ("loss", "accuracy"))}
+        data = {"padded": arr(draw, "int64", (N, L), 0, V, fill="range"),
+                "lengths": [rint(draw, 1, L) for _ in range(N)],
+                "labels": arr(draw, "int64", (N,), 0, 2, fill="range")}
+    return {"kind": kind, "V": V, "task_kwargs": task, **data,
+            "trainer_kwargs": {"clip_grad_norm": pick(draw, (None, 1.0)), "checkpoints": coin(draw), "log_every": 1,
+                               "eval_every": maybe(draw, lambda: rint(draw, 1, 2)),
+                               "patience": maybe(draw, lambda: rint(draw, 1, 2))},
+            "fit_kwargs": {"max_steps": rint(draw, 1, 3), "epochs": rint(draw, 1, 2)}}
+
+
 # -- the registry -------------------------------------------------------------------------------------
 
 def core(name, build, **kw):
@@ -1306,6 +1336,8 @@ TARGETS = {
                                ["datasets.movie_reviews"], 0.3),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
+    "tasks": (scen("task_fit", b_task_fit, huge=False, frozen=("kind",)),
+              ["Trainer", "tasks.Task", "tasks.LanguageModelTask", "tasks.Seq2SeqTask", "tasks.ClassificationTask"], 0.5),
     "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),
                     ["diagnostics.distance_profile", "diagnostics.record_grad_norms", "diagnostics.grad_norms",
                      "diagnostics.recurrent_spectra", "diagnostics.recurrent_layers"], 0.5),

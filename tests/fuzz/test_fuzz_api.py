@@ -1,7 +1,7 @@
 """Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
 (see strategies.TARGETS, names without the core_ prefix)."""
 import rnncore
-from rnncore import data, datasets, diagnostics, nn, optim, sampling
+from rnncore import data, datasets, diagnostics, nn, optim, sampling, tasks
 
 from fuzz.strategies import TARGETS
 from fuzz.testing import add_tests
@@ -11,7 +11,7 @@ add_tests(globals(), API_TARGETS)
 
 # Public names with no fuzz target of their own, and why.
 NOT_FUZZED = {
-    "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module",
+    "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module", "tasks": "a module",
     "sampling": "a module", "diagnostics": "a module", "__version__": "a string",
     "diagnostics.plot_profiles": "writes a PNG with matplotlib (tests/test_diagnostics.py checks its errors)",
     "NoForwardError": "an exception class", "CheckpointError": "an exception class",
@@ -35,7 +35,7 @@ def _own_functions(module):
 def _public_names():
     names = set(rnncore.__all__)
     for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data),
-                           ("diagnostics", diagnostics), ("datasets", datasets)):
+                           ("diagnostics", diagnostics), ("datasets", datasets), ("tasks", tasks)):
         names |= {f"{prefix}.{n}" for n in getattr(module, "__all__", _own_functions(module))}
     return names
 
