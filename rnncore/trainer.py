@@ -1,11 +1,21 @@
-"""Training loop for language models: truncated BPTT with carried state, clipping, evaluation,
-early stopping, checkpoints with exact resume, progress and a metrics log.
+"""Training loop: clipping, evaluation, early stopping, checkpoints with exact resume, progress and
+a metrics log, for any task (rnncore.tasks): language-model streams with truncated BPTT and carried
+state (the default), sequence pairs (Seq2SeqTask), labelled sequences (ClassificationTask).
 
     trainer = Trainer(model, rnncore.optim.Adam(model.parameters(), lr=2e-3), clip_grad_norm=5.0,
                       batch_size=32, seq_len=100, tokenizer=tok, checkpoint_dir="run")
     trainer.fit(train_ids, valid_ids, epochs=10, max_minutes=30)
     trainer.evaluate(test_ids)        # {'loss': nats/token, 'ppl': ..., 'bpc': ... (char models)}
     rnncore.trainer.evaluate(model, test_ids, batch_size=10, seq_len=35)   # the same, without a Trainer
+
+    Trainer(s2s, opt, clip_grad_norm=5.0, task=Seq2SeqTask(metric="bleu", bleu=fn), checkpoint_dir="run")
+        .fit(PairBatcher(train_pairs, 32, seed=0), PairBatcher(valid_pairs, 64, shuffle=False), epochs=10)
+
+A task owns batching (its position goes into checkpoints), the loss and backward of one batch and
+evaluation (a dict of metrics, the task's ``metric`` deciding the best checkpoint, patience and
+what ``best_val_<metric>`` in fit()'s result holds); the Trainer does the rest, the same for every
+task. Without ``task=`` a language-model task is built from batch_size/seq_len/eval_batch_size;
+what follows describes it (other tasks: see rnncore.tasks).
 
 Shape letters: T seq_len, B batch_size, L layers, H hidden size, V vocabulary.
 
@@ -232,11 +242,15 @@ class Trainer:
         scheduler: optional LR scheduler (see the module doc for when it steps).
         clip_grad_norm: clip the global gradient norm to this value (None: no clipping).
     Keywords:
-        batch_size, seq_len: B streams and the BPTT window T of training.
+        task: an rnncore.tasks.Task (LanguageModelTask, Seq2SeqTask, ClassificationTask or one's
+            own); None: LanguageModelTask(batch_size, seq_len, eval_batch_size) for a language model.
+        batch_size, seq_len: B streams and the BPTT window T of training (default 32 and 35; only
+            without a task).
         eval_batch_size: streams for evaluation (default batch_size; fewer if the text is short).
         scheduler_interval: 'epoch' or 'step'.
         eval_every: also evaluate every this many steps (None: only at epoch ends).
-        patience: stop after this many evaluations without a better validation loss.
+        patience: stop after this many evaluations without a better validation score (the task's
+            metric: the loss for a language model).
         checkpoint_dir: where last.safetensors / best.safetensors / metrics.jsonl go (None: no files).
         checkpoint_every: also write last.safetensors every this many steps.
         metrics_path: the JSON-lines metrics log (default checkpoint_dir/metrics.jsonl; None and
