@@ -43,7 +43,6 @@ from .data import BucketIterator, StreamBatcher
 
 __all__ = ["Task", "LanguageModelTask", "Seq2SeqTask", "ClassificationTask"]
 
-LN2 = math.log(2.0)
 _MIN_METRICS = ("loss", "ppl", "bpc", "nll")
 
 
@@ -387,7 +386,8 @@ class Seq2SeqTask(Task):
         src, src_lengths, tgt_in, tgt_out = _pair_fields(batch, "Seq2SeqTask.evaluate")
         logits = model.forward(src, src_lengths, tgt_in)
         tgt_out = np.asarray(tgt_out)
-        nll, _ = cross_entropy(logits, tgt_out, self.ignore_index, reduction="sum", threads=getattr(model, "threads", None))
+        nll, _ = cross_entropy(logits, tgt_out, self.ignore_index, reduction="sum", compute_grad=False,
+                               threads=getattr(model, "threads", None))
         keep = tgt_out != self.ignore_index
         right = int(np.count_nonzero((np.argmax(logits, axis=-1) == tgt_out) & keep))
         return float(nll), int(np.count_nonzero(keep)), right
@@ -472,7 +472,8 @@ class ClassificationTask(Task):
             total, right, n = 0.0, 0, 0
             for x, lengths, labels in _eval_batches(it):
                 logits = model.forward(self._layout(model, x), lengths=lengths)
-                loss, _ = cross_entropy(logits, labels, reduction="sum", threads=getattr(model, "threads", None))
+                loss, _ = cross_entropy(logits, labels, reduction="sum", compute_grad=False,
+                                        threads=getattr(model, "threads", None))
                 total += float(loss)
                 right += int(np.count_nonzero(np.argmax(logits, axis=-1) == labels))
                 n += len(labels)
