@@ -347,14 +347,21 @@ class Seq2SeqTask(Task):
 
     metric: 'loss', 'ppl', 'accuracy' or 'bleu' (needs the callback) for the best checkpoint and
     early stopping. loss_kwargs: more keywords for model.loss (e.g. a scheduled-sampling rate).
+    src_tokenizer, tgt_tokenizer: saved in checkpoints (``extra['task']['state']`` holds their
+    ``to_dict()`` as 'src_tokenizer' / 'tgt_tokenizer'), restored on resume into a task without them.
     """
 
     name = "seq2seq"
     metrics = ("loss", "ppl", "accuracy", "bleu")
 
-    def __init__(self, metric="loss", mode=None, *, bleu=None, ignore_index=-100, loss_kwargs=None):
+    def __init__(self, metric="loss", mode=None, *, bleu=None, ignore_index=-100, loss_kwargs=None,
+                 src_tokenizer=None, tgt_tokenizer=None):
         super().__init__(metric, mode)
         fn = "Seq2SeqTask"
+        for name, tok in (("src_tokenizer", src_tokenizer), ("tgt_tokenizer", tgt_tokenizer)):
+            if tok is not None and not hasattr(tok, "to_dict"):
+                raise TypeError(f"{fn}: {name} must be an rnncore tokenizer (with to_dict()), got {type(tok).__name__}")
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         if bleu is not None and not callable(bleu):
             raise TypeError(f"{fn}: bleu must be a function model -> BLEU score, got {type(bleu).__name__}")
         if metric == "bleu" and bleu is None:
@@ -375,6 +382,17 @@ class Seq2SeqTask(Task):
             raise ValueError(f"Seq2SeqTask.train_batch: the batch has no target tokens (every tgt_out is "
                              f"ignore_index={self.ignore_index})")
         return float(loss), count
+
+    def state_dict(self):
+        return {name: None if tok is None else tok.to_dict()
+                for name, tok in (("src_tokenizer", self.src_tokenizer), ("tgt_tokenizer", self.tgt_tokenizer))}
+
+    def load_state_dict(self, state):
+        from .data import tokenizer_from_dict
+
+        for name in ("src_tokenizer", "tgt_tokenizer"):
+            if state.get(name) is not None and getattr(self, name) is None:
+                setattr(self, name, tokenizer_from_dict(state[name]))
 
     def _batch_counts(self, model, batch):
         """(NLL sum, tokens, correct) of one batch."""

@@ -301,6 +301,21 @@ def test_seq2seq_resume_is_exact(tmp_path, stop_at):
     assert train_losses(tmp_path / "cut" / "metrics.jsonl") == train_losses(tmp_path / "full" / "metrics.jsonl")
 
 
+def test_seq2seq_checkpoints_hold_the_tokenizers(tmp_path):
+    from rnncore.data import WordTokenizer
+
+    src_tok, tgt_tok = WordTokenizer.from_text("a b c"), WordTokenizer.from_text("x y z w")
+    trainer = _s2s_trainer(tmp_path, task=Seq2SeqTask(src_tokenizer=src_tok, tgt_tokenizer=tgt_tok))
+    trainer.fit([make_pair_batch(reversal_pairs(4))], None, max_steps=1)
+    state = rnncore.load(tmp_path / "last.safetensors").extra["task"]["state"]
+    assert state["src_tokenizer"] == src_tok.to_dict() and state["tgt_tokenizer"] == tgt_tok.to_dict()
+    resumed = _s2s_trainer(tmp_path)
+    resumed.load_checkpoint(tmp_path / "last.safetensors")
+    assert resumed.task.tgt_tokenizer.vocab == tgt_tok.vocab and resumed.task.src_tokenizer.vocab == src_tok.vocab
+    with pytest.raises(TypeError, match="src_tokenizer must be an rnncore tokenizer"):
+        Seq2SeqTask(src_tokenizer="abc")
+
+
 def test_early_stopping_on_a_metric_to_maximise(tmp_path):
     scores = iter([1.0, 3.0, 2.0, 2.5, 9.0])
     task = Seq2SeqTask(metric="bleu", bleu=lambda model: next(scores))
