@@ -6,7 +6,7 @@ GlobalAttention, and bad input."""
 import numpy as np
 import pytest
 
-from rnncore import _core, nn
+from rnncore import _core, diagnostics, nn
 from gradcheck import numeric_grad
 from helpers import assert_close, assert_same_bits, rel_err
 
@@ -466,3 +466,34 @@ def test_core_keys_and_dot_identity():
     r2 = _core.attention_forward(q, m, w, None, lengths)
     for x, y in zip(r1[:3], r2[:3]):
         assert_same_bits(x, y)
+
+
+# -- the heat-map ------------------------------------------------------------------------------------
+
+def test_plot_attention_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    att = make("general")
+    q, m, lengths = inputs(att, Tq=4, lengths=(5, 3, 2))
+    _, alpha = att.forward(q, m, lengths)
+    path = tmp_path / "attn.png"
+    out = diagnostics.plot_attention(alpha[:, 1, :3], ["el", "gato", "</s>"], "the cat sat </s>", path,
+                                     title="pair 1")
+    assert out == path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 1000
+    diagnostics.plot_attention(alpha[:, 0], None, None, tmp_path / "plain.png")
+    assert (tmp_path / "plain.png").stat().st_size > 1000
+
+
+def test_plot_attention_bad_input(tmp_path):
+    with pytest.raises(ValueError, match=r"alpha must have shape \(T, S\)"):
+        diagnostics.plot_attention(np.ones(3), None, None, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="source_tokens must have 3 tokens"):
+        diagnostics.plot_attention(np.ones((2, 3)), ["a", "b"], None, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="target_tokens must have 2 tokens"):
+        diagnostics.plot_attention(np.ones((2, 3)), None, "a b c", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="give path"):
+        diagnostics.plot_attention(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        diagnostics.plot_attention(np.full((2, 3), np.nan), None, None, tmp_path / "x.png")
