@@ -37,6 +37,22 @@ def test_pair_tokenizer_specials_and_limits():
         pair_tokenizer("a b")
 
 
+def test_punctuation_is_split_off_and_glued_back():
+    text = '\u00bfQui\u00e9n es? (Dios) dijo: "s\u00ed", y fu\u00e9.'
+    tok = pair_tokenizer([text, "the LORD'S house-hold."])
+    assert tok.split(text) == ["\u00bf", "Qui\u00e9n", "es", "?", "(", "Dios", ")", "dijo", ":", '"', "s\u00ed", '"', ",",
+                               "y", "fu\u00e9", "."]
+    assert tok.split("the LORD'S house-hold.") == ["the", "LORD'S", "house-hold", "."]
+    assert tok.decode(tok.encode("(Dios) dijo: s\u00ed, y fu\u00e9.")) == "(Dios) dijo: s\u00ed, y fu\u00e9."
+    assert tok.decode(tok.encode("\u00bfQui\u00e9n es?")) == "\u00bfQui\u00e9n es?"
+    assert pair_tokenizer(["a b."], punct=False).split("a b.") == ["a", "b."]
+    # an old tokenizer's dict has no 'punct' and reads back as punct=False
+    old = WordTokenizer().fit("a b.\n")
+    assert "punct" not in old.to_dict()["options"] and data.tokenizer_from_dict(old.to_dict()).split("b.") == ["b."]
+    ds = PairDataset([("the end.", "el fin.")])
+    assert list(ds.src_lengths) == [3] and ds.decode_target(ds.make_batch([0]).tgt_out[:, 0]) == "el fin."
+
+
 def test_vocabulary_bos_token():
     v = Vocabulary(["<pad>", "<s>", "x"], pad_token="<pad>", bos_token="<s>")
     assert v.bos_id == 1 and v.specials == ("<pad>", "<s>") and Vocabulary.from_dict(v.to_dict()) == v

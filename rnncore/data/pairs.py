@@ -66,10 +66,12 @@ def _check_sentences(sentences, fn):
     return out
 
 
-def pair_tokenizer(sentences, *, min_freq=1, max_size=None, lower=False):
+def pair_tokenizer(sentences, *, min_freq=1, max_size=None, lower=False, punct=True):
     """A word tokenizer for one side of a seq2seq corpus, fitted on `sentences`.
 
-    Words are whitespace-separated (as :class:`WordTokenizer`; newlines are whitespace);
+    Words are whitespace-separated (as :class:`WordTokenizer`; newlines are whitespace),
+    and with `punct` (the default) each punctuation mark is a word of its own ("earth." is
+    "earth" "."; decoding glues it back: BLEU's 13a tokenisation splits it the same way);
     the vocabulary is ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, then the words seen at
     least `min_freq` times by descending count (ties by the words), at most `max_size` ids
     in all (torchtext's ``min_freq``/``max_size``, OpenNMT-py's ``words_min_frequency``/
@@ -80,15 +82,16 @@ def pair_tokenizer(sentences, *, min_freq=1, max_size=None, lower=False):
     sentences = _check_sentences(sentences, fn)
     min_freq = check_int(min_freq, "min_freq", fn)
     max_size = check_int(max_size, "max_size", fn, minimum=4, optional=True)
-    tok = WordTokenizer(unk=True, eos=False, pad=True, lower=lower, min_count=min_freq, max_size=max_size)
+    tok = WordTokenizer(unk=True, eos=False, pad=True, lower=lower, punct=punct, min_count=min_freq,
+                        max_size=max_size)
     counts = {}
     for s in sentences:
         for w in tok.split(s):
             counts[w] = counts.get(w, 0) + 1
     vocab = Vocabulary.from_counts(counts, min_count=min_freq, max_size=max_size, unk_token=UNK, pad_token=PAD,
                                    bos_token=BOS, eos_token=EOS_SENTENCE)
-    return WordTokenizer(unk=True, eos=False, pad=True, lower=lower, min_count=min_freq, max_size=max_size,
-                         vocab=vocab)
+    return WordTokenizer(unk=True, eos=False, pad=True, lower=lower, punct=punct, min_count=min_freq,
+                         max_size=max_size, vocab=vocab)
 
 
 def _encode_all(tok, sentences):
@@ -119,18 +122,19 @@ class PairDataset:
             target's also ``<s>`` and ``</s>``, as from :func:`pair_tokenizer`). None: fit
             :func:`pair_tokenizer` on these pairs' sources / targets (do this on the training
             pairs, then :meth:`with_pairs` for the validation and test pairs).
-        min_freq, max_size, lower: for the fitted tokenizers.
+        min_freq, max_size, lower, punct: for the fitted tokenizers (:func:`pair_tokenizer`).
 
     Every source must have at least one word (ValueError naming the pair otherwise); a target
     may be empty (its tgt_out is just ``</s>``).
 
     Attributes: ``src_tokenizer``, ``tgt_tokenizer``, ``pairs``, ``src_lengths`` and
-    ``tgt_lengths`` (N,) int64 words per side (without ``<s>``/``</s>``), and the special ids
+    ``tgt_lengths`` (N,) int64 tokens per side (without ``<s>``/``</s>``), and the special ids
     ``pad_id``, ``unk_id``, ``bos_id``, ``eos_id`` (of the target vocabulary; with
     :func:`pair_tokenizer` both sides have the same: 0, 1, 2, 3) and ``src_pad_id``, ``src_unk_id``.
     """
 
-    def __init__(self, pairs, src_tokenizer=None, tgt_tokenizer=None, *, min_freq=1, max_size=None, lower=False):
+    def __init__(self, pairs, src_tokenizer=None, tgt_tokenizer=None, *, min_freq=1, max_size=None, lower=False,
+                 punct=True):
         fn = "PairDataset"
         if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
             raise TypeError(f"{fn}: pairs must be a list of (source, target) str pairs, got {type(pairs).__name__}")
@@ -143,9 +147,9 @@ class PairDataset:
         self.pairs = [(p[0], p[1]) for p in pairs]
         sources, targets = [p[0] for p in self.pairs], [p[1] for p in self.pairs]
         if src_tokenizer is None:
-            src_tokenizer = pair_tokenizer(sources, min_freq=min_freq, max_size=max_size, lower=lower)
+            src_tokenizer = pair_tokenizer(sources, min_freq=min_freq, max_size=max_size, lower=lower, punct=punct)
         if tgt_tokenizer is None:
-            tgt_tokenizer = pair_tokenizer(targets, min_freq=min_freq, max_size=max_size, lower=lower)
+            tgt_tokenizer = pair_tokenizer(targets, min_freq=min_freq, max_size=max_size, lower=lower, punct=punct)
         for name, tok, needs in (("src_tokenizer", src_tokenizer, ("pad",)),
                                  ("tgt_tokenizer", tgt_tokenizer, ("pad", "bos", "eos"))):
             if not isinstance(tok, _Tokenizer):

@@ -1088,7 +1088,7 @@ def b_char_tokenizer(draw):
 
 def b_word_tokenizer(draw):
     return {"options": {"min_count": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 1, 6)),
-                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw)},
+                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw), "punct": coin(draw)},
             "fit_text": draw(TEXT), "text": maybe(draw, lambda: draw(TEXT)),
             "ids": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), 0, 3, fill="range"))}
 
@@ -1160,11 +1160,11 @@ def b_read_text(draw):
 
 # -- public: seq2seq data and metrics -----------------------------------------------------------------
 
-WORDS = ("a", "b", "cc", "\u00e9", "<s>", "</s>", "<pad>", "x\ty", "")
+PAIR_WORDS = ("a", "b", "cc", "\u00e9", "<s>", "</s>", "<pad>", "x\ty", "", "end.", "\u00bfqui\u00e9n?")
 
 
 def _sentence_str(draw, lo=0):
-    return " ".join(pick(draw, WORDS) for _ in range(rint(draw, lo, 5)))
+    return " ".join(pick(draw, PAIR_WORDS) for _ in range(rint(draw, lo, 5)))
 
 
 def _pairs(draw, lo=1):
