@@ -3,7 +3,8 @@
 Shape letters: ``N`` pairs, ``B`` pairs in a batch, ``S`` source steps, ``T`` target steps.
 Batches are time-major, as the engine wants them.
 
-The vocabularies (:func:`pair_tokenizer`) are word level and have four special symbols, with
+The vocabularies (:func:`pair_tokenizer`) are word level (punctuation marks split off as
+words of their own) and have four special symbols, with
 the same ids on both sides::
 
     <pad> = 0   padding of src and tgt_in
@@ -328,7 +329,7 @@ class PairBatcher:
         batch_size: B.
         shuffle, seed: as above; seed None draws fresh entropy (kept in ``seed``).
         pool_size: batches per sorting pool (torchtext: 100), or None (one pool).
-        max_src_len, max_tgt_len: pairs with more source / target words are left out
+        max_src_len, max_tgt_len: pairs with more source / target tokens are left out
             (None: no limit); ``num_dropped`` counts them.
         drop_last: leave out batches smaller than B.
 
