@@ -29,12 +29,15 @@ lengths and little padding), cut into batches, and the batches shuffled. It does
 :class:`rnncore.data.BucketIterator`, whose buckets are fixed length ranges over the whole
 data and whose batches are (padded, lengths, labels) tuples; it shares its resume format.
 """
+import itertools
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
 
 from .._checks import bounded_repr, check_int
 from .batching import _FORMAT, _check_state
+from . import _fast
 from .tokenizers import WordTokenizer, _Tokenizer
 from .vocab import BOS, EOS_SENTENCE, PAD, UNK, Vocabulary
 
@@ -81,28 +84,44 @@ def pair_tokenizer(sentences, *, min_freq=1, max_size=None, lower=False, punct=T
     """
     fn = "rnncore.data.pair_tokenizer"
     sentences = _check_sentences(sentences, fn)
+    tok, _ = _fit(sentences, fn, min_freq=min_freq, max_size=max_size, lower=lower, punct=punct)
+    return tok
+
+
+def _fit(sentences, fn, *, min_freq, max_size, lower, punct):
+    """(the fitted tokenizer, each sentence's words): every sentence is split once."""
     min_freq = check_int(min_freq, "min_freq", fn)
     max_size = check_int(max_size, "max_size", fn, minimum=4, optional=True)
-    tok = WordTokenizer(unk=True, eos=False, pad=True, lower=lower, punct=punct, min_count=min_freq,
-                        max_size=max_size)
-    counts = {}
-    for s in sentences:
-        for w in tok.split(s):
-            counts[w] = counts.get(w, 0) + 1
+    opts = dict(unk=True, eos=False, pad=True, lower=bool(lower), punct=bool(punct), min_count=min_freq,
+                max_size=max_size)
+    split = WordTokenizer(**opts).split
+    words = [split(s) for s in sentences]
+    counts = Counter(itertools.chain.from_iterable(words))
     vocab = Vocabulary.from_counts(counts, min_count=min_freq, max_size=max_size, unk_token=UNK, pad_token=PAD,
                                    bos_token=BOS, eos_token=EOS_SENTENCE)
-    return WordTokenizer(unk=True, eos=False, pad=True, lower=lower, punct=punct, min_count=min_freq,
-                         max_size=max_size, vocab=vocab)
+    return WordTokenizer(**opts, vocab=vocab), words
 
 
-def _encode_all(tok, sentences):
-    """All sentences with one tokenizer call: (flat ids (sum L,) int64, offsets (N+1,) int64)."""
-    lengths = np.fromiter((len(tok.split(s)) for s in sentences), dtype=np.int64, count=len(sentences))
-    flat = tok.encode(" ".join(sentences)) if sentences else np.zeros(0, np.int64)
+def _encode_all(tok, sentences, words=None):
+    """All sentences in one pass: (flat ids (sum L,) int64, offsets (N+1,) int64). `words`: the
+    sentences already split by `tok` (else they are split here)."""
+    if not isinstance(tok, WordTokenizer):  # a character tokenizer: one call per sentence
+        parts = [tok.encode(s) for s in sentences]
+        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        flat = np.concatenate(parts + [np.zeros(0, np.int64)])
+    else:
+        if words is None:
+            words = [tok.split(s) for s in sentences]
+        lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+        flat_words = list(itertools.chain.from_iterable(words))
+        unk = tok.vocab.unk_id
+        flat, bad = _fast.word_encode(flat_words, dict(tok.vocab.stoi), -1 if unk is None else unk)
+        if bad >= 0:
+            where = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
+            raise ValueError(f"PairDataset: word {flat_words[bad]!r} of pairs[{where}] is not in the vocabulary, "
+                             "which has no <unk>")
     offsets = np.zeros(len(sentences) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if flat.shape[0] != offsets[-1]:  # (cannot happen with whitespace splitting; the slow way if it did)
-        flat = np.concatenate([tok.encode(s) for s in sentences] + [np.zeros(0, np.int64)])
     return flat, offsets
 
 
@@ -147,10 +166,13 @@ class PairDataset:
             raise ValueError(f"{fn}: pairs is empty")
         self.pairs = [(p[0], p[1]) for p in pairs]
         sources, targets = [p[0] for p in self.pairs], [p[1] for p in self.pairs]
+        src_words = tgt_words = None
         if src_tokenizer is None:
-            src_tokenizer = pair_tokenizer(sources, min_freq=min_freq, max_size=max_size, lower=lower, punct=punct)
+            src_tokenizer, src_words = _fit(sources, fn, min_freq=min_freq, max_size=max_size, lower=lower,
+                                            punct=punct)
         if tgt_tokenizer is None:
-            tgt_tokenizer = pair_tokenizer(targets, min_freq=min_freq, max_size=max_size, lower=lower, punct=punct)
+            tgt_tokenizer, tgt_words = _fit(targets, fn, min_freq=min_freq, max_size=max_size, lower=lower,
+                                            punct=punct)
         for name, tok, needs in (("src_tokenizer", src_tokenizer, ("pad",)),
                                  ("tgt_tokenizer", tgt_tokenizer, ("pad", "bos", "eos"))):
             if not isinstance(tok, _Tokenizer):
@@ -165,8 +187,8 @@ class PairDataset:
             raise ValueError(f"{fn}: tgt_tokenizer encodes newlines as <eos> (eos=True); a seq2seq target ends "
                              "with </s>: use rnncore.data.pair_tokenizer")
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
-        self._src, self._src_off = _encode_all(src_tokenizer, sources)
-        self._tgt, self._tgt_off = _encode_all(tgt_tokenizer, targets)
+        self._src, self._src_off = _encode_all(src_tokenizer, sources, src_words)
+        self._tgt, self._tgt_off = _encode_all(tgt_tokenizer, targets, tgt_words)
         self.src_lengths = np.diff(self._src_off)
         self.tgt_lengths = np.diff(self._tgt_off)
         empty = np.flatnonzero(self.src_lengths == 0)

@@ -33,7 +33,7 @@ _FORMAT = 1
 
 # punct=True: every character that is neither a word character, whitespace, an apostrophe nor a
 # hyphen is a token of its own ("earth." -> "earth ."); decoding glues it back.
-_PUNCT = re.compile(r"([^\w\s'\-])")
+_PUNCT_TOKENS = re.compile(r"<unk>|<eos>|[\w'\-]+|[^\w\s'\-]")  # (literal <unk>/<eos> stay symbols)
 _GLUE_LEFT = re.compile(r" ([.,;:!?%)\]}\u00bb])")   # no space before a closing mark
 _GLUE_RIGHT = re.compile(r"([(\[{\u00ab\u00bf\u00a1]) ")  # none after an opening one (and Spanish ¿ ¡)
 
@@ -267,10 +267,10 @@ class WordTokenizer(_Tokenizer):
         _check_text(text, "WordTokenizer.split")
         if self._options["lower"]:
             text = text.lower()
-        if self._options.get("punct"):
-            text = _PUNCT.sub(r" \1 ", text)
         if self._options["eos"]:
             text = text.replace("\n", f" {EOS} ")
+        if self._options.get("punct"):
+            return _PUNCT_TOKENS.findall(text)
         return text.split()
 
     def _count(self, text):
