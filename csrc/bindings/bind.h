@@ -16,5 +16,6 @@ void bind_generate(py::module_& m);
 void bind_seq2seq(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_adaptive(py::module_& m);
+void bind_attention(py::module_& m);
 
 }  // namespace rnncore

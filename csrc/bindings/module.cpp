@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_seq2seq(m);
   rnncore::bind_optim(m);
   rnncore::bind_adaptive(m);
+  rnncore::bind_attention(m);
 }
