@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/bind_attention.h"
 #include "generate/seq2seq_decoder.h"
 
 namespace rnncore {
@@ -173,61 +174,15 @@ class Decoder {
                                          "shape " + shape_str(hh));
     }
     const index_t H = w.H;
-    // Attention: None or a dict {kind, w_in | w_q, b_q, w_k, v, w_out, b_out}.
+    // Attention: None or the tuple rnncore.nn.Attention.weights_for_core() gives (parsed by
+    // bindings/bind_attention.h, as every binding that runs attention does).
     if (!attention.is_none()) {
-      if (!py::isinstance<py::dict>(attention))
-        throw py::type_error(std::string(fn) + ": attention must be None or a dict (rnncore.sampling builds it), got " +
-                             py::str(py::type::of(attention).attr("__name__")).cast<std::string>());
-      py::dict d = py::reinterpret_borrow<py::dict>(attention);
-      const auto get = [&](const char* key) -> py::object {
-        return d.contains(key) ? py::reinterpret_borrow<py::object>(d[key]) : py::object(py::none());
-      };
-      AttentionWeights<T>& a = w.attn;
-      const std::string k = py::str(get("kind")).cast<std::string>();
-      a.Hq = H;
-      const auto need = [&](const char* key, std::vector<index_t> dims) {
-        py::object o = get(key);
-        if (o.is_none())
-          throw py::value_error(std::string(fn) + ": attention '" + k + "' needs attention['" + key + "']");
-        py::array arr = checked<T>(fn, (std::string("attention['") + key + "']").c_str(), o, dims);
-        keep_.push_back(arr);
-        return arr;
-      };
-      const auto optional = [&](const char* key, std::vector<index_t> dims) -> const T* {
-        py::array arr;
-        const T* p = optional_cptr<T>(fn, (std::string("attention['") + key + "']").c_str(), get(key), dims, arr);
-        keep_.push_back(arr);
-        return p;
-      };
-      if (k == "dot") {
-        a.kind = AttentionKind::Dot;
-        a.Hm = H;
-      } else if (k == "general") {
-        a.kind = AttentionKind::General;
-        py::array win = need("w_in", {-1, H});
-        a.Hm = win.shape(0);
-        a.w_in = cptr<T>(win);
-      } else if (k == "additive") {
-        a.kind = AttentionKind::Additive;
-        py::array wq = need("w_q", {-1, H});
-        a.A = wq.shape(0);
-        a.w_q = cptr<T>(wq);
-        py::array wk = need("w_k", {a.A, -1});
-        a.Hm = wk.shape(1);
-        a.w_k = cptr<T>(wk);
-        a.v = cptr<T>(need("v", {a.A}));
-        a.b_q = optional("b_q", {a.A});
-        if (a.A < 1) throw py::value_error(std::string(fn) + ": additive attention needs A >= 1 units");
-      } else {
-        throw py::value_error(std::string(fn) + ": attention['kind'] must be 'dot', 'general' or 'additive', got '" +
-                              k + "'");
-      }
-      if (a.Hm < 1) throw py::value_error(std::string(fn) + ": the memory width Hm must be >= 1");
-      py::array wo = need("w_out", {-1, a.Hm + H});
-      a.Ho = wo.shape(0);
-      if (a.Ho < 1) throw py::value_error(std::string(fn) + ": attention['w_out'] must have Ho >= 1 rows");
-      a.w_out = cptr<T>(wo);
-      a.b_out = optional("b_out", {a.Ho});
+      std::vector<py::array> arrays;
+      w.attn = attention_weights_from<T>(fn, attention, arrays);
+      keep_.insert(keep_.end(), arrays.begin(), arrays.end());
+      if (w.attn.Hq != H)
+        throw py::value_error(std::string(fn) + ": the attention's query size Hq = " + str(w.attn.Hq) +
+                              " must equal the decoder's hidden size H = " + str(H));
       w.has_attention = true;
     }
     if (feed && !w.has_attention)
@@ -424,11 +379,10 @@ void bind_seq2seq(py::module_& m) {
   py::class_<Decoder>(m, "Seq2SeqDecoder", R"doc(Decoding loop of an attentional encoder-decoder's decoder.
 
 Seq2SeqDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...],
-               attention (None or dict), input_feed, w_out (V, O), b_out (V,)|None, threads).
+               attention (None or a weights tuple), input_feed, w_out (V, O), b_out (V,)|None, threads).
 layers[0].w_ih is (G*H, E + Ho) with input feeding ([x ; attn_h_prev], x columns first), else
-(G*H, E); later layers (G*H, H). attention: {'kind': 'dot'|'general'|'additive', 'w_in' (Hm, H)
-(general), 'w_q' (A, H), 'b_q' (A,)|None, 'w_k' (A, Hm), 'v' (A,) (additive), 'w_out' (Ho, Hm + H),
-'b_out' (Ho,)|None}; O = Ho with attention, else H. The arrays must stay unchanged while it lives.
+(G*H, E); later layers (G*H, H). attention: rnncore.nn.Attention.weights_for_core()'s
+(kind, w_in, w_q, b_q, w_k, v, w_out, b_out) with Hq = H; O = Ho with attention, else H. The arrays must stay unchanged while it lives.
 One call at a time (another thread's call raises RuntimeError); KeyboardInterrupt on Ctrl-C.)doc")
       .def(py::init<const std::string&, const py::object&, const py::list&, const py::object&, bool, const py::object&,
                     const py::object&, const py::object&>(),

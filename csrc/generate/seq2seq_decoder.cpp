@@ -107,10 +107,7 @@ void Seq2SeqDecoder<T>::setup(const Seq2SeqSources<T>& src, index_t k) {
   if (w_.has_attention && w_.attn.kind != AttentionKind::Dot) {
     // keys[s, b] = W_in^T m_s (general, K = Hq) or W_k m_s (additive, K = A): once per call.
     keys_.resize(S * B * K_);
-    if (w_.attn.kind == AttentionKind::General)
-      gemm<T>(false, false, S * B, K_, Hm_, T(1), src.memory, Hm_, w_.attn.w_in, K_, T(0), keys_.data(), K_, nt_);
-    else
-      gemm<T>(false, true, S * B, K_, Hm_, T(1), src.memory, Hm_, w_.attn.w_k, Hm_, T(0), keys_.data(), K_, nt_);
+    attention_keys<T>(keys_.data(), src.memory, w_.attn, S, B, nt_);
   }
   for (int i = 0; i < 2; ++i) {
     h_[i].resize(L * R * H);
