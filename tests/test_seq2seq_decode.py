@@ -491,3 +491,50 @@ def test_non_finite_logits_raise_floating_point_error():
     memory[0, 1] = np.nan
     with pytest.raises(FloatingPointError, match="source 1 at step 0"):
         seq2seq_decode(parts, memory, lengths, h0, bos=0, eos=1, max_len=4, method="beam", beam_width=2)
+
+
+LONG_DECODE = """
+import sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+import numpy as np
+from test_seq2seq_decode import make_parts, make_sources
+from rnncore.sampling import seq2seq_decode
+parts = make_parts("lstm", "general", True, Hm=5)
+parts.out_b[1] = -np.inf  # eos is never chosen: only Ctrl-C ends the loop
+memory, lengths, h0, c0 = make_sources(parts)
+print("ready", flush=True)
+seq2seq_decode(parts, memory, lengths, (h0, c0), bos=0, eos=1, max_len=10**9, method={method!r}, beam_width=2,
+               threads=1)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_ctrl_c_interrupts_decoding(method):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = LONG_DECODE.format(root=os.path.dirname(here), tests=here, method=method)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        sent = time.time()
+        try:
+            out, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{method} decoding was still running 10 s after SIGINT")
+        latency = time.time() - sent
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert latency < 5, latency
+    assert "finished" not in out
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
