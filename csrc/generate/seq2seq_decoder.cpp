@@ -32,6 +32,20 @@ T dot(const T* a, const T* b, index_t n) {
   return s;
 }
 
+// logsumexp of a row (max, then the sum of exp(x - max) in double; the exponentials through
+// common/vmath.h's vexp, vectorised for float). NaN when the row holds a NaN or +inf or is all
+// -inf (then no log-probability means anything). tmp: (V) scratch.
+template <typename T>
+double row_logsumexp(const T* x, index_t V, T* tmp) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (index_t v = 0; v < V; ++v) m = x[v] > m ? x[v] : m;
+  for (index_t v = 0; v < V; ++v) tmp[v] = x[v] - m;  // NaN for a NaN, for +inf, or when all are -inf
+  vexp(tmp, tmp, V);
+  double total = 0;
+  for (index_t v = 0; v < V; ++v) total += static_cast<double>(tmp[v]);
+  return static_cast<double>(m) + std::log(total);
+}
+
 // A retired hypothesis: it ended with eos at `step`, extending beam `parent` of its source.
 struct Ended {
   index_t step, parent;
@@ -349,21 +363,20 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
   if (opt.method == DecodeMethod::Greedy) sopt.temperature = 0.0;
   std::vector<StreamRng> rng(static_cast<std::size_t>(R));
   seed_streams(rng.data(), R, opt.seed);
-  // Per-thread scratch: the sampler's, a log-softmax row, and the beam's candidates.
+  // Per-thread scratch: the sampler's, a row of exponentials, the beam's top candidates.
   std::vector<SamplerScratch> sampler(static_cast<std::size_t>(nt_));
-  std::vector<std::vector<double>> lsm(static_cast<std::size_t>(nt_));
-  std::vector<std::vector<index_t>> order(static_cast<std::size_t>(nt_));
-  std::vector<std::vector<index_t>> parent(static_cast<std::size_t>(nt_));
-  std::vector<std::vector<double>> new_score(static_cast<std::size_t>(nt_));
+  std::vector<std::vector<T>> tmp(static_cast<std::size_t>(nt_));
+  std::vector<std::vector<double>> top_val(static_cast<std::size_t>(nt_)), new_score(top_val);
+  std::vector<std::vector<index_t>> top_idx(static_cast<std::size_t>(nt_)), parent(top_idx);
   for (int t = 0; t < nt_; ++t) {
+    tmp[t].resize(static_cast<std::size_t>(V));
     if (beam) {
-      lsm[t].resize(static_cast<std::size_t>(k * V));
-      order[t].resize(static_cast<std::size_t>(k * V));
+      top_val[t].resize(static_cast<std::size_t>(2 * k));
+      top_idx[t].resize(static_cast<std::size_t>(2 * k));
       parent[t].resize(static_cast<std::size_t>(k));
       new_score[t].resize(static_cast<std::size_t>(k));
     } else {
       sampler[t].reserve(V);
-      lsm[t].resize(static_cast<std::size_t>(V));
     }
   }
   std::vector<double> score(static_cast<std::size_t>(R), 0.0);
@@ -396,11 +409,12 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
         if (!live_[r]) continue;
         const T* lg = logits_.data() + r * V;
         const index_t tok = choose_token(lg, nullptr, V, sopt, rng[r], sampler[tid]);
-        if (tok < 0 || !log_softmax_row(lsm[tid].data(), lg, V)) {
+        const double lse = tok < 0 ? 0.0 : row_logsumexp(lg, V, tmp[tid].data());
+        if (tok < 0 || !std::isfinite(lse)) {
           bad[b] = 1;
           return;
         }
-        score[r] += lsm[tid][tok];
+        score[r] += static_cast<double>(lg[tok]) - lse;  // log_softmax(logits)[tok]
         back_parent[step * R + r] = j;
         back_token[step * R + r] = tok;
         if (tok == src.eos) {
@@ -418,39 +432,48 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
       }
       return;
     }
-    // Beam: candidates are the live beams extended by every token.
-    double* cand = lsm[tid].data();
-    index_t* ord = order[tid].data();
-    index_t n_cand = 0;
+    // Beam: the candidates are the live beams extended by every token, scored
+    // score_j + log_softmax(logits_j)[v]; only the best 2k are kept, in a sorted list that most
+    // candidates leave at one comparison (ties: the lower index j * V + v first).
+    double* tv = top_val[tid].data();
+    index_t* ti = top_idx[tid].data();
+    const index_t cap = 2 * k;
+    index_t top = 0;
     for (index_t j = 0; j < k; ++j) {
       const index_t r = base + j;
       if (!live_[r]) continue;
-      if (!log_softmax_row(cand + j * V, logits_.data() + r * V, V)) {
+      const T* lg = logits_.data() + r * V;
+      const double lse = row_logsumexp(lg, V, tmp[tid].data());
+      if (!std::isfinite(lse)) {
         bad[b] = 1;
         return;
       }
+      const double sc = score[r];
       for (index_t v = 0; v < V; ++v) {
-        cand[j * V + v] += score[r];
-        ord[n_cand++] = j * V + v;
+        const double val = (static_cast<double>(lg[v]) - lse) + sc;
+        if (top == cap && !(val > tv[cap - 1])) continue;
+        index_t p = top < cap ? top++ : cap - 1;  // the slot it takes, then moved up past the worse ones
+        for (; p > 0 && tv[p - 1] < val; --p) {
+          tv[p] = tv[p - 1];
+          ti[p] = ti[p - 1];
+        }
+        tv[p] = val;
+        ti[p] = j * V + v;
       }
     }
-    const index_t top = std::min(n_cand, 2 * k);
-    std::partial_sort(ord, ord + top, ord + n_cand, [cand](index_t a, index_t c) {
-      return cand[a] > cand[c] || (cand[a] == cand[c] && a < c);
-    });
     index_t alive = 0;
     bool best_ended = false;
     index_t* par = parent[tid].data();
     double* ns = new_score[tid].data();
     for (index_t i = 0; i < top && alive < k; ++i) {
-      const index_t j = ord[i] / V, v = ord[i] % V;
+      const index_t j = ti[i] / V, v = ti[i] % V;
       if (v == src.eos) {
-        ended[b].push_back({step, j, static_cast<std::int64_t>(v), cand[ord[i]]});
+        ended[b].push_back({step, j, static_cast<std::int64_t>(v), tv[i]});
         best_ended |= i == 0;
         continue;
       }
       par[alive] = j;
-      ns[alive] = cand[ord[i]];
+      ns[alive] = tv[i];
       back_parent[step * R + base + alive] = j;
       back_token[step * R + base + alive] = v;
       ++alive;
