@@ -20,7 +20,7 @@ from typing import Any, List, NamedTuple, Optional
 import numpy as np
 
 from . import _core
-from ._checks import as_index_array, as_real_array, cell_name, check_int, check_real, shape_str
+from ._checks import as_index_array, as_real_array, cell_name, check_allocation, check_int, check_real, shape_str
 from ._threads import resolve_threads
 
 __all__ = ["generate", "stream", "beam_search", "Decoder", "DecoderParts", "seq2seq_decode"]
@@ -572,6 +572,11 @@ def seq2seq_decode(parts, memory, memory_lengths, state, *, bos, eos, max_len, m
         max_len = ml
     else:
         max_len = check_int(max_len, "max_len", fn, maximum=2**40)
+    rows = B * (beam_width if method == "beam" else n_best if method == "sample" else 1)
+    G = {"lstm": 4, "gru": 3}.get(parts.cell.lower(), 1)
+    H, L, E = core.hidden_size, core.num_layers, parts.embedding.shape[1]
+    per_row = 4 * L * H + G * H * 3 + 2 * (E + H + core.memory_size) + 2 * V + 2 * S
+    check_allocation(rows * per_row * np.dtype(dtype).itemsize, f"decoding {rows} rows (sources x beams)", fn)
     out = core.decode(memory, lengths, h0, c0, bos, eos, max_len, method, beam_width, n_best, length_penalty,
                       temperature, top_k, top_p, seed, bool(return_attention))
     result = []

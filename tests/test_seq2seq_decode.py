@@ -434,6 +434,8 @@ def test_bad_input_is_a_clear_error():
 
     with pytest.raises(ValueError, match="beam_width"):
         call(method="beam", beam_width=0)
+    with pytest.raises(MemoryError, match="decoding 30000000000000 rows"):
+        call(method="beam", beam_width=10**13)
     with pytest.raises(ValueError, match="bos = 7 is outside"):
         call(bos=7)
     with pytest.raises(ValueError, match="eos"):
