@@ -540,3 +540,24 @@ def test_ctrl_c_interrupts_decoding(method):
     assert latency < 5, latency
     assert "finished" not in out
     assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_sources_that_finish_early_leave_the_others_unchanged(method):
+    # Finished sources give their rows up (the products run over the live ones only): sources
+    # ending at different steps, in any order, decode as they do alone.
+    parts = make_parts("lstm", "additive", True, Hm=5, V=9, seed=4)
+    memory, lengths, h0, c0 = make_sources(parts, S=6, B=5, lengths=(6, 2, 5, 1, 3), seed=6)
+    limits = np.array([2, 6, 1, 4, 6])
+    kw = dict(bos=0, eos=3, method=method, beam_width=3, n_best=1 if method == "greedy" else 2,
+              return_attention=True, threads=2)
+    together = seq2seq_decode(parts, memory, lengths, (h0, c0), max_len=limits, **kw)
+    for b in range(5):
+        n = lengths[b]
+        alone = seq2seq_decode(parts, memory[:n, b:b + 1].copy(), lengths[b:b + 1], (h0[:, b:b + 1].copy(),
+                               c0[:, b:b + 1].copy()), max_len=int(limits[b]), **kw)[0]
+        assert [h.tokens.tolist() for h in alone] == [h.tokens.tolist() for h in together[b]]
+        for x, y in zip(alone, together[b]):
+            assert abs(x.score - y.score) < 1e-12
+            np.testing.assert_allclose(x.attention, y.attention, atol=1e-14)
+            assert len(x.tokens) <= limits[b]

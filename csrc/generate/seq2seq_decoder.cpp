@@ -167,6 +167,20 @@ void Seq2SeqDecoder<T>::setup(const Seq2SeqSources<T>& src, index_t k) {
 }
 
 template <typename T>
+void Seq2SeqDecoder<T>::compact(Layout& lay) const {
+  const index_t B = src_.B;
+  lay.base.assign(static_cast<std::size_t>(B), -1);
+  lay.src.resize(static_cast<std::size_t>(R_));
+  index_t slot = 0;
+  for (index_t b = 0; b < B; ++b) {
+    if (src_done_[b]) continue;
+    lay.base[b] = slot;
+    for (index_t j = 0; j < k_; ++j) lay.src[static_cast<std::size_t>(slot++)] = b;
+  }
+  lay.rows = slot;
+}
+
+template <typename T>
 void Seq2SeqDecoder<T>::embed_row(index_t r, std::int64_t tok, int cur) {
   T* x = x_.data() + r * X_;
   copy_n(x, w_.embedding + tok * w_.E, w_.E);
@@ -188,15 +202,15 @@ void Seq2SeqDecoder<T>::take_state(index_t r, index_t p, int cur) {
 
 template <typename T>
 template <typename Cell>
-void Seq2SeqDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur) {
-  const index_t H = w_.H, GH = G_ * H, hs = sl.hi - sl.lo, R = R_;
-  if (hs == 0) return;
+void Seq2SeqDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur, const Layout& lay) {
+  const index_t H = w_.H, GH = G_ * H, hs = sl.hi - sl.lo, R = R_, rows = lay.rows;
+  if (hs == 0 || rows == 0) return;
   const T* hprev = h_[cur].data() + l * R * H;
   T* hnew = h_[1 - cur].data() + l * R * H;
-  gemm_packed<T>(R, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
-  gemm_packed<T>(R, hprev, H, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
-  for (index_t r = 0; r < R; ++r) {
-    if (!live_[r]) continue;
+  gemm_packed<T>(rows, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
+  gemm_packed<T>(rows, hprev, H, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
+  for (index_t r = 0; r < rows; ++r) {
+    if (!slot_live(lay, r)) continue;
     CellStep<T> st;
     st.gates = gates_.data() + r * GH;
     const T* gx = sl.gx.data() + r * G_ * hs;
@@ -215,13 +229,13 @@ void Seq2SeqDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_siz
   }
 }
 
-// One query row against its source's memory: ops/attention.h's formulas with Tq = 1, reading
-// column b = r / k of the memory and keys (so beams share them). Writes alpha (S) and
+// One query row (slot r) against its source b's memory: ops/attention.h's formulas with
+// Tq = 1, reading column b of the memory and keys (so beams share them). Writes alpha (S) and
 // cq_[r] = [context ; q].
 template <typename T>
-void Seq2SeqDecoder<T>::attend_row(index_t r, const T* q, T* alpha, T* scratch) {
+void Seq2SeqDecoder<T>::attend_row(index_t b, index_t r, const T* q, T* alpha, T* scratch) {
   const AttentionWeights<T>& aw = w_.attn;
-  const index_t b = r / k_, S = src_.S, B = src_.B, H = w_.H, Hm = Hm_, A = aw.A;
+  const index_t S = src_.S, B = src_.B, H = w_.H, Hm = Hm_, A = aw.A;
   const index_t len = src_.lengths ? src_.lengths[b] : S;
   const T* mem = src_.memory;
   for (index_t s = 0; s < len; ++s) {
@@ -264,12 +278,12 @@ void Seq2SeqDecoder<T>::attend_row(index_t r, const T* q, T* alpha, T* scratch) 
 }
 
 template <typename T>
-void Seq2SeqDecoder<T>::run_step(int tid, int team, int cur, T* alpha_out) {
-  const index_t H = w_.H, R = R_, V = w_.V, S = src_.S;
+void Seq2SeqDecoder<T>::run_step(int tid, int team, int cur, T* alpha_out, const Layout& lay) {
+  const index_t H = w_.H, R = R_, V = w_.V, S = src_.S, rows = lay.rows;
   for (int l = 0; l < w_.L; ++l) {
     const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * R * H;
     const index_t in_size = l == 0 ? X_ : H;
-    for (int s = tid; s < nt_; s += team) (this->*layer_step_)(slices_[s], l, in, in_size, cur);
+    for (int s = tid; s < nt_; s += team) (this->*layer_step_)(slices_[s], l, in, in_size, cur, lay);
 #pragma omp barrier
   }
   const T* top = h_[1 - cur].data() + (w_.L - 1) * R * H;
@@ -280,20 +294,24 @@ void Seq2SeqDecoder<T>::run_step(int tid, int team, int cur, T* alpha_out) {
     if (aw.kind == AttentionKind::Additive) {
       for (int s = tid; s < nt_; s += team) {  // W_q q for every row
         const Slice& sl = slices_[s];
-        if (sl.a1 > sl.a0) gemm_packed<T>(R, top, H, sl.w_q, T(0), qproj_.data() + sl.a0, A);
+        if (sl.a1 > sl.a0 && rows > 0) gemm_packed<T>(rows, top, H, sl.w_q, T(0), qproj_.data() + sl.a0, A);
       }
 #pragma omp barrier
     }
-    for (index_t r = tid; r < R; r += team)
-      if (live_[r] && !src_done_[r / k_]) attend_row(r, top + r * H, alpha_out + r * S, scratch_.data() + tid * std::max<index_t>(A, 1));
+    for (index_t r = tid; r < rows; r += team) {
+      if (!slot_live(lay, r)) continue;
+      const index_t b = lay.src[static_cast<std::size_t>(r)];
+      attend_row(b, r, top + r * H, alpha_out + (b * k_ + r - lay.base[b]) * S,
+                 scratch_.data() + tid * std::max<index_t>(A, 1));
+    }
 #pragma omp barrier
     T* attn_h = attn_h_[1 - cur].data();
     for (int s = tid; s < nt_; s += team) {  // attn_h = tanh(W_c [c ; q] + b_c)
       const Slice& sl = slices_[s];
       const index_t n = sl.o1 - sl.o0;
-      if (n == 0) continue;
-      gemm_packed<T>(R, cq_.data(), Hm_ + H, sl.w_c, T(0), attn_h + sl.o0, Ho);
-      for (index_t r = 0; r < R; ++r) {
+      if (n == 0 || rows == 0) continue;
+      gemm_packed<T>(rows, cq_.data(), Hm_ + H, sl.w_c, T(0), attn_h + sl.o0, Ho);
+      for (index_t r = 0; r < rows; ++r) {
         T* p = attn_h + r * Ho + sl.o0;
         if (aw.b_out)
           for (index_t i = 0; i < n; ++i) p[i] += aw.b_out[sl.o0 + i];
@@ -305,10 +323,10 @@ void Seq2SeqDecoder<T>::run_step(int tid, int team, int cur, T* alpha_out) {
   }
   for (int s = tid; s < nt_; s += team) {
     const Slice& sl = slices_[s];
-    if (sl.v1 == sl.v0) continue;
-    gemm_packed<T>(R, out_in, O_, sl.w_out, T(0), logits_.data() + sl.v0, V);
+    if (sl.v1 == sl.v0 || rows == 0) continue;
+    gemm_packed<T>(rows, out_in, O_, sl.w_out, T(0), logits_.data() + sl.v0, V);
     if (w_.b_out) {
-      for (index_t r = 0; r < R; ++r) {
+      for (index_t r = 0; r < rows; ++r) {
         T* row = logits_.data() + r * V;
         for (index_t v = sl.v0; v < sl.v1; ++v) row[v] += w_.b_out[v];
       }
@@ -324,6 +342,8 @@ bool Seq2SeqDecoder<T>::forced(T* logits, T* alpha, const std::int64_t* tokens, 
   const index_t B = src.B, V = w_.V, S = src.S;
   const int cur = 0;
   for (index_t r = 0; r < B && Tt > 0; ++r) embed_row(r, tokens[r], cur);
+  Layout lay;  // every source, every step: slot b is source b
+  compact(lay);
   FlushToZeroGuard ftz;
   for (index_t t0 = 0; t0 < Tt;) {
     const index_t t1 = std::min(Tt, t0 + poll_steps_);
@@ -332,7 +352,7 @@ bool Seq2SeqDecoder<T>::forced(T* logits, T* alpha, const std::int64_t* tokens, 
       FlushToZeroGuard ftz_worker;
       const int tid = thread_id(), team = num_threads_in_region();
       for (index_t t = t0; t < t1; ++t) {
-        run_step(tid, team, cur, alpha ? alpha + t * B * S : alpha_.data());
+        run_step(tid, team, cur, alpha ? alpha + t * B * S : alpha_.data(), lay);
         for (index_t r = tid; r < B; r += team) {
           copy_n(logits + (t * B + r) * V, logits_.data() + r * V, V);
           take_state(r, r, cur);
@@ -399,15 +419,16 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
   const int cur = 0;  // each step reads buffer 0, writes 1, and take_state gathers back into 0
   for (index_t r = 0; r < R; ++r) embed_row(r, src.bos, cur);
 
-  // The choice for source b at `step` (one thread; touches only b's rows).
-  const auto choose = [&](index_t b, index_t step, int tid) {
-    const index_t base = b * k;
+  // The choice for source b at `step` (one thread; touches only b's rows): its logits are in
+  // slots now.base[b] + j, its next states go to slots next.base[b] + j.
+  const auto choose = [&](index_t b, index_t step, int tid, const Layout& now, const Layout& next) {
+    const index_t base = b * k, cs = now.base[b], ns_ = next.base[b];
     if (!beam) {
       bool any_live = false;
       for (index_t j = 0; j < k; ++j) {
         const index_t r = base + j;
         if (!live_[r]) continue;
-        const T* lg = logits_.data() + r * V;
+        const T* lg = logits_.data() + (cs + j) * V;
         const index_t tok = choose_token(lg, nullptr, V, sopt, rng[r], sampler[tid]);
         const double lse = tok < 0 ? 0.0 : row_logsumexp(lg, V, tmp[tid].data());
         if (tok < 0 || !std::isfinite(lse)) {
@@ -422,8 +443,8 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
           live_[r] = 0;
         } else {
           any_live = true;
-          take_state(r, r, cur);
-          embed_row(r, tok, cur);
+          take_state(ns_ + j, cs + j, cur);
+          embed_row(ns_ + j, tok, cur);
         }
       }
       if (!any_live || step + 1 >= src.max_len[b]) {
@@ -442,7 +463,7 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
     for (index_t j = 0; j < k; ++j) {
       const index_t r = base + j;
       if (!live_[r]) continue;
-      const T* lg = logits_.data() + r * V;
+      const T* lg = logits_.data() + (cs + j) * V;
       const double lse = row_logsumexp(lg, V, tmp[tid].data());
       if (!std::isfinite(lse)) {
         bad[b] = 1;
@@ -482,8 +503,8 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
     for (index_t a = 0; a < k; ++a) {
       const index_t r = base + a;
       if (a < alive) {
-        take_state(r, base + par[a], cur);
-        embed_row(r, back_token[step * R + r], cur);
+        take_state(ns_ + a, cs + par[a], cur);
+        embed_row(ns_ + a, back_token[step * R + r], cur);
         score[r] = ns[a];
         live_[r] = 1;
       } else {
@@ -506,6 +527,14 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
            std::any_of(erred.begin(), erred.end(), [](std::uint8_t x) { return x != 0; });
   };
   index_t steps_run = 0;  // steps every live source completed
+  // layouts[t % 2] places step t's rows; thread 0 makes the next one at the start of each step
+  // (from the sources done then) while no thread reads it. Sized here: compact() then allocates nothing.
+  Layout layouts[2];
+  for (Layout& lay : layouts) {
+    lay.base.resize(static_cast<std::size_t>(B));
+    lay.src.resize(static_cast<std::size_t>(R));
+  }
+  compact(layouts[0]);
   FlushToZeroGuard ftz;
   for (index_t s0 = 0; s0 < max_steps && !all_done() && !any_bad();) {
     const index_t s1 = std::min(max_steps, s0 + poll_steps_);
@@ -519,11 +548,14 @@ std::vector<std::vector<Seq2SeqHypothesis<T>>> Seq2SeqDecoder<T>::decode(const S
       for (index_t step = s0; step < s1; ++step) {
         // src_done_, bad and erred were last written before the previous barrier.
         if (all_done() || any_bad()) break;
-        run_step(tid, team, cur, opt.return_attention ? alpha_hist.data() + step * R * S : alpha_.data());
+        const Layout& now = layouts[step % 2];
+        Layout& next = layouts[(step + 1) % 2];
+        if (tid == 0) compact(next);  // read only in this step's choice, after run_step's barriers
+        run_step(tid, team, cur, opt.return_attention ? alpha_hist.data() + step * R * S : alpha_.data(), now);
         for (index_t b = tid; b < B; b += team) {
           if (src_done_[b]) continue;
           try {
-            choose(b, step, tid);
+            choose(b, step, tid, now, next);
           } catch (...) {
             errors[tid] = std::current_exception();
             erred[tid] = 1;

@@ -130,12 +130,27 @@ class Seq2SeqDecoder {
     PackedB<T> w_q, w_c, w_out;  // W_q rows [a0, a1); W_c (linear_out) rows [o0, o1); W_out rows [v0, v1)
     AlignedBuffer<T> gx, gh;     // (R, G * units)
   };
+  // Where the rows live in the state buffers for one step: finished sources give their slots
+  // up, so the products run over the live sources' rows only. Slots [base[b], base[b] + k) hold
+  // source b's rows (base[b] = -1: none); src[slot] is the slot's source; rows slots in use.
+  struct Layout {
+    std::vector<index_t> base, src;
+    index_t rows = 0;
+  };
   template <typename Cell>
-  void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
-  using LayerStep = void (Seq2SeqDecoder::*)(Slice&, int, const T*, index_t, int);
-  // One step's layers, attention and logits for the whole team (alpha_out: (R, S) this step's).
-  void run_step(int tid, int team, int cur, T* alpha_out);
-  void attend_row(index_t r, const T* q, T* alpha, T* scratch);
+  void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur, const Layout& lay);
+  using LayerStep = void (Seq2SeqDecoder::*)(Slice&, int, const T*, index_t, int, const Layout&);
+  // One step's layers, attention and logits for the whole team over lay's slots; alpha_out:
+  // (R, S) this step's attention, indexed by logical row b * k + j.
+  void run_step(int tid, int team, int cur, T* alpha_out, const Layout& lay);
+  void attend_row(index_t b, index_t r, const T* q, T* alpha, T* scratch);
+  // Whether slot r's step matters (its source is not done and its beam is live).
+  bool slot_live(const Layout& lay, index_t r) const {
+    const index_t b = lay.src[static_cast<std::size_t>(r)];
+    return !src_done_[b] && live_[b * k_ + r - lay.base[b]];
+  }
+  // The layout giving every source not done its k slots, in source order.
+  void compact(Layout& lay) const;
   // Prepare buffers and the initial state for R = B * k rows.
   void setup(const Seq2SeqSources<T>& src, index_t k);
   // Row r's next input: x[r] = [embedding[tok] ; attn_h[cur][r]].
@@ -156,7 +171,7 @@ class Seq2SeqDecoder {
   AlignedBuffer<T> keys_;                      // (S, B, K) general/additive
   AlignedBuffer<T> h_[2], c_[2], attn_h_[2];   // (L, R, H), (L, R, H), (R, Ho)
   AlignedBuffer<T> x_, gates_, hn_, cq_, qproj_, logits_, alpha_, scratch_;
-  std::vector<std::uint8_t> live_;      // (R) rows whose step matters
+  std::vector<std::uint8_t> live_;      // (R) logical rows b * k + j whose step matters
   std::vector<std::uint8_t> src_done_;  // (B) sources whose search ended
   index_t poll_steps_ = 1;
   index_t failed_source_ = -1, failed_step_ = -1;
