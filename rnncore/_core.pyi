@@ -342,3 +342,49 @@ def attention_backward(grad_attn_h: _Floats, grad_alpha: Optional[_Floats], quer
     (dw_in, dw_q, db_q, dw_k, dv, dw_out, db_out), each None or shaped like its weight, added
     into. Returns (grad_query (Tq, B, Hq) or None, grad_memory (S, B, Hm) or None), grad_memory
     exactly 0 past each length."""
+
+
+# -- seq2seq decoding (bind_seq2seq.cpp) -----------------------------------------------------------
+#
+# A hypothesis: (tokens int64 (n,), score, normalized, finished, attention (n, S) or None).
+_Seq2SeqHypothesis = tuple[_Ids, float, float, bool, Optional[_Floats]]
+
+
+class Seq2SeqDecoder:
+    """Decoding loop of an attentional encoder-decoder's decoder.
+
+    Seq2SeqDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...],
+    attention (None or a weights tuple), input_feed, w_out (V, O), b_out (V,)|None, threads).
+    layers[0].w_ih is (G*H, E + Ho) with input feeding ([x ; attn_h_prev], x columns first),
+    else (G*H, E); later layers (G*H, H). attention: rnncore.nn.Attention.weights_for_core()'s
+    tuple with Hq = H; O = Ho with attention, else H. The arrays must stay unchanged while it lives.
+    """
+
+    def __init__(self, cell: str, embedding: _Floats, layers: list[tuple[_Floats, ...]],
+                 attention: Optional[_AttentionWeights], input_feed: bool, w_out: _Floats,
+                 b_out: Optional[_Floats], threads: int) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def memory_size(self) -> int: ...
+    @property
+    def has_attention(self) -> bool: ...
+    @property
+    def input_feed(self) -> bool: ...
+    def decode(self, memory: Optional[_Floats], memory_lengths: Optional[_Ids], h0: Optional[_Floats],
+               c0: Optional[_Floats], bos: int, eos: int, max_len: Union[int, _Ids], method: str = "greedy",
+               beam_width: int = 5, n_best: int = 1, length_penalty: float = 0.0, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
+               return_attention: bool = False) -> list[list[_Seq2SeqHypothesis]]:
+        """Decode every source: memory (S, B, Hm) (None without attention: then h0 gives B),
+        memory_lengths (B,) int64 in [1, S] or None, h0/c0 (L, B, H) or None (zeros), max_len an
+        int >= 1 or (B,) int64. Returns, per source, its hypotheses best first."""
+    def forced(self, memory: Optional[_Floats], memory_lengths: Optional[_Ids], h0: Optional[_Floats],
+               c0: Optional[_Floats], tokens: _Ids,
+               return_attention: bool = False) -> tuple[_Floats, Optional[_Floats]]:
+        """Teacher forcing: feed tokens (T, B) int64 step by step; returns (logits (T, B, V),
+        alpha (T, B, S) or None)."""
