@@ -3,6 +3,7 @@
     python bench/seq2seq_compare.py                          # every workload, 1 and 2 threads
     python bench/seq2seq_compare.py --engines torch --quick  # the torch side alone (smoke test)
     python bench/seq2seq_compare.py --only train --layers 1 --threads 2 --record
+    python bench/seq2seq_compare.py --check-only                 # the float64 parity checks alone
 
 The model (issue 12's verse task sizes): vocabulary 8000 per side, E = H = 256, LSTM cells, a
 bidirectional encoder of 128 units per direction, the "concat" bridge, Luong "general"
@@ -256,12 +257,13 @@ def check(w, out_path, check_batch=8, decode_sources=8):
     l_ours = ours.loss(src, sl, ti, to)
     ours.zero_grad()
     ours.backward()
-    l_theirs = theirs.loss(*as_torch_batch(src, sl, ti, to))
+    loss_t = theirs.loss(*as_torch_batch(src, sl, ti, to))
     theirs.zero_grad()
-    l_theirs.backward()
-    report["loss"] = (float(l_ours), float(l_theirs))
-    if not abs(l_ours - float(l_theirs)) <= 1e-9 * abs(float(l_theirs)):
-        raise AssertionError(f"{w['name']}: losses differ: rnncore {l_ours!r}, torch {float(l_theirs)!r}")
+    loss_t.backward()
+    l_theirs = loss_t.item()
+    report["loss"] = (float(l_ours), l_theirs)
+    if not abs(l_ours - l_theirs) <= 1e-9 * abs(l_theirs):
+        raise AssertionError(f"{w['name']}: losses differ: rnncore {l_ours!r}, torch {l_theirs!r}")
     grads = dict(ours.named_parameters())
     worst = 0.0
     for k, p in theirs.named_parameters():
@@ -282,12 +284,13 @@ def check(w, out_path, check_batch=8, decode_sources=8):
         ours.backward()
         opt_o.step()
         opt_t.zero_grad()
-        lt = theirs.loss(*as_torch_batch(src, sl, ti, to))
-        lt.backward()
+        loss_t = theirs.loss(*as_torch_batch(src, sl, ti, to))
+        loss_t.backward()
         opt_t.step()
-        traj.append((float(lo), float(lt)))
-        if not abs(lo - float(lt)) <= 1e-9 * abs(float(lt)):
-            raise AssertionError(f"{w['name']}: Adam trajectories part: rnncore {lo!r}, torch {float(lt)!r}")
+        lt = loss_t.item()
+        traj.append((float(lo), lt))
+        if not abs(lo - lt) <= 1e-9 * abs(lt):
+            raise AssertionError(f"{w['name']}: Adam trajectories part: rnncore {lo!r}, torch {lt!r}")
     report["adam_losses"] = traj
     # beam outputs on a few sources (reported)
     d = dict(w, kind="beam5", sources=decode_sources, decode_batch=decode_sources, max_len=40, beam=5, n_best=1,
@@ -381,6 +384,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per round (training steps)")
     ap.add_argument("--settle", type=float, default=0.2, help="seconds to pause before each timing")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 parity check (both engines)")
+    ap.add_argument("--check-only", action="store_true", help="run the float64 parity checks, time nothing")
     ap.add_argument("--quick", action="store_true", help="1 layer only, one round (smoke test)")
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
@@ -424,6 +428,8 @@ def main():
                 say(f"check {key}: loss rnncore {r['loss'][0]:.15g} torch {r['loss'][1]:.15g}; grads max rel err "
                     f"{r['grad_rel_err']:.2g}; 3 Adam steps agree; beam outputs equal: {r['beam_same']}")
                 checked[key] = w["weights"] = path
+        if args.check_only:
+            return
         header = (f"{'workload':<28} {'thr':>3} {'rnncore ms':>11} {'torch ms':>10} {'speedup':>8} {'target':>7} "
                   f"{'rnncore tok/s':>14} {'torch tok/s':>12}")
         say()
