@@ -129,18 +129,15 @@ def rnncore_model(w, dtype, threads):
 
 
 def rnncore_beam(model, src, sl, w, threads):
-    """Beam search through model.translate_ids when the model has it, else the spec's
-    rnncore.sampling.seq2seq_decode on the model's DecoderParts. -> per source a list of
-    hypothesis dicts (tokens, score, normalized)."""
-    kw = dict(bos=BOS, eos=EOS, max_len=w["max_len"], beam_width=w["beam"], n_best=w["n_best"],
-              length_penalty=w["length_penalty"])
-    if hasattr(model, "translate_ids"):
-        return model.translate_ids(src, sl, **kw)
+    """Beam search of a padded batch: one encoder call, then rnncore.sampling.seq2seq_decode on the
+    model's DecoderParts (what Seq2Seq.translate_ids does per batch). -> per source a list of
+    hypotheses (tokens, score, normalized)."""
     from rnncore import sampling
 
+    kw = dict(bos=BOS, eos=EOS, max_len=w["max_len"], beam_width=w["beam"], n_best=w["n_best"],
+              length_penalty=w["length_penalty"])
     memory, state = model.encode(src, sl)
-    parts = model.decoder_parts() if hasattr(model, "decoder_parts") else sampling.DecoderParts.from_model(model)
-    return sampling.seq2seq_decode(parts, memory, sl, state, method="beam", threads=threads, **kw)
+    return sampling.seq2seq_decode(model.decoder_parts(), memory, sl, state, method="beam", threads=threads, **kw)
 
 
 def hyp_fields(h):
