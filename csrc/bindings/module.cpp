@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_generate(m);
   rnncore::bind_optim(m);
   rnncore::bind_adaptive(m);
+  rnncore::bind_input_feed(m);
 }
