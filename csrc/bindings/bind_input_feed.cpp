@@ -104,13 +104,18 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
     throw py::value_error(std::string(fn) + ": x must have shape (T, B, E) with T, B, E >= 1, got " + shape_str(x));
   std::vector<py::array> keep;
   AttentionWeights<T> aw = attention_weights_from<T>(fn, attention_obj, keep);
-  const index_t H = aw.Hq, Ho = aw.Ho, Hm = aw.Hm;
+  const index_t Ho = aw.Ho, Hm = aw.Hm;
   py::array memory = checked<T>(fn, "memory", memory_obj, {-1, B, Hm});
   const index_t S = memory.shape(0);
   if (S < 1) throw py::value_error(std::string(fn) + ": memory must have S >= 1 positions, got " + shape_str(memory));
   const std::vector<py::object> w_hh_items = entries(fn, "w_hh", w_hh_obj, -1);
   const index_t L = static_cast<index_t>(w_hh_items.size());
   if (L < 1) throw py::value_error(std::string(fn) + ": w_hh must hold at least one layer's weight, got an empty list");
+  const index_t H = checked<T>(fn, "w_hh[0]", w_hh_items[0], {-1, -1}).shape(1);
+  if (aw.Hq != H)
+    throw py::value_error(std::string(fn) + ": the attention's query size Hq = " + std::to_string(aw.Hq) +
+                          " must equal hidden_size H = " + std::to_string(H) + " (w_hh[0] is (G*H, H)): the top "
+                          "layer's h is the query");
   AttnDecoderWeights<T> w;
   w.attn = aw;
   w.w_hh = layer_arrays<T, const T*>(fn, "w_hh", w_hh_obj, L, false, false,
