@@ -7,17 +7,13 @@ positions, Hm memory width, Ho the attention's output size (its attentional stat
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_lengths, as_real_array, cell_name, check_allocation, check_int,
+from .._checks import (CELL_GATES, as_real_array, cell_name, check_allocation, check_int,
                        check_num_layers, check_parameters, check_probability, check_seed, expect_shape, no_forward,
                        private_copy, resolve_dtype, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
-from .attention import Attention
+from .attention import Attention, memory_lengths_array
 from .module import Module, Parameter
-
-# The attention's parameters in the order of _core's attention gradient tuple (bind_attention.h).
-_ATTENTION_GRAD_NAMES = ("linear_in.weight", "linear_query.weight", "linear_query.bias", "linear_context.weight",
-                         "v.weight", "linear_out.weight", "linear_out.bias")
 
 
 class InputFeedRNN(Module):
@@ -78,8 +74,8 @@ class InputFeedRNN(Module):
         self.bias = bool(bias)
         self.threads = threads
         self._rng = np.random.default_rng(check_seed(seed, name))  # initialisation, then dropout masks
-        G, H, L, E, Ho = CELL_GATES[cell], self.hidden_size, self.num_layers, self.input_size, self.feed_size
         self.attn = attention
+        G, H, L, E, Ho = CELL_GATES[cell], self.hidden_size, self.num_layers, self.input_size, self.feed_size
         if not init.building_skeleton():
             nb = 2 * G * H if self.bias else 0
             count = G * H * (E + Ho + H) + nb + (L - 1) * (2 * G * H * H + nb)
@@ -134,10 +130,6 @@ class InputFeedRNN(Module):
             b_hh.append(vals[3])
         return w_ih, w_hh, (b_ih if self.bias else None), (b_hh if self.bias else None)
 
-    def _attention_grads(self):
-        params = dict(self.attn.named_parameters())
-        return tuple(None if params.get(n) is None else params[n].grad for n in _ATTENTION_GRAD_NAMES)
-
     def _states(self, hx, fn, B, names=("hx", "h0", "c0")):
         L, H = self.num_layers, self.hidden_size
         if self.cell == "lstm":
@@ -183,13 +175,7 @@ class InputFeedRNN(Module):
             raise ValueError(f"{fn}: memory must have shape (S, B, Hm) = (S, {B}, {Hm}) with S >= 1 (B from x), "
                              f"got {shape_str(memory.shape)}")
         S = memory.shape[0]
-        lengths = None
-        if memory_lengths is not None:
-            lengths = as_lengths(memory_lengths, B, S, fn)
-            if lengths.min() < 1:
-                bad = int(np.argmin(lengths))
-                raise ValueError(f"{fn}: memory_lengths must be in [1, S] = [1, {S}], got memory_lengths[{bad}] = "
-                                 f"{int(lengths[bad])}")
+        lengths = None if memory_lengths is None else memory_lengths_array(memory_lengths, B, S, fn)
         h0, c0 = self._states(hx, fn, B)
         if feed0 is not None:
             feed0 = expect_shape(as_real_array(feed0, "feed0", fn, self.dtype), (B, self.feed_size), "feed0", fn,
@@ -199,6 +185,7 @@ class InputFeedRNN(Module):
         memory = private_copy(memory, memory_in)
         threads = resolve_threads(self.threads)
         self._check_parameters(fn)
+        self.attn._check_parameters(fn)
         L, H = self.num_layers, self.hidden_size
         masks = None
         if self.training and self.dropout > 0 and L > 1:
@@ -232,12 +219,13 @@ class InputFeedRNN(Module):
         dh_n, dc_n = self._states(grad_h_n, fn, B, ("grad_h_n", "grad_h_n", "grad_c_n"))
         threads = resolve_threads(self.threads)
         self._check_parameters(fn, grads=True)
+        self.attn._check_parameters(fn)
         self._ctx = None
         w_ih, w_hh, _, _ = self._weights(False)
         dw_ih, dw_hh, db_ih, db_hh = self._weights(True)
         dx, dmemory, dh0, dc0, dfeed0 = _core.attn_decoder_backward(
             self._workspace, dy, w_ih, w_hh, self.attn.weights_for_core(), dw_ih, dw_hh, db_ih, db_hh,
-            self._attention_grads(), dh_n, dc_n, None, threads)
+            self.attn.grads_for_core(), dh_n, dc_n, None, threads)
         self.grad_h0 = (dh0, dc0) if self.cell == "lstm" else dh0
         self.grad_feed0 = dfeed0
         return dx, dmemory
