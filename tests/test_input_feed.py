@@ -313,3 +313,136 @@ def test_core_bad_input():
         _core.attn_decoder_backward(ws, np.zeros((4, 3, 5)), p["w_ih"], p["w_hh"], p["weights"],
                                     [np.zeros_like(w) for w in p["w_ih"]], [np.zeros_like(w) for w in p["w_hh"]])
     assert ws.ready  # a refused backward leaves the forward to differentiate
+
+
+# -- rnncore.nn.InputFeedRNN ----------------------------------------------------------------------
+def make_module(cell="lstm", kind="general", L=2, E=3, H=4, Hm=5, Ho=3, dropout=0.0, dtype=np.float64, seed=0):
+    attn = rnncore.nn.Attention(H, H if kind == "dot" else Hm, kind, output_size=Ho, dtype=dtype, seed=seed)
+    return rnncore.nn.InputFeedRNN(cell, E, H, attn, num_layers=L, dropout=dropout, dtype=dtype, seed=seed + 1)
+
+
+def module_weights(m):
+    w = [m.layer_parameters(l) for l in range(m.num_layers)]
+    return ([p[0].data for p in w], [p[1].data for p in w], [p[2].data for p in w], [p[3].data for p in w])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+@pytest.mark.parametrize("kind", ATTN_KINDS)
+def test_module_matches_reference(cell, kind):
+    m = make_module(cell, kind)
+    names = [n for n, _ in m.named_parameters()]
+    assert names[:4] == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    assert m.weight_ih_l0.shape == (CELL_G[cell] * 4, 3 + 3) and m.weight_ih_l1.shape == (CELL_G[cell] * 4, 4)
+    assert all(n.startswith("attn.") for n in names[8:]) and names[8:]
+    rng = np.random.default_rng(5)
+    T, B, S = 5, 3, 4
+    x, mem = rng.standard_normal((T, B, 3)), rng.standard_normal((S, B, m.attn.memory_size))
+    lengths = [4, 1, 2]
+    h0 = rng.standard_normal((2, B, 4))
+    hx = (h0, rng.standard_normal((2, B, 4))) if cell == "lstm" else h0
+    feed0 = rng.standard_normal((B, 3))
+    attn_h, alpha, state = m.forward(x, mem, lengths, hx, feed0)
+    w_ih, w_hh, b_ih, b_hh = module_weights(m)
+    r = decoder_ref(cell, x, mem, np.array(lengths), w_ih, w_hh, b_ih, b_hh, m.attn.weights_for_core(), h0,
+                    hx[1] if cell == "lstm" else None, feed0)
+    assert_close(attn_h, r[0], atol=1e-12, rtol=1e-12, what="attn_h")
+    assert_close(alpha, r[1], atol=1e-12, rtol=1e-12, what="alpha")
+    assert_close(state[0] if cell == "lstm" else state, r[2], atol=1e-12, rtol=1e-12, what="h_n")
+
+
+CELL_G = GATES
+
+
+def test_module_gradients():
+    m = make_module("lstm", "additive", L=2)
+    rng = np.random.default_rng(2)
+    T, B, S = 4, 2, 5
+    x, mem = rng.standard_normal((T, B, 3)), rng.standard_normal((S, B, 5))
+    h0, c0, feed0 = rng.standard_normal((2, B, 4)), rng.standard_normal((2, B, 4)), rng.standard_normal((B, 3))
+    lengths = np.array([5, 3])
+    Ra, Rh = rng.standard_normal((T, B, 3)), rng.standard_normal((2, B, 4))
+
+    def loss():
+        a, _, (h, _) = m.forward(x, mem, lengths, (h0, c0), feed0)
+        return np.sum(a * Ra) + np.sum(h * Rh)
+
+    loss()
+    m.zero_grad()
+    dx, dmem = m.backward(Ra, (Rh, None))
+    dh0, dc0 = m.grad_h0
+    dfeed0 = m.grad_feed0
+    checks = {"x": (x, dx), "memory": (mem, dmem), "h0": (h0, dh0), "c0": (c0, dc0), "feed0": (feed0, dfeed0)}
+    for name, p in m.named_parameters():
+        checks[name] = (p.data, p.grad.copy())
+    for name, (array, got) in checks.items():
+        num = numeric_grad(loss, array)
+        assert np.linalg.norm(num) > 1e-6, name
+        assert rel_err(got, num) < 1e-7, f"gradient of {name}: relative error {rel_err(got, num):.2e}"
+    assert np.all(dmem[3:, 1] == 0.0)
+
+
+def test_module_dropout_and_eval():
+    m = make_module("gru", "dot", L=3, dropout=0.5)
+    rng = np.random.default_rng(0)
+    x, mem = rng.standard_normal((4, 2, 3)), rng.standard_normal((3, 2, 4))
+    m.eval()
+    a_eval, _, _ = m.forward(x, mem)
+    m.train()
+    a1, _, _ = m.forward(x, mem)
+    a2, _, _ = m.forward(x, mem)
+    assert not np.allclose(a1, a_eval) and not np.allclose(a1, a2)  # fresh masks each call
+    dx, dmem = m.backward(np.ones_like(a2))
+    assert dx.shape == x.shape and dmem.shape == mem.shape and np.all(np.isfinite(dx))
+    m.eval()
+    a_eval2, _, _ = m.forward(x, mem)
+    np.testing.assert_array_equal(a_eval2, a_eval)
+
+
+def test_module_float32_and_state_dict():
+    m = make_module("lstm", "general", dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
+    mem = np.random.default_rng(1).standard_normal((4, 2, 5))  # converted once at the edge
+    a, alpha, (h, c) = m.forward(x, mem)
+    assert a.dtype == np.float32 and alpha.dtype == np.float32 and h.shape == (2, 2, 4)
+    m64 = make_module("lstm", "general", dtype=np.float64, seed=9)
+    m64.load_state_dict(m.state_dict())
+    a64, _, _ = m64.forward(x, mem)
+    assert_close(a, a64, atol=1e-5, rtol=1e-4, what="float32 vs float64")
+    assert "attn.linear_in.weight" in m.state_dict()
+    assert repr(m).startswith("InputFeedRNN(lstm, 3, 4, num_layers=2")
+
+
+def test_module_bad_input():
+    m = make_module("lstm", "general")
+    x, mem = np.zeros((3, 2, 3)), np.zeros((4, 2, 5))
+    with pytest.raises(TypeError, match="attention must be an rnncore.nn.Attention"):
+        rnncore.nn.InputFeedRNN("lstm", 3, 4, object())
+    with pytest.raises(ValueError, match="query_size must equal hidden_size = 5"):
+        rnncore.nn.InputFeedRNN("lstm", 3, 5, rnncore.nn.Attention(4, 5))
+    with pytest.raises(TypeError, match="attention must have this layer's dtype"):
+        rnncore.nn.InputFeedRNN("lstm", 3, 4, rnncore.nn.Attention(4, 5), dtype=np.float64)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        rnncore.nn.InputFeedRNN("elman", 3, 4, rnncore.nn.Attention(4, 5))
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, E\) = \(T, B, 3\)"):
+        m.forward(np.zeros((3, 2, 4)), mem)
+    with pytest.raises(ValueError, match=r"memory must have shape \(S, B, Hm\) = \(S, 2, 5\)"):
+        m.forward(x, np.zeros((4, 3, 5)))
+    with pytest.raises(ValueError, match=r"memory_lengths must be in \[1, S\] = \[1, 4\], got memory_lengths\[1\] = 0"):
+        m.forward(x, mem, [4, 0])
+    with pytest.raises(ValueError, match=r"memory_lengths must have shape \(B,\) = \(2,\)"):
+        m.forward(x, mem, [4, 1, 1])
+    with pytest.raises(TypeError, match=r"hx must be a tuple \(h0, c0\)"):
+        m.forward(x, mem, hx=np.zeros((2, 2, 4)))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(L, B, H\) \(2, 2, 4\)"):
+        m.forward(x, mem, hx=(np.zeros((1, 2, 4)), np.zeros((2, 2, 4))))
+    with pytest.raises(ValueError, match=r"feed0 must have shape \(B, Ho\) \(2, 3\)"):
+        m.forward(x, mem, feed0=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="no forward to differentiate"):
+        m.backward(np.zeros((3, 2, 3)))
+    a, _, _ = m.forward(x, mem)
+    with pytest.raises(ValueError, match=r"grad_attn_h must have shape \(T, B, Ho\) like attn_h \(3, 2, 3\)"):
+        m.backward(np.zeros((3, 2, 4)))
+    m.backward(np.zeros_like(a))  # the refused call left the forward in place
+    m.weight_hh_l1.data = np.zeros((16, 5))
+    with pytest.raises(ValueError, match=r"parameter weight_hh_l1 must have shape \(G\*H, H\) = \(16, 4\)"):
+        m.forward(x, mem)

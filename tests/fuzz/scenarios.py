@@ -1112,7 +1112,7 @@ def core_attn_decoder(forward, backward=None, reuse=False):
     x, memory = forward.get("x"), forward.get("memory")
     if isinstance(x, np.ndarray) and isinstance(memory, np.ndarray):
         expect_shape(alpha, x.shape[:2] + memory.shape[:1], "alpha")
-        expect(bool(np.all(alpha >= 0)), "alpha has a negative weight")
+        expect(not bool((alpha < 0).any()), "alpha has a negative weight")
     if backward is not None:
         dx, dmemory, dh0, dc0, dfeed0 = _core.attn_decoder_backward(ws, **backward)
         if isinstance(x, np.ndarray):
