@@ -7,7 +7,7 @@ import pytest
 import rnncore
 from rnncore import _core
 from gradcheck import numeric_grad
-from helpers import assert_close, rel_err
+from helpers import assert_close, assert_gemm_splits, rel_err
 from reference import GATES, cell_step
 
 ATTN_KINDS = ("dot", "general", "additive")
@@ -236,12 +236,15 @@ def test_relu_gradients():
         assert rel_err(grads[name], numeric_grad(loss, array)) < 1e-6, name
 
 
-def test_threads_agree():
-    p = problem("lstm", "general", L=2, T=5, B=16, E=32, H=64, S=7, Ho=48, lengths=None)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_threads_agree(cell):
+    # B = 24, G*H >= 384, H = 96: the per-step products run on 2 threads (checked)
+    p = problem(cell, "additive", L=2, T=5, B=24, E=32, H=128, S=7, Ho=96, lengths=tuple(range(1, 8)) * 3 + (7,) * 3)
+    assert_gemm_splits(24, GATES[cell] * 128, 128)
     one = core_forward(p, threads=1)
     two = core_forward(p, threads=2)
-    for a, b in zip(one[:3], two[:3]):
-        assert_close(b, a, atol=1e-13, rtol=1e-12, what="threads=2 vs 1")
+    for a, b, what in zip(one[:3], two[:3], ("attn_h", "alpha", "h_n")):
+        assert_close(b, a, atol=1e-13, rtol=1e-12, what=f"{what}, threads=2 vs 1")
     _, g1 = run_backward(p, threads=1)
     _, g2 = run_backward(p, threads=2)
     for k in g1:

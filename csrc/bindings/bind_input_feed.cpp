@@ -141,7 +141,11 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   a.x = cptr<T>(x);
   a.memory = cptr<T>(memory);
   a.lengths = lens.data();
-  checked_mul(fn, "T * B * S (the attention weights)", checked_mul(fn, "T * B", Tn, B), S);
+  // the workspace's sizes, before anything is allocated
+  const index_t N = checked_mul(fn, "T * B", Tn, B);
+  const index_t NS = checked_mul(fn, "T * B * S (the attention weights)", N, S);
+  checked_mul(fn, "T * B * G*H (the saved gates)", N, G * H);
+  if (aw.kind == AttentionKind::Additive) checked_mul(fn, "T * B * S * A (the saved additive scores)", NS, aw.A);
   py::array_t<T> attn_h({Tn, B, Ho}), alpha({Tn, B, S}), hn({L, B, H}), cn;
   a.attn_h = attn_h.mutable_data();
   a.alpha = alpha.mutable_data();
