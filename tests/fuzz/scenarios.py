@@ -28,7 +28,8 @@ __all__ = [
     "word_tokenizer", "vocabulary", "tokenizer_from_dict", "stream_batcher", "lm_batches", "pad_sequences",
     "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
     "module_api", "crash_for_test", "hang_for_test", "write_past_for_test", "rnn_cell_base", "adaptive_softmax",
-    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attn_decoder", "input_feed_rnn",
+    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attention", "attention",
+    "core_attn_decoder", "input_feed_rnn",
 ]
 
 
@@ -918,6 +919,43 @@ def core_recurrent(forward, backward=None, reuse=False):
         if reuse:
             _core.recurrent_backward(ws, **backward)
     return h_n
+
+
+def core_attention(forward, backward=None, with_keys=False):
+    """_core.attention_forward(**forward) (with the keys of _core.attention_keys first when
+    with_keys), then, when `backward` is given, _core.attention_backward(**backward) with the
+    forward's arguments and results."""
+    fwd = dict(**forward)
+    if with_keys:
+        fwd["keys"] = _core.attention_keys(fwd.get("memory"), fwd.get("weights"), fwd.get("threads", 1))
+    attn_h, alpha, context, saved = _core.attention_forward(**fwd)
+    q, m, w = fwd.get("query"), fwd.get("memory"), fwd.get("weights")
+    if isinstance(q, np.ndarray) and isinstance(m, np.ndarray) and q.ndim == 3 and m.ndim == 3:
+        expect_shape(alpha, (q.shape[0], q.shape[1], m.shape[0]), "alpha")
+        if isinstance(w, tuple) and moderate(q, m, *[a for a in w[1:] if isinstance(a, np.ndarray)]):
+            expect_finite(attn_h, "attn_h")
+            expect(bool(np.all(alpha >= 0)) and np.allclose(alpha.sum(-1), 1, atol=1e-4), "alpha rows do not sum to 1")
+    if backward is not None:
+        args = dict(query=q, memory=m, keys=fwd.get("keys"), memory_lengths=fwd.get("memory_lengths"), alpha=alpha,
+                    context=context, attn_h=attn_h, saved=saved, weights=w)
+        args.update(**backward)
+        _core.attention_backward(**args)
+    return attn_h
+
+
+def attention(ctor, query, memory, memory_lengths=None, grad="ones", grad_alpha=None):
+    layer = nn.Attention(**ctor)
+    attn_h, alpha = layer(query, memory, memory_lengths)
+    qa, ma = np.asarray(query), np.asarray(memory)
+    lead = qa.shape[:-1]
+    expect_shape(attn_h, lead + (layer.output_size,), "attn_h")
+    expect_shape(alpha, lead + (ma.shape[0],), "alpha")
+    if moderate(qa, ma):
+        expect_finite(attn_h, "attn_h")
+    dq, dm = layer.backward(_grad_like(grad, attn_h), grad_alpha)
+    expect_shape(dq, qa.shape, "grad of query")
+    expect_shape(dm, ma.shape, "grad of memory")
+    return attn_h
 
 
 def core_decoder(ctor, ops):

@@ -1158,6 +1158,82 @@ def b_read_text(draw):
     return {"raw": raw, "as_dir": coin(draw), "name": pick(draw, ("a.txt", "b.md", "c.bin"))}
 
 
+# -- attention (issue 12) ----------------------------------------------------------------------------
+
+ATTN_KINDS = ("dot", "general", "additive", "mlp")
+
+
+def _attn_sizes(draw, kind):
+    Hq = pos(draw)
+    return Hq, (Hq if kind == "dot" else pos(draw)), pos(draw), pos(draw)  # Hq, Hm, A, Ho
+
+
+def _attn_weights(draw, dt, kind, Hq, Hm, A, Ho):
+    add = kind in ("additive", "mlp")
+    return (kind, arr(draw, dt, (Hm, Hq)) if kind == "general" else None,
+            arr(draw, dt, (A, Hq)) if add else None, maybe(draw, lambda: arr(draw, dt, (A,))) if add else None,
+            arr(draw, dt, (A, Hm)) if add else None, arr(draw, dt, pick(draw, ((1, A), (A,)))) if add else None,
+            arr(draw, dt, (Ho, Hm + Hq)), maybe(draw, lambda: arr(draw, dt, (Ho,))))
+
+
+def b_attention_keys(draw):
+    kind, dt = pick(draw, ATTN_KINDS), floats(draw)
+    Hq, Hm, A, Ho = _attn_sizes(draw, kind)
+    return {"memory": arr(draw, dt, (pos(draw), dim(draw), Hm)), "weights": _attn_weights(draw, dt, kind, Hq, Hm, A, Ho),
+            "threads": threads_value(draw, False)}
+
+
+def _attention_forward_args(draw):
+    kind, dt = pick(draw, ATTN_KINDS), floats(draw)
+    Hq, Hm, A, Ho = _attn_sizes(draw, kind)
+    Tq, B, S = dim(draw), dim(draw), pos(draw)
+    fwd = {"query": arr(draw, dt, (Tq, B, Hq)), "memory": arr(draw, dt, (S, B, Hm)),
+           "weights": _attn_weights(draw, dt, kind, Hq, Hm, A, Ho),
+           "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")),
+           "threads": threads_value(draw, False)}
+    return fwd, (dt, kind, Tq, B, S, Hq, Hm, A, Ho)
+
+
+def b_attention_forward(draw):
+    return _attention_forward_args(draw)[0]
+
+
+def b_core_attention(draw):
+    fwd, (dt, kind, Tq, B, S, Hq, Hm, A, Ho) = _attention_forward_args(draw)
+    bwd = None
+    if coin(draw):
+        add = kind in ("additive", "mlp")
+        w = fwd["weights"]
+
+        def g(i, shp):
+            return arr(draw, dt, shp, fill="zeros") if w[i + 1] is not None and coin(draw) else None
+        v_shape = w[5].shape if add else (A,)
+        bwd = {"grad_attn_h": arr(draw, dt, (Tq, B, Ho)),
+               "grad_alpha": maybe(draw, lambda: arr(draw, dt, (Tq, B, S))),
+               "grads": maybe(draw, lambda: (g(0, (Hm, Hq)), g(1, (A, Hq)), g(2, (A,)), g(3, (A, Hm)), g(4, v_shape),
+                                             g(5, (Ho, Hm + Hq)), g(6, (Ho,)))),
+               "need_dquery": coin(draw), "need_dmemory": coin(draw), "threads": threads_value(draw, False)}
+    return {"forward": fwd, "backward": bwd, "with_keys": coin(draw)}
+
+
+def b_attention(draw):
+    kind = pick(draw, ATTN_KINDS)
+    Hq = pos(draw)
+    Hm = Hq if kind == "dot" else pos(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    B, S = dim(draw), pos(draw)
+    lead = pick(draw, ((B,), (dim(draw), B)))
+    ctor = {"query_size": Hq, "memory_size": pick(draw, (Hm, None)) if Hm == Hq else Hm, "attn_type": kind,
+            "output_size": maybe(draw, lambda: pos(draw)), "output_bias": pick(draw, (None, True, False)),
+            "dtype": dtype, "seed": 0, "threads": threads_value(draw)}
+    if kind in ("additive", "mlp"):
+        ctor["attention_size"] = maybe(draw, lambda: pos(draw))
+    return {"ctor": ctor, "query": arr(draw, dt, lead + (Hq,)), "memory": arr(draw, dt, (S, B, Hm)),
+            "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")), "grad": "ones",
+            "grad_alpha": maybe(draw, lambda: arr(draw, dt, lead + (S,)))}
+
+
 # -- threads and the trainer ----------------------------------------------------------------------------
 
 WORKS = ("lstm", "linear", "layernorm", "embedding", "optim", "loss", "generate")
@@ -1301,6 +1377,10 @@ TARGETS = {
     "core_norm_power_sum": (core("norm_power_sum", _p(b_array_list, "norm")), ["_core.norm_power_sum"], 0.5),
     "core_vmath": (core("vmath", b_vmath), ["_core.vmath"], 0.5),
     "core_adaptive_softmax": (core("adaptive_softmax", b_core_adaptive_softmax), ["_core.adaptive_softmax"], 1),
+    "core_attention_keys": (core("attention_keys", b_attention_keys), ["_core.attention_keys"], 0.5),
+    "core_attention_forward": (core("attention_forward", b_attention_forward), ["_core.attention_forward"], 1),
+    "core_attention": (call("fuzz.scenarios.core_attention", b_core_attention, public=False),
+                       ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
     "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
                                   "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
@@ -1314,6 +1394,7 @@ TARGETS = {
     "nn_rnn_cell": (scen("rnn_cell", b_rnn_cell, frozen=("cls",)), ["nn.RNNCell", "nn.LSTMCell", "nn.GRUCell"], 2),
     "nn_embedding": (scen("embedding", b_embedding), ["nn.Embedding"], 1),
     "nn_linear": (scen("linear", b_linear), ["nn.Linear"], 1),
+    "nn_attention": (scen("attention", b_attention), ["nn.Attention"], 1.5),
     "nn_dropout": (scen("dropout", b_dropout), ["nn.Dropout"], 0.5),
     "nn_layernorm": (scen("layernorm", b_layernorm), ["nn.LayerNorm"], 1),
     "nn_cross_entropy": (scen("loss_function", b_loss_function), ["nn.cross_entropy"], 1),

@@ -14,6 +14,7 @@ NOT_FUZZED = {
     "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module",
     "sampling": "a module", "diagnostics": "a module", "__version__": "a string",
     "diagnostics.plot_profiles": "writes a PNG with matplotlib (tests/test_diagnostics.py checks its errors)",
+    "diagnostics.plot_attention": "writes a PNG with matplotlib (tests/test_attention.py checks its errors)",
     "NoForwardError": "an exception class", "CheckpointError": "an exception class",
     "to_torch": "needs torch in the worker (a second OpenMP runtime and seconds of import)",
     "io.Checkpoint": "made by load(), used by save_load (build=True)",
