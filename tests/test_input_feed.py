@@ -449,3 +449,56 @@ def test_module_bad_input():
     m.weight_hh_l1.data = np.zeros((16, 5))
     with pytest.raises(ValueError, match=r"parameter weight_hh_l1 must have shape \(G\*H, H\) = \(16, 4\)"):
         m.forward(x, mem)
+
+
+@pytest.mark.parametrize("kind", ATTN_KINDS)
+def test_torch_parity(kind):
+    """The same decoder in PyTorch (OpenNMT-py's InputFeedRNNDecoder formulas: LSTMCell on
+    [x_t ; feed], GlobalAttention), float64, weights copied: outputs and gradients agree."""
+    torch = pytest.importorskip("torch")
+    m = make_module("lstm", kind, L=1, E=3, H=4, Hm=4 if kind == "dot" else 5, Ho=3)
+    rng = np.random.default_rng(4)
+    T, B, S = 5, 3, 4
+    x, mem = rng.standard_normal((T, B, 3)), rng.standard_normal((S, B, m.attn.memory_size))
+    lengths = np.array([4, 2, 3])
+    g = rng.standard_normal((T, B, 3))
+    attn_h, alpha, _ = m.forward(x, mem, lengths)
+    dx, dmem = m.backward(g)
+
+    p = {n: torch.tensor(a.data, requires_grad=True) for n, a in m.named_parameters()}
+    tx, tmem = torch.tensor(x, requires_grad=True), torch.tensor(mem, requires_grad=True)
+    mb = tmem.transpose(0, 1)
+    mask = torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]
+    h = c = torch.zeros(B, 4, dtype=torch.float64)
+    feed = torch.zeros(B, 3, dtype=torch.float64)
+    outs, alphas = [], []
+    for t in range(T):
+        gates = (torch.cat([tx[t], feed], 1) @ p["weight_ih_l0"].T + p["bias_ih_l0"] + h @ p["weight_hh_l0"].T
+                 + p["bias_hh_l0"])
+        i, f, gg, o = gates.chunk(4, 1)  # PyTorch's LSTM gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        if kind == "dot":
+            score = torch.bmm(mb, h[:, :, None])[:, :, 0]
+        elif kind == "general":
+            score = torch.bmm(mb, (h @ p["attn.linear_in.weight"].T)[:, :, None])[:, :, 0]
+        else:
+            wq = h @ p["attn.linear_query.weight"].T + p["attn.linear_query.bias"]
+            uk = mb @ p["attn.linear_context.weight"].T
+            score = (torch.tanh(wq[:, None, :] + uk) @ p["attn.v.weight"].T)[:, :, 0]
+        a = torch.softmax(score.masked_fill(~mask, float("-inf")), 1)
+        ctx = torch.bmm(a[:, None, :], mb)[:, 0]
+        out = torch.cat([ctx, h], 1) @ p["attn.linear_out.weight"].T
+        if "attn.linear_out.bias" in p:
+            out = out + p["attn.linear_out.bias"]
+        feed = torch.tanh(out)
+        outs.append(feed)
+        alphas.append(a)
+    t_attn = torch.stack(outs)
+    (t_attn * torch.tensor(g)).sum().backward()
+    assert_close(attn_h, t_attn.detach().numpy(), atol=1e-12, rtol=1e-10, what="attn_h vs torch")
+    assert_close(alpha, torch.stack(alphas).detach().numpy(), atol=1e-12, rtol=1e-10, what="alpha vs torch")
+    assert_close(dx, tx.grad.numpy(), atol=1e-12, rtol=1e-10, what="grad x vs torch")
+    assert_close(dmem, tmem.grad.numpy(), atol=1e-12, rtol=1e-10, what="grad memory vs torch")
+    for n, q in m.named_parameters():
+        assert_close(q.grad, p[n].grad.numpy(), atol=1e-12, rtol=1e-10, what=f"grad {n} vs torch")
