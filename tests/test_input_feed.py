@@ -7,7 +7,7 @@ import pytest
 import rnncore
 from rnncore import _core
 from gradcheck import numeric_grad
-from helpers import assert_close, assert_gemm_splits, rel_err
+from helpers import assert_close, assert_gemm_splits, assert_same_bits, rel_err
 from reference import GATES, cell_step
 
 ATTN_KINDS = ("dot", "general", "additive")
@@ -244,12 +244,12 @@ def test_threads_agree(cell):
     one = core_forward(p, threads=1)
     two = core_forward(p, threads=2)
     for a, b, what in zip(one[:3], two[:3], ("attn_h", "alpha", "h_n")):
-        assert_close(b, a, atol=1e-13, rtol=1e-12, what=f"{what}, threads=2 vs 1")
+        assert_same_bits(b, a, what=f"{what}, threads=2 vs 1")
     _, g1 = run_backward(p, threads=1)
     _, g2 = run_backward(p, threads=2)
     for k in g1:
         if g1[k] is not None:
-            assert_close(g2[k], g1[k], atol=1e-12, rtol=1e-10, what=f"grad {k} threads=2 vs 1")
+            assert_same_bits(g2[k], g1[k], what=f"grad {k} threads=2 vs 1")
 
 
 def test_workspace_reuse_and_backward_once():
