@@ -502,3 +502,32 @@ def test_torch_parity(kind):
     assert_close(dmem, tmem.grad.numpy(), atol=1e-12, rtol=1e-10, what="grad memory vs torch")
     for n, q in m.named_parameters():
         assert_close(q.grad, p[n].grad.numpy(), atol=1e-12, rtol=1e-10, what=f"grad {n} vs torch")
+
+
+def unaligned(a):
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    v = raw[1:].view(a.dtype).reshape(a.shape)
+    v[...] = a
+    assert not v.flags.aligned
+    return v
+
+
+def test_misaligned_arrays():
+    p = problem("lstm", "additive")
+    with pytest.raises(ValueError, match="memory must be aligned to its dtype"):
+        core_forward({**p, "memory": unaligned(p["memory"])})
+    with pytest.raises(ValueError, match="must be aligned to its dtype"):
+        core_forward({**p, "w_hh": [p["w_hh"][0], unaligned(p["w_hh"][1])]})
+    w = list(p["weights"])
+    w[4] = unaligned(w[4])
+    with pytest.raises(ValueError, match="attention weights must be aligned"):
+        core_forward({**p, "weights": tuple(w)})
+    # the layer copies a misaligned input once, at the edge
+    m = make_module("gru", "general")
+    x = np.random.default_rng(0).standard_normal((3, 2, 3))
+    mem = np.random.default_rng(1).standard_normal((4, 2, 5))
+    a_ref, _, _ = m.forward(x, mem)
+    a_un, _, _ = m.forward(unaligned(x), unaligned(mem))
+    np.testing.assert_array_equal(a_un, a_ref)
+    dx, dmem = m.backward(unaligned(np.ones_like(a_un)))
+    assert dx.shape == x.shape
