@@ -304,3 +304,57 @@ class LMDecoder:
                     ) -> list[tuple[_Ids, float, float, bool]]:
         """Beam search (width = batch) from stream 0's state and next token; returns
         [(tokens, score, normalized score, finished), ...] best first."""
+
+
+# -- the input-feeding attentional decoder (bind_input_feed.cpp) ----------------------------
+# S source positions, Hm memory width, Ho attentional-state width, L layers.
+
+
+class AttnDecoderWorkspace:
+    """What an input-feeding decoder forward saved for its backward (opaque)."""
+
+    def __init__(self) -> None: ...
+    @property
+    def ready(self) -> bool:
+        """True after a forward whose backward has not run yet."""
+    @property
+    def dtype(self) -> str:
+        """'float32' or 'float64'."""
+    @property
+    def cell(self) -> str:
+        """The cell kind of the last forward: 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'."""
+
+
+def attn_decoder_forward(cell: str, x: _Floats, memory: _Floats, memory_lengths: Optional[_Ids],
+                         w_ih: list[_Floats], w_hh: list[_Floats], b_ih: Optional[list[Optional[_Floats]]],
+                         b_hh: Optional[list[Optional[_Floats]]], attention: tuple[Any, ...],
+                         h0: Optional[_Floats] = None, c0: Optional[_Floats] = None, feed0: Optional[_Floats] = None,
+                         masks: Optional[_Floats] = None, threads: int = 1,
+                         workspace: Optional[AttnDecoderWorkspace] = None
+                         ) -> tuple[_Floats, _Floats, _Floats, Optional[_Floats], AttnDecoderWorkspace]:
+    """Luong's input-feeding attentional decoder over a whole target sequence, in one call.
+
+    x (T, B, E); memory (S, B, Hm); memory_lengths int64 (B,) in [1, S] or None (all S);
+    w_ih, w_hh: lists of L arrays, w_ih[0] (G*H, E + Ho) (x columns first, then the feed),
+    w_ih[l > 0] (G*H, H), w_hh[l] (G*H, H); b_ih, b_hh: lists of L arrays (G*H,) or None entries,
+    or None; attention: the tuple of rnncore.nn.Attention.weights_for_core() (its query size is H);
+    h0, c0 (L, B, H) or None (zeros; c0 lstm only); feed0 (B, Ho) or None (zeros); masks
+    (L-1, T, B, H) inter-layer dropout multipliers or None. Returns (attn_h (T, B, Ho),
+    alpha (T, B, S), h_n (L, B, H), c_n or None, workspace).
+    """
+
+
+def attn_decoder_backward(workspace: AttnDecoderWorkspace, grad_attn_h: Optional[_Floats], w_ih: list[_Floats],
+                          w_hh: list[_Floats], attention: tuple[Any, ...], dw_ih: list[_Floats],
+                          dw_hh: list[_Floats], db_ih: Optional[list[Optional[_Floats]]] = None,
+                          db_hh: Optional[list[Optional[_Floats]]] = None,
+                          attention_grads: Optional[tuple[Optional[_Floats], ...]] = None,
+                          grad_h_n: Optional[_Floats] = None, grad_c_n: Optional[_Floats] = None,
+                          grad_alpha: Optional[_Floats] = None, threads: int = 1
+                          ) -> tuple[_Floats, _Floats, _Floats, Optional[_Floats], _Floats]:
+    """Backpropagation through time for the last attn_decoder_forward run on `workspace`.
+
+    Adds into dw_ih, dw_hh, db_ih, db_hh and the attention gradients (the 7-tuple of
+    Attention.grads_for_core()). Returns (dx (T, B, E), dmemory (S, B, Hm), dh0 (L, B, H),
+    dc0 or None, dfeed0 (B, Ho)); dmemory is exactly 0 at positions s >= memory_lengths[b].
+    """

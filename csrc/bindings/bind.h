@@ -15,5 +15,7 @@ void bind_ops(py::module_& m);
 void bind_generate(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_adaptive(py::module_& m);
+void bind_attention(py::module_& m);
+void bind_input_feed(py::module_& m);
 
 }  // namespace rnncore

@@ -10,4 +10,6 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_generate(m);
   rnncore::bind_optim(m);
   rnncore::bind_adaptive(m);
+  rnncore::bind_attention(m);
+  rnncore::bind_input_feed(m);
 }

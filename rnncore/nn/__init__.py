@@ -1,6 +1,8 @@
 """rnncore.nn: layers and models, each an explicit forward/backward pair."""
 from . import init
 from .adaptive import AdaptiveLogSoftmaxWithLoss
+from .attention import Attention
+from .input_feed import InputFeedRNN
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import CrossEntropyLoss, cross_entropy
@@ -13,4 +15,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
-           "AdaptiveLogSoftmaxWithLoss"]
+           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN"]

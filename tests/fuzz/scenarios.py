@@ -28,7 +28,7 @@ __all__ = [
     "word_tokenizer", "vocabulary", "tokenizer_from_dict", "stream_batcher", "lm_batches", "pad_sequences",
     "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
     "module_api", "crash_for_test", "hang_for_test", "write_past_for_test", "rnn_cell_base", "adaptive_softmax",
-    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes",
+    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attn_decoder", "input_feed_rnn",
 ]
 
 
@@ -1101,3 +1101,46 @@ def write_past_for_test(a):
     while isinstance(base.base, np.ndarray):
         base = base.base
     base.reshape(-1)[0] = 12345
+
+
+# -- the input-feeding attentional decoder (issue 12) ---------------------------------------------
+
+def core_attn_decoder(forward, backward=None, reuse=False):
+    """_core.attn_decoder_forward(**forward); then, when `backward` is given,
+    _core.attn_decoder_backward(workspace, **backward) (twice with reuse: the second must be refused)."""
+    attn_h, alpha, h_n, c_n, ws = _core.attn_decoder_forward(**forward)
+    x, memory = forward.get("x"), forward.get("memory")
+    if isinstance(x, np.ndarray) and isinstance(memory, np.ndarray):
+        expect_shape(alpha, x.shape[:2] + memory.shape[:1], "alpha")
+        expect(not bool((alpha < 0).any()), "alpha has a negative weight")
+    if backward is not None:
+        dx, dmemory, dh0, dc0, dfeed0 = _core.attn_decoder_backward(ws, **backward)
+        if isinstance(x, np.ndarray):
+            expect_shape(dx, x.shape, "grad of x")
+        if isinstance(memory, np.ndarray):
+            expect_shape(dmemory, memory.shape, "grad of memory")
+        if reuse:
+            _core.attn_decoder_backward(ws, **backward)
+    return attn_h
+
+
+def input_feed_rnn(ctor, attn, x, memory, memory_lengths=None, hx=None, feed0=None, grad="ones", grad_h_n=None,
+                   train=True, backward=True):
+    """nn.InputFeedRNN(**ctor, attention=nn.Attention(**attn)), forward, then backward."""
+    layer = nn.InputFeedRNN(attention=nn.Attention(**attn), **ctor)
+    layer.train(train)
+    attn_h, alpha, h_n = layer(x, memory, memory_lengths, hx, feed0)
+    xa, ma = np.asarray(x), np.asarray(memory)
+    expect_shape(attn_h, xa.shape[:2] + (layer.feed_size,), "attn_h")
+    expect_shape(alpha, xa.shape[:2] + ma.shape[:1], "alpha")
+    if memory_lengths is not None:
+        lens = np.asarray(memory_lengths)
+        for b, n in enumerate(lens):
+            expect(bool(np.all(alpha[:, b, int(n):] == 0)), "alpha is not 0 past a memory length")
+    if moderate(xa, ma, hx, feed0, limit=1e6):
+        expect_finite(attn_h, "attn_h")
+    if backward:
+        dx, dmemory = layer.backward(_grad_like(grad, attn_h), _grad_like(grad_h_n, h_n))
+        expect_shape(dx, xa.shape, "grad of x")
+        expect_shape(dmemory, ma.shape, "grad of memory")
+    return attn_h

@@ -1208,6 +1208,72 @@ def _p(fn, *args):
     return lambda draw: fn(draw, *args)
 
 
+# -- the input-feeding attentional decoder (issue 12, helper feed) ---------------------------------
+
+def _attention_tuple(draw, kind, dt, Hq, Hm, Ho, A):
+    """_core's attention weights tuple (csrc/bindings/bind_attention.h) of a kind."""
+    gen, add = kind == "general", kind == "additive"
+    return (kind, arr(draw, dt, (Hm, Hq)) if gen else None, arr(draw, dt, (A, Hq)) if add else None,
+            maybe(draw, lambda: arr(draw, dt, (A,))) if add else None, arr(draw, dt, (A, Hm)) if add else None,
+            arr(draw, dt, (1, A)) if add else None, arr(draw, dt, (Ho, Hm + Hq)),
+            maybe(draw, lambda: arr(draw, dt, (Ho,))))
+
+
+def b_core_attn_decoder(draw):
+    cell = pick(draw, CELLS + ("LSTM",))
+    kind = pick(draw, ("dot", "general", "additive"))
+    dt, G, is_lstm = floats(draw), GATES[cell.lower()], cell.lower() == "lstm"
+    T, B, E, H, S, Ho, A, L = pos(draw), pos(draw), pos(draw), pos(draw), pos(draw), pos(draw), pos(draw), rint(draw, 1, 2)
+    Hm = H if kind == "dot" else pos(draw)
+    zeros = lambda shp: arr(draw, dt, shp, fill="zeros")
+
+    def opt(shp):
+        return maybe(draw, lambda: arr(draw, dt, shp))
+
+    weights = _attention_tuple(draw, kind, dt, H, Hm, Ho, A)
+    w_ih = [arr(draw, dt, (G * H, E + Ho if l == 0 else H)) for l in range(L)]
+    w_hh = [arr(draw, dt, (G * H, H)) for _ in range(L)]
+    fwd = {"cell": cell, "x": arr(draw, dt, (T, B, E)), "memory": arr(draw, dt, (S, B, Hm)),
+           "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")),
+           "w_ih": w_ih, "w_hh": w_hh, "b_ih": maybe(draw, lambda: [opt((G * H,)) for _ in range(L)]),
+           "b_hh": maybe(draw, lambda: [opt((G * H,)) for _ in range(L)]), "attention": weights,
+           "h0": opt((L, B, H)), "c0": opt((L, B, H)) if is_lstm else None, "feed0": opt((B, Ho)),
+           "masks": maybe(draw, lambda: arr(draw, dt, (L - 1, T, B, H))) if L > 1 else None,
+           "threads": threads_value(draw, False), "workspace": pick(draw, (None, Junk("workspace")))}
+    bwd = None
+    if coin(draw):
+        grads = tuple(None if w is None else zeros(w.shape) for w in weights[1:])
+        bwd = {"grad_attn_h": opt((T, B, Ho)), "w_ih": w_ih, "w_hh": w_hh, "attention": weights,
+               "dw_ih": [zeros(w.shape) for w in w_ih], "dw_hh": [zeros(w.shape) for w in w_hh],
+               "db_ih": maybe(draw, lambda: [zeros((G * H,)) for _ in range(L)]),
+               "db_hh": maybe(draw, lambda: [zeros((G * H,)) for _ in range(L)]),
+               "attention_grads": maybe(draw, lambda: grads), "grad_h_n": opt((L, B, H)),
+               "grad_c_n": opt((L, B, H)) if is_lstm else None, "grad_alpha": opt((T, B, S)),
+               "threads": threads_value(draw, False)}
+    return {"forward": fwd, "backward": bwd, "reuse": coin(draw)}
+
+
+def b_input_feed_rnn(draw):
+    cell = pick(draw, CELLS + ("LSTM", "Gru"))
+    kind = pick(draw, ("dot", "general", "additive", "mlp"))
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    T, B, E, H, S, L = pos(draw), pos(draw), pos(draw), pos(draw), pos(draw), rint(draw, 1, 2)
+    Hm = H if kind == "dot" else pos(draw)
+    attn = {"query_size": H, "memory_size": Hm, "attn_type": kind, "output_size": maybe(draw, lambda: pos(draw)),
+            "dtype": dtype, "seed": rint(draw, 0, 5)}
+    Ho = attn["output_size"] or H
+    ctor = {"cell": cell, "input_size": E, "hidden_size": H, "num_layers": L,
+            "dropout": pick(draw, (0.0, 0.0, 0.3)) if L > 1 else 0.0, "bias": coin(draw), "dtype": dtype,
+            "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
+    h = maybe(draw, lambda: arr(draw, dt, (L, B, H)))
+    hx = (h, arr(draw, dt, (L, B, H))) if (cell.lower() == "lstm" and h is not None) else h
+    return {"ctor": ctor, "attn": attn, "x": arr(draw, dt, (T, B, E)), "memory": arr(draw, dt, (S, B, Hm)),
+            "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")), "hx": hx,
+            "feed0": maybe(draw, lambda: arr(draw, dt, (B, Ho))), "grad": "ones",
+            "grad_h_n": pick(draw, (None, "ones")), "train": coin(draw), "backward": True}
+
+
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
     "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
@@ -1309,4 +1375,8 @@ TARGETS = {
     "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),
                     ["diagnostics.distance_profile", "diagnostics.record_grad_norms", "diagnostics.grad_norms",
                      "diagnostics.recurrent_spectra", "diagnostics.recurrent_layers"], 0.5),
+    "core_attn_decoder": (call("fuzz.scenarios.core_attn_decoder", b_core_attn_decoder, public=False),
+                          ["_core.attn_decoder_forward", "_core.attn_decoder_backward", "_core.AttnDecoderWorkspace"],
+                          1.5),
+    "nn_input_feed_rnn": (scen("input_feed_rnn", b_input_feed_rnn), ["nn.InputFeedRNN"], 1.5),
 }
