@@ -45,6 +45,14 @@ from .module import Module
 _BRIDGES = ("auto", "concat", "linear", "zeros")
 
 
+def _spawn(seed, fn, n):
+    """n child SeedSequences of `seed` (an int, a sequence of ints, None, or a SeedSequence, which
+    the parent model passes down)."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed.spawn(n)
+    return np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(n)
+
+
 def _src_lengths(lengths, B, S, fn):
     """Source lengths (B,) int64, each in [1, S] (None: every source is S long)."""
     if lengths is None:
@@ -89,7 +97,7 @@ class Encoder(Module):
         self.dropout = check_probability(dropout, "dropout", fn)
         self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        seeds = np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(3)
+        seeds = _spawn(seed, fn, 3)
         self.embedding = Embedding(self.vocab_size, self.embedding_dim, padding_idx, dtype=self.dtype, seed=seeds[0],
                                    threads=threads)
         self.drop = Dropout(self.dropout, rng=np.random.default_rng(seeds[2]))
@@ -167,7 +175,7 @@ class Decoder(Module):
         self.input_feed = bool(input_feed) and attention is not None
         self.tie_weights = bool(tie_weights)
         H, E = self.hidden_size, self.embedding_dim
-        seeds = np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(5)
+        seeds = _spawn(seed, fn, 5)
         self.embedding = Embedding(self.vocab_size, E, padding_idx, dtype=self.dtype, seed=seeds[0], threads=threads)
         rng = np.random.default_rng(seeds[4])
         self.drop_in = Dropout(self.dropout, rng=rng)
@@ -183,7 +191,7 @@ class Decoder(Module):
             self.attention = None
             self.memory_size = None if memory_size is None else check_int(memory_size, "memory_size", fn)
         if self.input_feed:
-            self.rnn = InputFeedRNN(self.cell, E, H, attn, num_layers=self.num_layers, dropout=self.dropout,
+            self.rnn = InputFeedRNN("rnn_tanh" if self.cell == "rnn" else self.cell, E, H, attn, num_layers=self.num_layers, dropout=self.dropout,
                                     dtype=self.dtype, seed=seeds[1], threads=threads)
             self.attn = None  # it lives inside the recurrence, as rnn.attn
         else:
@@ -293,7 +301,7 @@ class Bridge(Module):
         self.dtype = resolve_dtype(dtype, fn)
         self.h = self.c = None
         if kind == "linear":
-            seeds = np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(2)
+            seeds = _spawn(seed, fn, 2)
             n_in, n_out = enc_layers * enc_directions * enc_hidden, dec_layers * dec_hidden
             self.h = Linear(n_in, n_out, dtype=self.dtype, seed=seeds[0], threads=threads)
             if self.lstm:
@@ -396,7 +404,7 @@ class Seq2Seq(Module):
         decoder_layers = check_num_layers(num_layers if decoder_layers is None else decoder_layers, fn)
         self.dtype = resolve_dtype(dtype, fn)
         self.threads = threads
-        seeds = np.random.SeedSequence(check_seed(seed, fn, objects=False)).spawn(4)
+        seeds = _spawn(seed, fn, 4)
         self.encoder = Encoder(src_vocab_size, embedding_dim, encoder_hidden_size, encoder_layers, cell, bidirectional,
                                dropout, src_padding_idx, dtype=self.dtype, seed=seeds[0], threads=threads)
         self.decoder = Decoder(tgt_vocab_size, embedding_dim, hidden_size, decoder_layers, cell, attention,
