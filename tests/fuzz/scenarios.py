@@ -28,7 +28,10 @@ __all__ = [
     "word_tokenizer", "vocabulary", "tokenizer_from_dict", "stream_batcher", "lm_batches", "pad_sequences",
     "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
     "module_api", "crash_for_test", "hang_for_test", "write_past_for_test", "rnn_cell_base", "adaptive_softmax",
-    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attn_decoder", "input_feed_rnn",
+    "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attention", "attention",
+    "core_attn_decoder", "input_feed_rnn",
+    "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
+    "bible_pairs", "bleu", "token_accuracy", "perplexity",
 ]
 
 
@@ -920,6 +923,43 @@ def core_recurrent(forward, backward=None, reuse=False):
     return h_n
 
 
+def core_attention(forward, backward=None, with_keys=False):
+    """_core.attention_forward(**forward) (with the keys of _core.attention_keys first when
+    with_keys), then, when `backward` is given, _core.attention_backward(**backward) with the
+    forward's arguments and results."""
+    fwd = dict(**forward)
+    if with_keys:
+        fwd["keys"] = _core.attention_keys(fwd.get("memory"), fwd.get("weights"), fwd.get("threads", 1))
+    attn_h, alpha, context, saved = _core.attention_forward(**fwd)
+    q, m, w = fwd.get("query"), fwd.get("memory"), fwd.get("weights")
+    if isinstance(q, np.ndarray) and isinstance(m, np.ndarray) and q.ndim == 3 and m.ndim == 3:
+        expect_shape(alpha, (q.shape[0], q.shape[1], m.shape[0]), "alpha")
+        if isinstance(w, tuple) and moderate(q, m, *[a for a in w[1:] if isinstance(a, np.ndarray)]):
+            expect_finite(attn_h, "attn_h")
+            expect(bool(np.all(alpha >= 0)) and np.allclose(alpha.sum(-1), 1, atol=1e-4), "alpha rows do not sum to 1")
+    if backward is not None:
+        args = dict(query=q, memory=m, keys=fwd.get("keys"), memory_lengths=fwd.get("memory_lengths"), alpha=alpha,
+                    context=context, attn_h=attn_h, saved=saved, weights=w)
+        args.update(**backward)
+        _core.attention_backward(**args)
+    return attn_h
+
+
+def attention(ctor, query, memory, memory_lengths=None, grad="ones", grad_alpha=None):
+    layer = nn.Attention(**ctor)
+    attn_h, alpha = layer(query, memory, memory_lengths)
+    qa, ma = np.asarray(query), np.asarray(memory)
+    lead = qa.shape[:-1]
+    expect_shape(attn_h, lead + (layer.output_size,), "attn_h")
+    expect_shape(alpha, lead + (ma.shape[0],), "alpha")
+    if moderate(qa, ma):
+        expect_finite(attn_h, "attn_h")
+    dq, dm = layer.backward(_grad_like(grad, attn_h), grad_alpha)
+    expect_shape(dq, qa.shape, "grad of query")
+    expect_shape(dm, ma.shape, "grad of memory")
+    return attn_h
+
+
 def core_decoder(ctor, ops):
     """_core.LMDecoder(**ctor), then ops: a list of (method, *args) run in order."""
     dec = _core.LMDecoder(**ctor)
@@ -952,6 +992,76 @@ def trainer_fit(model_ctor, trainer_kwargs, train_ids, valid_ids=None, fit_kwarg
         finally:
             kwargs["stream"].close()
     expect(isinstance(result, dict), "Trainer.fit did not return a dict")
+    return result.get("steps")
+
+
+# -- rnncore.tasks (the Trainer with a task) --------------------------------------------------------
+
+class _TinySeq2Seq(nn.Module):
+    """A small encoder-decoder with the seq2seq spec's interface, from rnncore layers."""
+
+    def __init__(self, V, E=4, H=4):
+        super().__init__()
+        self.src_embedding, self.tgt_embedding = nn.Embedding(V, E, seed=0), nn.Embedding(V, E, seed=1)
+        self.encoder, self.decoder = nn.GRU(E, H, seed=2), nn.GRU(E, H, seed=3)
+        self.out = nn.Linear(H, V, seed=4)
+
+    def forward(self, src, src_lengths, tgt_in):
+        _, h = self.encoder(self.src_embedding(src), lengths=src_lengths)
+        return self.out(self.decoder(self.tgt_embedding(tgt_in), h)[0])
+
+    def loss(self, src, src_lengths, tgt_in, tgt_out, ignore_index=-100, reduction="mean"):
+        loss, self._dlogits = nn.cross_entropy(self.forward(src, src_lengths, tgt_in), tgt_out, ignore_index,
+                                               reduction)
+        return loss
+
+    def backward(self):
+        self.tgt_embedding.backward(self.decoder.backward(self.out.backward(self._dlogits)))
+        self.src_embedding.backward(self.encoder.backward(None, self.decoder.grad_h0))
+
+
+def task_fit(kind, V, task_kwargs, trainer_kwargs=None, fit_kwargs=None, train=None, valid=None, src=None,
+             src_lengths=None, tgt_in=None, tgt_out=None, batches=1, padded=None, lengths=None, labels=None):
+    """A Trainer driven by a LanguageModelTask, Seq2SeqTask or ClassificationTask, fitted a few steps
+    (with checkpoints: then resumed from the last one), and the task's evaluation."""
+    from collections import namedtuple
+
+    from rnncore import tasks
+
+    kw = dict(task_kwargs)
+    if kind == "lm":
+        model = nn.LanguageModel(V, 4, 4, seed=0)
+        task = tasks.LanguageModelTask(**kw)
+    elif kind == "seq2seq":
+        model = _TinySeq2Seq(V)
+        if kw.pop("with_bleu", False):
+            kw["bleu"] = lambda m: 1.0
+        task = tasks.Seq2SeqTask(**kw)
+        pair = namedtuple("PairBatch", "src src_lengths tgt_in tgt_out tgt_lengths")
+        batch = pair(src, src_lengths, tgt_in, tgt_out, None)
+        train, valid = [batch] * min(batches, 3), [batch]  # (a huge count is not the API's concern)
+    else:
+        model = nn.SequenceClassifier(vocab_size=V, embedding_dim=4, hidden_size=4, num_classes=2, pooling="max",
+                                      seed=0)
+        task = tasks.ClassificationTask(**kw)
+        seqs = [padded[i, :n] for i, n in enumerate(lengths)]  # lengths in range: the builder draws them so
+        train = valid = (seqs, labels)
+    tkw = dict(trainer_kwargs or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        if tkw.pop("checkpoints", False):
+            tkw["checkpoint_dir"] = tmp
+        trainer = rnncore.Trainer(model, optim.Adam(model.parameters(), lr=1e-3), task=task, progress=False,
+                                  stream=open(os.devnull, "w"), **tkw)
+        try:
+            result = trainer.fit(train, valid, **(fit_kwargs or {"max_steps": 2}))
+            ev = trainer.evaluate(valid)
+            if trainer.checkpoint_dir:
+                trainer.load_checkpoint(os.path.join(tmp, "last.safetensors"))
+                expect(trainer.step == result["steps"], "a resumed Trainer is not at the saved step")
+        finally:
+            trainer.stream.close()
+    expect(isinstance(result, dict) and isinstance(ev, dict) and task.metric in ev,
+           "Trainer.fit/evaluate with a task did not return dicts holding the task's metric")
     return result.get("steps")
 
 
@@ -1103,6 +1213,7 @@ def write_past_for_test(a):
     base.reshape(-1)[0] = 12345
 
 
+<<<<<<< HEAD
 # -- the input-feeding attentional decoder (issue 12) ---------------------------------------------
 
 def core_attn_decoder(forward, backward=None, reuse=False):
@@ -1144,3 +1255,131 @@ def input_feed_rnn(ctor, attn, x, memory, memory_lengths=None, hx=None, feed0=No
         expect_shape(dx, xa.shape, "grad of x")
         expect_shape(dmemory, ma.shape, "grad of memory")
     return attn_h
+=======
+# -- seq2seq data (rnncore.data pairs, rnncore.datasets parallel text, rnncore.metrics) -------------
+
+def _check_pair_batch(b, ds=None):
+    expect(isinstance(b, data.PairBatch), "PairBatch: not a PairBatch")
+    S, B = b.src.shape
+    T = b.tgt_in.shape[0]
+    expect(b.tgt_in.shape == b.tgt_out.shape == (T, B), "PairBatch: tgt_in/tgt_out shapes")
+    expect(b.src_lengths.shape == b.tgt_lengths.shape == (B,), "PairBatch: lengths shapes")
+    expect(all(a.dtype == np.int64 for a in b), "PairBatch: not int64")
+    expect(b.src_lengths.min() >= 1 and b.src_lengths.max() == S, "PairBatch: src_lengths outside [1, S]")
+    expect(np.array_equal((b.tgt_out != -100).sum(axis=0), b.tgt_lengths), "PairBatch: tgt_lengths != non-ignored")
+    if ds is not None:
+        expect(np.all(b.tgt_in[0] == ds.bos_id), "PairBatch: tgt_in does not start with <s>")
+        expect(np.all(b.tgt_out[b.tgt_lengths - 1, np.arange(B)] == ds.eos_id), "PairBatch: tgt_out does not end "
+                                                                                "with </s>")
+
+
+def pair_tokenizer(sentences, kwargs=None, text=""):
+    tok = data.pair_tokenizer(sentences, **(kwargs or {}))
+    v = tok.vocab
+    expect((v.pad_id, v.unk_id, v.bos_id, v.eos_id) == (0, 1, 2, 3), "pair_tokenizer: specials are not 0..3")
+    ids = tok.encode(text)
+    expect(ids.size == 0 or (ids.min() >= 0 and ids.max() < len(v)), "pair_tokenizer: ids outside the vocabulary")
+    return len(v)
+
+
+def pair_dataset(pairs, kwargs=None, indices=(0,), decode=None):
+    ds = data.PairDataset(pairs, **(kwargs or {}))
+    b = ds.make_batch(indices)
+    _check_pair_batch(b, ds)
+    ds.decode_target(b.tgt_out[:, 0])
+    ds.decode_source(b.src[:, 0])
+    if decode is not None:
+        ds.decode_target(decode)
+    return b.src.shape
+
+
+def pair_batcher(pairs, batch_size=2, kwargs=None, take=3, state=None):
+    ds = data.PairDataset(pairs)
+    it = data.PairBatcher(ds, batch_size, **(kwargs or {}))
+    if state is not None:
+        it.load_state_dict(state)
+    n = 0
+    for b in itertools.islice(iter(it), take):
+        _check_pair_batch(b, ds)
+        n += 1
+    it.load_state_dict(json.loads(json.dumps(it.state_dict())))
+    return n
+
+
+def split_pairs(pairs, valid_fraction=0.1, test_fraction=0.1, seed=0):
+    from rnncore import datasets
+
+    c = datasets.split_pairs(pairs, valid_fraction, test_fraction, seed)
+    refs = c.refs["train"] + c.refs["valid"] + c.refs["test"]
+    expect(sorted(refs) == list(range(len(c))), "split_pairs: a pair is missing or in two splits")
+    return len(c)
+
+
+def osis_text(markup):
+    from rnncore import datasets
+
+    text = datasets.osis_text(markup)
+    expect(text == " ".join(text.split()), "osis_text: whitespace not collapsed")
+    return len(text)
+
+
+def _two_files(raws, names, fn):
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for raw, name in zip(raws, names):
+            paths.append(os.path.join(tmp, name))
+            with open(paths[-1], "wb") as f:
+                f.write(raw)
+        return fn(*paths)
+
+
+def parallel_files(src_raw, tgt_raw, skip_empty=True):
+    from rnncore import datasets
+
+    pairs = _two_files((src_raw, tgt_raw), ("a.src", "a.tgt"),
+                       lambda s, t: datasets.parallel_files(s, t, skip_empty=skip_empty))
+    expect(all(isinstance(a, str) and isinstance(b, str) for a, b in pairs), "parallel_files: not str pairs")
+    return len(pairs)
+
+
+def read_tsv(raw, skip_empty=True):
+    from rnncore import datasets
+
+    pairs = _two_files((raw,), ("a.tsv",), lambda p: datasets.read_tsv(p, skip_empty=skip_empty))
+    expect(all("\t" not in a + b for a, b in pairs), "read_tsv: a tab inside a column")
+    return len(pairs)
+
+
+def bible_pairs(**kw):
+    """rnncore.datasets.bible_pairs(**kw): three splits with one ref per pair."""
+    from rnncore import datasets
+
+    c = datasets.bible_pairs(**kw)
+    for name in ("train", "valid", "test"):
+        expect(len(c[name]) == len(c.refs[name]), f"bible_pairs: {name} refs and pairs differ in number")
+    return len(c)
+
+
+def bleu(hypotheses, references, kwargs=None):
+    from rnncore import metrics
+
+    score = metrics.bleu(hypotheses, references, **(kwargs or {}))
+    expect(0.0 <= score <= 100.0 + 1e-9, f"bleu: {score} outside [0, 100]")
+    return score
+
+
+def token_accuracy(predictions, targets, ignore_index=-100):
+    from rnncore import metrics
+
+    acc = metrics.token_accuracy(predictions, targets, ignore_index)
+    expect(0.0 <= acc <= 1.0, f"token_accuracy: {acc} outside [0, 1]")
+    return acc
+
+
+def perplexity(nll, num_tokens=None):
+    from rnncore import metrics
+
+    p = metrics.perplexity(nll, num_tokens)
+    expect(p >= 1.0, f"perplexity: {p} < 1")
+    return p
+>>>>>>> main

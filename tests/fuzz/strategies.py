@@ -1088,7 +1088,7 @@ def b_char_tokenizer(draw):
 
 def b_word_tokenizer(draw):
     return {"options": {"min_count": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 1, 6)),
-                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw)},
+                        "unk": True, "eos": coin(draw), "pad": coin(draw), "lower": coin(draw), "punct": coin(draw)},
             "fit_text": draw(TEXT), "text": maybe(draw, lambda: draw(TEXT)),
             "ids": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), 0, 3, fill="range"))}
 
@@ -1100,7 +1100,7 @@ def b_vocabulary(draw):
     symbols = list(dict.fromkeys(draw(SYMBOL) for _ in range(rint(draw, 0, 5))))
     return {"symbols": symbols,
             "kwargs": {"unk_token": pick(draw, (None, "<unk>")), "eos_token": pick(draw, (None, "<eos>")),
-                       "pad_token": pick(draw, (None, "<pad>"))},
+                       "pad_token": pick(draw, (None, "<pad>")), "bos_token": pick(draw, (None, "<s>"))},
             "lookups": [draw(SYMBOL) for _ in range(rint(draw, 0, 3))]}
 
 
@@ -1158,6 +1158,175 @@ def b_read_text(draw):
     return {"raw": raw, "as_dir": coin(draw), "name": pick(draw, ("a.txt", "b.md", "c.bin"))}
 
 
+# -- attention (issue 12) ----------------------------------------------------------------------------
+
+ATTN_KINDS = ("dot", "general", "additive", "mlp")
+
+
+def _attn_sizes(draw, kind):
+    Hq = pos(draw)
+    return Hq, (Hq if kind == "dot" else pos(draw)), pos(draw), pos(draw)  # Hq, Hm, A, Ho
+
+
+def _attn_weights(draw, dt, kind, Hq, Hm, A, Ho):
+    add = kind in ("additive", "mlp")
+    return (kind, arr(draw, dt, (Hm, Hq)) if kind == "general" else None,
+            arr(draw, dt, (A, Hq)) if add else None, maybe(draw, lambda: arr(draw, dt, (A,))) if add else None,
+            arr(draw, dt, (A, Hm)) if add else None, arr(draw, dt, pick(draw, ((1, A), (A,)))) if add else None,
+            arr(draw, dt, (Ho, Hm + Hq)), maybe(draw, lambda: arr(draw, dt, (Ho,))))
+
+
+def b_attention_keys(draw):
+    kind, dt = pick(draw, ATTN_KINDS), floats(draw)
+    Hq, Hm, A, Ho = _attn_sizes(draw, kind)
+    return {"memory": arr(draw, dt, (pos(draw), dim(draw), Hm)), "weights": _attn_weights(draw, dt, kind, Hq, Hm, A, Ho),
+            "threads": threads_value(draw, False)}
+
+
+def _attention_forward_args(draw):
+    kind, dt = pick(draw, ATTN_KINDS), floats(draw)
+    Hq, Hm, A, Ho = _attn_sizes(draw, kind)
+    Tq, B, S = dim(draw), dim(draw), pos(draw)
+    fwd = {"query": arr(draw, dt, (Tq, B, Hq)), "memory": arr(draw, dt, (S, B, Hm)),
+           "weights": _attn_weights(draw, dt, kind, Hq, Hm, A, Ho),
+           "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")),
+           "threads": threads_value(draw, False)}
+    return fwd, (dt, kind, Tq, B, S, Hq, Hm, A, Ho)
+
+
+def b_attention_forward(draw):
+    return _attention_forward_args(draw)[0]
+
+
+def b_core_attention(draw):
+    fwd, (dt, kind, Tq, B, S, Hq, Hm, A, Ho) = _attention_forward_args(draw)
+    bwd = None
+    if coin(draw):
+        add = kind in ("additive", "mlp")
+        w = fwd["weights"]
+
+        def g(i, shp):
+            return arr(draw, dt, shp, fill="zeros") if w[i + 1] is not None and coin(draw) else None
+        v_shape = w[5].shape if add else (A,)
+        bwd = {"grad_attn_h": arr(draw, dt, (Tq, B, Ho)),
+               "grad_alpha": maybe(draw, lambda: arr(draw, dt, (Tq, B, S))),
+               "grads": maybe(draw, lambda: (g(0, (Hm, Hq)), g(1, (A, Hq)), g(2, (A,)), g(3, (A, Hm)), g(4, v_shape),
+                                             g(5, (Ho, Hm + Hq)), g(6, (Ho,)))),
+               "need_dquery": coin(draw), "need_dmemory": coin(draw), "threads": threads_value(draw, False)}
+    return {"forward": fwd, "backward": bwd, "with_keys": coin(draw)}
+
+
+def b_attention(draw):
+    kind = pick(draw, ATTN_KINDS)
+    Hq = pos(draw)
+    Hm = Hq if kind == "dot" else pos(draw)
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    B, S = dim(draw), pos(draw)
+    lead = pick(draw, ((B,), (dim(draw), B)))
+    ctor = {"query_size": Hq, "memory_size": pick(draw, (Hm, None)) if Hm == Hq else Hm, "attn_type": kind,
+            "output_size": maybe(draw, lambda: pos(draw)), "output_bias": pick(draw, (None, True, False)),
+            "dtype": dtype, "seed": 0, "threads": threads_value(draw)}
+    if kind in ("additive", "mlp"):
+        ctor["attention_size"] = maybe(draw, lambda: pos(draw))
+    return {"ctor": ctor, "query": arr(draw, dt, lead + (Hq,)), "memory": arr(draw, dt, (S, B, Hm)),
+            "memory_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")), "grad": "ones",
+            "grad_alpha": maybe(draw, lambda: arr(draw, dt, lead + (S,)))}
+
+
+# -- public: seq2seq data and metrics -----------------------------------------------------------------
+
+PAIR_WORDS = ("a", "b", "cc", "\u00e9", "<s>", "</s>", "<pad>", "x\ty", "", "end.", "\u00bfqui\u00e9n?")
+
+
+def _sentence_str(draw, lo=0):
+    return " ".join(pick(draw, PAIR_WORDS) for _ in range(rint(draw, lo, 5)))
+
+
+def _pairs(draw, lo=1):
+    return [(_sentence_str(draw, 1) or "a", _sentence_str(draw)) for _ in range(rint(draw, lo, 6))]
+
+
+def b_pair_tokenizer(draw):
+    return {"sentences": [_sentence_str(draw) for _ in range(rint(draw, 0, 4))],
+            "kwargs": {"min_freq": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 4, 8)),
+                       "lower": coin(draw)},
+            "text": _sentence_str(draw)}
+
+
+def b_pair_dataset(draw):
+    pairs = _pairs(draw)
+    return {"pairs": pairs, "kwargs": {"min_freq": rint(draw, 1, 2), "max_size": maybe(draw, lambda: rint(draw, 4, 8))},
+            "indices": arr(draw, "int64", (rint(draw, 1, 4),), 0, len(pairs), fill="range"),
+            "decode": maybe(draw, lambda: arr(draw, "int64", (dim(draw),), -100, 9, fill="range"))}
+
+
+def b_pair_batcher(draw):
+    return {"pairs": _pairs(draw), "batch_size": pos(draw),
+            "kwargs": {"shuffle": coin(draw), "seed": rint(draw, 0, 9), "pool_size": pick(draw, (None, 1, 2, 100)),
+                       "max_src_len": maybe(draw, lambda: rint(draw, 1, 4)),
+                       "max_tgt_len": maybe(draw, lambda: rint(draw, 0, 4)), "drop_last": coin(draw)},
+            "take": rint(draw, 0, 3)}
+
+
+def b_split_pairs(draw):
+    return {"pairs": _pairs(draw), "valid_fraction": pick(draw, (0.0, 0.1, 0.3)),
+            "test_fraction": pick(draw, (0.0, 0.2, 0.5)), "seed": rint(draw, 0, 3)}
+
+
+OSIS = st.text(alphabet="ab <>/\"=note&amp;\u00b6\n\t", max_size=40)
+
+
+def b_osis_text(draw):
+    return {"markup": pick(draw, ("<note>x</note>y", "\u00b6 a", "<w a='1'>b</w>&lt;")) if coin(draw) else draw(OSIS)}
+
+
+def _tsv_bytes(draw):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        return draw(st.binary(max_size=40))
+    rows = [_sentence_str(draw) + pick(draw, ("\t", "\t", "", "\t\t")) + _sentence_str(draw)
+            for _ in range(rint(draw, 0, 4))]
+    return (pick(draw, ("\n", "\r\n")).join(rows) + pick(draw, ("", "\n"))).encode("utf-8")
+
+
+def b_parallel_files(draw):
+    n = rint(draw, 0, 4)
+    lines = lambda: "\n".join(_sentence_str(draw) for _ in range(n)).encode("utf-8")  # noqa: E731
+    return {"src_raw": lines(), "tgt_raw": lines() if coin(draw) else _tsv_bytes(draw), "skip_empty": coin(draw)}
+
+
+def b_read_tsv(draw):
+    return {"raw": _tsv_bytes(draw), "skip_empty": coin(draw)}
+
+
+def b_bible_pairs(draw):
+    return {"src": pick(draw, ("en", "es")), "tgt": pick(draw, ("es", "en")),
+            "max_words": pick(draw, (None, 25, 3)), "split_seed": rint(draw, 0, 2),
+            "valid_fraction": pick(draw, (0.05, 0.0, 0.3)), "test_fraction": pick(draw, (0.05, 0.2))}
+
+
+def b_bleu(draw):
+    n = rint(draw, 1, 4)
+    hyps = [_sentence_str(draw) for _ in range(n)]
+    refs = [_sentence_str(draw) for _ in range(n)] if coin(draw) else \
+        [[_sentence_str(draw) for _ in range(2)] for _ in range(n)]
+    return {"hypotheses": hyps, "references": refs,
+            "kwargs": {"tokenize": pick(draw, ("13a", "none", "intl", "char")), "lowercase": coin(draw)}}
+
+
+def b_token_accuracy(draw):
+    shp = shape(draw, 2, 1)
+    V = pos(draw)
+    targets = arr(draw, "int64", shp, -1, V, fill="range")
+    preds = arr(draw, "int64", shp, 0, V, fill="range") if coin(draw) else arr(draw, floats(draw), shp + (V,))
+    return {"predictions": preds, "targets": targets, "ignore_index": pick(draw, (-100, -1, 0))}
+
+
+def b_perplexity(draw):
+    return {"nll": pick(draw, (0.0, 1.5, 100.0, 1e6)), "num_tokens": pick(draw, (None, 1, 7))}
+
+
 # -- threads and the trainer ----------------------------------------------------------------------------
 
 WORKS = ("lstm", "linear", "layernorm", "embedding", "optim", "loss", "generate")
@@ -1179,6 +1348,36 @@ def b_trainer(draw):
             "train_ids": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
             "valid_ids": maybe(draw, lambda: arr(draw, "int64", (rint(draw, 0, 20),), 0, V, fill="range")),
             "fit_kwargs": {"max_steps": rint(draw, 1, 3)}}
+
+
+def b_task_fit(draw):
+    kind = pick(draw, ("lm", "seq2seq", "classification"))
+    V = rint(draw, 3, 9)
+    if kind == "lm":
+        task = {"batch_size": pos(draw), "seq_len": pos(draw), "eval_batch_size": maybe(draw, lambda: pos(draw)),
+                "metric": pick(draw, ("loss", "ppl", "bpc"))}
+        data = {"train": arr(draw, "int64", (rint(draw, 0, 40),), 0, V, fill="range"),
+                "valid": arr(draw, "int64", (rint(draw, 2, 20),), 0, V, fill="range")}
+    elif kind == "seq2seq":
+        S, T, B = rint(draw, 1, 6), rint(draw, 1, 6), rint(draw, 1, 4)
+        task = {"metric": pick(draw, ("loss", "ppl", "accuracy", "bleu")), "with_bleu": coin(draw),
+                "ignore_index": pick(draw, (-100, 0))}
+        data = {"src": arr(draw, "int64", (S, B), 0, V, fill="range"),
+                "src_lengths": arr(draw, "int64", (B,), 1, S + 1, fill="range"),
+                "tgt_in": arr(draw, "int64", (T, B), 0, V, fill="range"),
+                "tgt_out": arr(draw, "int64", (T, B), 0, V, fill="range"), "batches": rint(draw, 1, 3)}
+    else:
+        N, L = rint(draw, 1, 8), rint(draw, 1, 6)
+        task = {"batch_size": pos(draw), "seed": rint(draw, 0, 5), "shuffle": coin(draw),
+                "eval_batch_size": pos(draw), "metric": pick(draw, ("loss", "accuracy"))}
+        data = {"padded": arr(draw, "int64", (N, L), 0, V, fill="range"),
+                "lengths": [rint(draw, 1, L) for _ in range(N)],
+                "labels": arr(draw, "int64", (N,), 0, 2, fill="range")}
+    return {"kind": kind, "V": V, "task_kwargs": task, **data,
+            "trainer_kwargs": {"clip_grad_norm": pick(draw, (None, 1.0)), "checkpoints": coin(draw), "log_every": 1,
+                               "eval_every": maybe(draw, lambda: rint(draw, 1, 2)),
+                               "patience": maybe(draw, lambda: rint(draw, 1, 2))},
+            "fit_kwargs": {"max_steps": rint(draw, 1, 3), "epochs": rint(draw, 1, 2)}}
 
 
 # -- the registry -------------------------------------------------------------------------------------
@@ -1301,6 +1500,10 @@ TARGETS = {
     "core_norm_power_sum": (core("norm_power_sum", _p(b_array_list, "norm")), ["_core.norm_power_sum"], 0.5),
     "core_vmath": (core("vmath", b_vmath), ["_core.vmath"], 0.5),
     "core_adaptive_softmax": (core("adaptive_softmax", b_core_adaptive_softmax), ["_core.adaptive_softmax"], 1),
+    "core_attention_keys": (core("attention_keys", b_attention_keys), ["_core.attention_keys"], 0.5),
+    "core_attention_forward": (core("attention_forward", b_attention_forward), ["_core.attention_forward"], 1),
+    "core_attention": (call("fuzz.scenarios.core_attention", b_core_attention, public=False),
+                       ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
     "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
                                   "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
@@ -1314,6 +1517,7 @@ TARGETS = {
     "nn_rnn_cell": (scen("rnn_cell", b_rnn_cell, frozen=("cls",)), ["nn.RNNCell", "nn.LSTMCell", "nn.GRUCell"], 2),
     "nn_embedding": (scen("embedding", b_embedding), ["nn.Embedding"], 1),
     "nn_linear": (scen("linear", b_linear), ["nn.Linear"], 1),
+    "nn_attention": (scen("attention", b_attention), ["nn.Attention"], 1.5),
     "nn_dropout": (scen("dropout", b_dropout), ["nn.Dropout"], 0.5),
     "nn_layernorm": (scen("layernorm", b_layernorm), ["nn.LayerNorm"], 1),
     "nn_cross_entropy": (scen("loss_function", b_loss_function), ["nn.cross_entropy"], 1),
@@ -1370,8 +1574,28 @@ TARGETS = {
     # (without the corpus installed every call raises MissingCorpusError, the documented answer)
     "datasets_movie_reviews": (scen("movie_reviews", b_movie_reviews, allow=("MissingCorpusError",), huge=False),
                                ["datasets.movie_reviews"], 0.3),
+    "data_pair_tokenizer": (scen("pair_tokenizer", b_pair_tokenizer, huge=False), ["data.pair_tokenizer"], 0.5),
+    "data_pair_dataset": (scen("pair_dataset", b_pair_dataset, huge=False), ["data.PairDataset", "data.PairBatch"],
+                          0.7),
+    "data_pair_batcher": (scen("pair_batcher", b_pair_batcher, huge=False), ["data.PairBatcher"], 0.7),
+    "datasets_split_pairs": (scen("split_pairs", b_split_pairs, huge=False),
+                             ["datasets.split_pairs", "datasets.ParallelCorpus"], 0.5),
+    "datasets_osis_text": (scen("osis_text", b_osis_text, huge=False), ["datasets.osis_text"], 0.3),
+    "datasets_parallel_files": (scen("parallel_files", b_parallel_files, huge=False), ["datasets.parallel_files"],
+                                0.3),
+    "datasets_read_tsv": (scen("read_tsv", b_read_tsv, huge=False), ["datasets.read_tsv"], 0.3),
+    # (without the Debian packages every call raises MissingCorpusError, the documented answer)
+    "datasets_bible_pairs": (scen("bible_pairs", b_bible_pairs, allow=("MissingCorpusError",), huge=False),
+                             ["datasets.bible_pairs"], 0.2),
+    # (without sacrebleu every call raises the ImportError that names pip install sacrebleu)
+    "metrics_bleu": (scen("bleu", b_bleu, allow=("ImportError",), huge=False), ["metrics.bleu"], 0.5),
+    "metrics_token_accuracy": (scen("token_accuracy", b_token_accuracy, huge=False), ["metrics.token_accuracy"], 0.5),
+    "metrics_perplexity": (scen("perplexity", b_perplexity, huge=False), ["metrics.perplexity"], 0.3),
     "threads": (scen("with_threads", b_with_threads, max_mutations=0), ["set_num_threads", "get_num_threads"], 1),
     "trainer": (scen("trainer_fit", b_trainer, huge=False), ["Trainer"], 0.5),
+    "tasks": (scen("task_fit", b_task_fit, huge=False, frozen=("kind",)),
+              ["Trainer", "tasks.Task", "tasks.LanguageModelTask", "tasks.Seq2SeqTask",
+               "tasks.ClassificationTask"], 0.5),
     "diagnostics": (scen("diagnostics", b_diagnostics, frozen=("cls",)),
                     ["diagnostics.distance_profile", "diagnostics.record_grad_norms", "diagnostics.grad_norms",
                      "diagnostics.recurrent_spectra", "diagnostics.recurrent_layers"], 0.5),

