@@ -1213,7 +1213,6 @@ def write_past_for_test(a):
     base.reshape(-1)[0] = 12345
 
 
-<<<<<<< HEAD
 # -- the input-feeding attentional decoder (issue 12) ---------------------------------------------
 
 def core_attn_decoder(forward, backward=None, reuse=False):
@@ -1255,7 +1254,8 @@ def input_feed_rnn(ctor, attn, x, memory, memory_lengths=None, hx=None, feed0=No
         expect_shape(dx, xa.shape, "grad of x")
         expect_shape(dmemory, ma.shape, "grad of memory")
     return attn_h
-=======
+
+
 # -- seq2seq data (rnncore.data pairs, rnncore.datasets parallel text, rnncore.metrics) -------------
 
 def _check_pair_batch(b, ds=None):
@@ -1382,4 +1382,3 @@ def perplexity(nll, num_tokens=None):
     p = metrics.perplexity(nll, num_tokens)
     expect(p >= 1.0, f"perplexity: {p} < 1")
     return p
->>>>>>> main
