@@ -527,9 +527,15 @@ class Seq2Seq(Module):
         self.encoder.backward(dmemory, denc_state)
 
     @exclusive
-    def evaluate_batch(self, src, src_lengths, tgt_in, tgt_out, ignore_index=-100):
-        """-> (sum of the token NLL, tokens counted, tokens whose argmax is the target)."""
+    def evaluate_batch(self, batch, src_lengths=None, tgt_in=None, tgt_out=None, ignore_index=-100):
+        """-> (sum of the token NLL, tokens counted, tokens whose argmax is the target), nothing kept
+        for a backward. ``batch``: a PairBatch (rnncore.data), or src with the other three arrays."""
         fn = "Seq2Seq.evaluate_batch"
+        src = batch
+        if tgt_in is None and all(hasattr(batch, f) for f in ("src", "src_lengths", "tgt_in", "tgt_out")):
+            src, src_lengths, tgt_in, tgt_out = batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out
+        if tgt_in is None or tgt_out is None:
+            raise TypeError(f"{fn}: give a PairBatch, or src, src_lengths, tgt_in and tgt_out")
         src, lengths, tgt_in, tgt_out = self._check_batch(src, src_lengths, tgt_in, tgt_out, fn)
         logits, _ = self._run(src, lengths, tgt_in)
         self._ctx = None
@@ -538,6 +544,114 @@ class Seq2Seq(Module):
                                   threads=self.threads)
         correct = int(((logits.argmax(axis=-1) == tgt_out) & counted).sum())
         return float(np.sum(losses, dtype=np.float64)), int(counted.sum()), correct
+
+    # -- generation -------------------------------------------------------------------------
+    def decoder_parts(self):
+        """The decoder's weights as rnncore.sampling.DecoderParts (what seq2seq_decode reads)."""
+        from ..sampling import DecoderParts
+
+        d = self.decoder
+        layers = [d.rnn.layer_parameters(k) if d.input_feed else d.rnn.layer_parameters(k, 0)
+                  for k in range(d.num_layers)]
+        data = [[None if p is None else p.data for p in group] for group in zip(*layers)]
+        cell = "rnn_tanh" if d.cell == "rnn" else d.cell
+        return DecoderParts(cell=cell, num_layers=d.num_layers, hidden_size=d.hidden_size, input_feed=d.input_feed,
+                            embedding=d.embedding.weight.data, w_ih=data[0], w_hh=data[1], b_ih=data[2],
+                            b_hh=data[3], attention=d.attention_module, out_w=d.generator.weight.data,
+                            out_b=None if d.generator.bias is None else d.generator.bias.data)
+
+    def translate_ids(self, sources, *, bos, eos, method="beam", beam_width=5, n_best=1, length_penalty=1.0,
+                      max_len=None, batch_size=64, return_attention=False, temperature=1.0, top_k=0, top_p=1.0,
+                      seed=None):
+        """Decode source id sequences (a list of 1-D int arrays, each at least one id): a list, per
+        source, of up to n_best rnncore.sampling.Hypothesis, best first. max_len: the most target
+        tokens per source (default 2 * its length + 10). Batches of batch_size sources, each one
+        encoder call and one C++ decoding loop (rnncore.sampling.seq2seq_decode; see it for the
+        methods). The model is put in eval mode for the call and restored after."""
+        from ..sampling import seq2seq_decode
+
+        fn = "Seq2Seq.translate_ids"
+        if isinstance(sources, np.ndarray) and sources.ndim == 1 and sources.dtype.kind in "iu":
+            raise TypeError(f"{fn}: sources must be a list of id sequences (one per source), got one 1-D array; "
+                            "wrap it in a list")
+        sources = [_ids(np.asarray(s).reshape(-1, 1), f"sources[{i}]", fn, self.src_vocab_size)[:, 0]
+                   if np.size(s) else None for i, s in enumerate(sources)]
+        for i, s in enumerate(sources):
+            if s is None:
+                raise ValueError(f"{fn}: sources[{i}] is empty; every source needs at least one token")
+        batch_size = check_int(batch_size, "batch_size", fn)
+        pad = self.encoder.embedding.padding_idx or 0
+        was = self.training
+        self.eval()
+        out = []
+        try:
+            for start in range(0, len(sources), batch_size):
+                chunk = sources[start:start + batch_size]
+                lengths = np.array([len(s) for s in chunk], np.int64)
+                src = np.full((int(lengths.max()), len(chunk)), pad, np.int64)
+                for b, s in enumerate(chunk):
+                    src[:len(s), b] = s
+                limit = 2 * lengths + 10 if max_len is None else max_len
+                memory, state = self.encode(src, lengths)
+                self.encoder.rnn._ctx = None
+                out += seq2seq_decode(self.decoder_parts(), memory if self.decoder.attention else None, lengths,
+                                      state, bos=bos, eos=eos, max_len=limit, method=method, beam_width=beam_width,
+                                      n_best=n_best, length_penalty=length_penalty, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, seed=seed, return_attention=return_attention,
+                                      threads=self.threads)
+        finally:
+            self.train(was)
+        return out
+
+    def translate(self, sentences, src_tokenizer=None, tgt_tokenizer=None, *, n_best=1, return_attention=False,
+                  **kwargs):
+        """Translate text: a str or a list of str -> the best translation of each (a str, or a list
+        of n_best str when n_best > 1). The tokenizers default to the model's ``src_tokenizer`` /
+        ``tgt_tokenizer`` attributes (set by rnncore's CLI and checkpoints; rnncore.data's
+        pair_tokenizer makes them); ``<s>`` / ``</s>`` come from the target vocabulary.
+        return_attention=True returns, per sentence, (translation, alpha (n, S) over the source
+        tokens, the source tokens, the target tokens) for the best hypothesis (the heat-map's
+        input: rnncore.diagnostics.plot_attention). Other keywords go to translate_ids (method,
+        beam_width, length_penalty, max_len, batch_size, temperature, top_k, top_p, seed)."""
+        fn = "Seq2Seq.translate"
+        src_tok = src_tokenizer if src_tokenizer is not None else getattr(self, "src_tokenizer", None)
+        tgt_tok = tgt_tokenizer if tgt_tokenizer is not None else getattr(self, "tgt_tokenizer", None)
+        if src_tok is None or tgt_tok is None:
+            raise ValueError(f"{fn}: needs the source and target tokenizers (pass src_tokenizer and tgt_tokenizer, "
+                             "or set model.src_tokenizer / model.tgt_tokenizer)")
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"{fn}: sentences must be a str or a list of str, got {type(t).__name__} at [{i}]")
+        vocab = tgt_tok.vocab
+        if vocab.bos_id is None or vocab.eos_id is None:
+            raise ValueError(f"{fn}: the target vocabulary needs <s> and </s> (use rnncore.data.pair_tokenizer)")
+        ids = []
+        for i, t in enumerate(texts):
+            a = np.asarray(src_tok.encode(t), np.int64)
+            if a.size == 0:
+                raise ValueError(f"{fn}: sentences[{i}] has no tokens ({bounded_repr(t)}); nothing to translate")
+            ids.append(a)
+        hyps = self.translate_ids(ids, bos=vocab.bos_id, eos=vocab.eos_id, n_best=n_best,
+                                  return_attention=return_attention, **kwargs)
+        eos = vocab.eos_id
+
+        def text(h):
+            toks = h.tokens[:-1] if len(h.tokens) and h.tokens[-1] == eos else h.tokens
+            return tgt_tok.decode(toks)
+
+        result = []
+        for src_ids, hs in zip(ids, hyps):
+            if return_attention:
+                best = hs[0]
+                result.append((text(best), best.attention, [src_tok.vocab.symbols[int(i)] for i in src_ids],
+                               [vocab.symbols[int(i)] for i in best.tokens]))
+            elif n_best == 1:
+                result.append(text(hs[0]))
+            else:
+                result.append([text(h) for h in hs])
+        return result[0] if single else result
 
     def extra_repr(self):
         return f"bridge={self.bridge.kind!r}"
