@@ -306,7 +306,90 @@ class LMDecoder:
         [(tokens, score, normalized score, finished), ...] best first."""
 
 
-<<<<<<< HEAD
+# -- attention (bind_attention.cpp) ----------------------------------------------------------
+#
+# Letters: Tq queries per sequence, S source positions, Hq query width, Hm memory width,
+# A additive units, Ho output width, K key width (dot Hm, general Hq, additive A).
+# weights = (kind, w_in, w_q, b_q, w_k, v, w_out, b_out): kind 'dot' | 'general' | 'additive'
+# (or 'mlp', 'concat', 'bahdanau'); w_in (Hm, Hq) general; w_q (A, Hq), b_q (A,) or None,
+# w_k (A, Hm), v (1, A) or (A,) additive; w_out (Ho, Hm + Hq); b_out (Ho,) or None; None where
+# a kind has no such weight (rnncore.nn.Attention.weights_for_core builds it).
+_AttentionWeights = tuple[str, Optional[_Floats], Optional[_Floats], Optional[_Floats], Optional[_Floats],
+                          Optional[_Floats], _Floats, Optional[_Floats]]
+
+
+def attention_keys(memory: _Floats, weights: _AttentionWeights, threads: int = 1) -> _Floats:
+    """Attention keys of a memory bank: memory (S, B, Hm) -> keys (S, B, K): general W_in^T m
+    (K = Hq), additive W_k m (K = A); dot returns memory itself."""
+
+
+def attention_forward(query: _Floats, memory: _Floats, weights: _AttentionWeights, keys: Optional[_Floats] = None,
+                      memory_lengths: Optional[_Ids] = None,
+                      threads: int = 1) -> tuple[_Floats, _Floats, _Floats, Optional[_Floats]]:
+    """Masked global attention: query (Tq, B, Hq), memory (S, B, Hm), keys from attention_keys
+    (None: computed here), memory_lengths (B,) int64 in [1, S] (None: all S).
+    Returns (attn_h (Tq, B, Ho), alpha (Tq, B, S) exactly 0 past each length, context
+    (Tq, B, Hm), saved): saved is the (Tq, B, S, A) tanh for additive attention, else None."""
+
+
+def attention_backward(grad_attn_h: _Floats, grad_alpha: Optional[_Floats], query: _Floats, memory: _Floats,
+                       keys: Optional[_Floats], memory_lengths: Optional[_Ids], alpha: _Floats, context: _Floats,
+                       attn_h: _Floats, saved: Optional[_Floats], weights: _AttentionWeights,
+                       grads: Optional[tuple] = None, need_dquery: bool = True, need_dmemory: bool = True,
+                       threads: int = 1) -> tuple[Optional[_Floats], Optional[_Floats]]:
+    """Backward of attention_forward and attention_keys: grad_attn_h (Tq, B, Ho), grad_alpha
+    (Tq, B, S) or None, the rest what attention_forward was given and returned. grads =
+    (dw_in, dw_q, db_q, dw_k, dv, dw_out, db_out), each None or shaped like its weight, added
+    into. Returns (grad_query (Tq, B, Hq) or None, grad_memory (S, B, Hm) or None), grad_memory
+    exactly 0 past each length."""
+
+
+# -- seq2seq decoding (bind_seq2seq.cpp) -----------------------------------------------------------
+#
+# A hypothesis: (tokens int64 (n,), score, normalized, finished, attention (n, S) or None).
+_Seq2SeqHypothesis = tuple[_Ids, float, float, bool, Optional[_Floats]]
+
+
+class Seq2SeqDecoder:
+    """Decoding loop of an attentional encoder-decoder's decoder.
+
+    Seq2SeqDecoder(cell, embedding (V, E), layers [(w_ih, w_hh, b_ih|None, b_hh|None), ...],
+    attention (None or a weights tuple), input_feed, w_out (V, O), b_out (V,)|None, threads).
+    layers[0].w_ih is (G*H, E + Ho) with input feeding ([x ; attn_h_prev], x columns first),
+    else (G*H, E); later layers (G*H, H). attention: rnncore.nn.Attention.weights_for_core()'s
+    tuple with Hq = H; O = Ho with attention, else H. The arrays must stay unchanged while it lives.
+    """
+
+    def __init__(self, cell: str, embedding: _Floats, layers: list[tuple[_Floats, ...]],
+                 attention: Optional[_AttentionWeights], input_feed: bool, w_out: _Floats,
+                 b_out: Optional[_Floats], threads: int) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def memory_size(self) -> int: ...
+    @property
+    def has_attention(self) -> bool: ...
+    @property
+    def input_feed(self) -> bool: ...
+    def decode(self, memory: Optional[_Floats], memory_lengths: Optional[_Ids], h0: Optional[_Floats],
+               c0: Optional[_Floats], bos: int, eos: int, max_len: Union[int, _Ids], method: str = "greedy",
+               beam_width: int = 5, n_best: int = 1, length_penalty: float = 0.0, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
+               return_attention: bool = False) -> list[list[_Seq2SeqHypothesis]]:
+        """Decode every source: memory (S, B, Hm) (None without attention: then h0 gives B),
+        memory_lengths (B,) int64 in [1, S] or None, h0/c0 (L, B, H) or None (zeros), max_len an
+        int >= 1 or (B,) int64. Returns, per source, its hypotheses best first."""
+    def forced(self, memory: Optional[_Floats], memory_lengths: Optional[_Ids], h0: Optional[_Floats],
+               c0: Optional[_Floats], tokens: _Ids,
+               return_attention: bool = False) -> tuple[_Floats, Optional[_Floats]]:
+        """Teacher forcing: feed tokens (T, B) int64 step by step; returns (logits (T, B, V),
+        alpha (T, B, S) or None)."""
+
+
 # -- the input-feeding attentional decoder (bind_input_feed.cpp) ----------------------------
 # S source positions, Hm memory width, Ho attentional-state width, L layers.
 
@@ -359,41 +442,3 @@ def attn_decoder_backward(workspace: AttnDecoderWorkspace, grad_attn_h: Optional
     Attention.grads_for_core()). Returns (dx (T, B, E), dmemory (S, B, Hm), dh0 (L, B, H),
     dc0 or None, dfeed0 (B, Ho)); dmemory is exactly 0 at positions s >= memory_lengths[b].
     """
-=======
-# -- attention (bind_attention.cpp) ----------------------------------------------------------
-#
-# Letters: Tq queries per sequence, S source positions, Hq query width, Hm memory width,
-# A additive units, Ho output width, K key width (dot Hm, general Hq, additive A).
-# weights = (kind, w_in, w_q, b_q, w_k, v, w_out, b_out): kind 'dot' | 'general' | 'additive'
-# (or 'mlp', 'concat', 'bahdanau'); w_in (Hm, Hq) general; w_q (A, Hq), b_q (A,) or None,
-# w_k (A, Hm), v (1, A) or (A,) additive; w_out (Ho, Hm + Hq); b_out (Ho,) or None; None where
-# a kind has no such weight (rnncore.nn.Attention.weights_for_core builds it).
-_AttentionWeights = tuple[str, Optional[_Floats], Optional[_Floats], Optional[_Floats], Optional[_Floats],
-                          Optional[_Floats], _Floats, Optional[_Floats]]
-
-
-def attention_keys(memory: _Floats, weights: _AttentionWeights, threads: int = 1) -> _Floats:
-    """Attention keys of a memory bank: memory (S, B, Hm) -> keys (S, B, K): general W_in^T m
-    (K = Hq), additive W_k m (K = A); dot returns memory itself."""
-
-
-def attention_forward(query: _Floats, memory: _Floats, weights: _AttentionWeights, keys: Optional[_Floats] = None,
-                      memory_lengths: Optional[_Ids] = None,
-                      threads: int = 1) -> tuple[_Floats, _Floats, _Floats, Optional[_Floats]]:
-    """Masked global attention: query (Tq, B, Hq), memory (S, B, Hm), keys from attention_keys
-    (None: computed here), memory_lengths (B,) int64 in [1, S] (None: all S).
-    Returns (attn_h (Tq, B, Ho), alpha (Tq, B, S) exactly 0 past each length, context
-    (Tq, B, Hm), saved): saved is the (Tq, B, S, A) tanh for additive attention, else None."""
-
-
-def attention_backward(grad_attn_h: _Floats, grad_alpha: Optional[_Floats], query: _Floats, memory: _Floats,
-                       keys: Optional[_Floats], memory_lengths: Optional[_Ids], alpha: _Floats, context: _Floats,
-                       attn_h: _Floats, saved: Optional[_Floats], weights: _AttentionWeights,
-                       grads: Optional[tuple] = None, need_dquery: bool = True, need_dmemory: bool = True,
-                       threads: int = 1) -> tuple[Optional[_Floats], Optional[_Floats]]:
-    """Backward of attention_forward and attention_keys: grad_attn_h (Tq, B, Ho), grad_alpha
-    (Tq, B, S) or None, the rest what attention_forward was given and returned. grads =
-    (dw_in, dw_q, db_q, dw_k, dv, dw_out, db_out), each None or shaped like its weight, added
-    into. Returns (grad_query (Tq, B, Hq) or None, grad_memory (S, B, Hm) or None), grad_memory
-    exactly 0 past each length."""
->>>>>>> main

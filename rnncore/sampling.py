@@ -14,13 +14,16 @@ runs one call at a time (another thread's call raises RuntimeError). A step whos
 hold NaN or +inf (or are all -inf) raises FloatingPointError naming the stream and step, as
 model.loss() does; Ctrl-C raises KeyboardInterrupt within a millisecond or so of work.
 """
+import dataclasses
+from typing import Any, List, NamedTuple, Optional
+
 import numpy as np
 
 from . import _core
-from ._checks import as_index_array, as_real_array, check_int, check_real, shape_str
+from ._checks import as_index_array, as_real_array, cell_name, check_allocation, check_int, check_real, shape_str
 from ._threads import resolve_threads
 
-__all__ = ["generate", "stream", "beam_search", "Decoder"]
+__all__ = ["generate", "stream", "beam_search", "Decoder", "DecoderParts", "seq2seq_decode"]
 
 
 def _check_model(model, fn):
@@ -336,3 +339,249 @@ def _seed_value(seed, fn):
     if seed is None:
         return int(np.random.SeedSequence().entropy % (1 << 64))
     return check_int(seed, "seed", fn, minimum=0, optional=True, int64=False) % (1 << 64)
+
+
+# -- seq2seq decoding ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DecoderParts:
+    """What seq2seq_decode() needs from an attentional encoder-decoder's decoder side (the
+    lead's rnncore.nn.Seq2Seq builds one; any arrays of these shapes work). Letters: V target
+    vocabulary, E embedding width, H hidden size, L layers, G gates (lstm 4, gru 3, rnn 1),
+    Hm memory width, Ho attentional-state width.
+
+    cell: "lstm", "gru", "rnn_tanh" or "rnn_relu"; num_layers L; hidden_size H.
+    input_feed: layer 0 reads [embedding ; previous attentional state] (OpenNMT-py's
+        InputFeedRNNDecoder; needs attention); otherwise the embedding alone.
+    embedding: (V, E) the target embedding.
+    w_ih, w_hh, b_ih, b_hh: per-layer lists in PyTorch's layout: w_ih[0] (G*H, E + Ho) with input
+        feeding (embedding columns first), else (G*H, E); w_ih[l > 0] (G*H, H); w_hh (G*H, H);
+        biases (G*H,) or None.
+    attention: an rnncore.nn.Attention (query_size H; its weights_for_core() is read) or None
+        (no attention: the top h goes to the output layer). Without input feeding, attention
+        comes after the decoder RNN: its attentional state feeds the output layer.
+    out_w: (V, Ho) with attention, (V, H) without; out_b: (V,) or None.
+    Arrays may be numpy arrays or rnncore Parameters (their .data is read). The dtype is the
+    embedding's (float32 or float64); every other array is converted to it once per call.
+    """
+    cell: str
+    num_layers: int
+    hidden_size: int
+    input_feed: bool
+    embedding: Any
+    w_ih: List[Any]
+    w_hh: List[Any]
+    b_ih: List[Any]
+    b_hh: List[Any]
+    attention: Any = None
+    out_w: Any = None
+    out_b: Any = None
+
+
+class Hypothesis(NamedTuple):
+    """One decoded target: tokens int64 (n,) (without bos; ending with eos when finished), score
+    (sum of the model's log-probabilities of the tokens), normalized (score / n**length_penalty),
+    finished (ended with eos rather than at max_len), attention (n, S_b) float array (the weights
+    over the source's own S_b positions) with return_attention, else None."""
+    tokens: np.ndarray
+    score: float
+    normalized: float
+    finished: bool
+    attention: Optional[np.ndarray]
+
+
+_METHODS = ("greedy", "sample", "beam")
+
+
+def _param_data(value):
+    return value.data if (value is not None and not isinstance(value, np.ndarray) and hasattr(value, "data")) \
+        else value
+
+
+def _parts_array(value, name, fn, dtype, optional=False):
+    value = _param_data(value)
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{fn}: parts.{name} must be an array, got None")
+    return as_real_array(value, f"parts.{name}", fn, dtype)
+
+
+def _decoder_core(parts, threads, fn):
+    if not isinstance(parts, DecoderParts):
+        raise TypeError(f"{fn}: parts must be an rnncore.sampling.DecoderParts, got {type(parts).__name__}")
+    cell = cell_name(parts.cell, fn, name="parts.cell")
+    L = check_int(parts.num_layers, "parts.num_layers", fn, maximum=1024)
+    H = check_int(parts.hidden_size, "parts.hidden_size", fn)
+    if not isinstance(parts.input_feed, (bool, np.bool_)):
+        raise TypeError(f"{fn}: parts.input_feed must be a bool, got {type(parts.input_feed).__name__}")
+    emb = _param_data(parts.embedding)
+    if not isinstance(emb, np.ndarray) or emb.dtype not in (np.float32, np.float64):
+        got = f"dtype {emb.dtype}" if isinstance(emb, np.ndarray) else type(emb).__name__
+        raise TypeError(f"{fn}: parts.embedding must be a float32 or float64 array (V, E), got {got}")
+    dtype = emb.dtype
+    emb = np.ascontiguousarray(emb)
+    if emb.ndim != 2:
+        raise ValueError(f"{fn}: parts.embedding must have shape (V, E), got {shape_str(emb.shape)}")
+    lists = {}
+    for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        value = getattr(parts, name)
+        if not isinstance(value, (list, tuple)) or len(value) != L:
+            got = f"length {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
+            raise ValueError(f"{fn}: parts.{name} must be a list of num_layers = {L} entries, got {got}")
+        lists[name] = [_parts_array(v, f"{name}[{i}]", fn, dtype, optional=name.startswith("b_"))
+                       for i, v in enumerate(value)]
+    layers = [(lists["w_ih"][i], lists["w_hh"][i], lists["b_ih"][i], lists["b_hh"][i]) for i in range(L)]
+    for i, (_, w_hh, _, _) in enumerate(layers):
+        if w_hh.ndim != 2 or w_hh.shape[1] != H:
+            raise ValueError(f"{fn}: parts.w_hh[{i}] must have shape (G*H, H) with H = parts.hidden_size = {H}, "
+                             f"got {shape_str(w_hh.shape)}")
+    attention = parts.attention
+    weights = None
+    if attention is not None:
+        get = getattr(attention, "weights_for_core", None)
+        if get is None:
+            raise TypeError(f"{fn}: parts.attention must be an rnncore.nn.Attention or None, got "
+                            f"{type(attention).__name__}")
+        weights = tuple(w if (w is None or isinstance(w, str)) else as_real_array(w, "parts.attention", fn, dtype)
+                        for w in get())
+    elif parts.input_feed:
+        raise ValueError(f"{fn}: parts.input_feed needs parts.attention (it feeds the attentional state back)")
+    out_w = _parts_array(parts.out_w, "out_w", fn, dtype)
+    out_b = _parts_array(parts.out_b, "out_b", fn, dtype, optional=True)
+    return _core.Seq2SeqDecoder(cell, emb, layers, weights, bool(parts.input_feed), out_w, out_b,
+                                resolve_threads(threads)), dtype
+
+
+def _decode_state(state, L, B, H, lstm, dtype, fn):
+    """(h0, c0) from state: None, h0 (L, B, H), or (h0, c0) for an lstm."""
+    if state is None:
+        return None, None
+    if isinstance(state, (tuple, list)):
+        if len(state) != 2:
+            raise ValueError(f"{fn}: state must be h0, (h0, c0) or None, got a sequence of {len(state)}")
+        h0, c0 = state
+        if not lstm and c0 is not None:
+            raise ValueError(f"{fn}: state holds a c0 but the decoder cell is not an lstm")
+    else:
+        h0, c0 = state, None
+    want = (L, B, H)
+    out = []
+    for name, v in (("h0", h0), ("c0", c0)):
+        if v is None:
+            out.append(None)
+            continue
+        v = as_real_array(v, f"state ({name})", fn, dtype)
+        if v.shape != want:
+            raise ValueError(f"{fn}: state's {name} must have shape (L, B, H) = {shape_str(want)}, "
+                             f"got {shape_str(v.shape)}")
+        out.append(v)
+    return tuple(out)
+
+
+def seq2seq_decode(parts, memory, memory_lengths, state, *, bos, eos, max_len, method="greedy", beam_width=5,
+                   n_best=1, length_penalty=0.0, temperature=1.0, top_k=0, top_p=1.0, seed=None,
+                   return_attention=False, threads=None):
+    """Decode a batch of B sources with an encoder-decoder's decoder, the whole loop in C++
+    (rnncore._core.Seq2SeqDecoder, GIL released, Ctrl-C raises KeyboardInterrupt).
+
+    parts: a DecoderParts. memory: (S, B, Hm) the encoder's outputs (None allowed without
+    attention; then state gives B). memory_lengths: (B,) ints in [1, S] or None (all S); attention
+    never looks past a source's length. state: the decoder's initial state, h0 (L, B, H), or
+    (h0, c0) for an lstm, or None (zeros); the first attentional state fed back is zeros.
+    bos, eos: token ids in [0, V). max_len: an int >= 1 or (B,) ints >= 1, the most tokens
+    generated per source (eos included).
+
+    method: "greedy" (argmax), "sample" (temperature, top_k (0 keeps all), top_p; n_best
+    independent samples per source, each row seeded from (seed, row) alone: the same seed gives
+    the same samples whatever the thread count), or "beam": beam search of beam_width per source;
+    of every step's top 2 * beam_width candidates those ending with eos are kept as finished
+    hypotheses; a source stops when it has n_best finished and its best candidate of the step
+    ended, or after max_len tokens (its live beams are then returned, unfinished, when fewer
+    than n_best finished). Hypotheses rank by score / len**length_penalty.
+
+    Returns a list of B lists, each of up to n_best Hypothesis (tokens, score, normalized,
+    finished, attention) best first (exactly one per source for greedy; n_best for sample).
+    """
+    fn = "seq2seq_decode"
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"{fn}: method must be one of 'greedy', 'sample', 'beam', got {method!r}")
+    beam_width = check_int(beam_width, "beam_width", fn)
+    n_best = check_int(n_best, "n_best", fn)
+    if method == "greedy" and n_best != 1:
+        raise ValueError(f"{fn}: n_best > 1 needs method 'beam' or 'sample' (greedy gives one hypothesis per "
+                         f"source), got n_best = {n_best}")
+    length_penalty = check_real(length_penalty, "length_penalty", fn, at_least=0.0, finite=True)
+    temperature = check_real(temperature, "temperature", fn, at_least=0.0, finite=True)
+    top_k = check_int(top_k, "top_k", fn, minimum=0, optional=True) or 0
+    top_p = check_real(top_p, "top_p", fn, above=0.0, at_most=1.0, optional=True)
+    top_p = 1.0 if top_p is None else top_p
+    if not isinstance(return_attention, (bool, np.bool_)):
+        raise TypeError(f"{fn}: return_attention must be a bool, got {type(return_attention).__name__}")
+    seed = _seed_value(seed, fn) if method == "sample" else 0
+    core, dtype = _decoder_core(parts, threads, fn)
+    V = core.vocab_size
+    bos = check_int(bos, "bos", fn, minimum=0)
+    eos = check_int(eos, "eos", fn, minimum=0)
+    for name, tok in (("bos", bos), ("eos", eos)):
+        if tok >= V:
+            raise ValueError(f"{fn}: {name} = {tok} is outside the target vocabulary [0, {V})")
+    if memory is not None:
+        memory = as_real_array(memory, "memory", fn, dtype)
+        if memory.ndim != 3:
+            raise ValueError(f"{fn}: memory must have shape (S, B, Hm), got {shape_str(memory.shape)}")
+        if core.has_attention and memory.shape[2] != core.memory_size:
+            raise ValueError(f"{fn}: memory must have shape (S, B, Hm) with Hm = {core.memory_size} (the "
+                             f"attention's memory size), got {shape_str(memory.shape)}")
+        S, B = memory.shape[0], memory.shape[1]
+        if S < 1 or B < 1:
+            raise ValueError(f"{fn}: memory must hold at least one source and one position, got shape "
+                             f"{shape_str(memory.shape)}")
+    elif core.has_attention:
+        raise TypeError(f"{fn}: memory must be an array (S, B, Hm) for a decoder with attention, got None")
+    else:
+        S = 0
+        h = state[0] if isinstance(state, (tuple, list)) and state else state
+        if h is None:
+            raise ValueError(f"{fn}: without memory, state (h0 (L, B, H)) must be given: it sets the batch size")
+        h = np.asarray(_param_data(h))
+        if h.ndim != 3:
+            raise ValueError(f"{fn}: state's h0 must have shape (L, B, H), got {shape_str(h.shape)}")
+        B = h.shape[1]
+        if B < 1:
+            raise ValueError(f"{fn}: the batch must hold at least one source, got B = 0")
+    lengths = None
+    if memory_lengths is not None:
+        if memory is None:
+            raise ValueError(f"{fn}: memory_lengths needs memory (they are the lengths of its sources)")
+        lengths = as_index_array(memory_lengths, "memory_lengths", fn)
+        if lengths.shape != (B,):
+            raise ValueError(f"{fn}: memory_lengths must have shape (B,) = ({B},), got {shape_str(lengths.shape)}")
+        bad = (lengths < 1) | (lengths > S)
+        if bad.any():
+            b = int(np.argmax(bad))
+            raise ValueError(f"{fn}: memory_lengths[{b}] = {int(lengths[b])} is outside [1, S] = [1, {S}]")
+    h0, c0 = _decode_state(state, core.num_layers, B, core.hidden_size, parts.cell.lower() == "lstm", dtype, fn)
+    if isinstance(max_len, (list, tuple, np.ndarray)):
+        ml = as_index_array(max_len, "max_len", fn)
+        if ml.shape != (B,):
+            raise ValueError(f"{fn}: max_len must be an int or have shape (B,) = ({B},), got {shape_str(ml.shape)}")
+        if (ml < 1).any():
+            b = int(np.argmax(ml < 1))
+            raise ValueError(f"{fn}: max_len must be >= 1 for every source, got {int(ml[b])} for source {b}")
+        max_len = ml
+    else:
+        max_len = check_int(max_len, "max_len", fn, maximum=2**40)
+    rows = B * (beam_width if method == "beam" else n_best if method == "sample" else 1)
+    G = {"lstm": 4, "gru": 3}.get(parts.cell.lower(), 1)
+    H, L, E = core.hidden_size, core.num_layers, parts.embedding.shape[1]
+    per_row = 4 * L * H + G * H * 3 + 2 * (E + H + core.memory_size) + 2 * V + 2 * S
+    check_allocation(rows * per_row * np.dtype(dtype).itemsize, f"decoding {rows} rows (sources x beams)", fn)
+    out = core.decode(memory, lengths, h0, c0, bos, eos, max_len, method, beam_width, n_best, length_penalty,
+                      temperature, top_k, top_p, seed, bool(return_attention))
+    result = []
+    for b, hyps in enumerate(out):
+        Sb = S if lengths is None else int(lengths[b])
+        result.append([Hypothesis(t, float(s), float(z), bool(f), None if a is None else a[:, :Sb].copy())
+                       for t, s, z, f, a in hyps])
+    return result

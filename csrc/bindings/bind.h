@@ -13,6 +13,7 @@ void bind_gemm(py::module_& m);
 void bind_recurrent(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_generate(py::module_& m);
+void bind_seq2seq(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_adaptive(py::module_& m);
 void bind_attention(py::module_& m);

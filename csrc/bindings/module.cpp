@@ -8,6 +8,7 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_recurrent(m);
   rnncore::bind_ops(m);
   rnncore::bind_generate(m);
+  rnncore::bind_seq2seq(m);
   rnncore::bind_optim(m);
   rnncore::bind_adaptive(m);
   rnncore::bind_attention(m);

@@ -1382,3 +1382,43 @@ def perplexity(nll, num_tokens=None):
     p = metrics.perplexity(nll, num_tokens)
     expect(p >= 1.0, f"perplexity: {p} < 1")
     return p
+
+
+# -- seq2seq decoding (issue 12: gen) --------------------------------------------------------------
+
+def _expect_hypotheses(out, V, batch, what):
+    expect(isinstance(out, list) and len(out) == batch, f"{what}: not one list per source")
+    for hyps in out:
+        expect(len(hyps) >= 1, f"{what}: a source without a hypothesis")
+        for h in hyps:
+            _expect_tokens(h[0], V, what)
+            expect(len(h[0]) >= 1 and (np.asarray(h[0]) >= 0).all(), f"{what}: an empty or negative token list")
+            if h[4] is not None:
+                expect_shape(h[4], (len(h[0]),) + np.asarray(h[4]).shape[1:], "attention")
+
+
+def core_seq2seq_decoder(ctor, ops):
+    """_core.Seq2SeqDecoder(**ctor), then ops: a list of ("decode" | "forced", kwargs)."""
+    dec = _core.Seq2SeqDecoder(**ctor)
+    V = dec.vocab_size
+    for op, kwargs in ops:
+        result = getattr(dec, op)(**kwargs)
+        if op == "decode":
+            memory, h0 = kwargs.get("memory"), kwargs.get("h0")
+            batch = memory.shape[1] if isinstance(memory, np.ndarray) and memory.ndim == 3 else h0.shape[1]
+            _expect_hypotheses(result, V, batch, "Seq2SeqDecoder.decode")
+        else:
+            tokens = np.asarray(kwargs.get("tokens"))
+            expect_shape(result[0], tokens.shape + (V,), "forced logits")
+    return len(ops)
+
+
+def seq2seq_decode(parts, attention, memory, memory_lengths, state, threads=None, **kwargs):
+    """sampling.seq2seq_decode over DecoderParts(**parts) with nn.Attention(**attention) (or None)."""
+    p = sampling.DecoderParts(attention=None if attention is None else nn.Attention(**attention), **parts)
+    out = sampling.seq2seq_decode(p, memory, memory_lengths, state, threads=threads, **kwargs)
+    expect(isinstance(out, list), "seq2seq_decode: not a list")
+    for hyps in out:
+        for h in hyps:
+            _expect_tokens(h.tokens, np.asarray(parts["embedding"]).shape[0], "seq2seq_decode")
+    return len(out)

@@ -1327,6 +1327,84 @@ def b_perplexity(draw):
     return {"nll": pick(draw, (0.0, 1.5, 100.0, 1e6)), "num_tokens": pick(draw, (None, 1, 7))}
 
 
+# -- seq2seq decoding (issue 12: gen) -----------------------------------------------------------------
+
+def _s2s_model(draw, dt):
+    """Arrays of a small decoder: (cell, V, E, H, L, feed, kind, Hm, weights tuple or None, layers, w_out, b_out)."""
+    cell = pick(draw, CELLS + ("GRU",))
+    G = GATES[cell.lower()]
+    V, E, H, L = pos(draw), dim(draw), pos(draw), rint(draw, 1, 2)
+    kind = pick(draw, (None,) + ATTN_KINDS)
+    Hm, A, Ho = (H, pos(draw), pos(draw)) if kind == "dot" else (pos(draw), pos(draw), pos(draw))
+    weights = None if kind is None else _attn_weights(draw, dt, kind, H, Hm, A, Ho)
+    feed = kind is not None and coin(draw)
+    F, O = (Ho if feed else 0), (Ho if kind else H)
+
+    def opt(shp):
+        return maybe(draw, lambda: arr(draw, dt, shp))
+
+    layers = [(arr(draw, dt, (G * H, E + F if l == 0 else H)), arr(draw, dt, (G * H, H)), opt((G * H,)),
+               opt((G * H,))) for l in range(L)]
+    return cell, V, E, H, L, feed, kind, Hm, weights, layers, arr(draw, dt, (V, O)), opt((V,))
+
+
+def _s2s_sources(draw, dt, kind, Hm, H, L, cell, attention_needed=True):
+    B, S = pos(draw), pos(draw)
+    memory = arr(draw, dt, (S, B, Hm if kind else pos(draw))) if (kind or coin(draw)) else None
+    lengths = maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")) if memory is not None else None
+    h0 = arr(draw, dt, (L, B, H)) if memory is None or coin(draw) else None
+    c0 = maybe(draw, lambda: arr(draw, dt, (L, B, H))) if cell.lower() == "lstm" else None
+    return B, memory, lengths, h0, c0
+
+
+def _s2s_options(draw, V, B):
+    method = pick(draw, ("greedy", "beam", "sample"))
+    width = rint(draw, 1, 4)
+    return {"bos": rint(draw, 0, V - 1), "eos": rint(draw, 0, V - 1),
+            "max_len": pick(draw, (rint(draw, 1, 5), arr(draw, "int64", (B,), 1, 6, fill="range"))),
+            "method": method, "beam_width": width, "n_best": 1 if method == "greedy" else rint(draw, 1, width),
+            "length_penalty": pick(draw, (0.0, 0.6)), "temperature": pick(draw, (1.0, 0.0, 0.7)),
+            "top_k": rint(draw, 0, 3), "top_p": pick(draw, (1.0, 0.9)),
+            "seed": maybe(draw, lambda: rint(draw, 0, 2**64 - 1)), "return_attention": coin(draw)}
+
+
+def b_core_seq2seq_decoder(draw):
+    dt = floats(draw)
+    cell, V, E, H, L, feed, kind, Hm, weights, layers, w_out, b_out = _s2s_model(draw, dt)
+    ctor = {"cell": cell, "embedding": arr(draw, dt, (V, E)), "layers": layers, "attention": weights,
+            "input_feed": feed, "w_out": w_out, "b_out": b_out, "threads": threads_value(draw, False)}
+    ops = []
+    for _ in range(rint(draw, 0, 3)):
+        B, memory, lengths, h0, c0 = _s2s_sources(draw, dt, kind, Hm, H, L, cell)
+        src = {"memory": memory, "memory_lengths": lengths, "h0": h0, "c0": c0}
+        if coin(draw):
+            ops.append(("forced", dict(src, tokens=ids(draw, (dim(draw), B), V), return_attention=coin(draw))))
+        else:
+            ops.append(("decode", dict(src, **_s2s_options(draw, V, B))))
+    return {"ctor": ctor, "ops": ops}
+
+
+def b_seq2seq_decode(draw):
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    cell, V, E, H, L, feed, kind, Hm, weights, layers, w_out, b_out = _s2s_model(draw, dt)
+    attention = None
+    if kind is not None:
+        Ho = w_out.shape[1]
+        A = weights[2].shape[0] if weights[2] is not None else None
+        attention = {"query_size": H, "memory_size": Hm, "attn_type": kind, "output_size": Ho,
+                     "attention_size": A, "output_bias": weights[7] is not None, "dtype": dtype, "seed": 0}
+    parts = {"cell": cell, "num_layers": L, "hidden_size": H, "input_feed": feed, "embedding": arr(draw, dt, (V, E)),
+             "w_ih": [l[0] for l in layers], "w_hh": [l[1] for l in layers], "b_ih": [l[2] for l in layers],
+             "b_hh": [l[3] for l in layers], "out_w": w_out, "out_b": b_out}
+    B, memory, lengths, h0, c0 = _s2s_sources(draw, dt, kind, Hm, H, L, cell)
+    state = h0 if c0 is None else (h0, c0)
+    out = {"parts": parts, "attention": attention, "memory": memory, "memory_lengths": lengths, "state": state,
+           "threads": threads_value(draw)}
+    out.update(_s2s_options(draw, V, B))
+    return out
+
+
 # -- threads and the trainer ----------------------------------------------------------------------------
 
 WORKS = ("lstm", "linear", "layernorm", "embedding", "optim", "loss", "generate")
@@ -1518,6 +1596,10 @@ TARGETS = {
     "nn_embedding": (scen("embedding", b_embedding), ["nn.Embedding"], 1),
     "nn_linear": (scen("linear", b_linear), ["nn.Linear"], 1),
     "nn_attention": (scen("attention", b_attention), ["nn.Attention"], 1.5),
+    "core_seq2seq_decoder": (call("fuzz.scenarios.core_seq2seq_decoder", b_core_seq2seq_decoder, public=False),
+                             ["_core.Seq2SeqDecoder"], 1),
+    "sampling_seq2seq_decode": (scen("seq2seq_decode", b_seq2seq_decode),
+                                ["sampling.seq2seq_decode", "sampling.DecoderParts"], 1.5),
     "nn_dropout": (scen("dropout", b_dropout), ["nn.Dropout"], 0.5),
     "nn_layernorm": (scen("layernorm", b_layernorm), ["nn.LayerNorm"], 1),
     "nn_cross_entropy": (scen("loss_function", b_loss_function), ["nn.cross_entropy"], 1),
