@@ -186,11 +186,9 @@ def _train_reversal(attention, steps, seed=0):
         schedule.step()
     model.eval()
     src, lengths, tgt_in, tgt_out = _reversal_data(np.random.default_rng(999), 500)
-    # A sequence is right when the teacher-forced argmax is right at every position, which is
-    # exactly when greedy decoding reproduces it (each greedy step then sees the true prefix).
-    logits, _ = model.forward(src, lengths, tgt_in)
-    right = (logits.argmax(-1) == tgt_out).all(axis=0)
-    return right.mean()
+    hyps = model.translate_ids(list(src.T), bos=1, eos=2, method="greedy", max_len=25)
+    right = [np.array_equal(h[0].tokens, tgt_out[:, b]) for b, h in enumerate(hyps)]
+    return float(np.mean(right))
 
 
 def test_reversal_with_attention_reaches_99_percent_and_without_does_not():
@@ -198,3 +196,66 @@ def test_reversal_with_attention_reaches_99_percent_and_without_does_not():
     without = _train_reversal(None, 300)
     assert with_attention >= 0.99, with_attention
     assert without < with_attention - 0.3, (with_attention, without)
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attention,input_feed", [("general", True), ("additive", False), ("dot", True),
+                                                  (None, False)])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_teacher_forced_logits_equal_the_step_by_step_decoder(attention, input_feed, cell):
+    from rnncore.sampling import _decoder_core
+
+    model = _model(attention=attention, input_feed=input_feed, cell=cell, num_layers=2).eval()
+    src, lengths, tgt_in, _ = _batch(np.random.default_rng(9))
+    logits, alpha = model.forward(src, lengths, tgt_in)
+    memory, state = model.encode(src, lengths)
+    h0, c0 = state if cell == "lstm" else (state, None)
+    core, _ = _decoder_core(model.decoder_parts(), 1, "test")
+    step_logits, step_alpha = core.forced(memory if attention else None, lengths if attention else None, h0, c0,
+                                          tgt_in, attention is not None)
+    np.testing.assert_allclose(step_logits, logits, rtol=0, atol=1e-12)
+    if attention:
+        np.testing.assert_allclose(step_alpha, alpha, rtol=0, atol=1e-12)
+
+
+def test_greedy_follows_the_argmax_chain_and_beam_1_equals_greedy():
+    model = _model(num_layers=2).eval()
+    src, lengths, _, _ = _batch(np.random.default_rng(10))
+    sources = [src[:n, b] for b, n in enumerate(lengths)]
+    greedy = model.translate_ids(sources, bos=1, eos=2, method="greedy", max_len=6)
+    beam1 = model.translate_ids(sources, bos=1, eos=2, method="beam", beam_width=1, max_len=6)
+    for b, (g, k) in enumerate(zip(greedy, beam1)):
+        np.testing.assert_array_equal(g[0].tokens, k[0].tokens)
+        # re-feeding the greedy tokens teacher-forced picks the same token at every step
+        toks = g[0].tokens
+        tgt_in = np.concatenate([[1], toks[:-1]]).reshape(-1, 1)
+        logits, _ = model.forward(sources[b].reshape(-1, 1), [len(sources[b])], tgt_in)
+        np.testing.assert_array_equal(logits[:, 0].argmax(-1), toks)
+        lp = logits[:, 0] - np.log(np.exp(logits[:, 0]).sum(-1, keepdims=True))
+        assert g[0].score == pytest.approx(lp[np.arange(len(toks)), toks].sum(), rel=1e-10)
+
+
+def test_translate_text_round_trip_and_attention():
+    from rnncore.data import PairDataset
+
+    pairs = [("a b c", "x y"), ("b c", "y z"), ("c a", "z x x")]
+    ds = PairDataset(pairs)
+    model = Seq2Seq(ds.src_vocab_size, ds.tgt_vocab_size, embedding_dim=8, hidden_size=8, seed=0,
+                    src_padding_idx=ds.src_pad_id, tgt_padding_idx=ds.pad_id)
+    out = model.translate(["a b", "c"], ds.src_tokenizer, ds.tgt_tokenizer, beam_width=3, max_len=5)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    best3 = model.translate("a b", ds.src_tokenizer, ds.tgt_tokenizer, n_best=3, beam_width=3, max_len=5)
+    assert isinstance(best3, list) and 1 <= len(best3) <= 3
+    text, alpha, src_toks, tgt_toks = model.translate("a b c", ds.src_tokenizer, ds.tgt_tokenizer,
+                                                      return_attention=True, max_len=5)
+    assert src_toks == ["a", "b", "c"] and alpha.shape == (len(tgt_toks), 3)
+    np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the source and target tokenizers"):
+        model.translate("a")
+    with pytest.raises(ValueError, match="no tokens"):
+        model.translate("", ds.src_tokenizer, ds.tgt_tokenizer)
+    with pytest.raises(ValueError, match="beam_width"):
+        model.translate("a", ds.src_tokenizer, ds.tgt_tokenizer, beam_width=0)
+    with pytest.raises(ValueError, match="sources\\[1\\] is empty"):
+        model.translate_ids([[1], []], bos=2, eos=3)

@@ -594,7 +594,8 @@ class Seq2Seq(Module):
                 limit = 2 * lengths + 10 if max_len is None else max_len
                 memory, state = self.encode(src, lengths)
                 self.encoder.rnn._ctx = None
-                out += seq2seq_decode(self.decoder_parts(), memory if self.decoder.attention else None, lengths,
+                attend = self.decoder.attention is not None
+                out += seq2seq_decode(self.decoder_parts(), memory if attend else None, lengths if attend else None,
                                       state, bos=bos, eos=eos, max_len=limit, method=method, beam_width=beam_width,
                                       n_best=n_best, length_penalty=length_penalty, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed, return_attention=return_attention,
