@@ -191,8 +191,10 @@ class Decoder(Module):
             self.attention = None
             self.memory_size = None if memory_size is None else check_int(memory_size, "memory_size", fn)
         if self.input_feed:
-            self.rnn = InputFeedRNN("rnn_tanh" if self.cell == "rnn" else self.cell, E, H, attn, num_layers=self.num_layers, dropout=self.dropout,
-                                    dtype=self.dtype, seed=seeds[1], threads=threads)
+            cell = "rnn_tanh" if self.cell == "rnn" else self.cell
+            self.rnn = InputFeedRNN(cell, E, H, attn, num_layers=self.num_layers,
+                                    dropout=self.dropout if self.num_layers > 1 else 0.0, dtype=self.dtype,
+                                    seed=seeds[1], threads=threads)
             self.attn = None  # it lives inside the recurrence, as rnn.attn
         else:
             self.rnn = _make_rnn(self.cell, E, H, self.num_layers, self.dropout, False, self.dtype, seeds[1], threads)
