@@ -7,7 +7,7 @@ import pytest
 import rnncore
 from rnncore import _core
 from gradcheck import numeric_grad
-from helpers import assert_close, rel_err
+from helpers import assert_close, assert_gemm_splits, assert_same_bits, rel_err
 from reference import GATES, cell_step
 
 ATTN_KINDS = ("dot", "general", "additive")
@@ -236,17 +236,20 @@ def test_relu_gradients():
         assert rel_err(grads[name], numeric_grad(loss, array)) < 1e-6, name
 
 
-def test_threads_agree():
-    p = problem("lstm", "general", L=2, T=5, B=16, E=32, H=64, S=7, Ho=48, lengths=None)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_threads_agree(cell):
+    # B = 24, G*H >= 384, H = 96: the per-step products run on 2 threads (checked)
+    p = problem(cell, "additive", L=2, T=5, B=24, E=32, H=128, S=7, Ho=96, lengths=tuple(range(1, 8)) * 3 + (7,) * 3)
+    assert_gemm_splits(24, GATES[cell] * 128, 128)
     one = core_forward(p, threads=1)
     two = core_forward(p, threads=2)
-    for a, b in zip(one[:3], two[:3]):
-        assert_close(b, a, atol=1e-13, rtol=1e-12, what="threads=2 vs 1")
+    for a, b, what in zip(one[:3], two[:3], ("attn_h", "alpha", "h_n")):
+        assert_same_bits(b, a, what=f"{what}, threads=2 vs 1")
     _, g1 = run_backward(p, threads=1)
     _, g2 = run_backward(p, threads=2)
     for k in g1:
         if g1[k] is not None:
-            assert_close(g2[k], g1[k], atol=1e-12, rtol=1e-10, what=f"grad {k} threads=2 vs 1")
+            assert_same_bits(g2[k], g1[k], what=f"grad {k} threads=2 vs 1")
 
 
 def test_workspace_reuse_and_backward_once():
@@ -446,3 +449,85 @@ def test_module_bad_input():
     m.weight_hh_l1.data = np.zeros((16, 5))
     with pytest.raises(ValueError, match=r"parameter weight_hh_l1 must have shape \(G\*H, H\) = \(16, 4\)"):
         m.forward(x, mem)
+
+
+@pytest.mark.parametrize("kind", ATTN_KINDS)
+def test_torch_parity(kind):
+    """The same decoder in PyTorch (OpenNMT-py's InputFeedRNNDecoder formulas: LSTMCell on
+    [x_t ; feed], GlobalAttention), float64, weights copied: outputs and gradients agree."""
+    torch = pytest.importorskip("torch")
+    m = make_module("lstm", kind, L=1, E=3, H=4, Hm=4 if kind == "dot" else 5, Ho=3)
+    rng = np.random.default_rng(4)
+    T, B, S = 5, 3, 4
+    x, mem = rng.standard_normal((T, B, 3)), rng.standard_normal((S, B, m.attn.memory_size))
+    lengths = np.array([4, 2, 3])
+    g = rng.standard_normal((T, B, 3))
+    attn_h, alpha, _ = m.forward(x, mem, lengths)
+    dx, dmem = m.backward(g)
+
+    p = {n: torch.tensor(a.data, requires_grad=True) for n, a in m.named_parameters()}
+    tx, tmem = torch.tensor(x, requires_grad=True), torch.tensor(mem, requires_grad=True)
+    mb = tmem.transpose(0, 1)
+    mask = torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]
+    h = c = torch.zeros(B, 4, dtype=torch.float64)
+    feed = torch.zeros(B, 3, dtype=torch.float64)
+    outs, alphas = [], []
+    for t in range(T):
+        gates = (torch.cat([tx[t], feed], 1) @ p["weight_ih_l0"].T + p["bias_ih_l0"] + h @ p["weight_hh_l0"].T
+                 + p["bias_hh_l0"])
+        i, f, gg, o = gates.chunk(4, 1)  # PyTorch's LSTM gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        if kind == "dot":
+            score = torch.bmm(mb, h[:, :, None])[:, :, 0]
+        elif kind == "general":
+            score = torch.bmm(mb, (h @ p["attn.linear_in.weight"].T)[:, :, None])[:, :, 0]
+        else:
+            wq = h @ p["attn.linear_query.weight"].T + p["attn.linear_query.bias"]
+            uk = mb @ p["attn.linear_context.weight"].T
+            score = (torch.tanh(wq[:, None, :] + uk) @ p["attn.v.weight"].T)[:, :, 0]
+        a = torch.softmax(score.masked_fill(~mask, float("-inf")), 1)
+        ctx = torch.bmm(a[:, None, :], mb)[:, 0]
+        out = torch.cat([ctx, h], 1) @ p["attn.linear_out.weight"].T
+        if "attn.linear_out.bias" in p:
+            out = out + p["attn.linear_out.bias"]
+        feed = torch.tanh(out)
+        outs.append(feed)
+        alphas.append(a)
+    t_attn = torch.stack(outs)
+    (t_attn * torch.tensor(g)).sum().backward()
+    assert_close(attn_h, t_attn.detach().numpy(), atol=1e-12, rtol=1e-10, what="attn_h vs torch")
+    assert_close(alpha, torch.stack(alphas).detach().numpy(), atol=1e-12, rtol=1e-10, what="alpha vs torch")
+    assert_close(dx, tx.grad.numpy(), atol=1e-12, rtol=1e-10, what="grad x vs torch")
+    assert_close(dmem, tmem.grad.numpy(), atol=1e-12, rtol=1e-10, what="grad memory vs torch")
+    for n, q in m.named_parameters():
+        assert_close(q.grad, p[n].grad.numpy(), atol=1e-12, rtol=1e-10, what=f"grad {n} vs torch")
+
+
+def unaligned(a):
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    v = raw[1:].view(a.dtype).reshape(a.shape)
+    v[...] = a
+    assert not v.flags.aligned
+    return v
+
+
+def test_misaligned_arrays():
+    p = problem("lstm", "additive")
+    with pytest.raises(ValueError, match="memory must be aligned to its dtype"):
+        core_forward({**p, "memory": unaligned(p["memory"])})
+    with pytest.raises(ValueError, match="must be aligned to its dtype"):
+        core_forward({**p, "w_hh": [p["w_hh"][0], unaligned(p["w_hh"][1])]})
+    w = list(p["weights"])
+    w[4] = unaligned(w[4])
+    with pytest.raises(ValueError, match="attention weights must be aligned"):
+        core_forward({**p, "weights": tuple(w)})
+    # the layer copies a misaligned input once, at the edge
+    m = make_module("gru", "general")
+    x = np.random.default_rng(0).standard_normal((3, 2, 3))
+    mem = np.random.default_rng(1).standard_normal((4, 2, 5))
+    a_ref, _, _ = m.forward(x, mem)
+    a_un, _, _ = m.forward(unaligned(x), unaligned(mem))
+    np.testing.assert_array_equal(a_un, a_ref)
+    dx, dmem = m.backward(unaligned(np.ones_like(a_un)))
+    assert dx.shape == x.shape

@@ -1,6 +1,7 @@
 // _core.attn_decoder_forward / attn_decoder_backward: the input-feeding attentional decoder
 // (recurrent/attn_decoder.h) and the workspace object that links its two calls.
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,15 @@ std::vector<Ptr> layer_arrays(const char* fn, const char* name, const py::handle
   return out;
 }
 
+// Every array the kernels read or write must sit at an address aligned to its dtype (numpy
+// can make views one byte off; the SIMD loads cope, but a scalar access would be undefined
+// behaviour). ValueError naming `what` otherwise.
+inline void check_aligned(const char* fn, const char* what, const py::array& a) {
+  if (a && a.ptr() != nullptr && (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize())) != 0)
+    throw py::value_error(std::string(fn) + ": " + what + " must be aligned to its dtype (it is a view at a "
+                          "misaligned address; pass a copy, e.g. numpy.array(a))");
+}
+
 const char* kind_name(AttentionKind k) {
   return k == AttentionKind::Dot ? "dot" : k == AttentionKind::General ? "general" : "additive";
 }
@@ -141,7 +151,18 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
   a.x = cptr<T>(x);
   a.memory = cptr<T>(memory);
   a.lengths = lens.data();
-  checked_mul(fn, "T * B * S (the attention weights)", checked_mul(fn, "T * B", Tn, B), S);
+  check_aligned(fn, "x", x);
+  check_aligned(fn, "memory", memory);
+  for (const py::array& k : keep) check_aligned(fn, "each of w_ih, w_hh, b_ih, b_hh and the attention weights", k);
+  if (a.h0) check_aligned(fn, "h0", h0);
+  if (a.c0) check_aligned(fn, "c0", c0);
+  if (a.feed0) check_aligned(fn, "feed0", feed0);
+  if (a.masks) check_aligned(fn, "masks", masks);
+  // the workspace's sizes, before anything is allocated
+  const index_t N = checked_mul(fn, "T * B", Tn, B);
+  const index_t NS = checked_mul(fn, "T * B * S (the attention weights)", N, S);
+  checked_mul(fn, "T * B * G*H (the saved gates)", N, G * H);
+  if (aw.kind == AttentionKind::Additive) checked_mul(fn, "T * B * S * A (the saved additive scores)", NS, aw.A);
   py::array_t<T> attn_h({Tn, B, Ho}), alpha({Tn, B, S}), hn({L, B, H}), cn;
   a.attn_h = attn_h.mutable_data();
   a.alpha = alpha.mutable_data();
@@ -212,6 +233,12 @@ py::tuple backward_impl(DecoderWorkspace& wsp, const py::object& d_attn_h_obj, c
   if (!lstm && !dcn_obj.is_none())
     throw py::value_error(std::string(fn) + ": grad_c_n is only for lstm cells, got one for " + wsp.cell);
   a.dcn = optional_cptr<T>(fn, "grad_c_n", dcn_obj, {L, B, H}, dcn);
+  for (const py::array& k : keep)
+    check_aligned(fn, "each of w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh and the attention weights and gradients", k);
+  if (a.d_attn_h) check_aligned(fn, "grad_attn_h", dattn);
+  if (a.d_alpha) check_aligned(fn, "grad_alpha", dalpha);
+  if (a.dhn) check_aligned(fn, "grad_h_n", dhn);
+  if (a.dcn) check_aligned(fn, "grad_c_n", dcn);
   py::array_t<T> dx({Tn, B, E}), dmemory({S, B, Hm}), dh0({L, B, H}), dc0, dfeed0({B, Ho});
   a.dx = dx.mutable_data();
   a.dmemory = dmemory.mutable_data();

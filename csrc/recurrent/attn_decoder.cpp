@@ -9,6 +9,7 @@
 
 #include "common/parallel.h"
 #include "gemm/gemm.h"
+#include "gemm/kernels.h"
 
 namespace rnncore {
 
@@ -34,6 +35,30 @@ void for_rows(index_t B, int nt, const F& body) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (index_t b = 0; b < B; ++b) body(b, thread_id());
 }
+
+// C (M, N) = A (M, K) packed (K, N) + beta C, the rows split over threads when the product is
+// large enough (each thread multiplies its own rows by the shared packed operand). The split
+// falls on the microkernel's row tiles, so every row meets the same kernel on any thread
+// count (a partial tile's kernel may round differently) and the results are bit-identical.
+template <typename T>
+void mul(index_t M, const T* A, index_t lda, const PackedB<T>& Bp, T beta, T* C, index_t ldc, int nthreads) {
+  const int nt = gemm_threads(M, Bp.cols(), Bp.rows(), nthreads);
+  if (nt <= 1) {
+    gemm_packed<T>(M, A, lda, Bp, beta, C, ldc);
+    return;
+  }
+  const index_t mr = gemm_detail::active_kernels<T>().mr;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int k = 0; k < nt; ++k) {
+    index_t lo = 0, hi = 0;
+    split_range(M, nt, k, mr, &lo, &hi);
+    if (hi > lo) gemm_packed<T>(hi - lo, A + lo * lda, lda, Bp, beta, C + lo * ldc, ldc);
+  }
+}
+
+// Slots of AttnDecoderWorkspace::packed: 0 the feed columns of W_ih0, then per layer l
+// 1 + 3l W_hh (x-side rows in backward), 2 + 3l W_ih (l > 0), 3 + 3l GRU's W_hn (backward).
+inline std::size_t packed_index(index_t l, int which) { return static_cast<std::size_t>(1 + 3 * l + which); }
 
 void check_shape(const AttnDecoderShape& s, index_t Hq, const char* fn) {
   if (s.L < 1) fail(std::string(fn) + ": num_layers must be >= 1, got " + std::to_string(s.L));
@@ -99,6 +124,13 @@ void forward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderShape& shape, co
     attention_keys<T>(ws.keys.data(), a.memory, aw, S, B, nthreads);
     keys = ws.keys.data();
   }
+  // gates = in W^T: the transposed weights, packed once for every step
+  ws.packed.resize(packed_index(L, 0));
+  ws.packed[0].pack(true, Ho, GH, w.w_ih[0] + E, EF);
+  for (index_t l = 0; l < L; ++l) {
+    ws.packed[packed_index(l, 0)].pack(true, H, GH, w.w_hh[l], H);
+    if (l > 0) ws.packed[packed_index(l, 1)].pack(true, H, GH, w.w_ih[l], H);
+  }
   T* feeds = ws.feeds.data();
   T* hg = ws.hg.data();
   const int row_threads = threads_for(double(B) * GH, kMinRowWorkPerThread, nthreads);
@@ -111,7 +143,7 @@ void forward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderShape& shape, co
       T* g = ws.gates[l].data() + t * B * GH;
       if (l == 0) {
         // gates0 += feed_t W_ih[:, E:]^T
-        gemm<T>(false, true, B, GH, Ho, T(1), feeds + t * B * Ho, Ho, w.w_ih[0] + E, EF, T(1), g, GH, nthreads);
+        mul<T>(B, feeds + t * B * Ho, Ho, ws.packed[0], T(1), g, GH, nthreads);
       } else {
         const T* below = ws.hs[l - 1].data() + (t + 1) * B * H;
         const T* in = below;
@@ -122,12 +154,12 @@ void forward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderShape& shape, co
           for (index_t i = 0; i < B * H; ++i) dst[i] = below[i] * m[i];
           in = dst;
         }
-        gemm<T>(false, true, B, GH, H, T(1), in, H, w.w_ih[l], H, T(0), g, GH, nthreads);
+        mul<T>(B, in, H, ws.packed[packed_index(l, 1)], T(0), g, GH, nthreads);
       }
       // hg = h^l_{t-1} W_hh^T
       const T* hprev = ws.hs[l].data() + t * B * H;
       T* hcur = ws.hs[l].data() + (t + 1) * B * H;
-      gemm<T>(false, true, B, GH, H, T(1), hprev, H, w.w_hh[l], H, T(0), hg, GH, nthreads);
+      mul<T>(B, hprev, H, ws.packed[packed_index(l, 0)], T(0), hg, GH, nthreads);
       const T* bias = ws.has_bias[l] ? ws.bias[l].data() : nullptr;
       const T* b_hn = b_hn_of<Cell>(w.b_hh[l], H);
       T* cs = Cell::kHasCellState ? ws.cs[l].data() : nullptr;
@@ -206,6 +238,14 @@ void backward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderWeights<T>& w, 
     ws.dkeys.zero();
     dkeys = ws.dkeys.data();
   }
+  // dgates W: the weights as they are (not transposed), packed once for every step
+  ws.packed.resize(packed_index(L, 0));
+  ws.packed[0].pack(false, GH, Ho, w.w_ih[0] + E, EF);
+  for (index_t l = 0; l < L; ++l) {
+    ws.packed[packed_index(l, 0)].pack(false, k_main, H, w.w_hh[l], H);
+    if (l > 0) ws.packed[packed_index(l, 1)].pack(false, GH, H, w.w_ih[l], H);
+    if (Cell::kSavesHn) ws.packed[packed_index(l, 2)].pack(false, H, H, w.w_hh[l] + k_main * H, H);
+  }
   const int row_threads = threads_for(double(B) * GH, kMinRowWorkPerThread, nthreads);
   ws.dhcat.resize(std::max<index_t>(1, row_threads * H));  // the cells' scratch, H per thread
 
@@ -246,12 +286,11 @@ void backward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderWeights<T>& w, 
         Cell::backward(st, H, 0, H);
       });
       // h-side gates = h_prev W_hh^T  =>  dh_prev = dgates_h W_hh (GRU: + its n part, kept in hn)
-      gemm<T>(false, false, B, H, k_main, T(1), g, GH, w.w_hh[l], H, Cell::kKeepsDh ? T(1) : T(0), dhl, H, nthreads);
-      if (Cell::kSavesHn)
-        gemm<T>(false, false, B, H, H, T(1), hnl + t * B * H, H, w.w_hh[l] + k_main * H, H, T(1), dhl, H, nthreads);
+      mul<T>(B, g, GH, ws.packed[packed_index(l, 0)], Cell::kKeepsDh ? T(1) : T(0), dhl, H, nthreads);
+      if (Cell::kSavesHn) mul<T>(B, hnl + t * B * H, H, ws.packed[packed_index(l, 2)], T(1), dhl, H, nthreads);
       if (l > 0) {
         // gates = in^l W_ih^T, in^l = h^{l-1} * mask  =>  dh^{l-1} (from above) = (dgates W_ih) * mask
-        gemm<T>(false, false, B, H, GH, T(1), g, GH, w.w_ih[l], H, T(0), dyb, H, nthreads);
+        mul<T>(B, g, GH, ws.packed[packed_index(l, 1)], T(0), dyb, H, nthreads);
         if (ws.masks) {
           const T* RNNCORE_RESTRICT m = ws.masks + ((l - 1) * Tn + t) * B * H;
           for (index_t i = 0; i < B * H; ++i) dyb[i] *= m[i];
@@ -259,7 +298,7 @@ void backward_impl(AttnDecoderWorkspace<T>& ws, const AttnDecoderWeights<T>& w, 
         dyl = dyb;
       } else {
         // gates0 = [x ; feed_t] W_ih^T  =>  dfeed_t = dgates0 W_ih[:, E:]
-        gemm<T>(false, false, B, Ho, GH, T(1), g, GH, w.w_ih[0] + E, EF, T(0), dfeed, Ho, nthreads);
+        mul<T>(B, g, GH, ws.packed[0], T(0), dfeed, Ho, nthreads);
       }
     }
   }

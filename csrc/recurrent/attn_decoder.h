@@ -30,6 +30,7 @@
 
 #include "cells/cell.h"
 #include "common/buffer.h"
+#include "gemm/gemm.h"
 #include "ops/attention.h"
 
 namespace rnncore {
@@ -115,6 +116,10 @@ struct AttnDecoderWorkspace {
   AlignedBuffer<T> tanh;                     // additive: (T, B, S, A)
   AlignedBuffer<T> keys;                     // (S, B, K), not for dot (keys = memory)
   AlignedBuffer<T> hg;                       // (B, G*H) one step's h_prev W_hh^T
+  // The per-step products' right operands, packed once per call (the weights may change
+  // between calls): forward W_ih0[:, E:]^T, W_hh^T, W_ih^T (l > 0); backward W_ih0[:, E:],
+  // W_hh's x-side rows, GRU's W_hn, W_ih (l > 0). Index: see attn_decoder.cpp (packed_index).
+  std::vector<PackedB<T>> packed;
   // backward scratch
   AlignedBuffer<T> dh, dc;                   // L x (B, H) carries
   AlignedBuffer<T> dq, dy, dfeed, dattn;     // (B, H), (B, H), (B, Ho), (B, Ho)

@@ -16,6 +16,11 @@ from .attention import Attention, memory_lengths_array
 from .module import Module, Parameter
 
 
+def _aligned(a):
+    """`a`, copied when it is a view at an address misaligned for its dtype (the kernels refuse those)."""
+    return a if a is None or a.flags.aligned else a.copy()
+
+
 class InputFeedRNN(Module):
     """Stacked unidirectional RNN/LSTM/GRU whose first layer reads ``[x_t ; attn_h_{t-1}]`` and whose
     top layer's ``h_t`` queries ``attention`` over a memory bank; ``attn_h_t`` is the output at t
@@ -181,8 +186,9 @@ class InputFeedRNN(Module):
             feed0 = expect_shape(as_real_array(feed0, "feed0", fn, self.dtype), (B, self.feed_size), "feed0", fn,
                                  "(B, Ho)")
         # saved for backward (in place): the caller may reuse its buffers
-        x = private_copy(x, x_in)
-        memory = private_copy(memory, memory_in)
+        x = _aligned(private_copy(x, x_in))
+        memory = _aligned(private_copy(memory, memory_in))
+        h0, c0, feed0 = _aligned(h0), _aligned(c0), _aligned(feed0)
         threads = resolve_threads(self.threads)
         self._check_parameters(fn)
         self.attn._check_parameters(fn)
@@ -217,6 +223,7 @@ class InputFeedRNN(Module):
             dy = expect_shape(as_real_array(grad_attn_h, "grad_attn_h", fn, self.dtype), (T, B, self.feed_size),
                               "grad_attn_h", fn, "(T, B, Ho) like attn_h")
         dh_n, dc_n = self._states(grad_h_n, fn, B, ("grad_h_n", "grad_h_n", "grad_c_n"))
+        dy, dh_n, dc_n = _aligned(dy), _aligned(dh_n), _aligned(dc_n)
         threads = resolve_threads(self.threads)
         self._check_parameters(fn, grads=True)
         self.attn._check_parameters(fn)
