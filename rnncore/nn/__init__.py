@@ -9,6 +9,7 @@ from .loss import CrossEntropyLoss, cross_entropy
 from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, SequenceTagger
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
+from .seq2seq import Bridge, Decoder, Encoder, Seq2Seq
 from .window import FixedWindowLM
 
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
