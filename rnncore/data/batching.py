@@ -47,7 +47,38 @@ def _check_state(state, expected, fn):
             raise ValueError(f"{fn}: state {key!r} must be an integer >= 0, got {bounded_repr(v)}")
 
 
-class StreamBatcher:
+class _EpochCursor:
+    """Iteration by (epoch, position) with exact resume, shared by the batchers: a subclass sets
+    ``epoch``, ``position`` and ``_unit`` (what an epoch counts, for messages) and gives
+    ``__len__`` (items per epoch), ``_epoch_items()`` (a function k -> item k of the current
+    epoch) and ``_layout()`` (the options a saved state must match)."""
+
+    def __iter__(self):
+        if self.position >= len(self):  # stopped right after the last item
+            self.position = 0
+            self.epoch += 1
+        item = self._epoch_items()
+        while self.position < len(self):
+            k = self.position
+            self.position = k + 1
+            yield item(k)
+        self.position = 0
+        self.epoch += 1
+
+    def state_dict(self):
+        """Where iteration stands (JSON-serialisable), with the layout it belongs to."""
+        return {"format": _FORMAT, "epoch": self.epoch, "position": self.position, **self._layout()}
+
+    def load_state_dict(self, state):
+        """Resume at a saved position; the batcher must have the same data and options."""
+        fn = f"{type(self).__name__}.load_state_dict"
+        _check_state(state, self._layout(), fn)
+        if state["position"] > len(self):
+            raise ValueError(f"{fn}: position {state['position']} is past the {len(self)} {self._unit} of an epoch")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+class StreamBatcher(_EpochCursor):
     """Truncated-BPTT windows over ``B`` parallel streams of one token sequence.
 
     The corpus ``ids`` (N,) is cut into ``B`` contiguous streams of ``n = N // B`` tokens
@@ -129,28 +160,10 @@ class StreamBatcher:
         t = min(self.seq_len, self.stream_len - 1 - s)
         return self.data[s: s + t], self.data[s + 1: s + 1 + t]
 
-    def __iter__(self):
-        if self.position >= self._num_windows:  # stopped right after the last window
-            self.position = 0
-            self.epoch += 1
-        while self.position < self._num_windows:
-            k = self.position
-            self.position = k + 1
-            yield self.window(k)
-        self.position = 0
-        self.epoch += 1
+    _unit = "windows"
 
-    def state_dict(self):
-        """Where iteration stands (JSON-serialisable), with the layout it belongs to."""
-        return {"format": _FORMAT, "epoch": self.epoch, "position": self.position, **self._layout()}
-
-    def load_state_dict(self, state):
-        """Resume at a saved position; the batcher must have the same layout."""
-        _check_state(state, self._layout(), "StreamBatcher.load_state_dict")
-        if state["position"] > self._num_windows:
-            raise ValueError(f"StreamBatcher.load_state_dict: position {state['position']} is past the "
-                             f"{self._num_windows} windows of an epoch")
-        self.epoch, self.position = state["epoch"], state["position"]
+    def _epoch_items(self):
+        return self.window
 
     def _layout(self):
         return {"num_tokens": self.num_tokens, "batch_size": self.batch_size, "seq_len": self.seq_len,

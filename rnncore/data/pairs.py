@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import bounded_repr, check_int
-from .batching import _FORMAT, _check_state
+from .batching import _EpochCursor
 from . import _fast
 from .tokenizers import WordTokenizer, _Tokenizer
 from .vocab import BOS, EOS_SENTENCE, PAD, UNK, Vocabulary
@@ -331,7 +331,7 @@ class PairDataset:
         return a[keep]
 
 
-class PairBatcher:
+class PairBatcher(_EpochCursor):
     """Batches of B pairs of similar lengths, shuffled per epoch, resumable.
 
     Each epoch (``rng = numpy.random.default_rng([seed, epoch])``):
@@ -421,29 +421,11 @@ class PairBatcher:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def __iter__(self):
-        if self.position >= self._num_batches:
-            self.position = 0
-            self.epoch += 1
+    _unit = "batches"
+
+    def _epoch_items(self):
         batches = self.batch_indices()
-        while self.position < self._num_batches:
-            k = self.position
-            self.position = k + 1
-            yield self.dataset.make_batch(batches[k])
-        self.position = 0
-        self.epoch += 1
-
-    def state_dict(self):
-        """Where iteration stands (JSON-serialisable), with the layout it belongs to."""
-        return {"format": _FORMAT, "epoch": self.epoch, "position": self.position, **self._layout()}
-
-    def load_state_dict(self, state):
-        """Resume at a saved position; the batcher must have the same data and options."""
-        _check_state(state, self._layout(), "PairBatcher.load_state_dict")
-        if state["position"] > self._num_batches:
-            raise ValueError(f"PairBatcher.load_state_dict: position {state['position']} is past the "
-                             f"{self._num_batches} batches of an epoch")
-        self.epoch, self.position = state["epoch"], state["position"]
+        return lambda k: self.dataset.make_batch(batches[k])
 
     def _layout(self):
         return {"num_pairs": len(self.dataset), "kept_pairs": len(self.kept), "batch_size": self.batch_size,
