@@ -16,4 +16,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
-           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN"]
+           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]

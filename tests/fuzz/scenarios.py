@@ -29,7 +29,7 @@ __all__ = [
     "bucket_iterator", "read_text", "with_threads", "core_recurrent", "core_decoder", "trainer_fit",
     "module_api", "crash_for_test", "hang_for_test", "write_past_for_test", "rnn_cell_base", "adaptive_softmax",
     "fixed_window_lm", "evaluate", "ngram", "load_arpa_bytes", "core_attention", "attention",
-    "core_attn_decoder", "input_feed_rnn",
+    "core_attn_decoder", "input_feed_rnn", "seq2seq_model",
     "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
     "bible_pairs", "bleu", "token_accuracy", "perplexity",
 ]
@@ -1254,6 +1254,26 @@ def input_feed_rnn(ctor, attn, x, memory, memory_lengths=None, hx=None, feed0=No
         expect_shape(dx, xa.shape, "grad of x")
         expect_shape(dmemory, ma.shape, "grad of memory")
     return attn_h
+
+
+def seq2seq_model(ctor, src, src_lengths, tgt_in, tgt_out, scheduled_sampling=0.0, train=True, method="greedy",
+                  beam_width=1, max_len=3):
+    """nn.Seq2Seq(**ctor): loss, backward, evaluate_batch, then decode every source."""
+    model = nn.Seq2Seq(**ctor)
+    model.train(train)
+    model.scheduled_sampling = scheduled_sampling
+    loss = model.loss(src, src_lengths, tgt_in, tgt_out)
+    if moderate(loss, limit=1e6):
+        expect(np.isfinite(loss), "Seq2Seq.loss is not finite")
+    model.backward()
+    nll, count, right = model.evaluate_batch(src, src_lengths, tgt_in, tgt_out)
+    expect(0 <= right <= count == np.asarray(tgt_out).size, "Seq2Seq.evaluate_batch counts")
+    s = np.asarray(src)
+    lens = np.full(s.shape[1], s.shape[0]) if src_lengths is None else np.asarray(src_lengths)
+    hyps = model.translate_ids([s[:n, b] for b, n in enumerate(lens)], bos=0, eos=1, method=method,
+                               beam_width=beam_width, max_len=max_len, seed=0)
+    expect(len(hyps) == s.shape[1] and all(1 <= len(h[0].tokens) <= max_len for h in hyps), "translate_ids lengths")
+    return loss
 
 
 # -- seq2seq data (rnncore.data pairs, rnncore.datasets parallel text, rnncore.metrics) -------------

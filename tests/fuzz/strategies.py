@@ -1551,6 +1551,27 @@ def b_input_feed_rnn(draw):
             "grad_h_n": pick(draw, (None, "ones")), "train": coin(draw), "backward": True}
 
 
+def b_seq2seq(draw):
+    dtype = pick(draw, DTYPE_ARGS)
+    bidirectional = coin(draw)
+    H = 2 * pos(draw) if bidirectional else pos(draw)
+    attention = pick(draw, (None, "dot", "general", "additive"))
+    ctor = {"src_vocab_size": pos(draw) + 1, "tgt_vocab_size": pos(draw) + 3, "embedding_dim": pos(draw),
+            "hidden_size": H, "num_layers": rint(draw, 1, 2), "cell": pick(draw, ("lstm", "gru", "rnn", "LSTM")),
+            "bidirectional": bidirectional, "attention": attention, "input_feed": coin(draw),
+            "bridge": pick(draw, ("auto", "linear", "zeros")), "dropout": pick(draw, (0.0, 0.0, 0.3)),
+            "dtype": dtype, "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
+    if ctor["bridge"] != "auto":
+        ctor["encoder_hidden_size"] = maybe(draw, lambda: pos(draw))
+    S, T, B = pos(draw), pos(draw), pos(draw)
+    return {"ctor": ctor, "src": ids(draw, (S, B), ctor["src_vocab_size"]),
+            "src_lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, S + 1, fill="range")),
+            "tgt_in": ids(draw, (T, B), ctor["tgt_vocab_size"]), "tgt_out": ids(draw, (T, B), ctor["tgt_vocab_size"]),
+            "scheduled_sampling": pick(draw, (0.0, 0.5)), "train": coin(draw),
+            "method": pick(draw, ("greedy", "beam", "sample")), "beam_width": rint(draw, 1, 3),
+            "max_len": rint(draw, 1, 4)}
+
+
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
     "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
@@ -1685,4 +1706,5 @@ TARGETS = {
                           ["_core.attn_decoder_forward", "_core.attn_decoder_backward", "_core.AttnDecoderWorkspace"],
                           1.5),
     "nn_input_feed_rnn": (scen("input_feed_rnn", b_input_feed_rnn), ["nn.InputFeedRNN"], 1.5),
+    "nn_seq2seq": (scen("seq2seq_model", b_seq2seq), ["nn.Seq2Seq", "nn.Encoder", "nn.Decoder", "nn.Bridge"], 1.5),
 }
