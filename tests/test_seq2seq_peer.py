@@ -157,71 +157,20 @@ def test_load_rnncore_state_round_trip_and_errors():
         load_rnncore_state(b, bad)
 
 
-class _StandIn:
-    """A stand-in for rnncore.nn.Seq2Seq with its loss/backward/state_dict API, computed by the
-    torch peer; its parameters are rnncore Parameters sharing memory with the torch tensors, so
-    rnncore.optim.Adam steps it. Lets the harness's parity check run before Seq2Seq is merged."""
-
-    def __init__(self, w, dtype, threads):
-        import seq2seq_compare as C
-        from rnncore.nn.module import Parameter
-
-        torch.manual_seed(42)
-        self.m = C.torch_model(w).double()
-        self.params = {}
-        for k, p in self.m.named_parameters():
-            rp = Parameter(p.detach().numpy())
-            rp.data = p.data.numpy()  # the same memory as the torch parameter
-            self.params[rnncore_key(k, self.m.decoder.input_feed)] = (rp, p)
-
-    def state_dict(self):
-        return {k: rp.data.copy() for k, (rp, _) in self.params.items()}
-
-    def named_parameters(self):
-        return ((k, rp) for k, (rp, _) in self.params.items())
-
-    def parameters(self):
-        return [rp for rp, _ in self.params.values()]
-
-    def loss(self, src, sl, ti, to):
-        from seq2seq_torch import as_torch_batch
-
-        self.l = self.m.loss(*as_torch_batch(src, sl, ti, to))
-        return self.l.item()
-
-    def zero_grad(self):
-        for rp, p in self.params.values():
-            rp.grad[...] = 0
-            p.grad = None
-
-    def backward(self):
-        self.l.backward()
-        for rp, p in self.params.values():
-            rp.grad += p.grad.numpy()
-
-    def eval(self):
-        self.m.eval()
-
-    def translate_ids(self, src, sl, bos, eos, max_len, beam_width, n_best, length_penalty):
-        return self.m.beam_search(torch.from_numpy(src), torch.from_numpy(sl), bos, eos, max_len, beam_width, n_best,
-                                  length_penalty)
-
-
 @pytest.mark.parametrize("placement", ["feed", "after"])
-def test_harness_parity_check_runs(placement, tmp_path, monkeypatch):
-    """bench/seq2seq_compare.check() end to end on a stand-in model: loss, gradients, three
-    steps of rnncore.optim.Adam against torch.optim.Adam (float64, 1e-9), the beam comparison,
-    and the float32 weights file the timing workers load."""
+def test_harness_parity_check_runs(placement, tmp_path):
+    """bench/seq2seq_compare.check() end to end on a tiny real rnncore.nn.Seq2Seq: loss, gradients,
+    three steps of rnncore.optim.Adam against torch.optim.Adam (float64), the beam comparison, and
+    the float32 weights file the timing workers load."""
     import seq2seq_compare as C
 
-    monkeypatch.setattr(C, "rnncore_model", _StandIn)
     w = {"kind": "train", "layers": 2, "placement": placement, "attention": "general", "V": 40, "E": 8, "H": 8,
          "data_seed": 0, "B": 4, "name": "tiny"}
     out = tmp_path / "w.npz"
     report = C.check(w, str(out), check_batch=3, decode_sources=3)
-    assert report["loss"][0] == report["loss"][1]
-    assert report["grad_rel_err"] == 0.0
+    assert report["loss"][0] == pytest.approx(report["loss"][1], rel=1e-12)
+    assert report["grad_rel_err"] < 1e-10
     assert len(report["adam_losses"]) == 3
-    assert report["beam_same"] == "3/3"
+    assert report["beam_same"].endswith("/3"), report["beam_same"]  # the stopping rules may differ
     with np.load(out) as f:
         assert "decoder.generator.weight" in f.files and f["decoder.generator.weight"].dtype == np.float32
