@@ -48,8 +48,9 @@ def as_real_array(value, name, fn, dtype):
         raise TypeError(f"{fn}: {name} must be a real numeric array, got {type(value).__name__} ({exc})") from None
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{fn}: {name} must be a real numeric array (float or int), got dtype {array.dtype}")
-    # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it (1,)).
-    return np.require(array, dtype=dtype, requirements="C")
+    # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it (1,)); "A" copies a view
+    # at an address misaligned for its dtype, which the kernels refuse.
+    return np.require(array, dtype=dtype, requirements="CA")
 
 
 def _fresh_from(source):
@@ -167,7 +168,8 @@ def as_index_array(value, name, fn):
     if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
         pos = np.unravel_index(int(np.argmax(array)), array.shape)
         raise ValueError(f"{fn}: {name} value {int(array[pos])} at position {list(pos)} does not fit in int64")
-    return np.asarray(array, dtype=np.int64, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    # (ascontiguousarray would make a 0-d array 1-d; "A" copies a misaligned view)
+    return np.require(array, dtype=np.int64, requirements="CA")
 
 
 # -- scalar arguments ----------------------------------------------------------------------------

@@ -520,7 +520,7 @@ def test_misaligned_arrays():
         core_forward({**p, "w_hh": [p["w_hh"][0], unaligned(p["w_hh"][1])]})
     w = list(p["weights"])
     w[4] = unaligned(w[4])
-    with pytest.raises(ValueError, match="attention weights must be aligned"):
+    with pytest.raises(ValueError, match="must be aligned to its dtype"):  # named by the attention parser
         core_forward({**p, "weights": tuple(w)})
     # the layer copies a misaligned input once, at the edge
     m = make_module("gru", "general")

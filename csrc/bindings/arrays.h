@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -96,6 +97,16 @@ void check_dtype(const char* fn, const char* name, const py::array& a) {
                          dtype_str(a));
 }
 
+// Every array the kernels read or write must sit at an address aligned to its dtype (numpy
+// can make views one byte off, e.g. np.frombuffer(buf, offset=1); a scalar access there is
+// undefined behaviour). ValueError naming `what` otherwise; empty arrays are not read.
+inline void check_aligned(const char* fn, const char* what, const py::array& a) {
+  if (a && a.size() > 0 &&
+      reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+    throw py::value_error(std::string(fn) + ": " + what + " must be aligned to its dtype (it is a view at a "
+                          "misaligned address; pass a copy, e.g. numpy.array(a))");
+}
+
 // `obj` must be a C-contiguous ndarray of dtype T with exactly `dims` (a dim < 0 is free).
 // Returns it as an array (no copy). Raises TypeError for a wrong type or dtype, ValueError
 // for a wrong rank, shape or layout.
@@ -123,6 +134,7 @@ py::array checked(const char* fn, const char* name, const py::handle& obj, const
   if (!(a.flags() & py::array::c_style)) {
     throw py::value_error(std::string(fn) + ": " + name + " must be C-contiguous (use numpy.ascontiguousarray)");
   }
+  check_aligned(fn, name, a);
   return a;
 }
 

@@ -85,15 +85,6 @@ std::vector<Ptr> layer_arrays(const char* fn, const char* name, const py::handle
   return out;
 }
 
-// Every array the kernels read or write must sit at an address aligned to its dtype (numpy
-// can make views one byte off; the SIMD loads cope, but a scalar access would be undefined
-// behaviour). ValueError naming `what` otherwise.
-inline void check_aligned(const char* fn, const char* what, const py::array& a) {
-  if (a && a.ptr() != nullptr && (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize())) != 0)
-    throw py::value_error(std::string(fn) + ": " + what + " must be aligned to its dtype (it is a view at a "
-                          "misaligned address; pass a copy, e.g. numpy.array(a))");
-}
-
 const char* kind_name(AttentionKind k) {
   return k == AttentionKind::Dot ? "dot" : k == AttentionKind::General ? "general" : "additive";
 }
