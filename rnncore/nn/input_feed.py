@@ -14,6 +14,7 @@ from .._threads import acquire, release, resolve_threads
 from . import init
 from .attention import Attention, memory_lengths_array
 from .module import Module, Parameter
+from .rnn import layer_dropout_mask, warn_layer_dropout
 
 
 def _aligned(a):
@@ -66,11 +67,7 @@ class InputFeedRNN(Module):
         if np.dtype(attention.dtype) != self.dtype:
             raise TypeError(f"{name}: attention must have this layer's dtype {self.dtype}, got "
                             f"{np.dtype(attention.dtype)} (use attention.to(dtype))")
-        if dropout > 0 and num_layers == 1:
-            import warnings
-
-            warnings.warn(f"{name}: dropout={dropout} has no effect with num_layers=1 (it acts between layers)",
-                          stacklevel=2)
+        warn_layer_dropout(name, dropout, num_layers)
         self.cell = cell
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
@@ -195,8 +192,7 @@ class InputFeedRNN(Module):
         L, H = self.num_layers, self.hidden_size
         masks = None
         if self.training and self.dropout > 0 and L > 1:
-            keep = 1.0 - self.dropout
-            masks = (self._rng.random((L - 1, T, B, H)) < keep).astype(self.dtype) / self.dtype.type(keep)
+            masks = layer_dropout_mask(self._rng, (L - 1, T, B, H), self.dropout, self.dtype)
         w_ih, w_hh, b_ih, b_hh = self._weights(False)
         attn_h, alpha, h_n, c_n, self._workspace = _core.attn_decoder_forward(
             self.cell, x, memory, lengths, w_ih, w_hh, b_ih, b_hh, self.attn.weights_for_core(), h0, c0, feed0,

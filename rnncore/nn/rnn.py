@@ -20,6 +20,21 @@ from . import init
 from .module import Module, Parameter
 
 
+def warn_layer_dropout(name, dropout, num_layers, stacklevel=3):
+    """PyTorch's warning: dropout acts only between stacked layers, so with one layer it does nothing."""
+    if dropout > 0 and num_layers == 1:
+        import warnings
+
+        warnings.warn(f"{name}: dropout={dropout} has no effect with num_layers=1 (it acts between layers)",
+                      stacklevel=stacklevel)
+
+
+def layer_dropout_mask(rng, shape, dropout, dtype):
+    """An inverted-dropout keep-mask between stacked layers: 0 or 1/(1-dropout), drawn from `rng`."""
+    keep = 1.0 - dropout
+    return (rng.random(shape) < keep).astype(dtype) / dtype.type(keep)
+
+
 class RNNBase(Module):
     """Shared implementation of RNN, LSTM and GRU (see their docstrings)."""
 
@@ -39,12 +54,7 @@ class RNNBase(Module):
             raise ValueError(f"{name}: proj_size must be smaller than hidden_size (as in PyTorch), got "
                              f"proj_size={proj_size}, hidden_size={hidden_size}")
         dropout = check_probability(dropout, "dropout", name)
-        if dropout > 0 and num_layers == 1:
-            # PyTorch warns here too: dropout acts only between stacked layers.
-            import warnings
-
-            warnings.warn(f"{name}: dropout={dropout} has no effect with num_layers=1 (it acts between layers)",
-                          stacklevel=3)
+        warn_layer_dropout(name, dropout, num_layers, stacklevel=4)
         self.cell = cell
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
@@ -231,8 +241,7 @@ class RNNBase(Module):
                     c_n[k] = cn
             mask = None
             if self.training and self.dropout > 0 and layer < L - 1:
-                keep = 1.0 - self.dropout
-                mask = (self._rng.random(out.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                mask = layer_dropout_mask(self._rng, out.shape, self.dropout, self.dtype)
             saved.append(mask)
             layer_input = out if mask is None else out * mask
         self._ctx = {"saved": saved, "batched": batched, "shape": (T, B), "has_h0": h0 is not None,
