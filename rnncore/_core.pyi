@@ -93,6 +93,12 @@ def gemm_kernel() -> str:
     """The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (those of the process's isa())."""
 
 
+def gemm_config() -> dict[str, Any]:
+    """The GEMM's tiles and cache blocks per dtype ({'float32': {kernel, mr, nr, mc, kc, nc},
+    'float64': ...}) and the per-core cache sizes they were derived from ({'caches': {l1d, l2, l3,
+    source}}; source is 'env' for RNNCORE_CACHE_SIZES, 'sysconf', 'cpuid' or 'default')."""
+
+
 def gemm_threads(M: int, N: int, K: int, threads: int) -> int:
     """Threads a GEMM C (M, N) += A (M, K) B (K, N) runs on when given `threads`."""
 
