@@ -1173,6 +1173,14 @@ def _check_vmath(result, call, args, kwargs):
         expect(((result >= lo) & (result <= hi)).all(), f"vmath {fn} out of its range")
 
 
+@check("gemm_config")
+def _check_gemm_config(result, call, args, kwargs):
+    expect(set(result) == {"caches", "float32", "float64"}, f"gemm_config() keys {sorted(result)}")
+    for dtype in ("float32", "float64"):
+        b = result[dtype]
+        expect(b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0 and b["kc"] > 0, f"gemm_config() {dtype} {b}")
+
+
 @check("isa")
 def _check_isa(result, call, args, kwargs):
     expect(result in _core.supported_isas(), f"isa() = {result!r}")

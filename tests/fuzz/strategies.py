@@ -1469,7 +1469,7 @@ def scen(name, build, **kw):
 
 
 def _info_calls():
-    names = ("gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
+    names = ("gemm_config", "gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
     calls = [Call("rnncore._core." + n, public=False) for n in names]
     calls += [Call("rnncore._core." + n, (v,), public=False) for n in names for v in (1, None, "x")]
     return st.sampled_from(calls)
@@ -1603,7 +1603,7 @@ TARGETS = {
     "core_attention_forward": (core("attention_forward", b_attention_forward), ["_core.attention_forward"], 1),
     "core_attention": (call("fuzz.scenarios.core_attention", b_core_attention, public=False),
                        ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
-    "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
+    "core_info": (_info_calls(), ["_core.gemm_config", "_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
                                   "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
                        ["_core.recurrent_forward", "_core.recurrent_backward", "_core.RecurrentWorkspace"], 2),
