@@ -256,9 +256,9 @@ def _check_blocks(cfg, l1d, l2):
         assert b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0 and b["kc"] % 16 == 0, b
         if b["kernel"] == "generic":
             continue  # fixed blocks
-        # The B micro-panel fits half of L1d (unless clamped up to 64), the A block half of L2.
+        # The B micro-panel fits half of L1d (unless clamped up to 64), the A block a quarter of L2.
         assert b["kc"] * b["nr"] * elem <= l1d // 2 or b["kc"] == 64, (dtype, b)
-        assert b["mc"] * b["kc"] * elem <= l2 // 2 or b["mc"] == b["mr"], (dtype, b)
+        assert b["mc"] * b["kc"] * elem <= l2 // 4 or b["mc"] == b["mr"], (dtype, b)
         assert 64 <= b["kc"] <= 512 and b["mr"] <= b["mc"] <= 1024 and 16 * b["nr"] <= b["nc"] <= 4096, b
 
 
@@ -303,6 +303,6 @@ def test_every_kernel_correct_under_tiny_blocks(kernel):
     the correctness sweep is crossed, on each SIMD kernel set the host runs."""
     if kernel not in _core.supported_isas():
         pytest.skip(f"this CPU cannot run {kernel}")
-    cfg = _config_child("4096,4096,65536", kernel=kernel, check=True)
+    cfg = _config_child("4096,8192,65536", kernel=kernel, check=True)
     assert cfg["float32"]["kernel"] == kernel
     assert cfg["float32"]["kc"] == 64 and cfg["float32"]["mc"] == cfg["float32"]["mr"]
