@@ -2,7 +2,7 @@
 
     mpirun -n 2 python3 tests/distributed_worker.py '{"kind": "lm", "steps": 5, "out": "run.npz"}'
 
-The JSON config: kind ('lm' an LSTM language model, 'clf' a sequence classifier), dtype
+The JSON config (or a list of them, run one after the other): kind ('lm' an LSTM language model, 'clf' a sequence classifier), dtype
 ('float64'/'float32'), steps, batch (the global batch), checkpoint_dir, checkpoint_every, resume
 (a checkpoint path), out (rank 0 writes the parameters there as .npz, with the losses), and the
 failures to inject on rank `fail_rank` at step `fail_step`: fail = 'kill' (SIGKILL itself),
@@ -65,8 +65,10 @@ def build(cfg, world=None, stream=None):
         model = SequenceClassifier(V, E, H, 3, num_layers=1, dtype=dtype, seed=3, pooling="mean")
         task = _failing(ClassificationTask)(batch, seed=5, eval_batch_size=16, metric="loss")
     task.fail = cfg if cfg.get("fail") else None
-    opt = optim.Adam(model.parameters(), lr=0.01)
-    trainer = Trainer(model, opt, clip_grad_norm=0.5, task=task, checkpoint_dir=cfg.get("checkpoint_dir"),
+    opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)  # scale-sensitive (Adam would hide a wrong average)
+    # clipping (after the allreduce) is active on some steps and not on others
+    trainer = Trainer(model, opt, clip_grad_norm=0.2 if kind == "lm" else 0.5, task=task,
+                      checkpoint_dir=cfg.get("checkpoint_dir"),
                       checkpoint_every=cfg.get("checkpoint_every"), log_every=1, progress=False, threads=1,
                       stream=stream, distributed=world)
     return model, trainer
@@ -84,12 +86,13 @@ def run(cfg, world=None, stream=None):
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
+    cfgs = json.loads(sys.argv[1])
     world = distributed.init(require=True)
-    params, trainer = run(cfg, world)
-    if world.is_root and cfg.get("out"):
-        np.savez(cfg["out"], **params)
-    print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", flush=True)
+    for cfg in cfgs if isinstance(cfgs, list) else [cfgs]:  # several runs share one mpirun's start-up
+        params, trainer = run(cfg, world)
+        if world.is_root and cfg.get("out"):
+            np.savez(cfg["out"], **params)
+        print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", flush=True)
 
 
 if __name__ == "__main__":
