@@ -92,7 +92,7 @@ def main():
         params, trainer = run(cfg, world)
         if world.is_root and cfg.get("out"):
             np.savez(cfg["out"], **params)
-        print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", flush=True)
+        print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

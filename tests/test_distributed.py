@@ -37,8 +37,9 @@ needs_mpi = pytest.mark.skipif(MPIRUN is None or not HAVE_MPI4PY,
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
 
-def mpirun(cfgs, tmp_path, n=2, timeout=60, env=None):
-    """Run the worker on n ranks; (return code, stdout+stderr, seconds)."""
+def mpirun(cfgs, tmp_path, n=2, timeout=60, env=None, stdout_only=False):
+    """Run the worker on n ranks; (return code, stdout+stderr, seconds). Only rank 0 writes to stdout
+    (the trainer's lines); the worker's own lines go to stderr, so stdout's lines are never interleaved."""
     e = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1",
              PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(rnncore.__file__))))
     e.update(env or {})
@@ -46,7 +47,9 @@ def mpirun(cfgs, tmp_path, n=2, timeout=60, env=None):
            json.dumps(cfgs)]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=tmp_path, env=e, capture_output=True, text=True, timeout=timeout)
-    return r.returncode, r.stdout + r.stderr, time.perf_counter() - t0
+    if r.returncode != 0 or not stdout_only:
+        return r.returncode, r.stdout + r.stderr, time.perf_counter() - t0
+    return r.returncode, (r.stdout, r.stderr), time.perf_counter() - t0
 
 
 def alone(cfg):
@@ -79,7 +82,7 @@ def runs(tmp_path_factory):
     cfgs[0]["checkpoint_dir"] = str(tmp / "two")  # the 2-rank LM run: metrics and its checkpoint at step 5
     cfgs.append({"kind": "lm", "steps": 8, "resume": str(tmp / "one" / "last.safetensors"), "out": "resumed2.npz"})
     cfgs.append({"kind": "lm", "steps": 10, "out": "lm10_2ranks.npz"})
-    code, out, _ = mpirun(cfgs, tmp)
+    code, out, _ = mpirun(cfgs, tmp, stdout_only=True)
     assert code == 0, out
     return tmp, out
 
@@ -100,8 +103,8 @@ def test_two_ranks_with_half_the_batch_equal_one_rank(runs, kind, dtype):
 
 @needs_mpi
 def test_only_rank_zero_logs(runs):
-    tmp, out = runs
-    assert out.count("worker rank 1 of 2 done") == 6 and out.count("worker rank 0 of 2 done") == 6
+    tmp, (out, err) = runs
+    assert err.count("worker rank 1 of 2 done") == 6 and err.count("worker rank 0 of 2 done") == 6
     for s in range(1, 6):  # log_every=1: each step's line once per run that took it (the resumed one from 4)
         assert sum(line.startswith(f"step {s:>7} |") for line in out.splitlines()) == 5 + (s >= 4), out
     assert out.count("final | step") == 6  # one final evaluation per run, from rank 0
