@@ -45,6 +45,8 @@ import time
 
 import numpy as np
 
+from ._checks import check_int, check_real
+
 __all__ = ["World", "init", "in_mpi_environment", "DistributedError"]
 
 TIMEOUT_ENV = "RNNCORE_MPI_TIMEOUT"
@@ -138,6 +140,7 @@ class World:
     # -- sharding ----------------------------------------------------------------------------
     def shard(self, n):
         """(lo, hi): this rank's contiguous slice of n items, ``[n*r//N, n*(r+1)//N)``."""
+        n = check_int(n, "n", "World.shard", minimum=0)
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
     # -- failure -----------------------------------------------------------------------------
@@ -262,6 +265,10 @@ class World:
         gradients zero). The gradients, loss sum, count and clock travel in one flat buffer summed
         by one Iallreduce; the gradients come back divided by the global count.
         """
+        fn = "World.allreduce_gradients"
+        loss = check_real(loss, "loss", fn)
+        count = check_int(count, "count", fn, minimum=0)
+        clock = check_real(clock, "clock", fn, finite=True)
         if self.comm is None:
             return float(loss), count, clock
         grads = [p.grad for p in params if p.grad is not None]
