@@ -20,6 +20,8 @@ What the Trainer does with a world of N > 1 ranks, at every step:
   loss sum, the count and each rank's clock, so every rank reports the same global loss and takes
   the same time-limit decision.
 - Clipping (the global norm) and the optimizer step then run on identical gradients on every rank.
+- Evaluation runs on every rank over the whole validation data (not sharded): identical parameters give
+  identical results, so the best checkpoint, patience and plateau schedules agree without a collective.
 
 At the start of fit() the parameters, the optimizer state and the trainer state are broadcast
 from rank 0 (buffer-method ``Bcast`` for arrays; the small structure around them is pickled
