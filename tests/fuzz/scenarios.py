@@ -32,6 +32,7 @@ __all__ = [
     "core_attn_decoder", "input_feed_rnn", "seq2seq_model",
     "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
     "bible_pairs", "bleu", "token_accuracy", "perplexity",
+    "world_of_one",
 ]
 
 
@@ -1450,3 +1451,19 @@ def seq2seq_decode(parts, attention, memory, memory_lengths, state, threads=None
         for h in hyps:
             _expect_tokens(h.tokens, np.asarray(parts["embedding"]).shape[0], "seq2seq_decode")
     return len(out)
+
+
+# -- rnncore.distributed without MPI (issue 18; the MPI paths: tests/test_distributed.py) --------------
+
+def world_of_one(timeout=None, n=5, loss=1.5, count=3, clock=0.0):
+    """init() outside an MPI launcher is a world of one: shards are everything, the allreduce the identity."""
+    from rnncore import distributed
+
+    expect(not distributed.in_mpi_environment(), "the fuzz worker looks like an MPI job")
+    world = distributed.init(timeout=timeout)
+    expect((world.rank, world.size, world.local_rank) == (0, 1, 0), f"init() outside MPI gave {world!r}")
+    lo, hi = world.shard(n)
+    expect((lo, hi) == (0, n), f"World.shard({n}) in a world of one gave {(lo, hi)}")
+    out = world.allreduce_gradients([], loss, count, clock)
+    expect(out[1] == count, f"allreduce_gradients in a world of one changed the count: {out}")
+    return out

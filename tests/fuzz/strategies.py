@@ -1416,6 +1416,11 @@ def b_with_threads(draw):
             "big": False if is_known("threads_huge") or not MANY_THREADS_OK else rint(draw, 0, 7) == 7}
 
 
+def b_world_of_one(draw):
+    return {"timeout": pick(draw, (None, 1, 2.5, 300)), "n": rint(draw, 0, 9), "loss": pick(draw, (0.0, 1.5, 1e6)),
+            "count": rint(draw, 0, 9), "clock": pick(draw, (0.0, 3.25))}
+
+
 def b_trainer(draw):
     V = rint(draw, 2, 9)
     ctor = {"vocab_size": V, "embedding_dim": 4, "hidden_size": 4, "cell": pick(draw, ("lstm", "gru")), "seed": 0}
@@ -1707,4 +1712,6 @@ TARGETS = {
                           1.5),
     "nn_input_feed_rnn": (scen("input_feed_rnn", b_input_feed_rnn), ["nn.InputFeedRNN"], 1.5),
     "nn_seq2seq": (scen("seq2seq_model", b_seq2seq), ["nn.Seq2Seq", "nn.Encoder", "nn.Decoder", "nn.Bridge"], 1.5),
+    "distributed_world_of_one": (scen("world_of_one", b_world_of_one, huge=False),
+                                 ["distributed.World", "distributed.init", "distributed.in_mpi_environment"], 0.3),
 }
