@@ -442,3 +442,20 @@ def attn_decoder_backward(workspace: AttnDecoderWorkspace, grad_attn_h: Optional
     Attention.grads_for_core()). Returns (dx (T, B, E), dmemory (S, B, Hm), dh0 (L, B, H),
     dc0 or None, dfeed0 (B, Ho)); dmemory is exactly 0 at positions s >= memory_lengths[b].
     """
+
+
+# -- mean squared error (bind_ops.cpp; issue 14, forecasting) ------------------------------
+
+
+def mse_loss(input: _Floats, target: _Floats, mask: Optional[_Floats] = None, reduction: str = 'mean',
+             compute_grad: bool = True, threads: int = 1) -> tuple[Union[float, _Floats], Optional[_Floats], float]:
+    """Fused mean squared error: the loss and its gradient with respect to input in one sweep.
+
+    input, target (..., F) float32/float64, the same shape and dtype; mask None, or weights >= 0
+    (same dtype) shaped like input (one per element) or like input without its last dimension
+    (one per position, e.g. (T, B) for (T, B, F)). reduction 'mean' (divides by the total weight
+    over all elements; 0 when it is 0), 'sum' or 'none'.
+    Returns (loss, dinput or None, total_weight): loss is a float (an array (..., F) for 'none').
+    Raises ValueError for NaN or infinite values in input or target, or a bad mask value, and
+    FloatingPointError when the squared errors overflow.
+    """
