@@ -380,6 +380,8 @@ def check_series(values, name, fn):
 def parse_series_csv(text, fn="rnncore.datasets.parse_series_csv"):
     """A two-column CSV (a quoted header, then ``year,value`` rows) -> ``(years int64, values
     float64)``; ValueError naming the line of a malformed row, a NaN or missing value."""
+    if not isinstance(text, str):
+        raise TypeError(f"{fn}: text must be a str (the file's contents), got {type(text).__name__}")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{fn}: the file is empty")
