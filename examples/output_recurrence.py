@@ -169,7 +169,7 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=1500, help="training steps of the output-recurrent network")
     ap.add_argument("--rnn-steps", type=int, default=4000, help="training steps of the hidden-to-hidden RNN")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate, output-recurrent network")
-    ap.add_argument("--rnn-lr", type=float, default=1e-2, help="Adam learning rate, hidden-to-hidden RNN")
+    ap.add_argument("--rnn-lr", type=float, default=5e-3, help="Adam learning rate, hidden-to-hidden RNN")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max_norm")
     ap.add_argument("--data-seed", type=int, default=0)
