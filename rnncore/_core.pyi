@@ -459,3 +459,14 @@ def mse_loss(input: _Floats, target: _Floats, mask: Optional[_Floats] = None, re
     Raises ValueError for NaN or infinite values in input or target, or a bad mask value, and
     FloatingPointError when the squared errors overflow.
     """
+
+
+def output_recurrent_free_run(x: _Floats, w_ih: _Floats, w_oh: _Floats, b_h: Optional[_Floats], w_ho: _Floats,
+                              b_o: Optional[_Floats] = None, y0: Optional[_Floats] = None,
+                              threads: int = 1) -> _Floats:
+    """The output-recurrent network (Goodfellow et al. fig. 10.4) run free on its own outputs.
+
+    h_t = tanh(w_ih x_t + w_oh y_{t-1} + b_h), y_t = w_ho h_t + b_o, y_{-1} = y0 (None: zeros).
+    x (T, B, I); w_ih (H, I); w_oh (H, O); b_h (H,) or None; w_ho (O, H); b_o (O,) or None;
+    y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two thin GEMMs a step.
+    """

@@ -53,6 +53,40 @@ def test_teacher_forcing_on_its_own_outputs_is_free_running():
     np.testing.assert_allclose(m(x, free), free, rtol=1e-12, atol=1e-12)
 
 
+def test_free_running_is_the_folded_tanh_rnn():
+    """From step 1 on the network is a tanh RNN with W_hh = W_oh W_ho, b_hh = W_oh b_o: run that
+    through the engine's recurrent kernel (nn.RNN's) from h_0 and compare."""
+    from rnncore import _core
+    rng = np.random.default_rng(8)
+    m = nn.OutputRecurrentRNN(I, H, O, dtype=np.float64, seed=9)
+    x, y0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, O))
+    W, U, b, V, c = params(m)
+    h0 = np.tanh(x[0] @ W.T + y0 @ U.T + b)
+    w_hh, b_hh = m.folded_rnn_weights()
+    out = np.zeros((T - 1, B, H))
+    _core.recurrent_forward("rnn_tanh", np.ascontiguousarray(x[1:]), m.weight_ih.data, w_hh, m.bias_h.data, b_hh,
+                            h0, None, None, False, out, 0, 1, None)
+    folded = np.concatenate([h0[None], out]) @ V.T + c
+    np.testing.assert_allclose(m.free_run(x, y0), folded, rtol=1e-12, atol=1e-12)
+
+
+def test_core_free_run_refuses_bad_shapes():
+    from rnncore import _core
+    m = nn.OutputRecurrentRNN(I, H, O, seed=0)
+    w = [m.weight_ih.data, m.weight_oh.data, m.bias_h.data, m.weight_ho.data, m.bias_o.data]
+    x = np.zeros((T, B, I), np.float32)
+    assert _core.output_recurrent_free_run(x, *w).shape == (T, B, O)
+    assert _core.output_recurrent_free_run(np.zeros((0, B, I), np.float32), *w).shape == (0, B, O)
+    with pytest.raises(ValueError, match="output_recurrent_free_run: x"):
+        _core.output_recurrent_free_run(np.zeros((T, B, I + 1), np.float32), *w)
+    with pytest.raises(ValueError, match="output_recurrent_free_run: w_ho"):
+        _core.output_recurrent_free_run(x, w[0], w[1], w[2], np.zeros((O, H + 1), np.float32), w[4])
+    with pytest.raises(ValueError, match="output_recurrent_free_run: y0"):
+        _core.output_recurrent_free_run(x, *w, np.zeros((B + 1, O), np.float32))
+    with pytest.raises((TypeError, ValueError), match="x"):
+        _core.output_recurrent_free_run(x.astype(np.float64), *w)
+
+
 def test_threads_and_a_larger_batch():
     rng = np.random.default_rng(4)
     m = nn.OutputRecurrentRNN(3, 64, 2, seed=5, threads=1)

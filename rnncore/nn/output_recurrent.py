@@ -11,11 +11,12 @@ step), so no step waits for another: the whole sequence is three batched GEMMs o
 positions forward, and backward is the same three transposed (no backpropagation through time:
 the time steps are decoupled, which is what makes this network cheap to train).
 
-Free running (test time): y_{t-1} is the model's own previous output. Substituting
-y_{t-1} = W_ho h_{t-1} + b_o gives h_t = tanh(W_ih x_t + (W_oh W_ho) h_{t-1} + (W_oh b_o + b_h)):
-a tanh RNN with W_hh = W_oh W_ho (rank <= O) and b_hh = W_oh b_o, which the engine's recurrent
-kernel runs over the whole sequence in one call (h_0 from y0 first, one GEMM); then one GEMM
-gives every output. The gap between the two modes' errors is the exposure bias: training never
+Free running (test time): y_{t-1} is the model's own previous output, a true recurrence run in
+C++ in one call (csrc/recurrent/output_recurrent.cpp: the input projection of all steps in one
+GEMM, then two thin GEMMs a step through the O-wide output). Substituting
+y_{t-1} = W_ho h_{t-1} + b_o shows it is a tanh RNN with W_hh = W_oh W_ho (rank <= O) and
+b_hh = W_oh b_o from step 1 on (folded_rnn_weights; the tests run that RNN through the engine's
+recurrent kernel and compare), which would cost H*H memory and work per step instead of 2*H*O. The gap between the two modes' errors is the exposure bias: training never
 showed the model its own mistakes.
 """
 import numpy as np
@@ -161,7 +162,8 @@ class OutputRecurrentRNN(Module):
     # -- free running -------------------------------------------------------------------------
 
     def folded_rnn_weights(self):
-        """(w_hh (H, H), b_hh (H,)) of the tanh RNN the free-running network is: W_oh W_ho, W_oh b_o."""
+        """(w_hh (H, H), b_hh (H,)) of the tanh RNN the free-running network is, from step 1 on:
+        W_oh W_ho and W_oh b_o (the identity the tests check free_run against; H*H memory)."""
         w_oh = self.weight_oh.data.astype(np.float64)
         w_hh = (w_oh @ self.weight_ho.data.astype(np.float64)).astype(self.dtype)
         b_hh = (w_oh @ self.bias_o.data.astype(np.float64)).astype(self.dtype)
@@ -169,27 +171,14 @@ class OutputRecurrentRNN(Module):
 
     def free_run(self, x, y0=None):
         """Predictions (T, B, O) when each step reads the model's own previous output (y0 (B, O),
-        default zeros, before the first): one recurrent-kernel call, no Python loop over time.
-        Saves nothing (no backward)."""
+        default zeros, before the first): one C++ call (_core.output_recurrent_free_run), no Python
+        loop over time. Saves nothing (no backward)."""
         fn = "OutputRecurrentRNN.free_run"
         x = self._inputs(x, fn)
-        T, B, _ = x.shape
-        y0 = self._y0(y0, B, fn)
-        H, O = self.hidden_size, self.output_size
-        threads = resolve_threads(self.threads)
-        hs = np.empty((T, B, H), self.dtype)
-        # h_0 = tanh(W_ih x_0 + W_oh y0 + b_h)
-        a0 = _core.linear_forward(x[0], self.weight_ih.data, self.bias_h.data, threads)
-        a0 += _core.linear_forward(y0, self.weight_oh.data, None, threads)
-        hs[0] = np.tanh(a0)
-        if T > 1:
-            # h_t = tanh(W_ih x_t + (W_oh W_ho) h_{t-1} + (W_oh b_o + b_h)), t = 1..T-1
-            w_hh, b_hh = self.folded_rnn_weights()
-            _core.recurrent_forward("rnn_tanh", x[1:], self.weight_ih.data, w_hh, self.bias_h.data, b_hh,
-                                    np.ascontiguousarray(hs[0]), None, None, False, hs[1:], 0, threads, None)
-        # y_t = W_ho h_t + b_o, every step in one GEMM
-        y = _core.linear_forward(hs.reshape(T * B, H), self.weight_ho.data, self.bias_o.data, threads)
-        return y.reshape(T, B, O)
+        y0 = None if y0 is None else self._y0(y0, x.shape[1], fn)
+        return _core.output_recurrent_free_run(x, self.weight_ih.data, self.weight_oh.data, self.bias_h.data,
+                                               self.weight_ho.data, self.bias_o.data, y0,
+                                               resolve_threads(self.threads))
 
     def extra_repr(self):
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}, output_size={self.output_size}"

@@ -1631,6 +1631,13 @@ def b_output_recurrent(draw):
             "reduction": pick(draw, ("mean", "sum"))}
 
 
+def b_core_output_recurrent(draw):
+    T, B, I, H, O, dt = dim(draw), dim(draw), pos(draw), pos(draw), pos(draw), floats(draw)
+    return {"x": arr(draw, dt, (T, B, I)), "w_ih": arr(draw, dt, (H, I)), "w_oh": arr(draw, dt, (H, O)),
+            "b_h": maybe(draw, lambda: arr(draw, dt, (H,))), "w_ho": arr(draw, dt, (O, H)),
+            "b_o": maybe(draw, lambda: arr(draw, dt, (O,))), "y0": maybe(draw, lambda: arr(draw, dt, (B, O))),
+            "threads": threads_value(draw, False)}
+
 def b_series(draw):
     k = rint(draw, 0, 2)
     if k == 0:
@@ -1778,6 +1785,8 @@ TARGETS = {
     "nn_seq2seq": (scen("seq2seq_model", b_seq2seq), ["nn.Seq2Seq", "nn.Encoder", "nn.Decoder", "nn.Bridge"], 1.5),
     # issue 14: forecasting and output recurrence
     "core_mse_loss": (core("mse_loss", b_core_mse_loss), ["_core.mse_loss"], 1),
+    "core_output_recurrent": (core("output_recurrent_free_run", b_core_output_recurrent),
+                              ["_core.output_recurrent_free_run"], 1),
     "nn_mse_loss": (scen("mse_function", b_mse_function), ["nn.mse_loss"], 1),
     "nn_mse_loss_module": (scen("mse_module", b_mse_module), ["nn.MSELoss"], 0.7),
     "nn_sequence_regressor": (scen("sequence_regressor", b_sequence_regressor), ["nn.SequenceRegressor"], 1),
