@@ -1,5 +1,5 @@
 """Models built from explicit forward/backward pairs: LanguageModel, SequenceClassifier,
-SequenceTagger, ConditionedGenerator.
+SequenceTagger, ConditionedGenerator, SequenceRegressor.
 
 Shape letters: T time steps, B batch, V vocabulary, E embedding_dim, H hidden_size,
 L num_layers, D = 2 if bidirectional else 1, C classes, F feature size.
