@@ -448,3 +448,31 @@ def attn_decoder_backward(workspace: AttnDecoderWorkspace, grad_attn_h: Optional
     Attention.grads_for_core()). Returns (dx (T, B, E), dmemory (S, B, Hm), dh0 (L, B, H),
     dc0 or None, dfeed0 (B, Ho)); dmemory is exactly 0 at positions s >= memory_lengths[b].
     """
+
+
+# -- mean squared error (bind_ops.cpp; issue 14, forecasting) ------------------------------
+
+
+def mse_loss(input: _Floats, target: _Floats, mask: Optional[_Floats] = None, reduction: str = 'mean',
+             compute_grad: bool = True, threads: int = 1) -> tuple[Union[float, _Floats], Optional[_Floats], float]:
+    """Fused mean squared error: the loss and its gradient with respect to input in one sweep.
+
+    input, target (..., F) float32/float64, the same shape and dtype; mask None, or weights >= 0
+    (same dtype) shaped like input (one per element) or like input without its last dimension
+    (one per position, e.g. (T, B) for (T, B, F)). reduction 'mean' (divides by the total weight
+    over all elements; 0 when it is 0), 'sum' or 'none'.
+    Returns (loss, dinput or None, total_weight): loss is a float (an array (..., F) for 'none').
+    Raises ValueError for NaN or infinite values in input or target, or a bad mask value, and
+    FloatingPointError when the squared errors overflow.
+    """
+
+
+def output_recurrent_free_run(x: _Floats, w_ih: _Floats, w_oh: _Floats, b_h: Optional[_Floats], w_ho: _Floats,
+                              b_o: Optional[_Floats] = None, y0: Optional[_Floats] = None,
+                              threads: int = 1) -> _Floats:
+    """The output-recurrent network (Goodfellow et al. fig. 10.4) run free on its own outputs.
+
+    h_t = tanh(w_ih x_t + w_oh y_{t-1} + b_h), y_t = w_ho h_t + b_o, y_{-1} = y0 (None: zeros).
+    x (T, B, I); w_ih (H, I); w_oh (H, O); b_h (H,) or None; w_ho (O, H); b_o (O,) or None;
+    y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two thin GEMMs a step.
+    """

@@ -6,6 +6,9 @@ from .input_feed import InputFeedRNN
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import CrossEntropyLoss, cross_entropy
+from .loss import MSELoss, mse_loss
+from .models import SequenceRegressor
+from .output_recurrent import OutputRecurrentRNN
 from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, SequenceTagger
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
@@ -17,3 +20,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
            "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]
+__all__ += ["mse_loss", "MSELoss", "SequenceRegressor", "OutputRecurrentRNN"]  # issue 14: forecasting (regression)

@@ -1466,4 +1466,60 @@ def world_of_one(timeout=None, n=5, loss=1.5, count=3, clock=0.0):
     expect((lo, hi) == (0, n), f"World.shard({n}) in a world of one gave {(lo, hi)}")
     out = world.allreduce_gradients([], loss, count, clock)
     expect(out[1] == count, f"allreduce_gradients in a world of one changed the count: {out}")
+# -- issue 14: forecasting and output recurrence ---------------------------------------------------
+
+def mse_function(input, target, kwargs=None):
+    """nn.mse_loss(input, target, **kwargs): a returned loss is finite (overflow raises)."""
+    loss, dinput = nn.mse_loss(input, target, **(kwargs or {}))
+    expect(finite(loss), f"mse_loss returned a non-finite loss {loss!r} instead of raising")
+    if dinput is not None:
+        expect_shape(dinput, np.shape(loss) if np.ndim(loss) else np.shape(np.asarray(input)), "dinput")
+    return loss
+
+
+def mse_module(ctor, input, target, mask=None, grad=1.0):
+    m = nn.MSELoss(**ctor)
+    loss = m(input, target, mask)
+    expect(finite(loss), f"MSELoss returned a non-finite loss {loss!r}")
+    d = m.backward(grad)
+    expect_shape(d, np.shape(np.asarray(input)), "dinput")
+    return loss
+
+
+def sequence_regressor(ctor, x, target, lengths=None, reduction="mean", train=True):
+    model = nn.SequenceRegressor(**ctor)
+    model.train(train)
+    loss = model.loss(x, target, lengths, reduction)
+    expect(finite(loss), f"SequenceRegressor.loss returned a non-finite loss {loss!r}")
+    dx = model.backward()
+    expect_shape(dx, np.shape(np.asarray(x)), "grad_x")
+    return loss
+
+
+def output_recurrent(ctor, x, target, y0=None, reduction="mean"):
+    """OutputRecurrentRNN: teacher-forced loss and backward, then free running from the same inputs."""
+    model = nn.OutputRecurrentRNN(**ctor)
+    loss = model.loss(x, target, y0, reduction)
+    expect(finite(loss), f"OutputRecurrentRNN.loss returned a non-finite loss {loss!r}")
+    dx = model.backward()
+    expect_shape(dx, np.shape(np.asarray(x)), "grad_x")
+    free = model.free_run(x, y0)
+    expect_shape(free, np.shape(np.asarray(target)), "free_run")
+    if moderate(*[np.asarray(v) for v in (x, y0) if isinstance(v, np.ndarray)], limit=1e30):
+        expect(finite(free), "OutputRecurrentRNN.free_run returned non-finite values for moderate inputs")
+    return loss
+
+
+def series(text, values):
+    """datasets.parse_series_csv(text) and datasets.check_series(values): finite 1-D results or ValueError."""
+    from rnncore import datasets
+
+    out = []
+    for fn in (lambda: datasets.parse_series_csv(text)[1], lambda: datasets.check_series(values, "values", "fuzz")):
+        try:
+            v = fn()
+        except ValueError:
+            continue
+        expect(v.ndim == 1 and v.size > 0 and np.isfinite(v).all(), "a series came back empty or non-finite")
+        out.append(v.size)
     return out

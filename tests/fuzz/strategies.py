@@ -1577,6 +1577,82 @@ def b_seq2seq(draw):
             "max_len": rint(draw, 1, 4)}
 
 
+# -- issue 14, forecasting and output recurrence: mse_loss, SequenceRegressor, OutputRecurrentRNN, series --
+
+def b_core_mse_loss(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    mask = pick(draw, (None, "position", "element"))
+    return {"input": arr(draw, dt, full), "target": arr(draw, dt, full),
+            "mask": None if mask is None else arr(draw, dt, lead if mask == "position" and lead else full,
+                                                  fill="ones"),
+            "reduction": pick(draw, ("mean", "sum", "none")), "compute_grad": coin(draw),
+            "threads": threads_value(draw, False)}
+
+
+def b_mse_function(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    mask = pick(draw, (None, "bool", "position", "element"))
+    mshape = lead if mask in ("bool", "position") and lead else full
+    return {"input": arr(draw, dt, full), "target": arr(draw, dt, full),
+            "kwargs": {"reduction": pick(draw, ("mean", "sum", "none")), "compute_grad": coin(draw),
+                       "threads": threads_value(draw),
+                       "mask": None if mask is None else arr(draw, "bool" if mask == "bool" else dt, mshape,
+                                                             fill=None if mask == "bool" else "ones")}}
+
+
+def b_mse_module(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    reduction = pick(draw, ("mean", "sum", "none"))
+    return {"ctor": {"reduction": reduction, "threads": threads_value(draw)}, "input": arr(draw, dt, full),
+            "target": arr(draw, dt, full), "mask": maybe(draw, lambda: arr(draw, dt, full, fill="ones")),
+            "grad": arr(draw, dt, full) if reduction == "none" else 1.0}
+
+
+def b_sequence_regressor(draw):
+    ctor = {"input_size": pos(draw), "hidden_size": pos(draw), "output_size": pos(draw),
+            "num_layers": rint(draw, 1, 2), "cell": pick(draw, ("lstm", "gru", "rnn")), "bidirectional": coin(draw),
+            "dropout": pick(draw, (0.0, 0.2)), "batch_first": coin(draw), "dtype": pick(draw, DTYPE_ARGS), "seed": 0,
+            "threads": threads_value(draw)}
+    T, B = dim(draw), dim(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    dt = np.dtype(ctor["dtype"]).name
+    return {"ctor": ctor, "x": arr(draw, dt, shp + (ctor["input_size"],)),
+            "target": arr(draw, dt, shp + (ctor["output_size"],)),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+            "reduction": pick(draw, ("mean", "sum")), "train": coin(draw)}
+
+
+def b_output_recurrent(draw):
+    ctor = {"input_size": pos(draw), "hidden_size": pos(draw), "output_size": pos(draw),
+            "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+    T, B = dim(draw), dim(draw)
+    dt = np.dtype(ctor["dtype"]).name
+    return {"ctor": ctor, "x": arr(draw, dt, (T, B, ctor["input_size"])),
+            "target": arr(draw, dt, (T, B, ctor["output_size"])),
+            "y0": maybe(draw, lambda: arr(draw, dt, (B, ctor["output_size"]))),
+            "reduction": pick(draw, ("mean", "sum"))}
+
+
+def b_core_output_recurrent(draw):
+    T, B, I, H, O, dt = dim(draw), dim(draw), pos(draw), pos(draw), pos(draw), floats(draw)
+    return {"x": arr(draw, dt, (T, B, I)), "w_ih": arr(draw, dt, (H, I)), "w_oh": arr(draw, dt, (H, O)),
+            "b_h": maybe(draw, lambda: arr(draw, dt, (H,))), "w_ho": arr(draw, dt, (O, H)),
+            "b_o": maybe(draw, lambda: arr(draw, dt, (O,))), "y0": maybe(draw, lambda: arr(draw, dt, (B, O))),
+            "threads": threads_value(draw, False)}
+
+def b_series(draw):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        rows = [f"{1700 + i},{pick(draw, ('5', '7.5', 'nan', '', 'x', '1e400', '-3'))}" for i in range(rint(draw, 0, 4))]
+        text = pick(draw, ('"YEAR","V"\n', "", "1700,1\n")) + "\n".join(rows)
+    else:
+        text = draw(st.text(alphabet='0123456789,.\n"-naYE', max_size=40))
+    return {"text": text, "values": arr(draw, floats(draw), (dim(draw),))}
+
+
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
     "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
@@ -1714,4 +1790,14 @@ TARGETS = {
     "nn_seq2seq": (scen("seq2seq_model", b_seq2seq), ["nn.Seq2Seq", "nn.Encoder", "nn.Decoder", "nn.Bridge"], 1.5),
     "distributed_world_of_one": (scen("world_of_one", b_world_of_one, huge=False),
                                  ["distributed.World", "distributed.init", "distributed.in_mpi_environment"], 0.3),
+    # issue 14: forecasting and output recurrence
+    "core_mse_loss": (core("mse_loss", b_core_mse_loss), ["_core.mse_loss"], 1),
+    "core_output_recurrent": (core("output_recurrent_free_run", b_core_output_recurrent),
+                              ["_core.output_recurrent_free_run"], 1),
+    "nn_mse_loss": (scen("mse_function", b_mse_function), ["nn.mse_loss"], 1),
+    "nn_mse_loss_module": (scen("mse_module", b_mse_module), ["nn.MSELoss"], 0.7),
+    "nn_sequence_regressor": (scen("sequence_regressor", b_sequence_regressor), ["nn.SequenceRegressor"], 1),
+    "nn_output_recurrent": (scen("output_recurrent", b_output_recurrent), ["nn.OutputRecurrentRNN"], 1),
+    "datasets_series": (scen("series", b_series, huge=False),
+                        ["datasets.check_series", "datasets.parse_series_csv"], 0.3),
 }
