@@ -2,6 +2,7 @@
 from . import init
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .attention import Attention
+from .bilm import BiLM, ELMoClassifier, ScalarMix
 from .input_feed import InputFeedRNN
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
@@ -16,4 +17,5 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
-           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]
+           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge",
+           "BiLM", "ScalarMix", "ELMoClassifier"]
