@@ -349,12 +349,14 @@ class BiLM(Module):
         R = self.proj_size or self.hidden_size
         top = self._tops(ctx, outs).reshape(T * 2 * B, R)
         logits = self.decoder(top[rows])
-        # both directions predict the same number of positions n, so
-        # mean_f + mean_b = 2 * (mean over all 2n rows)
-        loss, dlogits = cross_entropy(logits, targets, reduction="mean", threads=self.threads)
-        ctx.update(kind="loss", rows=rows, dlogits=2 * dlogits)
+        # both directions predict the same number of positions n, so mean_f + mean_b is the sum
+        # over all 2n rows of each row's loss / n (the weight of a row is 1/n)
+        n = len(rows) // 2
+        weights = np.full(len(rows), 1.0 / max(n, 1), self.dtype)
+        loss, dlogits = cross_entropy(logits, targets, reduction="sum", mask=weights, threads=self.threads)
+        ctx.update(kind="loss", rows=rows, dlogits=dlogits)
         self._ctx = ctx
-        return self.dtype.type(2 * float(loss))
+        return self.dtype.type(loss)
 
     @exclusive
     def direction_losses(self, tokens, lengths=None):
