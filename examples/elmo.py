@@ -221,8 +221,9 @@ def write_figure(path, results, log):
     N = len(results["mix"][VARIANTS[0]])
     width = 0.2
     for i, v in enumerate(VARIANTS):
-        ax2.bar(np.arange(N) + (i - 1.5) * width, results["mix"][v], width, label=f"{label(v)} (γ={results['gamma'][v]:.2f})",
-                color=colors[i], hatch="//" if v[1] else None, edgecolor="white" if not v[1] else "black")
+        ax2.bar(np.arange(N) + (i - 1.5) * width, results["mix"][v], width,
+                label=f"{label(v)} (γ={results['gamma'][v]:.2f})", color=colors[i], hatch="//" if v[1] else None,
+                edgecolor="black" if v[1] else "white")
     ax2.set_xticks(range(N), ["token layer"] + [f"LSTM layer {k}" for k in range(1, N)])
     ax2.axhline(1 / N, color="k", lw=0.5, ls=":")
     ax2.set_ylabel("softmax mixing weight s_j")
@@ -249,7 +250,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--clip", type=float, default=5.0)
-    ap.add_argument("--dropout", type=float, default=0.3, help="the classifier's, on the ELMo vectors and before its output")
+    ap.add_argument("--dropout", type=float, default=0.3, 
+                    help="the classifier's, on the ELMo vectors and before its output")
     ap.add_argument("--min-count", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="classifier seeds per variant (one pretrained biLM)")

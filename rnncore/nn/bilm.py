@@ -29,7 +29,7 @@ rep_k`` combines them; embed_backward() trains the mix and, unless mix_only, the
 import numpy as np
 
 from .._checks import (as_index_array, as_lengths, as_real_array, bounded_repr, check_int, check_num_layers,
-                       check_probability, check_real, check_seed, expect_shape, no_forward, resolve_dtype,
+                       check_probability, check_real, expect_shape, no_forward, private_copy, resolve_dtype,
                        shape_str)
 from .._threads import exclusive
 from .layers import Embedding, Linear
@@ -97,13 +97,17 @@ class ScalarMix(Module):
         if h.ndim < 1 or h.shape[0] != N:
             raise ValueError(f"{fn}: layers must have shape (N, ...) with N = {N} representations, "
                              f"got {shape_str(h.shape)}")
+        return self._mix(private_copy(h, layers), fn)  # saved for backward: the caller may reuse its buffer
+
+    def _mix(self, h, fn):
+        """forward() on layers (N, ...) of the right dtype that the caller will not change (BiLM.embed)."""
         if not np.all(np.isfinite(self.weight.data)) or not np.all(np.isfinite(self.gamma.data)):
             raise FloatingPointError(f"{fn}: weight or gamma holds NaN or infinity")
         s = self.mixing_weights()
         # out = gamma * sum_j s_j h_j
         coef = (float(self.gamma.data[0]) * s).astype(self.dtype)
         out = np.tensordot(coef, h, axes=(0, 0)).astype(self.dtype, copy=False)
-        self._layers = h if h is not layers else h.copy()  # saved for backward: the caller may reuse its buffer
+        self._layers = h
         return out
 
     @exclusive
@@ -185,9 +189,9 @@ class BiLM(Module):
                                  threads=threads)
         for k in range(self.num_layers):
             for d, name in enumerate(("forward", "backward")):
-                self.register_module(f"{name}_l{k}", LSTM(self.embedding_dim, self.hidden_size, proj_size=self.proj_size,
-                                                          dtype=self.dtype, seed=seeds[3 + 2 * k + d],
-                                                          threads=threads))
+                lstm = LSTM(self.embedding_dim, self.hidden_size, proj_size=self.proj_size, dtype=self.dtype,
+                            seed=seeds[3 + 2 * k + d], threads=threads)
+                self.register_module(f"{name}_l{k}", lstm)
         self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[1], threads=threads)
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
@@ -428,7 +432,7 @@ class BiLM(Module):
     @exclusive
     def embed(self, tokens, lengths=None):
         reps, batch_major = self._representations(tokens, lengths, "BiLM.embed")
-        out = self.mix(reps)
+        out = self.mix._mix(reps, "BiLM.embed")
         self._ctx["mixed"] = True
         return np.ascontiguousarray(out.transpose(1, 0, 2)) if batch_major else out
 
