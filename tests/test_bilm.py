@@ -72,7 +72,8 @@ def test_scalar_mix_gradcheck():
 # ---- BiLM: gradients ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw", [{}, {"residual": False, "num_layers": 3}, {"tie_weights": True},
-                                {"hidden_size": 5, "proj_size": E}])
+                                {"hidden_size": 5, "proj_size": E},
+                                {"adaptive_softmax": [3], "adaptive_div_value": 1.0}])
 def test_bilm_loss_gradcheck(kw):
     model = tiny(**kw)
     ids = ids_for()
@@ -226,6 +227,12 @@ def test_bilm_checkpoint_round_trip(tmp_path):
     assert float(again.loss(ids, LENGTHS)) == float(model.loss(ids, LENGTHS))
     np.testing.assert_array_equal(again.embed(ids, LENGTHS), model.embed(ids, LENGTHS))
     assert nn.BiLM(**model.config()).config() == model.config()
+    adaptive = tiny(adaptive_softmax=[2, 4], adaptive_div_value=1.5)
+    rnncore.save(path, adaptive)
+    again = rnncore.load(path).build()
+    assert again.config() == adaptive.config() and again.config()["adaptive_softmax"] == [2, 4]
+    assert float(again.loss(ids, LENGTHS)) == float(adaptive.loss(ids, LENGTHS))
+    assert adaptive.direction_losses(ids, LENGTHS)[:2] == again.direction_losses(ids, LENGTHS)[:2]
 
 
 def test_elmo_classifier_checkpoint_round_trip(tmp_path):
@@ -333,6 +340,13 @@ def test_bad_input():
         model.embed([[1, 2]], lengths=[2])
     with pytest.raises(ValueError, match="hidden_size must equal embedding_dim"):
         nn.BiLM(V, 4, 5)
+    with pytest.raises(ValueError, match="tie_weights and adaptive_softmax"):
+        nn.BiLM(V, 4, 4, tie_weights=True, adaptive_softmax=[3])
+    single = tiny(adaptive_softmax=[3], adaptive_div_value=1.0)
+    assert single.loss(ids, [1, 1, 1]) == 0
+    single.backward()  # nothing to predict: a zero gradient, no error
+    assert not any(np.any(p.grad) for p in single.parameters())
+    assert single.direction_losses(ids, [1, 1, 1]) == (0.0, 0.0, 0)
     with pytest.raises(ValueError, match="num_layers"):
         nn.BiLM(V, 4, 4, num_layers=0)
     with pytest.raises(ValueError, match="backward"):

@@ -32,6 +32,7 @@ from .._checks import (as_index_array, as_lengths, as_real_array, bounded_repr, 
                        check_probability, check_real, expect_shape, no_forward, private_copy, resolve_dtype,
                        shape_str)
 from .._threads import exclusive
+from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .layers import Embedding, Linear
 from .loss import cross_entropy
 from .models import SequenceClassifier
@@ -142,10 +143,13 @@ class BiLM(Module):
     Args: vocab_size V, embedding_dim E, hidden_size H, num_layers L (>= 1, ELMo has 2),
     dropout (on every LSTM layer's input and on the top outputs before the softmax, training
     mode only), residual (layer k > 0 adds its input to its output; default True),
-    tie_weights (the softmax reuses the (V, E) embedding matrix), batch_first, padding_idx.
+    tie_weights (the softmax reuses the (V, E) embedding matrix), batch_first, padding_idx,
+    adaptive_softmax (cutoffs, e.g. [2000, 6000]: the shared output layer is an
+    AdaptiveLogSoftmaxWithLoss(R, V, cutoffs, div_value=adaptive_div_value) instead of Linear(R, V),
+    for ids sorted by descending frequency as rnncore's tokenizers make them; not with tie_weights).
     Keywords: proj_size (LSTM with projections, R = P; R must equal E), dtype, seed, threads.
     Submodules: encoder (Embedding), forward_l{k} / backward_l{k} (LSTM, one layer each),
-    decoder (Linear(R, V), shared by both directions), mix (ScalarMix(L + 1) used by embed()).
+    decoder (Linear(R, V) or the adaptive softmax, shared by both directions), mix (ScalarMix(L + 1) used by embed()).
 
     loss(tokens (T, B) ids, lengths=None) -> the sum of the forward and backward LMs' mean
     cross-entropy (nats per predicted token); then backward(). lengths (B,) in [1, T] (None: all T).
@@ -160,8 +164,8 @@ class BiLM(Module):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=2, dropout=0.0, residual=True,
-                 tie_weights=False, batch_first=False, padding_idx=None, *, proj_size=0, dtype=np.float32, seed=None,
-                 threads=None):
+                 tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None, adaptive_div_value=4.0,
+                 *, proj_size=0, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         fn = "BiLM"
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
@@ -192,7 +196,18 @@ class BiLM(Module):
                 lstm = LSTM(self.embedding_dim, self.hidden_size, proj_size=self.proj_size, dtype=self.dtype,
                             seed=seeds[3 + 2 * k + d], threads=threads)
                 self.register_module(f"{name}_l{k}", lstm)
-        self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[1], threads=threads)
+        self.adaptive_softmax = None if adaptive_softmax is None else [int(c) for c in adaptive_softmax]
+        if self.adaptive_softmax is None:
+            self.decoder = Linear(R, self.vocab_size, dtype=self.dtype, seed=seeds[1], threads=threads)
+            self.adaptive_div_value = None
+        else:
+            if self.tie_weights:
+                raise ValueError(f"{fn}: tie_weights and adaptive_softmax cannot be combined (the adaptive softmax "
+                                 "has no (V, E) output matrix to share)")
+            self.decoder = AdaptiveLogSoftmaxWithLoss(R, self.vocab_size, self.adaptive_softmax,
+                                                      div_value=adaptive_div_value, dtype=self.dtype, seed=seeds[1],
+                                                      threads=threads)
+            self.adaptive_div_value = self.decoder.div_value
         if self.tie_weights:
             self.decoder.weight = self.encoder.weight  # one Parameter: both uses add into its .grad
         self.mix = ScalarMix(self.num_layers + 1, dtype=self.dtype)
@@ -212,6 +227,8 @@ class BiLM(Module):
                    padding_idx=self.encoder.padding_idx, dtype=self.dtype.name)
         if self.proj_size:
             cfg["proj_size"] = self.proj_size
+        if self.adaptive_softmax is not None:
+            cfg.update(adaptive_softmax=list(self.adaptive_softmax), adaptive_div_value=self.adaptive_div_value)
         return cfg
 
     def _dtype_changed(self):
@@ -352,10 +369,16 @@ class BiLM(Module):
         T, B = ids.shape
         R = self.proj_size or self.hidden_size
         top = self._tops(ctx, outs).reshape(T * 2 * B, R)
+        n = len(rows) // 2
+        if self.adaptive_softmax is not None:
+            # mean_f + mean_b = 2 * (mean over all 2n rows): backward passes grad_loss = 2
+            mean = self.decoder(top[rows], targets)[1] if n else 0.0
+            ctx.update(kind="loss", rows=rows, dlogits=None)
+            self._ctx = ctx
+            return self.dtype.type(2 * float(mean))
         logits = self.decoder(top[rows])
         # both directions predict the same number of positions n, so mean_f + mean_b is the sum
         # over all 2n rows of each row's loss / n (the weight of a row is 1/n)
-        n = len(rows) // 2
         weights = np.full(len(rows), 1.0 / max(n, 1), self.dtype)
         loss, dlogits = cross_entropy(logits, targets, reduction="sum", mask=weights, threads=self.threads)
         ctx.update(kind="loss", rows=rows, dlogits=dlogits)
@@ -378,9 +401,13 @@ class BiLM(Module):
         rows, targets = self._targets(ctx, ids)
         T, B = ids.shape
         R = self.proj_size or self.hidden_size
-        logits = self.decoder(self._tops(ctx, outs).reshape(T * 2 * B, R)[rows])
-        self.decoder._x = None
-        losses, _ = cross_entropy(logits, targets, reduction="none", compute_grad=False, threads=self.threads)
+        top = self._tops(ctx, outs).reshape(T * 2 * B, R)[rows]
+        if self.adaptive_softmax is not None:
+            losses = -self.decoder.target_log_prob(top, targets) if len(rows) else np.zeros(0)
+        else:
+            logits = self.decoder(top)
+            self.decoder._x = None
+            losses, _ = cross_entropy(logits, targets, reduction="none", compute_grad=False, threads=self.threads)
         n = len(rows) // 2
         fwd = (rows % (2 * B)) < B  # rows are (t, column) of (T, 2B); the columns >= B are the backward LM's
         return (float(losses[fwd].sum()) / max(n, 1), float(losses[~fwd].sum()) / max(n, 1), n)
@@ -395,7 +422,10 @@ class BiLM(Module):
         self._ctx = None
         T, B = ctx["T"], ctx["B"]
         R = self.proj_size or self.hidden_size
-        drows = self.decoder.backward(ctx["dlogits"])
+        if self.adaptive_softmax is not None:
+            drows = self.decoder.backward(2.0) if len(ctx["rows"]) else np.zeros((0, R), self.dtype)
+        else:
+            drows = self.decoder.backward(ctx["dlogits"])
         dtop = np.zeros((T * 2 * B, R), self.dtype)
         dtop[ctx["rows"]] = drows
         dtop = dtop.reshape(T, 2 * B, R)
@@ -410,7 +440,6 @@ class BiLM(Module):
         ids, lens, batch_major = self._inputs(tokens, lengths, fn)
         self._ctx = None
         ctx, outs = self._run(ids, lens, top_dropout=False)
-        self.decoder._x = None
         T, B = ids.shape
         E = self.embedding_dim
         reps = np.empty((self.num_layers + 1, T, B, 2 * E), self.dtype)
@@ -475,6 +504,8 @@ class BiLM(Module):
             s += ", residual=False"
         if self.tie_weights:
             s += ", tie_weights=True"
+        if self.adaptive_softmax is not None:
+            s += f", adaptive_softmax={self.adaptive_softmax}"
         return s
 
 

@@ -1582,6 +1582,9 @@ def _bilm_ctor(draw):
     if rint(draw, 0, 3) == 0:  # an LSTM with projections, P = E
         ctor["hidden_size"] = E + rint(draw, 1, 3)
         ctor["proj_size"] = E
+    if V >= 3 and not ctor["tie_weights"] and coin(draw):
+        ctor["adaptive_softmax"] = _cutoffs(draw, V)
+        ctor["adaptive_div_value"] = pick(draw, (1.0, 2.0, 4.0))
     return ctor
 
 
