@@ -18,8 +18,8 @@ stopping on valid accuracy, the best epoch tested). Four classifiers, same seeds
 next to the bag-of-words logistic regression of examples/sentiment.py. A figure shows the test
 accuracies (mean and sd over seeds) and the scalar-mix weights each classifier learned.
 
-    python examples/elmo.py [--lm-epochs 4] [--epochs 10] [--seeds 3] [--embed 64] [--threads 1]
-                            [--figure examples/figures/elmo.png] [--quick]
+    python examples/elmo.py [--lm-epochs 4] [--epochs 6] [--seeds 2] [--embed 64] [--threads 1]
+                            [--save-bilm PATH | --bilm PATH] [--figure examples/figures/elmo.png] [--quick]
 """
 import argparse
 import importlib.util
@@ -139,7 +139,17 @@ def run(args, log=print):
     random_bilm = nn.BiLM(tok.vocab_size, args.embed, args.embed, num_layers=2, dropout=args.lm_dropout,
                           padding_idx=0, seed=args.seed + 1000, threads=args.threads)
     random_ppl = perplexity(random_bilm, ids["valid"], 256)
-    bilm, history = pretrain(tok.vocab_size, ids["train"], ids["valid"], args, log)
+    if args.bilm:
+        bilm = rnncore.load(args.bilm).build()
+        if not isinstance(bilm, nn.BiLM) or bilm.vocab_size != tok.vocab_size:
+            raise SystemExit(f"--bilm {args.bilm}: not a BiLM over this vocabulary of {tok.vocab_size}")
+        bilm.eval()
+        history = [perplexity(bilm, ids["valid"], 256)]
+        log(f"biLM loaded from {args.bilm}")
+    else:
+        bilm, history = pretrain(tok.vocab_size, ids["train"], ids["valid"], args, log)
+    if args.save_bilm:
+        rnncore.save(args.save_bilm, bilm)
     results["ppl"] = {"pretrained": history[-1], "random": random_ppl, "history": history}
     results["time_lm"] = time.perf_counter() - t0
     log(f"biLM valid perplexity: pretrained forward {history[-1][0]:.1f} / backward {history[-1][1]:.1f}; random "
@@ -244,17 +254,20 @@ def parse_args(argv=None):
     ap.add_argument("--lm-batch", type=int, default=64)
     ap.add_argument("--lm-dropout", type=float, default=0.2, help="inside the biLM, during pretraining and fine-tuning")
     ap.add_argument("--embed", type=int, default=64, help="E = H: embedding and each LSTM layer's width")
-    ap.add_argument("--epochs", type=int, default=10, help="at most this many epochs per classifier")
+    ap.add_argument("--epochs", type=int, default=6, help="at most this many epochs per classifier")
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=64, help="the classifier's BiLSTM, H per direction")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--dropout", type=float, default=0.3, 
                     help="the classifier's, on the ELMo vectors and before its output")
     ap.add_argument("--min-count", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, default=3, help="classifier seeds per variant (one pretrained biLM)")
+    ap.add_argument("--seeds", type=int, default=2, help="classifier seeds per variant (one pretrained biLM)")
+    ap.add_argument("--save-bilm", default="", help="write the pretrained biLM here (rnncore.save)")
+    ap.add_argument("--bilm", default="", help="a biLM saved by --save-bilm (same --split-seed, --min-count): "
+                    "skip pretraining")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", default=os.path.join(HERE, "figures", "elmo.png"), help="'' for none")
@@ -264,7 +277,7 @@ def parse_args(argv=None):
     args.quick_train = 2500
     if args.quick:
         args.lm_epochs, args.epochs, args.seeds = min(args.lm_epochs, 2), min(args.epochs, 4), 1
-        args.embed, args.hidden, args.lr = min(args.embed, 32), min(args.hidden, 32), 5e-3
+        args.embed, args.hidden, args.lr, args.batch = min(args.embed, 32), min(args.hidden, 32), 5e-3, 32
     if args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
     for name in ("lm_epochs", "lm_batch", "embed", "epochs", "patience", "hidden", "batch", "min_count", "seeds"):

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+import rnncore
 from rnncore import datasets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +32,8 @@ def installed():
 @pytest.mark.skipif(not installed(), reason="corpus: rnncore datasets install (movie-review snippets)")
 def test_quick_run_pretrains_and_classifies(tmp_path):
     figure = str(tmp_path / "elmo.png")
-    args = elmo.parse_args(["--quick", "--figure", figure])
+    saved = str(tmp_path / "bilm.safetensors")
+    args = elmo.parse_args(["--quick", "--figure", figure, "--save-bilm", saved])
     assert args.seeds == 1 and args.lm_epochs <= 2
     lines = []
     results = elmo.run(args, log=lines.append)
@@ -52,6 +54,12 @@ def test_quick_run_pretrains_and_classifies(tmp_path):
         assert acc[("bow", "logreg")] > 0.65, lines
     table = results["table"]
     assert table.count("| ELMo, biLM") == 4 and "perplexity" in table
+    # the saved biLM is the pretrained one (what --bilm loads instead of pretraining)
+    splits = datasets.movie_reviews()
+    splits = {name: {k: v[:n] for k, v in s.items()} for (name, s), n in zip(splits.items(), (args.quick_train, 400, 400))}
+    _, ids = elmo.encode(splits, args.min_count)
+    again = elmo.perplexity(rnncore.load(saved).build().eval(), ids["valid"], 256)
+    assert again == pytest.approx(ppl, rel=1e-5)
     if importlib.util.find_spec("matplotlib") is not None:
         assert results["figure"] == figure and os.path.getsize(figure) > 10000
 
