@@ -167,6 +167,8 @@ def run(args, log=print):
         results["mix"][variant] = np.mean([r["mix"] for r in runs], axis=0)
         results["gamma"][variant] = float(np.mean([r["gamma"] for r in runs]))
         sd = f" ± {test.std(ddof=1):.1%}" if len(test) > 1 else ""
+        if len(test) > 1:
+            sd += f" (seeds: {' '.join(f'{a:.1%}' for a in test)})"
         log(f"ELMo features, biLM {label(variant):22s}: test {test.mean():6.1%}{sd}   valid "
             f"{results['valid'][variant]:6.1%}   mix s = {np.round(results['mix'][variant], 2).tolist()} gamma "
             f"{results['gamma'][variant]:.2f}   best epochs {[r['epoch'] for r in runs]}   "
