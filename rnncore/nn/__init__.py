@@ -2,6 +2,7 @@
 from . import init
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .attention import Attention
+from .bilm import BiLM, ELMoClassifier, ScalarMix
 from .input_feed import InputFeedRNN
 from .cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear
@@ -21,3 +22,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
            "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]
 __all__ += ["mse_loss", "MSELoss", "SequenceRegressor", "OutputRecurrentRNN"]  # issue 14: forecasting (regression)
+__all__ += ["BiLM", "ScalarMix", "ELMoClassifier"]  # issue 14: the ELMo-style biLM

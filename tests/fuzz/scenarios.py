@@ -33,6 +33,7 @@ __all__ = [
     "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
     "bible_pairs", "bleu", "token_accuracy", "perplexity",
     "world_of_one",
+    "bilm", "scalar_mix", "elmo_classifier",
 ]
 
 
@@ -1523,3 +1524,63 @@ def series(text, values):
         expect(v.ndim == 1 and v.size > 0 and np.isfinite(v).all(), "a series came back empty or non-finite")
         out.append(v.size)
     return out
+# -- ELMo-style BiLM (issue 14) ---------------------------------------------------------------------
+
+def bilm(ctor, tokens, lengths=None, train=True, weights=None, mix_only=False):
+    """nn.BiLM(**ctor): loss + backward, direction_losses, embed + embed_backward, representations
+    + embed_backward; shapes (T, B, 2R) / (N, T, B, 2R) (batch-major with batch_first or a list)."""
+    model = nn.BiLM(**ctor)
+    model.train(train)
+    _fill_weights(model, weights)
+    loss = model.loss(tokens, lengths)
+    if weights in (None, "zero"):
+        expect(finite(loss), f"BiLM.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    f, b, n = model.direction_losses(tokens, lengths)
+    expect(isinstance(n, int) and n >= 0, f"BiLM.direction_losses: count {n!r}")
+    out = model.embed(tokens, lengths)
+    N, R2 = model.num_layers + 1, model.output_size
+    expect(out.ndim == 3 and out.shape[2] == R2, f"BiLM.embed: shape {out.shape}")
+    if weights in (None, "zero"):
+        expect(finite(out), "BiLM.embed: non-finite output for finite weights")
+    model.embed_backward(np.ones_like(out), mix_only=mix_only)
+    reps = model.representations(tokens, lengths)
+    expect_shape(reps, (N,) + out.shape, "BiLM.representations")
+    model.embed_backward(np.ones_like(reps))
+    return float(loss)
+
+
+def scalar_mix(ctor, layers, grad=None):
+    """nn.ScalarMix(**ctor): forward (N, ...) -> (...), backward -> (N, ...)."""
+    mix = nn.ScalarMix(**ctor)
+    out = mix(layers)
+    la = np.asarray(layers)
+    expect_shape(out, la.shape[1:], "ScalarMix output")
+    dl = mix.backward(np.ones_like(out) if grad is None else grad)
+    expect_shape(dl, la.shape, "ScalarMix grad of layers")
+    expect(finite(mix.mixing_weights()) and abs(float(mix.mixing_weights().sum()) - 1) < 1e-9,
+           "ScalarMix.mixing_weights: not a softmax")
+    return out.size
+
+
+def elmo_classifier(ctor, x, labels, lengths=None, reduction="mean", train=True, from_bilm=False):
+    """nn.ELMoClassifier(**ctor) (or from_bilm of a BiLM with the same sizes): loss + backward; a
+    frozen BiLM receives no gradient."""
+    if from_bilm:
+        c = dict(ctor)
+        keys = ("vocab_size", "embedding_dim", "hidden_size", "num_layers", "padding_idx", "batch_first", "dtype")
+        base = nn.BiLM(**{k: c.pop(k) for k in keys if k in c})
+        model = nn.ELMoClassifier.from_bilm(base, c.pop("num_classes"), **c)
+    else:
+        model = nn.ELMoClassifier(**ctor)
+    model.train(train)
+    model.zero_grad()
+    loss = model.loss(x, labels, lengths, reduction)
+    expect(finite(loss), f"ELMoClassifier.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    if not model.finetune:
+        trainable = {id(p) for p in model.trainable_parameters()}
+        for name, p in model.named_parameters():
+            if id(p) not in trainable:
+                expect(not np.any(p.grad), f"ELMoClassifier: frozen {name} got a gradient")
+    return float(loss)

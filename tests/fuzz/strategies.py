@@ -1653,6 +1653,62 @@ def b_series(draw):
     return {"text": text, "values": arr(draw, floats(draw), (dim(draw),))}
 
 
+
+def _bilm_ctor(draw):
+    V, E = pos(draw), pos(draw)
+    ctor = {"vocab_size": V, "embedding_dim": E, "hidden_size": E, "num_layers": rint(draw, 1, 3),
+            "dropout": pick(draw, (0.0, 0.25)), "residual": coin(draw), "tie_weights": coin(draw),
+            "batch_first": coin(draw), "padding_idx": maybe(draw, lambda: rint(draw, 0, V - 1)),
+            "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+    if rint(draw, 0, 3) == 0:  # an LSTM with projections, P = E
+        ctor["hidden_size"] = E + rint(draw, 1, 3)
+        ctor["proj_size"] = E
+    if V >= 3 and not ctor["tie_weights"] and coin(draw):
+        ctor["adaptive_softmax"] = _cutoffs(draw, V)
+        ctor["adaptive_div_value"] = pick(draw, (1.0, 2.0, 4.0))
+    return ctor
+
+
+def _bilm_tokens(draw, ctor):
+    T, B = pos(draw), pos(draw)
+    V = ctor["vocab_size"]
+    if rint(draw, 0, 4) == 0:  # a list of ragged sequences
+        return [ids(draw, (rint(draw, 1, 6),), V) for _ in range(B)], None
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    return ids(draw, shp, V), maybe(draw, lambda: arr(draw, "int64", (B,), 1, T + 1, fill="range"))
+
+
+def b_bilm(draw):
+    ctor = _bilm_ctor(draw)
+    tokens, lengths = _bilm_tokens(draw, ctor)
+    return {"ctor": ctor, "tokens": tokens, "lengths": lengths, "train": coin(draw),
+            "weights": pick(draw, (None, None, "zero", "big", "nan")), "mix_only": coin(draw)}
+
+
+def b_scalar_mix(draw):
+    N = pos(draw)
+    dt = floats(draw)
+    shp = (N,) + shape(draw, 2)
+    return {"ctor": {"num_representations": N, "initial_gamma": pick(draw, (1.0, 0.5, -2.0)), "dtype": dt},
+            "layers": arr(draw, dt, shp), "grad": maybe(draw, lambda: arr(draw, dt, shp[1:]))}
+
+
+def b_elmo_classifier(draw):
+    b = _bilm_ctor(draw)
+    ctor = {k: b[k] for k in ("vocab_size", "embedding_dim", "hidden_size", "num_layers", "residual", "padding_idx",
+                              "batch_first", "dtype", "seed", "threads")}
+    if "proj_size" in b:
+        ctor["proj_size"] = b["proj_size"]
+    ctor.update(num_classes=pos(draw), head_hidden=pos(draw), bidirectional=coin(draw),
+                pooling=pick(draw, ("last", "mean", "max")), dropout=pick(draw, (0.0, 0.3)), finetune=coin(draw),
+                bilm_dropout=pick(draw, (0.0, 0.2)))
+    T, B = pos(draw), pos(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    return {"ctor": ctor, "x": ids(draw, shp, ctor["vocab_size"]), "labels": ids(draw, (B,), ctor["num_classes"]),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, T + 1, fill="range")),
+            "reduction": pick(draw, ("mean", "sum")), "train": coin(draw),
+            "from_bilm": coin(draw) and "proj_size" not in ctor and ctor["residual"]}
+
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
     "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
@@ -1800,4 +1856,7 @@ TARGETS = {
     "nn_output_recurrent": (scen("output_recurrent", b_output_recurrent), ["nn.OutputRecurrentRNN"], 1),
     "datasets_series": (scen("series", b_series, huge=False),
                         ["datasets.check_series", "datasets.parse_series_csv"], 0.3),
+    "nn_bilm": (scen("bilm", b_bilm), ["nn.BiLM"], 1.5),
+    "nn_scalar_mix": (scen("scalar_mix", b_scalar_mix), ["nn.ScalarMix"], 0.7),
+    "nn_elmo_classifier": (scen("elmo_classifier", b_elmo_classifier), ["nn.ELMoClassifier"], 1),
 }
