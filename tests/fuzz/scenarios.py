@@ -1173,6 +1173,11 @@ def _check_vmath(result, call, args, kwargs):
         expect(((result >= lo) & (result <= hi)).all(), f"vmath {fn} out of its range")
 
 
+@check("cells_kernel")
+def _check_cells_kernel(result, call, args, kwargs):
+    expect(result in _core.supported_isas(), f"cells_kernel() = {result!r}")
+
+
 @check("isa")
 def _check_isa(result, call, args, kwargs):
     expect(result in _core.supported_isas(), f"isa() = {result!r}")
