@@ -146,16 +146,14 @@ def main():
     keys = list(runs[isas[0]][0])
     unit, scale = ("ms", 1e3) if args.layers else ("µs", 1e6)
     print(f"host: {host()}; threads {args.threads if args.layers else 1}; {args.rounds} rounds, medians")
-    head = "| " + ("workload" if args.layers else "cell H B dir") + " | " + " | ".join(
-        f"{i} {unit}" for i in isas) + " | " + " | ".join(f"{a}/{b}" for a, b in _pairs(isas)) + " |"
-    print(head)
-    print("|---|" + "---:|" * (len(isas) + len(_pairs(isas))))
+    cols = [f"{i} {unit}" for i in isas] + [f"{a}/{b}" for a, b in _pairs(isas)]
+    print("| " + ("workload" if args.layers else "cell H B dir") + " | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
     for k in keys:
         med = {i: statistics.median(t[k] for t in runs[i]) for i in isas}
-        print(f"| {k} | " + " | ".join(f"{scale * med[i]:.3f}" if not args.layers else f"{scale * med[i]:.2f}"
-                                       for i in isas) + " | " +
-              " | ".join(f"{med[a] / med[b]:.2f}x" for a, b in _pairs(isas)) + " |")
-
+        cells = [f"{scale * med[i]:.2f}" if args.layers else f"{scale * med[i]:.3f}" for i in isas]
+        cells += [f"{med[a] / med[b]:.2f}x" for a, b in _pairs(isas)]
+        print(f"| {k} | " + " | ".join(cells) + " |")
 
 def _pairs(isas):
     """(slower, faster) ratio columns: each path against the next one up."""
@@ -164,8 +162,8 @@ def _pairs(isas):
 
 def _is_isa_arg(argv, i):
     """argv[i] belongs to --isas (the flag or one of its values)."""
-    if argv[i] == "--isas":
-        return True
+    if argv[i].startswith("--"):
+        return argv[i] == "--isas"
     j = i
     while j > 0 and not argv[j - 1].startswith("--"):
         j -= 1
