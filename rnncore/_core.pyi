@@ -144,12 +144,13 @@ def recurrent_threads(cell: str, B: int, H: int, threads: int, proj_size: int = 
     an LSTM's projection, 0 for none) runs on when given `threads`."""
 
 
-def vmath(fn: str, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Apply a vectorised float32 activation (for tests of its accuracy)."""
+def vmath(fn: str, x: npt.ArrayLike, kernel: str | None = None) -> npt.NDArray[np.float32]:
+    """Apply a vectorised float32 activation (for tests of its accuracy) with the process's kernel,
+    or with `kernel` ('generic', 'avx2', 'avx512': any this CPU supports; ValueError otherwise)."""
 
 
 def vmath_kernel() -> str:
-    """The float32 activation kernel chosen for this CPU: 'avx2' or 'generic'."""
+    """The float32 activation kernel chosen for this process: 'avx512', 'avx2' or 'generic' (those of isa())."""
 
 
 # -- layers and losses (bind_ops.cpp) ------------------------------------------------------
@@ -476,3 +477,32 @@ def output_recurrent_free_run(x: _Floats, w_ih: _Floats, w_oh: _Floats, b_h: Opt
     x (T, B, I); w_ih (H, I); w_oh (H, O); b_h (H,) or None; w_ho (O, H); b_o (O,) or None;
     y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two thin GEMMs a step.
     """
+# -- one cell step on a chosen kernel set (bind_cells.cpp) ---------------------------------
+
+
+def cells_kernel() -> str:
+    """The fused float32 cell kernels of this process: 'avx512', 'avx2' or 'generic' (the cells'
+    portable loops), those of isa()."""
+
+
+def cell_forward_test(cell: str, gates: _Floats, hg: _Floats, h_prev: _Floats, c_prev: _Floats | None = None,
+                      bias: _Floats | None = None, b_hn: _Floats | None = None, kernel: str | None = None,
+                      units: tuple[int, int] | None = None, repeat: int = 1) -> dict[str, Any]:
+    """Test hook: one forward step of `cell` on every row, on the kernel set `kernel` (None: the
+    process's; 'generic': the portable loops, whose activations are the process's; 'avx2', 'avx512':
+    the fused float32 kernels, any this CPU supports). gates (B, G*H) x-projections, hg (B, G*n) the
+    slice's W_hh h_prev for units = (lo, hi) (default (0, H), n = hi - lo), h_prev (B, H), c_prev
+    (B, H) lstm only, bias (G*H) fused biases, b_hn (H) gru only. Returns {'gates', 'h', and 'c'
+    (lstm) or 'hn' (gru), 'seconds'}: new arrays (the inputs are not written; units outside the
+    slice keep their input / zero); with repeat > 1 the step runs repeat times from the same inputs
+    and 'seconds' is the median time of one step over all rows (for benchmarks)."""
+
+
+def cell_backward_test(cell: str, gates: _Floats, h_prev: _Floats, h: _Floats, dh_carry: _Floats,
+                       dy: _Floats | None = None, c_prev: _Floats | None = None, c: _Floats | None = None,
+                       hn: _Floats | None = None, dc: _Floats | None = None, kernel: str | None = None,
+                       units: tuple[int, int] | None = None, repeat: int = 1) -> dict[str, Any]:
+    """Test hook: one backward step of `cell` on every row (kernel, units, repeat as
+    cell_forward_test). gates (B, G*H) saved activations, h_prev, h, dh_carry, dy (B, H); lstm:
+    c_prev, c, dc (B, H); gru: hn (B, H) the saved W_hn h + b_hn. Returns {'gates' (pre-activation
+    gradients), 'dh_carry', 'dc' (lstm), 'hn' (gru: dn * r), 'seconds'}."""

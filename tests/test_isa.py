@@ -24,13 +24,15 @@ import reference
 rng = np.random.default_rng(3)
 T, B, I, H = 6, 3, 5, 19
 x = rng.standard_normal((T, B, I))
-for cls, cell in ((LSTM, "lstm"), (GRU, "gru")):
-    layer = cls(I, H, dtype=np.float32, seed=1)
+from rnncore.nn import RNN
+for cls, cell, kw in ((LSTM, "lstm", {}), (GRU, "gru", {}), (RNN, "rnn_tanh", {}),
+                      (RNN, "rnn_relu", {"nonlinearity": "relu"})):
+    layer = cls(I, H, dtype=np.float32, seed=1, **kw)
     y, _ = layer.forward(x.astype(np.float32))
     params = {k: v.astype(np.float64) for k, v in layer.state_dict().items()}
     ref = reference.rnn_forward(cell, x, params, num_layers=1)[0]
     assert np.abs(y - ref).max() < 1e-5, (cell, np.abs(y - ref).max())
-print(_core.isa(), _core.gemm_kernel(), _core.vmath_kernel())
+print(_core.isa(), _core.gemm_kernel(), _core.vmath_kernel(), _core.cells_kernel())
 """
 
 
@@ -66,8 +68,9 @@ def test_the_active_isa_is_the_forced_one():
 @pytest.mark.parametrize("isa", ALL)
 def test_forcing_an_isa_switches_every_kernel_family(isa):
     supported = _core.supported_isas()
-    got_isa, gemm, vmath = _run(isa)
+    got_isa, gemm, vmath, cells = _run(isa)
     expect = isa if isa in supported else supported[-1]  # a request above the CPU is clamped
     assert got_isa == expect
     assert gemm == expect
-    assert vmath == ("generic" if expect == "generic" else "avx2")  # AVX2 activations serve AVX-512 too
+    assert vmath == expect  # the activations
+    assert cells == expect  # the fused cells ('generic': the cells' portable loops)

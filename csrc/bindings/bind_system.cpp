@@ -26,7 +26,7 @@ void bind_system(py::module_& m) {
       "Processors OpenMP can use (1 without OpenMP).");
   m.def("thread_limit", &thread_limit,
         "The largest thread count any call accepts: max(256, 4 x processors); larger counts raise ValueError.");
-  m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this process: 'avx2' or 'generic'.");
+  m.def("vmath_kernel", &vmath_kernel, "The float32 activation kernel chosen for this process: 'avx512', 'avx2' or 'generic' (those of isa()).");
   m.def(
       "isa", [] { return std::string(isa_name(active_isa())); },
       "The instruction set every kernel of this process uses: 'generic', 'avx2' or 'avx512' (the best the CPU "
@@ -69,18 +69,40 @@ void bind_system(py::module_& m) {
       "Threads a GEMM C (M, N) += A (M, K) B (K, N) runs on when given `threads`.");
   m.def(
       "vmath",
-      [](const std::string& fn, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+      [](const std::string& fn, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+         const py::object& kernel) {
+        const VmathKernels* k = vmath_kernels(active_isa());
+        if (!kernel.is_none()) {
+          if (!py::isinstance<py::str>(kernel))
+            throw py::type_error("vmath: kernel must be None or a str, got " +
+                                 py::str(py::type::of(kernel).attr("__name__")).cast<std::string>());
+          const std::string name = kernel.cast<std::string>();
+          Isa isa;
+          if (name == "generic") isa = Isa::generic;
+          else if (name == "avx2") isa = Isa::avx2;
+          else if (name == "avx512") isa = Isa::avx512;
+          else throw py::value_error("vmath: kernel must be None, 'generic', 'avx2' or 'avx512', got '" + name + "'");
+          k = vmath_kernels(isa);
+          if (k == nullptr)
+            throw py::value_error("vmath: kernel '" + name + "' needs a CPU that supports it; this one runs " +
+                                  isa_name(best_supported_isa()) + " at most");
+        }
+        void (*apply)(float*, const float*, index_t) = nullptr;
+        if (fn == "exp") apply = k->exp;
+        else if (fn == "sigmoid") apply = k->sigmoid;
+        else if (fn == "tanh") apply = k->tanh;
+        else throw py::value_error("vmath: fn must be 'exp', 'sigmoid' or 'tanh', got '" + fn + "'");
         py::array_t<float> y(x.request().shape);
         const float* px = x.data();
         float* py = y.mutable_data();
         const index_t n = x.size();
-        if (fn == "exp") vexp(py, px, n);
-        else if (fn == "sigmoid") vsigmoid(py, px, n);
-        else if (fn == "tanh") vtanh(py, px, n);
-        else throw py::value_error("vmath: fn must be 'exp', 'sigmoid' or 'tanh', got '" + fn + "'");
+        py::gil_scoped_release release;
+        apply(py, px, n);
         return y;
       },
-      py::arg("fn"), py::arg("x"), "Apply a vectorised float32 activation (for tests of its accuracy).");
+      py::arg("fn"), py::arg("x"), py::arg("kernel") = py::none(),
+      "Apply a vectorised float32 activation (for tests of its accuracy) with the process's kernel, or with "
+      "`kernel` ('generic', 'avx2', 'avx512': any this CPU supports).");
 }
 
 }  // namespace rnncore

@@ -1,6 +1,6 @@
 // The fused float32 cell steps for AVX2+FMA (see cells/fused.h): every gate of eight units
 // in registers, a masked tail for the last partial vector. The products come in the same
-// order as the portable loops of cells/lstm.h and cells/gru.h.
+// order as the portable loops of cells/lstm.h, cells/gru.h and cells/rnn.h.
 #include "cells/fused.h"
 
 #include "common/cpu.h"
@@ -132,55 +132,55 @@ RNNCORE_TARGET_AVX2 void gru_backward_avx2(float* g, index_t H, float* hn, const
   if (v < n) gru_back8<true>(g + v, H, hn + v, hp + v, dhc + v, dy ? dy + v : nullptr, tail_mask8(n - v));
 }
 
-// The AVX2 kernels serve the AVX-512 path too (there are no 16-lane ones yet).
-bool fused_enabled() {
-  static const bool on = active_isa() >= Isa::avx2;
-  return on;
+// Eight RNN units (see cells/rnn.h): h = act(xg + (hg + b)), act = tanh or relu (h > 0 ? h : 0,
+// so NaN gives 0 as in the portable loop).
+template <bool kRelu, bool kMasked>
+RNNCORE_TARGET_AVX2 inline void rnn8(const float* xg, const float* hg, const float* b, float* h, __m256i m) {
+  __m256 hk = load8<kMasked>(hg, m);
+  if (b) hk = _mm256_add_ps(hk, load8<kMasked>(b, m));
+  const __m256 pre = _mm256_add_ps(load8<kMasked>(xg, m), hk);
+  store8<kMasked>(h, m, kRelu ? _mm256_and_ps(pre, _mm256_cmp_ps(pre, _mm256_setzero_ps(), _CMP_GT_OQ)) : tanh8(pre));
 }
+
+template <bool kRelu>
+RNNCORE_TARGET_AVX2 void rnn_forward_avx2(const float* xg, const float* hg, const float* b, float* h, index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8) rnn8<kRelu, false>(xg + v, hg + v, b ? b + v : nullptr, h + v, all);
+  if (v < n) rnn8<kRelu, true>(xg + v, hg + v, b ? b + v : nullptr, h + v, tail_mask8(n - v));
+}
+
+// Eight RNN units backward: dg = dh * (1 - h * h) (tanh) or (h > 0 ? dh : 0) (relu, a mask,
+// no branch).
+template <bool kRelu, bool kMasked>
+RNNCORE_TARGET_AVX2 inline void rnn_back8(float* dg, const float* h, const float* dhc, const float* dy, __m256i m) {
+  const __m256 hv = load8<kMasked>(h, m);
+  __m256 dh = load8<kMasked>(dhc, m);
+  if (dy) dh = _mm256_add_ps(dh, load8<kMasked>(dy, m));
+  store8<kMasked>(dg, m,
+                  kRelu ? _mm256_and_ps(dh, _mm256_cmp_ps(hv, _mm256_setzero_ps(), _CMP_GT_OQ))
+                        : _mm256_mul_ps(dh, _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(hv, hv))));
+}
+
+template <bool kRelu>
+RNNCORE_TARGET_AVX2 void rnn_backward_avx2(float* dg, const float* h, const float* dhc, const float* dy, index_t n) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t v = 0;
+  for (; v + 8 <= n; v += 8) rnn_back8<kRelu, false>(dg + v, h + v, dhc + v, dy ? dy + v : nullptr, all);
+  if (v < n) rnn_back8<kRelu, true>(dg + v, h + v, dhc + v, dy ? dy + v : nullptr, tail_mask8(n - v));
+}
+
+constexpr FusedCellKernels kAvx2 = {lstm_forward_avx2,         gru_forward_avx2,        rnn_forward_avx2<false>,
+                                    rnn_forward_avx2<true>,    lstm_backward_avx2,      gru_backward_avx2,
+                                    rnn_backward_avx2<false>,  rnn_backward_avx2<true>, "avx2"};
 
 }  // namespace
 
-bool lstm_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias,
-                        const float* c_prev, float* c, float* h, index_t n) {
-  if (!fused_enabled()) return false;
-  lstm_forward_avx2(gates, H, hg, hs, bias, c_prev, c, h, n);
-  return true;
-}
-
-bool gru_forward_fused(float* gates, index_t H, const float* hg, index_t hs, const float* bias, const float* b_hn,
-                       float* hn, const float* h_prev, float* h, index_t n) {
-  if (!fused_enabled()) return false;
-  gru_forward_avx2(gates, H, hg, hs, bias, b_hn, hn, h_prev, h, n);
-  return true;
-}
-
-bool lstm_backward_fused(float* gates, index_t H, const float* c_prev, const float* c, const float* dh_carry,
-                         const float* dy, float* dc, index_t n) {
-  if (!fused_enabled()) return false;
-  lstm_backward_avx2(gates, H, c_prev, c, dh_carry, dy, dc, n);
-  return true;
-}
-
-bool gru_backward_fused(float* gates, index_t H, float* hn, const float* h_prev, float* dh_carry, const float* dy,
-                        index_t n) {
-  if (!fused_enabled()) return false;
-  gru_backward_avx2(gates, H, hn, h_prev, dh_carry, dy, n);
-  return true;
-}
+const FusedCellKernels* fused_cells_avx2() { return &kAvx2; }
 
 #else  // no x86 SIMD: the cells run their portable loops
 
-bool lstm_forward_fused(float*, index_t, const float*, index_t, const float*, const float*, float*, float*, index_t) {
-  return false;
-}
-bool gru_forward_fused(float*, index_t, const float*, index_t, const float*, const float*, float*, const float*, float*,
-                       index_t) {
-  return false;
-}
-bool lstm_backward_fused(float*, index_t, const float*, const float*, const float*, const float*, float*, index_t) {
-  return false;
-}
-bool gru_backward_fused(float*, index_t, float*, const float*, float*, const float*, index_t) { return false; }
+const FusedCellKernels* fused_cells_avx2() { return nullptr; }
 
 #endif
 

@@ -25,13 +25,19 @@ struct GRUCell {
   // Reads gates (x-projections), hg, bias (the x-side biases b_ir + b_hr, b_iz + b_hz, b_in),
   // b_hn, h_prev; writes gates (r, z, n), hn (W_hn h_prev + b_hn), h.
   static void forward(const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
+    forward_with(fused_cell_kernels(), s, H, lo, hi);
+  }
+  // The same with the fused kernels `k` (float32), or the portable loops when k is null.
+  static void forward_with(const FusedCellKernels* k, const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     const T* RNNCORE_RESTRICT hg = s.hg;
     const T* RNNCORE_RESTRICT b_hn = s.b_hn;
     if constexpr (std::is_same<T, float>::value) {
-      if (gru_forward_fused(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, b_hn ? b_hn + lo : nullptr,
-                            s.hn + lo, s.h_prev + lo, s.h + lo, hs))
+      if (k) {
+        k->gru_forward(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, b_hn ? b_hn + lo : nullptr, s.hn + lo,
+                       s.h_prev + lo, s.h + lo, hs);
         return;
+      }
     }
     T* RNNCORE_RESTRICT gr = s.gates + lo;
     T* RNNCORE_RESTRICT gz = s.gates + H + lo;
@@ -67,14 +73,19 @@ struct GRUCell {
   //          (dr_pre, dz_pre, hn), used for dW_hh, db_hh and dh_prev;
   //   dh_carry: the direct part of dL/dh_prev, dh * z (kKeepsDh).
   static void backward(const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
+    backward_with(fused_cell_kernels(), s, H, lo, hi);
+  }
+  static void backward_with(const FusedCellKernels* k, const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
     T* RNNCORE_RESTRICT gates = s.gates;
     T* RNNCORE_RESTRICT hn = s.hn;
     T* RNNCORE_RESTRICT dh_carry = s.dh_carry;
     const T* RNNCORE_RESTRICT h_prev = s.h_prev;
     const T* RNNCORE_RESTRICT dy = s.dy;
     if constexpr (std::is_same<T, float>::value) {
-      if (gru_backward_fused(gates + lo, H, hn + lo, h_prev + lo, dh_carry + lo, dy ? dy + lo : nullptr, hi - lo))
+      if (k) {
+        k->gru_backward(gates + lo, H, hn + lo, h_prev + lo, dh_carry + lo, dy ? dy + lo : nullptr, hi - lo);
         return;
+      }
     }
     for (index_t u = lo; u < hi; ++u) {
       const T r = gates[u], z = gates[H + u], n = gates[2 * H + u];

@@ -25,12 +25,18 @@ struct LSTMCell {
 
   // Reads gates (x-projections), hg, bias, c_prev; writes gates (i, f, g, o), c, h.
   static void forward(const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
+    forward_with(fused_cell_kernels(), s, H, lo, hi);
+  }
+  // The same with the fused kernels `k` (float32), or the portable loops when k is null.
+  static void forward_with(const FusedCellKernels* k, const CellStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     const T* RNNCORE_RESTRICT hg = s.hg;
     if constexpr (std::is_same<T, float>::value) {
-      if (lstm_forward_fused(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, s.c_prev + lo, s.c + lo,
-                             s.h + lo, hs))
+      if (k) {
+        k->lstm_forward(s.gates + lo, H, hg, hs, s.bias ? s.bias + lo : nullptr, s.c_prev + lo, s.c + lo, s.h + lo,
+                        hs);
         return;
+      }
     }
     T* RNNCORE_RESTRICT gi = s.gates + lo;
     T* RNNCORE_RESTRICT gf = s.gates + H + lo;
@@ -67,11 +73,16 @@ struct LSTMCell {
   // Reads gates (saved activations), c_prev, c, dh_carry, dy; writes gates (gradients of the
   // pre-activations, the same for the x and h products), dc (dL/dc_prev, in place); uses scratch.
   static void backward(const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
+    backward_with(fused_cell_kernels(), s, H, lo, hi);
+  }
+  static void backward_with(const FusedCellKernels* k, const CellGradStep<T>& s, index_t H, index_t lo, index_t hi) {
     const index_t hs = hi - lo;
     if constexpr (std::is_same<T, float>::value) {
-      if (lstm_backward_fused(s.gates + lo, H, s.c_prev + lo, s.c + lo, s.dh_carry + lo, s.dy ? s.dy + lo : nullptr,
-                              s.dc + lo, hs))
+      if (k) {
+        k->lstm_backward(s.gates + lo, H, s.c_prev + lo, s.c + lo, s.dh_carry + lo, s.dy ? s.dy + lo : nullptr,
+                         s.dc + lo, hs);
         return;
+      }
     }
     T* RNNCORE_RESTRICT tc = s.scratch;
     vtanh(tc, s.c + lo, hs);

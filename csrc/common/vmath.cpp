@@ -1,4 +1,10 @@
 // Vectorised float32 activations (see vmath.h for the method and the error bounds).
+// GCC 12 warns -Wmaybe-uninitialized inside its own AVX-512 intrinsics (_mm512_min_ps and
+// others pass _mm512_undefined_ps() as the unused merge source; GCC bug 105593, fixed in 13).
+// The pragma must precede the first include of <immintrin.h> to cover the header's lines.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "common/vmath.h"
 
 #include <cmath>
@@ -7,6 +13,7 @@
 
 #include "common/cpu.h"
 #include "common/vmath_avx2.h"
+#include "common/vmath_avx512.h"
 
 namespace rnncore {
 
@@ -78,26 +85,29 @@ RNNCORE_TARGET_AVX2 void apply8(float* y, const float* x, index_t n) {
 RNNCORE_TARGET_AVX2 void vexp_avx2(float* y, const float* x, index_t n) { apply8<exp8>(y, x, n); }
 RNNCORE_TARGET_AVX2 void vsigmoid_avx2(float* y, const float* x, index_t n) { apply8<sigmoid8>(y, x, n); }
 RNNCORE_TARGET_AVX2 void vtanh_avx2(float* y, const float* x, index_t n) { apply8<tanh8>(y, x, n); }
-#endif
 
-using ArrayFn = void (*)(float*, const float*, index_t);
-
-struct Kernels {
-  ArrayFn exp, sigmoid, tanh;
-  const char* name;
-};
-
-// The AVX2 activations serve the AVX-512 path too (there are no 16-lane ones yet).
-Kernels choose() {
-#if RNNCORE_X86_SIMD
-  if (active_isa() >= Isa::avx2) return {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2"};
-#endif
-  return {vexp_generic, vsigmoid_generic, vtanh_generic, "generic"};
+template <__m512 (*F)(__m512)>
+RNNCORE_TARGET_AVX512 void apply16(float* y, const float* x, index_t n) {
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, F(_mm512_loadu_ps(x + i)));
+  if (i < n) {  // the tail through the same vector code, as apply8
+    const __mmask16 mask = tail_mask16(n - i);
+    _mm512_mask_storeu_ps(y + i, mask, F(_mm512_maskz_loadu_ps(mask, x + i)));
+  }
 }
 
+RNNCORE_TARGET_AVX512 void vexp_avx512(float* y, const float* x, index_t n) { apply16<exp16>(y, x, n); }
+RNNCORE_TARGET_AVX512 void vsigmoid_avx512(float* y, const float* x, index_t n) { apply16<sigmoid16>(y, x, n); }
+RNNCORE_TARGET_AVX512 void vtanh_avx512(float* y, const float* x, index_t n) { apply16<tanh16>(y, x, n); }
+
+constexpr VmathKernels kAvx512 = {vexp_avx512, vsigmoid_avx512, vtanh_avx512, "avx512"};
+constexpr VmathKernels kAvx2 = {vexp_avx2, vsigmoid_avx2, vtanh_avx2, "avx2"};
+#endif
+constexpr VmathKernels kGeneric = {vexp_generic, vsigmoid_generic, vtanh_generic, "generic"};
+
 // Chosen once, from the process's ISA (common/cpu.h); never changed afterwards.
-const Kernels& kernels() {
-  static const Kernels k = choose();
+const VmathKernels& kernels() {
+  static const VmathKernels& k = *vmath_kernels(active_isa());
   return k;
 }
 
@@ -107,5 +117,14 @@ void vsigmoid(float* y, const float* x, index_t n) { kernels().sigmoid(y, x, n);
 void vtanh(float* y, const float* x, index_t n) { kernels().tanh(y, x, n); }
 void vexp(float* y, const float* x, index_t n) { kernels().exp(y, x, n); }
 const char* vmath_kernel() { return kernels().name; }
+
+const VmathKernels* vmath_kernels(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) return nullptr;
+#if RNNCORE_X86_SIMD
+  if (isa == Isa::avx512) return &kAvx512;
+  if (isa == Isa::avx2) return &kAvx2;
+#endif
+  return isa == Isa::generic ? &kGeneric : nullptr;
+}
 
 }  // namespace rnncore

@@ -1,6 +1,7 @@
 // rnncore: activations over arrays, vectorised for float32, exact for float64.
 //
-// float32 (AVX2+FMA when the process's ISA allows it, common/cpu.h; a portable loop otherwise):
+// float32 (16 lanes with AVX-512F or 8 with AVX2+FMA as the process's ISA allows, common/cpu.h,
+// the two bit-identical lane by lane; a portable scalar loop otherwise, same constants):
 //   exp:     Cody-Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| <= ln2/2;
 //            max relative error 2e-7 on [-87.3, 88] (inputs are clamped to that range).
 //   sigmoid: 1 / (1 + exp(-x)); max absolute error 1e-7, relative 3e-7.
@@ -16,6 +17,7 @@
 #include <cmath>
 
 #include "common/activations.h"
+#include "common/cpu.h"
 #include "common/defs.h"
 
 namespace rnncore {
@@ -23,7 +25,17 @@ namespace rnncore {
 void vsigmoid(float* y, const float* x, index_t n);
 void vtanh(float* y, const float* x, index_t n);
 void vexp(float* y, const float* x, index_t n);
-const char* vmath_kernel();  // "avx2" or "generic"
+const char* vmath_kernel();  // "avx512", "avx2" or "generic"
+
+// The float32 array activations of one instruction set, for tests and benchmarks that run
+// every path the host supports in one process (the functions above use the process's).
+struct VmathKernels {
+  void (*exp)(float* y, const float* x, index_t n);
+  void (*sigmoid)(float* y, const float* x, index_t n);
+  void (*tanh)(float* y, const float* x, index_t n);
+  const char* name;
+};
+const VmathKernels* vmath_kernels(Isa isa);  // null when this build or this CPU cannot run `isa`
 
 inline void vsigmoid(double* y, const double* x, index_t n) {
   for (index_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);

@@ -1183,6 +1183,11 @@ def _check_gemm_config(result, call, args, kwargs):
         expect(b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0 and b["kc"] > 0, f"gemm_config() {dtype} {b}")
 
 
+@check("cells_kernel")
+def _check_cells_kernel(result, call, args, kwargs):
+    expect(result in _core.supported_isas(), f"cells_kernel() = {result!r}")
+
+
 @check("isa")
 def _check_isa(result, call, args, kwargs):
     expect(result in _core.supported_isas(), f"isa() = {result!r}")

@@ -449,7 +449,47 @@ def b_array_list(draw, which):
 
 
 def b_vmath(draw):
-    return {"fn": pick(draw, ("exp", "sigmoid", "tanh")), "x": arr(draw, "float32", shape(draw, 2))}
+    return {"fn": pick(draw, ("exp", "sigmoid", "tanh")), "x": arr(draw, "float32", shape(draw, 2)),
+            "kernel": pick(draw, (None, "generic", "avx2", "avx512"))}
+
+
+# -- _core: one cell step on a chosen kernel set (bind_cells.cpp) --------------------------------------
+
+def _cell_step_common(draw):
+    cell, B, H, dt = pick(draw, CELLS), dim(draw), dim(draw), floats(draw)
+    lo = rint(draw, 0, H)
+    hi = rint(draw, lo, H)
+    kernel = pick(draw, (None, "generic") if dt == "float64" else (None, "generic", "avx2", "avx512"))
+    return cell, B, H, dt, lo, hi, kernel
+
+
+def b_cell_forward_test(draw):
+    cell, B, H, dt, lo, hi, kernel = _cell_step_common(draw)
+    G = GATES[cell]
+    call = {"cell": cell, "gates": arr(draw, dt, (B, G * H)), "hg": arr(draw, dt, (B, G * (hi - lo))),
+            "h_prev": arr(draw, dt, (B, H)), "kernel": kernel, "units": (lo, hi), "repeat": rint(draw, 1, 2)}
+    if cell == "lstm":
+        call["c_prev"] = arr(draw, dt, (B, H))
+    if coin(draw):
+        call["bias"] = arr(draw, dt, (G * H,))
+    if cell == "gru" and coin(draw):
+        call["b_hn"] = arr(draw, dt, (H,))
+    return call
+
+
+def b_cell_backward_test(draw):
+    cell, B, H, dt, lo, hi, kernel = _cell_step_common(draw)
+    G = GATES[cell]
+    call = {"cell": cell, "gates": arr(draw, dt, (B, G * H)), "h_prev": arr(draw, dt, (B, H)),
+            "h": arr(draw, dt, (B, H)), "dh_carry": arr(draw, dt, (B, H)), "kernel": kernel, "units": (lo, hi),
+            "repeat": rint(draw, 1, 2)}
+    if coin(draw):
+        call["dy"] = arr(draw, dt, (B, H))
+    if cell == "lstm":
+        call.update(c_prev=arr(draw, dt, (B, H)), c=arr(draw, dt, (B, H)), dc=arr(draw, dt, (B, H)))
+    if cell == "gru":
+        call["hn"] = arr(draw, dt, (B, H))
+    return call
 
 
 def b_info(draw):
@@ -1474,7 +1514,8 @@ def scen(name, build, **kw):
 
 
 def _info_calls():
-    names = ("gemm_config", "gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
+    names = ("gemm_config", "gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit",
+             "vmath_kernel", "cells_kernel")
     calls = [Call("rnncore._core." + n, public=False) for n in names]
     calls += [Call("rnncore._core." + n, (v,), public=False) for n in names for v in (1, None, "x")]
     return st.sampled_from(calls)
@@ -1740,8 +1781,11 @@ TARGETS = {
     "core_attention_forward": (core("attention_forward", b_attention_forward), ["_core.attention_forward"], 1),
     "core_attention": (call("fuzz.scenarios.core_attention", b_core_attention, public=False),
                        ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
-    "core_info": (_info_calls(), ["_core.gemm_config", "_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
-                                  "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
+    "core_info": (_info_calls(), ["_core.gemm_config", "_core.gemm_kernel", "_core.isa", "_core.max_threads",
+                                  "_core.openmp_enabled", "_core.supported_isas", "_core.thread_limit",
+                                  "_core.vmath_kernel", "_core.cells_kernel"], 0.2),
+    "core_cell_forward_test": (core("cell_forward_test", b_cell_forward_test), ["_core.cell_forward_test"], 0.5),
+    "core_cell_backward_test": (core("cell_backward_test", b_cell_backward_test), ["_core.cell_backward_test"], 0.5),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
                        ["_core.recurrent_forward", "_core.recurrent_backward", "_core.RecurrentWorkspace"], 2),
     # while "core_token_list" is known, its RuntimeError is tolerated here
