@@ -18,5 +18,6 @@ void bind_optim(py::module_& m);
 void bind_adaptive(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_input_feed(py::module_& m);
+void bind_stream(py::module_& m);
 
 }  // namespace rnncore
