@@ -10,10 +10,12 @@ from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, Seq
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
 from .seq2seq import Bridge, Decoder, Encoder, Seq2Seq
+from .stream import Stream
 from .window import FixedWindowLM
 
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
            "GRUCell", "Embedding",
            "Linear", "Dropout", "LayerNorm", "cross_entropy", "CrossEntropyLoss", "LanguageModel",
            "SequenceClassifier", "SequenceTagger", "ConditionedGenerator", "FixedWindowLM",
-           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]
+           "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge",
+           "Stream"]

@@ -341,6 +341,13 @@ class RNNBase(Module):
             self.grad_norms = norms if batched else norms[:, :, 0]
         return grad
 
+    def stream(self, batch_size=1, capacity=1, threads=None):
+        """A Stream over this layer (rnncore.nn.stream): fed chunk by chunk, state carried, weights
+        packed once; bit-identical to one forward over the concatenated chunks."""
+        from .stream import Stream
+
+        return Stream(self, batch_size=batch_size, capacity=capacity, threads=threads)
+
     def config(self):
         """Constructor arguments that rebuild this layer: ``type(self)(**layer.config())``."""
         cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
