@@ -97,6 +97,7 @@ struct RecurrentWorkspace {
   void trim() {
     slices.clear();
     slices.shrink_to_fit();
+    proj = ProjectionScratch<T>();  // the projection's packed W_ih and padding
     bias.release();
     dh.release();
     dc.release();
