@@ -93,6 +93,12 @@ def gemm_kernel() -> str:
     """The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (those of the process's isa())."""
 
 
+def gemm_config() -> dict[str, Any]:
+    """The GEMM's tiles and cache blocks per dtype ({'float32': {kernel, mr, nr, mc, kc, nc},
+    'float64': ...}) and the per-core cache sizes they were derived from ({'caches': {l1d, l2, l3,
+    source}}; source is 'env' for RNNCORE_CACHE_SIZES, 'sysconf', 'cpuid' or 'default')."""
+
+
 def gemm_threads(M: int, N: int, K: int, threads: int) -> int:
     """Threads a GEMM C (M, N) += A (M, K) B (K, N) runs on when given `threads`."""
 
@@ -480,3 +486,29 @@ class RecurrentStream:
     def dtype(self) -> str: ...
     @property
     def cell(self) -> str: ...
+# -- mean squared error (bind_ops.cpp; issue 14, forecasting) ------------------------------
+
+
+def mse_loss(input: _Floats, target: _Floats, mask: Optional[_Floats] = None, reduction: str = 'mean',
+             compute_grad: bool = True, threads: int = 1) -> tuple[Union[float, _Floats], Optional[_Floats], float]:
+    """Fused mean squared error: the loss and its gradient with respect to input in one sweep.
+
+    input, target (..., F) float32/float64, the same shape and dtype; mask None, or weights >= 0
+    (same dtype) shaped like input (one per element) or like input without its last dimension
+    (one per position, e.g. (T, B) for (T, B, F)). reduction 'mean' (divides by the total weight
+    over all elements; 0 when it is 0), 'sum' or 'none'.
+    Returns (loss, dinput or None, total_weight): loss is a float (an array (..., F) for 'none').
+    Raises ValueError for NaN or infinite values in input or target, or a bad mask value, and
+    FloatingPointError when the squared errors overflow.
+    """
+
+
+def output_recurrent_free_run(x: _Floats, w_ih: _Floats, w_oh: _Floats, b_h: Optional[_Floats], w_ho: _Floats,
+                              b_o: Optional[_Floats] = None, y0: Optional[_Floats] = None,
+                              threads: int = 1) -> _Floats:
+    """The output-recurrent network (Goodfellow et al. fig. 10.4) run free on its own outputs.
+
+    h_t = tanh(w_ih x_t + w_oh y_{t-1} + b_h), y_t = w_ho h_t + b_o, y_{-1} = y0 (None: zeros).
+    x (T, B, I); w_ih (H, I); w_oh (H, O); b_h (H,) or None; w_ho (O, H); b_o (O,) or None;
+    y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two thin GEMMs a step.
+    """

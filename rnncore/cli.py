@@ -320,7 +320,7 @@ def _check_memory(args, cls, sizes, shape):
             "use a smaller --hidden, --layers, --embed, --batch-size or --seq-len")
 
 
-def _make_trainer(args, model, opt, tok, level):
+def _make_trainer(args, model, opt, tok, level, world=None):
     from .trainer import Trainer
 
     sched, interval = _scheduler(args, opt)
@@ -333,7 +333,7 @@ def _make_trainer(args, model, opt, tok, level):
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
                       tokenizer=tok, log_every=args.log_every, progress=False if args.no_progress else None,
                       sample_every=(args.sample_every or None) if char else None, sample_at_end=char,
-                      sample_length=args.sample_length, info=info)
+                      sample_length=args.sample_length, info=info, distributed=world)
     if args.resume:
         trainer.load_checkpoint(args.resume)
     return trainer
@@ -342,6 +342,7 @@ def _make_trainer(args, model, opt, tok, level):
 def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
     from . import get_num_threads
 
+    world = trainer.world
     model, opt = trainer.model, trainer.optimizer
     params = sum(p.data.size for p in model.parameters())
     capped = os.environ.get(MAX_STEPS_ENV, "").strip()
@@ -352,6 +353,7 @@ def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
           + (f" / {valid_ids.size:,} validation" if valid_ids is not None else "")
           + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
             f"x {trainer.seq_len} steps; {get_num_threads()} thread(s)"
+          + (f" per rank, {world.size} MPI ranks (batch {trainer.batch_size} split over them)" if world else "")
           + (f"; resuming at step {trainer.step}" if args.resume else "")
           + (f"; stops after {args.max_minutes:g} min" if args.max_minutes else "")
           + (f"; at most {args.max_steps} steps ({MAX_STEPS_ENV}={capped})" if capped else "")
@@ -372,21 +374,51 @@ def _print_outcome(args, trainer, result, wall):
           + f"; metrics: {os.path.join(args.out, 'metrics.jsonl')}")
 
 
+def _world(args):
+    """The MPI world of `rnncore train` (--distributed, or an MPI launcher with more than one rank);
+    None for a run alone. Without --threads, each rank takes its share of the machine's CPUs."""
+    from . import distributed, set_num_threads
+    from ._threads import _available_cpus
+
+    if not (args.distributed or distributed.in_mpi_environment()):
+        return None
+    world = distributed.init(require=True)
+    if world.size == 1:
+        return None
+    if args.threads is None and not os.environ.get("OMP_NUM_THREADS", "").strip():
+        set_num_threads(max(1, _available_cpus() // world.local_size))
+    return world
+
+
 def cmd_train(args):
     from . import set_num_threads
 
     _run_limits(args)
     if args.threads is not None:
         set_num_threads(args.threads)
+    world = _world(args)
+    if world is None:
+        return _train(args, None)
+    with world.abort_on_error():  # a failure on one rank ends every rank (MPI_Abort), with its message
+        return _train(args, world)
+
+
+def _train(args, world):
     resume = _resume_checkpoint(args)
     name, level, tok, train_ids, valid_ids = _training_data(args, resume)
     model, opt, lr = _model_and_optimizer(args, resume, tok, level)
-    trainer = _make_trainer(args, model, opt, tok, level)
-    _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr)
+    trainer = _make_trainer(args, model, opt, tok, level, world)
+    root = world is None or world.is_root
+    if root:
+        _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr)
     t0 = time.perf_counter()
     result = trainer.fit(train_ids, valid_ids, epochs=args.epochs, max_steps=args.max_steps,
                          max_minutes=args.max_minutes)
-    _print_outcome(args, trainer, result, time.perf_counter() - t0)
+    if root:
+        _print_outcome(args, trainer, result, time.perf_counter() - t0)
+        if world is not None:
+            print(f"allreduce: {world.comm_seconds / max(world.allreduces, 1) * 1e3:.2f} ms/step, "
+                  f"{world.comm_bytes // max(world.allreduces, 1):,} gradient bytes/step over {world.size} ranks")
     return 0
 
 
@@ -712,6 +744,10 @@ def build_parser():
                    "(char models; 0: only at the end)")
     r.add_argument("--sample-length", type=_positive(int), default=200, help="characters per sample")
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    r.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI (under mpirun; needs mpi4py): --batch-size is the global batch, "
+                        "split over the ranks; rank 0 prints and writes the checkpoints. Under an MPI launcher with "
+                        "more than one rank this is on without the flag")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint", formatter_class=_HelpFormatter)
     s.add_argument("checkpoint", help="a checkpoint written by rnncore train")

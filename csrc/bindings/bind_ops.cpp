@@ -10,6 +10,7 @@
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/linear.h"
+#include "ops/mse.h"
 
 namespace rnncore {
 
@@ -264,6 +265,75 @@ py::tuple cross_entropy_py(const py::object& logits_obj, const py::object& targe
                         return_probs ? py::object(probs) : py::object(py::none()), r.total_weight);
 }
 
+// ---- mean squared error ----------------------------------------------------------------------
+
+template <typename T>
+py::tuple mse_loss_py(const py::object& input_obj, const py::object& target_obj, const py::object& mask_obj,
+                      const std::string& reduction_name, bool compute_grad, int threads) {
+  const char* fn = "mse_loss";
+  const Reduction reduction = parse_reduction(fn, reduction_name);
+  py::array input = checked<T>(fn, "input", input_obj, any_shape(input_obj));
+  if (input.ndim() < 1)
+    throw py::value_error(std::string(fn) + ": input must have at least one dimension (..., F), got a scalar");
+  const std::vector<index_t> dims = dims_of(input);
+  py::array target = checked<T>(fn, "target", target_obj, dims);
+  std::vector<index_t> row_dims = dims;
+  const index_t F = row_dims.back();
+  row_dims.pop_back();
+  const index_t N = F > 0 ? element_count(input) / F : 0;
+  py::array mask;
+  const T* pmask = nullptr;
+  bool per_row = false;
+  if (!mask_obj.is_none()) {
+    if (!py::isinstance<py::array>(mask_obj))
+      throw py::type_error(std::string(fn) + ": mask must be a numpy array or None");
+    const std::vector<index_t> mdims = dims_of(py::reinterpret_borrow<py::array>(mask_obj));
+    per_row = mdims != dims;
+    if (per_row && (mdims != row_dims || dims.size() < 2))
+      throw py::value_error(std::string(fn) + ": mask must have the input's shape " + shape_str(dims) +
+                            (dims.size() >= 2 ? " or its shape without the feature dimension " + shape_str(row_dims)
+                                              : std::string()) +
+                            ", got " + shape_str(mdims));
+    mask = checked<T>(fn, "mask", mask_obj, mdims);
+    pmask = cptr<T>(mask);
+  }
+  py::array_t<T> losses, dinput;
+  T *pl = nullptr, *pd = nullptr;
+  if (reduction == Reduction::None) {
+    losses = py::array_t<T>(dims);
+    pl = losses.mutable_data();
+  }
+  if (compute_grad) {
+    dinput = py::array_t<T>(dims);
+    pd = dinput.mutable_data();
+  }
+  MSEResult r;
+  {
+    py::gil_scoped_release release;
+    r = mse_fused<T>(pl, pd, cptr<T>(input), cptr<T>(target), pmask, per_row, reduction, N, F, threads);
+  }
+  if (r.bad_weight >= 0) {
+    std::ostringstream s;
+    s << fn << ": mask values must be finite and >= 0, got " << cptr<T>(mask)[r.bad_weight] << " at position "
+      << position_str(mask, r.bad_weight);
+    throw py::value_error(s.str());
+  }
+  if (r.nonfinite_input >= 0 || r.nonfinite_target >= 0) {
+    const bool in = r.nonfinite_input >= 0;
+    const index_t k = in ? r.nonfinite_input : r.nonfinite_target;
+    std::ostringstream s;
+    s << fn << ": " << (in ? "input" : "target") << " holds " << (in ? cptr<T>(input)[k] : cptr<T>(target)[k])
+      << " at position " << position_str(input, k) << ": every value must be finite (a series with NaN, a "
+      << "missing value? fill or drop it first)";
+    throw py::value_error(s.str());
+  }
+  if (r.overflow)
+    raise_floating_point_error(std::string(fn) + ": the squared errors (or their sum, or the total weight of the "
+                               "mask) overflow: the values are too large; scale the data down");
+  py::object loss = reduction == Reduction::None ? py::object(losses) : py::object(py::float_(r.loss));
+  return py::make_tuple(loss, compute_grad ? py::object(dinput) : py::object(py::none()), r.total_weight);
+}
+
 }  // namespace
 
 void bind_ops(py::module_& m) {
@@ -361,6 +431,26 @@ total weight of the counted positions; 0 when none counts), 'sum' or 'none'.
 Returns (loss, dlogits or None, probs or None, total_weight): loss is a float (an array (...)
 for 'none'); dlogits (..., V) is the gradient of the loss. Raises ValueError for a target out
 of range or a bad mask value, FloatingPointError when the loss is NaN or infinite.)doc");
+  m.def(
+      "mse_loss",
+      [](const py::object& input, const py::object& target, const py::object& mask, const std::string& reduction,
+         bool compute_grad, const py::object& threads_obj) {
+        const int threads = checked_threads("mse_loss", threads_obj);
+        return dispatch_float("mse_loss", "input", input, [&](auto zero) {
+          return mse_loss_py<decltype(zero)>(input, target, mask, reduction, compute_grad, threads);
+        });
+      },
+      py::arg("input"), py::arg("target"), py::arg("mask") = py::none(), py::arg("reduction") = "mean",
+      py::arg("compute_grad") = true, py::arg("threads") = 1,
+      R"doc(Fused mean squared error: the loss and its gradient with respect to input in one sweep.
+
+input, target (..., F) float32/float64, the same shape and dtype; mask None, or weights >= 0
+(same dtype) shaped like input (one per element) or like input without its last dimension
+(one per position, e.g. (T, B) for (T, B, F)). reduction 'mean' (divides by the total weight
+over all elements; 0 when it is 0), 'sum' or 'none'.
+Returns (loss, dinput or None, total_weight): loss is a float (an array (..., F) for 'none').
+Raises ValueError for NaN or infinite values in input or target, or a bad mask value, and
+FloatingPointError when the squared errors overflow.)doc");
 }
 
 }  // namespace rnncore

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bindings/arrays.h"
+#include "recurrent/output_recurrent.h"
 #include "recurrent/recurrent.h"
 
 namespace rnncore {
@@ -197,9 +198,56 @@ py::tuple backward_impl(Workspace& wsp, const py::object& dy_obj, index_t dy_col
   return py::make_tuple(dh0, lstm ? py::object(dc0) : py::object(py::none()));
 }
 
+// ---- the output-recurrent network, free running (issue 14) -----------------------------------
+
+template <typename T>
+py::array output_recurrent_free_run_py(const py::object& x_obj, const py::object& w_ih_obj, const py::object& w_oh_obj,
+                                       const py::object& b_h_obj, const py::object& w_ho_obj,
+                                       const py::object& b_o_obj, const py::object& y0_obj, int threads) {
+  const char* fn = "output_recurrent_free_run";
+  py::array w_ih = checked<T>(fn, "w_ih", w_ih_obj, {-1, -1});
+  const index_t H = w_ih.shape(0), I = w_ih.shape(1);
+  py::array w_oh = checked<T>(fn, "w_oh", w_oh_obj, {H, -1});
+  const index_t O = w_oh.shape(1);
+  py::array w_ho = checked<T>(fn, "w_ho", w_ho_obj, {O, H});
+  py::array x = checked<T>(fn, "x", x_obj, {-1, -1, I});
+  const index_t steps = x.shape(0), B = x.shape(1);
+  py::array b_h, b_o, y0;
+  const T* pb_h = optional_cptr<T>(fn, "b_h", b_h_obj, {H}, b_h);
+  const T* pb_o = optional_cptr<T>(fn, "b_o", b_o_obj, {O}, b_o);
+  const T* py0 = optional_cptr<T>(fn, "y0", y0_obj, {B, O}, y0);
+  const index_t BH = checked_mul(fn, "B * H", B, H);
+  checked_mul(fn, "T * B * H", steps, BH);
+  py::array_t<T> y({steps, B, O});
+  std::vector<T> h(static_cast<std::size_t>(steps * BH)), scratch(static_cast<std::size_t>(BH));
+  {
+    py::gil_scoped_release release;
+    output_recurrent_free_run<T>(y.mutable_data(), h.data(), scratch.data(), cptr<T>(x), cptr<T>(w_ih),
+                                 cptr<T>(w_oh), pb_h, cptr<T>(w_ho), pb_o, py0, steps, B, I, H, O, threads);
+  }
+  return y;
+}
+
 }  // namespace
 
 void bind_recurrent(py::module_& m) {
+  m.def(
+      "output_recurrent_free_run",
+      [](const py::object& x, const py::object& w_ih, const py::object& w_oh, const py::object& b_h,
+         const py::object& w_ho, const py::object& b_o, const py::object& y0, const py::object& threads_obj) {
+        const int threads = checked_threads("output_recurrent_free_run", threads_obj);
+        return dispatch_float("output_recurrent_free_run", "w_ih", w_ih, [&](auto zero) {
+          return output_recurrent_free_run_py<decltype(zero)>(x, w_ih, w_oh, b_h, w_ho, b_o, y0, threads);
+        });
+      },
+      py::arg("x"), py::arg("w_ih"), py::arg("w_oh"), py::arg("b_h"), py::arg("w_ho"),
+      py::arg("b_o") = py::none(), py::arg("y0") = py::none(), py::arg("threads") = 1,
+      R"doc(The output-recurrent network (Goodfellow et al. fig. 10.4) run free on its own outputs.
+
+h_t = tanh(w_ih x_t + w_oh y_{t-1} + b_h), y_t = w_ho h_t + b_o, y_{-1} = y0 (None: zeros).
+x (T, B, I); w_ih (H, I); w_oh (H, O); b_h (H,) or None; w_ho (O, H); b_o (O,) or None;
+y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two thin GEMMs a step.)doc");
+
   py::class_<Workspace, std::shared_ptr<Workspace>>(m, "RecurrentWorkspace",
                                                     "What a recurrent forward saved for its backward (opaque).")
       .def(py::init<>())

@@ -28,6 +28,19 @@ Isa best_supported_isa();  // what the CPU (and this build) can run
 Isa active_isa();          // what this process runs (see above)
 const char* isa_name(Isa isa);
 
+// Per-core data cache sizes in bytes, read once per process: the environment variable
+// RNNCORE_CACHE_SIZES ("L1D,L2,L3", each bytes or with a K/M suffix, e.g. "48K,1M,32M") when set
+// and valid, else the operating system's report (sysconf), else CPUID (leaf 4 on Intel, 0x8000001D
+// on AMD), else defaults of 32 KB / 512 KB / 8 MB. `source` says which ("env", "sysconf", "cpuid",
+// "default"). The GEMM derives its cache blocks from these (gemm/kernels.cpp).
+struct CacheSizes {
+  long l1d = 0, l2 = 0, l3 = 0;
+  const char* source = "default";
+};
+const CacheSizes& cache_sizes();
+// Parse "L1D,L2,L3" as above into *out; false (and *out untouched) when malformed or not positive.
+bool parse_cache_sizes(const char* text, CacheSizes* out);
+
 }  // namespace rnncore
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

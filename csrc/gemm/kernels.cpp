@@ -14,7 +14,24 @@ const KS* pick(const KS* avx512, const KS* avx2, const KS* generic) {
   return generic;
 }
 
+index_t round_clamp(double v, index_t multiple, index_t lo, index_t hi) {
+  const double capped = v < static_cast<double>(hi) ? v : static_cast<double>(hi);
+  index_t r = static_cast<index_t>(capped) / multiple * multiple;
+  if (r < lo) r = lo;
+  if (r > hi) r = hi / multiple * multiple;
+  return r;
+}
+
 }  // namespace
+
+Blocks blocks_for_caches(const CacheSizes& caches, int mr, int nr, int elem) {
+  Blocks b{};
+  b.kc = round_clamp(0.5 * static_cast<double>(caches.l1d) / (static_cast<double>(nr) * elem), 16, 64, 512);
+  const double k_bytes = static_cast<double>(b.kc) * elem;
+  b.mc = round_clamp(kL2Share * static_cast<double>(caches.l2) / k_bytes, mr, mr, 1024 / mr * mr);
+  b.nc = round_clamp(0.5 * static_cast<double>(caches.l3) / k_bytes, nr, 16 * static_cast<index_t>(nr), 4096);
+  return b;
+}
 
 template <>
 const KernelSet<float>& active_kernels<float>() {

@@ -57,6 +57,22 @@ struct KernelSet {
   GemvT<T> gemv_t;
 };
 
+// Cache blocks (see the legend above) for an MR x NR register tile of `elem`-byte elements, derived
+// from the host's per-core cache sizes (common/cpu.h: cache_sizes()), so a CPU with a larger L1 or
+// L2 gets deeper or taller blocks without a rebuild:
+//   kc: the (KC, NR) B micro-panel fills half of L1d (the other half holds the A rows and C tile);
+//   mc: the packed (MC, KC) A block takes kL2Share (a quarter) of L2, leaving room for the B
+//       panels streaming through (on a 512 KB L2 with AVX2 that is the fixed 126-144 rows of
+//       earlier builds; a 1-2 MB L2 gets 336-678 rows);
+//   nc: the (KC, NC) B block takes half of L3.
+// Each is rounded down to its multiple (16, MR, NR) and clamped to [64, 512], [MR, 1024] and
+// [16 NR, 4096]. The AVX2 and AVX-512 sets use this; the generic set keeps fixed blocks.
+struct Blocks {
+  index_t mc, kc, nc;
+};
+constexpr double kL2Share = 0.25;
+Blocks blocks_for_caches(const CacheSizes& caches, int mr, int nr, int elem);
+
 // Kernel sets compiled into this build: nullptr when an ISA is not compiled in (non-x86).
 // The caller must check the CPU before using anything but the generic set.
 const KernelSet<float>* generic_kernels_f32();

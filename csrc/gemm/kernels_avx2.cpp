@@ -68,14 +68,19 @@ struct OpsD {
 
 }  // namespace avx2
 
-// Blocks for 32 KB L1d / 512 KB-1 MB L2: a (KC, NR) B micro-panel of 16 KB stays in L1,
-// an (MC, KC) A block of 144-147 KB in L2.
+// Cache blocks from the host's caches (kernels.h: blocks_for_caches), read once at first use.
 const KernelSet<float>* avx2_kernels_f32() {
-  static const KernelSet<float> ks = avx2::make_kernel_set<avx2::OpsF, 6, 2>(Isa::avx2, "avx2", 144, 256, 4096);
+  static const KernelSet<float> ks = [] {
+    const Blocks b = blocks_for_caches(cache_sizes(), 6, 2 * avx2::OpsF::W, sizeof(float));
+    return avx2::make_kernel_set<avx2::OpsF, 6, 2>(Isa::avx2, "avx2", b.mc, b.kc, b.nc);
+  }();
   return &ks;
 }
 const KernelSet<double>* avx2_kernels_f64() {
-  static const KernelSet<double> ks = avx2::make_kernel_set<avx2::OpsD, 6, 2>(Isa::avx2, "avx2", 72, 256, 4096);
+  static const KernelSet<double> ks = [] {
+    const Blocks b = blocks_for_caches(cache_sizes(), 6, 2 * avx2::OpsD::W, sizeof(double));
+    return avx2::make_kernel_set<avx2::OpsD, 6, 2>(Isa::avx2, "avx2", b.mc, b.kc, b.nc);
+  }();
   return &ks;
 }
 

@@ -72,15 +72,19 @@ struct OpsD {
 
 }  // namespace avx512
 
-// Same blocking as AVX2 with twice the tile width: (KC, NR) B micro-panel of 24-32 KB.
+// Cache blocks from the host's caches (kernels.h: blocks_for_caches), read once at first use.
 const KernelSet<float>* avx512_kernels_f32() {
-  static const KernelSet<float> ks =
-      avx512::make_kernel_set<avx512::OpsF, 6, 2>(Isa::avx512, "avx512", 144, 192, 4096);
+  static const KernelSet<float> ks = [] {
+    const Blocks b = blocks_for_caches(cache_sizes(), 6, 2 * avx512::OpsF::W, sizeof(float));
+    return avx512::make_kernel_set<avx512::OpsF, 6, 2>(Isa::avx512, "avx512", b.mc, b.kc, b.nc);
+  }();
   return &ks;
 }
 const KernelSet<double>* avx512_kernels_f64() {
-  static const KernelSet<double> ks =
-      avx512::make_kernel_set<avx512::OpsD, 6, 2>(Isa::avx512, "avx512", 72, 192, 4096);
+  static const KernelSet<double> ks = [] {
+    const Blocks b = blocks_for_caches(cache_sizes(), 6, 2 * avx512::OpsD::W, sizeof(double));
+    return avx512::make_kernel_set<avx512::OpsD, 6, 2>(Isa::avx512, "avx512", b.mc, b.kc, b.nc);
+  }();
   return &ks;
 }
 

@@ -19,7 +19,7 @@ FloatingPointError naming the position.
 import numpy as np
 
 from .. import _core
-from .._checks import as_index_array, as_real_array, bounded_repr, check_int, no_forward, shape_str
+from .._checks import as_index_array, as_real_array, bounded_repr, check_int, check_real, no_forward, shape_str
 from .._threads import exclusive, resolve_threads
 from .module import Module
 
@@ -131,3 +131,89 @@ class CrossEntropyLoss(Module):
         if self.reduction != "mean":
             parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)
+
+
+# ---- mean squared error (regression) ---------------------------------------------------------
+
+def mse_loss(input, target, reduction="mean", mask=None, compute_grad=True, threads=None):
+    """Mean squared error of `input` against `target`, and its gradient (fused in C++).
+
+    Shapes: input and target (..., F), for example (N, F) or time-major (T, B, F); mask None,
+    or weights >= 0 (a 0/1 or boolean mask of valid steps) shaped like input (one per element)
+    or like input without its last dimension (one per position: (T, B) for (T, B, F)).
+    Reduction (torch.nn.functional.mse_loss's): 'mean' divides the sum of w * (input - target)^2
+    by the total weight of the elements (a position's weight counts F times; with no mask, the
+    number of elements), 'sum' adds them, 'none' returns them, shaped like input. When the
+    total weight is 0, 'mean' returns 0.0 with a zero gradient (PyTorch returns NaN).
+
+    Returns ``(loss, dinput)``: ``dinput`` (..., F) is the gradient of ``loss`` (of each
+    element's own loss for 'none'), or None when compute_grad is False. float32 input stays
+    float32 (target and mask are converted to it), anything else is float64.
+
+    Errors: NaN or infinite values in input or target (also at masked positions) -> ValueError
+    naming the argument and position; target (or mask) of another shape -> ValueError;
+    non-numeric arrays -> TypeError; squared errors that overflow -> FloatingPointError.
+    """
+    fn = "mse_loss"
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of 'mean', 'sum', 'none', got {bounded_repr(reduction)}")
+    dtype = np.float32 if getattr(input, "dtype", None) == np.float32 else np.float64
+    input = as_real_array(input, "input", fn, dtype)
+    if input.ndim < 1:
+        raise ValueError(f"{fn}: input must have shape (..., F), got a scalar")
+    target = as_real_array(target, "target", fn, dtype)
+    if target.shape != input.shape:
+        raise ValueError(f"{fn}: target must have the input's shape {shape_str(input.shape)}, "
+                         f"got {shape_str(target.shape)}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        mask = as_real_array(mask.astype(dtype) if mask.dtype == bool else mask, "mask", fn, dtype)
+        if mask.shape != input.shape and (input.ndim < 2 or mask.shape != input.shape[:-1]):
+            alt = f" or {shape_str(input.shape[:-1])} (one weight per position)" if input.ndim >= 2 else ""
+            raise ValueError(f"{fn}: mask must have the input's shape {shape_str(input.shape)}{alt}, "
+                             f"got {shape_str(mask.shape)}")
+    loss, dinput, _ = _core.mse_loss(input, target, mask, reduction, bool(compute_grad), resolve_threads(threads))
+    return loss, dinput
+
+
+class MSELoss(Module):
+    """Class form of :func:`mse_loss`: forward(input, target, mask=None) -> loss;
+    backward(grad=1.0) -> dinput (grad is the gradient of the loss: a scalar, or an array
+    shaped like input for reduction='none')."""
+
+    def __init__(self, reduction="mean", *, threads=None):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"MSELoss: reduction must be one of 'mean', 'sum', 'none', got {bounded_repr(reduction)}")
+        self.reduction = reduction
+        self.threads = threads
+        self._dinput = None
+
+    @exclusive
+    def forward(self, input, target, mask=None):
+        loss, self._dinput = mse_loss(input, target, self.reduction, mask, threads=self.threads)
+        return loss
+
+    @exclusive
+    def backward(self, grad=1.0):
+        fn = "MSELoss.backward"
+        d = self._dinput
+        if d is None:
+            raise no_forward(fn)
+        self._dinput = None
+        if self.reduction == "none":
+            g = as_real_array(grad, "grad", fn, d.dtype)
+            if g.ndim != 0 and g.shape != d.shape:
+                raise ValueError(f"{fn}: grad must be a scalar or have the input's shape {shape_str(d.shape)}, "
+                                 f"got {shape_str(g.shape)}")
+            return d * g
+        if np.ndim(grad) != 0:
+            raise ValueError(f"{fn}: grad must be a scalar for reduction={self.reduction!r}, "
+                             f"got shape {shape_str(np.shape(grad))}")
+        grad = check_real(grad, "grad", fn, finite=True)
+        if grad != 1.0:
+            d *= d.dtype.type(grad)
+        return d
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""

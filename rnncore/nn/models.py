@@ -1,5 +1,5 @@
 """Models built from explicit forward/backward pairs: LanguageModel, SequenceClassifier,
-SequenceTagger, ConditionedGenerator.
+SequenceTagger, ConditionedGenerator, SequenceRegressor.
 
 Shape letters: T time steps, B batch, V vocabulary, E embedding_dim, H hidden_size,
 L num_layers, D = 2 if bidirectional else 1, C classes, F feature size.
@@ -29,7 +29,7 @@ from .._checks import (as_index_array, as_lengths, as_real_array, bounded_repr, 
 from .._threads import exclusive
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .layers import Dropout, Embedding, Linear
-from .loss import cross_entropy, token_loss
+from .loss import cross_entropy, mse_loss, token_loss
 from .module import Module
 from .rnn import GRU, LSTM, RNN
 
@@ -671,3 +671,77 @@ class SequenceTagger(_SequenceEncoder):
         self._ctx = None
         dout = self.drop_out.backward(_time_major(self.fc.backward(grad_logits), self.batch_first))
         return self._encode_backward(dout, None)
+
+
+class SequenceRegressor(_SequenceEncoder):
+    """Many-to-many regression: a real-valued vector per step, predictions (T, B, O) ((B, T, O)
+    with batch_first), trained with the mean squared error (forecasting: ``target[t]`` is the
+    series at t + 1).
+
+    Float features in, x (T, B, I) ((B, T, I) with batch_first); the encoder of
+    SequenceTagger (stacked, optionally bidirectional RNN/LSTM/GRU; lengths (B,) mark each
+    sequence's valid steps), then dropout -> Linear(D*H, O) at every step.
+    forward(x, lengths=None) -> predictions; backward(grad_output=None) -> grad_x;
+    loss(x, target, lengths=None, reduction='mean') -> the MSE over the valid steps only
+    (t < length), averaged over their elements (the fused rnncore.nn.mse_loss). A NaN in x or
+    target raises ValueError.
+    """
+
+    def __init__(self, input_size, hidden_size, output_size=1, num_layers=1, cell="lstm", bidirectional=False,
+                 dropout=0.0, batch_first=False, *, dtype=np.float32, seed=None, threads=None):
+        super().__init__()
+        fn = "SequenceRegressor"
+        if input_size is None:
+            raise TypeError(f"{fn}: input_size is required")
+        self._build(fn, None, None, input_size, hidden_size, output_size, num_layers, cell, bidirectional,
+                    dropout, batch_first, None, dtype, seed, threads)
+        self.output_size = self.num_classes
+
+    def config(self):
+        """Constructor arguments that rebuild this model: ``type(self)(**model.config())``."""
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, output_size=self.output_size,
+                    num_layers=self.num_layers, cell=self.cell, bidirectional=self.bidirectional,
+                    dropout=self.dropout, batch_first=self.batch_first, dtype=self.dtype.name)
+
+    @exclusive
+    def forward(self, x, lengths=None):
+        fn = "SequenceRegressor.forward"
+        x = as_real_array(x, "x", fn, self.dtype)
+        if x.ndim == 3 and x.shape[int(self.batch_first)] == 0:
+            raise ValueError(f"{fn}: x has no time steps (T = 0, shape {shape_str(x.shape)}): there is nothing to "
+                             "predict")
+        if x.size and not np.isfinite(x).all():
+            pos = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            raise ValueError(f"{fn}: x holds {x[pos]} at position {list(pos)}: every value must be finite (a series "
+                             "with NaN, a missing value? fill or drop it first)")
+        out, _, lengths = self._encode(x, lengths, fn)
+        self._ctx = (out.shape, lengths)
+        return self.fc(_time_major(self.drop_out(out), self.batch_first))
+
+    @exclusive
+    def loss(self, x, target, lengths=None, reduction="mean"):
+        fn = "SequenceRegressor.loss"
+        pred = self.forward(x, lengths)
+        target = as_real_array(target, "target", fn, self.dtype)
+        layout = "(B, T, O)" if self.batch_first else "(T, B, O)"
+        expect_shape(target, pred.shape, "target", fn, layout)
+        (T, B, _), lens = self._ctx
+        mask = None
+        if lens is not None:
+            mask = np.arange(T)[:, None] < lens[None, :]
+            if self.batch_first:
+                mask = mask.T
+        loss, self._dlogits = mse_loss(pred, target, reduction, mask, threads=self.threads)
+        return loss
+
+    @exclusive
+    def backward(self, grad_output=None):
+        fn = "SequenceRegressor.backward"
+        grad_output = self._take_grad_logits(grad_output, fn)
+        self._ctx = None
+        dout = self.drop_out.backward(_time_major(self.fc.backward(grad_output), self.batch_first))
+        return self._encode_backward(dout, None)
+
+    def extra_repr(self):
+        s = f"input_size={self.input_size}, hidden_size={self.hidden_size}, output_size={self.output_size}"
+        return s + (f", cell={self.cell!r}" if self.cell != "lstm" else "")

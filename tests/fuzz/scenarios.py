@@ -33,6 +33,8 @@ __all__ = [
     "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
     "bible_pairs", "bleu", "token_accuracy", "perplexity",
     "rnn_stream", "core_recurrent_stream",
+    "world_of_one",
+    "bilm", "scalar_mix", "elmo_classifier",
 ]
 
 
@@ -1174,6 +1176,14 @@ def _check_vmath(result, call, args, kwargs):
         expect(((result >= lo) & (result <= hi)).all(), f"vmath {fn} out of its range")
 
 
+@check("gemm_config")
+def _check_gemm_config(result, call, args, kwargs):
+    expect(set(result) == {"caches", "float32", "float64"}, f"gemm_config() keys {sorted(result)}")
+    for dtype in ("float32", "float64"):
+        b = result[dtype]
+        expect(b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0 and b["kc"] > 0, f"gemm_config() {dtype} {b}")
+
+
 @check("isa")
 def _check_isa(result, call, args, kwargs):
     expect(result in _core.supported_isas(), f"isa() = {result!r}")
@@ -1489,3 +1499,133 @@ def core_recurrent_stream(cell, weights, batch_size, capacity, threads=1, xs=(),
     if reset:
         s.reset()
     return s.allocations
+# -- rnncore.distributed without MPI (issue 18; the MPI paths: tests/test_distributed.py) --------------
+
+def world_of_one(timeout=None, n=5, loss=1.5, count=3, clock=0.0):
+    """init() outside an MPI launcher is a world of one: shards are everything, the allreduce the identity."""
+    from rnncore import distributed
+
+    expect(not distributed.in_mpi_environment(), "the fuzz worker looks like an MPI job")
+    world = distributed.init(timeout=timeout)
+    expect((world.rank, world.size, world.local_rank) == (0, 1, 0), f"init() outside MPI gave {world!r}")
+    lo, hi = world.shard(n)
+    expect((lo, hi) == (0, n), f"World.shard({n}) in a world of one gave {(lo, hi)}")
+    out = world.allreduce_gradients([], loss, count, clock)
+    expect(out[1] == count, f"allreduce_gradients in a world of one changed the count: {out}")
+# -- issue 14: forecasting and output recurrence ---------------------------------------------------
+
+def mse_function(input, target, kwargs=None):
+    """nn.mse_loss(input, target, **kwargs): a returned loss is finite (overflow raises)."""
+    loss, dinput = nn.mse_loss(input, target, **(kwargs or {}))
+    expect(finite(loss), f"mse_loss returned a non-finite loss {loss!r} instead of raising")
+    if dinput is not None:
+        expect_shape(dinput, np.shape(loss) if np.ndim(loss) else np.shape(np.asarray(input)), "dinput")
+    return loss
+
+
+def mse_module(ctor, input, target, mask=None, grad=1.0):
+    m = nn.MSELoss(**ctor)
+    loss = m(input, target, mask)
+    expect(finite(loss), f"MSELoss returned a non-finite loss {loss!r}")
+    d = m.backward(grad)
+    expect_shape(d, np.shape(np.asarray(input)), "dinput")
+    return loss
+
+
+def sequence_regressor(ctor, x, target, lengths=None, reduction="mean", train=True):
+    model = nn.SequenceRegressor(**ctor)
+    model.train(train)
+    loss = model.loss(x, target, lengths, reduction)
+    expect(finite(loss), f"SequenceRegressor.loss returned a non-finite loss {loss!r}")
+    dx = model.backward()
+    expect_shape(dx, np.shape(np.asarray(x)), "grad_x")
+    return loss
+
+
+def output_recurrent(ctor, x, target, y0=None, reduction="mean"):
+    """OutputRecurrentRNN: teacher-forced loss and backward, then free running from the same inputs."""
+    model = nn.OutputRecurrentRNN(**ctor)
+    loss = model.loss(x, target, y0, reduction)
+    expect(finite(loss), f"OutputRecurrentRNN.loss returned a non-finite loss {loss!r}")
+    dx = model.backward()
+    expect_shape(dx, np.shape(np.asarray(x)), "grad_x")
+    free = model.free_run(x, y0)
+    expect_shape(free, np.shape(np.asarray(target)), "free_run")
+    if moderate(*[np.asarray(v) for v in (x, y0) if isinstance(v, np.ndarray)], limit=1e30):
+        expect(finite(free), "OutputRecurrentRNN.free_run returned non-finite values for moderate inputs")
+    return loss
+
+
+def series(text, values):
+    """datasets.parse_series_csv(text) and datasets.check_series(values): finite 1-D results or ValueError."""
+    from rnncore import datasets
+
+    out = []
+    for fn in (lambda: datasets.parse_series_csv(text)[1], lambda: datasets.check_series(values, "values", "fuzz")):
+        try:
+            v = fn()
+        except ValueError:
+            continue
+        expect(v.ndim == 1 and v.size > 0 and np.isfinite(v).all(), "a series came back empty or non-finite")
+        out.append(v.size)
+    return out
+# -- ELMo-style BiLM (issue 14) ---------------------------------------------------------------------
+
+def bilm(ctor, tokens, lengths=None, train=True, weights=None, mix_only=False):
+    """nn.BiLM(**ctor): loss + backward, direction_losses, embed + embed_backward, representations
+    + embed_backward; shapes (T, B, 2R) / (N, T, B, 2R) (batch-major with batch_first or a list)."""
+    model = nn.BiLM(**ctor)
+    model.train(train)
+    _fill_weights(model, weights)
+    loss = model.loss(tokens, lengths)
+    if weights in (None, "zero"):
+        expect(finite(loss), f"BiLM.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    f, b, n = model.direction_losses(tokens, lengths)
+    expect(isinstance(n, int) and n >= 0, f"BiLM.direction_losses: count {n!r}")
+    out = model.embed(tokens, lengths)
+    N, R2 = model.num_layers + 1, model.output_size
+    expect(out.ndim == 3 and out.shape[2] == R2, f"BiLM.embed: shape {out.shape}")
+    if weights in (None, "zero"):
+        expect(finite(out), "BiLM.embed: non-finite output for finite weights")
+    model.embed_backward(np.ones_like(out), mix_only=mix_only)
+    reps = model.representations(tokens, lengths)
+    expect_shape(reps, (N,) + out.shape, "BiLM.representations")
+    model.embed_backward(np.ones_like(reps))
+    return float(loss)
+
+
+def scalar_mix(ctor, layers, grad=None):
+    """nn.ScalarMix(**ctor): forward (N, ...) -> (...), backward -> (N, ...)."""
+    mix = nn.ScalarMix(**ctor)
+    out = mix(layers)
+    la = np.asarray(layers)
+    expect_shape(out, la.shape[1:], "ScalarMix output")
+    dl = mix.backward(np.ones_like(out) if grad is None else grad)
+    expect_shape(dl, la.shape, "ScalarMix grad of layers")
+    expect(finite(mix.mixing_weights()) and abs(float(mix.mixing_weights().sum()) - 1) < 1e-9,
+           "ScalarMix.mixing_weights: not a softmax")
+    return out.size
+
+
+def elmo_classifier(ctor, x, labels, lengths=None, reduction="mean", train=True, from_bilm=False):
+    """nn.ELMoClassifier(**ctor) (or from_bilm of a BiLM with the same sizes): loss + backward; a
+    frozen BiLM receives no gradient."""
+    if from_bilm:
+        c = dict(ctor)
+        keys = ("vocab_size", "embedding_dim", "hidden_size", "num_layers", "padding_idx", "batch_first", "dtype")
+        base = nn.BiLM(**{k: c.pop(k) for k in keys if k in c})
+        model = nn.ELMoClassifier.from_bilm(base, c.pop("num_classes"), **c)
+    else:
+        model = nn.ELMoClassifier(**ctor)
+    model.train(train)
+    model.zero_grad()
+    loss = model.loss(x, labels, lengths, reduction)
+    expect(finite(loss), f"ELMoClassifier.loss returned a non-finite loss {loss!r}")
+    model.backward()
+    if not model.finetune:
+        trainable = {id(p) for p in model.trainable_parameters()}
+        for name, p in model.named_parameters():
+            if id(p) not in trainable:
+                expect(not np.any(p.grad), f"ELMoClassifier: frozen {name} got a gradient")
+    return float(loss)

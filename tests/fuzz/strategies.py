@@ -1416,6 +1416,11 @@ def b_with_threads(draw):
             "big": False if is_known("threads_huge") or not MANY_THREADS_OK else rint(draw, 0, 7) == 7}
 
 
+def b_world_of_one(draw):
+    return {"timeout": pick(draw, (None, 1, 2.5, 300)), "n": rint(draw, 0, 9), "loss": pick(draw, (0.0, 1.5, 1e6)),
+            "count": rint(draw, 0, 9), "clock": pick(draw, (0.0, 3.25))}
+
+
 def b_trainer(draw):
     V = rint(draw, 2, 9)
     ctor = {"vocab_size": V, "embedding_dim": 4, "hidden_size": 4, "cell": pick(draw, ("lstm", "gru")), "seed": 0}
@@ -1469,7 +1474,7 @@ def scen(name, build, **kw):
 
 
 def _info_calls():
-    names = ("gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
+    names = ("gemm_config", "gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit", "vmath_kernel")
     calls = [Call("rnncore._core." + n, public=False) for n in names]
     calls += [Call("rnncore._core." + n, (v,), public=False) for n in names for v in (1, None, "x")]
     return st.sampled_from(calls)
@@ -1601,6 +1606,138 @@ def b_rnn_stream(draw):
             "step": coin(draw)}
 
 
+# -- issue 14, forecasting and output recurrence: mse_loss, SequenceRegressor, OutputRecurrentRNN, series --
+
+def b_core_mse_loss(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    mask = pick(draw, (None, "position", "element"))
+    return {"input": arr(draw, dt, full), "target": arr(draw, dt, full),
+            "mask": None if mask is None else arr(draw, dt, lead if mask == "position" and lead else full,
+                                                  fill="ones"),
+            "reduction": pick(draw, ("mean", "sum", "none")), "compute_grad": coin(draw),
+            "threads": threads_value(draw, False)}
+
+
+def b_mse_function(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    mask = pick(draw, (None, "bool", "position", "element"))
+    mshape = lead if mask in ("bool", "position") and lead else full
+    return {"input": arr(draw, dt, full), "target": arr(draw, dt, full),
+            "kwargs": {"reduction": pick(draw, ("mean", "sum", "none")), "compute_grad": coin(draw),
+                       "threads": threads_value(draw),
+                       "mask": None if mask is None else arr(draw, "bool" if mask == "bool" else dt, mshape,
+                                                             fill=None if mask == "bool" else "ones")}}
+
+
+def b_mse_module(draw):
+    lead, F, dt = shape(draw, 2), dim(draw), floats(draw)
+    full = lead + (F,)
+    reduction = pick(draw, ("mean", "sum", "none"))
+    return {"ctor": {"reduction": reduction, "threads": threads_value(draw)}, "input": arr(draw, dt, full),
+            "target": arr(draw, dt, full), "mask": maybe(draw, lambda: arr(draw, dt, full, fill="ones")),
+            "grad": arr(draw, dt, full) if reduction == "none" else 1.0}
+
+
+def b_sequence_regressor(draw):
+    ctor = {"input_size": pos(draw), "hidden_size": pos(draw), "output_size": pos(draw),
+            "num_layers": rint(draw, 1, 2), "cell": pick(draw, ("lstm", "gru", "rnn")), "bidirectional": coin(draw),
+            "dropout": pick(draw, (0.0, 0.2)), "batch_first": coin(draw), "dtype": pick(draw, DTYPE_ARGS), "seed": 0,
+            "threads": threads_value(draw)}
+    T, B = dim(draw), dim(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    dt = np.dtype(ctor["dtype"]).name
+    return {"ctor": ctor, "x": arr(draw, dt, shp + (ctor["input_size"],)),
+            "target": arr(draw, dt, shp + (ctor["output_size"],)),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
+            "reduction": pick(draw, ("mean", "sum")), "train": coin(draw)}
+
+
+def b_output_recurrent(draw):
+    ctor = {"input_size": pos(draw), "hidden_size": pos(draw), "output_size": pos(draw),
+            "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+    T, B = dim(draw), dim(draw)
+    dt = np.dtype(ctor["dtype"]).name
+    return {"ctor": ctor, "x": arr(draw, dt, (T, B, ctor["input_size"])),
+            "target": arr(draw, dt, (T, B, ctor["output_size"])),
+            "y0": maybe(draw, lambda: arr(draw, dt, (B, ctor["output_size"]))),
+            "reduction": pick(draw, ("mean", "sum"))}
+
+
+def b_core_output_recurrent(draw):
+    T, B, I, H, O, dt = dim(draw), dim(draw), pos(draw), pos(draw), pos(draw), floats(draw)
+    return {"x": arr(draw, dt, (T, B, I)), "w_ih": arr(draw, dt, (H, I)), "w_oh": arr(draw, dt, (H, O)),
+            "b_h": maybe(draw, lambda: arr(draw, dt, (H,))), "w_ho": arr(draw, dt, (O, H)),
+            "b_o": maybe(draw, lambda: arr(draw, dt, (O,))), "y0": maybe(draw, lambda: arr(draw, dt, (B, O))),
+            "threads": threads_value(draw, False)}
+
+def b_series(draw):
+    k = rint(draw, 0, 2)
+    if k == 0:
+        rows = [f"{1700 + i},{pick(draw, ('5', '7.5', 'nan', '', 'x', '1e400', '-3'))}" for i in range(rint(draw, 0, 4))]
+        text = pick(draw, ('"YEAR","V"\n', "", "1700,1\n")) + "\n".join(rows)
+    else:
+        text = draw(st.text(alphabet='0123456789,.\n"-naYE', max_size=40))
+    return {"text": text, "values": arr(draw, floats(draw), (dim(draw),))}
+
+
+
+def _bilm_ctor(draw):
+    V, E = pos(draw), pos(draw)
+    ctor = {"vocab_size": V, "embedding_dim": E, "hidden_size": E, "num_layers": rint(draw, 1, 3),
+            "dropout": pick(draw, (0.0, 0.25)), "residual": coin(draw), "tie_weights": coin(draw),
+            "batch_first": coin(draw), "padding_idx": maybe(draw, lambda: rint(draw, 0, V - 1)),
+            "dtype": pick(draw, DTYPE_ARGS), "seed": 0, "threads": threads_value(draw)}
+    if rint(draw, 0, 3) == 0:  # an LSTM with projections, P = E
+        ctor["hidden_size"] = E + rint(draw, 1, 3)
+        ctor["proj_size"] = E
+    if V >= 3 and not ctor["tie_weights"] and coin(draw):
+        ctor["adaptive_softmax"] = _cutoffs(draw, V)
+        ctor["adaptive_div_value"] = pick(draw, (1.0, 2.0, 4.0))
+    return ctor
+
+
+def _bilm_tokens(draw, ctor):
+    T, B = pos(draw), pos(draw)
+    V = ctor["vocab_size"]
+    if rint(draw, 0, 4) == 0:  # a list of ragged sequences
+        return [ids(draw, (rint(draw, 1, 6),), V) for _ in range(B)], None
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    return ids(draw, shp, V), maybe(draw, lambda: arr(draw, "int64", (B,), 1, T + 1, fill="range"))
+
+
+def b_bilm(draw):
+    ctor = _bilm_ctor(draw)
+    tokens, lengths = _bilm_tokens(draw, ctor)
+    return {"ctor": ctor, "tokens": tokens, "lengths": lengths, "train": coin(draw),
+            "weights": pick(draw, (None, None, "zero", "big", "nan")), "mix_only": coin(draw)}
+
+
+def b_scalar_mix(draw):
+    N = pos(draw)
+    dt = floats(draw)
+    shp = (N,) + shape(draw, 2)
+    return {"ctor": {"num_representations": N, "initial_gamma": pick(draw, (1.0, 0.5, -2.0)), "dtype": dt},
+            "layers": arr(draw, dt, shp), "grad": maybe(draw, lambda: arr(draw, dt, shp[1:]))}
+
+
+def b_elmo_classifier(draw):
+    b = _bilm_ctor(draw)
+    ctor = {k: b[k] for k in ("vocab_size", "embedding_dim", "hidden_size", "num_layers", "residual", "padding_idx",
+                              "batch_first", "dtype", "seed", "threads")}
+    if "proj_size" in b:
+        ctor["proj_size"] = b["proj_size"]
+    ctor.update(num_classes=pos(draw), head_hidden=pos(draw), bidirectional=coin(draw),
+                pooling=pick(draw, ("last", "mean", "max")), dropout=pick(draw, (0.0, 0.3)), finetune=coin(draw),
+                bilm_dropout=pick(draw, (0.0, 0.2)))
+    T, B = pos(draw), pos(draw)
+    shp = (B, T) if ctor["batch_first"] else (T, B)
+    return {"ctor": ctor, "x": ids(draw, shp, ctor["vocab_size"]), "labels": ids(draw, (B,), ctor["num_classes"]),
+            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 1, T + 1, fill="range")),
+            "reduction": pick(draw, ("mean", "sum")), "train": coin(draw),
+            "from_bilm": coin(draw) and "proj_size" not in ctor and ctor["residual"]}
+
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
     "nn_stream": (scen("rnn_stream", b_rnn_stream), ["nn.Stream"], 1),
@@ -1635,7 +1772,7 @@ TARGETS = {
     "core_attention_forward": (core("attention_forward", b_attention_forward), ["_core.attention_forward"], 1),
     "core_attention": (call("fuzz.scenarios.core_attention", b_core_attention, public=False),
                        ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
-    "core_info": (_info_calls(), ["_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
+    "core_info": (_info_calls(), ["_core.gemm_config", "_core.gemm_kernel", "_core.isa", "_core.max_threads", "_core.openmp_enabled",
                                   "_core.supported_isas", "_core.thread_limit", "_core.vmath_kernel"], 0.2),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
                        ["_core.recurrent_forward", "_core.recurrent_backward", "_core.RecurrentWorkspace"], 2),
@@ -1739,4 +1876,19 @@ TARGETS = {
                           1.5),
     "nn_input_feed_rnn": (scen("input_feed_rnn", b_input_feed_rnn), ["nn.InputFeedRNN"], 1.5),
     "nn_seq2seq": (scen("seq2seq_model", b_seq2seq), ["nn.Seq2Seq", "nn.Encoder", "nn.Decoder", "nn.Bridge"], 1.5),
+    "distributed_world_of_one": (scen("world_of_one", b_world_of_one, huge=False),
+                                 ["distributed.World", "distributed.init", "distributed.in_mpi_environment"], 0.3),
+    # issue 14: forecasting and output recurrence
+    "core_mse_loss": (core("mse_loss", b_core_mse_loss), ["_core.mse_loss"], 1),
+    "core_output_recurrent": (core("output_recurrent_free_run", b_core_output_recurrent),
+                              ["_core.output_recurrent_free_run"], 1),
+    "nn_mse_loss": (scen("mse_function", b_mse_function), ["nn.mse_loss"], 1),
+    "nn_mse_loss_module": (scen("mse_module", b_mse_module), ["nn.MSELoss"], 0.7),
+    "nn_sequence_regressor": (scen("sequence_regressor", b_sequence_regressor), ["nn.SequenceRegressor"], 1),
+    "nn_output_recurrent": (scen("output_recurrent", b_output_recurrent), ["nn.OutputRecurrentRNN"], 1),
+    "datasets_series": (scen("series", b_series, huge=False),
+                        ["datasets.check_series", "datasets.parse_series_csv"], 0.3),
+    "nn_bilm": (scen("bilm", b_bilm), ["nn.BiLM"], 1.5),
+    "nn_scalar_mix": (scen("scalar_mix", b_scalar_mix), ["nn.ScalarMix"], 0.7),
+    "nn_elmo_classifier": (scen("elmo_classifier", b_elmo_classifier), ["nn.ELMoClassifier"], 1),
 }

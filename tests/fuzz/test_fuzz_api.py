@@ -1,7 +1,7 @@
 """Fuzz the public API: rnncore, rnncore.nn, rnncore.optim, rnncore.sampling, rnncore.data
 (see strategies.TARGETS, names without the core_ prefix)."""
 import rnncore
-from rnncore import data, datasets, diagnostics, metrics, nn, optim, sampling, tasks
+from rnncore import data, datasets, diagnostics, distributed, metrics, nn, optim, sampling, tasks
 
 from fuzz.strategies import TARGETS
 from fuzz.testing import add_tests
@@ -26,6 +26,8 @@ NOT_FUZZED = {
     "datasets.main": "the command line (tests/test_cli.py)", "datasets.MissingCorpusError": "an exception class",
     "datasets.sword_installed": "no arguments", "datasets.install_sword": "runs apt-get (tests/test_bible_pairs.py fakes it)",
     "metrics": "a module",
+    "distributed.DistributedError": "an exception class",
+    "datasets.sunspots": "no arguments: reads the installed series (tests/test_datasets.py)",
 }
 
 
@@ -39,7 +41,7 @@ def _public_names():
     names = set(rnncore.__all__)
     for prefix, module in (("nn", nn), ("optim", optim), ("sampling", sampling), ("data", data),
                            ("diagnostics", diagnostics), ("datasets", datasets), ("tasks", tasks),
-                           ("metrics", metrics)):
+                           ("metrics", metrics), ("distributed", distributed)):
         names |= {f"{prefix}.{n}" for n in getattr(module, "__all__", _own_functions(module))}
     return names
 

@@ -1,0 +1,99 @@
+"""A training run for tests/test_distributed.py, run in-process (one rank) or under mpirun.
+
+    mpirun -n 2 python3 tests/distributed_worker.py '{"kind": "lm", "steps": 5, "out": "run.npz"}'
+
+The JSON config (or a list of them, run one after the other): kind ('lm' an LSTM language model, 'clf' a sequence classifier), dtype
+('float64'/'float32'), steps, batch (the global batch), checkpoint_dir, checkpoint_every, resume
+(a checkpoint path), out (rank 0 writes the parameters there as .npz, with the losses), and the
+failures to inject on rank `fail_rank` at step `fail_step`: fail = 'kill' (SIGKILL itself),
+'hang' (sleep for an hour), 'raise' (a ValueError).
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import rnncore
+from rnncore import distributed, optim
+from rnncore.nn import LanguageModel, SequenceClassifier
+from rnncore.tasks import ClassificationTask, LanguageModelTask
+from rnncore.trainer import Trainer
+
+V, E, H, L, T = 11, 5, 7, 2, 6
+
+
+def _failing(base):
+    class Failing(base):
+        """Injects the configured failure into one rank's training step."""
+        fail = None
+
+        def train_batch(self, model, batch):
+            cfg = self.fail
+            if cfg and self.trainer.world is not None and self.trainer.world.rank == cfg["fail_rank"] \
+                    and self.trainer.step + 1 == cfg["fail_step"]:
+                if cfg["fail"] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                elif cfg["fail"] == "hang":
+                    time.sleep(3600)
+                else:
+                    raise ValueError(f"injected failure at step {cfg['fail_step']}")
+            return super().train_batch(model, batch)
+    return Failing
+
+
+def data(kind, seed=1):
+    rng = np.random.default_rng(seed)
+    if kind == "lm":
+        return rng.integers(0, V, 400), rng.integers(0, V, 60)
+    lengths = rng.integers(1, 9, 40)
+    seqs = [rng.integers(1, V, n) for n in lengths]
+    labels = rng.integers(0, 3, 40)
+    return (seqs, labels), (seqs[:10], labels[:10])
+
+
+def build(cfg, world=None, stream=None):
+    dtype = np.dtype(cfg.get("dtype", "float64")).type
+    kind = cfg.get("kind", "lm")
+    batch = cfg.get("batch", 4)
+    if kind == "lm":
+        model = LanguageModel(V, E, H, num_layers=L, dtype=dtype, seed=3)
+        task = _failing(LanguageModelTask)(batch, T)
+    else:
+        model = SequenceClassifier(V, E, H, 3, num_layers=1, dtype=dtype, seed=3, pooling="mean")
+        task = _failing(ClassificationTask)(batch, seed=5, eval_batch_size=16, metric="loss")
+    task.fail = cfg if cfg.get("fail") else None
+    opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)  # scale-sensitive (Adam would hide a wrong average)
+    # clipping (after the allreduce) is active on some steps and not on others
+    trainer = Trainer(model, opt, clip_grad_norm=0.2 if kind == "lm" else 0.5, task=task,
+                      checkpoint_dir=cfg.get("checkpoint_dir"),
+                      checkpoint_every=cfg.get("checkpoint_every"), log_every=1, progress=False, threads=1,
+                      stream=stream, distributed=world)
+    return model, trainer
+
+
+def run(cfg, world=None, stream=None):
+    """Train as `cfg` says; returns {parameter name: array} and the per-step losses."""
+    rnncore.set_num_threads(1)
+    model, trainer = build(cfg, world, stream)
+    if cfg.get("resume"):
+        trainer.load_checkpoint(cfg["resume"])
+    train, valid = data(cfg.get("kind", "lm"))
+    trainer.fit(train, valid, epochs=100, max_steps=cfg["steps"])
+    return {name: p.data.copy() for name, p in model.named_parameters()}, trainer
+
+
+def main():
+    cfgs = json.loads(sys.argv[1])
+    world = distributed.init(require=True)
+    for cfg in cfgs if isinstance(cfgs, list) else [cfgs]:  # several runs share one mpirun's start-up
+        params, trainer = run(cfg, world)
+        if world.is_root and cfg.get("out"):
+            np.savez(cfg["out"], **params)
+        print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
