@@ -451,6 +451,42 @@ def attn_decoder_backward(workspace: AttnDecoderWorkspace, grad_attn_h: Optional
     """
 
 
+# -- streaming (bind_stream.cpp) ------------------------------------------------------------
+
+
+class RecurrentStream:
+    """A stacked unidirectional recurrent network fed chunk by chunk, keeping its state.
+
+    weights: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per layer (PyTorch layout; biases and w_hr
+    may be None), packed once. feed(x (T, B, I), out=None) -> (T, B, R), 1 <= T <= capacity;
+    without `out` a view of the stream's own buffer, overwritten by the next feed.
+    Bit-identical to a whole-sequence forward over the concatenated chunks.
+    """
+
+    def __init__(self, cell: str, weights: list[tuple[Any, ...]], batch_size: int, capacity: int,
+                 threads: int = 1) -> None: ...
+    def feed(self, x: _Floats, out: Optional[_Floats] = None) -> _Floats: ...
+    def load_weights(self, weights: list[tuple[Any, ...]]) -> None: ...
+    def reserve(self, capacity: int) -> None: ...
+    def reset(self) -> None: ...
+    def get_state(self) -> tuple[_Floats, Optional[_Floats]]: ...
+    def set_state(self, h: _Floats, c: Optional[_Floats] = None) -> None: ...
+    @property
+    def allocations(self) -> int:
+        """Buffer allocations feed() has made over the stream's life (0 while chunks fit)."""
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def threads(self) -> int:
+        """Threads the time loops run on."""
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def cell(self) -> str: ...
 # -- mean squared error (bind_ops.cpp; issue 14, forecasting) ------------------------------
 
 

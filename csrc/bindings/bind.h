@@ -19,5 +19,6 @@ void bind_adaptive(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_input_feed(py::module_& m);
 void bind_cells(py::module_& m);
+void bind_stream(py::module_& m);
 
 }  // namespace rnncore

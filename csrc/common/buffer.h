@@ -13,6 +13,14 @@
 
 namespace rnncore {
 
+// Allocations made by AlignedBuffer in the calling thread since it started: a counter for
+// tests and for objects that promise not to allocate per call (recurrent/stream.h compares it
+// before and after each call). Per thread, so another model's work elsewhere never shows.
+inline std::int64_t& buffer_allocations() {
+  static thread_local std::int64_t count = 0;
+  return count;
+}
+
 template <typename T>
 class AlignedBuffer {
  public:
@@ -50,6 +58,7 @@ class AlignedBuffer {
       if (p == nullptr) throw std::bad_alloc();
       data_ = static_cast<T*>(p);
       capacity_ = n;
+      ++buffer_allocations();
     }
     size_ = n;
   }

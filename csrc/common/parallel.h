@@ -156,9 +156,21 @@ class FlushToZeroGuard {
 // once, with denormals flushed to zero; `team` is the region's real size (OpenMP may give
 // fewer than nt) and `barrier` meets once per step (StepBarrier::wait_in_region). `body`
 // must not throw.
+// With nt == 1 outside any parallel region no region is opened at all (body runs in the
+// calling thread, whose thread_id() is 0): a one-thread call pays no team wake-up.
 template <typename F>
 void run_team(int nt, const F& body) {
   StepBarrier barrier(nt);
+#if defined(_OPENMP)
+  const bool nested = omp_in_parallel() != 0;
+#else
+  const bool nested = false;
+#endif
+  if (nt <= 1 && !nested) {
+    FlushToZeroGuard ftz;
+    body(1, barrier);
+    return;
+  }
 #pragma omp parallel num_threads(nt)
   {
     FlushToZeroGuard ftz;

@@ -95,9 +95,20 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   // cells (folded once here), which saves a pass over all the gates.
   ws.gates.resize(N * GH);
   T* gates = ws.gates.data();
-  gemm<T>(false, true, N, GH, I, T(1), ws.x, I, w.w_ih, I, T(0), gates, GH, nthreads);
-  ws.bias.resize(GH);
-  const T* bias = fuse_biases<Cell>(ws.bias.data(), w.b_ih, w.b_hh, H) ? ws.bias.data() : nullptr;
+  // Row-exact (projection.h): each row rounds as it would in any other call, so a stream fed
+  // chunk by chunk equals this whole-sequence forward bit for bit.
+  const bool prepacked = ws.prepacked;
+  ExactSplit split;
+  if (!prepacked) {
+    project_exact<T>(N, ws.x, I, w.w_ih, GH, gates, GH, nthreads, ws.proj);
+    ws.bias.resize(GH);
+    ws.has_bias = fuse_biases<Cell>(ws.bias.data(), w.b_ih, w.b_hh, H);
+  } else {  // the slices project their own columns in the region below
+    split = exact_split<T>(N);
+    fill_exact_pad<T>(ws.proj.xpad.data(), ws.x, I, I, split);
+  }
+  const T* bias = ws.has_bias ? ws.bias.data() : nullptr;
+  const T* xpad = ws.proj.xpad.data();
   const T* b_hn = b_hn_of<Cell>(w.b_hh, H);
 
   // States: rows [0, B) hold the initial state in sorted order.
@@ -125,17 +136,19 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   // its gates. Everything a thread needs is allocated here, before the parallel region, so
   // nothing inside it can throw; each thread packs its own slice of W_hh (so it starts out in
   // that core's cache) and only ever reads its own, so no barrier is needed after packing.
-  const int nt = recurrence_threads(shape.kind, B, H, nthreads, P);
-  ws.slices.resize(static_cast<std::size_t>(nt));
-  for (int k = 0; k < nt; ++k) {
-    RecurrentSlice<T>& sl = ws.slices[k];
-    split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
-    const index_t n_units = sl.hi - sl.lo;
-    for (int g = 0; g < G; ++g) sl.w[g].reserve(R, n_units);
-    sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
-    if (kProj) {
-      split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
-      sl.wr.reserve(H, sl.phi - sl.plo);
+  const int nt = prepacked ? static_cast<int>(ws.slices.size()) : recurrence_threads(shape.kind, B, H, nthreads, P);
+  if (!prepacked) {
+    ws.slices.resize(static_cast<std::size_t>(nt));
+    for (int k = 0; k < nt; ++k) {
+      RecurrentSlice<T>& sl = ws.slices[k];
+      split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
+      const index_t n_units = sl.hi - sl.lo;
+      for (int g = 0; g < G; ++g) sl.w[g].reserve(R, n_units);
+      sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
+      if (kProj) {
+        split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
+        sl.wr.reserve(H, sl.phi - sl.plo);
+      }
     }
   }
   RecurrentSlice<T>* slices = ws.slices.data();
@@ -144,6 +157,12 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
+      if (prepacked) {  // this slice's gate columns of every step's input projection
+        if (sl.hi > sl.lo)
+          for (int g = 0; g < G; ++g)
+            project_packed<T>(split, ws.x, I, sl.wi[g], gates + g * H + sl.lo, GH, xpad, sl.cpad.data());
+        continue;
+      }
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (R, units) operand.
       if (sl.hi > sl.lo)
         for (int g = 0; g < G; ++g) sl.w[g].fill(true, w_hh + (g * H + sl.lo) * R, R);

@@ -29,6 +29,7 @@
 #include "common/buffer.h"
 #include "gemm/gemm.h"
 #include "recurrent/layout.h"
+#include "recurrent/projection.h"
 
 namespace rnncore {
 
@@ -49,6 +50,11 @@ struct RecurrentSlice {
   PackedB<T> wr;
   AlignedBuffer<T> scratch;  // forward: (B, G * units) h_prev W_hh^T, gate-major; backward: (units)
   AlignedBuffer<T> dbias;    // backward: the slice's bias-gradient sums, gate-major (GRU: + W_hn part)
+  // Prepacked workspaces only (recurrent/stream.h): wi[g] = rows [g*H + lo, g*H + hi) of W_ih,
+  // packed transposed (I, units), so the slice projects its own gate columns; cpad: (min, units)
+  // scratch of the row-exact projection (projection.h).
+  PackedB<T> wi[4];
+  AlignedBuffer<T> cpad;
 };
 
 // Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
@@ -76,6 +82,13 @@ struct RecurrentWorkspace {
   AlignedBuffer<T> bias;    // (G*H) the biases the cells add per step (cells/cell.h: fuse_biases)
   AlignedBuffer<double> gn; // (N, ceil(R / 8)) backward with grad_norms: sums of squares of dL/dh per 8 units
   std::vector<RecurrentSlice<T>> slices;  // the time loop's per-thread weights (forward, then backward)
+  ProjectionScratch<T> proj;              // the row-exact input projection's packing and padding
+  // Prepacked (set by recurrent/stream.h, forward only): the slices already hold W_hh, W_hr
+  // and W_ih (wi) packed, `bias` holds the fused biases (has_bias), proj.xpad is sized; a
+  // forward then packs nothing, projects inside the time loop's region (each slice its own
+  // gate columns) and runs on exactly slices.size() threads. Never differentiated.
+  bool prepacked = false;
+  bool has_bias = false;
 
   // Free what a call uses only while it runs (the slices' packed W_hh, the biases, backward's
   // scratch) and keep what backward reads (layout, x/xp, gates, hs, cs, hn). Backward packs its
@@ -84,6 +97,7 @@ struct RecurrentWorkspace {
   void trim() {
     slices.clear();
     slices.shrink_to_fit();
+    proj = ProjectionScratch<T>();  // the projection's packed W_ih and padding
     bias.release();
     dh.release();
     dc.release();

@@ -14,6 +14,7 @@ from .models import ConditionedGenerator, LanguageModel, SequenceClassifier, Seq
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, RNNBase
 from .seq2seq import Bridge, Decoder, Encoder, Seq2Seq
+from .stream import Stream
 from .window import FixedWindowLM
 
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
@@ -23,3 +24,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
            "AdaptiveLogSoftmaxWithLoss", "Attention", "InputFeedRNN", "Seq2Seq", "Encoder", "Decoder", "Bridge"]
 __all__ += ["mse_loss", "MSELoss", "SequenceRegressor", "OutputRecurrentRNN"]  # issue 14: forecasting (regression)
 __all__ += ["BiLM", "ScalarMix", "ELMoClassifier"]  # issue 14: the ELMo-style biLM
+__all__ += ["Stream"]  # issue 15: streaming inference

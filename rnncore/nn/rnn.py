@@ -118,6 +118,14 @@ class RNNBase(Module):
         p = self._parameters
         return (p["weight_ih" + sfx], p["weight_hh" + sfx], p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
 
+    def _layer_weights(self, layer, direction):
+        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of a valid layer and direction, the
+        absent ones None: the per-call lookup of forward (no argument checks)."""
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        p = self._parameters
+        return (p["weight_ih" + sfx], p["weight_hh" + sfx], p.get("bias_ih" + sfx), p.get("bias_hh" + sfx),
+                p.get("weight_hr" + sfx) if self.proj_size else None)
+
     def _dtype_changed(self):
         self._workspaces = [None] * (self.num_layers * self.num_directions)
         self._ctx = None
@@ -228,8 +236,7 @@ class RNNBase(Module):
             out = np.empty((T, B, D * R), self.dtype)
             for d in range(D):
                 k = layer * D + d
-                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(layer, d)
-                w_hr = self.layer_projection(layer, d)
+                w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(layer, d)
                 hn, cn, self._workspaces[k] = _core.recurrent_forward(
                     self.cell, layer_input, w_ih.data, w_hh.data,
                     None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
@@ -340,6 +347,13 @@ class RNNBase(Module):
         if norms is not None:
             self.grad_norms = norms if batched else norms[:, :, 0]
         return grad
+
+    def stream(self, batch_size=1, capacity=1, threads=None):
+        """A Stream over this layer (rnncore.nn.stream): fed chunk by chunk, state carried, weights
+        packed once; bit-identical to one forward over the concatenated chunks."""
+        from .stream import Stream
+
+        return Stream(self, batch_size=batch_size, capacity=capacity, threads=threads)
 
     def config(self):
         """Constructor arguments that rebuild this layer: ``type(self)(**layer.config())``."""

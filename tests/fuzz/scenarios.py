@@ -32,6 +32,7 @@ __all__ = [
     "core_attn_decoder", "input_feed_rnn", "seq2seq_model",
     "pair_tokenizer", "pair_dataset", "pair_batcher", "split_pairs", "osis_text", "parallel_files", "read_tsv",
     "bible_pairs", "bleu", "token_accuracy", "perplexity",
+    "rnn_stream", "core_recurrent_stream",
     "world_of_one",
     "bilm", "scalar_mix", "elmo_classifier",
 ]
@@ -1459,6 +1460,50 @@ def seq2seq_decode(parts, attention, memory, memory_lengths, state, threads=None
     return len(out)
 
 
+def rnn_stream(ctor, chunks, batch_size=1, capacity=1, threads=None, state=None, reserve=None, reload=False,
+               step=False):
+    """nn.<cell>(**ctor).stream(...): feed each chunk (and step), then check the outputs equal one
+    forward over the concatenated chunks, bit for bit, when every chunk was accepted."""
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[ctor.pop("kind")]
+    layer = cls(**ctor)
+    layer.eval()
+    s = layer.stream(batch_size=batch_size, capacity=capacity, threads=threads)
+    if state is not None:
+        s.state = state
+    h0 = s.state
+    if reserve is not None:
+        s.reserve(reserve)
+    if reload:
+        s.load_weights()
+    outs = []
+    for x in chunks:
+        outs.append(np.array(s.feed(x)))
+    if step and chunks:
+        x1 = np.ascontiguousarray(np.asarray(chunks[-1])[0])
+        outs.append(np.array(s.step(x1))[None])
+        chunks = list(chunks) + [x1[None]]
+    if outs:
+        y, _ = layer.forward(np.concatenate([np.asarray(c) for c in chunks]), h0)
+        expect(np.array_equal(np.concatenate(outs), y, equal_nan=True), "stream outputs differ from forward")
+    expect(s.allocations == 0 or reserve is not None, "stream allocated inside feed")
+    return s.state
+
+
+def core_recurrent_stream(cell, weights, batch_size, capacity, threads=1, xs=(), reserve=None, reset=False):
+    """_core.RecurrentStream: construct, feed each chunk (finite in, finite out), read and set the state."""
+    s = _core.RecurrentStream(cell, weights, batch_size, capacity, threads)
+    if reserve is not None:
+        s.reserve(reserve)
+    for x in xs:
+        y = s.feed(x)
+        expect_shape(y, np.shape(x)[:2] + (np.shape(weights[0][1])[1],), "stream output")
+        if moderate(x, weights):
+            expect_finite(y, "stream output")
+    h, c = s.get_state()
+    s.set_state(h, c)
+    if reset:
+        s.reset()
+    return s.allocations
 # -- rnncore.distributed without MPI (issue 18; the MPI paths: tests/test_distributed.py) --------------
 
 def world_of_one(timeout=None, n=5, loss=1.5, count=3, clock=0.0):

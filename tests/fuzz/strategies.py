@@ -1618,6 +1618,35 @@ def b_seq2seq(draw):
             "max_len": rint(draw, 1, 4)}
 
 
+def b_core_recurrent_stream(draw):
+    cell = pick(draw, CELLS)
+    dtype = pick(draw, ("float32", "float64"))
+    G, B, I, H, L, cap = GATES[cell], pos(draw), pos(draw), pos(draw), rint(draw, 1, 2), rint(draw, 1, 3)
+    weights = [(arr(draw, dtype, (G * H, I if l == 0 else H)), arr(draw, dtype, (G * H, H)),
+                maybe(draw, lambda: arr(draw, dtype, (G * H,))), maybe(draw, lambda: arr(draw, dtype, (G * H,))), None)
+               for l in range(L)]
+    xs = [arr(draw, dtype, (rint(draw, 1, cap), B, I)) for _ in range(rint(draw, 0, 2))]
+    return {"cell": cell, "weights": weights, "batch_size": B, "capacity": cap, "threads": threads_value(draw, False),
+            "xs": xs, "reserve": maybe(draw, lambda: rint(draw, 1, 4)), "reset": coin(draw)}
+
+
+def b_rnn_stream(draw):
+    kind = pick(draw, ("lstm", "gru", "rnn"))
+    dtype = pick(draw, DTYPE_ARGS)
+    dt = np.dtype(dtype).name
+    B, I, H, L, cap = pos(draw), pos(draw), pos(draw), rint(draw, 1, 2), rint(draw, 1, 4)
+    ctor = {"kind": kind, "input_size": I, "hidden_size": H, "num_layers": L, "bias": coin(draw), "dtype": dtype,
+            "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
+    chunks = [arr(draw, dt, (rint(draw, 1, cap), B, I)) for _ in range(rint(draw, 0, 3))]
+    state = None
+    if coin(draw):
+        h = arr(draw, dt, (L, B, H))
+        state = (h, arr(draw, dt, (L, B, H))) if kind == "lstm" else h
+    return {"ctor": ctor, "chunks": chunks, "batch_size": B, "capacity": cap, "threads": threads_value(draw),
+            "state": state, "reserve": maybe(draw, lambda: rint(draw, 1, 6)), "reload": coin(draw),
+            "step": coin(draw)}
+
+
 # -- issue 14, forecasting and output recurrence: mse_loss, SequenceRegressor, OutputRecurrentRNN, series --
 
 def b_core_mse_loss(draw):
@@ -1752,6 +1781,9 @@ def b_elmo_classifier(draw):
 
 TARGETS = {
     # name: (strategy, what it covers, weight of its example budget)
+    "nn_stream": (scen("rnn_stream", b_rnn_stream), ["nn.Stream"], 1),
+    "core_recurrent_stream": (call("fuzz.scenarios.core_recurrent_stream", b_core_recurrent_stream, public=False),
+                              ["_core.RecurrentStream"], 0.7),
     "core_embedding_forward": (core("embedding_forward", b_embedding_forward), ["_core.embedding_forward"], 1),
     "core_embedding_backward": (core("embedding_backward", b_embedding_backward), ["_core.embedding_backward"], 1),
     "core_linear_forward": (core("linear_forward", b_linear_forward), ["_core.linear_forward"], 1),
