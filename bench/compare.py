@@ -4,6 +4,8 @@
     python bench/compare.py --quick              # a few small workloads (smoke test)
     python bench/compare.py --only lstm --threads 2 --record
     python bench/compare.py --quick --baseline /tmp/old   # this build against another checkout, same run
+    python bench/compare.py --peers --only gemm lstm gru --threads 2 1   # + ONNX Runtime, OpenVINO
+    python bench/compare.py --peers --quick --engines ort      # the streaming and per-step rows, one peer
 
 This machine is shared and its speed drifts, so each engine runs in its own long-lived
 worker process, the engines alternate round by round on every workload, and the table
@@ -17,6 +19,15 @@ modes fwd (inference) and train (forward + backward); GEMM shapes M x K x N; var
 lengths (uniform in [10, 100] at T = 100) against the padded run; a char-LM (Embedding
 65 -> 128, 2 x LSTM 512, Linear 512 -> 65) sampling 200 tokens at temperature 1 with 1 and 64
 streams (PyTorch: the usual Python loop), and training it (B = 32, T = 128, Adam, clip 5).
+
+--peers (or --engines torch ort openvino) is the inference table instead: forward only, the shapes
+above plus a streaming model (50, 1, 64, 64) and a per-step workload (T = 1, B = 1, H = 256, the
+state carried through 1,000 calls: PyTorch, ONNX Runtime and OpenVINO feed it back call after call),
+and rnncore's GEMM against numpy's sgemm. Every engine gets the same weights and inputs; each runs in
+its own process with its thread count pinned (torch.set_num_threads, ORT intra_op_num_threads,
+OpenVINO INFERENCE_NUM_THREADS, with INFERENCE_PRECISION_HINT f32: its default is bf16 on CPUs with
+AVX-512 BF16 or AMX); every row checks each engine's output against rnncore's and the command exits 1
+after the table on a mismatch. ONNX Runtime and OpenVINO run one ONNX graph built with onnx.helper.
 """
 import argparse
 import datetime
