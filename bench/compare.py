@@ -544,6 +544,46 @@ def peer_note():
         return None
 
 
+PEER_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
+              "amx_tile", "amx_bf16", "amx_int8")
+
+
+def host_description():
+    """The CPU model, family/model numbers and the flags that decide which kernels the engines
+    take (AVX-512 BF16/VNNI, AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return machine_description()
+    fields = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    have = [f for f in PEER_FLAGS if f in flags]
+    amx = "" if any(f.startswith("amx") for f in have) else "; no AMX"
+    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}), {os.cpu_count()} CPUs; flags {' '.join(have)}{amx}")
+
+
+def rnncore_isa(pythonpath):
+    """The kernel path (rnncore._core.isa()) of the rnncore the rnncore worker imports."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    r = subprocess.run([sys.executable, "-c", "from rnncore import _core; print(_core.isa())"], env=env,
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def load_average():
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "?"
+
+
 def peer_versions(engines):
     import importlib.metadata as md
 
@@ -606,6 +646,10 @@ def run_peers(args):
 
     import numpy as np
 
+    args.load_start = load_average()
+    args.isa = rnncore_isa(ROOT if built_in_place(ROOT) else None)
+    print(f"host: {host_description()}; rnncore's kernels: {args.isa}; load average (1, 5, 15 min) "
+          f"{args.load_start}")
     peers, skipped = available_engines(args.engines)
     for msg in skipped:
         print(msg)
@@ -661,7 +705,7 @@ def run_peers(args):
                     for n in timed[k % len(timed):] + timed[:k % len(timed)]:
                         time.sleep(args.settle)
                         wl = dict(w, perturb=args.perturb_amount) if n == args.perturb else w
-                        r = workers[n].run(wl, threads, args.reps)
+                        r = workers[n].run(wl, threads, args.reps, warm=False)  # warmed by the checked run
                         times[n].append(r.get("seconds", float("nan")))
                 per = max(1, w.get("calls") or 1)
                 ms = {n: 1e3 * statistics.median(t) / per for n, t in times.items()}
@@ -685,6 +729,8 @@ def run_peers(args):
         for f in os.listdir(tmp):
             os.remove(os.path.join(tmp, f))
         os.rmdir(tmp)
+    args.load_end = load_average()
+    print(f"load average at the end: {args.load_end}")
     note = peer_note() if "openvino" in peers else None
     if note:
         print(f"\n{note}; these runs set it to f32")
@@ -700,7 +746,9 @@ def run_peers(args):
 def record_peers(rows, peers, note, args):
     path = os.path.join(HERE, "RESULTS.md")
     cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
-    lines = [f"\n### {datetime.date.today().isoformat()} — peers: `{cmd}`\n", f"Machine: {machine_description()}\n",
+    lines = [f"\n### {datetime.date.today().isoformat()} — peers: `{cmd}`\n", f"Machine: {host_description()}. Load average (1, 5, 15 min) at the start "
+             f"{args.load_start}, at the end {args.load_end} (2 cores shared with other jobs). rnncore's kernels: "
+             f"{args.isa}.\n",
              "Versions: " + ", ".join(peer_versions(peers)) + (f". {note}; these runs set f32." if note else "") + "\n",
              "Each engine column: that engine's time / rnncore's (rnncore = 1.00; > 1: rnncore is faster), its "
              "median ms in brackets; per-step rows are per call. Every engine's output was checked against "
@@ -718,8 +766,9 @@ def record_peers(rows, peers, note, args):
     print(f"recorded in {path}")
 
 
-def time_it(fn, reps, min_seconds=0.3):
-    fn()  # warm up: allocations, packing, thread pools
+def time_it(fn, reps, min_seconds=0.3, warm=True):
+    if warm:
+        fn()  # warm up: allocations, packing, thread pools (--peers: its untimed checked run did)
     times = []
     start = time.perf_counter()
     while len(times) < reps or (time.perf_counter() - start < min_seconds and len(times) < 50 * reps):
@@ -747,7 +796,7 @@ def serve(engine):
                 np.savez(req["save"], *[np.asarray(a) for a in (out if isinstance(out, tuple) else (out,))])
                 reply = {"saved": req["save"]}
             else:
-                reply = {"seconds": time_it(cache[key], req["reps"])}
+                reply = {"seconds": time_it(cache[key], req["reps"], warm=req.get("warm", True))}
         except Exception as exc:  # report, keep serving
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -774,10 +823,12 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", engine], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, workload, threads, reps, save=None):
+    def run(self, workload, threads, reps, save=None, warm=True):
         req = {"workload": workload, "threads": threads, "reps": reps}
         if save:
             req["save"] = save
+        if not warm:
+            req["warm"] = False
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
