@@ -639,6 +639,10 @@ def fmt_ms(ms):
     return f"{ms:.4f}" if ms < 1 else f"{ms:.2f}"
 
 
+def ap_default_only():
+    return ["gemm", "lstm", "gru", "rnn_tanh", "varlen", "gen", "lmtrain"]
+
+
 def run_peers(args):
     """The peer table: returns its rows; raises SystemExit(1) after the table if any engine's
     output disagreed with rnncore's (the rows are not recorded then)."""
@@ -653,6 +657,9 @@ def run_peers(args):
     peers, skipped = available_engines(args.engines)
     for msg in skipped:
         print(msg)
+    ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain")]
+    if ignored and args.only != ap_default_only():
+        print(f"--peers: no peer rows for {' '.join(ignored)} (training and sampling are not in the peer table)")
     work = peer_workloads(args)
     if any(w["kind"] == "gemm" for w in work):
         peers = peers + ["numpy"]
@@ -869,7 +876,7 @@ def machine_description():
 def main():
     ap = argparse.ArgumentParser(description="rnncore vs PyTorch, side by side in one run.")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
-    ap.add_argument("--only", nargs="+", default=["gemm", "lstm", "gru", "rnn_tanh", "varlen", "gen", "lmtrain"],
+    ap.add_argument("--only", nargs="+", default=ap_default_only(),
                     help="workload groups: gemm lstm gru rnn_tanh varlen gen lmtrain")
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
