@@ -4,6 +4,8 @@
     python bench/compare.py --quick              # a few small workloads (smoke test)
     python bench/compare.py --only lstm --threads 2 --record
     python bench/compare.py --quick --baseline /tmp/old   # this build against another checkout, same run
+    python bench/compare.py --peers --only gemm lstm gru --threads 2 1   # + ONNX Runtime, OpenVINO
+    python bench/compare.py --peers --quick --engines ort      # the streaming and per-step rows, one peer
 
 This machine is shared and its speed drifts, so each engine runs in its own long-lived
 worker process, the engines alternate round by round on every workload, and the table
@@ -17,6 +19,15 @@ modes fwd (inference) and train (forward + backward); GEMM shapes M x K x N; var
 lengths (uniform in [10, 100] at T = 100) against the padded run; a char-LM (Embedding
 65 -> 128, 2 x LSTM 512, Linear 512 -> 65) sampling 200 tokens at temperature 1 with 1 and 64
 streams (PyTorch: the usual Python loop), and training it (B = 32, T = 128, Adam, clip 5).
+
+--peers (or --engines torch ort openvino) is the inference table instead: forward only, the shapes
+above plus a streaming model (50, 1, 64, 64) and a per-step workload (T = 1, B = 1, H = 256, the
+state carried through 1,000 calls: PyTorch, ONNX Runtime and OpenVINO feed it back call after call),
+and rnncore's GEMM against numpy's sgemm. Every engine gets the same weights and inputs; each runs in
+its own process with its thread count pinned (torch.set_num_threads, ORT intra_op_num_threads,
+OpenVINO INFERENCE_NUM_THREADS, with INFERENCE_PRECISION_HINT f32: its default is bf16 on CPUs with
+AVX-512 BF16 or AMX); every row checks each engine's output against rnncore's and the command exits 1
+after the table on a mismatch. ONNX Runtime and OpenVINO run one ONNX graph built with onnx.helper.
 """
 import argparse
 import datetime
@@ -106,11 +117,18 @@ def build_rnncore(w, threads):
     rng = np.random.default_rng(0)
     if w["kind"] in ("gen", "lmtrain"):
         return build_rnncore_lm(w, threads)
+    if w["kind"] == "peer":
+        return build_peer_rnncore(w, threads)
     if w["kind"] == "gemm":
         a = rng.standard_normal((w["M"], w["K"]), dtype=np.float32)
         b = rng.standard_normal((w["K"], w["N"]), dtype=np.float32)
         c = np.empty((w["M"], w["N"]), np.float32)
-        return lambda: _core.gemm(a, b, c, threads=threads)
+
+        def gemm():
+            _core.gemm(a, b, c, threads=threads)
+            return c  # for the peers' correctness check (--peers)
+
+        return gemm
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[w["cell"]]
     layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
     x = rng.standard_normal((w["T"], w["B"], w["I"]), dtype=np.float32)
@@ -212,6 +230,8 @@ def build_torch(w, threads):
 
     if w["kind"] in ("gen", "lmtrain"):
         return build_torch_lm(w, threads)
+    if w["kind"] == "peer":
+        return build_peer_torch(w, threads)
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     if w["kind"] == "gemm":
@@ -260,8 +280,502 @@ def build_numpy(w, threads):
     return lambda: np.matmul(a, b, out=c)
 
 
-def time_it(fn, reps, min_seconds=0.3):
-    fn()  # warm up: allocations, packing, thread pools
+# --------------------------------------------------------------------------------------------
+# Peers (--peers / --engines): the inference runtimes beside PyTorch, forward only. Every engine
+# gets the same weights and inputs (peer_data: numpy, seed 0, PyTorch's layout and gate order)
+# and each row checks every engine's output against rnncore's before its times are trusted.
+# --------------------------------------------------------------------------------------------
+PEER_ENGINES = ("torch", "ort", "openvino")
+PEER_LABELS = {"torch": "PyTorch", "ort": "ONNX Runtime", "openvino": "OpenVINO", "numpy": "numpy sgemm"}
+PEER_MODULES = {"torch": ("torch",), "ort": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino"),
+                "numpy": ("numpy",)}
+STREAM_SHAPE = (50, 1, 64, 64)  # (T, B, I, H): a small streaming model
+STEP_SHAPE = (1000, 1, 256, 256)  # (calls, B, I, H): one time step per call, the state carried
+PEER_TOLERANCE = 2e-4  # max |engine - rnncore| / max(1, max |rnncore|), float32 throughout
+ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
+# PyTorch's gate blocks (LSTM i,f,g,o; GRU r,z,n) in ONNX's order (LSTM i,o,f,c; GRU z,r,h).
+ONNX_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,)}
+
+
+def peer_workloads(args):
+    """The forward-only rows of the peer table: (T, B, I, H) shapes, the streaming model, the
+    per-step workload, and numpy's sgemm against rnncore's GEMM."""
+    out = []
+    if "gemm" in args.only:
+        M, K, N = GEMMS["6400x512x2048"]
+        out.append({"name": "gemm 6400x512x2048", "kind": "gemm", "M": M, "K": K, "N": N})
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        if cell not in args.only:
+            continue
+        rows = [(f"{s} fwd", SHAPES[s]) for s in args.shapes] + [("stream", STREAM_SHAPE + (1,))]
+        if args.quick:
+            rows = rows[-1:]
+        for label, (T, B, I, H, layers) in rows:
+            shape = f"({T},{B},{I},{H})" + (f" x{layers}" if layers > 1 else "")
+            out.append({"name": f"{cell} {label} {shape}", "kind": "peer", "cell": cell, "T": T, "B": B, "I": I,
+                        "H": H, "layers": layers, "calls": 0})
+        calls, B, I, H = STEP_SHAPE
+        if args.quick:
+            calls = 100
+        out.append({"name": f"{cell} step (1,{B},{I},{H}) x{calls}, per call", "kind": "peer", "cell": cell,
+                    "T": 1, "B": B, "I": I, "H": H, "layers": 1, "calls": calls})
+    return out
+
+
+def peer_data(w):
+    """(params, x) for a peer workload: params[k] = (w_ih, w_hh, b_ih, b_hh) of layer k in
+    PyTorch's layout, uniform in +-1/sqrt(H) as PyTorch initialises them; x (T, B, I), or
+    (calls, B, I) for the per-step workload. w["perturb"] (the tests, --perturb) adds that much
+    noise to every weight: the correctness check must then fail."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    G, H, k = GATES[w["cell"]], w["H"], 1.0 / np.sqrt(w["H"])
+    params = []
+    for layer in range(w["layers"]):
+        I = w["I"] if layer == 0 else H
+        params.append(tuple(rng.uniform(-k, k, size).astype(np.float32)
+                            for size in ((G * H, I), (G * H, H), (G * H,), (G * H,))))
+    x = rng.standard_normal((w["calls"] or w["T"], w["B"], w["I"]), dtype=np.float32)
+    if w.get("perturb"):
+        noise = np.random.default_rng(1)
+        params = [tuple((p + w["perturb"] * noise.standard_normal(p.shape)).astype(np.float32) for p in ps)
+                  for ps in params]
+    return params, x
+
+
+def peer_state_dict(params):
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    return {f"{n}_l{k}": a for k, ps in enumerate(params) for n, a in zip(names, ps)}
+
+
+def build_peer_rnncore(w, threads):
+    """Returns fn() -> (y, h_n[, c_n]); the per-step workload returns the last call's y and the final state."""
+    from rnncore import nn
+
+    params, x = peer_data(w)
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[w["cell"]]
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
+    layer.load_state_dict(peer_state_dict(params))
+    layer.eval()
+    lstm = w["cell"] == "lstm"
+
+    def flat(y, state):
+        return (y,) + (tuple(state) if lstm else (state,))
+
+    if not w["calls"]:
+        return lambda: flat(*layer(x))
+
+    def steps():  # the state carried from call to call, from zeros
+        state = None
+        for t in range(w["calls"]):
+            y, state = layer(x[t:t + 1], state)
+        return flat(y, state)
+
+    return steps
+
+
+def build_peer_torch(w, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    params, x = peer_data(w)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[w["cell"]]
+    layer = cls(w["I"], w["H"], num_layers=w["layers"])
+    layer.load_state_dict({k: torch.from_numpy(v) for k, v in peer_state_dict(params).items()})
+    layer.eval()
+    x = torch.from_numpy(x)
+    lstm = w["cell"] == "lstm"
+
+    def flat(y, state):
+        return tuple(t.numpy() for t in ((y,) + (tuple(state) if lstm else (state,))))
+
+    if not w["calls"]:
+        def fwd():
+            with torch.inference_mode():
+                return flat(*layer(x))
+        return fwd
+
+    def steps():
+        with torch.inference_mode():
+            state = None
+            for t in range(w["calls"]):
+                y, state = layer(x[t:t + 1], state)
+            return flat(y, state)
+
+    return steps
+
+
+def onnx_model(w, params):
+    """The layer as an ONNX graph (onnx.helper, opset 17): one LSTM/GRU/RNN node per layer with
+    the weights as initializers, reordered to ONNX's gate order; GRU with linear_before_reset=1
+    (PyTorch's GRU applies r after the hidden matmul). Inputs x (T, B, I) and, for the per-step
+    workload, h0 (and c0) (1, B, H); outputs y (T, B, H), h_n (and c_n) (L, B, H)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    cell, H, L, B = w["cell"], w["H"], w["layers"], w["B"]
+    T = 1 if w["calls"] else w["T"]
+    lstm, stateful = cell == "lstm", bool(w["calls"])
+    if stateful and L != 1:
+        raise ValueError("onnx_model: the per-step workload has one layer")
+    order = ONNX_GATE_ORDER[cell]
+
+    def reorder(a):  # gate blocks of H rows: PyTorch's order -> ONNX's
+        return np.concatenate([a[g * H:(g + 1) * H] for g in order])
+
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("x", f32, [T, B, w["I"]])]
+    if stateful:
+        inputs += [helper.make_tensor_value_info(n, f32, [1, B, H]) for n in (("h0", "c0") if lstm else ("h0",))]
+    outputs = [helper.make_tensor_value_info("y", f32, [T, B, H]), helper.make_tensor_value_info("h_n", f32, [L, B, H])]
+    if lstm:
+        outputs.append(helper.make_tensor_value_info("c_n", f32, [L, B, H]))
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes, layer_in, hs, cs = [], "x", [], []
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
+        W, R, Bias = f"W{k}", f"R{k}", f"B{k}"
+        inits += [numpy_helper.from_array(reorder(w_ih)[None], W), numpy_helper.from_array(reorder(w_hh)[None], R),
+                  numpy_helper.from_array(np.concatenate([reorder(b_ih), reorder(b_hh)])[None], Bias)]
+        ins = [layer_in, W, R, Bias, ""] + (["h0"] + (["c0"] if lstm else []) if stateful else [])
+        outs = [f"Y{k}", f"Yh{k}"] + ([f"Yc{k}"] if lstm else [])
+        attrs = {"hidden_size": H}
+        if cell == "gru":
+            attrs["linear_before_reset"] = 1
+        nodes.append(helper.make_node(ONNX_OPS[cell], ins, outs, name=f"{cell}{k}", **attrs))
+        layer_in = "y" if k == L - 1 else f"y{k}"
+        nodes.append(helper.make_node("Squeeze", [f"Y{k}", "axis1"], [layer_in]))  # (T, 1, B, H) -> (T, B, H)
+        hs.append(f"Yh{k}")
+        cs.append(f"Yc{k}")
+    for name, parts in (("h_n", hs),) + ((("c_n", cs),) if lstm else ()):
+        nodes.append(helper.make_node("Concat", parts, [name], axis=0) if L > 1 else
+                     helper.make_node("Identity", parts, [name]))
+    graph = helper.make_graph(nodes, f"rnncore_peer_{cell}", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="rnncore-compare")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def peer_feeds(w):
+    """The state inputs of the per-step graph, (names, zero arrays): h0 (and c0 for an LSTM), (1, B, H)."""
+    import numpy as np
+
+    names = ("h0", "c0") if w["cell"] == "lstm" else ("h0",)
+    zeros = tuple(np.zeros((1, w["B"], w["H"]), np.float32) for _ in names)
+    return names, zeros
+
+
+def build_peer_ort(w, threads):
+    import onnxruntime as ort
+
+    params, x = peer_data(w)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_model(w, params), opts, providers=["CPUExecutionProvider"])
+    if not w["calls"]:
+        return lambda: tuple(sess.run(None, {"x": x}))
+    names, zeros = peer_feeds(w)
+
+    def steps():  # the state fed back through the session, call after call
+        state = zeros
+        for t in range(w["calls"]):
+            out = sess.run(None, {"x": x[t:t + 1], **dict(zip(names, state))})
+            state = out[1:]
+        return tuple(out)
+
+    return steps
+
+
+def openvino_config(threads):
+    """Precision pinned to f32: on CPUs with AVX-512 BF16 or AMX, OpenVINO's default
+    INFERENCE_PRECISION_HINT is bf16 (peer_note reports this host's default)."""
+    return {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY"}
+
+
+def build_peer_openvino(w, threads):
+    import tempfile
+
+    import openvino as ov
+
+    params, x = peer_data(w)
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(onnx_model(w, params))
+        compiled = core.compile_model(core.read_model(path), "CPU", openvino_config(threads))
+    got = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if "f32" not in got and "float32" not in got:
+        raise RuntimeError(f"OpenVINO compiled the model with inference precision {got}, not f32")
+    req = compiled.create_infer_request()
+    outs = compiled.outputs
+    if not w["calls"]:
+        def fwd():
+            res = req.infer({"x": x}, share_inputs=True)
+            return tuple(res[o] for o in outs)
+        return fwd
+    names, zeros = peer_feeds(w)
+
+    def steps():  # the state fed back through the request, call after call
+        state = zeros
+        for t in range(w["calls"]):
+            res = req.infer({"x": x[t:t + 1], **dict(zip(names, state))}, share_inputs=True)
+            out = tuple(res[o] for o in outs)
+            state = out[1:]
+        return out
+
+    return steps
+
+
+def peer_note():
+    """OpenVINO's default CPU inference precision on this host (the runs pin f32), or None."""
+    try:
+        import openvino as ov
+
+        hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+        return f"OpenVINO's default CPU INFERENCE_PRECISION_HINT here: {getattr(hint, 'to_string', hint.__str__)()}"
+    except Exception:
+        return None
+
+
+PEER_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
+              "amx_tile", "amx_bf16", "amx_int8")
+
+
+def host_description():
+    """The CPU model, family/model numbers and the flags that decide which kernels the engines
+    take (AVX-512 BF16/VNNI, AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return machine_description()
+    fields = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    have = [f for f in PEER_FLAGS if f in flags]
+    amx = "" if any(f.startswith("amx") for f in have) else "; no AMX"
+    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}), {os.cpu_count()} CPUs; flags {' '.join(have)}{amx}")
+
+
+def rnncore_isa(pythonpath):
+    """The kernel path (rnncore._core.isa()) of the rnncore the rnncore worker imports."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    r = subprocess.run([sys.executable, "-c", "from rnncore import _core; print(_core.isa())"], env=env,
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def load_average():
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "?"
+
+
+def peer_versions(engines):
+    import importlib.metadata as md
+
+    dist = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "numpy": "numpy"}
+    out = []
+    for e in engines:
+        try:
+            out.append(f"{PEER_LABELS[e]} {md.version(dist[e])}")
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def available_engines(requested, find_spec=None):
+    """(engines that can run, messages for those that cannot): an engine whose modules are not
+    installed is skipped with a message naming the module, never an import error mid-run."""
+    import importlib.util
+
+    find_spec = find_spec or importlib.util.find_spec
+    ok, skipped = [], []
+    for e in requested:
+        missing = [m for m in PEER_MODULES[e] if find_spec(m) is None]
+        if missing:
+            skipped.append(f"skipping {e} ({PEER_LABELS[e]}): module {', '.join(missing)} is not installed "
+                           f"(pip install {' '.join(missing)})")
+        else:
+            ok.append(e)
+    return ok, skipped
+
+
+def peer_error(ref, got):
+    """max |got - ref| / max(1, max |ref|) over every output array, or inf when the shapes differ."""
+    import numpy as np
+
+    if len(ref) != len(got):
+        return float("inf")
+    err = 0.0
+    for r, g in zip(ref, got):
+        r, g = np.asarray(r, np.float64), np.asarray(g, np.float64)
+        if r.shape != g.shape or not np.all(np.isfinite(g)):
+            return float("inf")
+        err = max(err, float(np.max(np.abs(g - r))) / max(1.0, float(np.max(np.abs(r)))) if r.size else err)
+    return err
+
+
+def engine_supports(engine, w):
+    if w["kind"] == "gemm":
+        return engine in ("rnncore", "base", "numpy")
+    return engine != "numpy"
+
+
+def fmt_ms(ms):
+    return f"{ms:.4f}" if ms < 1 else f"{ms:.2f}"
+
+
+def ap_default_only():
+    return ["gemm", "lstm", "gru", "rnn_tanh", "varlen", "gen", "lmtrain"]
+
+
+def run_peers(args):
+    """The peer table: returns its rows; raises SystemExit(1) after the table if any engine's
+    output disagreed with rnncore's (the rows are not recorded then)."""
+    import tempfile
+
+    import numpy as np
+
+    args.load_start = load_average()
+    args.isa = rnncore_isa(ROOT if built_in_place(ROOT) else None)
+    print(f"host: {host_description()}; rnncore's kernels: {args.isa}; load average (1, 5, 15 min) "
+          f"{args.load_start}")
+    peers, skipped = available_engines(args.engines)
+    for msg in skipped:
+        print(msg)
+    ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain")]
+    if ignored and args.only != ap_default_only():
+        print(f"--peers: no peer rows for {' '.join(ignored)} (training and sampling are not in the peer table)")
+    work = peer_workloads(args)
+    if any(w["kind"] == "gemm" for w in work):
+        peers = peers + ["numpy"]
+    workers = {"rnncore": Worker("rnncore", pythonpath=ROOT if built_in_place(ROOT) else None)}
+    if args.baseline:
+        workers["base"] = Worker("rnncore", pythonpath=os.path.abspath(args.baseline))
+    for e in peers:
+        if e != "numpy":
+            workers[e] = Worker(e)
+    cols = [e for e in peers]
+    header = (f"{'workload':<40} {'thr':>3} {'rnncore ms':>10}" + (f" {'base/this':>9}" if args.baseline else "")
+              + "".join(f" {e:>8}" for e in cols) + f" {'fastest peer':>12} {'vs fastest':>10} {'max err':>8}")
+    print("engine columns: that engine's time / rnncore's (> 1: rnncore is faster); vs fastest: the fastest "
+          "peer's time / rnncore's; max err: the largest max|engine - rnncore| / max(1, max|rnncore|) of the row "
+          f"(must be <= {PEER_TOLERANCE:g})")
+    print(header)
+    print("-" * len(header))
+    rows, failures = [], []
+    tmp = tempfile.mkdtemp(prefix="rnncore-peers-")
+    try:
+        for threads in args.threads:
+            if "numpy" in peers:
+                if "numpy" in workers:
+                    workers.pop("numpy").close()
+                workers["numpy"] = Worker("numpy", threads)
+            for w in work:
+                names = [n for n in workers if engine_supports(n, w)]
+                outputs, errors = {}, {}
+                for n in names:  # one untimed run each, saved for the check
+                    wl = dict(w, perturb=args.perturb_amount) if n == args.perturb else w
+                    path = os.path.join(tmp, f"{n}.npz")
+                    r = workers[n].run(wl, threads, 0, save=path)
+                    if "error" in r:
+                        errors[n] = r["error"]
+                        continue
+                    with np.load(path) as z:
+                        outputs[n] = [z[f"arr_{i}"] for i in range(len(z.files))]
+                if "rnncore" not in outputs:
+                    raise RuntimeError(f"{w['name']}: rnncore: {errors.get('rnncore')}")
+                err = {n: peer_error(outputs["rnncore"], outputs[n]) for n in outputs if n != "rnncore"}
+                bad = sorted(n for n, e in err.items() if not e <= PEER_TOLERANCE)
+                for n in bad:
+                    failures.append(f"{w['name']}, {threads} thread(s): {n}'s output differs from rnncore's: "
+                                    f"max error {err[n]:.3g} > {PEER_TOLERANCE:g}")
+                for n, e in errors.items():
+                    failures.append(f"{w['name']}, {threads} thread(s): {n} failed: {e}")
+                timed = [n for n in names if n in outputs]
+                times = {n: [] for n in timed}
+                for k in range(args.rounds):  # alternate, rotating who goes first
+                    for n in timed[k % len(timed):] + timed[:k % len(timed)]:
+                        time.sleep(args.settle)
+                        wl = dict(w, perturb=args.perturb_amount) if n == args.perturb else w
+                        r = workers[n].run(wl, threads, args.reps, warm=False)  # warmed by the checked run
+                        times[n].append(r.get("seconds", float("nan")))
+                per = max(1, w.get("calls") or 1)
+                ms = {n: 1e3 * statistics.median(t) / per for n, t in times.items()}
+                ratio = {n: ms[n] / ms["rnncore"] for n in ms}
+                peer_ms = {n: ms[n] for n in ms if n in peers}
+                fastest = min(peer_ms, key=peer_ms.get) if peer_ms else None
+                row = {"workload": w["name"], "threads": threads, "ms": ms, "ratio": ratio, "errors": err,
+                       "fastest": fastest, "vs_fastest": ratio[fastest] if fastest else None,
+                       "max_err": max(err.values()) if err else None, "failed": bad + sorted(errors)}
+                rows.append(row)
+                cells = "".join(f" {ratio[e]:>8.2f}" if e in ratio else f" {('FAIL' if e in errors else '-'):>8}"
+                                for e in cols)
+                print(f"{w['name']:<40} {threads:>3} {fmt_ms(ms['rnncore']):>10}"
+                      + (f" {ratio['base']:>8.2f}x" if args.baseline else "") + cells
+                      + (f" {fastest:>12} {ratio[fastest]:>9.2f}x" if fastest else f" {'-':>12} {'-':>10}")
+                      + (f" {row['max_err']:>8.1e}" if err else f" {'-':>8}")
+                      + ("  MISMATCH: " + ", ".join(row["failed"]) if row["failed"] else ""), flush=True)
+    finally:
+        for wk in workers.values():
+            wk.close()
+        for f in os.listdir(tmp):
+            os.remove(os.path.join(tmp, f))
+        os.rmdir(tmp)
+    args.load_end = load_average()
+    print(f"load average at the end: {args.load_end}")
+    note = peer_note() if "openvino" in peers else None
+    if note:
+        print(f"\n{note}; these runs set it to f32")
+    if failures:
+        print("\nFAILED: the outputs of these engines do not match rnncore's, so their times mean nothing:",
+              file=sys.stderr)
+        for f in failures:
+            print("  " + f, file=sys.stderr)
+        raise SystemExit(1)
+    return rows, peers, note
+
+
+def record_peers(rows, peers, note, args):
+    path = os.path.join(HERE, "RESULTS.md")
+    cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
+    lines = [f"\n### {datetime.date.today().isoformat()} — peers: `{cmd}`\n", f"Machine: {host_description()}. Load average (1, 5, 15 min) at the start "
+             f"{args.load_start}, at the end {args.load_end} (2 cores shared with other jobs). rnncore's kernels: "
+             f"{args.isa}.\n",
+             "Versions: " + ", ".join(peer_versions(peers)) + (f". {note}; these runs set f32." if note else "") + "\n",
+             "Each engine column: that engine's time / rnncore's (rnncore = 1.00; > 1: rnncore is faster), its "
+             "median ms in brackets; per-step rows are per call. Every engine's output was checked against "
+             f"rnncore's (max error <= {PEER_TOLERANCE:g}).\n",
+             "| workload | threads | rnncore ms | " + " | ".join(PEER_LABELS[e] for e in peers)
+             + " | fastest peer | vs fastest | max err |",
+             "|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|"]
+    for r in rows:
+        cells = " | ".join(f"{r['ratio'][e]:.2f} ({fmt_ms(r['ms'][e])})" if e in r["ratio"] else "" for e in peers)
+        lines.append(f"| {r['workload']} | {r['threads']} | {fmt_ms(r['ms']['rnncore'])} | {cells} | "
+                     + (f"{PEER_LABELS[r['fastest']]} | {r['vs_fastest']:.2f}x" if r["fastest"] else " | ")
+                     + (f" | {r['max_err']:.1e} |" if r["max_err"] is not None else " | |"))
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"recorded in {path}")
+
+
+def time_it(fn, reps, min_seconds=0.3, warm=True):
+    if warm:
+        fn()  # warm up: allocations, packing, thread pools (--peers: its untimed checked run did)
     times = []
     start = time.perf_counter()
     while len(times) < reps or (time.perf_counter() - start < min_seconds and len(times) < 50 * reps):
@@ -272,7 +786,8 @@ def time_it(fn, reps, min_seconds=0.3):
 
 
 def serve(engine):
-    builders = {"rnncore": build_rnncore, "torch": build_torch, "numpy": build_numpy}
+    builders = {"rnncore": build_rnncore, "torch": build_torch, "numpy": build_numpy, "ort": build_peer_ort,
+                "openvino": build_peer_openvino}
     cache = {}
     for line in sys.stdin:
         req = json.loads(line)
@@ -281,8 +796,14 @@ def serve(engine):
             if key not in cache:
                 cache.clear()
                 cache[key] = builders[engine](req["workload"], req["threads"])
-            seconds = time_it(cache[key], req["reps"])
-            reply = {"seconds": seconds}
+            if req.get("save"):  # one untimed run, its outputs saved for the peers' correctness check
+                import numpy as np
+
+                out = cache[key]()
+                np.savez(req["save"], *[np.asarray(a) for a in (out if isinstance(out, tuple) else (out,))])
+                reply = {"saved": req["save"]}
+            else:
+                reply = {"seconds": time_it(cache[key], req["reps"], warm=req.get("warm", True))}
         except Exception as exc:  # report, keep serving
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -309,8 +830,13 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", engine], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, workload, threads, reps):
-        self.proc.stdin.write(json.dumps({"workload": workload, "threads": threads, "reps": reps}) + "\n")
+    def run(self, workload, threads, reps, save=None, warm=True):
+        req = {"workload": workload, "threads": threads, "reps": reps}
+        if save:
+            req["save"] = save
+        if not warm:
+            req["warm"] = False
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -350,7 +876,7 @@ def machine_description():
 def main():
     ap = argparse.ArgumentParser(description="rnncore vs PyTorch, side by side in one run.")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
-    ap.add_argument("--only", nargs="+", default=["gemm", "lstm", "gru", "rnn_tanh", "varlen", "gen", "lmtrain"],
+    ap.add_argument("--only", nargs="+", default=ap_default_only(),
                     help="workload groups: gemm lstm gru rnn_tanh varlen gen lmtrain")
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
@@ -365,12 +891,30 @@ def main():
     ap.add_argument("--baseline", metavar="DIR",
                     help="another rnncore checkout, built in place (setup.py build_ext --inplace), timed in the same "
                          "run, alternating with this one: adds the columns 'base ms' and 'base/this'")
+    ap.add_argument("--peers", action="store_true",
+                    help="the inference runtimes as peers: forward only, shapes --shapes plus the streaming model "
+                         "(50, 1, 64, 64) and a per-step workload (T=1, B=1, H=256, state carried, 1,000 calls), "
+                         "every engine's output checked against rnncore's (exit 1 on a mismatch); with --quick only "
+                         "the streaming and a 100-call per-step row")
+    ap.add_argument("--engines", nargs="+", choices=list(PEER_ENGINES), default=None,
+                    help="the peers to run (implies --peers; default: all of " + " ".join(PEER_ENGINES)
+                         + "; ort = ONNX Runtime); one not installed is skipped with a message")
+    ap.add_argument("--perturb", choices=list(PEER_ENGINES), help=argparse.SUPPRESS)  # tests: the check must fail
+    ap.add_argument("--perturb-amount", type=float, default=1e-3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
         return
     if args.quick:
         args.rounds, args.reps, args.settle = 1, 2, 0.0
+    if args.peers or args.engines:
+        args.engines = args.engines or list(PEER_ENGINES)
+        if args.baseline and not built_in_place(os.path.abspath(args.baseline)):
+            ap.error(f"--baseline: {args.baseline} has no rnncore/_core built in place")
+        rows, peers, note = run_peers(args)
+        if args.record:
+            record_peers(rows, peers, note, args)
+        return
 
     have_torch = torch_available()
     workers = {"rnncore": Worker("rnncore", pythonpath=ROOT if built_in_place(ROOT) else None)}
