@@ -366,11 +366,15 @@ def build_peer_rnncore(w, threads):
     if not w["calls"]:
         return lambda: flat(*layer(x))
 
+    # The per-step workload through the streaming API (layer.stream(): weights packed once, the
+    # state carried inside, no allocation per call), as a user feeding one step at a time would.
+    stream = layer.stream(batch_size=w["B"], capacity=1, threads=threads)
+
     def steps():  # the state carried from call to call, from zeros
-        state = None
+        stream.reset()
         for t in range(w["calls"]):
-            y, state = layer(x[t:t + 1], state)
-        return flat(y, state)
+            y = stream.feed(x[t:t + 1])
+        return flat(y.copy(), stream.state)
 
     return steps
 
