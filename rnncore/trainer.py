@@ -419,7 +419,13 @@ class Trainer:
         if world is None:
             loss, count = self.task.train_batch(model, batch)
         else:  # this rank's columns, then the gradients averaged over the ranks (weighted by count)
-            lo, hi = world.shard(self.task.batch_width(batch))
+            width = self.task.batch_width(batch)
+            if width < world.size and isinstance(self.task, LanguageModelTask):  # the same on every rank
+                # a rank without streams carries no state, and the checkpoints' gather of it would not match
+                raise ValueError(f"Trainer: a distributed language model needs at least one stream per rank: "
+                                 f"the batch has {width} stream(s) for {world.size} ranks; use batch_size >= "
+                                 f"{world.size} (and text long enough for that many streams)")
+            lo, hi = world.shard(width)
             loss, count = (0.0, 0) if hi == lo else self.task.train_batch(model, self.task.local_batch(batch, lo, hi))
             clock = time.perf_counter() - self._clock[0] if self._clock is not None else 0.0
             loss, count, self._agreed_elapsed = world.allreduce_gradients(model.parameters(), loss, count, clock,

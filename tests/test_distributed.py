@@ -161,6 +161,18 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
 
 
 @needs_mpi
+def test_language_model_with_fewer_streams_than_ranks_is_refused(tmp_path):
+    # batch 1 on 2 ranks: rank 0's slice of the streams is empty, so it carries no state; its
+    # checkpoint gather then never matched rank 1's (a hang until the timeout, or mismatched
+    # collectives). It must stop at once with a message saying what to change.
+    cfg = {"kind": "lm", "steps": 4, "batch": 1, "checkpoint_dir": str(tmp_path / "ck"), "checkpoint_every": 2}
+    code, out, seconds = mpirun(cfg, tmp_path, env={distributed.TIMEOUT_ENV: "10"})
+    assert code != 0 and seconds < 60
+    assert "needs at least one stream per rank" in out, out
+    assert "did not complete" not in out, out
+
+
+@needs_mpi
 def test_cli_train_distributed(tmp_path):
     text = tmp_path / "t.txt"
     rng = np.random.default_rng(0)

@@ -143,3 +143,23 @@ def test_bad_input_is_named():
         _core.mse_loss(x, x.astype(np.float32))
     with pytest.raises(ValueError, match="mask must have the input's shape"):
         _core.mse_loss(x, x, np.ones((T, 1)))
+
+
+def test_tiny_total_weight_gives_a_finite_gradient():
+    # mean with total weight 1e-40 (a float32 subnormal): scale = 1e40 is past float32's range,
+    # yet the gradient 2 * w * e / total = 2 * e is small; it must not come back inf or NaN
+    x, y = np.array([1.0, 0.0], np.float32), np.zeros(2, np.float32)
+    loss, d, total = _core.mse_loss(x, y, np.array([1e-40, 0.0], np.float32))
+    assert total > 0 and abs(loss - 1.0) < 1e-5
+    assert np.all(np.isfinite(d)), d
+    np.testing.assert_allclose(d, [2.0, 0.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_gradient_overflow_raises(reduction):
+    # w * e^2 = 3e38 fits float32, but the gradient 2 * w * e = 6e38 does not: FloatingPointError,
+    # not a finite loss with an infinite gradient
+    x, y, w = np.array([1.0], np.float32), np.zeros(1, np.float32), np.array([3e38], np.float32)
+    with pytest.raises(FloatingPointError, match="mse_loss"):
+        _core.mse_loss(x, y, w, reduction)
+    assert np.isfinite(_core.mse_loss(x, y, w, reduction, False)[0])  # no gradient asked: nothing overflows

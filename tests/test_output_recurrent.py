@@ -161,3 +161,18 @@ def test_bad_input():
         m.backward()  # forward without loss: pass grad_output
     with pytest.raises(ValueError, match="grad_output must have the predictions' shape"):
         m.backward(np.zeros((T, B)))
+
+
+def test_free_run_does_not_copy_its_input(monkeypatch):
+    """free_run saves nothing for a backward, so a float32 C-contiguous x goes to C++ as it is
+    (no private copy); the teacher-forced forward, which saves x, still copies it."""
+    from rnncore.nn import output_recurrent as mod
+    calls = []
+    real = mod.private_copy
+    monkeypatch.setattr(mod, "private_copy", lambda a, src: calls.append(a.shape) or real(a, src))
+    m = nn.OutputRecurrentRNN(I, H, O, seed=0)
+    x = np.ones((T, B, I), np.float32)
+    m.free_run(x)
+    assert calls == []
+    m(x, np.ones((T, B, O), np.float32))
+    assert calls == [(T, B, I)]

@@ -328,8 +328,8 @@ py::tuple mse_loss_py(const py::object& input_obj, const py::object& target_obj,
     throw py::value_error(s.str());
   }
   if (r.overflow)
-    raise_floating_point_error(std::string(fn) + ": the squared errors (or their sum, or the total weight of the "
-                               "mask) overflow: the values are too large; scale the data down");
+    raise_floating_point_error(std::string(fn) + ": the squared errors (or their sum, their gradient, or the total "
+                               "weight of the mask) overflow: the values are too large; scale the data down");
   py::object loss = reduction == Reduction::None ? py::object(losses) : py::object(py::float_(r.loss));
   return py::make_tuple(loss, compute_grad ? py::object(dinput) : py::object(py::none()), r.total_weight);
 }

@@ -60,7 +60,11 @@ MSEResult mse_fused(T* losses, T* dinput, const T* input, const T* target, const
       if (!std::isfinite(le)) bad = 1;
       if (l) l[f] = le;
       // dinput = scale * 2 * w * (input - target)
-      if (g) g[f] = static_cast<T>(scale * 2.0) * w * e;
+      // (in double: scale alone may be past T's range when the total weight is tiny)
+      if (g) {
+        g[f] = static_cast<T>(scale * 2.0 * static_cast<double>(w) * static_cast<double>(e));
+        if (!std::isfinite(g[f])) bad = 1;  // e.g. w * e^2 fits T but 2 * w * e does not
+      }
       s += static_cast<double>(le);
     }
     row_sums[static_cast<std::size_t>(n)] = s;

@@ -18,7 +18,7 @@ struct MSEResult {
   index_t bad_weight = -1;     // first weight that is negative, NaN or infinite (flat index into the weights)
   index_t nonfinite_input = -1;   // first element (flat) where the input is NaN or infinite
   index_t nonfinite_target = -1;  // first element (flat) where the target is NaN or infinite
-  bool overflow = false;       // every input is finite, but a squared error, or the sum, is not
+  bool overflow = false;       // every input is finite, but a squared error, the sum or a gradient is not
 };
 
 // losses: (N, F) written: w * (input - target)^2 per element, or null (not needed for Mean/Sum).

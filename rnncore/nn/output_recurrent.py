@@ -81,7 +81,7 @@ class OutputRecurrentRNN(Module):
 
     # -- input checks ------------------------------------------------------------------------
 
-    def _inputs(self, x, fn):
+    def _inputs(self, x, fn, saved=True):
         x_in = x
         x = as_real_array(x, "x", fn, self.dtype)
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -89,7 +89,8 @@ class OutputRecurrentRNN(Module):
         if x.shape[0] == 0:
             raise ValueError(f"{fn}: x has no time steps (T = 0, shape {shape_str(x.shape)}): there is nothing to "
                              "predict")
-        return private_copy(_finite(x, "x", fn), x_in)
+        _finite(x, "x", fn)
+        return private_copy(x, x_in) if saved else x  # free_run keeps nothing: no copy
 
     def _y0(self, y0, B, fn):
         if y0 is None:
@@ -174,7 +175,7 @@ class OutputRecurrentRNN(Module):
         default zeros, before the first): one C++ call (_core.output_recurrent_free_run), no Python
         loop over time. Saves nothing (no backward)."""
         fn = "OutputRecurrentRNN.free_run"
-        x = self._inputs(x, fn)
+        x = self._inputs(x, fn, saved=False)
         y0 = None if y0 is None else self._y0(y0, x.shape[1], fn)
         return _core.output_recurrent_free_run(x, self.weight_ih.data, self.weight_oh.data, self.bias_h.data,
                                                self.weight_ho.data, self.bias_o.data, y0,

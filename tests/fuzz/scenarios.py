@@ -1525,6 +1525,7 @@ def mse_function(input, target, kwargs=None):
     expect(finite(loss), f"mse_loss returned a non-finite loss {loss!r} instead of raising")
     if dinput is not None:
         expect_shape(dinput, np.shape(loss) if np.ndim(loss) else np.shape(np.asarray(input)), "dinput")
+        expect(finite(dinput), "mse_loss returned a non-finite gradient beside a finite loss instead of raising")
     return loss
 
 
