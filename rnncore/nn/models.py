@@ -532,6 +532,25 @@ class _SequenceEncoder(Module):
             return None
         return _time_major(dx, self.batch_first)
 
+    # A head at every step (SequenceTagger, SequenceRegressor): dropout -> fc over the encoder's output.
+    def _step_head(self, out, lengths):
+        self._ctx = (out.shape, lengths)
+        return self.fc(_time_major(self.drop_out(out), self.batch_first))
+
+    def _valid_steps(self):
+        """The mask of steps t < length, (T, B) ((B, T) with batch_first); None without lengths."""
+        (T, _, _), lens = self._ctx
+        if lens is None:
+            return None
+        mask = np.arange(T)[:, None] < lens[None, :]
+        return mask.T if self.batch_first else mask
+
+    def _step_head_backward(self, grad, fn):
+        grad = self._take_grad_logits(grad, fn)
+        self._ctx = None
+        dout = self.drop_out.backward(_time_major(self.fc.backward(grad), self.batch_first))
+        return self._encode_backward(dout, None)
+
 
 class SequenceClassifier(_SequenceEncoder):
     """Many-to-one: a sequence -> class logits (B, C).
@@ -646,8 +665,7 @@ class SequenceTagger(_SequenceEncoder):
     def forward(self, x, lengths=None):
         fn = "SequenceTagger.forward"
         out, _, lengths = self._encode(x, lengths, fn)
-        self._ctx = (out.shape, lengths)
-        return self.fc(_time_major(self.drop_out(out), self.batch_first))
+        return self._step_head(out, lengths)
 
     @exclusive
     def loss(self, x, tags, lengths=None, ignore_index=-100, reduction="mean"):
@@ -655,22 +673,13 @@ class SequenceTagger(_SequenceEncoder):
         logits = self.forward(x, lengths)
         tags = as_index_array(tags, "tags", fn)
         expect_shape(tags, logits.shape[:2], "tags", fn, "(B, T)" if self.batch_first else "(T, B)")
-        (T, B, _), lens = self._ctx
-        mask = None
-        if lens is not None:
-            mask = np.arange(T)[:, None] < lens[None, :]
-            if self.batch_first:
-                mask = mask.T
+        mask = self._valid_steps()
         loss, self._dlogits = cross_entropy(logits, tags, ignore_index, reduction, mask, threads=self.threads)
         return loss
 
     @exclusive
     def backward(self, grad_logits=None):
-        fn = "SequenceTagger.backward"
-        grad_logits = self._take_grad_logits(grad_logits, fn)
-        self._ctx = None
-        dout = self.drop_out.backward(_time_major(self.fc.backward(grad_logits), self.batch_first))
-        return self._encode_backward(dout, None)
+        return self._step_head_backward(grad_logits, "SequenceTagger.backward")
 
 
 class SequenceRegressor(_SequenceEncoder):
@@ -715,8 +724,7 @@ class SequenceRegressor(_SequenceEncoder):
             raise ValueError(f"{fn}: x holds {x[pos]} at position {list(pos)}: every value must be finite (a series "
                              "with NaN, a missing value? fill or drop it first)")
         out, _, lengths = self._encode(x, lengths, fn)
-        self._ctx = (out.shape, lengths)
-        return self.fc(_time_major(self.drop_out(out), self.batch_first))
+        return self._step_head(out, lengths)
 
     @exclusive
     def loss(self, x, target, lengths=None, reduction="mean"):
@@ -725,22 +733,13 @@ class SequenceRegressor(_SequenceEncoder):
         target = as_real_array(target, "target", fn, self.dtype)
         layout = "(B, T, O)" if self.batch_first else "(T, B, O)"
         expect_shape(target, pred.shape, "target", fn, layout)
-        (T, B, _), lens = self._ctx
-        mask = None
-        if lens is not None:
-            mask = np.arange(T)[:, None] < lens[None, :]
-            if self.batch_first:
-                mask = mask.T
+        mask = self._valid_steps()
         loss, self._dlogits = mse_loss(pred, target, reduction, mask, threads=self.threads)
         return loss
 
     @exclusive
     def backward(self, grad_output=None):
-        fn = "SequenceRegressor.backward"
-        grad_output = self._take_grad_logits(grad_output, fn)
-        self._ctx = None
-        dout = self.drop_out.backward(_time_major(self.fc.backward(grad_output), self.batch_first))
-        return self._encode_backward(dout, None)
+        return self._step_head_backward(grad_output, "SequenceRegressor.backward")
 
     def extra_repr(self):
         s = f"input_size={self.input_size}, hidden_size={self.hidden_size}, output_size={self.output_size}"
