@@ -28,7 +28,8 @@ Isa best_supported_isa();  // what the CPU (and this build) can run
 Isa active_isa();          // what this process runs (see above)
 const char* isa_name(Isa isa);
 
-// Per-core data cache sizes in bytes, read once per process: the environment variable
+// Data cache sizes in bytes (L1d and L2 per core; L3 as reported, often the whole shared cache),
+// read once per process: the environment variable
 // RNNCORE_CACHE_SIZES ("L1D,L2,L3", each bytes or with a K/M suffix, e.g. "48K,1M,32M") when set
 // and valid, else the operating system's report (sysconf), else CPUID (leaf 4 on Intel, 0x8000001D
 // on AMD), else defaults of 32 KB / 512 KB / 8 MB. `source` says which ("env", "sysconf", "cpuid",
