@@ -359,6 +359,31 @@ def test_conditioned_generator_gradients(condition, cell, layers, batch_first):
     assert ("feature_proj.weight" in names) == (condition != "init")
 
 
+@pytest.mark.parametrize("condition,layers", [("init", 2), ("both", 1)])
+def test_conditioned_generator_projections(condition, layers):
+    """proj_size: h0 comes from Linear(F, L*P), c0 from Linear(F, L*H); float64 gradient check,
+    and the initial state equals what the plain LSTM gets when handed the same (h0, c0)."""
+    rng = np.random.default_rng(23)
+    P = H - 2
+    model = nn.ConditionedGenerator(V, E, H, F, num_layers=layers, condition=condition, proj_size=P, dtype=F64,
+                                    seed=24)
+    assert model.init_h.weight.shape == (layers * P, F) and model.init_c.weight.shape == (layers * H, F)
+    assert "proj_size=" in repr(model) and model.config()["proj_size"] == P
+    feats = rng.standard_normal((B, F))
+    tokens, targets = _tokens(rng, (T, B)), _tokens(rng, (T, B))
+    logits, (h, c) = model(feats, tokens)
+    assert logits.shape == (T, B, V) and h.shape == (layers, B, P) and c.shape == (layers, B, H)
+    h0, c0 = model._initial_state(feats)
+    assert h0.shape == (layers, B, P) and c0.shape == (layers, B, H)
+    if condition == "init":  # the same forward as handing the state in explicitly
+        again, _ = model(feats, tokens, state=(h0, c0))
+        np.testing.assert_array_equal(again, logits)
+    names = _check_all_grads(model, lambda: model.loss(feats, tokens, targets)[0], inputs=[("features", feats)])
+    assert "init_h.weight" in names and "init_c.weight" in names and "rnn.weight_hr_l0" in names
+    with pytest.raises(ValueError, match="proj_size"):
+        nn.ConditionedGenerator(V, E, H, F, cell="gru", proj_size=P)
+
+
 def test_conditioned_generator_bad_input():
     model = nn.ConditionedGenerator(V, E, H, F, seed=0)
     with pytest.raises(ValueError, match=r"features must have shape \(B, F\) \(3, 6\)"):

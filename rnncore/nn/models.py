@@ -333,11 +333,13 @@ class ConditionedGenerator(_TokenDecoder):
     loss(features, tokens, targets, state=None, mask=None, ignore_index=-100) -> (loss, new_state).
     backward(grad_logits=None, grad_state=None) -> grad_features (B, F), also kept in
     ``grad_features``; adds into the projections' gradients too.
+    Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, as in
+    LanguageModel; init_h is then Linear(F, L*P), init_c stays Linear(F, L*H)), dtype, seed, threads.
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, feature_size, num_layers=1, cell="lstm",
                  condition="init", dropout=0.0, tie_weights=False, batch_first=False, padding_idx=None, *,
-                 dtype=np.float32, seed=None, threads=None):
+                 proj_size=0, dtype=np.float32, seed=None, threads=None):
         super().__init__()
         fn = "ConditionedGenerator"
         if condition not in ("init", "input", "both"):
@@ -345,11 +347,12 @@ class ConditionedGenerator(_TokenDecoder):
         self.feature_size = check_int(feature_size, "feature_size", fn)
         self.condition = condition
         seeds = self._build(fn, vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
-                            batch_first, padding_idx, dtype, seed, threads, extra_seeds=3)
+                            batch_first, padding_idx, dtype, seed, threads, extra_seeds=3, proj_size=proj_size)
         LH = self.num_layers * self.hidden_size
+        LR = self.num_layers * (self.proj_size or self.hidden_size)  # h is (L, B, P) with projections
         init, proj = condition in ("init", "both"), condition in ("input", "both")
         # the projections this conditioning uses; the others are declared None
-        self.register_module("init_h", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[0],
+        self.register_module("init_h", Linear(self.feature_size, LR, dtype=self.dtype, seed=seeds[0],
                                               threads=threads) if init else None)
         self.register_module("init_c", Linear(self.feature_size, LH, dtype=self.dtype, seed=seeds[1],
                                               threads=threads) if init and self.cell == "lstm" else None)
@@ -364,9 +367,11 @@ class ConditionedGenerator(_TokenDecoder):
         return cfg
 
     def _initial_state(self, f):
-        """features (B, F) -> (L, B, H) from a Linear(F, L*H)."""
+        """features (B, F) -> h0 (L, B, R) from a Linear(F, L*R) (R = proj_size or H) and, for an
+        LSTM, c0 (L, B, H) from a Linear(F, L*H)."""
         B, L, H = f.shape[0], self.num_layers, self.hidden_size
-        h0 = np.ascontiguousarray(self.init_h(f).reshape(B, L, H).transpose(1, 0, 2))
+        R = self.proj_size or H
+        h0 = np.ascontiguousarray(self.init_h(f).reshape(B, L, R).transpose(1, 0, 2))
         if self.cell != "lstm":
             return h0
         return h0, np.ascontiguousarray(self.init_c(f).reshape(B, L, H).transpose(1, 0, 2))
@@ -409,6 +414,7 @@ class ConditionedGenerator(_TokenDecoder):
         self.grad_state = self.rnn.grad_h0
         self._embed_backward(dx)
         L, H = self.num_layers, self.hidden_size
+        R = self.proj_size or H
         df = None
         if use_input:
             # forward: x[t] = embedding[t] + proj(f) for every t
@@ -416,7 +422,7 @@ class ConditionedGenerator(_TokenDecoder):
         if use_init:
             dh0, dc0 = self.grad_state if self.cell == "lstm" else (self.grad_state, None)
             B = dh0.shape[1]
-            g = self.init_h.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(B, L * H))
+            g = self.init_h.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(B, L * R))
             df = g if df is None else df + g
             if dc0 is not None:
                 df += self.init_c.backward(np.ascontiguousarray(dc0.transpose(1, 0, 2)).reshape(B, L * H))
@@ -425,7 +431,8 @@ class ConditionedGenerator(_TokenDecoder):
 
     def extra_repr(self):
         return (f"vocab_size={self.vocab_size}, embedding_dim={self.embedding_dim}, hidden_size={self.hidden_size}, "
-                f"feature_size={self.feature_size}, condition={self.condition!r}")
+                f"feature_size={self.feature_size}, condition={self.condition!r}"
+                + (f", proj_size={self.proj_size}" if self.proj_size else ""))
 
 
 class _SequenceEncoder(Module):
