@@ -19,6 +19,8 @@ modes fwd (inference) and train (forward + backward); GEMM shapes M x K x N; var
 lengths (uniform in [10, 100] at T = 100) against the padded run; a char-LM (Embedding
 65 -> 128, 2 x LSTM 512, Linear 512 -> 65) sampling 200 tokens at temperature 1 with 1 and 64
 streams (PyTorch: the usual Python loop), and training it (B = 32, T = 128, Adam, clip 5).
+`--only lstmp` adds the LSTM with projections (proj_size = H/4, PyTorch's LSTMP, which oneDNN
+does not run: torch.nn.LSTM takes its native path) on the --shapes, fwd and train.
 
 --peers (or --engines torch ort openvino) is the inference table instead: forward only, the shapes
 above plus a streaming model (50, 1, 64, 64) and a per-step workload (T = 1, B = 1, H = 256, the
@@ -57,9 +59,10 @@ GEMMS = {"2048^3": (2048, 2048, 2048), "6400x512x2048": (6400, 512, 2048), "64x5
 # --------------------------------------------------------------------------------------------
 # Workloads: each is (name, kind, params, flop count); workers build and time them.
 # --------------------------------------------------------------------------------------------
-def rnn_flops(cell, T, B, I, H, layers, mode):
-    G = GATES[cell]
-    fwd = sum(2.0 * T * B * ((I if l == 0 else H) + H) * G * H for l in range(layers))
+def rnn_flops(cell, T, B, I, H, layers, mode, P=0):
+    """P > 0: an LSTM with projections (h is P wide; each step adds the (H -> P) product)."""
+    G, R = GATES[cell], P or H
+    fwd = sum(2.0 * T * B * (((I if l == 0 else R) + R) * G * H + (H * P)) for l in range(layers))
     return fwd if mode == "fwd" else 3.0 * fwd
 
 
@@ -77,6 +80,13 @@ def workloads(args):
                 out.append({"name": f"{cell} {shape} {mode}", "kind": "rnn", "cell": cell, "T": T, "B": B, "I": I,
                             "H": H, "layers": layers, "mode": mode,
                             "flops": rnn_flops(cell, T, B, I, H, layers, mode)})
+    if "lstmp" in args.only:  # LSTM with projections, proj_size = H/4 (torch.nn.LSTM leaves oneDNN for these)
+        for shape in args.shapes:
+            T, B, I, H, layers = SHAPES[shape]
+            for mode in args.modes:
+                out.append({"name": f"lstmp {shape} {mode} P={H // 4}", "kind": "rnn", "cell": "lstm", "T": T,
+                            "B": B, "I": I, "H": H, "P": H // 4, "layers": layers, "mode": mode,
+                            "flops": rnn_flops("lstm", T, B, I, H, layers, mode, H // 4)})
     if "varlen" in args.only:
         T, B, I, H, layers = SHAPES["a"]
         for ragged in (False, True):
@@ -130,13 +140,14 @@ def build_rnncore(w, threads):
 
         return gemm
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[w["cell"]]
-    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
+    proj = {"proj_size": w["P"]} if w.get("P") else {}
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads, **proj)
     x = rng.standard_normal((w["T"], w["B"], w["I"]), dtype=np.float32)
     lengths = lengths_for(w) if w.get("ragged") else None
     if w["mode"] == "fwd":
         layer.eval()
         return lambda: layer(x, lengths=lengths)
-    dy = rng.standard_normal((w["T"], w["B"], w["H"]), dtype=np.float32)
+    dy = rng.standard_normal((w["T"], w["B"], w.get("P") or w["H"]), dtype=np.float32)
 
     def train_step():
         layer(x, lengths=lengths)
@@ -237,7 +248,7 @@ def build_torch(w, threads):
     if w["kind"] == "gemm":
         raise SystemExit("gemm workloads compare against numpy, not torch")
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[w["cell"]]
-    layer = cls(w["I"], w["H"], num_layers=w["layers"])
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], **({"proj_size": w["P"]} if w.get("P") else {}))
     x = torch.randn(w["T"], w["B"], w["I"], generator=g)
     inp = x
     if w.get("ragged"):
@@ -252,7 +263,7 @@ def build_torch(w, threads):
                 return layer(inp)
         return fwd
     x.requires_grad_(True)
-    dy = torch.randn(w["T"], w["B"], w["H"], generator=g)
+    dy = torch.randn(w["T"], w["B"], w.get("P") or w["H"], generator=g)
 
     def train_step():
         layer.zero_grad(set_to_none=False)
@@ -661,7 +672,7 @@ def run_peers(args):
     peers, skipped = available_engines(args.engines)
     for msg in skipped:
         print(msg)
-    ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain")]
+    ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain", "lstmp")]
     if ignored and args.only != ap_default_only():
         print(f"--peers: no peer rows for {' '.join(ignored)} (training and sampling are not in the peer table)")
     work = peer_workloads(args)
@@ -881,7 +892,8 @@ def main():
     ap = argparse.ArgumentParser(description="rnncore vs PyTorch, side by side in one run.")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--only", nargs="+", default=ap_default_only(),
-                    help="workload groups: gemm lstm gru rnn_tanh varlen gen lmtrain")
+                    help="workload groups: gemm lstm gru rnn_tanh lstmp varlen gen lmtrain (lstmp: the LSTM with "
+                         "projections, proj_size = H/4, on --shapes; not in the default set)")
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
