@@ -250,6 +250,9 @@ class World:
     def _buffer(self, grads):
         layout = tuple((g.shape, g.dtype.str) for g in grads)
         if layout != self._layout:
+            if not grads:
+                raise DistributedError("World.allreduce_gradients: the model has no parameters with gradients "
+                                       "(params gave none): there is nothing to average over the ranks")
             dtypes = {g.dtype for g in grads}
             if len(dtypes) != 1:
                 raise DistributedError(f"World.allreduce_gradients: the gradients have several dtypes "
@@ -300,8 +303,11 @@ class World:
         return loss_sum / total, int(round(total)), clock_sum / self.size
 
     def gradient_bytes(self, params):
-        """Bytes of the flat buffer one step allreduces (the gradients + 3 scalars)."""
+        """Bytes of the flat buffer one step allreduces (the gradients + 3 scalars); 0 when `params`
+        has no gradients (a model without parameters: there is no buffer to allreduce)."""
         grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return 0
         return (sum(g.size for g in grads) + 3) * grads[0].dtype.itemsize
 
     # -- the LM's carried state --------------------------------------------------------------

@@ -238,3 +238,15 @@ def test_bad_arguments():
     # a world of one is the plain Trainer
     t = Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=distributed.World(None))
     assert t.world is None
+
+
+def test_gradient_bytes():
+    w = distributed.World(None)
+    # a model without parameters: no gradient buffer, 0 bytes (it raised IndexError)
+    assert w.gradient_bytes([]) == 0
+    assert w.gradient_bytes(iter(())) == 0
+    for dtype in ("float64", "float32"):
+        model, _ = worker.build({"kind": "lm", "dtype": dtype})
+        params = model.parameters()
+        n = sum(p.data.size for p in params)
+        assert w.gradient_bytes(params) == (n + 3) * np.dtype(dtype).itemsize
