@@ -53,6 +53,7 @@ plain line every ``log_every`` steps. ``metrics.jsonl`` (in checkpoint_dir, or
 'valid', 'final'), step, epoch, lr, train_loss/train_ppl or val_loss/val_ppl/val_bpc,
 tokens_per_s, time (wall seconds since the run began, across resumes).
 """
+import io
 import json
 import math
 import os
@@ -170,6 +171,17 @@ def _fmt_rate(x):
 
 def _safe_exp(x):
     return math.exp(x) if x < 700 else float("inf")
+
+
+class _Discard(io.TextIOBase):
+    """A text stream that drops what is written: a non-root rank's output. It holds no file
+    descriptor (an os.devnull file opened per Trainer stayed open until the Trainer was collected)."""
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        return len(text)
 
 
 class _Progress:
@@ -366,7 +378,7 @@ class Trainer:
         self._rank_rngs = None   # every rank's generator states, from a distributed checkpoint
         self._agreed_elapsed = 0.0  # a distributed run: the ranks' mean time into fit(), from the last allreduce
         if self.world is not None and not self.world.is_root:  # only rank 0 speaks
-            self.stream = open(os.devnull, "w", encoding="utf-8")
+            self.stream = _Discard()  # no file: nothing to close
             self.progress = False
             self.metrics_path = None
         task.bind(self)

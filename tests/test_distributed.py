@@ -250,3 +250,33 @@ def test_gradient_bytes():
         params = model.parameters()
         n = sum(p.data.size for p in params)
         assert w.gradient_bytes(params) == (n + 3) * np.dtype(dtype).itemsize
+
+
+def _devnull_fds():
+    out = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out += os.readlink(f"/proc/self/fd/{fd}") == os.devnull
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd (Linux)")
+def test_non_root_rank_output_opens_no_file():
+    # a non-root rank's Trainer discards its output; it opened os.devnull and never closed it
+    model, _ = worker.build({"kind": "lm"})
+    w = distributed.World(None)
+    w.rank, w.size = 1, 2  # a world object of 2 ranks; no collective runs here
+    before = _devnull_fds()
+    trainers = [Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=w) for _ in range(3)]
+    assert _devnull_fds() == before
+    t = trainers[0]
+    assert t.world is w and t.progress is False and t.metrics_path is None
+    print("discarded", file=t.stream, flush=True)  # writes and flushes still work, they go nowhere
+    t._write("discarded too")
+    assert not t.stream.isatty()
+    # rank 0 keeps its stream
+    w.rank = 0
+    with open(os.devnull, "w") as mine:
+        assert Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=w, stream=mine).stream is mine
