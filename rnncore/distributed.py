@@ -20,8 +20,10 @@ What the Trainer does with a world of N > 1 ranks, at every step:
   loss sum, the count and each rank's clock, so every rank reports the same global loss and takes
   the same time-limit decision.
 - Clipping (the global norm) and the optimizer step then run on identical gradients on every rank.
-- Evaluation runs on every rank over the whole validation data (not sharded): identical parameters give
-  identical results, so the best checkpoint, patience and plateau schedules agree without a collective.
+- Evaluation runs on every rank over the whole validation data (not sharded), then every rank takes
+  rank 0's result (a small pickled broadcast): identical parameters give identical results only on
+  identical hosts (another CPU, ISA or thread count changes the last bits), and the best checkpoint,
+  patience and plateau schedules must agree on every rank.
 
 At the start of fit() the parameters, the optimizer state and the trainer state are broadcast
 from rank 0 (buffer-method ``Bcast`` for arrays; the small structure around them is pickled

@@ -596,7 +596,7 @@ class Trainer:
             if self.last_eval_step == self.step and self._last_eval is not None:
                 ev = self._last_eval
             else:  # a report only: it does not count for patience, plateau or the best checkpoint
-                ev = self.evaluate(valid)
+                ev = self._agreed_evaluation(valid)
                 self._log_eval(ev, "final")
             result.update({"val_" + k: v for k, v in ev.items()})
         if self.sample_at_end and self.tokenizer is not None and self._sampled_at != self.step:
@@ -622,7 +622,7 @@ class Trainer:
 
     def _scheduled_eval(self, valid):
         """Evaluate, log, keep the best checkpoint, step a plateau scheduler. True: stop (patience)."""
-        ev = self.evaluate(valid)
+        ev = self._agreed_evaluation(valid)
         self.last_eval_step = self.step
         self._last_eval = ev
         if self.task.metric not in ev:
@@ -645,6 +645,16 @@ class Trainer:
         return self.patience is not None and self.bad_evals >= self.patience
 
     # -- evaluation -------------------------------------------------------------------------
+    def _agreed_evaluation(self, valid):
+        """The evaluation fit() acts on. Distributed: every rank evaluates (so none waits in the
+        broadcast for the whole evaluation), then all take rank 0's result. The ranks' own results
+        can differ in the last bits (another CPU, ISA or thread count on a mixed set of hosts), and
+        the best checkpoint, patience and a plateau scheduler must decide the same on every rank."""
+        ev = self.evaluate(valid)
+        if self.world is not None:
+            ev = self.world.broadcast_object(ev, f"the broadcast of the evaluation at step {self.step}")
+        return ev
+
     def evaluate(self, data, batch_size=None):
         """The task's evaluation of `data` (a dict of metrics). A language model: the mean loss over
         the ids `data` (nats/token) in eval mode with the state carried across windows

@@ -173,6 +173,25 @@ def test_language_model_with_fewer_streams_than_ranks_is_refused(tmp_path):
 
 
 @needs_mpi
+def test_ranks_act_on_rank_zeros_evaluation(tmp_path):
+    # each rank's evaluation gives another loss (as on a mixed set of hosts): rank 0's improves at
+    # every evaluation, rank 1's never does. The plateau scheduler, the best score and early
+    # stopping must follow rank 0's on both ranks (rank 1 used to halve its learning rate and stop
+    # early on its own, leaving rank 0 waiting in the next allreduce).
+    cfg = {"kind": "lm", "steps": 8, "eval_every": 2, "patience": 2, "plateau": True, "skew_eval": True,
+           "report": True}
+    code, out, seconds = mpirun(cfg, tmp_path, env={distributed.TIMEOUT_ENV: "10"})
+    assert code == 0, out
+    reports = {r["rank"]: r for r in (json.loads(line.split("worker report ", 1)[1]) for line in out.splitlines()
+                                      if "worker report " in line)}
+    assert sorted(reports) == [0, 1], out
+    assert reports[0] == dict(reports[1], rank=0), reports
+    # rank 0's numbers: 4 evaluations, each better than the last, the final one reused (no 5th)
+    assert reports[0]["best_score"] == reports[0]["val_loss"] == 6.0 and reports[0]["bad_evals"] == 0
+    assert reports[0]["lr"] == 0.5 and reports[0]["stop"] == "max_steps"
+
+
+@needs_mpi
 def test_cli_train_distributed(tmp_path):
     text = tmp_path / "t.txt"
     rng = np.random.default_rng(0)
