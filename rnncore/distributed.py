@@ -20,8 +20,10 @@ What the Trainer does with a world of N > 1 ranks, at every step:
   loss sum, the count and each rank's clock, so every rank reports the same global loss and takes
   the same time-limit decision.
 - Clipping (the global norm) and the optimizer step then run on identical gradients on every rank.
-- Evaluation runs on every rank over the whole validation data (not sharded): identical parameters give
-  identical results, so the best checkpoint, patience and plateau schedules agree without a collective.
+- Evaluation runs on every rank over the whole validation data (not sharded), then every rank takes
+  rank 0's result (a small pickled broadcast): identical parameters give identical results only on
+  identical hosts (another CPU, ISA or thread count changes the last bits), and the best checkpoint,
+  patience and plateau schedules must agree on every rank.
 
 At the start of fit() the parameters, the optimizer state and the trainer state are broadcast
 from rank 0 (buffer-method ``Bcast`` for arrays; the small structure around them is pickled
@@ -250,6 +252,9 @@ class World:
     def _buffer(self, grads):
         layout = tuple((g.shape, g.dtype.str) for g in grads)
         if layout != self._layout:
+            if not grads:
+                raise DistributedError("World.allreduce_gradients: the model has no parameters with gradients "
+                                       "(params gave none): there is nothing to average over the ranks")
             dtypes = {g.dtype for g in grads}
             if len(dtypes) != 1:
                 raise DistributedError(f"World.allreduce_gradients: the gradients have several dtypes "
@@ -300,8 +305,11 @@ class World:
         return loss_sum / total, int(round(total)), clock_sum / self.size
 
     def gradient_bytes(self, params):
-        """Bytes of the flat buffer one step allreduces (the gradients + 3 scalars)."""
+        """Bytes of the flat buffer one step allreduces (the gradients + 3 scalars); 0 when `params`
+        has no gradients (a model without parameters: there is no buffer to allreduce)."""
         grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return 0
         return (sum(g.size for g in grads) + 3) * grads[0].dtype.itemsize
 
     # -- the LM's carried state --------------------------------------------------------------

@@ -53,6 +53,7 @@ plain line every ``log_every`` steps. ``metrics.jsonl`` (in checkpoint_dir, or
 'valid', 'final'), step, epoch, lr, train_loss/train_ppl or val_loss/val_ppl/val_bpc,
 tokens_per_s, time (wall seconds since the run began, across resumes).
 """
+import io
 import json
 import math
 import os
@@ -170,6 +171,17 @@ def _fmt_rate(x):
 
 def _safe_exp(x):
     return math.exp(x) if x < 700 else float("inf")
+
+
+class _Discard(io.TextIOBase):
+    """A text stream that drops what is written: a non-root rank's output. It holds no file
+    descriptor (an os.devnull file opened per Trainer stayed open until the Trainer was collected)."""
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        return len(text)
 
 
 class _Progress:
@@ -366,7 +378,7 @@ class Trainer:
         self._rank_rngs = None   # every rank's generator states, from a distributed checkpoint
         self._agreed_elapsed = 0.0  # a distributed run: the ranks' mean time into fit(), from the last allreduce
         if self.world is not None and not self.world.is_root:  # only rank 0 speaks
-            self.stream = open(os.devnull, "w", encoding="utf-8")
+            self.stream = _Discard()  # no file: nothing to close
             self.progress = False
             self.metrics_path = None
         task.bind(self)
@@ -584,7 +596,7 @@ class Trainer:
             if self.last_eval_step == self.step and self._last_eval is not None:
                 ev = self._last_eval
             else:  # a report only: it does not count for patience, plateau or the best checkpoint
-                ev = self.evaluate(valid)
+                ev = self._agreed_evaluation(valid)
                 self._log_eval(ev, "final")
             result.update({"val_" + k: v for k, v in ev.items()})
         if self.sample_at_end and self.tokenizer is not None and self._sampled_at != self.step:
@@ -610,7 +622,7 @@ class Trainer:
 
     def _scheduled_eval(self, valid):
         """Evaluate, log, keep the best checkpoint, step a plateau scheduler. True: stop (patience)."""
-        ev = self.evaluate(valid)
+        ev = self._agreed_evaluation(valid)
         self.last_eval_step = self.step
         self._last_eval = ev
         if self.task.metric not in ev:
@@ -633,6 +645,16 @@ class Trainer:
         return self.patience is not None and self.bad_evals >= self.patience
 
     # -- evaluation -------------------------------------------------------------------------
+    def _agreed_evaluation(self, valid):
+        """The evaluation fit() acts on. Distributed: every rank evaluates (so none waits in the
+        broadcast for the whole evaluation), then all take rank 0's result. The ranks' own results
+        can differ in the last bits (another CPU, ISA or thread count on a mixed set of hosts), and
+        the best checkpoint, patience and a plateau scheduler must decide the same on every rank."""
+        ev = self.evaluate(valid)
+        if self.world is not None:
+            ev = self.world.broadcast_object(ev, f"the broadcast of the evaluation at step {self.step}")
+        return ev
+
     def evaluate(self, data, batch_size=None):
         """The task's evaluation of `data` (a dict of metrics). A language model: the mean loss over
         the ids `data` (nats/token) in eval mode with the state carried across windows

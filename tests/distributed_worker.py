@@ -6,7 +6,9 @@ The JSON config (or a list of them, run one after the other): kind ('lm' an LSTM
 ('float64'/'float32'), steps, batch (the global batch), checkpoint_dir, checkpoint_every, resume
 (a checkpoint path), out (rank 0 writes the parameters there as .npz, with the losses), and the
 failures to inject on rank `fail_rank` at step `fail_step`: fail = 'kill' (SIGKILL itself),
-'hang' (sleep for an hour), 'raise' (a ValueError).
+'hang' (sleep for an hour), 'raise' (a ValueError); eval_every, patience, plateau (a
+ReduceLROnPlateau scheduler), skew_eval (each rank's evaluation gives another loss: rank 0's
+improves, the others' do not) and report (each rank prints its evaluation decisions on stderr).
 """
 import json
 import os
@@ -29,6 +31,7 @@ def _failing(base):
     class Failing(base):
         """Injects the configured failure into one rank's training step."""
         fail = None
+        skew_eval = False
 
         def train_batch(self, model, batch):
             cfg = self.fail
@@ -41,6 +44,14 @@ def _failing(base):
                 else:
                     raise ValueError(f"injected failure at step {cfg['fail_step']}")
             return super().train_batch(model, batch)
+
+        def evaluate(self, model, data, batch_size=None):
+            ev = super().evaluate(model, data, batch_size)
+            world = self.trainer.world
+            if self.skew_eval and world is not None:  # ranks that disagree: rank 0 improves, the others never do
+                self.evals = getattr(self, "evals", 0) + 1
+                ev["loss"] = 10.0 - self.evals if world.is_root else 10.0 + self.evals
+            return ev
     return Failing
 
 
@@ -65,9 +76,12 @@ def build(cfg, world=None, stream=None):
         model = SequenceClassifier(V, E, H, 3, num_layers=1, dtype=dtype, seed=3, pooling="mean")
         task = _failing(ClassificationTask)(batch, seed=5, eval_batch_size=16, metric="loss")
     task.fail = cfg if cfg.get("fail") else None
+    task.skew_eval = bool(cfg.get("skew_eval"))
     opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)  # scale-sensitive (Adam would hide a wrong average)
     # clipping (after the allreduce) is active on some steps and not on others
-    trainer = Trainer(model, opt, clip_grad_norm=0.2 if kind == "lm" else 0.5, task=task,
+    scheduler = optim.ReduceLROnPlateau(opt, factor=0.5, patience=0) if cfg.get("plateau") else None
+    trainer = Trainer(model, opt, scheduler, clip_grad_norm=0.2 if kind == "lm" else 0.5, task=task,
+                      eval_every=cfg.get("eval_every"), patience=cfg.get("patience"),
                       checkpoint_dir=cfg.get("checkpoint_dir"),
                       checkpoint_every=cfg.get("checkpoint_every"), log_every=1, progress=False, threads=1,
                       stream=stream, distributed=world)
@@ -81,7 +95,7 @@ def run(cfg, world=None, stream=None):
     if cfg.get("resume"):
         trainer.load_checkpoint(cfg["resume"])
     train, valid = data(cfg.get("kind", "lm"))
-    trainer.fit(train, valid, epochs=100, max_steps=cfg["steps"])
+    trainer.result = trainer.fit(train, valid, epochs=100, max_steps=cfg["steps"])
     return {name: p.data.copy() for name, p in model.named_parameters()}, trainer
 
 
@@ -93,6 +107,11 @@ def main():
         if world.is_root and cfg.get("out"):
             np.savez(cfg["out"], **params)
         print(f"worker rank {world.rank} of {world.size} done at step {trainer.step}", file=sys.stderr, flush=True)
+        if cfg.get("report"):  # what the evaluations decided on this rank
+            report = {"rank": world.rank, "lr": trainer._lr(), "best_score": trainer.best_score,
+                      "best_epoch": trainer.best_epoch, "bad_evals": trainer.bad_evals, "stop": trainer.result["stop"],
+                      "val_loss": trainer.result.get("val_loss")}
+            print("worker report " + json.dumps(report), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

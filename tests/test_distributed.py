@@ -173,6 +173,25 @@ def test_language_model_with_fewer_streams_than_ranks_is_refused(tmp_path):
 
 
 @needs_mpi
+def test_ranks_act_on_rank_zeros_evaluation(tmp_path):
+    # each rank's evaluation gives another loss (as on a mixed set of hosts): rank 0's improves at
+    # every evaluation, rank 1's never does. The plateau scheduler, the best score and early
+    # stopping must follow rank 0's on both ranks (rank 1 used to halve its learning rate and stop
+    # early on its own, leaving rank 0 waiting in the next allreduce).
+    cfg = {"kind": "lm", "steps": 8, "eval_every": 2, "patience": 2, "plateau": True, "skew_eval": True,
+           "report": True}
+    code, out, seconds = mpirun(cfg, tmp_path, env={distributed.TIMEOUT_ENV: "10"})
+    assert code == 0, out
+    reports = {r["rank"]: r for r in (json.loads(line.split("worker report ", 1)[1]) for line in out.splitlines()
+                                      if "worker report " in line)}
+    assert sorted(reports) == [0, 1], out
+    assert reports[0] == dict(reports[1], rank=0), reports
+    # rank 0's numbers: 4 evaluations, each better than the last, the final one reused (no 5th)
+    assert reports[0]["best_score"] == reports[0]["val_loss"] == 6.0 and reports[0]["bad_evals"] == 0
+    assert reports[0]["lr"] == 0.5 and reports[0]["stop"] == "max_steps"
+
+
+@needs_mpi
 def test_cli_train_distributed(tmp_path):
     text = tmp_path / "t.txt"
     rng = np.random.default_rng(0)
@@ -238,3 +257,45 @@ def test_bad_arguments():
     # a world of one is the plain Trainer
     t = Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=distributed.World(None))
     assert t.world is None
+
+
+def test_gradient_bytes():
+    w = distributed.World(None)
+    # a model without parameters: no gradient buffer, 0 bytes (it raised IndexError)
+    assert w.gradient_bytes([]) == 0
+    assert w.gradient_bytes(iter(())) == 0
+    for dtype in ("float64", "float32"):
+        model, _ = worker.build({"kind": "lm", "dtype": dtype})
+        params = model.parameters()
+        n = sum(p.data.size for p in params)
+        assert w.gradient_bytes(params) == (n + 3) * np.dtype(dtype).itemsize
+
+
+def _devnull_fds():
+    out = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out += os.readlink(f"/proc/self/fd/{fd}") == os.devnull
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd (Linux)")
+def test_non_root_rank_output_opens_no_file():
+    # a non-root rank's Trainer discards its output; it opened os.devnull and never closed it
+    model, _ = worker.build({"kind": "lm"})
+    w = distributed.World(None)
+    w.rank, w.size = 1, 2  # a world object of 2 ranks; no collective runs here
+    before = _devnull_fds()
+    trainers = [Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=w) for _ in range(3)]
+    assert _devnull_fds() == before
+    t = trainers[0]
+    assert t.world is w and t.progress is False and t.metrics_path is None
+    print("discarded", file=t.stream, flush=True)  # writes and flushes still work, they go nowhere
+    t._write("discarded too")
+    assert not t.stream.isatty()
+    # rank 0 keeps its stream
+    w.rank = 0
+    with open(os.devnull, "w") as mine:
+        assert Trainer(model, rnncore.optim.SGD(model.parameters(), lr=0.1), distributed=w, stream=mine).stream is mine

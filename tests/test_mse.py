@@ -145,6 +145,36 @@ def test_bad_input_is_named():
         _core.mse_loss(x, x, np.ones((T, 1)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mask_is_checked_when_there_are_no_features(dtype):
+    # F = 0: no element to weigh, yet the mask's shape, dtype and values are checked as for F > 0
+    # (the values were not: the fused loop never reads a weight when there is no element)
+    x = np.zeros((T, B, 0), dtype)
+    crit = nn.MSELoss()
+    for call in (lambda m: nn.mse_loss(x, x, mask=m)[0], lambda m: crit(x, x, m)):
+        for m in (np.ones((T, B)), np.ones((T, B), bool), np.ones((T, B, 0)), np.zeros((T, B))):
+            assert call(m) == 0.0
+        with pytest.raises(ValueError, match=r"mask must have the input's shape \(5, 3, 0\) or \(5, 3\) "
+                                             r"\(one weight per position\), got \(5, 4\)"):
+            call(np.ones((T, B + 1)))
+        with pytest.raises(ValueError, match=r"mask must have the input's shape \(5, 3, 0\) or \(5, 3\) "
+                                             r"\(one weight per position\), got \(5, 3, 1\)"):
+            call(np.ones((T, B, 1)))
+        with pytest.raises(TypeError, match="mask must be a real numeric array"):
+            call(np.full((T, B), "a"))
+        for value, shown in ((-1.0, "-1"), (np.nan, "nan"), (np.inf, "inf")):
+            m = np.ones((T, B))
+            m[3, 1] = value
+            with pytest.raises(ValueError, match=rf"mse_loss: mask values must be finite and >= 0, got {shown} "
+                                                 r"at position \[3, 1\]"):
+                call(m)
+    # the same message as with features
+    m = np.ones((T, B))
+    m[3, 1] = -1
+    with pytest.raises(ValueError, match=r"mask values must be finite and >= 0, got -1 at position \[3, 1\]"):
+        nn.mse_loss(np.zeros((T, B, 2), dtype), np.zeros((T, B, 2), dtype), mask=m)
+
+
 def test_tiny_total_weight_gives_a_finite_gradient():
     # mean with total weight 1e-40 (a float32 subnormal): scale = 1e40 is past float32's range,
     # yet the gradient 2 * w * e / total = 2 * e is small; it must not come back inf or NaN
