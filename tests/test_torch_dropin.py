@@ -388,6 +388,23 @@ def test_gradient_buffers_are_reused_after_zero_grad():
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])
+def test_no_fresh_gradient_buffers_when_weights_share_a_shape(set_to_none, monkeypatch):
+    """I == H: w_ih and w_hh (and the two biases) have one shape. After a first backward left
+    its buffers as param.grad, zero_grad(set_to_none=False) keeps them there; the later
+    backwards must still find free reused buffers, not fall back to torch.zeros_like."""
+    torch.manual_seed(18)
+    m = rt.LSTM(6, 6)
+    x = torch.randn(4, 2, 6)
+    calls = []
+    real = torch.zeros_like
+    monkeypatch.setattr(torch, "zeros_like", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for step in range(4):
+        m.zero_grad(set_to_none=set_to_none)
+        m(x)[0].sum().backward()
+    assert calls == []
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
 def test_gradient_buffers_are_reused_only_when_free(set_to_none):
     torch.manual_seed(17)
     theirs, ours = pair("gru", 3, 4, bidirectional=True)

@@ -55,10 +55,12 @@ class LayerMemory:
     holds a reference to its array, so the array's reference count says exactly whether any
     tensor, view or storage still uses it (autograd usually keeps the buffer as param.grad
     until the next zero_grad()); only a free one is zeroed and handed out again. At most two
-    per weight shape; past that, plain torch.zeros_like.
+    per weight of a shape (one may stay param.grad: after a first backward stole it, a
+    zero_grad(set_to_none=False) zeroes it in place and later backwards add into it; the other
+    serves every later backward); past that, plain torch.zeros_like.
     """
 
-    GRAD_BUFFERS = 2
+    GRAD_BUFFERS = 2  # per weight of one shape and dtype
 
     def __init__(self, limit=2):
         self.limit = limit
@@ -78,8 +80,9 @@ class LayerMemory:
             if len(self.workspaces) < self.limit:
                 self.workspaces.append(workspaces)
 
-    def zeros(self, like):
-        """A zeroed tensor shaped like `like` (C-contiguous, same dtype), for the kernels to add into."""
+    def zeros(self, like, sharing=1):
+        """A zeroed tensor shaped like `like` (C-contiguous, same dtype), for the kernels to add into;
+        `sharing`: how many weights of this call have that shape and dtype."""
         key = (tuple(like.shape), like.dtype)
         with self.lock:
             arrays = self.grads.setdefault(key, [])
@@ -87,7 +90,7 @@ class LayerMemory:
                 if _references(arrays, i) == _UNUSED:  # no tensor, view or storage uses it
                     arrays[i].fill(0)
                     return torch.from_numpy(arrays[i])
-            if len(arrays) < self.GRAD_BUFFERS:
+            if len(arrays) < self.GRAD_BUFFERS * sharing:
                 a = np.zeros(key[0], _NUMPY_DTYPES[like.dtype])
                 arrays.append(a)
                 return torch.from_numpy(a)
@@ -198,7 +201,8 @@ class RecurrentLayer(torch.autograd.Function):
         # it is computed into this buffer and dropped.
         dx = torch.empty_like(x)
         dxn = dx.numpy()
-        grads = [plan.memory.zeros(w) for w in weights]  # the kernels add into these
+        shapes = [(tuple(w.shape), w.dtype) for w in weights]
+        grads = [plan.memory.zeros(w, shapes.count(k)) for w, k in zip(weights, shapes)]  # the kernels add into these
         B = x.shape[1]
         dh0 = torch.empty((D, B, R), dtype=x.dtype) if ctx.has_h0 else None
         dc0 = torch.empty((D, B, H), dtype=x.dtype) if ctx.has_c0 else None
