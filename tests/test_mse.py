@@ -168,6 +168,11 @@ def test_mask_is_checked_when_there_are_no_features(dtype):
             with pytest.raises(ValueError, match=rf"mse_loss: mask values must be finite and >= 0, got {shown} "
                                                  r"at position \[3, 1\]"):
                 call(m)
+            # the kernel's own binding refuses it too (the check is there, not in the Python layer)
+            m = m.astype(dtype)
+            with pytest.raises(ValueError, match=rf"mse_loss: mask values must be finite and >= 0, got {shown} "
+                                                 r"at position \[3, 1\]"):
+                _core.mse_loss(x, x, m, "mean", True, 1)
     # the same message as with features
     m = np.ones((T, B))
     m[3, 1] = -1

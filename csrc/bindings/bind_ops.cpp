@@ -1,5 +1,6 @@
 // _core bindings for the non-recurrent layers: embedding, linear, layer norm and the fused
 // softmax + cross-entropy. Checks and messages only; the math lives in csrc/ops/.
+#include <cmath>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -311,6 +312,13 @@ py::tuple mse_loss_py(const py::object& input_obj, const py::object& target_obj,
   {
     py::gil_scoped_release release;
     r = mse_fused<T>(pl, pd, cptr<T>(input), cptr<T>(target), pmask, per_row, reduction, N, F, threads);
+  }
+  if (pmask != nullptr && F == 0) {
+    // No features: the fused loop visits no element and so never reads a weight; a bad mask is
+    // refused all the same, with the message it gets when there are features.
+    const index_t n = element_count(mask);
+    for (index_t k = 0; k < n && r.bad_weight < 0; ++k)
+      if (!(pmask[k] >= T(0)) || !std::isfinite(pmask[k])) r.bad_weight = k;
   }
   if (r.bad_weight >= 0) {
     std::ostringstream s;

@@ -173,14 +173,6 @@ def mse_loss(input, target, reduction="mean", mask=None, compute_grad=True, thre
             alt = f" or {shape_str(input.shape[:-1])} (one weight per position)" if input.ndim >= 2 else ""
             raise ValueError(f"{fn}: mask must have the input's shape {shape_str(input.shape)}{alt}, "
                              f"got {shape_str(mask.shape)}")
-        if input.shape[-1] == 0 and mask.size:
-            # no features (F = 0): the fused loop visits no element, so it never reads the weights;
-            # they must be valid all the same (a bad mask is a bug whatever the feature count)
-            bad = ~(np.isfinite(mask) & (mask >= 0))
-            if bad.any():
-                pos = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(f"{fn}: mask values must be finite and >= 0, got {mask[pos]:g} at position "
-                                 f"{list(pos)}")
     loss, dinput, _ = _core.mse_loss(input, target, mask, reduction, bool(compute_grad), resolve_threads(threads))
     return loss, dinput
 
