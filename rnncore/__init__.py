@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "nn", "optim", "data", "sampling", "ngram", "diagnostics", "tasks", "Trainer", "evaluate", "set_num_threads", "get_num_threads",
-    "NoForwardError", "save", "load", "CheckpointError", "from_torch", "to_torch", "__version__",
+    "NoForwardError", "save", "load", "CheckpointError", "from_torch", "to_torch", "quantize", "__version__",
 ]
 
 # -- an unbuilt source checkout imports the installed build -----------------------------------
@@ -79,6 +79,7 @@ if _is_built(_HERE):
     from ._checks import NoForwardError
     from ._threads import get_num_threads, set_num_threads
     from .io import CheckpointError, from_torch, load, save, to_torch
+    from .nn.quantized import quantize
     from .trainer import Trainer, evaluate
 else:
     _load_installed_build()

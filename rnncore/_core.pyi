@@ -126,6 +126,29 @@ def supported_isas() -> list[str]:
     """The instruction sets this CPU can run, lowest first (each can be forced with RNNCORE_ISA)."""
 
 
+# -- int8 inference (csrc/quant/int8.h) -------------------------------------------------------------
+
+def int8_kernel() -> str:
+    """The int8 product kernel this process runs: vnni512, avx2 or generic (chosen by RNNCORE_ISA and the CPU)."""
+
+
+def quantize_rows_s8(w: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Symmetric per-row int8 quantization of w float32 (N, K): (q int8 (N, K), scale float32 (N,))."""
+
+
+def quantize_u8(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint8], float, int]:
+    """Dynamic u8 quantization of x float32 (K,) (ONNX's DynamicQuantizeLinear): (xq, scale, zero_point)."""
+
+
+def int8_gemv_acc(q: npt.NDArray[np.int8], xq: npt.NDArray[np.uint8]) -> npt.NDArray[np.int32]:
+    """The exact int32 sums q int8 (N, K) @ xq uint8 (K,) of this process's kernel."""
+
+
+def int8_gemv(q: npt.NDArray[np.int8], scale: npt.NDArray[np.float32], x: npt.NDArray[np.float32]
+              ) -> npt.NDArray[np.float32]:
+    """y (N,) = the int8 product of (q, scale) with x float32 (K,), x quantized dynamically to u8."""
+
+
 def thread_limit() -> int:
     """The largest thread count any call accepts: max(256, 4 x processors); larger counts raise
     ValueError."""
@@ -307,6 +330,12 @@ class LMDecoder:
         """Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run)."""
     def step_logits(self) -> _Floats:
         """Feed the next tokens and return the logits (B, V) without choosing (advances the state)."""
+    def teacher_force(self, tokens: _Ids, targets: Optional[_Ids] = None, return_logits: bool = False
+                      ) -> tuple[Optional[npt.NDArray[np.float64]], Optional[_Floats], int]:
+        """Teacher forcing: feed tokens (B, n) one step at a time from the current state. Returns (logprob,
+        logits, steps): logprob (B, n) float64, log p(targets[b, s]) after step s, when targets (B, n) are
+        given; logits (n, B, V) when return_logits; with neither, the output layer is skipped (reading a
+        prime). The next input tokens are left as the last ones fed."""
     def beam_search(self, max_len: int, alpha: float = 0.0, n_best: int = 1, stop_tokens: Optional[_Ids] = None
                     ) -> list[tuple[_Ids, float, float, bool]]:
         """Beam search (width = batch) from stream 0's state and next token; returns

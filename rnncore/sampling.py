@@ -27,6 +27,8 @@ __all__ = ["generate", "stream", "beam_search", "Decoder", "DecoderParts", "seq2
 
 
 def _check_model(model, fn):
+    if hasattr(model, "decoder_weights"):  # nn.QuantizedLanguageModel: checked when it was made
+        return
     rnn = getattr(model, "rnn", None)
     needed = ("encoder", "decoder", "vocab_size")
     if rnn is None or any(not hasattr(model, a) for a in needed):
@@ -106,7 +108,14 @@ class Decoder:
     def __init__(self, model, batch, threads=None, fn="Decoder"):
         _check_model(model, fn)
         batch = check_int(batch, "batch", fn)
+        self.model = model
+        threads = resolve_threads(threads if threads is not None else model.threads)
+        if hasattr(model, "decoder_weights"):  # int8 weights (nn.QuantizedLanguageModel)
+            self._dtype = np.float32
+            self._core = _core.LMDecoder(*model.decoder_weights(), batch, threads)
+            return
         rnn = model.rnn
+        self._dtype = rnn.dtype
         layers = []
         for layer in range(rnn.num_layers):
             w_ih, w_hh, b_ih, b_hh = rnn.layer_parameters(layer)
@@ -114,10 +123,8 @@ class Decoder:
             w_hr = rnn.layer_projection(layer) if rnn.cell == "lstm" else None
             layers.append(entry if w_hr is None else entry + (w_hr.data,))
         bias = model.decoder.bias
-        self.model = model
         self._core = _core.LMDecoder(rnn.cell, model.encoder.weight.data, layers, model.decoder.weight.data,
-                                     None if bias is None else bias.data, batch,
-                                     resolve_threads(threads if threads is not None else model.threads))
+                                     None if bias is None else bias.data, batch, threads)
 
     @property
     def batch(self):
@@ -153,7 +160,9 @@ class Decoder:
         if ids.shape[1] < 1:
             raise ValueError(f"Decoder.prime: ids must hold at least one token per stream, got shape "
                              f"{shape_str(ids.shape)}")
-        if ids.shape[1] > 1:
+        if ids.shape[1] > 1 and hasattr(self.model, "decoder_weights"):
+            self._core.teacher_force(np.ascontiguousarray(ids[:, :-1]))  # int8: the loop's own products
+        elif ids.shape[1] > 1:
             h, c = _read_prime(self.model, ids[:, :-1])
             self._core.set_state(h, c)
         self._core.set_next_tokens(np.ascontiguousarray(ids[:, -1]))
@@ -192,7 +201,7 @@ class Decoder:
     def set_state(self, h, c=None):
         """Set the state: h (and, for an LSTM, c), each (L, B, H) in the model's dtype."""
         fn = "Decoder.set_state"
-        dtype = self.model.rnn.dtype
+        dtype = self._dtype
         h = as_real_array(h, "h", fn, dtype)
         c = None if c is None else as_real_array(c, "c", fn, dtype)
         self._core.set_state(h, c)

@@ -51,6 +51,12 @@ template <>
 inline const char* dtype_name<double>() { return "float64"; }
 template <>
 inline const char* dtype_name<std::int64_t>() { return "int64"; }
+template <>
+inline const char* dtype_name<std::int32_t>() { return "int32"; }
+template <>
+inline const char* dtype_name<std::int8_t>() { return "int8"; }
+template <>
+inline const char* dtype_name<std::uint8_t>() { return "uint8"; }
 
 // True when `obj` is a numpy array of dtype T exactly (false for anything else, None included).
 template <typename T>

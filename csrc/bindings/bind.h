@@ -20,5 +20,6 @@ void bind_attention(py::module_& m);
 void bind_input_feed(py::module_& m);
 void bind_cells(py::module_& m);
 void bind_stream(py::module_& m);
+void bind_quant(py::module_& m);
 
 }  // namespace rnncore

@@ -14,6 +14,9 @@ namespace rnncore {
 
 namespace {
 
+// An int8 weight: a (q, scale) tuple (checked where it is read).
+bool is_int8_pair(const py::handle& obj) { return py::isinstance<py::tuple>(obj) && py::len(obj) == 2; }
+
 // `obj` None or an iterable of token ids (Python or numpy integers, not bools) in [0, V).
 std::vector<std::int64_t> token_list(const char* fn, const char* name, const py::object& obj, index_t V) {
   std::vector<std::int64_t> out = int64_list(fn, name, obj);
@@ -106,6 +109,44 @@ class Decoder {
     if (w.L < 1) throw py::value_error("LMDecoder: layers must hold at least one (w_ih, w_hh, b_ih, b_hh) tuple");
     keep_.push_back(emb);
     w.embedding = cptr<T>(emb);
+    // Weight matrices: float arrays of the decoder's dtype, or (for a float32 decoder) every
+    // one an int8 weight (q int8 (rows, cols), scale float32 (rows,)): w_out decides which.
+    w.int8 = is_int8_pair(w_out_obj);
+    if (w.int8 && !std::is_same<T, float>::value)
+      throw py::type_error(std::string(fn) + ": int8 weights decode in float32; the embedding must be float32, got "
+                           "float64");
+    using Q = typename LMWeights<T>::Int8Weight;
+    struct Mat {
+      const T* f = nullptr;
+      Q q;
+      index_t rows = 0, cols = 0;
+    };
+    const auto matrix = [&](const std::string& name, const py::handle& obj, const std::vector<index_t>& dims) {
+      Mat m;
+      if (w.int8 != is_int8_pair(obj))
+        throw py::type_error(std::string(fn) + ": " + name + " must be " +
+                             (w.int8 ? "an int8 weight (q, scale) like w_out" : "a float array like w_out") +
+                             ", got " + (w.int8 ? py::str(py::type::of(obj)).cast<std::string>()
+                                                : std::string("an int8 (q, scale) pair")));
+      if (w.int8) {
+        py::tuple pair = py::reinterpret_borrow<py::tuple>(obj);
+        py::array q = checked<std::int8_t>(fn, (name + "[0] (q)").c_str(), pair[0], dims);
+        py::array sc = checked<float>(fn, (name + "[1] (scale)").c_str(), pair[1], {q.shape(0)});
+        keep_.push_back(q);
+        keep_.push_back(sc);
+        m.q.q = cptr<std::int8_t>(q);
+        m.q.scale = cptr<float>(sc);
+        m.rows = q.shape(0);
+        m.cols = q.shape(1);
+      } else {
+        py::array a = checked<T>(fn, name.c_str(), obj, dims);
+        keep_.push_back(a);
+        m.f = cptr<T>(a);
+        m.rows = a.shape(0);
+        m.cols = a.shape(1);
+      }
+      return m;
+    };
     for (int l = 0; l < w.L; ++l) {
       py::tuple t = py::cast<py::tuple>(layers[l]);
       if (t.size() != 4 && t.size() != 5)
@@ -114,19 +155,20 @@ class Decoder {
                               "(w_ih, w_hh, b_ih, b_hh, w_hr)");
       const std::string idx = "layers[" + std::to_string(l) + "]";
       const bool has_hr = t.size() == 5 && !t[4].is_none();
-      py::array w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {-1, -1});
       if (l == 0) {
-        w.H = w_hh.shape(1);
+        const Mat hh = matrix(idx + ".w_hh", t[1], {-1, -1});
+        w.H = hh.cols;
         if (has_hr) {  // projections: w_hr (P, H) gives both sizes, as in recurrent_forward
           if (kind != CellKind::LSTM)
             throw py::value_error(std::string(fn) + ": w_hr (projections) is only for lstm cells, got one for " +
                                   cell_kind_name(kind));
-          py::array hr = checked<T>(fn, (idx + ".w_hr").c_str(), t[4], {-1, -1});
-          w.P = hr.shape(0);
-          w.H = hr.shape(1);
+          const Mat hr = matrix(idx + ".w_hr", t[4], {-1, -1});
+          w.P = hr.rows;
+          w.H = hr.cols;
           if (w.P < 1 || w.P >= w.H)
             throw py::value_error(std::string(fn) + ": " + idx + ".w_hr must have shape (P, H) with 0 < P < H "
-                                  "(proj_size below hidden_size), got " + shape_str(hr));
+                                  "(proj_size below hidden_size), got (" + std::to_string(hr.rows) + ", " +
+                                  std::to_string(hr.cols) + ")");
         }
       } else if (has_hr != (w.P > 0)) {
         throw py::value_error(std::string(fn) + ": " + idx + (has_hr ? " has" : " has no") +
@@ -134,17 +176,17 @@ class Decoder {
                               ": every layer must be projected alike (one proj_size)");
       }
       const index_t H = w.H, R = w.P > 0 ? w.P : H, in = l == 0 ? w.E : R;
-      w_hh = checked<T>(fn, (idx + ".w_hh").c_str(), t[1], {G * H, R});
+      const Mat hh = matrix(idx + ".w_hh", t[1], {G * H, R});
       if (has_hr) {
-        py::array hr = checked<T>(fn, (idx + ".w_hr").c_str(), t[4], {w.P, H});
-        keep_.push_back(hr);
-        w.w_hr.push_back(cptr<T>(hr));
+        const Mat hr = matrix(idx + ".w_hr", t[4], {w.P, H});
+        w.w_hr.push_back(hr.f);
+        w.q_hr.push_back(hr.q);
       }
-      py::array w_ih = checked<T>(fn, (idx + ".w_ih").c_str(), t[0], {G * H, in});
-      keep_.push_back(w_ih);
-      keep_.push_back(w_hh);
-      w.w_ih.push_back(cptr<T>(w_ih));
-      w.w_hh.push_back(cptr<T>(w_hh));
+      const Mat ih = matrix(idx + ".w_ih", t[0], {G * H, in});
+      w.w_ih.push_back(ih.f);
+      w.w_hh.push_back(hh.f);
+      w.q_ih.push_back(ih.q);
+      w.q_hh.push_back(hh.q);
       py::array b_ih, b_hh;
       w.b_ih.push_back(optional_cptr<T>(fn, (idx + ".b_ih").c_str(), t[2], {G * H}, b_ih));
       w.b_hh.push_back(optional_cptr<T>(fn, (idx + ".b_hh").c_str(), t[3], {G * H}, b_hh));
@@ -152,11 +194,11 @@ class Decoder {
       keep_.push_back(b_hh);
     }
     const index_t R = w.P > 0 ? w.P : w.H;
-    py::array w_out = checked<T>(fn, "w_out", w_out_obj, {w.V, R});
+    const Mat out = matrix("w_out", w_out_obj, {w.V, R});
     py::array b_out;
-    w.w_out = cptr<T>(w_out);
+    w.w_out = out.f;
+    w.q_out = out.q;
     w.b_out = optional_cptr<T>(fn, "b_out", b_out_obj, {w.V}, b_out);
-    keep_.push_back(w_out);
     keep_.push_back(b_out);
     // Buffers of batch-many rows: check the sizes before anything is allocated (the batch is
     // any int; B * V could wrap around to a small buffer).
@@ -322,6 +364,53 @@ millisecond or so of work; the decoder then holds the state after the last step 
           py::arg("repetition_penalty") = 1.0, py::arg("stop_tokens") = py::none(),
           "Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run). Steps count "
           "from the decoder's first sample() in FloatingPointError's message.")
+      .def(
+          "teacher_force",
+          [](Decoder& d, const py::object& tokens, const py::object& targets, bool return_logits) {
+            const char* fn = "LMDecoder.teacher_force";
+            py::array tok = checked_tokens(fn, tokens, {d.B, -1}, d.V);
+            const index_t n = tok.shape(1);
+            const bool has_targets = !targets.is_none();
+            py::array tgt;  // (a default py::array is an empty array, not a null handle)
+            if (has_targets) tgt = checked_tokens(fn, targets, {d.B, n}, d.V);
+            if (return_logits) checked_mul(fn, "steps * batch * vocab_size", checked_mul(fn, "steps * batch", n, d.B), d.V);
+            py::object logprob = py::none(), logits = py::none();
+            double* lp = nullptr;
+            if (has_targets) {
+              py::array_t<double> a({d.B, n});
+              lp = a.mutable_data();
+              logprob = a;
+            }
+            ExclusiveCall exclusive(d.busy, fn, "decoder");
+            index_t steps = 0, bad_stream = -1, bad_step = -1;
+            SignalPoll poll;
+            d.visit([&](auto& dec) {
+              using T = std::remove_reference_t<decltype(*dec.h())>;
+              T* po = nullptr;
+              if (return_logits) {
+                py::array_t<T> a({n, d.B, d.V});
+                po = a.mutable_data();
+                logits = a;
+              }
+              py::gil_scoped_release release;
+              steps = dec.teacher_force(cptr<std::int64_t>(tok), n, has_targets ? cptr<std::int64_t>(tgt) : nullptr, lp, po,
+                                        std::ref(poll));
+              bad_stream = dec.failed_stream();
+              bad_step = dec.failed_step();
+            });
+            if (poll.interrupted) throw py::error_already_set();
+            if (bad_stream >= 0)
+              raise_floating_point_error(std::string(fn) + ": the logits of stream " + std::to_string(bad_stream) +
+                                         " at step " + std::to_string(bad_step) +
+                                         " are not finite (NaN or +inf, or all -inf): the model's parameters or "
+                                         "its state hold NaN or infinite values");
+            return py::make_tuple(logprob, logits, steps);
+          },
+          py::arg("tokens"), py::arg("targets") = py::none(), py::arg("return_logits") = false,
+          "Teacher forcing: feed tokens (B, n) one step at a time from the current state. Returns (logprob, "
+          "logits, steps): logprob (B, n) float64, log p(targets[b, s]) after step s, when targets (B, n) are "
+          "given; logits (n, B, V) when return_logits; with neither, the output layer is skipped (reading a "
+          "prime). The next input tokens are left as the last ones fed.")
       .def("step_logits",
            [](Decoder& d) {
              ExclusiveCall exclusive(d.busy, "LMDecoder.step_logits", "decoder");

@@ -15,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   rnncore::bind_input_feed(m);
   rnncore::bind_cells(m);
   rnncore::bind_stream(m);
+  rnncore::bind_quant(m);
 }

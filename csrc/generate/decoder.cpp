@@ -6,6 +6,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <type_traits>
 
 #include "cells/cell.h"
 #include "common/parallel.h"
@@ -93,25 +94,85 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
     sl.w_ih.resize(static_cast<std::size_t>(w.L));
     sl.w_hh.resize(static_cast<std::size_t>(w.L));
     sl.w_hr.resize(static_cast<std::size_t>(P > 0 ? w.L : 0));
-    for (int l = 0; l < w.L && hs > 0; ++l) {
-      const index_t in = l == 0 ? E : R;
-      // The slice's rows of each weight, gate-major (G * hs, in), packed as the transpose.
-      rows.resize(G_ * hs * std::max(in, R));
-      for (int g = 0; g < G_; ++g)
-        for (index_t u = sl.lo; u < sl.hi; ++u)
-          copy_n(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, in);
-      sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
-      for (int g = 0; g < G_; ++g)
-        for (index_t u = sl.lo; u < sl.hi; ++u)
-          copy_n(rows.data() + (g * hs + u - sl.lo) * R, w.w_hh[l] + (g * H + u) * R, R);
-      sl.w_hh[l].pack(true, R, G_ * hs, rows.data(), R);
+    if (w.int8) {
+      pack_int8_slice(sl, hs);
+    } else {
+      for (int l = 0; l < w.L && hs > 0; ++l) {
+        const index_t in = l == 0 ? E : R;
+        // The slice's rows of each weight, gate-major (G * hs, in), packed as the transpose.
+        rows.resize(G_ * hs * std::max(in, R));
+        for (int g = 0; g < G_; ++g)
+          for (index_t u = sl.lo; u < sl.hi; ++u)
+            copy_n(rows.data() + (g * hs + u - sl.lo) * in, w.w_ih[l] + (g * H + u) * in, in);
+        sl.w_ih[l].pack(true, in, G_ * hs, rows.data(), in);
+        for (int g = 0; g < G_; ++g)
+          for (index_t u = sl.lo; u < sl.hi; ++u)
+            copy_n(rows.data() + (g * hs + u - sl.lo) * R, w.w_hh[l] + (g * H + u) * R, R);
+        sl.w_hh[l].pack(true, R, G_ * hs, rows.data(), R);
+      }
+      for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l)
+        sl.w_hr[l].pack(true, H, sl.phi - sl.plo, w.w_hr[l] + sl.plo * H, H);
+      if (sl.v1 > sl.v0) sl.w_out.pack(true, R, sl.v1 - sl.v0, w.w_out + sl.v0 * R, R);
     }
-    for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l)
-      sl.w_hr[l].pack(true, H, sl.phi - sl.plo, w.w_hr[l] + sl.plo * H, H);
-    if (sl.v1 > sl.v0) sl.w_out.pack(true, R, sl.v1 - sl.v0, w.w_out + sl.v0 * R, R);
     sl.gx.resize(B * G_ * hs);
     sl.gh.resize(B * G_ * hs);
   }
+}
+
+template <typename T>
+void LMDecoder<T>::pack_int8_slice(Slice& sl, index_t hs) {
+  const LMWeights<T>& w = w_;
+  const index_t H = w.H, E = w.E, R = R_, P = w.P;
+  std::vector<std::int8_t> rows;
+  std::vector<float> scales;
+  index_t xq = 0, acc = 0;
+  const auto gate_rows = [&](const typename LMWeights<T>::Int8Weight& q, index_t in, Int8Matrix* out) {
+    // the slice's rows of a (G*H, in) weight, gate-major (G * hs, in), with their scales
+    rows.resize(static_cast<std::size_t>(G_ * hs * in));
+    scales.resize(static_cast<std::size_t>(G_ * hs));
+    for (int g = 0; g < G_; ++g)
+      for (index_t u = sl.lo; u < sl.hi; ++u) {
+        const index_t r = g * hs + u - sl.lo;
+        if (in > 0) std::memcpy(rows.data() + r * in, q.q + (g * H + u) * in, static_cast<std::size_t>(in));
+        scales[static_cast<std::size_t>(r)] = q.scale[g * H + u];
+      }
+    out->pack(G_ * hs, in, rows.data(), in, scales.data());
+  };
+  const auto workspace = [&](const Int8Matrix& m) {
+    xq = std::max(xq, m.xq_size());
+    acc = std::max(acc, m.acc_size());
+  };
+  sl.q_ih.resize(static_cast<std::size_t>(w.L));
+  sl.q_hh.resize(static_cast<std::size_t>(w.L));
+  sl.q_hr.resize(static_cast<std::size_t>(P > 0 ? w.L : 0));
+  for (int l = 0; l < w.L && hs > 0; ++l) {
+    gate_rows(w.q_ih[l], l == 0 ? E : R, &sl.q_ih[l]);
+    gate_rows(w.q_hh[l], R, &sl.q_hh[l]);
+    workspace(sl.q_ih[l]);
+    workspace(sl.q_hh[l]);
+  }
+  for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l) {
+    sl.q_hr[l].pack(sl.phi - sl.plo, H, w.q_hr[l].q + sl.plo * H, H, w.q_hr[l].scale + sl.plo);
+    workspace(sl.q_hr[l]);
+  }
+  if (sl.v1 > sl.v0) {
+    sl.q_out.pack(sl.v1 - sl.v0, R, w.q_out.q + sl.v0 * R, R, w.q_out.scale + sl.v0);
+    workspace(sl.q_out);
+  }
+  sl.xq.resize(xq);
+  sl.acc.resize(acc);
+}
+
+template <typename T>
+void LMDecoder<T>::product(Slice& sl, const PackedB<T>& w, const Int8Matrix* q, const T* A, index_t lda, T* C,
+                           index_t ldc) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (q != nullptr) {
+      for (index_t b = 0; b < B_; ++b) q->gemv(A + b * lda, C + b * ldc, 0.0f, sl.xq.data(), sl.acc.data());
+      return;
+    }
+  }
+  gemm_packed<T>(B_, A, lda, w, T(0), C, ldc);
 }
 
 template <typename T>
@@ -127,8 +188,9 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
   const bool proj = w_.P > 0;
   const T* hprev = h_[cur].data() + l * B * R;
   T* hnew = h_[1 - cur].data() + l * B * R;
-  gemm_packed<T>(B, in, in_size, sl.w_ih[l], T(0), sl.gx.data(), G_ * hs);
-  gemm_packed<T>(B, hprev, R, sl.w_hh[l], T(0), sl.gh.data(), G_ * hs);
+  const bool q = w_.int8;
+  product(sl, sl.w_ih[l], q ? &sl.q_ih[l] : nullptr, in, in_size, sl.gx.data(), G_ * hs);
+  product(sl, sl.w_hh[l], q ? &sl.q_hh[l] : nullptr, hprev, R, sl.gh.data(), G_ * hs);
   for (index_t b = 0; b < B; ++b) {
     CellStep<T> st;
     st.gates = gates_.data() + b * GH;
@@ -152,11 +214,12 @@ template <typename T>
 void LMDecoder<T>::project_step(Slice& sl, int l, int cur) {
   if (sl.phi == sl.plo) return;
   // h = W_hr m  =>  h[:, plo:phi) = m (B, H) W_hr[plo:phi)^T
-  gemm_packed<T>(B_, m_.data(), w_.H, sl.w_hr[l], T(0), h_[1 - cur].data() + l * B_ * R_ + sl.plo, R_);
+  product(sl, sl.w_hr[l], w_.int8 ? &sl.q_hr[l] : nullptr, m_.data(), w_.H, h_[1 - cur].data() + l * B_ * R_ + sl.plo,
+          R_);
 }
 
 template <typename T>
-void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
+void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur, bool head) {
   const index_t R = R_, V = w_.V, B = B_;
   for (int l = 0; l < w_.L; ++l) {
     const T* in = l == 0 ? x_.data() : h_[1 - cur].data() + (l - 1) * B * R;
@@ -168,11 +231,12 @@ void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur) {
 #pragma omp barrier
     }
   }
+  if (!head) return;
   const T* top = h_[1 - cur].data() + (w_.L - 1) * B * R;
   for (int k = tid; k < nt_; k += team) {
     Slice& sl = slices_[k];
     if (sl.v1 == sl.v0) continue;
-    gemm_packed<T>(B, top, R, sl.w_out, T(0), logits_.data() + sl.v0, V);
+    product(sl, sl.w_out, w_.int8 ? &sl.q_out : nullptr, top, R, logits_.data() + sl.v0, V);
     if (w_.b_out) {
       for (index_t b = 0; b < B; ++b) {
         T* row = logits_.data() + b * V;
@@ -262,6 +326,66 @@ void LMDecoder<T>::step_logits(T* logits) {
   }
   copy_n(logits, logits_.data(), B_ * w_.V);
   cur_ = 1 - cur_;
+}
+
+template <typename T>
+index_t LMDecoder<T>::teacher_force(const std::int64_t* tokens, index_t n, const std::int64_t* targets,
+                                    double* logprob, T* logits, const Poll& poll) {
+  const index_t B = B_, V = w_.V;
+  const bool head = targets != nullptr || logits != nullptr;
+  failed_stream_ = failed_step_ = -1;
+  std::fill(bad_.begin(), bad_.end(), std::uint8_t(0));
+  index_t steps_run = 0;
+  bool failed = false;
+  FlushToZeroGuard ftz;
+  while (steps_run < n && !failed) {
+    const index_t s0 = steps_run, s1 = std::min(n, s0 + poll_steps_);
+    const int cur0 = cur_;
+#pragma omp parallel num_threads(nt_)
+    {
+      FlushToZeroGuard ftz_worker;
+      const int tid = thread_id(), team = num_threads_in_region();
+      for (index_t s = s0; s < s1; ++s) {
+        const int cur = (cur0 + static_cast<int>((s - s0) % 2)) % 2;
+        for (index_t b = tid; b < B; b += team) {
+          token_[b] = tokens[b * n + s];
+          embed(b);
+        }
+#pragma omp barrier
+        run_layers_and_head(tid, team, cur, head);
+        for (index_t b = tid; b < B && head; b += team) {
+          const T* row = logits_.data() + b * V;
+          if (logits) copy_n(logits + (s * B + b) * V, row, V);
+          if (targets) {
+            double mx = -std::numeric_limits<double>::infinity();
+            for (index_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+            double sum = 0;
+            for (index_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+            const double lp = static_cast<double>(row[targets[b * n + s]]) - mx - std::log(sum);
+            if (!std::isfinite(mx) || !std::isfinite(lp) || std::isnan(sum)) bad_[b] = 1;
+            logprob[b * n + s] = lp;
+          }
+        }
+#pragma omp barrier
+        const bool any_bad = std::any_of(bad_.begin(), bad_.end(), [](std::uint8_t x) { return x != 0; });
+        if (tid == 0) steps_run = s + 1;
+        if (any_bad) break;
+      }
+    }
+    cur_ = static_cast<int>((cur0 + (steps_run - s0)) % 2);
+    failed = std::any_of(bad_.begin(), bad_.end(), [](std::uint8_t x) { return x != 0; });
+    if (failed) {
+      for (index_t b = 0; b < B; ++b)
+        if (bad_[b]) {
+          failed_stream_ = b;
+          failed_step_ = steps_run - 1;
+          break;
+        }
+      break;
+    }
+    if (steps_run < n && poll && !poll()) break;
+  }
+  return steps_run;
 }
 
 template <typename T>

@@ -18,6 +18,7 @@
 #include "common/buffer.h"
 #include "gemm/gemm.h"
 #include "generate/sampler.h"
+#include "quant/int8.h"
 #include "recurrent/recurrent.h"
 
 namespace rnncore {
@@ -34,6 +35,15 @@ struct LMWeights {
   std::vector<const T*> w_hr;                    // layer l: (P, H), only with P > 0
   const T* w_out = nullptr;                      // (V, R)
   const T* b_out = nullptr;                      // (V) or null
+  // int8 weights (quant/int8.h; float decoders only): when `int8`, every matrix above but the
+  // embedding is given as (q, scale) here instead, and its float pointer is null.
+  struct Int8Weight {
+    const std::int8_t* q = nullptr;  // (rows, cols) row-major
+    const float* scale = nullptr;    // (rows)
+  };
+  bool int8 = false;
+  std::vector<Int8Weight> q_ih, q_hh, q_hr;
+  Int8Weight q_out;
 };
 
 struct Hypothesis {
@@ -99,6 +109,16 @@ class LMDecoder {
   // logits (B, V). Advances the state. (For tests and teacher forcing.)
   void step_logits(T* logits);
 
+  // Teacher forcing over n steps from the current state: step s feeds tokens[b * n + s] (B, n)
+  // to stream b. With targets (B, n), logprob[b * n + s] = log p(targets[b * n + s]) after that
+  // step (in double); with logits, each step's (B, V) logits go to logits + s * B * V ((n, B, V)
+  // in all); with neither, the output layer is skipped (reading a prime). The next input tokens
+  // are then left as the last ones fed (set them before sampling). Returns the steps run: fewer
+  // than n when a step's logits were not finite (targets only; failed() says where, and the
+  // state is that after the failing step) or poll stopped the loop.
+  index_t teacher_force(const std::int64_t* tokens, index_t n, const std::int64_t* targets, double* logprob, T* logits,
+                        const Poll& poll = nullptr);
+
  private:
   struct Slice {
     index_t lo = 0, hi = 0;    // hidden units
@@ -107,6 +127,10 @@ class LMDecoder {
     std::vector<PackedB<T>> w_ih, w_hh;
     std::vector<PackedB<T>> w_hr;  // layer l: rows [plo, phi) of W_hr, packed as the transpose (H, phi - plo)
     PackedB<T> w_out;
+    std::vector<Int8Matrix> q_ih, q_hh, q_hr;  // the same rows as int8 (int8 decoders only)
+    Int8Matrix q_out;
+    AlignedBuffer<std::uint8_t> xq;  // int8 workspace: one quantized input vector
+    AlignedBuffer<std::int32_t> acc;  // and its int32 sums
     AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
   };
   // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
@@ -114,10 +138,13 @@ class LMDecoder {
   void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
   // A projected layer's second phase for one slice: h[:, plo:phi) = m W_hr[plo:phi)^T.
   void project_step(Slice& sl, int l, int cur);
+  // C (B, n) = A (B, k) times a slice's weight: its packed float copy, or its int8 one when q.
+  void product(Slice& sl, const PackedB<T>& w, const Int8Matrix* q, const T* A, index_t lda, T* C, index_t ldc);
   using LayerStep = void (LMDecoder::*)(Slice&, int, const T*, index_t, int);
   // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
-  void run_layers_and_head(int tid, int team, int cur);
+  void run_layers_and_head(int tid, int team, int cur, bool head = true);
   void embed(index_t b);
+  void pack_int8_slice(Slice& sl, index_t hs);  // the slice's int8 weights (w_.int8)
 
   LMWeights<T> w_;
   index_t B_;

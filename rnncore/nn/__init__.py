@@ -16,6 +16,7 @@ from .rnn import GRU, LSTM, RNN, RNNBase
 from .seq2seq import Bridge, Decoder, Encoder, Seq2Seq
 from .stream import Stream
 from .window import FixedWindowLM
+from .quantized import QuantizedLanguageModel, quantize
 
 __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
            "GRUCell", "Embedding",
@@ -25,3 +26,4 @@ __all__ = ["Module", "Parameter", "init", "RNNBase", "RNN", "LSTM", "GRU", "RNNC
 __all__ += ["mse_loss", "MSELoss", "SequenceRegressor", "OutputRecurrentRNN"]  # issue 14: forecasting (regression)
 __all__ += ["BiLM", "ScalarMix", "ELMoClassifier"]  # issue 14: the ELMo-style biLM
 __all__ += ["Stream"]  # issue 15: streaming inference
+__all__ += ["QuantizedLanguageModel", "quantize"]  # issue 16: int8 inference

@@ -1,0 +1,102 @@
+// _core int8 functions (csrc/quant/int8.h): weight and activation quantization and the product
+// kernels, for rnncore.quant and its tests. The decoding loop's int8 weights go through
+// _core.LMDecoder (bind_generate.cpp).
+#include <string>
+
+#include "bindings/arrays.h"
+#include "quant/int8.h"
+
+namespace rnncore {
+
+namespace {
+
+void check_cols(const char* fn, index_t K) {
+  if (K > kMaxInt8K)
+    throw py::value_error(std::string(fn) + ": rows of " + std::to_string(K) + " values are more than the int32 "
+                          "sums hold (at most " + std::to_string(kMaxInt8K) + ")");
+}
+
+Int8Matrix packed(const char* fn, const py::object& q_obj, const py::object& scale_obj, index_t K) {
+  py::array q = checked<std::int8_t>(fn, "q", q_obj, {-1, K});
+  py::array s = checked<float>(fn, "scale", scale_obj, {q.shape(0)});
+  check_cols(fn, q.shape(1));
+  Int8Matrix m;
+  m.pack(q.shape(0), q.shape(1), cptr<std::int8_t>(q), q.shape(1), cptr<float>(s));
+  return m;
+}
+
+}  // namespace
+
+void bind_quant(py::module_& m) {
+  m.def("int8_kernel", &int8_kernel_name,
+        "The int8 product kernel this process runs: vnni512, avx2 or generic (chosen by RNNCORE_ISA and the CPU).");
+  m.def(
+      "quantize_rows_s8",
+      [](const py::object& w_obj) {
+        const char* fn = "quantize_rows_s8";
+        py::array w = checked<float>(fn, "w", w_obj, {-1, -1});
+        const index_t N = w.shape(0), K = w.shape(1);
+        py::array_t<std::int8_t> q({N, K});
+        py::array_t<float> scale({N});
+        std::int8_t* pq = q.mutable_data();
+        float* ps = scale.mutable_data();
+        const float* pw = cptr<float>(w);
+        {
+          py::gil_scoped_release release;
+          quantize_rows_s8(N, K, pw, K, pq, K, ps);
+        }
+        return py::make_tuple(q, scale);
+      },
+      py::arg("w"),
+      "Symmetric per-row int8 quantization of w float32 (N, K): (q int8 (N, K), scale float32 (N,)), "
+      "q = clamp(round(w / scale), -127, 127), scale = max |row| / 127 (1 for a zero row). ValueError for a row "
+      "holding NaN or an infinity.");
+  m.def(
+      "quantize_u8",
+      [](const py::object& x_obj) {
+        py::array x = checked<float>("quantize_u8", "x", x_obj, {-1});
+        py::array_t<std::uint8_t> xq({x.shape(0)});
+        const U8Params p = quantize_u8(x.shape(0), cptr<float>(x), xq.mutable_data());
+        return py::make_tuple(xq, p.scale, p.zero_point);
+      },
+      py::arg("x"),
+      "Dynamic u8 quantization of x float32 (K,) (ONNX's DynamicQuantizeLinear): (xq uint8 (K,), scale, "
+      "zero_point).");
+  m.def(
+      "int8_gemv_acc",
+      [](const py::object& q, const py::object& xq_obj) {
+        const char* fn = "int8_gemv_acc";
+        py::array xq = checked<std::uint8_t>(fn, "xq", xq_obj, {-1});
+        const index_t K = xq.shape(0);
+        py::array qa = checked<std::int8_t>(fn, "q", q, {-1, K});
+        py::array_t<float> ones({qa.shape(0)});
+        std::fill(ones.mutable_data(), ones.mutable_data() + qa.shape(0), 1.0f);
+        const Int8Matrix mat = packed(fn, q, ones, K);
+        AlignedBuffer<std::uint8_t> x(mat.xq_size());
+        std::copy(cptr<std::uint8_t>(xq), cptr<std::uint8_t>(xq) + K, x.data());
+        for (index_t k = K; k < mat.xq_size(); ++k) x.data()[k] = 0;
+        AlignedBuffer<std::int32_t> acc(mat.acc_size());
+        mat.gemv_acc(x.data(), acc.data());
+        py::array_t<std::int32_t> out({mat.rows()});
+        std::copy(acc.data(), acc.data() + mat.rows(), out.mutable_data());
+        return out;
+      },
+      py::arg("q"), py::arg("xq"), "The exact int32 sums q int8 (N, K) @ xq uint8 (K,) of this process's kernel.");
+  m.def(
+      "int8_gemv",
+      [](const py::object& q, const py::object& scale, const py::object& x_obj) {
+        const char* fn = "int8_gemv";
+        py::array x = checked<float>(fn, "x", x_obj, {-1});
+        const Int8Matrix mat = packed(fn, q, scale, x.shape(0));
+        AlignedBuffer<std::uint8_t> xq(mat.xq_size());
+        AlignedBuffer<std::int32_t> acc(mat.acc_size());
+        py::array_t<float> y({mat.rows()});
+        mat.gemv(cptr<float>(x), y.mutable_data(), 0.0f, xq.data(), acc.data());
+        return y;
+      },
+      py::arg("q"), py::arg("scale"), py::arg("x"),
+      "y (N,) = the int8 product of the quantized weight (q int8 (N, K), scale float32 (N,)) with x float32 (K,), "
+      "x quantized dynamically to u8 (the decoding loop's product).");
+}
+
+}  // namespace rnncore
