@@ -156,6 +156,7 @@ def _scheduler(args, opt):
 _OPT_CLASSES = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop", "Adagrad": "adagrad"}
 MAX_STEPS_ENV = "RNNCORE_MAX_STEPS"
 LM_KINDS = ("LanguageModel", "FixedWindowLM")  # checkpoint kinds train/eval/sample read
+READ_KINDS = LM_KINDS + ("QuantizedLanguageModel",)  # and those eval/sample read but train cannot resume
 
 
 def _run_limits(args):
@@ -431,12 +432,38 @@ def _load_lm(path):
 
     ckpt = load_ckpt(path)
     extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
-    if ckpt.kind not in LM_KINDS or not extra.get("tokenizer"):
-        raise CheckpointError(f"{path}: not a language-model checkpoint with a tokenizer (written by rnncore train "
-                              "or rnncore.Trainer)")
+    if ckpt.kind not in READ_KINDS or not extra.get("tokenizer"):
+        raise CheckpointError(f"{path}: not a language-model checkpoint with a tokenizer (written by rnncore train, "
+                              "rnncore.Trainer or rnncore quantize)")
     model = ckpt.build()
     model.eval()
     return ckpt, model, tokenizer_from_dict(extra["tokenizer"])
+
+
+def _with_precision(model, args):
+    """The model at args.precision: as loaded for fp32, else rnncore.quantize(model, precision)."""
+    precision = getattr(args, "precision", "fp32")
+    if precision == "fp32":
+        return model
+    from .nn import QuantizedLanguageModel, quantize
+
+    if isinstance(model, QuantizedLanguageModel):
+        raise UsageError(f"{args.checkpoint} is already quantized ({model.precision}); leave out --precision")
+    return quantize(model, precision)  # TypeError/ValueError (a model it cannot run) are reported by main
+
+
+def cmd_quantize(args):
+    from .io import save
+
+    ckpt, model, _ = _load_lm(args.checkpoint)
+    q = _with_precision(model, args)
+    extra = dict(ckpt.extra)
+    extra["quantized"] = {"precision": args.precision, "from": os.path.basename(args.checkpoint)}
+    save(args.out, q, extra=extra)
+    floats = sum(p.data.nbytes for n, p in model.named_parameters() if n != "encoder.weight")
+    print(f"{args.out}: {type(q).__name__} ({args.precision}), weights read per token {q.weight_bytes / 1e6:.2f} MB "
+          f"(float32: {floats / 1e6:.2f} MB); rnncore sample / rnncore eval read it")
+    return 0
 
 
 def cmd_sample(args):
@@ -449,6 +476,7 @@ def cmd_sample(args):
     _, model, tok = _load_lm(args.checkpoint)
     if hasattr(model, "context"):
         raise UsageError(f"{args.checkpoint}: sampling reads recurrent language models; this is a fixed-window model")
+    model = _with_precision(model, args)
     if args.prime:
         prime = tok.encode(args.prime)
         if prime.size == 0:
@@ -512,7 +540,7 @@ def _checkpoint_and_ids(args, purpose):
     ckpt, model, tok = _load_lm(args.checkpoint)
     info, state = _run_info(ckpt)
     text, what = _checkpoint_text(args, info)
-    return model, tok, state, _encode(tok, text, purpose), what
+    return _with_precision(model, args), tok, state, _encode(tok, text, purpose), what
 
 
 def cmd_eval(args):
@@ -536,6 +564,9 @@ def cmd_diagnose(args):
     from . import diagnostics
 
     model, _, state, ids, what = _checkpoint_and_ids(args, "the diagnosis")
+    if type(model).__name__ == "QuantizedLanguageModel":
+        raise UsageError(f"{args.checkpoint}: the diagnosis needs gradients; a quantized model has none (diagnose "
+                         "the float checkpoint it came from)")
     T = args.seq_len or state.get("seq_len", 35)
     B = min(args.batch_size or state.get("batch_size", 32), max(0, (ids.size - 1) // T))
     if B < 1:
@@ -759,6 +790,8 @@ def build_parser():
                    help="sample among the most likely tokens whose probabilities reach p")
     s.add_argument("--seed", type=int, default=None, help="same seed, same text (default: a fresh one)")
     s.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
+    s.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: generate from rnncore.quantize(model, 'int8') (int8 weights, per-step u8 activations)")
 
     e = sub.add_parser("eval", help="perplexity / bits per character of a checkpoint", formatter_class=_HelpFormatter)
     e.add_argument("checkpoint", help="a checkpoint written by rnncore train")
@@ -768,6 +801,14 @@ def build_parser():
     e.add_argument("--batch-size", type=_positive(int), default=None, help="streams (default: the run's)")
     e.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
     e.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
+    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: evaluate rnncore.quantize(model, 'int8') instead of the float model")
+
+    qz = sub.add_parser("quantize", help="write an int8 copy of a language-model checkpoint (for sample and eval)",
+                        formatter_class=_HelpFormatter)
+    qz.add_argument("checkpoint", help="a checkpoint written by rnncore train")
+    qz.add_argument("out", help="the quantized checkpoint to write (atomically)")
+    qz.add_argument("--precision", choices=("int8",), default="int8", help="weights' precision")
 
     dg = sub.add_parser("diagnose", help="spectral radii and gradient flow of a checkpoint on a batch of its data",
                         formatter_class=_HelpFormatter)
@@ -836,7 +877,7 @@ def main(argv=None):
     else:
         args = parser.parse_args(argv)
         command = args.command
-        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
+        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "quantize": cmd_quantize, "plot": cmd_plot,
                    "datasets": cmd_datasets, "diagnose": cmd_diagnose, **parser.seq2seq_commands}[command]
         handler = functools.partial(handler, args)
     from .datasets import MissingCorpusError

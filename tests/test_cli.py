@@ -61,6 +61,27 @@ def test_train_end_to_end(trained):
     assert any(r["event"] == "valid" and "val_bpc" in r for r in records)
 
 
+def test_int8_quantize_sample_and_eval(trained):
+    d, text, out, _ = trained
+    q = d / "int8.safetensors"
+    r = run("quantize", out / "best.safetensors", q)
+    assert r.returncode == 0, r.stderr
+    assert "QuantizedLanguageModel (int8)" in r.stdout
+    fp32 = run("eval", out / "best.safetensors", text, "--threads", "1")
+    on_the_fly = run("eval", out / "best.safetensors", text, "--threads", "1", "--precision", "int8")
+    stored = run("eval", q, text, "--threads", "1")
+    assert fp32.returncode == on_the_fly.returncode == stored.returncode == 0, stored.stderr
+    ppl = [float(re.search(r"perplexity ([0-9.]+)", x.stdout).group(1)) for x in (fp32, on_the_fly, stored)]
+    assert ppl[1] == ppl[2] and abs(ppl[1] / ppl[0] - 1) < 0.03
+    a = run("sample", q, "--prime", "to be", "--length", "30", "--seed", "2")
+    b = run("sample", out / "best.safetensors", "--prime", "to be", "--length", "30", "--seed", "2",
+            "--precision", "int8")
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout.startswith("to be"), a.stderr
+    assert_user_error(run("sample", q, "--precision", "int8"), "already quantized")
+    assert_user_error(run("diagnose", q, text), "needs gradients")
+    assert_user_error(run("train", "--resume", q, "--max-steps", "1"))
+
+
 def test_resume_from_cli(trained):
     d, text, out, _ = trained
     r = run("train", "--resume", out / "last.safetensors", "--out", d / "resumed", "--max-steps", "50",
