@@ -1,7 +1,8 @@
-"""int8 inference (issue 16): batch-1 generation and batch-1 sequence scoring of the char-LSTM,
-rnncore float32 vs rnncore int8 vs ONNX Runtime (float32 and quantize_dynamic int8) vs PyTorch
-(float32 and torch.ao quantize_dynamic int8), same weights, each measurement in its own process,
-engines alternated over rounds, medians and ratios to rnncore int8.
+"""int8 and bf16 inference (issue 16): batch-1 generation and batch-1 sequence scoring of the
+char-LSTM, rnncore float32 / int8 / bf16 vs ONNX Runtime (float32 and quantize_dynamic int8) vs
+PyTorch (float32, torch.ao quantize_dynamic int8, and .to(torch.bfloat16)), same weights, each
+measurement in its own process, engines alternated over rounds, medians and ratios to rnncore
+int8.
 
     python bench/quant_generate.py                       # 2x512 LSTM, V 75, E 64: 2 and 1 threads
     python bench/quant_generate.py --hidden 256 --rounds 3 --threads 2
@@ -26,7 +27,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ENGINES = ("rnncore-fp32", "rnncore-int8", "ort-fp32", "ort-int8", "torch-fp32", "torch-int8")
+ENGINES = ("rnncore-fp32", "rnncore-int8", "rnncore-bf16", "ort-fp32", "ort-int8", "torch-fp32", "torch-int8",
+           "torch-bf16")
 ONNX_GATE_ORDER = (0, 3, 1, 2)  # PyTorch's i f g o -> ONNX's i o f c
 
 
@@ -93,7 +95,8 @@ def build(engine, workload, args, threads):
         from rnncore import sampling
 
         rnncore.set_num_threads(threads)
-        m = rnncore.quantize(model, threads=threads) if engine == "rnncore-int8" else model
+        precision = engine.split("-")[1]
+        m = model if precision == "fp32" else rnncore.quantize(model, precision, threads=threads)
         m.threads = threads
         if workload == "generate":
             return lambda: sampling.generate(m, [int(seq[0])], n, temperature=0, threads=threads)
@@ -141,12 +144,14 @@ def build(engine, workload, args, threads):
     tm = _torch_lm(model)
     if engine == "torch-int8":
         tm = torch.ao.quantization.quantize_dynamic(tm, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    elif engine == "torch-bf16":
+        tm = tm.to(torch.bfloat16)
     if workload == "score":
         x = torch.from_numpy(seq[:, None])
 
         def score():
             with torch.inference_mode():
-                return tm(x)[0].numpy()
+                return tm(x)[0].float().numpy()
 
         return score
 

@@ -149,6 +149,18 @@ def int8_gemv(q: npt.NDArray[np.int8], scale: npt.NDArray[np.float32], x: npt.ND
     """y (N,) = the int8 product of (q, scale) with x float32 (K,), x quantized dynamically to u8."""
 
 
+def bf16_kernel() -> str:
+    """The bf16 product kernel this process runs: avx512bf16, avx2 or generic (chosen by RNNCORE_ISA and the CPU)."""
+
+
+def to_bf16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
+    """float32 -> bf16 bits (uint16), rounded to nearest even; denormals become signed zeros."""
+
+
+def bf16_gemv(w: npt.NDArray[np.uint16], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """y (N,) = w (bf16 bits (N, K)) @ x float32 (K,), x rounded to bf16, float32 sums in bf16.h's order."""
+
+
 def thread_limit() -> int:
     """The largest thread count any call accepts: max(256, 4 x processors); larger counts raise
     ValueError."""

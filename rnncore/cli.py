@@ -790,8 +790,9 @@ def build_parser():
                    help="sample among the most likely tokens whose probabilities reach p")
     s.add_argument("--seed", type=int, default=None, help="same seed, same text (default: a fresh one)")
     s.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
-    s.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="int8: generate from rnncore.quantize(model, 'int8') (int8 weights, per-step u8 activations)")
+    s.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
+                   help="int8 / bf16: generate from rnncore.quantize(model, precision) (int8 weights with per-step u8 "
+                   "activations, or bf16 weights)")
 
     e = sub.add_parser("eval", help="perplexity / bits per character of a checkpoint", formatter_class=_HelpFormatter)
     e.add_argument("checkpoint", help="a checkpoint written by rnncore train")
@@ -801,14 +802,14 @@ def build_parser():
     e.add_argument("--batch-size", type=_positive(int), default=None, help="streams (default: the run's)")
     e.add_argument("--seq-len", type=_positive(int), default=None, help="window (default: the run's)")
     e.add_argument("--threads", type=int, default=None, help="kernel threads (default: OMP_NUM_THREADS or all CPUs)")
-    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="int8: evaluate rnncore.quantize(model, 'int8') instead of the float model")
+    e.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
+                   help="int8 / bf16: evaluate rnncore.quantize(model, precision) instead of the float model")
 
-    qz = sub.add_parser("quantize", help="write an int8 copy of a language-model checkpoint (for sample and eval)",
+    qz = sub.add_parser("quantize", help="write an int8 or bf16 copy of a language-model checkpoint (for sample and eval)",
                         formatter_class=_HelpFormatter)
     qz.add_argument("checkpoint", help="a checkpoint written by rnncore train")
     qz.add_argument("out", help="the quantized checkpoint to write (atomically)")
-    qz.add_argument("--precision", choices=("int8",), default="int8", help="weights' precision")
+    qz.add_argument("--precision", choices=("int8", "bf16"), default="int8", help="weights' precision")
 
     dg = sub.add_parser("diagnose", help="spectral radii and gradient flow of a checkpoint on a batch of its data",
                         formatter_class=_HelpFormatter)

@@ -1,8 +1,8 @@
-"""int8 inference (issue 16): the quantizers and the u8 x s8 product against numpy written from
-the formulas in csrc/quant/int8.h (bit for bit, on every kernel the host can run), saturation
-cases, and rnncore.quantize's QuantizedLanguageModel: against a numpy step loop of the same
-int8 arithmetic, against the float model, generation, beam search, evaluation, save/load, and
-the errors for models it cannot run."""
+"""int8 and bf16 inference (issue 16): the quantizers and the u8 x s8 and bf16 products against
+numpy written from the formulas in csrc/quant/int8.h and csrc/quant/bf16.h (bit for bit, on every
+kernel the host can run), saturation cases, and rnncore.quantize's QuantizedLanguageModel:
+against a numpy step loop of the same arithmetic, against the float model, generation, beam
+search, evaluation, save/load, and the errors for models it cannot run."""
 import os
 import subprocess
 import sys
@@ -44,6 +44,34 @@ def ref_gemv(q, scale, x):
     return (acc - zp * rowsum).astype(np.float32) * (np.float32(sx) * scale)
 
 
+def ref_to_bf16(x):
+    """float32 -> bf16 bits, nearest even; NaN stays quiet; denormals become signed zeros."""
+    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    exp, man = u & 0x7F800000, u & 0x7FFFFF
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    r = np.where(exp == 0, (u >> 16) & 0x8000, r)
+    r = np.where((exp == 0x7F800000) & (man != 0), ((u >> 16) | 0x40) & 0xFFFF, r)
+    return r.astype(np.uint16)
+
+
+def from_bf16(b):
+    return (np.asarray(b).astype(np.uint32) << 16).view(np.float32)
+
+
+def ref_bf16_gemv(w, x):
+    """bf16.h's order: pairs of k; even pairs in one float32 sum, odd pairs in another; within a
+    pair the odd k first."""
+    N, K = w.shape
+    xb, wf = from_bf16(ref_to_bf16(x)), from_bf16(w)
+    if K % 2:
+        xb, wf = np.append(xb, np.float32(0)), np.concatenate([wf, np.zeros((N, 1), np.float32)], 1)
+    s = [np.zeros(N, np.float32), np.zeros(N, np.float32)]
+    for g in range(xb.size // 2):
+        a = s[g % 2] + xb[2 * g + 1] * wf[:, 2 * g + 1]
+        s[g % 2] = a + xb[2 * g] * wf[:, 2 * g]
+    return s[0] + s[1]
+
+
 SHAPES = [(1, 1), (5, 3), (16, 4), (17, 5), (33, 77), (48, 129), (2048, 64), (65, 513)]
 
 
@@ -68,6 +96,32 @@ def test_quantizers_and_product_equal_the_numpy_formulas_bit_for_bit(N, K):
     # and it is a product: within the quantization error of the float one
     exact = w.astype(np.float64) @ x.astype(np.float64)
     assert np.abs(y - exact).max() <= 0.05 * np.abs(w).max() * np.abs(x).max() * np.sqrt(K) + 1e-6
+
+
+@pytest.mark.parametrize("N,K", SHAPES)
+def test_bf16_rounding_and_product_equal_the_numpy_formulas_bit_for_bit(N, K):
+    rng = np.random.default_rng(N * 31 + K)
+    w = (rng.standard_normal((N, K)) * rng.uniform(0.01, 3, (N, 1))).astype(np.float32)
+    x = (rng.standard_normal(K) * 2).astype(np.float32)
+    wb = _core.to_bf16(w)
+    np.testing.assert_array_equal(wb, ref_to_bf16(w))
+    y = _core.bf16_gemv(wb, x)
+    np.testing.assert_array_equal(y, ref_bf16_gemv(wb, x))
+    exact = w.astype(np.float64) @ x.astype(np.float64)
+    assert np.abs(y - exact).max() <= 2 ** -7 * np.abs(w).max() * np.abs(x).max() * np.sqrt(K) + 1e-6
+
+
+def test_bf16_rounding_edge_cases():
+    x = np.array([1.0, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1e-40, -1e-40, np.inf, -np.inf, np.nan, 3.4e38],
+                 np.float32)
+    b = _core.to_bf16(x)
+    np.testing.assert_array_equal(b, ref_to_bf16(x))
+    back = from_bf16(b)
+    assert back[0] == 1.0 and back[1] == -2.5
+    assert back[2] == 1.0 and back[3] == 1 + 2 ** -6   # ties to even: down, then up
+    assert back[4] == 0 and back[5] == 0 and np.signbit(back[5])
+    assert np.isposinf(back[6]) and np.isneginf(back[7]) and np.isnan(back[8])
+    assert np.isposinf(back[9])  # rounds past bf16's largest finite value
 
 
 def test_int32_sums_do_not_saturate():
@@ -122,7 +176,7 @@ _CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
 from rnncore import _core
-from test_quant import SHAPES, ref_gemv
+from test_quant import SHAPES, ref_bf16_gemv, ref_gemv
 print(_core.int8_kernel())
 for N, K in SHAPES:
     rng = np.random.default_rng(N * 7 + K)
@@ -132,23 +186,27 @@ for N, K in SHAPES:
     assert (_core.int8_gemv(q, s, x) == ref_gemv(q, s, x)).all(), (N, K)
     xq = rng.integers(0, 256, K).astype(np.uint8)
     assert (_core.int8_gemv_acc(q, xq) == q.astype(np.int64) @ xq.astype(np.int64)).all(), (N, K)
+    wb = _core.to_bf16(w)
+    assert (_core.bf16_gemv(wb, x) == ref_bf16_gemv(wb, x)).all(), (N, K)
 q = np.full((16, 300), 127, np.int8)
 assert (_core.int8_gemv_acc(q, np.full(300, 255, np.uint8)) == 127 * 255 * 300).all()
+print(_core.bf16_kernel())
 """
 
 EXPECTED_KERNEL = {"generic": "generic", "avx2": "avx2"}
 
 
 @pytest.mark.parametrize("isa", _core.supported_isas())
-def test_every_int8_kernel_the_host_runs_equals_the_reference(isa):
+def test_every_int8_and_bf16_kernel_the_host_runs_equals_the_reference(isa):
     env = dict(os.environ, RNNCORE_ISA=isa, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", _CHILD.format(tests=HERE)], env=env, capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    kernel = r.stdout.split()[0]
-    assert kernel == EXPECTED_KERNEL.get(isa, kernel)
+    kernel, bf16 = r.stdout.split()[:2]
+    assert kernel == EXPECTED_KERNEL.get(isa, kernel) and bf16 == EXPECTED_KERNEL.get(isa, bf16)
     if isa == "avx512":
         assert kernel in ("vnni512", "avx2")  # VNNI when the CPU has it, else the widening AVX2 kernel
+        assert bf16 in ("avx512bf16", "avx2")  # vdpbf16ps when the CPU has AVX-512-BF16, else the emulation
 
 
 # -- the quantized language model -------------------------------------------------------------------
@@ -166,6 +224,8 @@ def ref_quantized_logits(q, tokens):
     c = np.zeros((L, B, H), np.float32)
 
     def prod(name, x):
+        if q.precision == "bf16":
+            return ref_bf16_gemv(p[name], np.asarray(x, np.float32)).astype(np.float64)
         return ref_gemv(p[name], p[name + "_scale"], x).astype(np.float64)
 
     out = np.zeros((T, B, q.vocab_size))
@@ -198,10 +258,11 @@ def ref_quantized_logits(q, tokens):
 CASES = [("lstm", 2, 0), ("gru", 2, 0), ("rnn_tanh", 1, 0), ("rnn_relu", 2, 0), ("lstm", 2, 8)]
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
 @pytest.mark.parametrize("cell,layers,proj", CASES)
-def test_quantized_model_equals_a_numpy_step_loop_of_its_int8_arithmetic(cell, layers, proj):
+def test_quantized_model_equals_a_numpy_step_loop_of_its_arithmetic(cell, layers, proj, precision):
     m = nn.LanguageModel(37, 12, 24, num_layers=layers, cell=cell, proj_size=proj, seed=3)
-    q = rnncore.quantize(m)
+    q = rnncore.quantize(m, precision)
     tokens = np.random.default_rng(1).integers(0, 37, (9, 3))
     logits, _ = q.forward(tokens)
     ref = ref_quantized_logits(q, tokens)
@@ -209,10 +270,11 @@ def test_quantized_model_equals_a_numpy_step_loop_of_its_int8_arithmetic(cell, l
     np.testing.assert_allclose(logits, ref, rtol=0, atol=2e-5 * max(1.0, np.abs(ref).max()))
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
 @pytest.mark.parametrize("cell,layers,proj", CASES)
-def test_quantized_model_stays_close_to_the_float_model(cell, layers, proj):
+def test_quantized_model_stays_close_to_the_float_model(cell, layers, proj, precision):
     m = nn.LanguageModel(41, 16, 32, num_layers=layers, cell=cell, proj_size=proj, seed=5).eval()
-    q = rnncore.quantize(m)
+    q = rnncore.quantize(m, precision)
     tokens = np.random.default_rng(2).integers(0, 41, (12, 2))
     lf, (sf) = m.forward(tokens)
     lq, sq = q.forward(tokens)
@@ -268,6 +330,18 @@ def test_generation_beam_search_and_stream_run_on_int8_weights():
     assert many.shape == (2, 10)
 
 
+def test_bf16_model_saves_loads_and_halves_the_bytes(tmp_path):
+    m = nn.LanguageModel(25, 8, 32, num_layers=2, seed=7)
+    q = rnncore.quantize(m, "bf16")
+    assert q.state_dict()["rnn.weight_ih_l0"].dtype == np.uint16 and "rnn.weight_ih_l0_scale" not in q.state_dict()
+    rnncore.save(tmp_path / "b.safetensors", q)
+    back = rnncore.load(tmp_path / "b.safetensors").build()
+    assert back.precision == "bf16"
+    np.testing.assert_array_equal(sampling.generate(back, [1, 2], 20, seed=1), sampling.generate(q, [1, 2], 20, seed=1))
+    float_matrices = sum(p.data.nbytes for n, p in m.named_parameters() if p.data.ndim == 2 and n != "encoder.weight")
+    assert 2 * sum(p.data.nbytes for _, p in q.named_parameters() if p.data.dtype == np.uint16) == float_matrices
+
+
 def test_quantized_model_saves_and_loads_and_generates(tmp_path):
     m = nn.LanguageModel(25, 8, 32, num_layers=2, cell="gru", seed=7)
     q = rnncore.quantize(m)
@@ -294,7 +368,7 @@ def test_what_cannot_be_quantized_says_which_and_why():
         rnncore.quantize(nn.LanguageModel(100, 8, 16, adaptive_softmax=[20, 50]))
     with pytest.raises(TypeError, match="float64"):
         rnncore.quantize(nn.LanguageModel(10, 4, 8, dtype=np.float64))
-    with pytest.raises(ValueError, match="precision must be one of int8"):
+    with pytest.raises(ValueError, match="precision must be one of int8, bf16"):
         rnncore.quantize(nn.LanguageModel(10, 4, 8), "int4")
     m = nn.LanguageModel(10, 4, 8)
     m.rnn.weight_hh_l0.data[0, 0] = np.nan
@@ -322,3 +396,7 @@ def test_decoder_refuses_mixed_float_and_int8_weights():
         _core.LMDecoder(cell, emb, mixed, w_out, b_out, 1, 1)
     with pytest.raises(TypeError, match="int8 weights decode in float32"):
         _core.LMDecoder(cell, emb.astype(np.float64), layers, w_out, b_out, 1, 1)
+    b = rnncore.quantize(m, "bf16")
+    _, _, b_layers, b_out_w, _ = b.decoder_weights()
+    with pytest.raises(TypeError, match=r"w_ih must be an int8 weight \(q, scale\) like w_out, got bf16"):
+        _core.LMDecoder(cell, emb, [(b_layers[0][0],) + layers[0][1:]], w_out, b_out, 1, 1)

@@ -57,6 +57,8 @@ template <>
 inline const char* dtype_name<std::int8_t>() { return "int8"; }
 template <>
 inline const char* dtype_name<std::uint8_t>() { return "uint8"; }
+template <>
+inline const char* dtype_name<std::uint16_t>() { return "uint16"; }
 
 // True when `obj` is a numpy array of dtype T exactly (false for anything else, None included).
 template <typename T>

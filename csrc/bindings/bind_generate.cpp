@@ -14,8 +14,18 @@ namespace rnncore {
 
 namespace {
 
-// An int8 weight: a (q, scale) tuple (checked where it is read).
-bool is_int8_pair(const py::handle& obj) { return py::isinstance<py::tuple>(obj) && py::len(obj) == 2; }
+// A weight's format: a (q, scale) tuple is int8, a uint16 array bf16 bits, anything else float
+// (each checked where it is read).
+WeightFormat weight_format(const py::handle& obj) {
+  if (py::isinstance<py::tuple>(obj) && py::len(obj) == 2) return WeightFormat::int8;
+  if (has_dtype<std::uint16_t>(obj)) return WeightFormat::bf16;
+  return WeightFormat::f32;
+}
+
+const char* format_name(WeightFormat f) {
+  return f == WeightFormat::int8 ? "an int8 weight (q, scale)" : f == WeightFormat::bf16 ? "bf16 (a uint16 array)"
+                                                                                         : "a float array";
+}
 
 // `obj` None or an iterable of token ids (Python or numpy integers, not bools) in [0, V).
 std::vector<std::int64_t> token_list(const char* fn, const char* name, const py::object& obj, index_t V) {
@@ -109,39 +119,41 @@ class Decoder {
     if (w.L < 1) throw py::value_error("LMDecoder: layers must hold at least one (w_ih, w_hh, b_ih, b_hh) tuple");
     keep_.push_back(emb);
     w.embedding = cptr<T>(emb);
-    // Weight matrices: float arrays of the decoder's dtype, or (for a float32 decoder) every
-    // one an int8 weight (q int8 (rows, cols), scale float32 (rows,)): w_out decides which.
-    w.int8 = is_int8_pair(w_out_obj);
-    if (w.int8 && !std::is_same<T, float>::value)
-      throw py::type_error(std::string(fn) + ": int8 weights decode in float32; the embedding must be float32, got "
-                           "float64");
-    using Q = typename LMWeights<T>::Int8Weight;
+    // Weight matrices: float arrays of the decoder's dtype or, for a float32 decoder, every one
+    // an int8 weight (q int8 (rows, cols), scale float32 (rows,)) or every one bf16 bits (a uint16
+    // (rows, cols) array): w_out decides which.
+    w.format = weight_format(w_out_obj);
+    if (w.format != WeightFormat::f32 && !std::is_same<T, float>::value)
+      throw py::type_error(std::string(fn) + ": " + (w.format == WeightFormat::int8 ? "int8" : "bf16") +
+                           " weights decode in float32; the "
+                           "embedding must be float32, got float64");
     struct Mat {
       const T* f = nullptr;
-      Q q;
+      LowpWeight q;
       index_t rows = 0, cols = 0;
     };
     const auto matrix = [&](const std::string& name, const py::handle& obj, const std::vector<index_t>& dims) {
       Mat m;
-      if (w.int8 != is_int8_pair(obj))
-        throw py::type_error(std::string(fn) + ": " + name + " must be " +
-                             (w.int8 ? "an int8 weight (q, scale) like w_out" : "a float array like w_out") +
-                             ", got " + (w.int8 ? py::str(py::type::of(obj)).cast<std::string>()
-                                                : std::string("an int8 (q, scale) pair")));
-      if (w.int8) {
+      const WeightFormat f = weight_format(obj);
+      if (f != w.format)
+        throw py::type_error(std::string(fn) + ": " + name + " must be " + format_name(w.format) +
+                             " like w_out, got " + format_name(f));
+      if (f == WeightFormat::int8) {
         py::tuple pair = py::reinterpret_borrow<py::tuple>(obj);
         py::array q = checked<std::int8_t>(fn, (name + "[0] (q)").c_str(), pair[0], dims);
         py::array sc = checked<float>(fn, (name + "[1] (scale)").c_str(), pair[1], {q.shape(0)});
         keep_.push_back(q);
         keep_.push_back(sc);
-        m.q.q = cptr<std::int8_t>(q);
+        m.q.data = q.data();
         m.q.scale = cptr<float>(sc);
         m.rows = q.shape(0);
         m.cols = q.shape(1);
       } else {
-        py::array a = checked<T>(fn, name.c_str(), obj, dims);
+        py::array a = f == WeightFormat::bf16 ? checked<std::uint16_t>(fn, name.c_str(), obj, dims)
+                                              : checked<T>(fn, name.c_str(), obj, dims);
         keep_.push_back(a);
-        m.f = cptr<T>(a);
+        if (f == WeightFormat::bf16) m.q.data = a.data();
+        else m.f = cptr<T>(a);
         m.rows = a.shape(0);
         m.cols = a.shape(1);
       }

@@ -4,6 +4,8 @@
 #include <string>
 
 #include "bindings/arrays.h"
+#include "common/parallel.h"
+#include "quant/bf16.h"
 #include "quant/int8.h"
 
 namespace rnncore {
@@ -22,6 +24,13 @@ Int8Matrix packed(const char* fn, const py::object& q_obj, const py::object& sca
   check_cols(fn, q.shape(1));
   Int8Matrix m;
   m.pack(q.shape(0), q.shape(1), cptr<std::int8_t>(q), q.shape(1), cptr<float>(s));
+  return m;
+}
+
+Bf16Matrix packed_bf16(const char* fn, const py::object& w_obj, index_t K) {
+  py::array w = checked<std::uint16_t>(fn, "w", w_obj, {-1, K});
+  Bf16Matrix m;
+  m.pack(w.shape(0), w.shape(1), cptr<std::uint16_t>(w), w.shape(1));
   return m;
 }
 
@@ -97,6 +106,32 @@ void bind_quant(py::module_& m) {
       py::arg("q"), py::arg("scale"), py::arg("x"),
       "y (N,) = the int8 product of the quantized weight (q int8 (N, K), scale float32 (N,)) with x float32 (K,), "
       "x quantized dynamically to u8 (the decoding loop's product).");
+  m.def("bf16_kernel", &bf16_kernel_name,
+        "The bf16 product kernel this process runs: avx512bf16, avx2 or generic (chosen by RNNCORE_ISA and the CPU).");
+  m.def(
+      "to_bf16",
+      [](const py::object& x_obj) {
+        py::array x = checked<float>("to_bf16", "x", x_obj, any_shape(x_obj));
+        py::array_t<std::uint16_t> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        to_bf16(static_cast<index_t>(x.size()), cptr<float>(x), out.mutable_data());
+        return out;
+      },
+      py::arg("x"), "float32 -> bf16 bits (uint16), rounded to nearest even; denormals become signed zeros.");
+  m.def(
+      "bf16_gemv",
+      [](const py::object& w, const py::object& x_obj) {
+        const char* fn = "bf16_gemv";
+        py::array x = checked<float>(fn, "x", x_obj, {-1});
+        const Bf16Matrix mat = packed_bf16(fn, w, x.shape(0));
+        AlignedBuffer<unsigned char> ws(mat.workspace_bytes());
+        py::array_t<float> y({mat.rows()});
+        FlushToZeroGuard ftz;  // as in the decoding loop
+        mat.gemv(cptr<float>(x), y.mutable_data(), 0.0f, ws.data());
+        return y;
+      },
+      py::arg("w"), py::arg("x"),
+      "y (N,) = w (bf16 bits, uint16 (N, K)) @ x float32 (K,), x rounded to bf16, float32 sums in the order of "
+      "csrc/quant/bf16.h (the decoding loop's product).");
 }
 
 }  // namespace rnncore

@@ -94,8 +94,8 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
     sl.w_ih.resize(static_cast<std::size_t>(w.L));
     sl.w_hh.resize(static_cast<std::size_t>(w.L));
     sl.w_hr.resize(static_cast<std::size_t>(P > 0 ? w.L : 0));
-    if (w.int8) {
-      pack_int8_slice(sl, hs);
+    if (w.format != WeightFormat::f32) {
+      pack_lowp_slice(sl, hs);
     } else {
       for (int l = 0; l < w.L && hs > 0; ++l) {
         const index_t in = l == 0 ? E : R;
@@ -120,27 +120,29 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
 }
 
 template <typename T>
-void LMDecoder<T>::pack_int8_slice(Slice& sl, index_t hs) {
+void LMDecoder<T>::pack_lowp_slice(Slice& sl, index_t hs) {
   const LMWeights<T>& w = w_;
-  const index_t H = w.H, E = w.E, R = R_, P = w.P;
-  std::vector<std::int8_t> rows;
+  const index_t H = w.H, E = w.E, R = R_, P = w.P, eb = element_bytes(w.format);
+  std::vector<unsigned char> rows;
   std::vector<float> scales;
-  index_t xq = 0, acc = 0;
-  const auto gate_rows = [&](const typename LMWeights<T>::Int8Weight& q, index_t in, Int8Matrix* out) {
+  index_t ws = 0;
+  const auto bytes = [eb](const void* p, index_t offset) { return static_cast<const unsigned char*>(p) + offset * eb; };
+  const auto gate_rows = [&](const LowpWeight& q, index_t in, LowpMatrix* out) {
     // the slice's rows of a (G*H, in) weight, gate-major (G * hs, in), with their scales
-    rows.resize(static_cast<std::size_t>(G_ * hs * in));
+    rows.resize(static_cast<std::size_t>(G_ * hs * in * eb));
     scales.resize(static_cast<std::size_t>(G_ * hs));
     for (int g = 0; g < G_; ++g)
       for (index_t u = sl.lo; u < sl.hi; ++u) {
         const index_t r = g * hs + u - sl.lo;
-        if (in > 0) std::memcpy(rows.data() + r * in, q.q + (g * H + u) * in, static_cast<std::size_t>(in));
-        scales[static_cast<std::size_t>(r)] = q.scale[g * H + u];
+        if (in > 0) std::memcpy(rows.data() + r * in * eb, bytes(q.data, (g * H + u) * in), static_cast<std::size_t>(in * eb));
+        if (q.scale) scales[static_cast<std::size_t>(r)] = q.scale[g * H + u];
       }
-    out->pack(G_ * hs, in, rows.data(), in, scales.data());
+    out->pack(w.format, G_ * hs, in, rows.data(), in, scales.data());
+    ws = std::max(ws, out->workspace_bytes());
   };
-  const auto workspace = [&](const Int8Matrix& m) {
-    xq = std::max(xq, m.xq_size());
-    acc = std::max(acc, m.acc_size());
+  const auto rows_of = [&](const LowpWeight& q, index_t r0, index_t r1, index_t cols, LowpMatrix* out) {
+    out->pack(w.format, r1 - r0, cols, bytes(q.data, r0 * cols), cols, q.scale ? q.scale + r0 : nullptr);
+    ws = std::max(ws, out->workspace_bytes());
   };
   sl.q_ih.resize(static_cast<std::size_t>(w.L));
   sl.q_hh.resize(static_cast<std::size_t>(w.L));
@@ -148,27 +150,18 @@ void LMDecoder<T>::pack_int8_slice(Slice& sl, index_t hs) {
   for (int l = 0; l < w.L && hs > 0; ++l) {
     gate_rows(w.q_ih[l], l == 0 ? E : R, &sl.q_ih[l]);
     gate_rows(w.q_hh[l], R, &sl.q_hh[l]);
-    workspace(sl.q_ih[l]);
-    workspace(sl.q_hh[l]);
   }
-  for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l) {
-    sl.q_hr[l].pack(sl.phi - sl.plo, H, w.q_hr[l].q + sl.plo * H, H, w.q_hr[l].scale + sl.plo);
-    workspace(sl.q_hr[l]);
-  }
-  if (sl.v1 > sl.v0) {
-    sl.q_out.pack(sl.v1 - sl.v0, R, w.q_out.q + sl.v0 * R, R, w.q_out.scale + sl.v0);
-    workspace(sl.q_out);
-  }
-  sl.xq.resize(xq);
-  sl.acc.resize(acc);
+  for (int l = 0; P > 0 && l < w.L && sl.phi > sl.plo; ++l) rows_of(w.q_hr[l], sl.plo, sl.phi, H, &sl.q_hr[l]);
+  if (sl.v1 > sl.v0) rows_of(w.q_out, sl.v0, sl.v1, R, &sl.q_out);
+  sl.ws.resize(ws);
 }
 
 template <typename T>
-void LMDecoder<T>::product(Slice& sl, const PackedB<T>& w, const Int8Matrix* q, const T* A, index_t lda, T* C,
+void LMDecoder<T>::product(Slice& sl, const PackedB<T>& w, const LowpMatrix* q, const T* A, index_t lda, T* C,
                            index_t ldc) {
   if constexpr (std::is_same<T, float>::value) {
     if (q != nullptr) {
-      for (index_t b = 0; b < B_; ++b) q->gemv(A + b * lda, C + b * ldc, 0.0f, sl.xq.data(), sl.acc.data());
+      for (index_t b = 0; b < B_; ++b) q->gemv(A + b * lda, C + b * ldc, 0.0f, sl.ws.data());
       return;
     }
   }
@@ -188,7 +181,7 @@ void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, in
   const bool proj = w_.P > 0;
   const T* hprev = h_[cur].data() + l * B * R;
   T* hnew = h_[1 - cur].data() + l * B * R;
-  const bool q = w_.int8;
+  const bool q = w_.format != WeightFormat::f32;
   product(sl, sl.w_ih[l], q ? &sl.q_ih[l] : nullptr, in, in_size, sl.gx.data(), G_ * hs);
   product(sl, sl.w_hh[l], q ? &sl.q_hh[l] : nullptr, hprev, R, sl.gh.data(), G_ * hs);
   for (index_t b = 0; b < B; ++b) {
@@ -214,7 +207,7 @@ template <typename T>
 void LMDecoder<T>::project_step(Slice& sl, int l, int cur) {
   if (sl.phi == sl.plo) return;
   // h = W_hr m  =>  h[:, plo:phi) = m (B, H) W_hr[plo:phi)^T
-  product(sl, sl.w_hr[l], w_.int8 ? &sl.q_hr[l] : nullptr, m_.data(), w_.H, h_[1 - cur].data() + l * B_ * R_ + sl.plo,
+  product(sl, sl.w_hr[l], w_.format != WeightFormat::f32 ? &sl.q_hr[l] : nullptr, m_.data(), w_.H, h_[1 - cur].data() + l * B_ * R_ + sl.plo,
           R_);
 }
 
@@ -236,7 +229,7 @@ void LMDecoder<T>::run_layers_and_head(int tid, int team, int cur, bool head) {
   for (int k = tid; k < nt_; k += team) {
     Slice& sl = slices_[k];
     if (sl.v1 == sl.v0) continue;
-    product(sl, sl.w_out, w_.int8 ? &sl.q_out : nullptr, top, R, logits_.data() + sl.v0, V);
+    product(sl, sl.w_out, w_.format != WeightFormat::f32 ? &sl.q_out : nullptr, top, R, logits_.data() + sl.v0, V);
     if (w_.b_out) {
       for (index_t b = 0; b < B; ++b) {
         T* row = logits_.data() + b * V;

@@ -18,7 +18,7 @@
 #include "common/buffer.h"
 #include "gemm/gemm.h"
 #include "generate/sampler.h"
-#include "quant/int8.h"
+#include "quant/lowp.h"
 #include "recurrent/recurrent.h"
 
 namespace rnncore {
@@ -35,15 +35,11 @@ struct LMWeights {
   std::vector<const T*> w_hr;                    // layer l: (P, H), only with P > 0
   const T* w_out = nullptr;                      // (V, R)
   const T* b_out = nullptr;                      // (V) or null
-  // int8 weights (quant/int8.h; float decoders only): when `int8`, every matrix above but the
-  // embedding is given as (q, scale) here instead, and its float pointer is null.
-  struct Int8Weight {
-    const std::int8_t* q = nullptr;  // (rows, cols) row-major
-    const float* scale = nullptr;    // (rows)
-  };
-  bool int8 = false;
-  std::vector<Int8Weight> q_ih, q_hh, q_hr;
-  Int8Weight q_out;
+  // Reduced-precision weights (quant/lowp.h; float decoders only): with format int8 or bf16,
+  // every matrix above but the embedding is given here instead, and its float pointer is null.
+  WeightFormat format = WeightFormat::f32;
+  std::vector<LowpWeight> q_ih, q_hh, q_hr;
+  LowpWeight q_out;
 };
 
 struct Hypothesis {
@@ -127,10 +123,9 @@ class LMDecoder {
     std::vector<PackedB<T>> w_ih, w_hh;
     std::vector<PackedB<T>> w_hr;  // layer l: rows [plo, phi) of W_hr, packed as the transpose (H, phi - plo)
     PackedB<T> w_out;
-    std::vector<Int8Matrix> q_ih, q_hh, q_hr;  // the same rows as int8 (int8 decoders only)
-    Int8Matrix q_out;
-    AlignedBuffer<std::uint8_t> xq;  // int8 workspace: one quantized input vector
-    AlignedBuffer<std::int32_t> acc;  // and its int32 sums
+    std::vector<LowpMatrix> q_ih, q_hh, q_hr;  // the same rows in int8 or bf16 (those decoders only)
+    LowpMatrix q_out;
+    AlignedBuffer<unsigned char> ws;  // their products' workspace (one input vector at a time)
     AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
   };
   // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
@@ -138,13 +133,13 @@ class LMDecoder {
   void layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur);
   // A projected layer's second phase for one slice: h[:, plo:phi) = m W_hr[plo:phi)^T.
   void project_step(Slice& sl, int l, int cur);
-  // C (B, n) = A (B, k) times a slice's weight: its packed float copy, or its int8 one when q.
-  void product(Slice& sl, const PackedB<T>& w, const Int8Matrix* q, const T* A, index_t lda, T* C, index_t ldc);
+  // C (B, n) = A (B, k) times a slice's weight: its packed float copy, or its int8/bf16 one when q.
+  void product(Slice& sl, const PackedB<T>& w, const LowpMatrix* q, const T* A, index_t lda, T* C, index_t ldc);
   using LayerStep = void (LMDecoder::*)(Slice&, int, const T*, index_t, int);
   // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
   void run_layers_and_head(int tid, int team, int cur, bool head = true);
   void embed(index_t b);
-  void pack_int8_slice(Slice& sl, index_t hs);  // the slice's int8 weights (w_.int8)
+  void pack_lowp_slice(Slice& sl, index_t hs);  // the slice's int8/bf16 weights (w_.format)
 
   LMWeights<T> w_;
   index_t B_;

@@ -1,4 +1,4 @@
-"""QuantizedLanguageModel: a LanguageModel with int8 weights, for inference (issue 16).
+"""QuantizedLanguageModel: a LanguageModel with int8 or bf16 weights, for inference (issue 16).
 
 ``rnncore.quantize(model, "int8")`` makes one from a trained float LanguageModel (Embedding ->
 unidirectional LSTM/GRU/RNN layers -> Linear), as ``torch.ao.quantization.quantize_dynamic``
@@ -12,14 +12,18 @@ does for PyTorch and ONNX Runtime's DynamicQuantizeLSTM for ONNX models:
 - the embedding, the biases, the cell arithmetic and the state stay float32.
 The scheme and its kernels: csrc/quant/int8.h.
 
+``rnncore.quantize(model, "bf16")`` stores the same matrices as bfloat16 (rounded to nearest
+even; half the bytes of float32) and rounds each product's input to bf16, the sums in float32
+(AVX-512-BF16 ``vdpbf16ps`` where the CPU has it, an exact emulation otherwise: csrc/quant/bf16.h).
+
 It runs on the C++ decoding loop (rnncore._core.LMDecoder), so the same model serves
 ``sampling.generate``/``stream``/``beam_search`` (fed straight to them), ``forward`` (teacher
 forcing, e.g. for ``rnncore.evaluate``'s perplexity) and ``target_log_prob``. It has no
 backward: train the float model and quantize it again. ``rnncore.save``/``rnncore.load`` store
 and restore it (the int8 weights and their scales as safetensors I8/F32 tensors).
 
-Parameter names are the float model's, plus a ``<name>_scale`` (rows,) float32 beside every int8
-matrix.
+Parameter names are the float model's, plus, for int8, a ``<name>_scale`` (rows,) float32 beside
+every int8 matrix; bf16 matrices are uint16 arrays of the bf16 bits (numpy has no bfloat16).
 """
 import numpy as np
 
@@ -31,15 +35,15 @@ from .module import Module, Parameter
 
 __all__ = ["QuantizedLanguageModel", "quantize"]
 
-PRECISIONS = ("int8",)
+PRECISIONS = ("int8", "bf16")
 
 
 class QuantizedLanguageModel(Module):
-    """An int8 LanguageModel for inference; build one with ``rnncore.quantize(model, "int8")``.
+    """An int8 or bf16 LanguageModel for inference: ``rnncore.quantize(model, "int8" or "bf16")``.
 
     Args: vocab_size V, embedding_dim E, hidden_size H, num_layers L, cell (lstm, gru,
     rnn_tanh, rnn_relu), bias (each layer has b_ih and b_hh), decoder_bias (the head has one),
-    batch_first. Keywords: proj_size (an LSTM with projections, 0 < P < H), precision ('int8'),
+    batch_first. Keywords: proj_size (an LSTM with projections, 0 < P < H), precision ('int8', 'bf16'),
     threads. The constructor makes zero weights of those shapes (for rnncore.load); quantize()
     fills them from a float model.
 
@@ -81,8 +85,11 @@ class QuantizedLanguageModel(Module):
             self._parameters[name] = Parameter(init.constant(shape, value, dtype))
 
         def matrix(name, rows, cols):
-            put(name, (rows, cols), np.int8)
-            put(name + "_scale", (rows,), np.float32, 1)
+            if precision == "bf16":  # bf16 bits (numpy has no bfloat16)
+                put(name, (rows, cols), np.uint16)
+            else:
+                put(name, (rows, cols), np.int8)
+                put(name + "_scale", (rows,), np.float32, 1)
 
         put("encoder.weight", (V, E), np.float32)
         for layer in range(self.num_layers):
@@ -141,15 +148,17 @@ class QuantizedLanguageModel(Module):
     def decoder_weights(self):
         """(cell, embedding, layers, w_out, b_out) as rnncore._core.LMDecoder takes them, each
         int8 matrix as a (q, scale) pair."""
+        def weight(name):  # int8: (q, scale); bf16: the uint16 bits
+            return self._p(name) if self.precision == "bf16" else (self._p(name), self._p(name + "_scale"))
+
         layers = []
         for layer in range(self.num_layers):
-            entry = [(self._p(f"rnn.weight_{w}_l{layer}"), self._p(f"rnn.weight_{w}_l{layer}_scale"))
-                     for w in ("ih", "hh")]
+            entry = [weight(f"rnn.weight_{w}_l{layer}") for w in ("ih", "hh")]
             entry += [self._p(f"rnn.bias_{b}_l{layer}") if self.bias else None for b in ("ih", "hh")]
             if self.proj_size:
-                entry.append((self._p(f"rnn.weight_hr_l{layer}"), self._p(f"rnn.weight_hr_l{layer}_scale")))
+                entry.append(weight(f"rnn.weight_hr_l{layer}"))
             layers.append(tuple(entry))
-        w_out = (self._p("decoder.weight"), self._p("decoder.weight_scale"))
+        w_out = weight("decoder.weight")
         b_out = self._p("decoder.bias") if self.decoder_bias else None
         return self.cell, self._p("encoder.weight"), layers, w_out, b_out
 
@@ -230,7 +239,11 @@ class QuantizedLanguageModel(Module):
                 precision=precision, threads=model.threads if threads is None else threads)
 
         def put(name, w):
-            qw, scale = _core.quantize_rows_s8(np.ascontiguousarray(w, np.float32))
+            w = np.ascontiguousarray(w, np.float32)
+            if precision == "bf16":
+                q._p(name)[...] = _core.to_bf16(w)
+                return
+            qw, scale = _core.quantize_rows_s8(w)
             q._p(name)[...] = qw
             q._p(name + "_scale")[...] = scale
 
@@ -276,8 +289,8 @@ def _check_quantizable(model, fn):
 
 def quantize(model, precision="int8", threads=None):
     """A quantized copy of a trained float32 LanguageModel for inference: ``precision='int8'``
-    stores every weight matrix as int8 with per-row scales (see QuantizedLanguageModel). The
-    float model is not changed. A model that cannot be quantized raises TypeError/ValueError
+    stores every weight matrix as int8 with per-row scales, ``'bf16'`` as bfloat16 (see
+    QuantizedLanguageModel). The float model is not changed. A model that cannot be quantized raises TypeError/ValueError
     naming the part and the reason."""
     if precision not in PRECISIONS:
         raise ValueError(f"rnncore.quantize: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -1,0 +1,54 @@
+// rnncore: bfloat16 weights for inference (issue 16): the matrices stored as bf16 (the top 16
+// bits of a float32, rounded to nearest even), each product's input vector rounded to bf16 at
+// every call, the products summed in float32.
+//
+// The sum, per output row, is defined in the order of AVX-512-BF16's vdpbf16ps, so that every
+// kernel gives the same bits: k is taken in pairs (2g, 2g + 1); even pairs go to one partial sum
+// and odd pairs to another (two independent chains), and each pair adds x[2g+1] w[2g+1] first, then
+// x[2g] w[2g], each addition rounded to float32 (a bf16 x bf16 product is exact in float32);
+// y = partial_even + partial_odd. Denormals are flushed (the decoder runs with FTZ/DAZ, as
+// vdpbf16ps always does); on such values the kernels may differ, nowhere else.
+// Kernels, chosen by RNNCORE_ISA and the CPU:
+//   avx512 with AVX-512-BF16  vdpbf16ps;
+//   avx2 (and avx512 without BF16)  bf16 widened to float32 by a shift, then multiply and add;
+//   generic  the same in scalar code.
+#pragma once
+
+#include <cstdint>
+
+#include "common/buffer.h"
+#include "common/defs.h"
+
+namespace rnncore {
+
+// float32 -> bf16 rounded to nearest even (NaN stays a quiet NaN; a denormal becomes a signed zero),
+// and back (exact).
+std::uint16_t to_bf16(float x);
+float from_bf16(std::uint16_t b);
+void to_bf16(index_t n, const float* x, std::uint16_t* out);
+
+// The name of the bf16 product kernel this process runs: "avx512bf16", "avx2" or "generic".
+const char* bf16_kernel_name();
+
+// A bf16 weight matrix (N, K) packed for the product with one vector: blocks of 16 rows, k in
+// pairs: element ((nb * Kp / 2 + g) * 16 + r) * 2 + j holds W[16 nb + r, 2 g + j]; padding is zero.
+class Bf16Matrix {
+ public:
+  void pack(index_t N, index_t K, const std::uint16_t* w, index_t ldw);
+  index_t rows() const { return N_; }
+  index_t cols() const { return K_; }
+  // Workspace bytes of gemv() (the rounded input and the padded sums).
+  index_t workspace_bytes() const;
+  // y (N) = W x, x rounded to bf16; beta 0 writes y, 1 adds to it. ws: workspace_bytes(), 64-aligned.
+  void gemv(const float* x, float* y, float beta, void* ws) const;
+  // The raw sums (padded rows, 16 * ceil(N / 16)) of W xb for an already rounded xb (Kp values).
+  void gemv_sums(const std::uint16_t* xb, float* sums) const;
+  index_t padded_cols() const { return Kp_; }
+  index_t padded_rows() const { return Np_; }
+
+ private:
+  index_t N_ = 0, K_ = 0, Np_ = 0, Kp_ = 0;
+  AlignedBuffer<std::uint16_t> data_;
+};
+
+}  // namespace rnncore
