@@ -219,7 +219,7 @@ def main():
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=300, help="generated tokens per timed run")
+    ap.add_argument("--tokens", type=int, default=1000, help="generated tokens per timed run (the decoder is built in each)")
     ap.add_argument("--seq-len", type=int, default=300, help="scored tokens per timed run")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (each engine once per round)")

@@ -173,10 +173,12 @@ void Bf16Matrix::pack(index_t N, index_t K, const std::uint16_t* w, index_t ldw)
   Kp_ = round_up(std::max<index_t>(K, 1), 2);
   data_.resize(Np_ * Kp_);
   data_.zero();
-  const index_t groups = Kp_ / 2;
+  const index_t groups = Kp_ / 2, full = K / 2;
   for (index_t n = 0; n < N; ++n) {
-    const index_t nb = n / kRows, r = n % kRows;
-    for (index_t k = 0; k < K; ++k) data_.data()[((nb * groups + k / 2) * kRows + r) * 2 + k % 2] = w[n * ldw + k];
+    const std::uint16_t* row = w + n * ldw;
+    std::uint16_t* out = data_.data() + (n / kRows) * groups * kRows * 2 + (n % kRows) * 2;
+    for (index_t g = 0; g < full; ++g) std::memcpy(out + g * kRows * 2, row + 2 * g, 4);
+    if (K % 2) out[full * kRows * 2] = row[K - 1];
   }
 }
 
