@@ -77,9 +77,10 @@ TRAIN_ARGS = {
     "window": ["--model", "window", "--context", "5", "--embed", "100", "--hidden", "300", "--dropout", "0.1",
                "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "32", "--seq-len", "35", "--epochs", "20",
                "--max-minutes", "15"],
-    "rnn": ["--cell", "rnn_tanh", "--layers", "1", "--hidden", "400", "--tie", "--init", "0.1", "--dropout", "0.3",
-            "--optimizer", "adam", "--lr", "1e-3", "--clip", "0.25", "--batch-size", "32", "--seq-len", "35",
-            "--epochs", "20", "--max-minutes", "25"],
+    "rnn": ["--cell", "rnn_tanh", "--layers", "1", "--hidden", "512", "--embed", "256", "--init", "0.1",
+            "--dropout", "0.4", "--adaptive-softmax", "2000,6000", "--adaptive-head-bias", "--optimizer", "adam",
+            "--lr", "1e-3", "--clip", "0.25", "--schedule", "plateau", "--lr-decay", "0.5", "--batch-size", "32",
+            "--seq-len", "35", "--epochs", "40", "--max-minutes", "50"],
     "lstm": _ZAREMBA_SMALL,
     # the head bias (off in PyTorch) narrows the gap to the full softmax at equal epochs; a wider shortlist and
     # tail (3000, div 2) narrow it more but cost the speed (bench/RESULTS.md, 2026-12-02)

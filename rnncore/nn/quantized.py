@@ -28,7 +28,7 @@ every int8 matrix; bf16 matrices are uint16 arrays of the bf16 bits (numpy has n
 import numpy as np
 
 from .. import _core
-from .._checks import as_index_array, as_real_array, cell_name, check_int, shape_str
+from .._checks import as_index_array, as_real_array, bounded_repr, cell_name, check_int, shape_str
 from .._threads import exclusive, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -66,8 +66,7 @@ class QuantizedLanguageModel(Module):
         if self.proj_size and (self.cell != "lstm" or self.proj_size >= self.hidden_size):
             raise ValueError(f"{fn}: proj_size needs cell='lstm' and 0 < proj_size < hidden_size "
                              f"({self.hidden_size}), got proj_size={self.proj_size} with cell={self.cell!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"{fn}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        _check_precision(precision, fn)
         self.precision = precision
         self.bias = bool(bias)
         self.decoder_bias = bool(decoder_bias)
@@ -292,6 +291,10 @@ def quantize(model, precision="int8", threads=None):
     stores every weight matrix as int8 with per-row scales, ``'bf16'`` as bfloat16 (see
     QuantizedLanguageModel). The float model is not changed. A model that cannot be quantized raises TypeError/ValueError
     naming the part and the reason."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"rnncore.quantize: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_precision(precision, "rnncore.quantize")
     return QuantizedLanguageModel.from_model(model, precision, threads)
+
+
+def _check_precision(precision, fn):
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"{fn}: precision must be one of {', '.join(PRECISIONS)}, got {bounded_repr(precision)}")

@@ -636,6 +636,19 @@ def generate(ctor, prime, max_new_tokens, weights=None, **kwargs):
     return out
 
 
+def quantized_lm(ctor, precision, tokens, prime, max_new_tokens, weights=None, threads=None):
+    """rnncore.quantize(LanguageModel(**ctor), precision): forward over tokens, then generate."""
+    model = _lm(ctor, weights)
+    q = rnncore.quantize(model, precision, threads=threads)
+    logits, _ = q.forward(tokens)
+    expect(np.shape(logits) == np.shape(tokens) + (model.vocab_size,), "QuantizedLanguageModel.forward: logits shape")
+    if weights in (None, "init", "zero"):
+        expect(finite(logits), "QuantizedLanguageModel.forward: non-finite logits for finite weights")
+    out = sampling.generate(q, prime, max_new_tokens)
+    _expect_tokens(out, model.vocab_size, "generate (quantized)")
+    return out
+
+
 def stream(ctor, prime, max_new_tokens, take=8, weights=None, **kwargs):
     model = _lm(ctor, weights)
     out = list(itertools.islice(sampling.stream(model, prime, max_new_tokens, **kwargs), take))

@@ -1038,6 +1038,42 @@ def b_generate(draw, which):
     return out
 
 
+def b_quantized_lm(draw):
+    ctor = _sampling_ctor(draw)
+    V = ctor["vocab_size"]
+    return {"ctor": ctor, "precision": pick(draw, ("int8", "bf16")), "tokens": ids(draw, (pos(draw), pos(draw)), V),
+            "prime": ids(draw, (pos(draw),), V), "max_new_tokens": rint(draw, 0, 6), "weights": pick(draw, WEIGHTS),
+            "threads": threads_value(draw)}
+
+
+def b_quantize_rows(draw):
+    return {"w": arr(draw, "float32", (dim(draw, 0), dim(draw, 0)))}
+
+
+def b_quantize_u8(draw):
+    return {"x": arr(draw, "float32", (dim(draw, 0),))}
+
+
+def b_int8_gemv_acc(draw):
+    N, K = pos(draw), pos(draw)
+    return {"q": arr(draw, "int8", (N, K), -127, 128), "xq": arr(draw, "uint8", (K,), 0, 256)}
+
+
+def b_int8_gemv(draw):
+    N, K = pos(draw), pos(draw)
+    return {"q": arr(draw, "int8", (N, K), -127, 128), "scale": arr(draw, "float32", (N,), 0.01, 1.0, fill="uniform"),
+            "x": arr(draw, "float32", (K,))}
+
+
+def b_to_bf16(draw):
+    return {"x": arr(draw, "float32", shape(draw, 3))}
+
+
+def b_bf16_gemv(draw):
+    N, K = pos(draw), pos(draw)
+    return {"w": arr(draw, "uint16", (N, K), 0, 65536), "x": arr(draw, "float32", (K,))}
+
+
 def b_decoder(draw):
     ctor = _sampling_ctor(draw)
     V, B = ctor["vocab_size"], pos(draw)
@@ -1515,7 +1551,7 @@ def scen(name, build, **kw):
 
 def _info_calls():
     names = ("gemm_config", "gemm_kernel", "isa", "max_threads", "openmp_enabled", "supported_isas", "thread_limit",
-             "vmath_kernel", "cells_kernel")
+             "vmath_kernel", "cells_kernel", "int8_kernel", "bf16_kernel")
     calls = [Call("rnncore._core." + n, public=False) for n in names]
     calls += [Call("rnncore._core." + n, (v,), public=False) for n in names for v in (1, None, "x")]
     return st.sampled_from(calls)
@@ -1815,7 +1851,14 @@ TARGETS = {
                        ["_core.attention_keys", "_core.attention_forward", "_core.attention_backward"], 1.5),
     "core_info": (_info_calls(), ["_core.gemm_config", "_core.gemm_kernel", "_core.isa", "_core.max_threads",
                                   "_core.openmp_enabled", "_core.supported_isas", "_core.thread_limit",
-                                  "_core.vmath_kernel", "_core.cells_kernel"], 0.2),
+                                  "_core.vmath_kernel", "_core.cells_kernel", "_core.int8_kernel",
+                                  "_core.bf16_kernel"], 0.2),
+    "core_quantize_rows_s8": (core("quantize_rows_s8", b_quantize_rows), ["_core.quantize_rows_s8"], 0.5),
+    "core_quantize_u8": (core("quantize_u8", b_quantize_u8), ["_core.quantize_u8"], 0.5),
+    "core_int8_gemv_acc": (core("int8_gemv_acc", b_int8_gemv_acc), ["_core.int8_gemv_acc"], 0.5),
+    "core_int8_gemv": (core("int8_gemv", b_int8_gemv), ["_core.int8_gemv"], 0.5),
+    "core_to_bf16": (core("to_bf16", b_to_bf16), ["_core.to_bf16"], 0.5),
+    "core_bf16_gemv": (core("bf16_gemv", b_bf16_gemv), ["_core.bf16_gemv"], 0.5),
     "core_cell_forward_test": (core("cell_forward_test", b_cell_forward_test), ["_core.cell_forward_test"], 0.5),
     "core_cell_backward_test": (core("cell_backward_test", b_cell_backward_test), ["_core.cell_backward_test"], 0.5),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
@@ -1857,6 +1900,7 @@ TARGETS = {
     "optim_clip_norm": (scen("clip_norm", _p(b_clip, "norm"), allow=("RuntimeError",)), ["optim.clip_grad_norm_"], 1),
     "optim_clip_value": (scen("clip_value", _p(b_clip, "value")), ["optim.clip_grad_value_"], 0.7),
     "sampling_generate": (scen("generate", _p(b_generate, "generate")), ["sampling.generate"], 2),
+    "quantized_lm": (scen("quantized_lm", b_quantized_lm), ["quantize", "nn.quantize", "nn.QuantizedLanguageModel"], 1),
     "sampling_stream": (scen("stream", _p(b_generate, "stream")), ["sampling.stream"], 1),
     "sampling_beam_search": (scen("beam_search", _p(b_generate, "beam_search")), ["sampling.beam_search"], 2),
     # while "decoder_pybind" is known, a pybind11 dump or an AttributeError from Decoder's methods is tolerated here
