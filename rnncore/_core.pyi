@@ -342,12 +342,14 @@ class LMDecoder:
         """Run up to n steps; returns (tokens (B, n) with -1 after a stream is done, steps run)."""
     def step_logits(self) -> _Floats:
         """Feed the next tokens and return the logits (B, V) without choosing (advances the state)."""
-    def teacher_force(self, tokens: _Ids, targets: Optional[_Ids] = None, return_logits: bool = False
-                      ) -> tuple[Optional[npt.NDArray[np.float64]], Optional[_Floats], int]:
+    def teacher_force(self, tokens: _Ids, targets: Optional[_Ids] = None, return_logits: bool = False,
+                      by_layer: bool = False) -> tuple[Optional[npt.NDArray[np.float64]], Optional[_Floats], int]:
         """Teacher forcing: feed tokens (B, n) one step at a time from the current state. Returns (logprob,
         logits, steps): logprob (B, n) float64, log p(targets[b, s]) after step s, when targets (B, n) are
         given; logits (n, B, V) when return_logits; with neither, the output layer is skipped (reading a
-        prime). The next input tokens are left as the last ones fed."""
+        prime). The next input tokens are left as the last ones fed. by_layer: the same values computed
+        layer by layer over chunks of steps (each layer's input products for a chunk at once); a non-finite
+        logit then still raises, but after all n steps."""
     def beam_search(self, max_len: int, alpha: float = 0.0, n_best: int = 1, stop_tokens: Optional[_Ids] = None
                     ) -> list[tuple[_Ids, float, float, bool]]:
         """Beam search (width = batch) from stream 0's state and next token; returns

@@ -285,6 +285,58 @@ def test_quantized_model_stays_close_to_the_float_model(cell, layers, proj, prec
     np.testing.assert_array_equal(l2, whole[12:])
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16", "fp32"])
+@pytest.mark.parametrize("cell,layers,proj", CASES)
+def test_layer_by_layer_scoring_equals_the_step_loop(cell, layers, proj, precision):
+    # teacher_force(by_layer=True) batches each layer's input products over chunks of 64 steps;
+    # every row is still its own product, so int8 and bf16 give the step loop's bits exactly
+    # (float32: the packed GEMM's rounding may differ with the row count)
+    m = nn.LanguageModel(29, 10, 24, num_layers=layers, cell=cell, proj_size=proj, seed=4).eval()
+    if precision == "fp32":
+        make = lambda: sampling.Decoder(m, 3, threads=2)._core  # noqa: E731
+    else:
+        q = rnncore.quantize(m, precision)
+        make = lambda: _core.LMDecoder(*q.decoder_weights(), 3, 2)  # noqa: E731
+    rng = np.random.default_rng(5)
+    tokens, targets = rng.integers(0, 29, (3, 150)), rng.integers(0, 29, (3, 150))
+    step, layer = make(), make()
+    h0 = rng.standard_normal(step.get_state()[0].shape).astype(np.float32)
+    c0 = rng.standard_normal(h0.shape[:2] + (24,)).astype(np.float32) if cell == "lstm" else None
+    for d in (step, layer):
+        d.set_state(h0, c0)
+    a, b = step.teacher_force(tokens, targets, True), layer.teacher_force(tokens, targets, True, by_layer=True)
+    assert a[2] == b[2] == 150
+    states = list(zip(step.get_state(), layer.get_state()))
+    if precision == "fp32":
+        np.testing.assert_allclose(b[1], a[1], atol=1e-5)
+        np.testing.assert_allclose(b[0], a[0], atol=1e-5)
+        for x, y in states:
+            if x is not None:
+                np.testing.assert_allclose(y, x, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(b[1], a[1])
+        np.testing.assert_array_equal(b[0], a[0])
+        for x, y in states:
+            if x is not None:
+                np.testing.assert_array_equal(y, x)
+    # logprob only (the chunk's logits in a scratch buffer) gives the same numbers
+    again = make()
+    again.set_state(h0, c0)
+    lp, logits, _ = again.teacher_force(tokens, targets, False, by_layer=True)
+    assert logits is None
+    np.testing.assert_array_equal(lp, b[0])
+
+
+def test_layer_by_layer_scoring_reports_non_finite_logits():
+    q = rnncore.quantize(nn.LanguageModel(9, 4, 8, seed=0))
+    sd = q.state_dict()
+    sd["decoder.bias"][3] = np.inf  # quantize() refuses such a model; load_state_dict does not look
+    q.load_state_dict(sd)
+    d = _core.LMDecoder(*q.decoder_weights(), 1, 1)
+    with pytest.raises(FloatingPointError, match="stream 0 at step 0"):
+        d.teacher_force(np.array([[1, 2, 3]]), np.array([[1, 2, 3]]), False, by_layer=True)
+
+
 def test_quantized_target_log_prob_and_evaluate():
     m = nn.LanguageModel(30, 8, 16, num_layers=2, seed=0).eval()
     q = rnncore.quantize(m)

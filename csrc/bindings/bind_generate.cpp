@@ -378,7 +378,7 @@ millisecond or so of work; the decoder then holds the state after the last step 
           "from the decoder's first sample() in FloatingPointError's message.")
       .def(
           "teacher_force",
-          [](Decoder& d, const py::object& tokens, const py::object& targets, bool return_logits) {
+          [](Decoder& d, const py::object& tokens, const py::object& targets, bool return_logits, bool by_layer) {
             const char* fn = "LMDecoder.teacher_force";
             py::array tok = checked_tokens(fn, tokens, {d.B, -1}, d.V);
             const index_t n = tok.shape(1);
@@ -405,8 +405,10 @@ millisecond or so of work; the decoder then holds the state after the last step 
                 logits = a;
               }
               py::gil_scoped_release release;
-              steps = dec.teacher_force(cptr<std::int64_t>(tok), n, has_targets ? cptr<std::int64_t>(tgt) : nullptr, lp, po,
-                                        std::ref(poll));
+              const std::int64_t* tp = has_targets ? cptr<std::int64_t>(tgt) : nullptr;
+              steps = by_layer && (tp != nullptr || po != nullptr)
+                          ? dec.teacher_force_layers(cptr<std::int64_t>(tok), n, tp, lp, po, std::ref(poll))
+                          : dec.teacher_force(cptr<std::int64_t>(tok), n, tp, lp, po, std::ref(poll));
               bad_stream = dec.failed_stream();
               bad_step = dec.failed_step();
             });
@@ -419,10 +421,13 @@ millisecond or so of work; the decoder then holds the state after the last step 
             return py::make_tuple(logprob, logits, steps);
           },
           py::arg("tokens"), py::arg("targets") = py::none(), py::arg("return_logits") = false,
+          py::arg("by_layer") = false,
           "Teacher forcing: feed tokens (B, n) one step at a time from the current state. Returns (logprob, "
           "logits, steps): logprob (B, n) float64, log p(targets[b, s]) after step s, when targets (B, n) are "
           "given; logits (n, B, V) when return_logits; with neither, the output layer is skipped (reading a "
-          "prime). The next input tokens are left as the last ones fed.")
+          "prime). The next input tokens are left as the last ones fed. by_layer: the same values computed "
+          "layer by layer over chunks of steps (each layer's input products for a chunk at once); a non-finite "
+          "logit then still raises, but after all n steps.")
       .def("step_logits",
            [](Decoder& d) {
              ExclusiveCall exclusive(d.busy, "LMDecoder.step_logits", "decoder");

@@ -48,6 +48,7 @@ LMDecoder<T>::LMDecoder(const LMWeights<T>& w, index_t B, int nthreads) : w_(w),
   with_cell(w.kind, [&](auto tag) {
     using Cell = typename decltype(tag)::template type<T>;
     layer_step_ = &LMDecoder<T>::template layer_step<Cell>;
+    step_cells_ = &LMDecoder<T>::template step_cells<Cell>;
     for (int l = 0; l < w.L; ++l) {
       fused_bias_[l].resize(GH);
       if (fuse_biases<Cell>(fused_bias_[l].data(), w.b_ih[l], w.b_hh[l], H)) bias_[l] = fused_bias_[l].data();
@@ -169,6 +170,18 @@ void LMDecoder<T>::product(Slice& sl, const PackedB<T>& w, const LowpMatrix* q, 
 }
 
 template <typename T>
+void LMDecoder<T>::product_rows(Slice& sl, index_t M, const PackedB<T>& w, const LowpMatrix* q, const T* A,
+                                index_t lda, T* C, index_t ldc) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (q != nullptr) {
+      q->gemm(M, A, lda, C, ldc, sl.ws_rows.data());
+      return;
+    }
+  }
+  gemm_packed<T>(M, A, lda, w, T(0), C, ldc);
+}
+
+template <typename T>
 void LMDecoder<T>::embed(index_t b) {
   copy_n(x_.data() + b * w_.E, w_.embedding + token_[b] * w_.E, w_.E);
 }
@@ -176,27 +189,36 @@ void LMDecoder<T>::embed(index_t b) {
 template <typename T>
 template <typename Cell>
 void LMDecoder<T>::layer_step(Slice& sl, int l, const T* in, index_t in_size, int cur) {
-  const index_t H = w_.H, R = R_, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
+  const index_t H = w_.H, R = R_, hs = sl.hi - sl.lo, B = B_;
   if (hs == 0) return;
-  const bool proj = w_.P > 0;
-  const T* hprev = h_[cur].data() + l * B * R;
-  T* hnew = h_[1 - cur].data() + l * B * R;
   const bool q = w_.format != WeightFormat::f32;
   product(sl, sl.w_ih[l], q ? &sl.q_ih[l] : nullptr, in, in_size, sl.gx.data(), G_ * hs);
+  T* hcell = w_.P > 0 ? m_.data() : h_[1 - cur].data() + l * B * R;  // with a projection the cell's output is m
+  const bool c = Cell::kHasCellState;
+  step_cells<Cell>(sl, l, sl.gx.data(), h_[cur].data() + l * B * R, hcell, c ? c_[cur].data() + l * B * H : nullptr,
+                   c ? c_[1 - cur].data() + l * B * H : nullptr);
+}
+
+template <typename T>
+template <typename Cell>
+void LMDecoder<T>::step_cells(Slice& sl, int l, const T* gx_rows, const T* hprev, T* hcell, const T* cprev, T* cnew) {
+  const index_t H = w_.H, R = R_, GH = G_ * H, hs = sl.hi - sl.lo, B = B_;
+  if (hs == 0) return;
+  const bool q = w_.format != WeightFormat::f32;
   product(sl, sl.w_hh[l], q ? &sl.q_hh[l] : nullptr, hprev, R, sl.gh.data(), G_ * hs);
   for (index_t b = 0; b < B; ++b) {
     CellStep<T> st;
     st.gates = gates_.data() + b * GH;
-    const T* gx = sl.gx.data() + b * G_ * hs;
+    const T* gx = gx_rows + b * G_ * hs;
     for (int g = 0; g < G_; ++g) copy_n(st.gates + g * H + sl.lo, gx + g * hs, hs);
     st.hg = sl.gh.data() + b * G_ * hs;
     st.bias = bias_[l];
     st.b_hn = b_hn_[l];
     st.h_prev = hprev + b * R;
-    st.h = proj ? m_.data() + b * H : hnew + b * H;  // with a projection the cell's output is m
+    st.h = hcell + b * H;
     if (Cell::kHasCellState) {
-      st.c_prev = c_[cur].data() + (l * B + b) * H;
-      st.c = c_[1 - cur].data() + (l * B + b) * H;
+      st.c_prev = cprev + b * H;
+      st.c = cnew + b * H;
     }
     if (Cell::kSavesHn) st.hn = hn_.data() + b * H;
     Cell::forward(st, H, sl.lo, sl.hi);
@@ -379,6 +401,129 @@ index_t LMDecoder<T>::teacher_force(const std::int64_t* tokens, index_t n, const
     if (steps_run < n && poll && !poll()) break;
   }
   return steps_run;
+}
+
+template <typename T>
+index_t LMDecoder<T>::teacher_force_layers(const std::int64_t* tokens, index_t n, const std::int64_t* targets,
+                                           double* logprob, T* logits, const Poll& poll) {
+  const index_t B = B_, V = w_.V, H = w_.H, R = R_, E = w_.E, L = w_.L;
+  const bool proj = w_.P > 0, lstm = w_.kind == CellKind::LSTM, lowp = w_.format != WeightFormat::f32;
+  failed_stream_ = failed_step_ = -1;
+  if (n == 0) return 0;
+  // Steps per chunk: up to 64, fewer when the chunk's logits would pass 8 MB (targets only; with
+  // `logits` they are written in place).
+  index_t C = std::min<index_t>(n, 64);
+  if (logits == nullptr)
+    C = std::max<index_t>(1, std::min<index_t>(C, (index_t(8) << 20) / std::max<index_t>(1, B * V * index_t(sizeof(T)))));
+  const index_t rows = C * B, width = std::max(E, std::max(R, H));
+  AlignedBuffer<T> buf[2], head;
+  buf[0].resize(rows * width);
+  buf[1].resize(rows * width);
+  if (logits == nullptr) head.resize(rows * V);
+  for (Slice& sl : slices_) {
+    const index_t hs = sl.hi - sl.lo;
+    sl.gx_rows.resize(rows * G_ * hs);
+    if (lowp) {
+      index_t ws = 0;
+      for (int l = 0; l < L && hs > 0; ++l) ws = std::max(ws, sl.q_ih[l].multi_workspace_bytes());
+      if (sl.v1 > sl.v0) ws = std::max(ws, sl.q_out.multi_workspace_bytes());
+      sl.ws_rows.resize(ws);
+    }
+  }
+  const int cur = cur_;  // every layer's state lives in h_[cur], c_[cur] between chunks
+  index_t done = 0;
+  FlushToZeroGuard ftz;
+  while (done < n) {
+    const index_t s0 = done, cn = std::min(C, n - s0), m = cn * B;
+    T* out_logits = logits ? logits + s0 * B * V : head.data();
+#pragma omp parallel num_threads(nt_)
+    {
+      FlushToZeroGuard ftz_worker;
+      const int tid = thread_id(), team = num_threads_in_region();
+      for (index_t r = tid; r < m; r += team)  // row (s, b) = s * B + b: the chunk's embedded inputs
+        copy_n(buf[0].data() + r * E, w_.embedding + tokens[(r % B) * n + s0 + r / B] * E, E);
+#pragma omp barrier
+      int in = 0;
+      index_t in_size = E;
+      for (int l = 0; l < L; ++l) {
+        const T* x = buf[in].data();
+        T* y = buf[1 - in].data();
+        for (int k = tid; k < nt_; k += team) {
+          Slice& sl = slices_[k];
+          const index_t hs = sl.hi - sl.lo;
+          if (hs > 0)
+            product_rows(sl, m, sl.w_ih[l], lowp ? &sl.q_ih[l] : nullptr, x, in_size, sl.gx_rows.data(), G_ * hs);
+        }
+        T* hstate = h_[cur].data() + l * B * R;
+        T* cbuf[2] = {lstm ? c_[cur].data() + l * B * H : nullptr, lstm ? c_[1 - cur].data() + l * B * H : nullptr};
+        for (index_t s = 0; s < cn; ++s) {
+          const T* hprev = s == 0 ? hstate : y + (s - 1) * B * R;
+          T* hcell = proj ? m_.data() : y + s * B * R;
+          for (int k = tid; k < nt_; k += team) {
+            Slice& sl = slices_[k];
+            (this->*step_cells_)(sl, l, sl.gx_rows.data() + s * B * G_ * (sl.hi - sl.lo), hprev, hcell, cbuf[s % 2],
+                                 cbuf[(s + 1) % 2]);
+          }
+#pragma omp barrier
+          if (proj) {
+            for (int k = tid; k < nt_; k += team) {
+              Slice& sl = slices_[k];
+              if (sl.phi > sl.plo)
+                product(sl, sl.w_hr[l], lowp ? &sl.q_hr[l] : nullptr, m_.data(), H, y + s * B * R + sl.plo, R);
+            }
+#pragma omp barrier
+          }
+        }
+        // The layer's state after the chunk back where the next chunk (and sample()) reads it:
+        // h from the chunk's last row; c from whichever buffer the last step wrote.
+        for (int k = tid; k < nt_; k += team) {
+          const Slice& sl = slices_[k];
+          const index_t c0 = proj ? sl.plo : sl.lo, c1 = proj ? sl.phi : sl.hi;
+          for (index_t b = 0; b < B; ++b) {
+            copy_n(hstate + b * R + c0, y + ((cn - 1) * B + b) * R + c0, c1 - c0);
+            if (lstm && cn % 2 == 1) copy_n(cbuf[0] + b * H + sl.lo, cbuf[1] + b * H + sl.lo, sl.hi - sl.lo);
+          }
+        }
+#pragma omp barrier
+        in = 1 - in;
+        in_size = R;
+      }
+      const T* top = buf[in].data();
+      for (int k = tid; k < nt_; k += team) {
+        Slice& sl = slices_[k];
+        if (sl.v1 == sl.v0) continue;
+        product_rows(sl, m, sl.w_out, lowp ? &sl.q_out : nullptr, top, R, out_logits + sl.v0, V);
+        if (w_.b_out) {
+          for (index_t r = 0; r < m; ++r) {
+            T* row = out_logits + r * V;
+            for (index_t v = sl.v0; v < sl.v1; ++v) row[v] += w_.b_out[v];
+          }
+        }
+      }
+#pragma omp barrier
+      for (index_t r = tid; targets && r < m; r += team) {
+        const index_t b = r % B, s = s0 + r / B;
+        const T* row = out_logits + r * V;
+        double mx = -std::numeric_limits<double>::infinity();
+        for (index_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+        double sum = 0;
+        for (index_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+        logprob[b * n + s] = static_cast<double>(row[targets[b * n + s]]) - mx - std::log(sum);
+      }
+    }
+    if (targets && failed_stream_ < 0) {
+      for (index_t s = s0; s < s0 + cn && failed_stream_ < 0; ++s)
+        for (index_t b = 0; b < B; ++b)
+          if (!std::isfinite(logprob[b * n + s])) {
+            failed_stream_ = b;
+            failed_step_ = s;
+            break;
+          }
+    }
+    done = s0 + cn;
+    if (done < n && poll && !poll()) break;
+  }
+  return done;
 }
 
 template <typename T>

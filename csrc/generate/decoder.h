@@ -114,6 +114,15 @@ class LMDecoder {
   // state is that after the failing step) or poll stopped the loop.
   index_t teacher_force(const std::int64_t* tokens, index_t n, const std::int64_t* targets, double* logprob, T* logits,
                         const Poll& poll = nullptr);
+  // The same values as teacher_force() with targets or logits, bit for bit, computed layer by
+  // layer over chunks of steps: each layer's input products for a whole chunk in one multi-row
+  // product (the weights read once per chunk instead of once per step), then its recurrence;
+  // the output layer once per chunk. For scoring text (nothing is fed back). A non-finite
+  // logit (targets only) is reported (failed()) for the first step and stream where it occurs,
+  // but the state is then that after all n steps. Returns the steps run (fewer when poll
+  // stopped it between chunks).
+  index_t teacher_force_layers(const std::int64_t* tokens, index_t n, const std::int64_t* targets, double* logprob,
+                               T* logits, const Poll& poll = nullptr);
 
  private:
   struct Slice {
@@ -126,6 +135,8 @@ class LMDecoder {
     std::vector<LowpMatrix> q_ih, q_hh, q_hr;  // the same rows in int8 or bf16 (those decoders only)
     LowpMatrix q_out;
     AlignedBuffer<unsigned char> ws;  // their products' workspace (one input vector at a time)
+    AlignedBuffer<unsigned char> ws_rows;  // and for many rows (teacher_force_layers, made on first use)
+    AlignedBuffer<T> gx_rows;             // (rows, G * units) input products of a chunk
     AlignedBuffer<T> gx, gh;  // (B, G * units) products of the slice
   };
   // One layer's step for one slice: reads state buffer `cur`, writes buffer 1 - cur.
@@ -135,6 +146,15 @@ class LMDecoder {
   void project_step(Slice& sl, int l, int cur);
   // C (B, n) = A (B, k) times a slice's weight: its packed float copy, or its int8/bf16 one when q.
   void product(Slice& sl, const PackedB<T>& w, const LowpMatrix* q, const T* A, index_t lda, T* C, index_t ldc);
+  // The same for M rows of A (the float GEMM, or the reduced-precision multi-row product).
+  void product_rows(Slice& sl, index_t M, const PackedB<T>& w, const LowpMatrix* q, const T* A, index_t lda, T* C,
+                    index_t ldc);
+  // One step of a layer's cells for one slice, from the slice's input products gx (B, G * units):
+  // the recurrent product of hprev (B, R), then the cells, writing hcell (B, H: h, or m with a
+  // projection) and cnew from cprev (LSTM only).
+  template <typename Cell>
+  void step_cells(Slice& sl, int l, const T* gx, const T* hprev, T* hcell, const T* cprev, T* cnew);
+  using StepCells = void (LMDecoder::*)(Slice&, int, const T*, const T*, T*, const T*, T*);
   using LayerStep = void (LMDecoder::*)(Slice&, int, const T*, index_t, int);
   // The whole team's part of a step: every layer, then the logits (has L + 1 barriers).
   void run_layers_and_head(int tid, int team, int cur, bool head = true);
@@ -144,6 +164,7 @@ class LMDecoder {
   LMWeights<T> w_;
   index_t B_;
   LayerStep layer_step_ = nullptr;             // layer_step<Cell> of w_.kind
+  StepCells step_cells_ = nullptr;             // step_cells<Cell> of w_.kind
   std::vector<AlignedBuffer<T>> fused_bias_;   // layer l: (G*H) cells/cell.h fuse_biases
   std::vector<const T*> bias_, b_hn_;          // layer l: fused_bias_[l] or null; GRU's b_hn or null
   int G_, nt_;

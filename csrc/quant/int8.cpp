@@ -121,6 +121,51 @@ RNNCORE_TARGET_VNNI512 void acc_vnni512(index_t nblocks, index_t groups, const s
   }
 }
 
+// acc (m rows, stride ldacc) = packed * xq (m rows, stride ldx): for each block of 16 weight rows
+// (16 Kp bytes, kept in L1), four vectors at a time.
+RNNCORE_TARGET_VNNI512 void acc_vnni512_multi(index_t nblocks, index_t groups, const std::int8_t* w,
+                                              const std::uint8_t* xq, index_t ldx, index_t m, std::int32_t* acc,
+                                              index_t ldacc) {
+  const index_t stride = groups * kQRows * kQGroup;
+  for (index_t nb = 0; nb < nblocks; ++nb) {
+    const std::int8_t* p = w + nb * stride;
+    index_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+      const std::uint8_t* x0 = xq + i * ldx;
+      const std::uint8_t* x1 = x0 + ldx;
+      const std::uint8_t* x2 = x1 + ldx;
+      const std::uint8_t* x3 = x2 + ldx;
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      for (index_t g = 0; g < groups; ++g) {
+        const __m512i wv = _mm512_load_si512(p + g * 64);
+        std::int32_t v0, v1, v2, v3;
+        std::memcpy(&v0, x0 + g * kQGroup, 4);
+        std::memcpy(&v1, x1 + g * kQGroup, 4);
+        std::memcpy(&v2, x2 + g * kQGroup, 4);
+        std::memcpy(&v3, x3 + g * kQGroup, 4);
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(v0), wv);
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(v1), wv);
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(v2), wv);
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(v3), wv);
+      }
+      _mm512_storeu_si512(acc + i * ldacc + nb * kQRows, a0);
+      _mm512_storeu_si512(acc + (i + 1) * ldacc + nb * kQRows, a1);
+      _mm512_storeu_si512(acc + (i + 2) * ldacc + nb * kQRows, a2);
+      _mm512_storeu_si512(acc + (i + 3) * ldacc + nb * kQRows, a3);
+    }
+    for (; i < m; ++i) {
+      const std::uint8_t* x0 = xq + i * ldx;
+      __m512i a0 = _mm512_setzero_si512();
+      for (index_t g = 0; g < groups; ++g) {
+        std::int32_t v0;
+        std::memcpy(&v0, x0 + g * kQGroup, 4);
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(v0), _mm512_load_si512(p + g * 64));
+      }
+      _mm512_storeu_si512(acc + i * ldacc + nb * kQRows, a0);
+    }
+  }
+}
+
 bool cpu_has_avx512_vnni() {
   if (!detect_cpu_features().avx512f) return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -132,18 +177,22 @@ bool cpu_has_avx512_vnni() {
 
 using AccKernel = void (*)(index_t, index_t, const std::int8_t*, const std::uint8_t*, std::int32_t*);
 
+using MultiKernel = void (*)(index_t, index_t, const std::int8_t*, const std::uint8_t*, index_t, index_t,
+                             std::int32_t*, index_t);
+
 struct Int8Kernel {
   AccKernel acc;
   const char* name;
+  MultiKernel multi;  // null: one acc() call per vector
 };
 
 Int8Kernel choose_kernel() {
 #if RNNCORE_X86_SIMD
   const Isa isa = active_isa();
-  if (isa == Isa::avx512 && cpu_has_avx512_vnni()) return {acc_vnni512, "vnni512"};
-  if (isa == Isa::avx512 || isa == Isa::avx2) return {acc_avx2, "avx2"};
+  if (isa == Isa::avx512 && cpu_has_avx512_vnni()) return {acc_vnni512, "vnni512", acc_vnni512_multi};
+  if (isa == Isa::avx512 || isa == Isa::avx2) return {acc_avx2, "avx2", nullptr};
 #endif
-  return {acc_generic, "generic"};
+  return {acc_generic, "generic", nullptr};
 }
 
 const Int8Kernel& kernel() {
@@ -299,6 +348,37 @@ void Int8Matrix::gemv(const float* x, float* y, float beta, std::uint8_t* xq, st
     for (index_t n = 0; n < N_; ++n) y[n] = static_cast<float>(acc[n] - p.zero_point * rs[n]) * (p.scale * s[n]);
   } else {
     for (index_t n = 0; n < N_; ++n) y[n] += static_cast<float>(acc[n] - p.zero_point * rs[n]) * (p.scale * s[n]);
+  }
+}
+
+index_t Int8Matrix::multi_workspace_bytes() const {
+  return kMultiRows * ((Kp_ + 63) / 64 * 64) + kMultiRows * Np_ * 4 + 64;
+}
+
+void Int8Matrix::gemm(index_t M, const float* X, index_t ldx, float* Y, index_t ldy, void* ws) const {
+  const index_t ldq = (Kp_ + 63) / 64 * 64;
+  auto* xq = static_cast<std::uint8_t*>(ws);
+  auto* acc = reinterpret_cast<std::int32_t*>(xq + kMultiRows * ldq);
+  const float* s = scale_.data();
+  const std::int32_t* rs = rowsum_.data();
+  U8Params p[kMultiRows];
+  for (index_t m0 = 0; m0 < M; m0 += kMultiRows) {
+    const index_t m = std::min(kMultiRows, M - m0);
+    for (index_t i = 0; i < m; ++i) {
+      std::uint8_t* row = xq + i * ldq;
+      p[i] = quantize_u8(K_, X + (m0 + i) * ldx, row);
+      for (index_t k = K_; k < Kp_; ++k) row[k] = 0;
+    }
+    if (kernel().multi) {
+      kernel().multi(Np_ / kQRows, Kp_ / kQGroup, data_.data(), xq, ldq, m, acc, Np_);
+    } else {
+      for (index_t i = 0; i < m; ++i) gemv_acc(xq + i * ldq, acc + i * Np_);
+    }
+    for (index_t i = 0; i < m; ++i) {  // gemv()'s epilogue, row by row
+      const std::int32_t* a = acc + i * Np_;
+      float* y = Y + (m0 + i) * ldy;
+      for (index_t n = 0; n < N_; ++n) y[n] = static_cast<float>(a[n] - p[i].zero_point * rs[n]) * (p[i].scale * s[n]);
+    }
   }
 }
 

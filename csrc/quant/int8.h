@@ -64,6 +64,12 @@ class Int8Matrix {
   void gemv_acc(const std::uint8_t* xq, std::int32_t* acc) const;
   // y (N) = the dequantized product with x (K), x quantized into xq; beta 0 writes y, 1 adds to it.
   void gemv(const float* x, float* y, float beta, std::uint8_t* xq, std::int32_t* acc) const;
+  // Y (M, N) (row stride ldy) = the same for M vectors X (M, K) (row stride ldx), each quantized on
+  // its own, so every row equals gemv()'s bit for bit; the weights are read once per kMultiRows
+  // vectors (VNNI) instead of once per vector. ws: multi_workspace_bytes(), 64-byte aligned.
+  static constexpr index_t kMultiRows = 64;
+  index_t multi_workspace_bytes() const;
+  void gemm(index_t M, const float* X, index_t ldx, float* Y, index_t ldy, void* ws) const;
 
  private:
   index_t N_ = 0, K_ = 0, Np_ = 0, Kp_ = 0;

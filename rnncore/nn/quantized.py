@@ -208,7 +208,7 @@ class QuantizedLanguageModel(Module):
         h, c = self._state(state, B, fn)
         dec = self._decoder(B)
         dec.set_state(h, c)
-        lp, out, _ = dec.teacher_force(ids, tgt, logits)
+        lp, out, _ = dec.teacher_force(ids, tgt, logits, by_layer=True)  # each layer's input products batched
         h, c = dec.get_state()
         return lp, out, (h, c) if self.cell == "lstm" else h
 
