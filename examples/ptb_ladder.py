@@ -74,9 +74,9 @@ _ZAREMBA_SMALL = ["--layers", "2", "--hidden", "200", "--init", "0.1", "--optimi
 
 # `rnncore train ptb` arguments of each neural rung (the ladder adds --seed, --max-minutes, --threads).
 TRAIN_ARGS = {
-    "window": ["--model", "window", "--context", "5", "--embed", "100", "--hidden", "300", "--dropout", "0.1",
-               "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "32", "--seq-len", "35", "--epochs", "20",
-               "--max-minutes", "15"],
+    "window": ["--model", "window", "--context", "5", "--embed", "128", "--hidden", "400", "--dropout", "0.4",
+               "--optimizer", "adam", "--lr", "2e-3", "--schedule", "zaremba", "--decay-after", "2", "--lr-decay",
+               "0.6", "--batch-size", "32", "--seq-len", "35", "--epochs", "30", "--max-minutes", "15"],
     "rnn": ["--cell", "rnn_tanh", "--layers", "1", "--hidden", "512", "--embed", "256", "--init", "0.1",
             "--dropout", "0.4", "--adaptive-softmax", "2000,6000", "--adaptive-head-bias", "--optimizer", "adam",
             "--lr", "1e-3", "--clip", "0.25", "--schedule", "plateau", "--lr-decay", "0.5", "--batch-size", "32",
@@ -294,7 +294,7 @@ def main(argv=None):
     ap.add_argument("--results", metavar="FILE.json", help="store each finished rung's row here (and read the "
                     "rows stored before, for the table)")
     ap.add_argument("--max-minutes", type=float, default=None,
-                    help="training time limit per neural rung (default: the rung's own: window 15, rnn 25, "
+                    help="training time limit per neural rung (default: the rung's own: window 15, rnn 50, "
                          "lstm none)")
     ap.add_argument("--max-steps", type=int, default=None, help="training steps per neural rung (overrides --quick's)")
     ap.add_argument("--eval-tokens", type=int, default=None, help="evaluate on the first N valid/test tokens only")

@@ -460,7 +460,7 @@ def cmd_quantize(args):
     extra = dict(ckpt.extra)
     extra["quantized"] = {"precision": args.precision, "from": os.path.basename(args.checkpoint)}
     save(args.out, q, extra=extra)
-    floats = sum(p.data.nbytes for n, p in model.named_parameters() if n != "encoder.weight")
+    floats = sum(p.data.nbytes for n, p in model.named_parameters(remove_duplicate=False) if n != "encoder.weight")
     print(f"{args.out}: {type(q).__name__} ({args.precision}), weights read per token {q.weight_bytes / 1e6:.2f} MB "
           f"(float32: {floats / 1e6:.2f} MB); rnncore sample / rnncore eval read it")
     return 0

@@ -287,7 +287,8 @@ def test_quantized_model_stays_close_to_the_float_model(cell, layers, proj, prec
 
 @pytest.mark.parametrize("precision", ["int8", "bf16", "fp32"])
 @pytest.mark.parametrize("cell,layers,proj", CASES)
-def test_layer_by_layer_scoring_equals_the_step_loop(cell, layers, proj, precision):
+@pytest.mark.parametrize("n", [150, 67, 1])
+def test_layer_by_layer_scoring_equals_the_step_loop(cell, layers, proj, precision, n):
     # teacher_force(by_layer=True) batches each layer's input products over chunks of 64 steps;
     # every row is still its own product, so int8 and bf16 give the step loop's bits exactly
     # (float32: the packed GEMM's rounding may differ with the row count)
@@ -298,14 +299,14 @@ def test_layer_by_layer_scoring_equals_the_step_loop(cell, layers, proj, precisi
         q = rnncore.quantize(m, precision)
         make = lambda: _core.LMDecoder(*q.decoder_weights(), 3, 2)  # noqa: E731
     rng = np.random.default_rng(5)
-    tokens, targets = rng.integers(0, 29, (3, 150)), rng.integers(0, 29, (3, 150))
+    tokens, targets = rng.integers(0, 29, (3, n)), rng.integers(0, 29, (3, n))
     step, layer = make(), make()
     h0 = rng.standard_normal(step.get_state()[0].shape).astype(np.float32)
     c0 = rng.standard_normal(h0.shape[:2] + (24,)).astype(np.float32) if cell == "lstm" else None
     for d in (step, layer):
         d.set_state(h0, c0)
     a, b = step.teacher_force(tokens, targets, True), layer.teacher_force(tokens, targets, True, by_layer=True)
-    assert a[2] == b[2] == 150
+    assert a[2] == b[2] == n
     states = list(zip(step.get_state(), layer.get_state()))
     if precision == "fp32":
         np.testing.assert_allclose(b[1], a[1], atol=1e-5)
@@ -325,6 +326,9 @@ def test_layer_by_layer_scoring_equals_the_step_loop(cell, layers, proj, precisi
     lp, logits, _ = again.teacher_force(tokens, targets, False, by_layer=True)
     assert logits is None
     np.testing.assert_array_equal(lp, b[0])
+    # both leave the last token fed as the next input: the next step's logits agree
+    if precision != "fp32":
+        np.testing.assert_array_equal(step.step_logits(), layer.step_logits())
 
 
 def test_layer_by_layer_scoring_reports_non_finite_logits():
@@ -411,6 +415,26 @@ def test_quantized_model_saves_and_loads_and_generates(tmp_path):
     int8_matrices = sum(p.data.nbytes for _, p in q.named_parameters() if p.data.dtype == np.int8)
     assert 4 * int8_matrices == float_matrices
     assert q.weight_bytes < 0.33 * sum(p.data.nbytes for n, p in m.named_parameters() if n != "encoder.weight")
+
+
+def test_a_quantized_model_built_from_its_config_evaluates_and_refuses_cast_weights(tmp_path):
+    m = nn.LanguageModel(30, 8, 16, seed=2).eval()
+    for precision in ("int8", "bf16"):
+        q = rnncore.quantize(m, precision)
+        fresh = nn.QuantizedLanguageModel(**q.config())
+        assert fresh.training is False  # inference only, from the start
+        fresh.load_state_dict(q.state_dict())
+        ids = np.random.default_rng(0).integers(0, 30, 200)
+        assert rnncore.evaluate(fresh, ids, batch_size=2, seq_len=10) == rnncore.evaluate(q, ids, batch_size=2,
+                                                                                          seq_len=10)
+        # float weights under the same names would be cast into int8 values / bf16 bits: refused
+        with pytest.raises(TypeError, match="would be cast, not quantized"):
+            fresh.load_state_dict(m.state_dict(), strict=False)
+        with pytest.raises(TypeError, match="looks like quantized weights"):
+            nn.LanguageModel(30, 8, 16).load_state_dict(
+                {k: v for k, v in q.state_dict().items() if not k.endswith("_scale")}, strict=False)
+    with pytest.raises(ValueError, match="more than the int32 sums hold"):
+        _core.int8_gemv_acc(np.zeros((1, 65794), np.int8), np.zeros(65794, np.uint8))
 
 
 def test_what_cannot_be_quantized_says_which_and_why():

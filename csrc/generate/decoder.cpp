@@ -523,6 +523,7 @@ index_t LMDecoder<T>::teacher_force_layers(const std::int64_t* tokens, index_t n
     done = s0 + cn;
     if (done < n && poll && !poll()) break;
   }
+  for (index_t b = 0; b < B; ++b) token_[b] = tokens[b * n + done - 1];  // as teacher_force() leaves them
   return done;
 }
 

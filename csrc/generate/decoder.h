@@ -114,13 +114,15 @@ class LMDecoder {
   // state is that after the failing step) or poll stopped the loop.
   index_t teacher_force(const std::int64_t* tokens, index_t n, const std::int64_t* targets, double* logprob, T* logits,
                         const Poll& poll = nullptr);
-  // The same values as teacher_force() with targets or logits, bit for bit, computed layer by
-  // layer over chunks of steps: each layer's input products for a whole chunk in one multi-row
-  // product (the weights read once per chunk instead of once per step), then its recurrence;
-  // the output layer once per chunk. For scoring text (nothing is fed back). A non-finite
-  // logit (targets only) is reported (failed()) for the first step and stream where it occurs,
-  // but the state is then that after all n steps. Returns the steps run (fewer when poll
-  // stopped it between chunks).
+  // The same as teacher_force() with targets or logits, computed layer by layer over chunks of
+  // steps: each layer's input products for a whole chunk in one multi-row product (VNNI int8
+  // reads the weights once per 4 rows instead of once per row; the float GEMM once per chunk),
+  // then its recurrence; the output layer once per chunk. For scoring text (nothing is fed
+  // back). int8 and bf16 give teacher_force()'s values bit for bit (every row is its own
+  // product); float may differ in the last bits (the GEMM's rounding depends on the row count).
+  // A non-finite logit (targets only) is reported (failed()) for the first step and stream where
+  // it occurs, but the state is then that after all n steps. The next input tokens are left as
+  // the last ones fed. Returns the steps run (fewer when poll stopped it between chunks).
   index_t teacher_force_layers(const std::int64_t* tokens, index_t n, const std::int64_t* targets, double* logprob,
                                T* logits, const Poll& poll = nullptr);
 

@@ -19,7 +19,8 @@
 //                vpmaddwd: exact. vpmaddubsw, the usual AVX2 int8 product, is not used: it sums
 //                two u8 x s8 products into a *saturating* s16, and 2 * 255 * 127 = 64770 does not fit;
 //   generic      plain int32 loops.
-// The int32 sums cannot overflow while K <= kMaxInt8K (255 * 127 * K < 2^31).
+// The int32 sums cannot overflow while K <= kMaxInt8K (255 * 128 * K < 2^31: weights may hold -128
+// when given ready-made, though quantize_rows_s8 never makes it).
 #pragma once
 
 #include <cstdint>
@@ -31,7 +32,7 @@ namespace rnncore {
 
 constexpr index_t kQRows = 16;   // rows of one packed block (one zmm of int32 sums)
 constexpr index_t kQGroup = 4;   // consecutive k of one row in one 32-bit lane
-constexpr index_t kMaxInt8K = 66000;
+constexpr index_t kMaxInt8K = 65793;
 
 // Rows of W (N, K), row stride ldw, into q (N, K) (row stride ldq) and scale (N), as above.
 void quantize_rows_s8(index_t N, index_t K, const float* W, index_t ldw, std::int8_t* q, index_t ldq, float* scale);

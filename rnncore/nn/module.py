@@ -63,6 +63,14 @@ def _loadable(value, name, p, fn):
         raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {array.dtype}: {what}")
     if array.shape != p.data.shape:
         raise ValueError(f"{fn}: {name} must have shape {shape_str(p.data.shape)}, got {shape_str(array.shape)}")
+    # Quantized weights (int8 values, bf16 bits in uint16) and float weights do not convert into
+    # each other by a cast: refuse instead of installing garbage.
+    if p.data.dtype.kind in "iu" and array.dtype != p.data.dtype:
+        raise TypeError(f"{fn}: {name} holds {p.data.dtype} (quantized) weights; got dtype {array.dtype}, which "
+                        "would be cast, not quantized (use rnncore.quantize on the float model)")
+    if p.data.dtype.kind == "f" and array.dtype in (np.int8, np.uint16):
+        raise TypeError(f"{fn}: {name} is a float parameter; got dtype {array.dtype}, which looks like quantized "
+                        "weights (int8 values or bf16 bits) and would be cast, not dequantized")
     return array.astype(p.data.dtype, copy=False)
 
 

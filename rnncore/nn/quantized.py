@@ -56,6 +56,7 @@ class QuantizedLanguageModel(Module):
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", bias=True,
                  decoder_bias=True, batch_first=False, *, proj_size=0, precision="int8", threads=None):
         super().__init__()
+        object.__setattr__(self, "training", False)  # inference only: always in eval mode
         fn = "QuantizedLanguageModel"
         self.vocab_size = check_int(vocab_size, "vocab_size", fn)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", fn)
@@ -119,7 +120,7 @@ class QuantizedLanguageModel(Module):
 
     @property
     def weight_bytes(self):
-        """Bytes of every weight the decoding loop reads per token (int8 matrices, their scales,
+        """Bytes of every weight the decoding loop reads per token (int8 matrices and their scales, or bf16 ones;
         the biases; not the embedding, of which it reads one row)."""
         return int(sum(p.data.nbytes for n, p in self._parameters.items() if n != "encoder.weight"))
 
@@ -132,8 +133,8 @@ class QuantizedLanguageModel(Module):
         return super().train(False)
 
     def to(self, dtype):
-        raise TypeError("QuantizedLanguageModel: its weights are int8; .to(dtype) does not apply (quantize the "
-                        "float model instead)")
+        raise TypeError(f"QuantizedLanguageModel: its weights are {self.precision}; .to(dtype) does not apply "
+                        "(quantize the float model instead)")
 
     def backward(self, *args, **kwargs):
         raise RuntimeError("QuantizedLanguageModel has no backward: train the float LanguageModel and quantize it "
@@ -200,6 +201,8 @@ class QuantizedLanguageModel(Module):
     def _run(self, tokens, targets, state, logits, fn):
         ids = self._tokens(tokens, "tokens", fn)
         B = ids.shape[0]
+        if B < 1:
+            raise ValueError(f"{fn}: tokens must hold at least one stream (B >= 1), got shape {shape_str(ids.shape)}")
         tgt = None
         if targets is not None:
             tgt = self._tokens(targets, "targets", fn)
@@ -269,15 +272,15 @@ def _check_quantizable(model, fn):
     if isinstance(model, QuantizedLanguageModel):
         raise TypeError(f"{fn}: the model is already quantized ({model.precision})")
     if not isinstance(model, LanguageModel):
-        raise TypeError(f"{fn}: int8 inference runs rnncore.nn.LanguageModel (Embedding -> LSTM/GRU/RNN layers -> "
-                        f"Linear) on the C++ decoding loop; {type(model).__name__} is not one (its layers run the "
-                        "float training kernels, which have no int8 path)")
+        raise TypeError(f"{fn}: int8/bf16 inference runs rnncore.nn.LanguageModel (Embedding -> LSTM/GRU/RNN "
+                        f"layers -> Linear) on the C++ decoding loop; {type(model).__name__} is not one (its layers run the "
+                        "float training kernels, which have no int8/bf16 path)")
     rnn = model.rnn
     if rnn.bidirectional:
-        raise ValueError(f"{fn}: model.rnn is bidirectional; the int8 loop runs left to right only")
+        raise ValueError(f"{fn}: model.rnn is bidirectional; the int8/bf16 loop runs left to right only")
     if model.adaptive_softmax is not None:
-        raise ValueError(f"{fn}: model.decoder is an adaptive softmax; the int8 loop needs a Linear head "
-                         "(its clusters have no int8 kernel)")
+        raise ValueError(f"{fn}: model.decoder is an adaptive softmax; the int8/bf16 loop needs a Linear "
+                         "head (its clusters have no reduced-precision kernel)")
     if np.dtype(rnn.dtype) != np.float32:
         raise TypeError(f"{fn}: the model is {np.dtype(rnn.dtype).name}; quantize a float32 model "
                         "(model.float() first)")
