@@ -194,15 +194,15 @@ def run_neural(rung, splits, args, out_dir):
     if args.eval_tokens is not None:
         valid_ids, test_ids = valid_ids[:args.eval_tokens + 1], test_ids[:args.eval_tokens + 1]
     step_seconds = [0.0]
-    train_step = trainer.train_step
+    train_batch = trainer._train_batch  # what fit() calls for every step
 
-    def timed_step(x, y):  # the training steps' own time, without the validation passes
+    def timed_batch(batch):  # the training steps' own time, without the validation passes
         t0 = time.perf_counter()
-        loss = train_step(x, y)
+        out = train_batch(batch)
         step_seconds[0] += time.perf_counter() - t0
-        return loss
+        return out
 
-    trainer.train_step = timed_step
+    trainer._train_batch = timed_batch
     start = time.perf_counter()
     result = trainer.fit(train_ids, valid_ids, epochs=targs.epochs, max_steps=targs.max_steps,
                          max_minutes=targs.max_minutes)
@@ -212,7 +212,8 @@ def run_neural(rung, splits, args, out_dir):
     epochs = result["epochs"] + trainer.position / trainer._batcher.num_windows
     return [dict(rung=rung, test_ppl=test["ppl"], valid_ppl=result["val_ppl"], params=int(params),
                  params_kind="weights", train_seconds=trainer.elapsed, wall_seconds=wall,
-                 tokens_per_s=trainer.tokens_seen / max(step_seconds[0], 1e-9), steps=result["steps"],
+                 tokens_per_s=trainer.tokens_seen / step_seconds[0] if step_seconds[0] > 0 else None,
+                 steps=result["steps"],
                  epochs=round(epochs, 2), stop=result["stop"], threads=rnncore.get_num_threads(),
                  command="rnncore train ptb " + " ".join(shlex.quote(a) for a in argv))]
 
@@ -256,6 +257,8 @@ def _fmt_seconds(s):
 
 
 def _fmt_rate(r):
+    if r is None:
+        return "-"
     return f"{r / 1e6:.2f}M" if r >= 1e6 else f"{r / 1e3:.1f}k"
 
 

@@ -70,7 +70,8 @@ def test_ladder_runs_and_assembles_the_table(tmp_path, capsys):
     assert abs(rows["kn3"]["test_ppl"] - 148.28) < 0.01  # the full model, whatever the neural rungs' limits
     for rung in ("window", "lstm-adaptive"):
         row = rows[rung]
-        assert row["steps"] == 2 and row["tokens_per_s"] > 0 and row["params"] > 0
+        # tokens/s of the timed training steps: a real rate (the timer must wrap the step fit() calls)
+        assert row["steps"] == 2 and 10 < row["tokens_per_s"] < 1e8 and row["params"] > 0
         assert 1.0 < row["test_ppl"] < 1e7 and 1.0 < row["valid_ppl"] < 1e7  # 2 steps: finite, not trained
         assert row["command"].startswith("rnncore train ptb ") and "--max-steps 2" in row["command"]
     capsys.readouterr()
