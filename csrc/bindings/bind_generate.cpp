@@ -58,6 +58,12 @@ py::array checked_tokens(const char* fn, const py::handle& obj, const std::vecto
   throw py::error_already_set();
 }
 
+[[noreturn]] void raise_non_finite_logits(const char* fn, index_t stream, index_t step) {
+  raise_floating_point_error(std::string(fn) + ": the logits of stream " + std::to_string(stream) + " at step " +
+                             std::to_string(step) + " are not finite (NaN or +inf, or all -inf): the model's "
+                             "parameters or its state hold NaN or infinite values");
+}
+
 // The decoder's Poll while the GIL is released: takes the GIL and runs Python's signal
 // handlers (Ctrl-C's raises KeyboardInterrupt); on an error it stops the loop and leaves the
 // error set, for the caller to raise once the loop has returned.
@@ -365,11 +371,7 @@ millisecond or so of work; the decoder then holds the state after the last step 
               });
             }
             if (poll.interrupted) throw py::error_already_set();
-            if (bad_stream >= 0)
-              raise_floating_point_error(std::string(fn) + ": the logits of stream " + std::to_string(bad_stream) +
-                                         " at step " + std::to_string(bad_step) +
-                                         " are not finite (NaN or +inf, or all -inf): the model's parameters or "
-                                         "its state hold NaN or infinite values");
+            if (bad_stream >= 0) raise_non_finite_logits(fn, bad_stream, bad_step);
             return py::make_tuple(out, steps);
           },
           py::arg("n"), py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
@@ -413,11 +415,7 @@ millisecond or so of work; the decoder then holds the state after the last step 
               bad_step = dec.failed_step();
             });
             if (poll.interrupted) throw py::error_already_set();
-            if (bad_stream >= 0)
-              raise_floating_point_error(std::string(fn) + ": the logits of stream " + std::to_string(bad_stream) +
-                                         " at step " + std::to_string(bad_step) +
-                                         " are not finite (NaN or +inf, or all -inf): the model's parameters or "
-                                         "its state hold NaN or infinite values");
+            if (bad_stream >= 0) raise_non_finite_logits(fn, bad_stream, bad_step);
             return py::make_tuple(logprob, logits, steps);
           },
           py::arg("tokens"), py::arg("targets") = py::none(), py::arg("return_logits") = false,

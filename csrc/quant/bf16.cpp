@@ -128,6 +128,44 @@ RNNCORE_TARGET_BF16_512 void sums_bf16_512(index_t nblocks, index_t groups, cons
   }
 }
 
+// sums (m rows, stride lds) for m rounded vectors xb (stride ldx): per block of 16 weight rows
+// (kept in L1), four vectors at a time, each with its two chains (even and odd pairs) as in
+// sums_bf16_512, so every row gets the single-vector kernel's bits.
+RNNCORE_TARGET_BF16_512 void sums_bf16_512_multi(index_t nblocks, index_t groups, const std::uint16_t* w,
+                                                 const std::uint16_t* xb, index_t ldx, index_t m, float* sums,
+                                                 index_t lds) {
+  const index_t stride = groups * kRows * 2;
+  for (index_t nb = 0; nb < nblocks; ++nb) {
+    const std::uint16_t* p = w + nb * stride;
+    index_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+      __m512 a[4][2];
+      for (auto& ai : a) ai[0] = ai[1] = _mm512_setzero_ps();
+      for (index_t g = 0; g < groups; ++g) {
+        const __m512bh wv = (__m512bh)_mm512_load_si512(p + g * 32);
+        const int par = static_cast<int>(g & 1);
+        for (int j = 0; j < 4; ++j) {
+          std::int32_t x;
+          std::memcpy(&x, xb + (i + j) * ldx + 2 * g, 4);
+          a[j][par] = _mm512_dpbf16_ps(a[j][par], (__m512bh)_mm512_set1_epi32(x), wv);
+        }
+      }
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(sums + (i + j) * lds + nb * kRows, _mm512_add_ps(a[j][0], a[j][1]));
+    }
+    for (; i < m; ++i) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+      for (index_t g = 0; g < groups; ++g) {
+        std::int32_t x;
+        std::memcpy(&x, xb + i * ldx + 2 * g, 4);
+        const __m512bh v = (__m512bh)_mm512_set1_epi32(x);
+        if (g & 1) a1 = _mm512_dpbf16_ps(a1, v, (__m512bh)_mm512_load_si512(p + g * 32));
+        else a0 = _mm512_dpbf16_ps(a0, v, (__m512bh)_mm512_load_si512(p + g * 32));
+      }
+      _mm512_storeu_ps(sums + i * lds + nb * kRows, _mm512_add_ps(a0, a1));
+    }
+  }
+}
+
 bool cpu_has_avx512_bf16() {
   if (!detect_cpu_features().avx512f) return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -143,18 +181,22 @@ bool cpu_has_avx512_bf16() {
 
 using SumsKernel = void (*)(index_t, index_t, const std::uint16_t*, const std::uint16_t*, float*);
 
+using MultiKernel = void (*)(index_t, index_t, const std::uint16_t*, const std::uint16_t*, index_t, index_t, float*,
+                             index_t);
+
 struct Bf16Kernel {
   SumsKernel sums;
   const char* name;
+  MultiKernel multi;  // null: one sums() call per vector
 };
 
 Bf16Kernel choose_kernel() {
 #if RNNCORE_X86_SIMD
   const Isa isa = active_isa();
-  if (isa == Isa::avx512 && cpu_has_avx512_bf16()) return {sums_bf16_512, "avx512bf16"};
-  if (isa == Isa::avx512 || isa == Isa::avx2) return {sums_avx2, "avx2"};
+  if (isa == Isa::avx512 && cpu_has_avx512_bf16()) return {sums_bf16_512, "avx512bf16", sums_bf16_512_multi};
+  if (isa == Isa::avx512 || isa == Isa::avx2) return {sums_avx2, "avx2", nullptr};
 #endif
-  return {sums_generic, "generic"};
+  return {sums_generic, "generic", nullptr};
 }
 
 const Bf16Kernel& kernel() {
@@ -196,6 +238,28 @@ void Bf16Matrix::gemv(const float* x, float* y, float beta, void* ws) const {
   gemv_sums(xb, sums);
   if (beta == 0.0f) std::copy(sums, sums + N_, y);
   else for (index_t n = 0; n < N_; ++n) y[n] += sums[n];
+}
+
+index_t Bf16Matrix::multi_workspace_bytes() const { return kMultiRows * round_up(Kp_ * 2, 64) + kMultiRows * Np_ * 4; }
+
+void Bf16Matrix::gemm(index_t M, const float* X, index_t ldx, float* Y, index_t ldy, void* ws) const {
+  const index_t ldb = round_up(Kp_ * 2, 64) / 2;  // uint16 per rounded row
+  auto* xb = static_cast<std::uint16_t*>(ws);
+  auto* sums = reinterpret_cast<float*>(static_cast<unsigned char*>(ws) + kMultiRows * ldb * 2);
+  for (index_t m0 = 0; m0 < M; m0 += kMultiRows) {
+    const index_t m = std::min(kMultiRows, M - m0);
+    for (index_t i = 0; i < m; ++i) {
+      std::uint16_t* row = xb + i * ldb;
+      to_bf16(K_, X + (m0 + i) * ldx, row);
+      for (index_t k = K_; k < Kp_; ++k) row[k] = 0;
+    }
+    if (kernel().multi) {
+      kernel().multi(Np_ / kRows, Kp_ / 2, data_.data(), xb, ldb, m, sums, Np_);
+    } else {
+      for (index_t i = 0; i < m; ++i) gemv_sums(xb + i * ldb, sums + i * Np_);
+    }
+    for (index_t i = 0; i < m; ++i) std::copy(sums + i * Np_, sums + i * Np_ + N_, Y + (m0 + i) * ldy);
+  }
 }
 
 }  // namespace rnncore

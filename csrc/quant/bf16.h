@@ -41,6 +41,12 @@ class Bf16Matrix {
   index_t workspace_bytes() const;
   // y (N) = W x, x rounded to bf16; beta 0 writes y, 1 adds to it. ws: workspace_bytes(), 64-aligned.
   void gemv(const float* x, float* y, float beta, void* ws) const;
+  // Y (M, N) (row stride ldy) = W X^T for M vectors X (M, K) (row stride ldx), each row the same
+  // bits as gemv(); with vdpbf16ps each block of 16 weight rows is read once per 4 vectors.
+  // ws: multi_workspace_bytes(), 64-byte aligned.
+  static constexpr index_t kMultiRows = 64;
+  index_t multi_workspace_bytes() const;
+  void gemm(index_t M, const float* X, index_t ldx, float* Y, index_t ldy, void* ws) const;
   // The raw sums (padded rows, 16 * ceil(N / 16)) of W xb for an already rounded xb (Kp values).
   void gemv_sums(const std::uint16_t* xb, float* sums) const;
   index_t padded_cols() const { return Kp_; }

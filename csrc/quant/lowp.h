@@ -33,15 +33,12 @@ class LowpMatrix {
   }
   // Workspace bytes of gemm().
   index_t multi_workspace_bytes() const {
-    return f_ == WeightFormat::int8 ? i8_.multi_workspace_bytes() : b16_.workspace_bytes();
+    return f_ == WeightFormat::int8 ? i8_.multi_workspace_bytes() : b16_.multi_workspace_bytes();
   }
   // Y (M, N) = X (M, K) W^T, row by row as gemv() (the same bits); ws: multi_workspace_bytes().
   void gemm(index_t M, const float* X, index_t ldx, float* Y, index_t ldy, void* ws) const {
-    if (f_ == WeightFormat::int8) {
-      i8_.gemm(M, X, ldx, Y, ldy, ws);
-    } else {
-      for (index_t i = 0; i < M; ++i) b16_.gemv(X + i * ldx, Y + i * ldy, 0.0f, ws);
-    }
+    if (f_ == WeightFormat::int8) i8_.gemm(M, X, ldx, Y, ldy, ws);
+    else b16_.gemm(M, X, ldx, Y, ldy, ws);
   }
   // y (N) = W x (+ y when beta is 1); ws: workspace_bytes(), 64-byte aligned.
   void gemv(const float* x, float* y, float beta, void* ws) const {
