@@ -157,6 +157,28 @@ def resolve_dtype(dtype, fn=None):
     return dt
 
 
+PRECISIONS = ("fp32", "bf16")
+_PRECISION_ALIASES = {None: "fp32", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def resolve_precision(precision, fn):
+    """'fp32' or 'bf16' (also 'float32', 'bfloat16'; None means 'fp32'): the compute precision of
+    the layers with a bfloat16 mixed-precision path. ValueError naming precision otherwise."""
+    key = precision.lower() if isinstance(precision, str) else precision
+    try:
+        return _PRECISION_ALIASES[key]
+    except (KeyError, TypeError):
+        raise ValueError(f"{fn}: precision must be 'fp32' or 'bf16' (also 'float32', 'bfloat16'), "
+                         f"got {bounded_repr(precision)}") from None
+
+
+def check_bf16_dtype(dtype, fn):
+    """bf16 mixed precision keeps float32 master weights: TypeError for any other dtype."""
+    if dtype != np.float32:
+        raise TypeError(f"{fn}: precision='bf16' needs float32 parameters (the float32 master copy; "
+                        f"bf16 is the compute), got {np.dtype(dtype).name}")
+
+
 def as_index_array(value, name, fn):
     """Integer ids (token ids, class targets) as a C-contiguous int64 array; TypeError unless integers."""
     try:

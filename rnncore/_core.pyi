@@ -47,7 +47,8 @@ def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih:
                       b_hh: Optional[_Floats] = None, h0: Optional[_Floats] = None, c0: Optional[_Floats] = None,
                       lengths: Optional[_Ids] = None, reverse: bool = False, out: Optional[_Floats] = None,
                       out_col: int = 0, threads: int = 1, workspace: Optional[RecurrentWorkspace] = None,
-                      w_hr: Optional[_Floats] = None) -> tuple[_Floats, Optional[_Floats], RecurrentWorkspace]:
+                      w_hr: Optional[_Floats] = None,
+                      bf16: bool = False) -> tuple[_Floats, Optional[_Floats], RecurrentWorkspace]:
     """One recurrent layer, one direction, over a whole sequence.
 
     x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H) or None;
@@ -57,6 +58,10 @@ def recurrent_forward(cell: str, x: _Floats, w_ih: _Floats, w_hh: _Floats, b_ih:
 
     LSTM with projections (PyTorch's proj_size): w_hr (P, H), 0 < P < H; then w_hh is (G*H, P),
     h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n stay (B, H).
+
+    bf16=True (float32 only): bfloat16 mixed precision: every product's operands rounded to bf16,
+    float32 sums and cell state; the outputs and h_n come out bf16-valued; backward rounds the
+    gradients that enter products.
     """
 
 
@@ -155,6 +160,21 @@ def bf16_kernel() -> str:
 
 def to_bf16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
     """float32 -> bf16 bits (uint16), rounded to nearest even; denormals become signed zeros."""
+
+
+def gemm_bf16_kernel() -> str:
+    """The bf16 GEMM kernel this process runs: avx512bf16 (vdpbf16ps), avx2 or generic."""
+
+
+def gemm_bf16(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], trans_a: bool = False, trans_b: bool = False,
+              c: Optional[npt.NDArray[np.float32]] = None, beta: float = 0.0,
+              threads: Optional[int] = 1) -> npt.NDArray[np.float32]:
+    """c (M, N) = op(a) @ op(b) (+ c when beta=1), operands rounded to bf16, float32 sums in vdpbf16ps's order."""
+
+
+def round_bf16(x: npt.NDArray[np.float32],
+               out: Optional[npt.NDArray[np.float32]] = None) -> npt.NDArray[np.float32]:
+    """x float32 rounded to bfloat16 (nearest even) and widened back to float32 (out may be x)."""
 
 
 def bf16_gemv(w: npt.NDArray[np.uint16], x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -326,7 +326,7 @@ def _make_trainer(args, model, opt, tok, level, world=None):
 
     sched, interval = _scheduler(args, opt)
     info = {"data": args.data, "valid": args.valid, "valid_fraction": args.valid_fraction, "level": level,
-            "schedule": args.schedule}
+            "schedule": args.schedule, "precision": getattr(args, "precision", "fp32")}
     # samples of a word model would need detokenising, and sampling reads recurrent models only: none
     char = level == "char" and not hasattr(model, "context") and getattr(model, "adaptive_softmax", None) is None
     trainer = Trainer(model, opt, sched, clip_grad_norm=args.clip, batch_size=args.batch_size, seq_len=args.seq_len,
@@ -334,7 +334,8 @@ def _make_trainer(args, model, opt, tok, level, world=None):
                       patience=args.patience, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
                       tokenizer=tok, log_every=args.log_every, progress=False if args.no_progress else None,
                       sample_every=(args.sample_every or None) if char else None, sample_at_end=char,
-                      sample_length=args.sample_length, info=info, distributed=world)
+                      sample_length=args.sample_length, info=info, distributed=world,
+                      precision=getattr(args, "precision", None))
     if args.resume:
         trainer.load_checkpoint(args.resume)
     return trainer
@@ -355,6 +356,7 @@ def _print_plan(args, trainer, name, level, tok, train_ids, valid_ids, lr):
           + f" tokens, vocabulary {tok.vocab_size}); {type(opt).__name__} lr {lr:g}, batch {trainer.batch_size} "
             f"x {trainer.seq_len} steps; {get_num_threads()} thread(s)"
           + (f" per rank, {world.size} MPI ranks (batch {trainer.batch_size} split over them)" if world else "")
+          + ("; bf16 mixed precision" if trainer.precision == "bf16" else "")
           + (f"; resuming at step {trainer.step}" if args.resume else "")
           + (f"; stops after {args.max_minutes:g} min" if args.max_minutes else "")
           + (f"; at most {args.max_steps} steps ({MAX_STEPS_ENV}={capped})" if capped else "")
@@ -744,6 +746,10 @@ def build_parser():
     o.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd, rmsprop)")
     o.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
     o.add_argument("--clip", type=_positive(float), default=5.0, help="clip the global gradient norm")
+    o.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 mixed precision (the recurrent and output layers' products on bf16-rounded "
+                        "operands, float32 sums; float32 master weights, gradients and optimizer state; checkpoints "
+                        "stay float32)")
     o.add_argument("--schedule", choices=SCHEDULES, default="none",
                    help="learning-rate schedule: zaremba (hold --decay-after epochs, then x --lr-decay each "
                         "epoch), step (x --lr-decay every --decay-after epochs), plateau (x --lr-decay when "

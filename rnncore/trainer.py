@@ -284,6 +284,11 @@ class Trainer:
         sample_at_end: also print one when fit() ends, unless the last step just printed one
             (default: when sample_every is set), so even a run shorter than sample_every shows one.
         threads: threads for gradient clipping (None: rnncore's default).
+        precision: 'bf16' trains (and evaluates) in bfloat16 mixed precision -- model.set_precision('bf16'):
+            the recurrent layers' and Linear layers' products take bf16-rounded operands with float32
+            sums, while the master weights, gradients and optimizer state stay float32 (PyTorch's
+            autocast with float32 master weights); 'fp32' sets float32; None (default) leaves the
+            model's own setting. Checkpoints hold the float32 weights either way.
         stream: where progress goes (default sys.stdout).
         info: any JSON-serialisable value kept in checkpoints as ``extra['info']`` (e.g. how the
             run was started).
@@ -298,7 +303,7 @@ class Trainer:
                  checkpoint_dir=None, checkpoint_every=None, metrics_path=None, tokenizer=None, config=None,
                  log_every=100, progress=None, sample_every=None, sample_length=200, sample_prime=None,
                  sample_temperature=0.8, sample_at_end=None, threads=None, stream=None, info=None,
-                 grad_flow_every=None, distributed=None):
+                 grad_flow_every=None, distributed=None, precision=None):
         fn = "Trainer"
         if task is None:
             if not all(hasattr(model, a) for a in ("loss", "backward", "forward", "parameters")):
@@ -321,6 +326,12 @@ class Trainer:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"{fn}: scheduler_interval must be 'epoch' or 'step', got "
                              f"{bounded_repr(scheduler_interval)}")
+        if precision is not None:
+            if not callable(getattr(model, "set_precision", None)):
+                raise TypeError(f"{fn}: precision needs a model with set_precision() (an rnncore.nn Module), "
+                                f"got {type(model).__name__}")
+            model.set_precision(precision)  # ValueError/TypeError name the precision or the dtype
+        self.precision = getattr(model, "compute_precision", "fp32")
         self.model = model
         self.task = task
         self.optimizer = optimizer

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rnncore
@@ -266,6 +267,24 @@ def test_train_window_model(tmp_path):
     assert rnncore.load(str(out / "last.safetensors")).kind == "FixedWindowLM"
     r = run("eval", out / "last.safetensors", text, "--threads", "1")
     assert r.returncode == 0, r.stderr
+
+
+def test_train_in_bf16(tmp_path):
+    """--precision bf16 (issue 16): mixed-precision training; the checkpoint holds float32 weights,
+    the run's info says bf16, and it samples and evaluates like any other."""
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "bf"
+    r = run("train", text, "--precision", "bf16", "--out", out, "--max-steps", "10", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "bf16 mixed precision" in r.stdout and "done (max_steps): 10 steps" in r.stdout
+    ck = rnncore.load(str(out / "last.safetensors"))
+    assert ck.extra["info"]["precision"] == "bf16"
+    assert all(v.dtype == np.float32 for v in ck.state_dict.values())
+    r = run("eval", out / "last.safetensors", text, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    r = run("train", text, "--precision", "fp16", "--out", out, *TINY)
+    assert r.returncode == 2 and "invalid choice: 'fp16'" in r.stderr
 
 
 def test_train_with_adaptive_softmax(tmp_path):

@@ -1,11 +1,13 @@
 // _core int8 functions (csrc/quant/int8.h): weight and activation quantization and the product
 // kernels, for rnncore.quant and its tests. The decoding loop's int8 weights go through
 // _core.LMDecoder (bind_generate.cpp).
+#include <algorithm>
 #include <string>
 
 #include "bindings/arrays.h"
 #include "common/parallel.h"
 #include "quant/bf16.h"
+#include "quant/bf16_gemm.h"
 #include "quant/int8.h"
 
 namespace rnncore {
@@ -117,6 +119,74 @@ void bind_quant(py::module_& m) {
         return out;
       },
       py::arg("x"), "float32 -> bf16 bits (uint16), rounded to nearest even; denormals become signed zeros.");
+  m.def("gemm_bf16_kernel", &gemm_bf16_kernel_name,
+        "The bf16 GEMM kernel this process runs: avx512bf16 (vdpbf16ps), avx2 or generic (chosen by RNNCORE_ISA "
+        "and the CPU).");
+  m.def(
+      "gemm_bf16",
+      [](const py::object& a_obj, const py::object& b_obj, bool trans_a, bool trans_b, py::object c_obj, double beta,
+         const py::object& threads_obj) {
+        const char* fn = "gemm_bf16";
+        const int threads = checked_threads(fn, threads_obj);
+        py::array a = checked<float>(fn, "a", a_obj, {-1, -1});
+        py::array b = checked<float>(fn, "b", b_obj, {-1, -1});
+        const index_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+        const index_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+        if (Kb != K)
+          throw py::value_error(std::string(fn) + ": op(a) is (" + std::to_string(M) + ", " + std::to_string(K) +
+                                ") so op(b) must have " + std::to_string(K) + " rows, got b of shape " + shape_str(b) +
+                                (trans_b ? " (transposed)" : ""));
+        if (beta != 0.0 && beta != 1.0)
+          throw py::value_error(std::string(fn) + ": beta must be 0 or 1, got " + std::to_string(beta));
+        py::array c;
+        if (c_obj.is_none()) {
+          if (beta != 0.0) throw py::value_error(std::string(fn) + ": beta=1 needs c (the matrix to add to)");
+          c = py::array_t<float>({M, N});
+        } else {
+          c = checked_writable<float>(fn, "c", c_obj, {M, N});
+        }
+        const float* pa = cptr<float>(a);
+        const float* pb = cptr<float>(b);
+        float* pc = mptr<float>(c);
+        const index_t lda = a.shape(1), ldb = b.shape(1);
+        {
+          py::gil_scoped_release release;
+          gemm_bf16(trans_a, trans_b, M, N, K, pa, lda, pb, ldb, static_cast<float>(beta), pc, N, threads);
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("c") = py::none(),
+      py::arg("beta") = 0.0, py::arg("threads") = 1,
+      "c (M, N) = op(a) @ op(b) (+ c when beta=1), a and b float32 rounded to bf16 as they are packed, float32 "
+      "sums in vdpbf16ps's order (quant/bf16_gemm.h): the same bits on every kernel and thread count.");
+  m.def(
+      "round_bf16",
+      [](const py::object& x_obj, py::object out_obj) {
+        const char* fn = "round_bf16";
+        py::array x = checked<float>(fn, "x", x_obj, any_shape(x_obj));
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        py::array out;
+        if (out_obj.is_none()) {
+          out = py::array_t<float>(shape);
+        } else {
+          out = checked_writable<float>(fn, "out", out_obj, any_shape(x_obj));
+          if (out.ndim() != x.ndim() || !std::equal(shape.begin(), shape.end(), out.shape()))
+            throw py::value_error(std::string(fn) + ": out must have x's shape " + shape_str(x) + ", got " +
+                                  shape_str(out));
+        }
+        const index_t n = static_cast<index_t>(x.size());
+        const float* px = cptr<float>(x);
+        float* po = mptr<float>(out);
+        {
+          py::gil_scoped_release release;
+          round_bf16(n, px, po);
+        }
+        return out;
+      },
+      py::arg("x"), py::arg("out") = py::none(),
+      "x float32 rounded to bfloat16 (nearest even) and widened back to float32: the value a bf16 operand has. "
+      "out: a float32 array of x's shape to write (may be x itself), or None for a new one. Denormals become "
+      "signed zeros, NaN stays NaN.");
   m.def(
       "bf16_gemv",
       [](const py::object& w, const py::object& x_obj) {

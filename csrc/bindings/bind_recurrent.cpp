@@ -3,6 +3,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "bindings/arrays.h"
 #include "recurrent/output_recurrent.h"
@@ -54,8 +55,11 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
                        const py::object& w_hh_obj, const py::object& b_ih_obj, const py::object& b_hh_obj,
                        const py::object& h0_obj, const py::object& c0_obj, const py::object& lengths_obj, bool reverse,
                        py::object out_obj, index_t out_col, int threads, std::shared_ptr<Workspace> ws,
-                       const py::object& w_hr_obj) {
+                       const py::object& w_hr_obj, bool bf16) {
   const char* fn = "recurrent_forward";
+  if (bf16 && !std::is_same_v<T, float>)
+    throw py::type_error(std::string(fn) + ": bf16=True needs float32 x and weights (the float32 master copy), "
+                         "got float64");
   const CellKind kind = parse_cell(fn, cell);
   const index_t G = gate_count(kind);
   py::array x = checked<T>(fn, "x", x_obj, {-1, -1, -1});
@@ -116,7 +120,7 @@ py::tuple forward_impl(const std::string& cell, const py::array& x_obj, const py
     py::gil_scoped_release release;
     recurrent_forward<T>(w, {kind, Tn, B, I, H, P},
                          {cptr<T>(w_ih), cptr<T>(w_hh), pb_ih, pb_hh, P > 0 ? cptr<T>(w_hr) : nullptr},
-                         {cptr<T>(x), ph0, pc0, plen, reverse, py, ldy, phn, pcn}, threads);
+                         {cptr<T>(x), ph0, pc0, plen, reverse, py, ldy, phn, pcn, bf16}, threads);
   }
   return py::make_tuple(hn, kind == CellKind::LSTM ? py::object(cn) : py::object(py::none()), ws);
 }
@@ -273,17 +277,18 @@ y0 (B, O) or None. Returns y (T, B, O). One input GEMM over all steps, then two 
       [](const std::string& cell, const py::array& x, const py::object& w_ih, const py::object& w_hh,
          const py::object& b_ih, const py::object& b_hh, const py::object& h0, const py::object& c0,
          const py::object& lengths, bool reverse, py::object out, index_t out_col, const py::object& threads_obj,
-         std::shared_ptr<Workspace> workspace, const py::object& w_hr) {
+         std::shared_ptr<Workspace> workspace, const py::object& w_hr, bool bf16) {
         const int threads = checked_threads("recurrent_forward", threads_obj);
         return dispatch_float("recurrent_forward", "x", x, [&](auto zero) {
           return forward_impl<decltype(zero)>(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, out, out_col,
-                                              threads, workspace, w_hr);
+                                              threads, workspace, w_hr, bf16);
         });
       },
       py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
       py::arg("b_hh") = py::none(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
       py::arg("lengths") = py::none(), py::arg("reverse") = false, py::arg("out") = py::none(),
       py::arg("out_col") = 0, py::arg("threads") = 1, py::arg("workspace") = nullptr, py::arg("w_hr") = py::none(),
+      py::arg("bf16") = false,
       R"doc(One recurrent layer, one direction, over a whole sequence.
 
 x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H) or None;
@@ -292,7 +297,11 @@ lengths int64 (B,) in [0, T] or None; out (T, B, *) receives the outputs in colu
 within its own length. Returns (h_n, c_n or None, workspace).
 
 LSTM with projections (PyTorch's proj_size): w_hr (P, H), 0 < P < H; then w_hh is (G*H, P),
-h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n stay (B, H).)doc");
+h0 and h_n are (B, P), the outputs fill columns [out_col, out_col + P); c0, c_n stay (B, H).
+
+bf16=True (float32 only): bfloat16 mixed precision (recurrent/recurrent.h): every product's operands
+(weights, x, h0, each new h) rounded to bf16, float32 sums, float32 cell state; the outputs and h_n
+come out bf16-valued. Its backward rounds the gradients that enter products.)doc");
 
   m.def(
       "recurrent_backward",

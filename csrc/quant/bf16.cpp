@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/cpu.h"
+#include "quant/bf16_gemm.h"
 
 #if RNNCORE_X86_SIMD
 #include <cpuid.h>
@@ -33,6 +34,20 @@ float from_bf16(std::uint16_t b) {
 
 void to_bf16(index_t n, const float* x, std::uint16_t* out) {
   for (index_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
+}
+
+// to_bf16 then from_bf16, written without branches so that it vectorises.
+void round_bf16(index_t n, const float* x, float* out) {
+  for (index_t i = 0; i < n; ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    const std::uint32_t exp = u & 0x7F800000u, man = u & 0x007FFFFFu;
+    const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    const std::uint32_t nan = (u | 0x00400000u) & 0xFFFF0000u;
+    const std::uint32_t zero = u & 0x80000000u;
+    const std::uint32_t r = exp == 0 ? zero : (exp == 0x7F800000u && man != 0 ? nan : rounded);
+    std::memcpy(&out[i], &r, 4);
+  }
 }
 
 namespace {
@@ -166,7 +181,7 @@ RNNCORE_TARGET_BF16_512 void sums_bf16_512_multi(index_t nblocks, index_t groups
   }
 }
 
-bool cpu_has_avx512_bf16() {
+bool has_bf16_instructions() {
   if (!detect_cpu_features().avx512f) return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (__get_cpuid_max(0, nullptr) < 7) return false;
@@ -193,7 +208,7 @@ struct Bf16Kernel {
 Bf16Kernel choose_kernel() {
 #if RNNCORE_X86_SIMD
   const Isa isa = active_isa();
-  if (isa == Isa::avx512 && cpu_has_avx512_bf16()) return {sums_bf16_512, "avx512bf16", sums_bf16_512_multi};
+  if (isa == Isa::avx512 && has_bf16_instructions()) return {sums_bf16_512, "avx512bf16", sums_bf16_512_multi};
   if (isa == Isa::avx512 || isa == Isa::avx2) return {sums_avx2, "avx2", nullptr};
 #endif
   return {sums_generic, "generic", nullptr};
@@ -205,6 +220,14 @@ const Bf16Kernel& kernel() {
 }
 
 }  // namespace
+
+bool cpu_has_avx512_bf16() {
+#if RNNCORE_X86_SIMD
+  return has_bf16_instructions();
+#else
+  return false;
+#endif
+}
 
 const char* bf16_kernel_name() { return kernel().name; }
 

@@ -26,6 +26,9 @@ namespace rnncore {
 std::uint16_t to_bf16(float x);
 float from_bf16(std::uint16_t b);
 void to_bf16(index_t n, const float* x, std::uint16_t* out);
+// x rounded to bf16 and widened back, as float32 (out may be x): the value a bf16 operand has. The
+// bf16 mixed-precision layers (recurrent/recurrent.h) round every GEMM operand with it.
+void round_bf16(index_t n, const float* x, float* out);
 
 // The name of the bf16 product kernel this process runs: "avx512bf16", "avx2" or "generic".
 const char* bf16_kernel_name();

@@ -6,10 +6,13 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/parallel.h"
 #include "gemm/gemm.h"
+#include "quant/bf16.h"
+#include "quant/bf16_gemm.h"
 
 namespace rnncore {
 
@@ -56,6 +59,59 @@ void fill_rows(T* dst, const T* src, const SeqLayout& L, index_t B, index_t H) {
   }
 }
 
+// bf16 mixed precision (recurrent.h: ForwardArgs::bf16): v[0, n) rounded to bf16 in place. Only
+// float layers run in bf16 (recurrent_forward refuses double), so the double instance does nothing.
+template <typename T>
+inline void round_operand(T* v, index_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (n > 0) round_bf16(n, v, v);
+  }
+}
+
+// The whole-sequence products (the input projection, the weight gradients, dX): gemm(), or with
+// bf16 the bf16 GEMM (quant/bf16_gemm.h; its operands are bf16 values already, so its packing
+// loses nothing).
+template <typename T>
+void big_gemm(bool bf16, bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
+              const T* B, index_t ldb, T beta, T* C, index_t ldc, int nthreads) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16) {
+      gemm_bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, nthreads);
+      return;
+    }
+  }
+  gemm<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc, nthreads);
+}
+
+// The bf16 copy of the weights a bf16 forward multiplies by (and its backward reuses), in
+// ws.wbf: w_ih (G*H, I), w_hh (G*H, R), w_hr (P, H); returns the weights with those pointers.
+template <typename T>
+RecurrentWeights<T> round_weights(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, index_t GH, index_t I,
+                                  index_t R, index_t P, index_t H, int nthreads) {
+  const index_t n_ih = GH * I, n_hh = GH * R, n_hr = P * H;
+  ws.wbf.resize(std::max<index_t>(1, n_ih + n_hh + n_hr));
+  T* q = ws.wbf.data();
+  const T* src[3] = {w.w_ih, w.w_hh, w.w_hr};
+  const index_t begin[3] = {0, n_ih, n_ih + n_hh}, count[3] = {n_ih, n_hh, n_hr};
+  constexpr index_t kChunk = 16384;
+  const int nt = threads_for(double(n_ih + n_hh + n_hr), kMinCopyPerThread, nthreads);
+  for (int m = 0; m < 3; ++m) {
+    if (count[m] == 0) continue;
+    const index_t chunks = (count[m] + kChunk - 1) / kChunk;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (index_t c = 0; c < chunks; ++c) {
+      const index_t lo = c * kChunk, n = std::min(kChunk, count[m] - lo);
+      copy_row(q + begin[m] + lo, src[m] + lo, n);
+      round_operand(q + begin[m] + lo, n);
+    }
+  }
+  RecurrentWeights<T> r = w;
+  r.w_ih = q;
+  r.w_hh = q + n_ih;
+  r.w_hr = P > 0 ? q + n_ih + n_hh : nullptr;
+  return r;
+}
+
 // kProj: an LSTM with projections (recurrent.h); only LSTMCell is instantiated with it. With
 // kProj false every line is the plain layer's (R = H), so its speed is unchanged.
 template <typename Cell, bool kProj, typename T>
@@ -73,21 +129,28 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   ws.P = P;
   ws.has_h0 = a.h0 != nullptr;
   ws.has_c0 = a.c0 != nullptr;
+  const bool bf16 = a.bf16;
+  ws.bf16 = bf16;
   SeqLayout& L = ws.layout;
   L.build(Tn, B, a.lengths, a.reverse);
   const index_t N = L.rows();
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
+  const RecurrentWeights<T> wq = bf16 ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
+  if (!bf16) ws.wbf.release();
 
-  // Inputs in packed row order.
-  if (L.identity) {
+  // Inputs in packed row order (bf16: always a rounded copy).
+  if (L.identity && !bf16) {
     ws.x = a.x;
   } else {
     ws.xp.resize(N * I);
     T* xp = ws.xp.data();
 #pragma omp parallel for num_threads(copy_threads) schedule(static) if (copy_threads > 1)
     for (index_t s = 0; s < Tn; ++s)
-      for (index_t j = 0; j < L.count[s]; ++j) copy_row(xp + (L.offset[s] + j) * I, a.x + L.source_row(s, j) * I, I);
+      for (index_t j = 0; j < L.count[s]; ++j) {
+        copy_row(xp + (L.offset[s] + j) * I, a.x + L.source_row(s, j) * I, I);
+        if (bf16) round_operand(xp + (L.offset[s] + j) * I, I);
+      }
     ws.x = xp;
   }
 
@@ -99,8 +162,12 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   // chunk by chunk equals this whole-sequence forward bit for bit.
   const bool prepacked = ws.prepacked;
   ExactSplit split;
-  if (!prepacked) {
-    project_exact<T>(N, ws.x, I, w.w_ih, GH, gates, GH, nthreads, ws.proj);
+  if (bf16) {  // no streams in bf16, so no need for row-exact rounding
+    big_gemm<T>(true, false, true, N, GH, I, ws.x, I, wq.w_ih, I, T(0), gates, GH, nthreads);
+    ws.bias.resize(GH);
+    ws.has_bias = fuse_biases<Cell>(ws.bias.data(), w.b_ih, w.b_hh, H);
+  } else if (!prepacked) {
+    project_exact<T>(N, ws.x, I, wq.w_ih, GH, gates, GH, nthreads, ws.proj);
     ws.bias.resize(GH);
     ws.has_bias = fuse_biases<Cell>(ws.bias.data(), w.b_ih, w.b_hh, H);
   } else {  // the slices project their own columns in the region below
@@ -115,6 +182,7 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   ws.hs.resize((B + N) * R);
   T* hs = ws.hs.data();
   fill_rows(hs, a.h0, L, B, R);
+  if (bf16) round_operand(hs, B * R);
   T* cs = nullptr;
   if (Cell::kHasCellState) {
     ws.cs.resize((B + N) * H);
@@ -152,8 +220,8 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
     }
   }
   RecurrentSlice<T>* slices = ws.slices.data();
-  const T* w_hh = w.w_hh;
-  const T* w_hr = w.w_hr;
+  const T* w_hh = wq.w_hh;
+  const T* w_hr = wq.w_hr;
   run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {
       RecurrentSlice<T>& sl = slices[k];
@@ -195,6 +263,7 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
           }
           if (Cell::kSavesHn) st.hn = hnl + (L.offset[s] + j) * H;
           Cell::forward(st, H, lo, hi);
+          if (bf16) round_operand(st.h + lo, n_units);  // h (or m): the next product's operand
           // The output row, in the caller's layout, while the new state is in cache.
           if (!kProj) copy_row(a.y + L.source_row(s, j) * a.ldy + lo, st.h + lo, n_units);
         }
@@ -207,8 +276,10 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
           const index_t plo = sl.plo, pu = sl.phi - sl.plo;
           if (pu == 0) continue;
           gemm_packed<T>(n, ms + L.offset[s] * H, H, sl.wr, T(0), hs + cur * R + plo, R);
-          for (index_t j = 0; j < n; ++j)
+          for (index_t j = 0; j < n; ++j) {
+            if (bf16) round_operand(hs + (cur + j) * R + plo, pu);
             copy_row(a.y + L.source_row(s, j) * a.ldy + plo, hs + (cur + j) * R + plo, pu);
+          }
         }
       }
       step_barrier.wait_in_region();
@@ -247,6 +318,14 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   const T* ms = kProj ? ws.ms.data() : nullptr;
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
+  // bf16: the forward's rounded weights (recurrent.h: ForwardArgs::bf16).
+  const bool bf16 = ws.bf16;
+  RecurrentWeights<T> wq = w;
+  if (bf16) {
+    wq.w_ih = ws.wbf.data();
+    wq.w_hh = ws.wbf.data() + GH * I;
+    wq.w_hr = kProj ? ws.wbf.data() + GH * I + GH * R : nullptr;
+  }
 
   // Carries from the future, in sorted order; sequences that end at step s find dL/dh_n here.
   ws.dh.resize(B * R);
@@ -302,8 +381,8 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   // does not depend on the thread count.
   const bool want_db = d.db_ih != nullptr || d.db_hh != nullptr;
   RecurrentSlice<T>* slices = ws.slices.data();
-  const T* w_hh = w.w_hh;
-  const T* w_hr = w.w_hr;
+  const T* w_hh = wq.w_hh;
+  const T* w_hr = wq.w_hr;
   run_team(nt, [&](int team, StepBarrier& step_barrier) {
     for (int k = thread_id(); k < nt; k += team) {  // each thread packs the slices it multiplies by
       RecurrentSlice<T>& sl = slices[k];
@@ -336,6 +415,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
               copy_row(dst, src, pu);
             }
             if (gn) block_sumsq<T>(gn + (L.offset[s] + j) * gn_blocks, dst - plo, nullptr, plo, plo + pu);
+            if (bf16) round_operand(dst, pu);  // an operand of dm and of dW_hr
           }
         }
         step_barrier.wait_in_region();  // every column of dL/dh is ready
@@ -367,6 +447,10 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
           // dL/dh_t before the cell consumes it (GRU overwrites its carry)
           if (!kProj && gn) block_sumsq<T>(gn + r * gn_blocks, st.dh_carry, st.dy, lo, hi);
           Cell::backward(st, H, lo, hi);
+          if (bf16) {  // the gate gradients (GRU: and dL/d(W_hn h + b_hn)) enter the products
+            for (int q = 0; q < G; ++q) round_operand(st.gates + q * H + lo, hi - lo);
+            if (Cell::kSavesHn) round_operand(st.hn + lo, hi - lo);
+          }
           if (want_db) {
             const index_t units = hi - lo;
             T* RNNCORE_RESTRICT acc = slices[k].dbias.data();
@@ -424,7 +508,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
 
   // 4. Weight gradients, one GEMM each over all steps.
   // gates = X W_ih^T  =>  dW_ih += dgates^T X
-  gemm<T>(true, false, GH, I, N, T(1), gates, GH, ws.x, I, T(1), d.dw_ih, I, nthreads);
+  big_gemm<T>(bf16, true, false, GH, I, N, gates, GH, ws.x, I, T(1), d.dw_ih, I, nthreads);
   // h-side gates = h_prev W_hh^T  =>  dW_hh += dgates_h^T h_prev
   const T* hprev = hs;  // all lengths T: h_prev of packed row r is row r of hs
   if (!L.full) {
@@ -437,10 +521,10 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
     }
     hprev = hp;
   }
-  gemm<T>(true, false, k_main, R, N, T(1), gates, GH, hprev, R, T(1), d.dw_hh, R, nthreads);
-  if (Cell::kSavesHn) gemm<T>(true, false, H, H, N, T(1), hnl, H, hprev, H, T(1), d.dw_hh + k_main * H, H, nthreads);
+  big_gemm<T>(bf16, true, false, k_main, R, N, gates, GH, hprev, R, T(1), d.dw_hh, R, nthreads);
+  if (Cell::kSavesHn) big_gemm<T>(bf16, true, false, H, H, N, hnl, H, hprev, H, T(1), d.dw_hh + k_main * H, H, nthreads);
   // h = W_hr m  =>  dW_hr += dh^T m
-  if (kProj) gemm<T>(true, false, P, H, N, T(1), dhp, R, ms, H, T(1), d.dw_hr, H, nthreads);
+  if (kProj) big_gemm<T>(bf16, true, false, P, H, N, dhp, R, ms, H, T(1), d.dw_hr, H, nthreads);
   // db_ih = sums of the x-side gate gradients; db_hh = those of the h-side ones (the same
   // columns, except GRU's n part, which is the gradient of W_hn h + b_hn).
   for (int k = 0; want_db && k < nt; ++k) {
@@ -457,11 +541,11 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
 
   // gates = X W_ih^T  =>  dX = dgates W_ih
   if (L.identity) {
-    gemm<T>(false, false, N, I, GH, T(1), gates, GH, w.w_ih, I, a.accumulate_dx ? T(1) : T(0), dx, I, nthreads);
+    big_gemm<T>(bf16, false, false, N, I, GH, gates, GH, wq.w_ih, I, a.accumulate_dx ? T(1) : T(0), dx, I, nthreads);
   } else {
     ws.dxp.resize(N * I);
     T* dxp = ws.dxp.data();
-    gemm<T>(false, false, N, I, GH, T(1), gates, GH, w.w_ih, I, T(0), dxp, I, nthreads);
+    big_gemm<T>(bf16, false, false, N, I, GH, gates, GH, wq.w_ih, I, T(0), dxp, I, nthreads);
     if (!a.accumulate_dx) {
 #pragma omp parallel for num_threads(copy_threads) schedule(static) if (copy_threads > 1)
       for (index_t t = 0; t < Tn; ++t)
@@ -508,6 +592,8 @@ template <typename T>
 void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
                        const ForwardArgs<T>& a, int nthreads) {
   check_projection(shape.kind, shape.H, shape.P, "recurrent_forward");
+  if (a.bf16 && !std::is_same_v<T, float>) fail("recurrent_forward: bf16 needs float32 (master) weights and inputs, got float64");
+  if (a.bf16 && ws.prepacked) fail("recurrent_forward: bf16 does not run on a prepacked (stream) workspace");
   if (shape.P > 0) {
     forward_impl<LSTMCell<T>, true>(ws, shape, w, a, nthreads);
     return;

@@ -89,6 +89,10 @@ struct RecurrentWorkspace {
   // gate columns) and runs on exactly slices.size() threads. Never differentiated.
   bool prepacked = false;
   bool has_bias = false;
+  // bf16 mixed precision (ForwardArgs::bf16): the forward's weights rounded to bf16, kept for its
+  // backward: w_ih (G*H, I), then w_hh (G*H, R), then w_hr (P, H).
+  bool bf16 = false;
+  AlignedBuffer<T> wbf;
 
   // Free what a call uses only while it runs (the slices' packed W_hh, the biases, backward's
   // scratch) and keep what backward reads (layout, x/xp, gates, hs, cs, hn). Backward packs its
@@ -141,6 +145,16 @@ struct RecurrentGrads {
 // y:  (T, B, *) output; this layer writes columns [0, R) of each row (row stride ldy), zeros
 //     where t >= length.
 // hn: (B, R), cn: (B, H) final states (cn only for LSTM), at each sequence's own last step, or null.
+// bf16 (float only): bfloat16 mixed precision, as PyTorch's autocast runs an RNN. Every operand
+//     of every product is rounded to bf16 (quant/bf16.h: round_bf16) and the products are summed
+//     in float32: the weights (a rounded copy, kept for backward), x, h0 and each new h (so y and
+//     h_n come out bf16-valued; with a projection also m = o * tanh(c)). The cell state, the
+//     gates' pre-activations, the biases and the pointwise cell math stay float32. Its backward
+//     rounds the gradients that enter products (the gate gradients, GRU's dL/d(W_hn h + b_hn),
+//     a projection's dL/dh) and takes the bias gradients from those rounded values; the carries
+//     dL/dh and dL/dc stay float32. Rounding passes gradients straight through. The products
+//     run on the float32 kernels: bf16 x bf16 products are exact in float32, so these are the
+//     emulated path's numerics (the sums' order is the float32 GEMM's).
 template <typename T>
 struct ForwardArgs {
   const T* x = nullptr;
@@ -152,6 +166,7 @@ struct ForwardArgs {
   index_t ldy = 0;
   T* hn = nullptr;
   T* cn = nullptr;
+  bool bf16 = false;
 };
 
 // dy: (T, B, *) gradient of y, columns [0, R) of each row (row stride lddy), or null.
@@ -176,8 +191,8 @@ struct BackwardArgs {
   double* grad_norms = nullptr;
 };
 
-// Throws std::invalid_argument for a length out of range, or a projection (P > 0) on a cell
-// other than LSTM or with P >= H.
+// Throws std::invalid_argument for a length out of range, a projection (P > 0) on a cell
+// other than LSTM or with P >= H, or bf16 with double or on a prepacked workspace.
 template <typename T>
 void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const RecurrentWeights<T>& w,
                        const ForwardArgs<T>& a, int nthreads);

@@ -15,8 +15,9 @@ thread is inside one on the same layer raises RuntimeError, as for RNN/LSTM/GRU.
 import numpy as np
 
 from .. import _core
-from .._checks import (as_index_array, as_real_array, bounded_repr, check_int, check_probability, check_real,
-                       check_seed, expect_shape, no_forward, private_copy, resolve_dtype, shape_str)
+from .._checks import (as_index_array, as_real_array, bounded_repr, check_bf16_dtype, check_int, check_probability,
+                       check_real, check_seed, expect_shape, no_forward, private_copy, resolve_dtype,
+                       resolve_precision, shape_str)
 from .._threads import exclusive, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -99,14 +100,22 @@ class Linear(Module):
 
     Parameters ``weight`` (O, I) and ``bias`` (O,), both U(-1/sqrt(I), 1/sqrt(I)) as in PyTorch.
     backward(grad_output (..., O)) -> grad_x (..., I); adds dW += dY^T X and db += sum dY.
+    precision='bf16' (or set_precision('bf16')): bfloat16 mixed precision -- x, W and, in backward,
+    dY rounded to bf16, float32 sums, float32 bias, master weight and gradients.
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None, threads=None):
+    _has_bf16_path = True
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None, threads=None,
+                 precision=None):
         super().__init__()
         fn = "Linear"
         self.in_features = check_int(in_features, "in_features", fn)
         self.out_features = check_int(out_features, "out_features", fn)
         self.dtype = resolve_dtype(dtype, fn)
+        self.precision = resolve_precision(precision, fn)
+        if self.precision == "bf16":
+            check_bf16_dtype(self.dtype, fn)
         self.threads = threads
         rng = np.random.default_rng(check_seed(seed, fn))
         I, O = self.in_features, self.out_features
@@ -131,9 +140,16 @@ class Linear(Module):
                              f"got {shape_str(x.shape)}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        y = _core.linear_forward(x2, self.weight.data, None if self.bias is None else self.bias.data,
-                                 resolve_threads(self.threads))
-        self._x = (private_copy(x2, x_in), lead)  # saved for backward: the caller may reuse its buffer
+        w = self.weight.data
+        if self.precision == "bf16":
+            check_bf16_dtype(self.weight.dtype, fn)
+            # explicit casts (autocast's): a rounded copy of x, kept for backward, and of W
+            x2 = _core.round_bf16(np.ascontiguousarray(x2))
+            w = _core.round_bf16(w)
+        else:
+            x2 = private_copy(x2, x_in)  # saved for backward: the caller may reuse its buffer
+        y = _core.linear_forward(x2, w, None if self.bias is None else self.bias.data, resolve_threads(self.threads))
+        self._x = (x2, lead, w if self.precision == "bf16" else None)
         return y.reshape(lead + (self.out_features,))
 
     @exclusive
@@ -141,17 +157,22 @@ class Linear(Module):
         fn = "Linear.backward"
         if self._x is None:
             raise no_forward(fn)
-        x2, lead = self._x
+        x2, lead, w_bf16 = self._x
         dy = as_real_array(grad_output, "grad_output", fn, self.weight.dtype)
         expect_shape(dy, lead + (self.out_features,), "grad_output", fn, "(..., out_features) like the output")
         self._x = None
-        dx = _core.linear_backward(dy.reshape(-1, self.out_features), x2, self.weight.data, self.weight.grad,
+        dy = dy.reshape(-1, self.out_features)
+        w = self.weight.data
+        if w_bf16 is not None:  # bf16: the forward's rounded W, and dY rounded too
+            w, dy = w_bf16, _core.round_bf16(np.ascontiguousarray(dy))
+        dx = _core.linear_backward(dy, x2, w, self.weight.grad,
                                    None if self.bias is None else self.bias.grad, bool(need_input_grad),
                                    resolve_threads(self.threads))
         return None if dx is None else dx.reshape(lead + (self.in_features,))
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return s + (f", precision='{self.precision}'" if self.precision != "fp32" else "")
 
 
 class Dropout(Module):

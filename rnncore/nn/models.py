@@ -225,7 +225,8 @@ class LanguageModel(_TokenDecoder):
     H // div_value**(i+1) features; default 4.0 as in PyTorch), adaptive_head_bias (its head_bias:
     a bias on the head's shortlist and cluster scores; default False as in PyTorch).
     Keywords: proj_size (cell='lstm' only: an LSTM with projections, 0 < P < H, PyTorch's
-    proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads.
+    proj_size; the head is then Linear(P, V) and h is (L, B, P)), dtype, seed, threads, precision
+    ('bf16': bfloat16 mixed precision for the RNN and the Linear head, see Module.set_precision).
 
     forward(tokens (T, B) ints, state=None) -> (logits (T, B, V), new_state); with batch_first
     tokens (B, T) and logits (B, T, V). state / new_state: h (L, B, H), or (h, c) for an LSTM.
@@ -243,12 +244,14 @@ class LanguageModel(_TokenDecoder):
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_layers=1, cell="lstm", dropout=0.0,
                  tie_weights=False, batch_first=False, padding_idx=None, adaptive_softmax=None,
                  adaptive_div_value=4.0, adaptive_head_bias=False, *, proj_size=0, dtype=np.float32, seed=None,
-                 threads=None):
+                 threads=None, precision=None):
         super().__init__()
         self._build("LanguageModel", vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, tie_weights,
                     batch_first, padding_idx, dtype, seed, threads, adaptive_softmax=adaptive_softmax,
                     proj_size=proj_size, adaptive_div_value=adaptive_div_value,
                     adaptive_head_bias=adaptive_head_bias)
+        if precision is not None:
+            self.set_precision(precision)
 
     @exclusive
     def forward(self, tokens, state=None):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._checks import bounded_repr, resolve_dtype, shape_str
+from .._checks import bounded_repr, check_bf16_dtype, resolve_dtype, resolve_precision, shape_str
 
 
 def _skeleton_placeholder(data):
@@ -76,6 +76,8 @@ def _loadable(value, name, p, fn):
 
 class Module:
     """Base class of every layer and model."""
+
+    _has_bf16_path = False  # True on layers with a `precision` attribute ('fp32' / 'bf16'): set_precision
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -221,6 +223,31 @@ class Module:
                 object.__setattr__(m, "dtype", dt)
             m._dtype_changed()
         return self
+
+    def set_precision(self, precision):
+        """The compute precision of every layer in this module that has a bfloat16 path:
+        'bf16' (bfloat16 mixed precision, as PyTorch's autocast: the operands of every product
+        rounded to bf16, float32 sums, float32 master weights, gradients and optimizer state)
+        or 'fp32' (the default). The layers with a bf16 path are the recurrent layers (RNN,
+        LSTM, GRU: cell state and pointwise math stay float32) and Linear; every other
+        operation (embeddings, dropout, softmax and the losses, the adaptive softmax, layer
+        norm, attention) runs in float32, as autocast keeps them. Returns self."""
+        fn = f"{type(self).__name__}.set_precision"
+        p = resolve_precision(precision, fn)
+        layers = [m for _, m in self.named_modules() if m._has_bf16_path]
+        if p == "bf16":
+            for m in layers:
+                check_bf16_dtype(m.dtype, fn)
+        for m in layers:
+            object.__setattr__(m, "precision", p)
+        return self
+
+    @property
+    def compute_precision(self):
+        """'bf16' when every layer with a bf16 path runs in bf16, 'fp32' when none does (or there
+        are none), 'mixed' otherwise."""
+        ps = {m.precision for _, m in self.named_modules() if m._has_bf16_path}
+        return ps.pop() if len(ps) == 1 else ("fp32" if not ps else "mixed")
 
     def double(self):
         return self.to(np.float64)

@@ -12,9 +12,9 @@ direction runs each sequence backwards within its own length.
 import numpy as np
 
 from .. import _core
-from .._checks import (CELL_GATES, as_lengths, as_real_array, bounded_repr, cell_name, check_allocation, check_int,
-                       check_num_layers, check_parameters, check_probability, check_seed, expect_shape, no_forward,
-                       private_copy, resolve_dtype, shape_str)
+from .._checks import (CELL_GATES, as_lengths, as_real_array, bounded_repr, cell_name, check_allocation,
+                       check_bf16_dtype, check_int, check_num_layers, check_parameters, check_probability, check_seed,
+                       expect_shape, no_forward, private_copy, resolve_dtype, resolve_precision, shape_str)
 from .._threads import acquire, release, resolve_threads
 from . import init
 from .module import Module, Parameter
@@ -38,8 +38,10 @@ def layer_dropout_mask(rng, shape, dropout, dtype):
 class RNNBase(Module):
     """Shared implementation of RNN, LSTM and GRU (see their docstrings)."""
 
+    _has_bf16_path = True
+
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, proj_size=0, dtype=np.float32, seed=None, threads=None):
+                 bidirectional=False, *, proj_size=0, dtype=np.float32, seed=None, threads=None, precision=None):
         super().__init__()
         name = type(self).__name__
         cell = cell_name(cell, name)
@@ -65,6 +67,9 @@ class RNNBase(Module):
         self.bidirectional = bool(bidirectional)
         self.proj_size = int(proj_size)
         self.dtype = resolve_dtype(dtype, name)
+        self.precision = resolve_precision(precision, name)
+        if self.precision == "bf16":
+            check_bf16_dtype(self.dtype, name)
         self.threads = threads
         self._rng = np.random.default_rng(check_seed(seed, name))  # initialisation, then dropout masks
         H, D, R = self.hidden_size, self.num_directions, self.state_size
@@ -226,6 +231,9 @@ class RNNBase(Module):
             lengths = as_lengths(lengths, B, T, fn)
         threads = resolve_threads(self.threads)
         self._check_parameters(fn)
+        bf16 = self.precision == "bf16"
+        if bf16:
+            check_bf16_dtype(self.dtype, fn)
 
         L, D, H, R = self.num_layers, self.num_directions, self.hidden_size, self.state_size
         h_n = np.empty((L * D, B, R), self.dtype)
@@ -242,7 +250,7 @@ class RNNBase(Module):
                     None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data,
                     None if h0 is None else h0[k], None if c0 is None else c0[k],
                     lengths, bool(d), out, d * R, threads, self._workspaces[k],
-                    w_hr=None if w_hr is None else w_hr.data)
+                    w_hr=None if w_hr is None else w_hr.data, bf16=bf16)
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -353,6 +361,10 @@ class RNNBase(Module):
         packed once; bit-identical to one forward over the concatenated chunks."""
         from .stream import Stream
 
+        if self.precision == "bf16":
+            raise ValueError(f"{type(self).__name__}.stream: a Stream runs float32 only, and this layer has "
+                             "precision='bf16'; call set_precision('fp32') first (or quantize the model for bf16 "
+                             "inference: rnncore.quantize)")
         return Stream(self, batch_size=batch_size, capacity=capacity, threads=threads)
 
     def config(self):
@@ -362,6 +374,8 @@ class RNNBase(Module):
                    bidirectional=self.bidirectional, dtype=self.dtype.name)
         if self.proj_size:
             cfg["proj_size"] = self.proj_size
+        if self.precision != "fp32":
+            cfg["precision"] = self.precision
         if type(self) is RNNBase:
             return dict(cell=self.cell, **cfg)
         if self.cell.startswith("rnn_"):
@@ -386,6 +400,8 @@ class RNNBase(Module):
             s += f", proj_size={self.proj_size}"
         if self.dtype != np.float32:
             s += f", dtype={self.dtype.name}"
+        if self.precision != "fp32":
+            s += f", precision='{self.precision}'"
         return s
 
 
@@ -402,7 +418,10 @@ _SHAPES_DOC = """
     Parameters, as in PyTorch: weight_ih_l{k}[_reverse] (G*H, I or D*H), weight_hh_l{k}[_reverse]
     (G*H, H), bias_ih_l{k}[_reverse], bias_hh_l{k}[_reverse] (G*H,), all U(-1/sqrt(H), 1/sqrt(H)).
 
-    Extra keyword arguments: dtype (float32 or float64; None means float32), seed (initialisation and dropout
+    Extra keyword arguments: dtype (float32 or float64; None means float32), precision ('fp32', the
+    default, or 'bf16': bfloat16 mixed precision as under PyTorch's autocast -- the operands of every
+    product (weights, inputs, each h) rounded to bf16, float32 sums, float32 cell state and master
+    weights; the outputs and h_n come out bf16-valued float32; see set_precision), seed (initialisation and dropout
     masks), threads (None: rnncore.get_num_threads(); at most rnncore's thread limit,
     max(256, 4 x processors)).
 

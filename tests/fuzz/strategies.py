@@ -515,7 +515,8 @@ def b_core_recurrent(draw):
            "c0": opt((B, H)) if cell == "lstm" else None,
            "lengths": maybe(draw, lambda: arr(draw, "int64", (B,), 0, T + 1, fill="range")),
            "reverse": coin(draw), "out": arr(draw, dt, (T, B, R + extra)), "out_col": rint(draw, 0, extra),
-           "threads": threads_value(draw, False), "workspace": pick(draw, (None, Junk("workspace")))}
+           "threads": threads_value(draw, False), "workspace": pick(draw, (None, Junk("workspace"))),
+           "bf16": pick(draw, (False, False, True))}  # bf16 mixed precision (issue 16); float64: TypeError
     if P:
         fwd["w_hr"] = arr(draw, dt, (P, H))
     bwd = None
@@ -593,6 +594,7 @@ def b_rnn_layer(draw):
             "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
     if cls == "RNN":
         ctor["nonlinearity"] = pick(draw, ("tanh", "relu"))
+    ctor["precision"] = pick(draw, (None, None, "fp32", "bf16"))  # bf16 with float64: TypeError
     R = H
     if cls == "LSTM" and H >= 2 and rint(draw, 0, 2) == 0:
         ctor["proj_size"] = R = rint(draw, 1, H - 1)  # projections (issue 17): h is P wide
@@ -1067,6 +1069,20 @@ def b_int8_gemv(draw):
 
 def b_to_bf16(draw):
     return {"x": arr(draw, "float32", shape(draw, 3))}
+
+
+def b_round_bf16(draw):
+    shp = shape(draw, 3)
+    return {"x": arr(draw, "float32", shp), "out": maybe(draw, lambda: arr(draw, "float32", shp, fill="zeros"))}
+
+
+def b_gemm_bf16(draw):
+    M, N, K = dim(draw), dim(draw), dim(draw)
+    ta, tb = coin(draw), coin(draw)
+    beta = pick(draw, (0.0, 0.0, 1.0, 0.5))
+    return {"a": arr(draw, "float32", (K, M) if ta else (M, K)), "b": arr(draw, "float32", (N, K) if tb else (K, N)),
+            "trans_a": ta, "trans_b": tb, "c": maybe(draw, lambda: arr(draw, "float32", (M, N))), "beta": beta,
+            "threads": threads_value(draw, False)}
 
 
 def b_bf16_gemv(draw):
@@ -1859,6 +1875,8 @@ TARGETS = {
     "core_int8_gemv": (core("int8_gemv", b_int8_gemv), ["_core.int8_gemv"], 0.5),
     "core_to_bf16": (core("to_bf16", b_to_bf16), ["_core.to_bf16"], 0.5),
     "core_bf16_gemv": (core("bf16_gemv", b_bf16_gemv), ["_core.bf16_gemv"], 0.5),
+    "core_round_bf16": (core("round_bf16", b_round_bf16), ["_core.round_bf16"], 0.5),
+    "core_gemm_bf16": (core("gemm_bf16", b_gemm_bf16), ["_core.gemm_bf16", "_core.gemm_bf16_kernel"], 0.5),
     "core_cell_forward_test": (core("cell_forward_test", b_cell_forward_test), ["_core.cell_forward_test"], 0.5),
     "core_cell_backward_test": (core("cell_backward_test", b_cell_backward_test), ["_core.cell_backward_test"], 0.5),
     "core_recurrent": (call("fuzz.scenarios.core_recurrent", b_core_recurrent, public=False),
