@@ -350,6 +350,43 @@ const Kernel& kernel() {
 
 const char* gemm_bf16_kernel_name() { return kernel().name; }
 
+void Bf16PackedB::reserve(index_t K, index_t N) {
+  K_ = K;
+  N_ = N;
+  data_.resize(std::max<index_t>(1, ceil_div(N, kNR) * ceil_div(K, 2) * kNR));
+}
+
+void Bf16PackedB::fill(bool trans_b, const float* B, index_t ldb) noexcept {
+  const index_t KP = ceil_div(K_, 2);
+  for (index_t q = 0; q * kNR < N_; ++q) pack_b_panel(trans_b, B, ldb, N_, K_, q * kNR, 0, KP, data_.data() + q * KP * kNR);
+}
+
+index_t bf16_apack_size(index_t M, index_t K) { return std::max<index_t>(1, ceil_div(M, kMR) * kMR * ceil_div(K, 2)); }
+
+void pack_a_bf16(index_t M, index_t K, const float* A, index_t lda, std::uint32_t* apack) noexcept {
+  const index_t KP = ceil_div(K, 2);
+  for (index_t r = 0; r * kMR < M; ++r) pack_a_panel(false, A, lda, M, K, r * kMR, 0, KP, apack + r * KP * kMR);
+}
+
+void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16PackedB& B, float beta, float* C,
+                         index_t ldc) noexcept {
+  const index_t K = B.rows(), N = B.cols(), KP = ceil_div(K, 2);
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (beta == 0.0f)
+      for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  const TileKernel tile = kernel().tile;
+  const bool accumulate = beta != 0.0f;
+  for (index_t q = 0; q * kNR < N; ++q) {
+    const index_t cols = std::min<index_t>(kNR, N - q * kNR);
+    for (index_t r = 0; r * kMR < M; ++r)
+      tile(KP, apack + r * KP * kMR, B.data() + q * KP * kNR, C + r * kMR * ldc + q * kNR, ldc,
+           std::min<index_t>(kMR, M - r * kMR), cols, accumulate);
+  }
+}
+
 void gemm_bf16(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const float* A, index_t lda,
                const float* B, index_t ldb, float beta, float* C, index_t ldc, int nthreads) {
   if (M <= 0 || N <= 0) return;

@@ -20,12 +20,36 @@
 
 #include <cstdint>
 
+#include "common/buffer.h"
 #include "common/defs.h"
 
 namespace rnncore {
 
 void gemm_bf16(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const float* A, index_t lda,
                const float* B, index_t ldb, float beta, float* C, index_t ldc, int nthreads);
+
+// op(B) (K, N) packed once into bf16 panels for many products with different left operands (a
+// recurrent slice's weights, reused at every step): all of K in one block.
+class Bf16PackedB {
+ public:
+  void reserve(index_t K, index_t N);  // allocates (may throw std::bad_alloc)
+  void fill(bool trans_b, const float* B, index_t ldb) noexcept;  // packs op(B) of the reserved shape
+  index_t rows() const { return K_; }
+  index_t cols() const { return N_; }
+  const std::uint32_t* data() const { return data_.data(); }
+
+ private:
+  index_t K_ = 0, N_ = 0;
+  AlignedBuffer<std::uint32_t> data_;
+};
+
+// The per-step products: A (M, K) (row stride lda) packed once into `apack` (bf16_apack_size(M, K)
+// values, 64-byte aligned), then C (M, N) = A * B + beta * C for any B of K rows packed above,
+// serial (for a parallel region's thread), the same bits as gemm_bf16 on the same operands.
+index_t bf16_apack_size(index_t M, index_t K);
+void pack_a_bf16(index_t M, index_t K, const float* A, index_t lda, std::uint32_t* apack) noexcept;
+void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16PackedB& B, float beta, float* C,
+                         index_t ldc) noexcept;
 
 // "avx512bf16", "avx2" or "generic": the kernel gemm_bf16 runs in this process.
 const char* gemm_bf16_kernel_name();

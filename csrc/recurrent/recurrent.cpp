@@ -205,13 +205,19 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   // nothing inside it can throw; each thread packs its own slice of W_hh (so it starts out in
   // that core's cache) and only ever reads its own, so no barrier is needed after packing.
   const int nt = prepacked ? static_cast<int>(ws.slices.size()) : recurrence_threads(shape.kind, B, H, nthreads, P);
+  // bf16 steps on the bf16 kernels (the projection's second product stays on the float32 ones)
+  const bool step16 = std::is_same_v<T, float> && bf16 && !kProj;
   if (!prepacked) {
     ws.slices.resize(static_cast<std::size_t>(nt));
     for (int k = 0; k < nt; ++k) {
       RecurrentSlice<T>& sl = ws.slices[k];
       split_range(H, nt, k, kUnitAlign, &sl.lo, &sl.hi);
       const index_t n_units = sl.hi - sl.lo;
-      for (int g = 0; g < G; ++g) sl.w[g].reserve(R, n_units);
+      if (step16) sl.a16.resize(bf16_apack_size(B, R));
+      for (int g = 0; g < G; ++g) {
+        if (step16) sl.w16[g].reserve(R, n_units);
+        else sl.w[g].reserve(R, n_units);
+      }
       sl.scratch.resize(std::max<index_t>(1, B * G * n_units));
       if (kProj) {
         split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
@@ -233,7 +239,15 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
       }
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (R, units) operand.
       if (sl.hi > sl.lo)
-        for (int g = 0; g < G; ++g) sl.w[g].fill(true, w_hh + (g * H + sl.lo) * R, R);
+        for (int g = 0; g < G; ++g) {
+          if constexpr (std::is_same_v<T, float>) {
+            if (step16) {
+              sl.w16[g].fill(true, w_hh + (g * H + sl.lo) * R, R);
+              continue;
+            }
+          }
+          sl.w[g].fill(true, w_hh + (g * H + sl.lo) * R, R);
+        }
       // Rows [plo, phi) of W_hr, as the transposed (H, phi - plo) operand.
       if (kProj && sl.phi > sl.plo) sl.wr.fill(true, w_hr + sl.plo * H, H);
     }
@@ -247,7 +261,14 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
         const index_t lo = sl.lo, hi = sl.hi, n_units = hi - lo;
         if (n_units == 0) continue;
         T* hg = sl.scratch.data();
-        for (int g = 0; g < G; ++g) gemm_packed<T>(n, hs + prev * R, R, sl.w[g], T(0), hg + g * n_units, G * n_units);
+        if constexpr (std::is_same_v<T, float>) {
+          if (step16) {
+            pack_a_bf16(n, R, hs + prev * R, R, sl.a16.data());
+            for (int g = 0; g < G; ++g) gemm_bf16_prepacked(n, sl.a16.data(), sl.w16[g], 0.0f, hg + g * n_units, G * n_units);
+          }
+        }
+        if (!step16)
+          for (int g = 0; g < G; ++g) gemm_packed<T>(n, hs + prev * R, R, sl.w[g], T(0), hg + g * n_units, G * n_units);
         for (index_t j = 0; j < n; ++j) {
           CellStep<T> st;
           st.gates = gates + (L.offset[s] + j) * GH;
@@ -359,6 +380,7 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   // projection the h columns are the P projected ones, sliced as [plo, phi).
   const int nt = recurrence_threads(ws.kind, B, H, nthreads, P);
   const index_t k_main = Cell::kHGates * H;
+  const bool step16 = std::is_same_v<T, float> && bf16 && !kProj;  // as in the forward
   ws.slices.resize(static_cast<std::size_t>(nt));
   for (int k = 0; k < nt; ++k) {
     RecurrentSlice<T>& sl = ws.slices[k];
@@ -367,10 +389,16 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
       split_range(P, nt, k, kUnitAlign, &sl.plo, &sl.phi);
       sl.w[0].reserve(k_main, sl.phi - sl.plo);
       sl.wr.reserve(P, sl.hi - sl.lo);
+    } else if (step16) {
+      sl.w16[0].reserve(k_main, sl.hi - sl.lo);
+      sl.a16.resize(bf16_apack_size(B, k_main));
     } else {
       sl.w[0].reserve(k_main, sl.hi - sl.lo);
     }
-    if (Cell::kSavesHn) sl.w[1].reserve(H, sl.hi - sl.lo);
+    if (Cell::kSavesHn) {
+      if (step16) sl.w16[1].reserve(H, sl.hi - sl.lo);
+      else sl.w[1].reserve(H, sl.hi - sl.lo);
+    }
     sl.scratch.resize(std::max<index_t>(1, sl.hi - sl.lo));
     sl.dbias.resize(std::max<index_t>(1, (Cell::kSavesHn ? G + 1 : G) * (sl.hi - sl.lo)));
     sl.dbias.zero();
@@ -392,6 +420,13 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
         continue;
       }
       if (sl.hi == sl.lo) continue;
+      if constexpr (std::is_same_v<T, float>) {
+        if (step16) {
+          sl.w16[0].fill(false, w_hh + sl.lo, H);
+          if (Cell::kSavesHn) sl.w16[1].fill(false, w_hh + k_main * H + sl.lo, H);
+          continue;
+        }
+      }
       sl.w[0].fill(false, w_hh + sl.lo, H);
       if (Cell::kSavesHn) sl.w[1].fill(false, w_hh + k_main * H + sl.lo, H);
     }
@@ -477,6 +512,18 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
         }
         const index_t lo = slices[k].lo, hi = slices[k].hi;
         if (lo == hi) continue;
+        if constexpr (std::is_same_v<T, float>) {
+          if (step16) {
+            RecurrentSlice<T>& sl = slices[k];
+            pack_a_bf16(n, k_main, gates + L.offset[s] * GH, GH, sl.a16.data());
+            gemm_bf16_prepacked(n, sl.a16.data(), sl.w16[0], Cell::kKeepsDh ? 1.0f : 0.0f, dh + lo, H);
+            if (Cell::kSavesHn) {
+              pack_a_bf16(n, H, hnl + L.offset[s] * H, H, sl.a16.data());
+              gemm_bf16_prepacked(n, sl.a16.data(), sl.w16[1], 1.0f, dh + lo, H);
+            }
+            continue;
+          }
+        }
         gemm_packed<T>(n, gates + L.offset[s] * GH, GH, slices[k].w[0], Cell::kKeepsDh ? T(1) : T(0), dh + lo, H);
         if (Cell::kSavesHn) gemm_packed<T>(n, hnl + L.offset[s] * H, H, slices[k].w[1], T(1), dh + lo, H);
       }

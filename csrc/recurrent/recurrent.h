@@ -28,6 +28,7 @@
 #include "cells/cell.h"
 #include "common/buffer.h"
 #include "gemm/gemm.h"
+#include "quant/bf16_gemm.h"
 #include "recurrent/layout.h"
 #include "recurrent/projection.h"
 
@@ -55,6 +56,10 @@ struct RecurrentSlice {
   // scratch of the row-exact projection (projection.h).
   PackedB<T> wi[4];
   AlignedBuffer<T> cpad;
+  // bf16 (ForwardArgs::bf16, float only, no projection): w16 replaces w as the same slices of the
+  // (rounded) weights in bf16 panels; a16 holds the step's left operand packed (quant/bf16_gemm.h).
+  Bf16PackedB w16[4];
+  AlignedBuffer<std::uint32_t> a16;
 };
 
 // Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
