@@ -120,31 +120,39 @@ bool simd_packing() {
 #endif
 }
 
+// kLanes source lines whose pairs of k are adjacent (line l at src + l * ld, read from k0 up to
+// kend) into lane l of each pair row of a panel (pair p's row at dst + p * kLanes); lines from
+// `valid` on and k from kend on are zero.
+template <index_t kLanes>
+void pack_adjacent_pairs(const float* src, index_t ld, index_t valid, index_t k0, index_t kend, index_t kcp,
+                         std::uint32_t* RNNCORE_RESTRICT dst) {
+  index_t done = 0;  // pairs packed by the vector code (lines in groups of 8)
+#if RNNCORE_X86_SIMD
+  if (valid == kLanes && simd_packing()) {
+    done = std::max<index_t>(0, (kend - k0) / 2) / 8 * 8;
+    for (index_t g = 0; g < kLanes; g += 8) pair_cols_avx2(src + g * ld + k0, ld, done, dst + g, kLanes);
+  }
+#endif
+  for (index_t l = 0; l < kLanes; ++l) {
+    std::uint32_t* d = dst + l;
+    if (l >= valid) {
+      for (index_t p = 0; p < kcp; ++p) d[p * kLanes] = 0;
+      continue;
+    }
+    const float* s = src + l * ld;
+    index_t p = done;
+    for (; k0 + 2 * p + 1 < kend; ++p) d[p * kLanes] = bf16_bits(s[k0 + 2 * p]) | (bf16_bits(s[k0 + 2 * p + 1]) << 16);
+    for (; p < kcp; ++p) d[p * kLanes] = k0 + 2 * p < kend ? bf16_bits(s[k0 + 2 * p]) : 0u;
+  }
+}
+
 // A panel r of the block of pairs [p0, p0 + kcp): rows i0 + [0, kMR) of op(A).
 void pack_a_panel(bool trans_a, const float* A, index_t lda, index_t M, index_t K, index_t i0, index_t p0,
                   index_t kcp, std::uint32_t* RNNCORE_RESTRICT dst) {
   const index_t rows = std::min<index_t>(kMR, M - i0);
   const index_t k0 = 2 * p0, kend = std::min<index_t>(K, 2 * (p0 + kcp));
   if (!trans_a) {  // op(A)(i, k) = A[i * lda + k]: each row's pairs are adjacent
-    index_t done = 0;  // pairs packed by the vector code
-#if RNNCORE_X86_SIMD
-    if (rows == kMR && simd_packing()) {
-      done = std::max<index_t>(0, (kend - k0) / 2) / 8 * 8;
-      pair_cols_avx2(A + i0 * lda + k0, lda, done, dst, kMR);
-    }
-#endif
-    for (index_t i = 0; i < kMR; ++i) {
-      std::uint32_t* d = dst + i;
-      if (i >= rows) {
-        for (index_t p = 0; p < kcp; ++p) d[p * kMR] = 0;
-        continue;
-      }
-      const float* s = A + (i0 + i) * lda;
-      index_t p = done;
-      for (; k0 + 2 * p + 1 < kend; ++p)
-        d[p * kMR] = bf16_bits(s[k0 + 2 * p]) | (bf16_bits(s[k0 + 2 * p + 1]) << 16);
-      for (; p < kcp; ++p) d[p * kMR] = k0 + 2 * p < kend ? bf16_bits(s[k0 + 2 * p]) : 0u;
-    }
+    pack_adjacent_pairs<kMR>(A + i0 * lda, lda, rows, k0, kend, kcp, dst);
     return;
   }
   // op(A)(i, k) = A[k * lda + i]: rows of A are contiguous over i
@@ -197,24 +205,7 @@ void pack_b_panel(bool trans_b, const float* B, index_t ldb, index_t N, index_t 
     return;
   }
   // op(B)(k, j) = B[j * ldb + k]: each column's pairs are adjacent
-  index_t done = 0;  // pairs packed by the vector code (columns in groups of 8)
-#if RNNCORE_X86_SIMD
-  if (cols == kNR && simd_packing()) {
-    done = std::max<index_t>(0, (kend - k0) / 2) / 8 * 8;
-    for (index_t g = 0; g < kNR; g += 8) pair_cols_avx2(B + (j0 + g) * ldb + k0, ldb, done, dst + g, kNR);
-  }
-#endif
-  for (index_t j = 0; j < kNR; ++j) {
-    std::uint32_t* d = dst + j;
-    if (j >= cols) {
-      for (index_t p = 0; p < kcp; ++p) d[p * kNR] = 0;
-      continue;
-    }
-    const float* s = B + (j0 + j) * ldb;
-    index_t p = done;
-    for (; k0 + 2 * p + 1 < kend; ++p) d[p * kNR] = bf16_bits(s[k0 + 2 * p]) | (bf16_bits(s[k0 + 2 * p + 1]) << 16);
-    for (; p < kcp; ++p) d[p * kNR] = k0 + 2 * p < kend ? bf16_bits(s[k0 + 2 * p]) : 0u;
-  }
+  pack_adjacent_pairs<kNR>(B + j0 * ldb, ldb, cols, k0, kend, kcp, dst);
 }
 
 // C tile (rows <= kMR, cols <= kNR) = [C +] A panel * B panel over kcp pairs.
