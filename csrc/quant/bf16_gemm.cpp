@@ -352,6 +352,19 @@ void Bf16PackedB::fill(bool trans_b, const float* B, index_t ldb) noexcept {
   for (index_t q = 0; q * kNR < N_; ++q) pack_b_panel(trans_b, B, ldb, N_, K_, q * kNR, 0, KP, data_.data() + q * KP * kNR);
 }
 
+namespace {
+
+// An empty C, or K = 0 (C = beta * C: zeros for beta 0): done, nothing to multiply.
+bool empty_product(index_t M, index_t N, index_t K, float beta, float* C, index_t ldc) {
+  if (M <= 0 || N <= 0) return true;
+  if (K > 0) return false;
+  if (beta == 0.0f)
+    for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+  return true;
+}
+
+}  // namespace
+
 index_t bf16_apack_size(index_t M, index_t K) { return std::max<index_t>(1, ceil_div(M, kMR) * kMR * ceil_div(K, 2)); }
 
 void pack_a_bf16(index_t M, index_t K, const float* A, index_t lda, std::uint32_t* apack) noexcept {
@@ -362,12 +375,7 @@ void pack_a_bf16(index_t M, index_t K, const float* A, index_t lda, std::uint32_
 void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16PackedB& B, float beta, float* C,
                          index_t ldc) noexcept {
   const index_t K = B.rows(), N = B.cols(), KP = ceil_div(K, 2);
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    if (beta == 0.0f)
-      for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
-    return;
-  }
+  if (empty_product(M, N, K, beta, C, ldc)) return;
   const TileKernel tile = kernel().tile;
   const bool accumulate = beta != 0.0f;
   for (index_t q = 0; q * kNR < N; ++q) {
@@ -380,12 +388,7 @@ void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16Packed
 
 void gemm_bf16(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const float* A, index_t lda,
                const float* B, index_t ldb, float beta, float* C, index_t ldc, int nthreads) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    if (beta == 0.0f)
-      for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
-    return;
-  }
+  if (empty_product(M, N, K, beta, C, ldc)) return;
   const TileKernel tile = kernel().tile;
   const index_t KP = ceil_div(K, 2), kcp_max = std::min(kKCP, KP);
   const index_t npan = ceil_div(N, kNR), mpan = ceil_div(M, kMR);
