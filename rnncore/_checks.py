@@ -157,7 +157,6 @@ def resolve_dtype(dtype, fn=None):
     return dt
 
 
-PRECISIONS = ("fp32", "bf16")
 _PRECISION_ALIASES = {None: "fp32", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
 
 
