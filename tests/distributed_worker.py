@@ -111,7 +111,10 @@ def main():
             report = {"rank": world.rank, "lr": trainer._lr(), "best_score": trainer.best_score,
                       "best_epoch": trainer.best_epoch, "bad_evals": trainer.bad_evals, "stop": trainer.result["stop"],
                       "val_loss": trainer.result.get("val_loss")}
-            print("worker report " + json.dumps(report), file=sys.stderr, flush=True)
+            # one write with its newline: print() writes the newline separately, and two ranks' reports
+            # could then share a line of mpirun's merged output
+            sys.stderr.write("worker report " + json.dumps(report) + "\n")
+            sys.stderr.flush()
 
 
 if __name__ == "__main__":
