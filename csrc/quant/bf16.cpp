@@ -15,39 +15,12 @@
 
 namespace rnncore {
 
-std::uint16_t to_bf16(float x) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const std::uint32_t exp = u & 0x7F800000u, man = u & 0x007FFFFFu;
-  if (exp == 0x7F800000u && man != 0) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);  // quiet NaN
-  if (exp == 0) return static_cast<std::uint16_t>((u >> 16) & 0x8000u);                        // zero, denormal
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
-
-float from_bf16(std::uint16_t b) {
-  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-
 void to_bf16(index_t n, const float* x, std::uint16_t* out) {
   for (index_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
-// to_bf16 then from_bf16, written without branches so that it vectorises.
 void round_bf16(index_t n, const float* x, float* out) {
-  for (index_t i = 0; i < n; ++i) {
-    std::uint32_t u;
-    std::memcpy(&u, &x[i], 4);
-    const std::uint32_t exp = u & 0x7F800000u, man = u & 0x007FFFFFu;
-    const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    const std::uint32_t nan = (u | 0x00400000u) & 0xFFFF0000u;
-    const std::uint32_t zero = u & 0x80000000u;
-    const std::uint32_t r = exp == 0 ? zero : (exp == 0x7F800000u && man != 0 ? nan : rounded);
-    std::memcpy(&out[i], &r, 4);
-  }
+  for (index_t i = 0; i < n; ++i) out[i] = from_bf16(to_bf16(x[i]));
 }
 
 namespace {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/buffer.h"
 #include "common/defs.h"
@@ -22,9 +23,23 @@
 namespace rnncore {
 
 // float32 -> bf16 rounded to nearest even (NaN stays a quiet NaN; a denormal becomes a signed zero),
-// and back (exact).
-std::uint16_t to_bf16(float x);
-float from_bf16(std::uint16_t b);
+// and back (exact). Written without branches, so that loops over them vectorise; the one rounding
+// every bf16 path uses (the decoder's weights, round_bf16, the bf16 GEMM's packing).
+inline std::uint16_t to_bf16(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const std::uint32_t exp = u & 0x7F800000u, man = u & 0x007FFFFFu;
+  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const std::uint32_t nan = (u >> 16) | 0x0040u;
+  const std::uint32_t zero = (u >> 16) & 0x8000u;
+  return static_cast<std::uint16_t>(exp == 0 ? zero : (exp == 0x7F800000u && man != 0 ? nan : rounded));
+}
+inline float from_bf16(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
 void to_bf16(index_t n, const float* x, std::uint16_t* out);
 // x rounded to bf16 and widened back, as float32 (out may be x): the value a bf16 operand has. The
 // bf16 mixed-precision layers (recurrent/recurrent.h) round every GEMM operand with it.

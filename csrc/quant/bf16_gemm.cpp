@@ -18,6 +18,7 @@
 #include "common/cpu.h"
 #include "common/parallel.h"
 #include "gemm/gemm.h"
+#include "quant/bf16.h"
 
 #if RNNCORE_X86_SIMD
 #include <immintrin.h>
@@ -35,27 +36,15 @@ constexpr index_t kMC = 128;   // rows per L2 block (a multiple of kMR)
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
-// float32 -> bf16 bits (quant/bf16.h: to_bf16), without branches.
-inline std::uint32_t bf16_bits(float x) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const std::uint32_t exp = u & 0x7F800000u, man = u & 0x007FFFFFu;
-  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const std::uint32_t nan = (u >> 16) | 0x0040u;
-  const std::uint32_t zero = (u >> 16) & 0x8000u;
-  return exp == 0 ? zero : (exp == 0x7F800000u && man != 0 ? nan : rounded);
-}
+// bf16 bits of x (quant/bf16.h: to_bf16) in the low half of a pair lane.
+inline std::uint32_t bf16_bits(float x) { return to_bf16(x); }
 
-inline float widen(std::uint32_t bits16) {
-  const std::uint32_t u = bits16 << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+// A pair lane's half (bits16 < 2^16) widened to float32.
+inline float widen(std::uint32_t bits16) { return from_bf16(static_cast<std::uint16_t>(bits16)); }
 
 #if RNNCORE_X86_SIMD
 
-// bf16_bits of 8 floats at once (the same formula), each in the low half of its 32-bit lane.
+// to_bf16 of 8 floats at once (the same formula), each in the low half of its 32-bit lane.
 RNNCORE_TARGET_AVX2 inline __m256i bf16_bits8(__m256 x) {
   const __m256i u = _mm256_castps_si256(x);
   const __m256i exp = _mm256_and_si256(u, _mm256_set1_epi32(0x7F800000));

@@ -69,8 +69,7 @@ inline void round_operand(T* v, index_t n) {
 }
 
 // The whole-sequence products (the input projection, the weight gradients, dX): gemm(), or with
-// bf16 the bf16 GEMM (quant/bf16_gemm.h; its operands are bf16 values already, so its packing
-// loses nothing).
+// bf16 the bf16 GEMM (quant/bf16_gemm.h), which rounds its operands as it packs them.
 template <typename T>
 void big_gemm(bool bf16, bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
               const T* B, index_t ldb, T beta, T* C, index_t ldc, int nthreads) {
@@ -139,18 +138,16 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   const RecurrentWeights<T> wq = bf16 ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
   if (!bf16) ws.wbf.release();
 
-  // Inputs in packed row order (bf16: always a rounded copy).
-  if (L.identity && !bf16) {
+  // Inputs in packed row order. With bf16 only the bf16 GEMM reads them (the input projection and
+  // dW_ih), and it rounds as it packs: no rounded copy.
+  if (L.identity) {
     ws.x = a.x;
   } else {
     ws.xp.resize(N * I);
     T* xp = ws.xp.data();
 #pragma omp parallel for num_threads(copy_threads) schedule(static) if (copy_threads > 1)
     for (index_t s = 0; s < Tn; ++s)
-      for (index_t j = 0; j < L.count[s]; ++j) {
-        copy_row(xp + (L.offset[s] + j) * I, a.x + L.source_row(s, j) * I, I);
-        if (bf16) round_operand(xp + (L.offset[s] + j) * I, I);
-      }
+      for (index_t j = 0; j < L.count[s]; ++j) copy_row(xp + (L.offset[s] + j) * I, a.x + L.source_row(s, j) * I, I);
     ws.x = xp;
   }
 
