@@ -6,6 +6,7 @@
     python bench/compare.py --quick --baseline /tmp/old   # this build against another checkout, same run
     python bench/compare.py --peers --only gemm lstm gru --threads 2 1   # + ONNX Runtime, OpenVINO
     python bench/compare.py --peers --quick --engines ort      # the streaming and per-step rows, one peer
+    python bench/compare.py --peers --precision bf16 --only gemm lstm gru   # bfloat16 against the bf16 peers
 
 This machine is shared and its speed drifts, so each engine runs in its own long-lived
 worker process, the engines alternate round by round on every workload, and the table
@@ -30,6 +31,15 @@ its own process with its thread count pinned (torch.set_num_threads, ORT intra_o
 OpenVINO INFERENCE_NUM_THREADS, with INFERENCE_PRECISION_HINT f32: its default is bf16 on CPUs with
 AVX-512 BF16 or AMX); every row checks each engine's output against rnncore's and the command exits 1
 after the table on a mismatch. ONNX Runtime and OpenVINO run one ONNX graph built with onnx.helper.
+
+--peers --precision bf16 is the same table in bfloat16 (issue 16): rnncore's layers with precision='bf16'
+(operands rounded to bf16, float32 sums and cell state) and its bf16 GEMM, against PyTorch under
+torch.autocast('cpu', torch.bfloat16) ("torch"), PyTorch with the layer and input converted once by
+.to(torch.bfloat16) ("torch-bf16"; its outputs are bf16) and OpenVINO with INFERENCE_PRECISION_HINT bf16.
+ONNX Runtime's CPU provider has no bfloat16 LSTM/GRU/RNN kernel, and rnncore's streaming API runs float32
+only, so the per-step row is left out. The GEMM rows are 6400x512x2048 and 2048^3 (rnncore's gemm_bf16
+against torch.matmul on bf16 tensors). Every engine, rnncore's bf16 included, is checked against rnncore's
+float32 output (within BF16_TOLERANCE); the "rnncore err" column is rnncore's own bf16 error.
 """
 import argparse
 import datetime
@@ -133,6 +143,8 @@ def build_rnncore(w, threads):
         a = rng.standard_normal((w["M"], w["K"]), dtype=np.float32)
         b = rng.standard_normal((w["K"], w["N"]), dtype=np.float32)
         c = np.empty((w["M"], w["N"]), np.float32)
+        if w.get("precision") == "bf16":  # operands rounded to bf16 as they are packed, float32 sums
+            return lambda: _core.gemm_bf16(a, b, c=c, threads=threads)
 
         def gemm():
             _core.gemm(a, b, c, threads=threads)
@@ -241,7 +253,7 @@ def build_torch(w, threads):
 
     if w["kind"] in ("gen", "lmtrain"):
         return build_torch_lm(w, threads)
-    if w["kind"] == "peer":
+    if w["kind"] == "peer" or w.get("precision") == "bf16":
         return build_peer_torch(w, threads)
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
@@ -296,13 +308,21 @@ def build_numpy(w, threads):
 # gets the same weights and inputs (peer_data: numpy, seed 0, PyTorch's layout and gate order)
 # and each row checks every engine's output against rnncore's before its times are trusted.
 # --------------------------------------------------------------------------------------------
-PEER_ENGINES = ("torch", "ort", "openvino")
-PEER_LABELS = {"torch": "PyTorch", "ort": "ONNX Runtime", "openvino": "OpenVINO", "numpy": "numpy sgemm"}
+PEER_ENGINES = ("torch", "ort", "openvino", "torch-bf16")
+PRECISION_ENGINES = {"fp32": ("torch", "ort", "openvino"), "bf16": ("torch", "torch-bf16", "openvino")}
+PEER_LABELS = {"torch": "PyTorch", "ort": "ONNX Runtime", "openvino": "OpenVINO", "numpy": "numpy sgemm",
+               "torch-bf16": "PyTorch .to(bf16)"}
+BF16_LABELS = {"torch": "PyTorch autocast bf16", "openvino": "OpenVINO bf16"}  # the same engines' bf16 runs
 PEER_MODULES = {"torch": ("torch",), "ort": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino"),
-                "numpy": ("numpy",)}
+                "numpy": ("numpy",), "torch-bf16": ("torch",)}
 STREAM_SHAPE = (50, 1, 64, 64)  # (T, B, I, H): a small streaming model
 STEP_SHAPE = (1000, 1, 256, 256)  # (calls, B, I, H): one time step per call, the state carried
 PEER_TOLERANCE = 2e-4  # max |engine - rnncore| / max(1, max |rnncore|), float32 throughout
+# --precision bf16: max |engine - rnncore float32| / max(1, max |rnncore float32|). bf16 keeps 8 bits of
+# mantissa (relative error 2^-9 per rounding); over 100 steps the outputs of every engine here stay
+# within ~1e-2 of float32 (printed per row), so 5e-2 tells rounding apart from a wrong result.
+BF16_TOLERANCE = 5e-2
+BF16_GEMMS = ("6400x512x2048", "2048^3")
 ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 # PyTorch's gate blocks (LSTM i,f,g,o; GRU r,z,n) in ONNX's order (LSTM i,o,f,c; GRU z,r,h).
 ONNX_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,)}
@@ -312,9 +332,12 @@ def peer_workloads(args):
     """The forward-only rows of the peer table: (T, B, I, H) shapes, the streaming model, the
     per-step workload, and numpy's sgemm against rnncore's GEMM."""
     out = []
+    bf16 = args.precision == "bf16"
+    extra = {"precision": "bf16"} if bf16 else {}
     if "gemm" in args.only:
-        M, K, N = GEMMS["6400x512x2048"]
-        out.append({"name": "gemm 6400x512x2048", "kind": "gemm", "M": M, "K": K, "N": N})
+        for name in (BF16_GEMMS if bf16 else ("6400x512x2048",)):
+            M, K, N = GEMMS[name]
+            out.append({"name": f"gemm {name}", "kind": "gemm", "M": M, "K": K, "N": N, **extra})
     for cell in ("lstm", "gru", "rnn_tanh"):
         if cell not in args.only:
             continue
@@ -324,7 +347,9 @@ def peer_workloads(args):
         for label, (T, B, I, H, layers) in rows:
             shape = f"({T},{B},{I},{H})" + (f" x{layers}" if layers > 1 else "")
             out.append({"name": f"{cell} {label} {shape}", "kind": "peer", "cell": cell, "T": T, "B": B, "I": I,
-                        "H": H, "layers": layers, "calls": 0})
+                        "H": H, "layers": layers, "calls": 0, **extra})
+        if bf16:  # rnncore's streaming API (the per-step row) runs float32 only
+            continue
         calls, B, I, H = STEP_SHAPE
         if args.quick:
             calls = 100
@@ -366,7 +391,8 @@ def build_peer_rnncore(w, threads):
 
     params, x = peer_data(w)
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[w["cell"]]
-    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads)
+    layer = cls(w["I"], w["H"], num_layers=w["layers"], seed=0, threads=threads,
+                precision=w.get("precision", "fp32"))
     layer.load_state_dict(peer_state_dict(params))
     layer.eval()
     lstm = w["cell"] == "lstm"
@@ -390,29 +416,60 @@ def build_peer_rnncore(w, threads):
     return steps
 
 
-def build_peer_torch(w, threads):
+def build_peer_torch(w, threads, cast=False):
+    """PyTorch on a peer workload. w["precision"] == "bf16": under torch.autocast('cpu', bfloat16), or with
+    cast=True (engine torch-bf16) the layer and input converted once with .to(torch.bfloat16); the GEMM
+    rows are torch.matmul on bf16 operands (converted once). The outputs are returned as tensors (bf16
+    ones too); serve() converts them to float32 numpy for the check."""
+    import contextlib
+
+    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
+    bf16 = w.get("precision") == "bf16"
+    if cast and not bf16:
+        raise ValueError("torch-bf16 runs the bf16 table only (--precision bf16)")
+    if w["kind"] == "gemm":  # the same operands as rnncore's (build_rnncore)
+        rng = np.random.default_rng(0)
+        a = torch.from_numpy(rng.standard_normal((w["M"], w["K"]), dtype=np.float32))
+        b = torch.from_numpy(rng.standard_normal((w["K"], w["N"]), dtype=np.float32))
+        if not bf16:
+            raise ValueError("the float32 GEMM rows compare against numpy, not torch")
+        if cast:
+            a, b = a.bfloat16(), b.bfloat16()
+
+        def mm():
+            with torch.inference_mode(), (contextlib.nullcontext() if cast else
+                                          torch.autocast("cpu", dtype=torch.bfloat16)):
+                return torch.matmul(a, b)
+        return mm
     params, x = peer_data(w)
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[w["cell"]]
     layer = cls(w["I"], w["H"], num_layers=w["layers"])
     layer.load_state_dict({k: torch.from_numpy(v) for k, v in peer_state_dict(params).items()})
     layer.eval()
     x = torch.from_numpy(x)
+    if cast:
+        layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
     lstm = w["cell"] == "lstm"
 
+    def context():
+        if bf16 and not cast:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def flat(y, state):
-        return tuple(t.numpy() for t in ((y,) + (tuple(state) if lstm else (state,))))
+        return (y,) + (tuple(state) if lstm else (state,))
 
     if not w["calls"]:
         def fwd():
-            with torch.inference_mode():
+            with torch.inference_mode(), context():
                 return flat(*layer(x))
         return fwd
 
     def steps():
-        with torch.inference_mode():
+        with torch.inference_mode(), context():
             state = None
             for t in range(w["calls"]):
                 y, state = layer(x[t:t + 1], state)
@@ -506,11 +563,11 @@ def build_peer_ort(w, threads):
     return steps
 
 
-def openvino_config(threads):
-    """Precision pinned to f32: on CPUs with AVX-512 BF16 or AMX, OpenVINO's default
-    INFERENCE_PRECISION_HINT is bf16 (peer_note reports this host's default)."""
-    return {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY"}
+def openvino_config(threads, precision="fp32"):
+    """Precision pinned (f32, or bf16 for the bf16 table): on CPUs with AVX-512 BF16 or AMX, OpenVINO's
+    default INFERENCE_PRECISION_HINT is bf16 (peer_note reports this host's default)."""
+    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 
 def build_peer_openvino(w, threads):
@@ -524,10 +581,11 @@ def build_peer_openvino(w, threads):
         path = os.path.join(tmp, "model.onnx")
         with open(path, "wb") as f:
             f.write(onnx_model(w, params))
-        compiled = core.compile_model(core.read_model(path), "CPU", openvino_config(threads))
+        compiled = core.compile_model(core.read_model(path), "CPU", openvino_config(threads, w.get("precision")))
     got = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    if "f32" not in got and "float32" not in got:
-        raise RuntimeError(f"OpenVINO compiled the model with inference precision {got}, not f32")
+    want = ("bf16", "bfloat16") if w.get("precision") == "bf16" else ("f32", "float32")
+    if not any(v in got for v in want):
+        raise RuntimeError(f"OpenVINO compiled the model with inference precision {got}, not {want[0]}")
     req = compiled.create_infer_request()
     outs = compiled.outputs
     if not w["calls"]:
@@ -602,13 +660,16 @@ def load_average():
 def peer_versions(engines):
     import importlib.metadata as md
 
-    dist = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "numpy": "numpy"}
+    dist = {"torch": "torch", "torch-bf16": "torch", "ort": "onnxruntime", "openvino": "openvino", "numpy": "numpy"}
+    labels = {"torch-bf16": PEER_LABELS["torch"]}
     out = []
     for e in engines:
         try:
-            out.append(f"{PEER_LABELS[e]} {md.version(dist[e])}")
+            version = f"{labels.get(e, PEER_LABELS[e])} {md.version(dist[e])}"
         except md.PackageNotFoundError:
-            pass
+            continue
+        if version not in out:
+            out.append(version)
     return out
 
 
@@ -646,8 +707,28 @@ def peer_error(ref, got):
 
 def engine_supports(engine, w):
     if w["kind"] == "gemm":
+        if w.get("precision") == "bf16":
+            return engine in ("rnncore", "base", "torch", "torch-bf16")
         return engine in ("rnncore", "base", "numpy")
     return engine != "numpy"
+
+
+def peer_label(engine, precision):
+    return (BF16_LABELS.get(engine) if precision == "bf16" else None) or PEER_LABELS[engine]
+
+
+def check_peer_engines(engines, precision):
+    """(engines that run this table, messages for those left out): ONNX Runtime's CPU provider has no
+    bf16 recurrent kernel; torch-bf16 is a bf16 engine only."""
+    ok, msgs = [], []
+    for e in engines:
+        if e not in PRECISION_ENGINES[precision]:
+            why = ("ONNX Runtime's CPU provider has no bfloat16 LSTM/GRU/RNN kernel" if e == "ort" else
+                   f"it runs the bf16 table only (--precision bf16)")
+            msgs.append(f"skipping {e} ({PEER_LABELS[e]}) at --precision {precision}: {why}")
+        else:
+            ok.append(e)
+    return ok, msgs
 
 
 def fmt_ms(ms):
@@ -669,14 +750,20 @@ def run_peers(args):
     args.isa = rnncore_isa(ROOT if built_in_place(ROOT) else None)
     print(f"host: {host_description()}; rnncore's kernels: {args.isa}; load average (1, 5, 15 min) "
           f"{args.load_start}")
-    peers, skipped = available_engines(args.engines)
-    for msg in skipped:
+    bf16 = args.precision == "bf16"
+    engines, left_out = check_peer_engines(args.engines, args.precision)
+    peers, skipped = available_engines(engines)
+    for msg in left_out + skipped:
         print(msg)
+    if bf16:
+        print("bf16 table: every engine's output (rnncore's bf16 too) is checked against rnncore's float32; "
+              "no per-step row (rnncore's streaming API runs float32 only)")
+    tolerance = BF16_TOLERANCE if bf16 else PEER_TOLERANCE
     ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain", "lstmp")]
     if ignored and args.only != ap_default_only():
         print(f"--peers: no peer rows for {' '.join(ignored)} (training and sampling are not in the peer table)")
     work = peer_workloads(args)
-    if any(w["kind"] == "gemm" for w in work):
+    if any(w["kind"] == "gemm" for w in work) and not bf16:
         peers = peers + ["numpy"]
     workers = {"rnncore": Worker("rnncore", pythonpath=ROOT if built_in_place(ROOT) else None)}
     if args.baseline:
@@ -686,10 +773,12 @@ def run_peers(args):
             workers[e] = Worker(e)
     cols = [e for e in peers]
     header = (f"{'workload':<40} {'thr':>3} {'rnncore ms':>10}" + (f" {'base/this':>9}" if args.baseline else "")
-              + "".join(f" {e:>8}" for e in cols) + f" {'fastest peer':>12} {'vs fastest':>10} {'max err':>8}")
+              + "".join(f" {e:>10}" for e in cols) + f" {'fastest peer':>12} {'vs fastest':>10} {'max err':>8}"
+              + (f" {'rnncore err':>11}" if bf16 else ""))
+    ref_name = "rnncore float32" if bf16 else "rnncore"
     print("engine columns: that engine's time / rnncore's (> 1: rnncore is faster); vs fastest: the fastest "
-          "peer's time / rnncore's; max err: the largest max|engine - rnncore| / max(1, max|rnncore|) of the row "
-          f"(must be <= {PEER_TOLERANCE:g})")
+          f"peer's time / rnncore's; max err: the peers' largest max|engine - {ref_name}| / max(1, max|{ref_name}|) "
+          f"of the row (must be <= {tolerance:g})" + ("; rnncore err: rnncore bf16's own" if bf16 else ""))
     print(header)
     print("-" * len(header))
     rows, failures = [], []
@@ -703,6 +792,14 @@ def run_peers(args):
             for w in work:
                 names = [n for n in workers if engine_supports(n, w)]
                 outputs, errors = {}, {}
+                reference = None
+                if bf16:  # rnncore's float32 output, before its bf16 run (which then stays built, warmed)
+                    path = os.path.join(tmp, "reference.npz")
+                    r = workers["rnncore"].run(dict(w, precision="fp32"), threads, 0, save=path)
+                    if "error" in r:
+                        raise RuntimeError(f"{w['name']}: rnncore float32: {r['error']}")
+                    with np.load(path) as z:
+                        reference = [z[f"arr_{i}"] for i in range(len(z.files))]
                 for n in names:  # one untimed run each, saved for the check
                     wl = dict(w, perturb=args.perturb_amount) if n == args.perturb else w
                     path = os.path.join(tmp, f"{n}.npz")
@@ -714,11 +811,13 @@ def run_peers(args):
                         outputs[n] = [z[f"arr_{i}"] for i in range(len(z.files))]
                 if "rnncore" not in outputs:
                     raise RuntimeError(f"{w['name']}: rnncore: {errors.get('rnncore')}")
-                err = {n: peer_error(outputs["rnncore"], outputs[n]) for n in outputs if n != "rnncore"}
-                bad = sorted(n for n, e in err.items() if not e <= PEER_TOLERANCE)
+                ref = reference if bf16 else outputs["rnncore"]
+                err = {n: peer_error(ref, outputs[n]) for n in outputs if bf16 or n != "rnncore"}
+                bad = sorted(n for n, e in err.items() if not e <= tolerance)
                 for n in bad:
-                    failures.append(f"{w['name']}, {threads} thread(s): {n}'s output differs from rnncore's: "
-                                    f"max error {err[n]:.3g} > {PEER_TOLERANCE:g}")
+                    failures.append(f"{w['name']}, {threads} thread(s): {n}'s output differs from {ref_name}'s: "
+                                    f"max error {err[n]:.3g} > {tolerance:g}")
+                own_err = err.pop("rnncore", None)
                 for n, e in errors.items():
                     failures.append(f"{w['name']}, {threads} thread(s): {n} failed: {e}")
                 timed = [n for n in names if n in outputs]
@@ -736,14 +835,16 @@ def run_peers(args):
                 fastest = min(peer_ms, key=peer_ms.get) if peer_ms else None
                 row = {"workload": w["name"], "threads": threads, "ms": ms, "ratio": ratio, "errors": err,
                        "fastest": fastest, "vs_fastest": ratio[fastest] if fastest else None,
-                       "max_err": max(err.values()) if err else None, "failed": bad + sorted(errors)}
+                       "max_err": max(err.values()) if err else None, "rnncore_err": own_err,
+                       "failed": bad + sorted(errors)}
                 rows.append(row)
-                cells = "".join(f" {ratio[e]:>8.2f}" if e in ratio else f" {('FAIL' if e in errors else '-'):>8}"
+                cells = "".join(f" {ratio[e]:>10.2f}" if e in ratio else f" {('FAIL' if e in errors else '-'):>10}"
                                 for e in cols)
                 print(f"{w['name']:<40} {threads:>3} {fmt_ms(ms['rnncore']):>10}"
                       + (f" {ratio['base']:>8.2f}x" if args.baseline else "") + cells
                       + (f" {fastest:>12} {ratio[fastest]:>9.2f}x" if fastest else f" {'-':>12} {'-':>10}")
                       + (f" {row['max_err']:>8.1e}" if err else f" {'-':>8}")
+                      + (f" {own_err:>11.1e}" if own_err is not None else "")
                       + ("  MISMATCH: " + ", ".join(row["failed"]) if row["failed"] else ""), flush=True)
     finally:
         for wk in workers.values():
@@ -755,7 +856,7 @@ def run_peers(args):
     print(f"load average at the end: {args.load_end}")
     note = peer_note() if "openvino" in peers else None
     if note:
-        print(f"\n{note}; these runs set it to f32")
+        print(f"\n{note}; these runs set it to {'bf16' if bf16 else 'f32'}")
     if failures:
         print("\nFAILED: the outputs of these engines do not match rnncore's, so their times mean nothing:",
               file=sys.stderr)
@@ -768,21 +869,27 @@ def run_peers(args):
 def record_peers(rows, peers, note, args):
     path = os.path.join(HERE, "RESULTS.md")
     cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
-    lines = [f"\n### {datetime.date.today().isoformat()} — peers: `{cmd}`\n", f"Machine: {host_description()}. Load average (1, 5, 15 min) at the start "
+    bf16 = args.precision == "bf16"
+    check = (f"checked against rnncore's float32 output (max error <= {BF16_TOLERANCE:g}; rnncore err: rnncore "
+             "bf16's own)" if bf16 else f"checked against rnncore's (max error <= {PEER_TOLERANCE:g})")
+    lines = [f"\n### {datetime.date.today().isoformat()} — peers{' (bf16)' if bf16 else ''}: `{cmd}`\n",
+             f"Machine: {host_description()}. Load average (1, 5, 15 min) at the start "
              f"{args.load_start}, at the end {args.load_end} (2 cores shared with other jobs). rnncore's kernels: "
              f"{args.isa}.\n",
-             "Versions: " + ", ".join(peer_versions(peers)) + (f". {note}; these runs set f32." if note else "") + "\n",
+             "Versions: " + ", ".join(peer_versions(peers))
+             + (f". {note}; these runs set {'bf16' if bf16 else 'f32'}." if note else "") + "\n",
              "Each engine column: that engine's time / rnncore's (rnncore = 1.00; > 1: rnncore is faster), its "
-             "median ms in brackets; per-step rows are per call. Every engine's output was checked against "
-             f"rnncore's (max error <= {PEER_TOLERANCE:g}).\n",
-             "| workload | threads | rnncore ms | " + " | ".join(PEER_LABELS[e] for e in peers)
-             + " | fastest peer | vs fastest | max err |",
-             "|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|"]
+             f"median ms in brackets; per-step rows are per call. Every engine's output was {check}.\n",
+             "| workload | threads | rnncore ms | " + " | ".join(peer_label(e, args.precision) for e in peers)
+             + " | fastest peer | vs fastest | max err |" + (" rnncore err |" if bf16 else ""),
+             "|---|---:|---:|" + "---:|" * len(peers) + "---|---:|---:|" + ("---:|" if bf16 else "")]
     for r in rows:
         cells = " | ".join(f"{r['ratio'][e]:.2f} ({fmt_ms(r['ms'][e])})" if e in r["ratio"] else "" for e in peers)
         lines.append(f"| {r['workload']} | {r['threads']} | {fmt_ms(r['ms']['rnncore'])} | {cells} | "
-                     + (f"{PEER_LABELS[r['fastest']]} | {r['vs_fastest']:.2f}x" if r["fastest"] else " | ")
-                     + (f" | {r['max_err']:.1e} |" if r["max_err"] is not None else " | |"))
+                     + (f"{peer_label(r['fastest'], args.precision)} | {r['vs_fastest']:.2f}x" if r["fastest"]
+                        else " | ")
+                     + (f" | {r['max_err']:.1e} |" if r["max_err"] is not None else " | |")
+                     + ((f" {r['rnncore_err']:.1e} |" if r["rnncore_err"] is not None else " |") if bf16 else ""))
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
     print(f"recorded in {path}")
@@ -802,7 +909,8 @@ def time_it(fn, reps, min_seconds=0.3, warm=True):
 
 def serve(engine):
     builders = {"rnncore": build_rnncore, "torch": build_torch, "numpy": build_numpy, "ort": build_peer_ort,
-                "openvino": build_peer_openvino}
+                "openvino": build_peer_openvino,
+                "torch-bf16": lambda w, threads: build_peer_torch(w, threads, cast=True)}
     cache = {}
     for line in sys.stdin:
         req = json.loads(line)
@@ -815,7 +923,9 @@ def serve(engine):
                 import numpy as np
 
                 out = cache[key]()
-                np.savez(req["save"], *[np.asarray(a) for a in (out if isinstance(out, tuple) else (out,))])
+                out = out if isinstance(out, tuple) else (out,)
+                # torch tensors (bf16 ones too) as float32 numpy
+                np.savez(req["save"], *[a.float().numpy() if hasattr(a, "detach") else np.asarray(a) for a in out])
                 reply = {"saved": req["save"]}
             else:
                 reply = {"seconds": time_it(cache[key], req["reps"], warm=req.get("warm", True))}
@@ -913,8 +1023,13 @@ def main():
                          "every engine's output checked against rnncore's (exit 1 on a mismatch); with --quick only "
                          "the streaming and a 100-call per-step row")
     ap.add_argument("--engines", nargs="+", choices=list(PEER_ENGINES), default=None,
-                    help="the peers to run (implies --peers; default: all of " + " ".join(PEER_ENGINES)
-                         + "; ort = ONNX Runtime); one not installed is skipped with a message")
+                    help="the peers to run (implies --peers; default: " + " ".join(PRECISION_ENGINES["fp32"])
+                         + ", or with --precision bf16 " + " ".join(PRECISION_ENGINES["bf16"])
+                         + "; ort = ONNX Runtime, torch-bf16 = PyTorch after .to(torch.bfloat16)); one not "
+                           "installed is skipped with a message")
+    ap.add_argument("--precision", choices=list(PRECISION_ENGINES), default="fp32",
+                    help="--peers: bf16 runs rnncore's bfloat16 layers and GEMM against PyTorch autocast, "
+                         "PyTorch .to(bfloat16) and OpenVINO bf16, checked against rnncore's float32 output")
     ap.add_argument("--perturb", choices=list(PEER_ENGINES), help=argparse.SUPPRESS)  # tests: the check must fail
     ap.add_argument("--perturb-amount", type=float, default=1e-3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -923,8 +1038,10 @@ def main():
         return
     if args.quick:
         args.rounds, args.reps, args.settle = 1, 2, 0.0
+    if args.precision != "fp32" and not (args.peers or args.engines):
+        ap.error("--precision: the reduced-precision table is a --peers table (add --peers)")
     if args.peers or args.engines:
-        args.engines = args.engines or list(PEER_ENGINES)
+        args.engines = args.engines or list(PRECISION_ENGINES[args.precision])
         if args.baseline and not built_in_place(os.path.abspath(args.baseline)):
             ap.error(f"--baseline: {args.baseline} has no rnncore/_core built in place")
         rows, peers, note = run_peers(args)

@@ -105,7 +105,7 @@ def test_openvino_precision_is_pinned(monkeypatch):
     note = compare.peer_note()
     if "bf16" not in note and "bfloat16" not in note:
         pytest.skip(f"this host's OpenVINO default is f32 ({note})")
-    monkeypatch.setattr(compare, "openvino_config", lambda threads: {"INFERENCE_NUM_THREADS": threads})
+    monkeypatch.setattr(compare, "openvino_config", lambda threads, precision="fp32": {"INFERENCE_NUM_THREADS": threads})
     with pytest.raises(RuntimeError, match="precision"):
         compare.build_peer_openvino(tiny("lstm"), 1)
 
@@ -121,7 +121,7 @@ def test_missing_engines_are_skipped_with_a_message():
 
 def test_peer_workloads():
     class Args:
-        only, shapes, quick = ["gemm", "lstm", "gru"], ["a", "c"], False
+        only, shapes, quick, precision = ["gemm", "lstm", "gru"], ["a", "c"], False, "fp32"
 
     names = [w["name"] for w in compare.peer_workloads(Args)]
     assert names == ["gemm 6400x512x2048", "lstm a fwd (100,64,512,512)", "lstm c fwd (100,1,256,256)",
@@ -130,6 +130,69 @@ def test_peer_workloads():
                      "gru step (1,1,256,256) x1000, per call"]
     Args.shapes = ["d"]
     assert compare.peer_workloads(Args)[1]["name"] == "lstm d fwd (50,32,128,1024) x2"
+    assert all("precision" not in w for w in compare.peer_workloads(Args))
+
+
+def test_bf16_peer_workloads():
+    """--precision bf16: two GEMM rows, every row tagged bf16, no per-step row (the stream runs float32)."""
+    class Args:
+        only, shapes, quick, precision = ["gemm", "lstm"], ["b"], False, "bf16"
+
+    work = compare.peer_workloads(Args)
+    assert [w["name"] for w in work] == ["gemm 6400x512x2048", "gemm 2048^3", "lstm b fwd (100,16,256,256)",
+                                         "lstm stream (50,1,64,64)"]
+    assert all(w["precision"] == "bf16" for w in work)
+
+
+def test_bf16_engine_sets():
+    ok, msgs = compare.check_peer_engines(["torch", "ort", "openvino", "torch-bf16"], "bf16")
+    assert ok == ["torch", "openvino", "torch-bf16"]
+    assert msgs == ["skipping ort (ONNX Runtime) at --precision bf16: ONNX Runtime's CPU provider has no "
+                    "bfloat16 LSTM/GRU/RNN kernel"]
+    ok, msgs = compare.check_peer_engines(["torch", "torch-bf16"], "fp32")
+    assert ok == ["torch"] and "bf16 table only" in msgs[0]
+    assert compare.openvino_config(1, "bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert compare.peer_label("torch", "bf16") == "PyTorch autocast bf16"
+    assert compare.peer_label("torch", "fp32") == "PyTorch"
+
+
+BF16_BUILDERS = {"rnncore": compare.build_peer_rnncore, "torch": compare.build_peer_torch,
+                 "torch-bf16": lambda w, threads: compare.build_peer_torch(w, threads, cast=True),
+                 "openvino": compare.build_peer_openvino}
+
+
+def as_float32(out):
+    return [a.float().numpy() if hasattr(a, "detach") else np.asarray(a) for a in out]
+
+
+@pytest.mark.parametrize("engine", list(BF16_BUILDERS))
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_bf16_engine_is_bf16_and_close_to_float32(engine, cell):
+    """Each bf16 engine is within BF16_TOLERANCE of rnncore's float32 output, and further from it than
+    float32 rounding: it really ran in bf16."""
+    if engine != "rnncore":
+        need("openvino" if engine == "openvino" else "torch")
+    w = tiny(cell, layers=2, T=20, B=3, I=24, H=32, precision="bf16")
+    ref = run("rnncore", dict(w, precision="fp32"))
+    try:
+        got = as_float32(BF16_BUILDERS[engine](w, 1)())
+    except RuntimeError as exc:  # OpenVINO on a host whose CPU plugin has no bf16 compiles in f32
+        if engine == "openvino" and "precision" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    err = compare.peer_error(ref, got)
+    assert compare.PEER_TOLERANCE < err <= compare.BF16_TOLERANCE, (engine, err)
+
+
+@pytest.mark.parametrize("engine", ["torch", "torch-bf16"])
+def test_bf16_gemm_rows_agree(engine):
+    need("torch")
+    w = {"kind": "gemm", "M": 37, "K": 70, "N": 45, "precision": "bf16"}
+    ref = np.asarray(compare.build_rnncore(dict(w, precision="fp32"), 1)())
+    ours = np.asarray(compare.build_rnncore(w, 1)())
+    theirs = as_float32([BF16_BUILDERS[engine](w, 1)()])[0]
+    assert compare.PEER_TOLERANCE < compare.peer_error([ref], [ours]) <= compare.BF16_TOLERANCE
+    assert compare.peer_error([ref], [theirs]) <= compare.BF16_TOLERANCE
 
 
 def compare_cli(*args):
@@ -139,7 +202,7 @@ def compare_cli(*args):
 
 
 def installed_peers():
-    ok, _ = compare.available_engines(list(compare.PEER_ENGINES))
+    ok, _ = compare.available_engines(list(compare.PRECISION_ENGINES["fp32"]))
     if not ok:
         pytest.skip("none of torch, onnxruntime, openvino is installed")
     return ok
@@ -167,3 +230,23 @@ def test_cli_exits_1_when_an_engine_disagrees():
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"MISMATCH: {engines[0]}" in r.stdout
     assert "FAILED" in r.stderr and f"{engines[0]}'s output differs from rnncore's" in r.stderr
+
+
+def test_cli_bf16_peer_table():
+    need("torch")
+    r = compare_cli("--peers", "--quick", "--precision", "bf16", "--only", "lstm", "--threads", "1", "--engines",
+                    "torch", "torch-bf16", "ort")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "skipping ort (ONNX Runtime) at --precision bf16" in r.stdout
+    header = next(line for line in r.stdout.splitlines() if line.startswith("workload"))
+    for col in ("torch", "torch-bf16", "max err", "rnncore err"):
+        assert col in header, col
+    rows = [line for line in r.stdout.splitlines() if line.startswith("lstm ")]
+    assert [row.split("  ")[0] for row in rows] == ["lstm stream (50,1,64,64)"]
+    own, peers = float(rows[0].split()[-1]), float(rows[0].split()[-2])
+    assert compare.PEER_TOLERANCE < own <= compare.BF16_TOLERANCE and peers <= compare.BF16_TOLERANCE
+
+
+def test_cli_precision_needs_peers():
+    r = compare_cli("--precision", "bf16", "--quick")
+    assert r.returncode == 2 and "--precision" in r.stderr
