@@ -168,8 +168,9 @@ def gemm_bf16_kernel() -> str:
 
 def gemm_bf16(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], trans_a: bool = False, trans_b: bool = False,
               c: Optional[npt.NDArray[np.float32]] = None, beta: float = 0.0,
-              threads: Optional[int] = 1) -> npt.NDArray[np.float32]:
-    """c (M, N) = op(a) @ op(b) (+ c when beta=1), operands rounded to bf16, float32 sums in vdpbf16ps's order."""
+              threads: Optional[int] = 1, per_step: bool = False) -> npt.NDArray[np.float32]:
+    """c (M, N) = op(a) @ op(b) (+ c when beta=1), operands rounded to bf16, float32 sums in vdpbf16ps's order;
+    per_step=True: the recurrent layers' per-step product (one thread), the same bits."""
 
 
 def round_bf16(x: npt.NDArray[np.float32],

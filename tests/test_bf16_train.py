@@ -311,6 +311,23 @@ def test_gemm_bf16_bits(M, N, K, trans_a, trans_b):
         np.testing.assert_array_equal(c.view(np.uint32), want1.view(np.uint32))
 
 
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 7, 8, 9])
+@pytest.mark.parametrize("N,K", [(1, 1), (31, 6), (160, 65), (257, 256), (100, 514)])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_per_step_gemm_bf16_bits(M, N, K, trans_b):
+    """The recurrent layers' per-step product (op(b) packed once, the small-batch kernels below 8
+    rows: groups of column panels, a lone last panel, column tails) gives the definition's bits."""
+    rng = np.random.default_rng(M * 7919 + N * 31 + K)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    c0 = rng.standard_normal((M, N)).astype(np.float32)
+    got = _core.gemm_bf16(a, b, False, trans_b, per_step=True)
+    np.testing.assert_array_equal(got.view(np.uint32), ref_gemm_bf16(a, b, False, trans_b).view(np.uint32))
+    c = c0.copy()
+    _core.gemm_bf16(a, b, False, trans_b, c=c, beta=1, per_step=True)
+    np.testing.assert_array_equal(c.view(np.uint32), ref_gemm_bf16(a, b, False, trans_b, c0).view(np.uint32))
+
+
 _CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
@@ -324,6 +341,12 @@ for M, N, K in [(9, 33, 7), (20, 70, 515)]:
             b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
             got = _core.gemm_bf16(a, b, ta, tb, threads=2)
             assert (got.view(np.uint32) == ref_gemm_bf16(a, b, ta, tb).view(np.uint32)).all(), (M, N, K, ta, tb)
+for M in range(1, 10):  # the per-step product's small-batch kernels
+    for N, K in [(33, 5), (200, 70)]:
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, N)).astype(np.float32)
+        got = _core.gemm_bf16(a, b, per_step=True)
+        assert (got.view(np.uint32) == ref_gemm_bf16(a, b, False, False).view(np.uint32)).all(), (M, N, K)
 print(_core.gemm_bf16_kernel())
 """
 
@@ -358,6 +381,8 @@ def test_gemm_bf16_kernel_and_bad_input():
         _core.gemm_bf16(a, b, c=np.zeros((3, 4), np.float32))
     with pytest.raises(TypeError, match="gemm_bf16: a"):
         _core.gemm_bf16(a.astype(np.float64), b)
+    with pytest.raises(ValueError, match="per_step=True .* trans_a must be False"):
+        _core.gemm_bf16(a.T.copy(), b, trans_a=True, per_step=True)
 
 
 def test_engine_refuses_float64_and_streams():

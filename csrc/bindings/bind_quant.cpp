@@ -125,7 +125,7 @@ void bind_quant(py::module_& m) {
   m.def(
       "gemm_bf16",
       [](const py::object& a_obj, const py::object& b_obj, bool trans_a, bool trans_b, py::object c_obj, double beta,
-         const py::object& threads_obj) {
+         const py::object& threads_obj, bool per_step) {
         const char* fn = "gemm_bf16";
         const int threads = checked_threads(fn, threads_obj);
         py::array a = checked<float>(fn, "a", a_obj, {-1, -1});
@@ -149,6 +149,20 @@ void bind_quant(py::module_& m) {
         const float* pb = cptr<float>(b);
         float* pc = mptr<float>(c);
         const index_t lda = a.shape(1), ldb = b.shape(1);
+        if (per_step) {
+          if (trans_a)
+            throw py::value_error(std::string(fn) + ": per_step=True multiplies a step's (M, K) operand: trans_a "
+                                  "must be False");
+          Bf16PackedB packed_b;
+          packed_b.reserve(K, N);
+          AlignedBuffer<std::uint32_t> apack(bf16_apack_size(M, K));
+          py::gil_scoped_release release;
+          packed_b.fill(trans_b, pb, ldb);
+          pack_a_bf16(M, K, pa, lda, apack.data());
+          FlushToZeroGuard ftz;  // as the recurrent layers run it
+          gemm_bf16_prepacked(M, apack.data(), packed_b, static_cast<float>(beta), pc, N);
+          return c;
+        }
         {
           py::gil_scoped_release release;
           gemm_bf16(trans_a, trans_b, M, N, K, pa, lda, pb, ldb, static_cast<float>(beta), pc, N, threads);
@@ -156,9 +170,11 @@ void bind_quant(py::module_& m) {
         return c;
       },
       py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("c") = py::none(),
-      py::arg("beta") = 0.0, py::arg("threads") = 1,
+      py::arg("beta") = 0.0, py::arg("threads") = 1, py::arg("per_step") = false,
       "c (M, N) = op(a) @ op(b) (+ c when beta=1), a and b float32 rounded to bf16 as they are packed, float32 "
-      "sums in vdpbf16ps's order (quant/bf16_gemm.h): the same bits on every kernel and thread count.");
+      "sums in vdpbf16ps's order (quant/bf16_gemm.h): the same bits on every kernel and thread count. "
+      "per_step=True runs the recurrent layers' per-step product instead (op(b) packed once, a packed as a step's "
+      "operand, one thread; the small-batch kernels below 8 rows): the same bits.");
   m.def(
       "round_bf16",
       [](const py::object& x_obj, py::object out_obj) {

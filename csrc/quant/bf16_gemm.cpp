@@ -305,20 +305,176 @@ RNNCORE_TARGET_BF16_512 void tile_bf16_512(index_t kcp, const std::uint32_t* a, 
   }
 }
 
+// The per-step products of small batches (gemm_bf16_prepacked, rows < kMR): the tile kernels
+// above compute all kMR rows of a panel, so one row wastes 7/8 of the work, and the few chains of
+// dependent sums left then wait on the instruction latency. These kernels compute only R rows and
+// take NP column panels at once, so that R x NP x (lanes) independent sums hide the latency. Each
+// element's sum keeps the one order (pair after pair, the odd product first): the same bits.
+// a: the row panel ([p][i], i < kMR); b: NP panels, panel g at b + g * bstride ([p][j], j < kNR);
+// c: R rows x cols (cols <= NP * kNR; the panels past cols are zero-padded and never stored).
+
+template <int R, int NP>
+RNNCORE_TARGET_BF16_512 void narrow_bf16_512(index_t kcp, const std::uint32_t* a, const std::uint32_t* b,
+                                             index_t bstride, float* c, index_t ldc, index_t cols, bool accumulate) {
+  constexpr int V = 2 * NP;  // 16-lane vectors across the panels
+  __mmask16 m[V];
+  for (int v = 0; v < V; ++v) {
+    const index_t n = cols - 16 * v;
+    m[v] = n >= 16 ? __mmask16(0xFFFF) : n > 0 ? __mmask16((1u << n) - 1u) : __mmask16(0);
+  }
+  __m512 acc[R][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      acc[i][v] = accumulate ? _mm512_maskz_loadu_ps(m[v], c + i * ldc + 16 * v) : _mm512_setzero_ps();
+  for (index_t p = 0; p < kcp; ++p) {
+    __m512bh bv[V];
+#pragma GCC unroll 8
+    for (int g = 0; g < NP; ++g) {
+      bv[2 * g] = (__m512bh)_mm512_load_si512(b + g * bstride + p * kNR);
+      bv[2 * g + 1] = (__m512bh)_mm512_load_si512(b + g * bstride + p * kNR + 16);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[p * kMR + i]));
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], av, bv[v]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v)
+      if (m[v]) _mm512_mask_storeu_ps(c + i * ldc + 16 * v, m[v], acc[i][v]);
+}
+
+// The emulation's (tile_avx2's arithmetic) R rows x NP panels, 8 columns per accumulator.
+template <int R, int NP>
+RNNCORE_TARGET_AVX2 void narrow_avx2(index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t bstride,
+                                     float* c, index_t ldc, index_t cols, bool accumulate) {
+  constexpr int V = 4 * NP;  // 8-lane vectors across the panels
+  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 acc[R][V];
+  alignas(32) float tmp[8];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) {
+      const index_t n = std::min<index_t>(8, cols - 8 * v);
+      if (!accumulate || n <= 0) {
+        acc[i][v] = _mm256_setzero_ps();
+      } else if (n == 8) {
+        acc[i][v] = _mm256_loadu_ps(c + i * ldc + 8 * v);
+      } else {
+        for (index_t j = 0; j < 8; ++j) tmp[j] = j < n ? c[i * ldc + 8 * v + j] : 0.0f;
+        acc[i][v] = _mm256_load_ps(tmp);
+      }
+    }
+  for (index_t p = 0; p < kcp; ++p) {
+    __m256 a_hi[R], a_lo[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      a_hi[i] = _mm256_set1_ps(widen(a[p * kMR + i] >> 16));
+      a_lo[i] = _mm256_set1_ps(widen(a[p * kMR + i] & 0xFFFFu));
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + (v / 4) * bstride + p * kNR + (v % 4) * 8));
+      const __m256 b_hi = _mm256_castsi256_ps(_mm256_and_si256(w, hi_mask));
+      const __m256 b_lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) {
+        acc[i][v] = _mm256_fmadd_ps(a_hi[i], b_hi, acc[i][v]);
+        acc[i][v] = _mm256_fmadd_ps(a_lo[i], b_lo, acc[i][v]);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) {
+      const index_t n = std::min<index_t>(8, cols - 8 * v);
+      if (n == 8) {
+        _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+      } else if (n > 0) {
+        _mm256_store_ps(tmp, acc[i][v]);
+        for (index_t j = 0; j < n; ++j) c[i * ldc + 8 * v + j] = tmp[j];
+      }
+    }
+}
+
 #endif  // RNNCORE_X86_SIMD
+
+// rows (< kMR) rows of C, all N columns, from a row panel and the packed B (nullptr: the tile
+// kernel serves small batches too).
+using NarrowKernel = void (*)(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N,
+                              float* c, index_t ldc, bool accumulate);
 
 struct Kernel {
   TileKernel tile;
+  NarrowKernel narrow;
   const char* name;
 };
+
+#if RNNCORE_X86_SIMD
+
+// Panels in groups of NP, then of NP / 2, ... (a few panels: as many chains as there are), then one
+// at a time; bstride = kcp * kNR (a panel).
+template <int R, int NP, template <int, int> class Fn>
+void narrow_panels(index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c, index_t ldc,
+                   bool accumulate, index_t q = 0) {
+  const index_t npan = ceil_div(N, kNR), bstride = kcp * kNR;
+  for (; q + NP <= npan; q += NP)
+    Fn<R, NP>::run(kcp, a, b + q * bstride, bstride, c + q * kNR, ldc, std::min<index_t>(NP * kNR, N - q * kNR),
+                   accumulate);
+  if constexpr (NP > 1) narrow_panels<R, NP / 2, Fn>(kcp, a, b, N, c, ldc, accumulate, q);
+}
+
+template <int R, int NP>
+struct Bf16Narrow {
+  static void run(index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t bstride, float* c, index_t ldc,
+                  index_t cols, bool accumulate) {
+    narrow_bf16_512<R, NP>(kcp, a, b, bstride, c, ldc, cols, accumulate);
+  }
+};
+
+template <int R, int NP>
+struct Avx2Narrow {
+  static void run(index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t bstride, float* c, index_t ldc,
+                  index_t cols, bool accumulate) {
+    narrow_avx2<R, NP>(kcp, a, b, bstride, c, ldc, cols, accumulate);
+  }
+};
+
+// Chains per row: 2 x NP vectors; the NP for each R keeps at least 8 independent sums in flight.
+void narrow_bf16(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
+                 index_t ldc, bool accumulate) {
+  switch (rows) {
+    case 1: return narrow_panels<1, 4, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 2: return narrow_panels<2, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 3: return narrow_panels<3, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 4: return narrow_panels<4, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 5: return narrow_panels<5, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 6: return narrow_panels<6, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    default: return narrow_panels<7, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+  }
+}
+
+// AVX2 has 16 vector registers: one row takes two panels (8 sums), two rows one; from three rows
+// on, the tile kernel (8 sums per pass) is as good.
+void narrow_emulated(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
+                     index_t ldc, bool accumulate) {
+  if (rows == 1) return narrow_panels<1, 2, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
+  if (rows == 2) return narrow_panels<2, 1, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
+  const index_t npan = ceil_div(N, kNR);
+  for (index_t q = 0; q < npan; ++q)
+    tile_avx2(kcp, a, b + q * kcp * kNR, c + q * kNR, ldc, rows, std::min<index_t>(kNR, N - q * kNR), accumulate);
+}
+
+#endif  // RNNCORE_X86_SIMD
 
 Kernel choose_kernel() {
 #if RNNCORE_X86_SIMD
   const Isa isa = active_isa();
-  if (isa == Isa::avx512 && cpu_has_avx512_bf16()) return {tile_bf16_512, "avx512bf16"};
-  if (isa == Isa::avx512 || isa == Isa::avx2) return {tile_avx2, "avx2"};
+  if (isa == Isa::avx512 && cpu_has_avx512_bf16()) return {tile_bf16_512, narrow_bf16, "avx512bf16"};
+  if (isa == Isa::avx512 || isa == Isa::avx2) return {tile_avx2, narrow_emulated, "avx2"};
 #endif
-  return {tile_generic, "generic"};
+  return {tile_generic, nullptr, "generic"};
 }
 
 const Kernel& kernel() {
@@ -365,8 +521,13 @@ void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16Packed
                          index_t ldc) noexcept {
   const index_t K = B.rows(), N = B.cols(), KP = ceil_div(K, 2);
   if (empty_product(M, N, K, beta, C, ldc)) return;
-  const TileKernel tile = kernel().tile;
+  const Kernel& k = kernel();
+  const TileKernel tile = k.tile;
   const bool accumulate = beta != 0.0f;
+  if (M < kMR && k.narrow) {  // a small batch: only its rows (one row panel)
+    k.narrow(M, KP, apack, B.data(), N, C, ldc, accumulate);
+    return;
+  }
   for (index_t q = 0; q * kNR < N; ++q) {
     const index_t cols = std::min<index_t>(kNR, N - q * kNR);
     for (index_t r = 0; r * kMR < M; ++r)

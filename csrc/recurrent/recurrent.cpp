@@ -82,8 +82,10 @@ void big_gemm(bool bf16, bool trans_a, bool trans_b, index_t M, index_t N, index
   gemm<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc, nthreads);
 }
 
-// The bf16 copy of the weights a bf16 forward multiplies by (and its backward reuses), in
-// ws.wbf: w_ih (G*H, I), w_hh (G*H, R), w_hr (P, H); returns the weights with those pointers.
+// The bf16-valued copy of the weights that a bf16 LSTM with projections multiplies by on the
+// float32 kernels (its per-step products; the backward reuses it), in ws.wbf: w_ih (G*H, I),
+// w_hh (G*H, R), w_hr (P, H); returns the weights with those pointers. Without projections every
+// product that reads the weights is a bf16 one, which rounds them as it packs: no copy.
 template <typename T>
 RecurrentWeights<T> round_weights(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, index_t GH, index_t I,
                                   index_t R, index_t P, index_t H, int nthreads) {
@@ -135,8 +137,8 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   const index_t N = L.rows();
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
-  const RecurrentWeights<T> wq = bf16 ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
-  if (!bf16) ws.wbf.release();
+  const RecurrentWeights<T> wq = bf16 && kProj ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
+  if (!(bf16 && kProj)) ws.wbf.release();
 
   // Inputs in packed row order. With bf16 only the bf16 GEMM reads them (the input projection and
   // dW_ih), and it rounds as it packs: no rounded copy.
@@ -336,10 +338,10 @@ void backward_impl(RecurrentWorkspace<T>& ws, const RecurrentWeights<T>& w, cons
   const T* ms = kProj ? ws.ms.data() : nullptr;
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
-  // bf16: the forward's rounded weights (recurrent.h: ForwardArgs::bf16).
+  // bf16 with projections: the forward's rounded weights (round_weights).
   const bool bf16 = ws.bf16;
   RecurrentWeights<T> wq = w;
-  if (bf16) {
+  if (bf16 && kProj) {
     wq.w_ih = ws.wbf.data();
     wq.w_hh = ws.wbf.data() + GH * I;
     wq.w_hr = kProj ? ws.wbf.data() + GH * I + GH * R : nullptr;

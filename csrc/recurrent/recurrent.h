@@ -94,8 +94,9 @@ struct RecurrentWorkspace {
   // gate columns) and runs on exactly slices.size() threads. Never differentiated.
   bool prepacked = false;
   bool has_bias = false;
-  // bf16 mixed precision (ForwardArgs::bf16): the forward's weights rounded to bf16, kept for its
-  // backward: w_ih (G*H, I), then w_hh (G*H, R), then w_hr (P, H).
+  // bf16 mixed precision (ForwardArgs::bf16). With projections, the forward's weights rounded to
+  // bf16, kept for its backward: w_ih (G*H, I), then w_hh (G*H, R), then w_hr (P, H); empty
+  // otherwise (the bf16 GEMM rounds the weights as it packs them).
   bool bf16 = false;
   AlignedBuffer<T> wbf;
 
@@ -152,14 +153,15 @@ struct RecurrentGrads {
 // hn: (B, R), cn: (B, H) final states (cn only for LSTM), at each sequence's own last step, or null.
 // bf16 (float only): bfloat16 mixed precision, as PyTorch's autocast runs an RNN. Every operand
 //     of every product is rounded to bf16 (quant/bf16.h: round_bf16) and the products are summed
-//     in float32: the weights (a rounded copy, kept for backward), x, h0 and each new h (so y and
+//     in float32: the weights, x, h0 and each new h (so y and
 //     h_n come out bf16-valued; with a projection also m = o * tanh(c)). The cell state, the
 //     gates' pre-activations, the biases and the pointwise cell math stay float32. Its backward
 //     rounds the gradients that enter products (the gate gradients, GRU's dL/d(W_hn h + b_hn),
 //     a projection's dL/dh) and takes the bias gradients from those rounded values; the carries
 //     dL/dh and dL/dc stay float32. Rounding passes gradients straight through. The products
-//     run on the float32 kernels: bf16 x bf16 products are exact in float32, so these are the
-//     emulated path's numerics (the sums' order is the float32 GEMM's).
+//     run on the bf16 GEMM (quant/bf16_gemm.h: vdpbf16ps, or its exact emulation), which rounds
+//     its operands as it packs them; with a projection the per-step products (and the
+//     projection's) run on the float32 kernels over rounded copies (exact products, float32 sums).
 template <typename T>
 struct ForwardArgs {
   const T* x = nullptr;
