@@ -262,7 +262,9 @@ RNNCORE_TARGET_AVX2 void tile_avx2(index_t kcp, const std::uint32_t* a, const st
         acc[i] = _mm256_fmadd_ps(a_lo, b_lo, acc[i]);
       }
     }
-    for (index_t i = 0; i < rows; ++i) {
+#pragma GCC unroll 8
+    for (index_t i = 0; i < kMR; ++i) {  // unrolled: see tile_bf16_512
+      if (i >= rows) continue;
       if (nc == 8) {
         _mm256_storeu_ps(c + i * ldc + c0, acc[i]);
       } else {
@@ -299,9 +301,14 @@ RNNCORE_TARGET_BF16_512 void tile_bf16_512(index_t kcp, const std::uint32_t* a, 
       acc1[i] = _mm512_dpbf16_ps(acc1[i], av, b1);
     }
   }
-  for (index_t i = 0; i < rows; ++i) {
-    _mm512_mask_storeu_ps(c + i * ldc, m0, acc0[i]);
-    _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc1[i]);
+  // Unrolled over all kMR rows (the accumulators stay in registers; a loop to `rows` would spill
+  // them to the stack first).
+#pragma GCC unroll 8
+  for (index_t i = 0; i < kMR; ++i) {
+    if (i < rows) {
+      _mm512_mask_storeu_ps(c + i * ldc, m0, acc0[i]);
+      _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc1[i]);
+    }
   }
 }
 
