@@ -36,8 +36,8 @@ after the table on a mismatch. ONNX Runtime and OpenVINO run one ONNX graph buil
 (operands rounded to bf16, float32 sums and cell state) and its bf16 GEMM, against PyTorch under
 torch.autocast('cpu', torch.bfloat16) ("torch"), PyTorch with the layer and input converted once by
 .to(torch.bfloat16) ("torch-bf16"; its outputs are bf16) and OpenVINO with INFERENCE_PRECISION_HINT bf16.
-ONNX Runtime's CPU provider has no bfloat16 LSTM/GRU/RNN kernel, and rnncore's streaming API runs float32
-only, so the per-step row is left out. The GEMM rows are 6400x512x2048 and 2048^3 (rnncore's gemm_bf16
+ONNX Runtime's CPU provider has no bfloat16 LSTM/GRU/RNN kernel. The per-step row runs rnncore's bf16
+stream (layer.stream() of the bf16 layer). The GEMM rows are 6400x512x2048 and 2048^3 (rnncore's gemm_bf16
 against torch.matmul on bf16 tensors). Every engine, rnncore's bf16 included, is checked against rnncore's
 float32 output (within BF16_TOLERANCE); the "rnncore err" column is rnncore's own bf16 error.
 """
@@ -348,13 +348,11 @@ def peer_workloads(args):
             shape = f"({T},{B},{I},{H})" + (f" x{layers}" if layers > 1 else "")
             out.append({"name": f"{cell} {label} {shape}", "kind": "peer", "cell": cell, "T": T, "B": B, "I": I,
                         "H": H, "layers": layers, "calls": 0, **extra})
-        if bf16:  # rnncore's streaming API (the per-step row) runs float32 only
-            continue
         calls, B, I, H = STEP_SHAPE
         if args.quick:
             calls = 100
         out.append({"name": f"{cell} step (1,{B},{I},{H}) x{calls}, per call", "kind": "peer", "cell": cell,
-                    "T": 1, "B": B, "I": I, "H": H, "layers": 1, "calls": calls})
+                    "T": 1, "B": B, "I": I, "H": H, "layers": 1, "calls": calls, **extra})
     return out
 
 
@@ -756,8 +754,7 @@ def run_peers(args):
     for msg in left_out + skipped:
         print(msg)
     if bf16:
-        print("bf16 table: every engine's output (rnncore's bf16 too) is checked against rnncore's float32; "
-              "no per-step row (rnncore's streaming API runs float32 only)")
+        print("bf16 table: every engine's output (rnncore's bf16 too) is checked against rnncore's float32")
     tolerance = BF16_TOLERANCE if bf16 else PEER_TOLERANCE
     ignored = [g for g in args.only if g in ("varlen", "gen", "lmtrain", "lstmp")]
     if ignored and args.only != ap_default_only():

@@ -385,14 +385,13 @@ def test_gemm_bf16_kernel_and_bad_input():
         _core.gemm_bf16(a.T.copy(), b, trans_a=True, per_step=True)
 
 
-def test_engine_refuses_float64_and_streams():
+def test_engine_and_layer_refuse_float64():
     c = make_case("lstm", 3, 2, 4, 8, 0, seed=1, ragged=False)
     d = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v) for k, v in c.items()}
     with pytest.raises(TypeError, match="bf16=True needs float32"):
         _core.recurrent_forward("lstm", d["x"], d["w_ih"], d["w_hh"], out=np.empty((3, 2, 8)), bf16=True)
-    layer = LSTM(4, 8, precision="bf16")
-    with pytest.raises(ValueError, match="stream: a Stream runs float32 only"):
-        layer.stream()
+    with pytest.raises(TypeError, match="float64"):  # (streams run bf16: tests/test_stream.py)
+        LSTM(4, 8, precision="bf16", dtype=np.float64)
 
 
 # -- the Python layers ----------------------------------------------------------------------------

@@ -134,13 +134,13 @@ def test_peer_workloads():
 
 
 def test_bf16_peer_workloads():
-    """--precision bf16: two GEMM rows, every row tagged bf16, no per-step row (the stream runs float32)."""
+    """--precision bf16: two GEMM rows, every row tagged bf16 (the per-step row runs rnncore's bf16 stream)."""
     class Args:
         only, shapes, quick, precision = ["gemm", "lstm"], ["b"], False, "bf16"
 
     work = compare.peer_workloads(Args)
     assert [w["name"] for w in work] == ["gemm 6400x512x2048", "gemm 2048^3", "lstm b fwd (100,16,256,256)",
-                                         "lstm stream (50,1,64,64)"]
+                                         "lstm stream (50,1,64,64)", "lstm step (1,1,256,256) x1000, per call"]
     assert all(w["precision"] == "bf16" for w in work)
 
 
@@ -167,12 +167,13 @@ def as_float32(out):
 
 @pytest.mark.parametrize("engine", list(BF16_BUILDERS))
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-def test_bf16_engine_is_bf16_and_close_to_float32(engine, cell):
+@pytest.mark.parametrize("calls", [0, 9])
+def test_bf16_engine_is_bf16_and_close_to_float32(engine, cell, calls):
     """Each bf16 engine is within BF16_TOLERANCE of rnncore's float32 output, and further from it than
     float32 rounding: it really ran in bf16."""
     if engine != "rnncore":
         need("openvino" if engine == "openvino" else "torch")
-    w = tiny(cell, layers=2, T=20, B=3, I=24, H=32, precision="bf16")
+    w = tiny(cell, layers=1 if calls else 2, calls=calls, T=20, B=3, I=24, H=32, precision="bf16")
     ref = run("rnncore", dict(w, precision="fp32"))
     try:
         got = as_float32(BF16_BUILDERS[engine](w, 1)())
@@ -242,9 +243,10 @@ def test_cli_bf16_peer_table():
     for col in ("torch", "torch-bf16", "max err", "rnncore err"):
         assert col in header, col
     rows = [line for line in r.stdout.splitlines() if line.startswith("lstm ")]
-    assert [row.split("  ")[0] for row in rows] == ["lstm stream (50,1,64,64)"]
-    own, peers = float(rows[0].split()[-1]), float(rows[0].split()[-2])
-    assert compare.PEER_TOLERANCE < own <= compare.BF16_TOLERANCE and peers <= compare.BF16_TOLERANCE
+    assert [row.split("  ")[0] for row in rows] == ["lstm stream (50,1,64,64)", "lstm step (1,1,256,256) x100, per call"]
+    for row in rows:
+        own, peers = float(row.split()[-1]), float(row.split()[-2])
+        assert compare.PEER_TOLERANCE < own <= compare.BF16_TOLERANCE and peers <= compare.BF16_TOLERANCE
 
 
 def test_cli_precision_needs_peers():

@@ -240,3 +240,60 @@ def test_core_stream_checks_weights():
 def test_stream_is_exported():
     assert rnncore.nn.Stream is nn.Stream
     assert "Stream" in nn.__all__
+
+
+# -- bf16 streams (issue 16): a layer with precision="bf16" streams in bf16 ---------------------------
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("layers,threads", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("B", [1, 4, 9])
+def test_bf16_stream_equals_bf16_forward_bit_for_bit(cell, layers, threads, B):
+    """Any chunking equals the bf16 layer's whole-sequence forward bit for bit (batch 1, a few rows and
+    more than one 8-row panel: the small-batch and the tile kernels), and the result is really bf16."""
+    T = 29
+    layer = make(cell, layers=layers, threads=threads, precision="bf16")
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((T, B, 5)).astype(np.float32)
+    h0 = random_state(layer, B, rng)
+    y_ref, hn_ref = layer.forward(x, h0)
+    layer.set_precision("fp32")
+    y_fp32, _ = layer.forward(x, h0)
+    layer.set_precision("bf16")
+    assert np.abs(y_ref - y_fp32).max() > 1e-4  # the bf16 path, not float32's
+    for name, sizes in CHUNKINGS.items():
+        s = layer.stream(batch_size=B, capacity=max(sizes))
+        assert s.precision == "bf16" and "precision='bf16'" in repr(s)
+        s.state = h0
+        y = np.concatenate([np.array(s.feed(c)) for c in chunks_of(x, sizes)])
+        assert np.array_equal(y, y_ref), (name, np.abs(y - y_ref).max())
+        st = s.state
+        if cell == "lstm":
+            assert np.array_equal(st[0], hn_ref[0]) and np.array_equal(st[1], hn_ref[1])
+        else:
+            assert np.array_equal(st, hn_ref)
+        assert s.allocations == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_stream_with_projections(threads):
+    layer = make("lstm", I=7, H=40, layers=2, proj_size=9, threads=threads, precision="bf16")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((13, 3, 7)).astype(np.float32)
+    y_ref, _ = layer.forward(x)
+    s = layer.stream(batch_size=3)
+    y = np.stack([np.array(s.step(np.ascontiguousarray(x[t]))) for t in range(13)])
+    assert np.array_equal(y, y_ref)
+    # load_weights after a change keeps bf16
+    for p in layer.parameters():
+        p.data *= 0.5
+    s.load_weights()
+    s.reset()
+    y2 = np.stack([np.array(s.step(np.ascontiguousarray(x[t]))) for t in range(13)])
+    assert np.array_equal(y2, layer.forward(x)[0])
+
+
+def test_bf16_stream_refuses_float64():
+    with pytest.raises(TypeError, match="bf16=True needs float32"):
+        _core.RecurrentStream("gru", [(np.ones((6, 3)), np.ones((6, 2)), None, None, None)], 1, 1, 1, bf16=True)
+    assert _core.RecurrentStream("gru", [(np.ones((6, 3), np.float32), np.ones((6, 2), np.float32), None, None,
+                                          None)], 1, 1, 1, bf16=True).bf16

@@ -114,7 +114,7 @@ class StreamHandle {
 
  public:
   StreamHandle(const std::string& cell, const py::object& weights, index_t batch, index_t capacity,
-               const py::object& threads_obj) {
+               const py::object& threads_obj, bool bf16) {
     const char* fn = "RecurrentStream";
     kind_ = parse_cell(fn, cell);
     const int threads = checked_threads(fn, threads_obj);
@@ -129,7 +129,10 @@ class StreamHandle {
       std::vector<py::array> keep;
       auto w = checked_weights<T>(fn, kind_, weights, sz_, false, keep);
       checked_mul(fn, "capacity * batch_size", capacity, batch);
-      auto s = std::make_unique<Tagged<T>>(kind_, sz_.H, sz_.P, sz_.in_sizes, batch, capacity, threads);
+      if (bf16 && sizeof(T) == 8)
+        throw py::type_error(std::string(fn) + ": bf16=True needs float32 weights (the float32 master copy), got "
+                             "float64");
+      auto s = std::make_unique<Tagged<T>>(kind_, sz_.H, sz_.P, sz_.in_sizes, batch, capacity, threads, bf16);
       s->load_weights(w);
       if constexpr (sizeof(T) == 8) f64_ = std::move(s);
       else f32_ = std::move(s);
@@ -236,6 +239,7 @@ class StreamHandle {
   std::int64_t allocations() { return with([](auto& s) -> std::int64_t { return s.allocations(); }); }
   index_t capacity() { return with([](auto& s) -> index_t { return s.capacity(); }); }
   int threads() { return with([](auto& s) -> int { return s.threads(); }); }
+  bool bf16() { return with([](auto& s) -> bool { return s.bf16(); }); }
   index_t layers() { return with([](auto& s) -> index_t { return s.layers(); }); }
   index_t batch() const { return batch_; }
   std::string dtype() const { return double64_ ? "float64" : "float32"; }
@@ -268,9 +272,13 @@ RecurrentStream(cell, weights, batch_size, capacity, threads): weights is a list
 (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per layer (PyTorch layout; biases and w_hr may be None),
 packed once. feed(x (T, B, I), out=None) -> (T, B, R): 1 <= T <= capacity; without `out` the
 result is a view of the stream's own buffer, overwritten by the next feed. Bit-identical to a
-whole-sequence forward over the concatenated chunks.)doc")
-      .def(py::init<const std::string&, const py::object&, index_t, index_t, const py::object&>(), py::arg("cell"),
-           py::arg("weights"), py::arg("batch_size"), py::arg("capacity"), py::arg("threads") = 1)
+whole-sequence forward over the concatenated chunks. bf16=True (float32 weights): bfloat16 mixed
+precision, bit for bit the layer's forward with bf16=True.)doc")
+      .def(py::init<const std::string&, const py::object&, index_t, index_t, const py::object&, bool>(),
+           py::arg("cell"), py::arg("weights"), py::arg("batch_size"), py::arg("capacity"), py::arg("threads") = 1,
+           py::arg("bf16") = false)
+      .def_property_readonly("bf16", &StreamHandle::bf16,
+                             "bfloat16 mixed precision (bf16=True): bit for bit the bf16 layer's forward.")
       .def("feed", &StreamHandle::feed, py::arg("x"), py::arg("out") = py::none())
       .def("load_weights", &StreamHandle::load_weights, py::arg("weights"))
       .def("reserve", &StreamHandle::reserve, py::arg("capacity"))

@@ -137,8 +137,10 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   const index_t N = L.rows();
   const int copy_threads = threads_for(double(Tn * B * (I + GH)), kMinCopyPerThread, nthreads);
   FlushToZeroGuard ftz;
-  const RecurrentWeights<T> wq = bf16 && kProj ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
-  if (!(bf16 && kProj)) ws.wbf.release();
+  // (A prepacked workspace has packed rounded weights already: recurrent/stream.h.)
+  const bool round_copy = bf16 && kProj && !ws.prepacked;
+  const RecurrentWeights<T> wq = round_copy ? round_weights(ws, w, GH, I, R, P, H, nthreads) : w;
+  if (!round_copy) ws.wbf.release();
 
   // Inputs in packed row order. With bf16 only the bf16 GEMM reads them (the input projection and
   // dW_ih), and it rounds as it packs: no rounded copy.
@@ -161,10 +163,15 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
   // chunk by chunk equals this whole-sequence forward bit for bit.
   const bool prepacked = ws.prepacked;
   ExactSplit split;
-  if (bf16) {  // no streams in bf16, so no need for row-exact rounding
+  if (bf16 && !prepacked) {  // the bf16 GEMM's bits do not depend on the blocking: row-exact as it is
     big_gemm<T>(true, false, true, N, GH, I, ws.x, I, wq.w_ih, I, T(0), gates, GH, nthreads);
     ws.bias.resize(GH);
     ws.has_bias = fuse_biases<Cell>(ws.bias.data(), w.b_ih, w.b_hh, H);
+  } else if (bf16) {  // a bf16 stream: the chunk packed once, each slice multiplies its own columns
+    if constexpr (std::is_same_v<T, float>) {
+      ws.x16.resize(bf16_apack_size(N, I));
+      pack_a_bf16(N, I, ws.x, I, ws.x16.data());
+    }
   } else if (!prepacked) {
     project_exact<T>(N, ws.x, I, wq.w_ih, GH, gates, GH, nthreads, ws.proj);
     ws.bias.resize(GH);
@@ -232,8 +239,15 @@ void forward_impl(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, const 
       RecurrentSlice<T>& sl = slices[k];
       if (prepacked) {  // this slice's gate columns of every step's input projection
         if (sl.hi > sl.lo)
-          for (int g = 0; g < G; ++g)
+          for (int g = 0; g < G; ++g) {
+            if constexpr (std::is_same_v<T, float>) {
+              if (bf16) {
+                gemm_bf16_prepacked(N, ws.x16.data(), sl.wi16[g], 0.0f, gates + g * H + sl.lo, GH);
+                continue;
+              }
+            }
             project_packed<T>(split, ws.x, I, sl.wi[g], gates + g * H + sl.lo, GH, xpad, sl.cpad.data());
+          }
         continue;
       }
       // Gate g's rows [g*H + lo, g*H + hi) of W_hh, as the transposed (R, units) operand.
@@ -639,7 +653,6 @@ void recurrent_forward(RecurrentWorkspace<T>& ws, const RecurrentShape& shape, c
                        const ForwardArgs<T>& a, int nthreads) {
   check_projection(shape.kind, shape.H, shape.P, "recurrent_forward");
   if (a.bf16 && !std::is_same_v<T, float>) fail("recurrent_forward: bf16 needs float32 (master) weights and inputs, got float64");
-  if (a.bf16 && ws.prepacked) fail("recurrent_forward: bf16 does not run on a prepacked (stream) workspace");
   if (shape.P > 0) {
     forward_impl<LSTMCell<T>, true>(ws, shape, w, a, nthreads);
     return;

@@ -60,6 +60,9 @@ struct RecurrentSlice {
   // (rounded) weights in bf16 panels; a16 holds the step's left operand packed (quant/bf16_gemm.h).
   Bf16PackedB w16[4];
   AlignedBuffer<std::uint32_t> a16;
+  // bf16 on a prepacked workspace (projections too): wi16 replaces wi, the slice's rows of W_ih in
+  // bf16 panels, so the stream's input projection is the bf16 GEMM's (the same bits as the layer's).
+  Bf16PackedB wi16[4];
 };
 
 // Everything a forward saves for its backward, plus backward's scratch. Sized once per shape:
@@ -99,6 +102,7 @@ struct RecurrentWorkspace {
   // otherwise (the bf16 GEMM rounds the weights as it packs them).
   bool bf16 = false;
   AlignedBuffer<T> wbf;
+  AlignedBuffer<std::uint32_t> x16;  // bf16 on a prepacked workspace: the chunk's inputs, packed once
 
   // Free what a call uses only while it runs (the slices' packed W_hh, the biases, backward's
   // scratch) and keep what backward reads (layout, x/xp, gates, hs, cs, hn). Backward packs its

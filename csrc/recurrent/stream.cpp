@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "common/parallel.h"
+#include "quant/bf16.h"
+#include "quant/bf16_gemm.h"
 
 namespace rnncore {
 
@@ -20,9 +23,10 @@ std::string num(index_t v) { return std::to_string(v); }
 
 template <typename T>
 Stream<T>::Stream(CellKind kind, index_t H, index_t P, std::vector<index_t> in_sizes, index_t batch,
-                  index_t capacity, int nthreads)
-    : kind_(kind), H_(H), P_(P), R_(P > 0 ? P : H), B_(batch), nthreads_(nthreads) {
+                  index_t capacity, int nthreads, bool bf16)
+    : kind_(kind), H_(H), P_(P), R_(P > 0 ? P : H), B_(batch), nthreads_(nthreads), bf16_(bf16) {
   const char* fn = "Stream";
+  if (bf16 && !std::is_same_v<T, float>) fail(std::string(fn) + ": bf16 needs float32 weights, got float64");
   if (H < 1) fail(std::string(fn) + ": hidden_size must be >= 1, got " + num(H));
   if (P < 0 || P >= H || (P > 0 && kind != CellKind::LSTM))
     fail(std::string(fn) + ": proj_size must be 0, or in [1, hidden_size) for an lstm cell, got " + num(P));
@@ -47,9 +51,16 @@ Stream<T>::Stream(CellKind kind, index_t H, index_t P, std::vector<index_t> in_s
       split_range(H, nt_, k, kUnitAlign, &sl.lo, &sl.hi);
       const index_t units = sl.hi - sl.lo;
       for (index_t g = 0; g < G; ++g) {
-        sl.w[g].reserve(R_, units);
-        sl.wi[g].reserve(I, units);
+        if (bf16) {
+          sl.wi16[g].reserve(I, units);
+          if (P == 0) sl.w16[g].reserve(R_, units);
+          else sl.w[g].reserve(R_, units);
+        } else {
+          sl.w[g].reserve(R_, units);
+          sl.wi[g].reserve(I, units);
+        }
       }
+      if (bf16 && P == 0) sl.a16.resize(bf16_apack_size(batch, R_));
       sl.scratch.resize(std::max<index_t>(1, batch * G * units));
       sl.cpad.resize(std::max<index_t>(1, mn * units));
       if (P > 0) {
@@ -82,6 +93,7 @@ void Stream<T>::reserve(index_t capacity) {
     if (kind_ == CellKind::GRU) ws.hn.resize(N * H_);
     if (P_ > 0) ws.ms.resize(N * H_);
     ws.layout.build(capacity, B_, nullptr, false);  // the layout's vectors reach their capacity
+    if (bf16_) ws.x16.resize(bf16_apack_size(N, L.I));
     if (l + 1 < layers_.size()) L.out.resize(N * R_);
   }
   capacity_ = capacity;
@@ -95,13 +107,38 @@ void Stream<T>::load_weights(const std::vector<StreamLayerWeights<T>>& w) {
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     Layer& L = *layers_[l];
     const StreamLayerWeights<T>& lw = w[l];
+    // bf16 with projections: the per-step products run on float32 panels of the rounded weights,
+    // as the layer's forward runs them (recurrent.cpp: round_weights).
+    AlignedBuffer<T> rounded;
+    const T* w_hh = lw.w_hh;
+    const T* w_hr = lw.w_hr;
+    if (bf16_ && P_ > 0) {
+      const index_t n_hh = G * H_ * R_, n_hr = P_ * H_;
+      rounded.resize(n_hh + n_hr);
+      if constexpr (std::is_same_v<T, float>) {
+        round_bf16(n_hh, lw.w_hh, rounded.data());
+        round_bf16(n_hr, lw.w_hr, rounded.data() + n_hh);
+      }
+      w_hh = rounded.data();
+      w_hr = rounded.data() + n_hh;
+    }
     for (RecurrentSlice<T>& sl : L.ws.slices) {
       if (sl.hi > sl.lo)
         for (index_t g = 0; g < G; ++g) {
-          sl.w[g].fill(true, lw.w_hh + (g * H_ + sl.lo) * R_, R_);
-          sl.wi[g].fill(true, lw.w_ih + (g * H_ + sl.lo) * L.I, L.I);
+          const T* hh = w_hh + (g * H_ + sl.lo) * R_;
+          const T* ih = lw.w_ih + (g * H_ + sl.lo) * L.I;
+          if constexpr (std::is_same_v<T, float>) {
+            if (bf16_) {
+              sl.wi16[g].fill(true, ih, L.I);
+              if (P_ == 0) sl.w16[g].fill(true, hh, R_);
+              else sl.w[g].fill(true, hh, R_);
+              continue;
+            }
+          }
+          sl.w[g].fill(true, hh, R_);
+          sl.wi[g].fill(true, ih, L.I);
         }
-      if (P_ > 0 && sl.phi > sl.plo) sl.wr.fill(true, lw.w_hr + sl.plo * H_, H_);
+      if (P_ > 0 && sl.phi > sl.plo) sl.wr.fill(true, w_hr + sl.plo * H_, H_);
     }
     with_cell(kind_, [&](auto tag) {
       using Cell = typename decltype(tag)::template type<T>;
@@ -146,6 +183,7 @@ void Stream<T>::feed(const T* x, index_t steps, T* y) {
     a.ldy = R_;
     a.hn = L.h.data();  // read into the workspace before the final state is written back
     a.cn = lstm ? L.c.data() : nullptr;
+    a.bf16 = bf16_;
     recurrent_forward<T>(L.ws, {kind_, steps, B_, L.I, H_, P_}, w, a, nthreads_);
     const std::size_t now[4] = {lay.len.capacity(), lay.perm.capacity(), lay.count.capacity(), lay.offset.capacity()};
     for (int i = 0; i < 4; ++i) allocations_ += now[i] != caps[i];

@@ -40,8 +40,11 @@ class Stream {
  public:
   // in_sizes: I of each layer (layer l > 0 reads R features). batch >= 1, capacity >= 1
   // (steps per chunk). Throws std::invalid_argument on bad sizes.
+  // bf16 (float only): bfloat16 mixed precision as the layer's forward with ForwardArgs::bf16 runs
+  // it (recurrent.h), bit for bit: the weights packed as bf16 panels (with projections, the
+  // per-step weights as rounded float32 panels), x and each h rounded.
   Stream(CellKind kind, index_t H, index_t P, std::vector<index_t> in_sizes, index_t batch, index_t capacity,
-         int nthreads);
+         int nthreads, bool bf16 = false);
 
   // Pack the weights (one entry per layer) and fuse the biases; the state is kept.
   void load_weights(const std::vector<StreamLayerWeights<T>>& w);
@@ -63,6 +66,7 @@ class Stream {
   index_t input_size(index_t layer) const { return layers_[layer]->I; }
   int threads() const { return nt_; }
   bool loaded() const { return loaded_; }
+  bool bf16() const { return bf16_; }
   // Allocations feed() has made (buffer growth), over the stream's life.
   std::int64_t allocations() const { return allocations_; }
 
@@ -79,6 +83,7 @@ class Stream {
   index_t H_, P_, R_, B_, capacity_ = 0;
   int nthreads_, nt_ = 1;
   bool loaded_ = false;
+  bool bf16_ = false;
   std::int64_t allocations_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;
 };

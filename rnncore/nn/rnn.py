@@ -358,13 +358,10 @@ class RNNBase(Module):
 
     def stream(self, batch_size=1, capacity=1, threads=None):
         """A Stream over this layer (rnncore.nn.stream): fed chunk by chunk, state carried, weights
-        packed once; bit-identical to one forward over the concatenated chunks."""
+        packed once; bit-identical to one forward over the concatenated chunks (in bf16 too, for a
+        layer with precision='bf16')."""
         from .stream import Stream
 
-        if self.precision == "bf16":
-            raise ValueError(f"{type(self).__name__}.stream: a Stream runs float32 only, and this layer has "
-                             "precision='bf16'; call set_precision('fp32') first (or quantize the model for bf16 "
-                             "inference: rnncore.quantize)")
         return Stream(self, batch_size=batch_size, capacity=capacity, threads=threads)
 
     def config(self):

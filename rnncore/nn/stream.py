@@ -17,12 +17,14 @@ or pass ``out``).
 
 The stream packs the layer's weights when it is made: after the weights change (training,
 ``load_state_dict``) call ``load_weights()``. It runs in inference mode: no dropout between
-layers. Unidirectional layers only (a reverse direction needs the whole sequence).
+layers. Unidirectional layers only (a reverse direction needs the whole sequence). A layer with
+``precision="bf16"`` streams in bf16 (its weights packed as bfloat16 once), bit for bit its own
+bf16 forward; ``set_precision`` afterwards does not change a stream already made.
 """
 import numpy as np
 
 from .. import _core
-from .._checks import check_int
+from .._checks import check_bf16_dtype, check_int
 from .._threads import resolve_threads
 
 
@@ -54,7 +56,11 @@ class Stream:
         capacity = check_int(capacity, "capacity", fn, minimum=1)
         threads = resolve_threads(layer.threads if threads is None else threads)
         self.layer = layer
-        self._s = _core.RecurrentStream(layer.cell, self._weights("Stream"), batch_size, capacity, threads)
+        bf16 = layer.precision == "bf16"
+        if bf16:
+            check_bf16_dtype(layer.dtype, fn)
+        self._s = _core.RecurrentStream(layer.cell, self._weights("Stream"), batch_size, capacity, threads,
+                                        bf16=bf16)
         self._step_out = None
         self._in_shape = (batch_size, layer.input_size)
 
@@ -124,6 +130,11 @@ class Stream:
         return self._s.allocations
 
     @property
+    def precision(self):
+        """'bf16' or 'fp32': the layer's precision when the stream was made."""
+        return "bf16" if self._s.bf16 else "fp32"
+
+    @property
     def capacity(self):
         return self._s.capacity
 
@@ -138,4 +149,5 @@ class Stream:
 
     def __repr__(self):
         return (f"Stream({type(self.layer).__name__}({self.layer.extra_repr()}), batch_size={self.batch_size}, "
-                f"capacity={self.capacity}, threads={self.threads})")
+                f"capacity={self.capacity}, threads={self.threads}"
+                + (", precision='bf16')" if self._s.bf16 else ")"))
