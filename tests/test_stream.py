@@ -35,6 +35,13 @@ def random_state(layer, B, rng):
     return (h, rng.standard_normal((L, B, H)).astype(layer.dtype)) if layer.cell == "lstm" else h
 
 
+def assert_state_equal(state, hn_ref, cell):
+    """The stream's state equals the forward's final state bit for bit ((h, c) for an LSTM)."""
+    pairs = zip(state, hn_ref) if cell == "lstm" else [(state, hn_ref)]
+    for got, want in pairs:
+        assert np.array_equal(got, want)
+
+
 CHUNKINGS = {"steps": [1] * 29, "mixed": [1, 2, 7, 1, 5, 8, 3, 2], "whole": [29], "odd": [3, 5, 7, 11, 3]}
 
 
@@ -54,11 +61,7 @@ def test_stream_equals_forward_bit_for_bit(cell, layers, threads):
         s.state = h0
         y = np.concatenate([np.array(s.feed(c)) for c in chunks_of(x, sizes)])
         assert np.array_equal(y, y_ref), (name, np.abs(y - y_ref).max())
-        st = s.state
-        if cell == "lstm":
-            assert np.array_equal(st[0], hn_ref[0]) and np.array_equal(st[1], hn_ref[1])
-        else:
-            assert np.array_equal(st, hn_ref)
+        assert_state_equal(s.state, hn_ref, cell)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -266,11 +269,7 @@ def test_bf16_stream_equals_bf16_forward_bit_for_bit(cell, layers, threads, B):
         s.state = h0
         y = np.concatenate([np.array(s.feed(c)) for c in chunks_of(x, sizes)])
         assert np.array_equal(y, y_ref), (name, np.abs(y - y_ref).max())
-        st = s.state
-        if cell == "lstm":
-            assert np.array_equal(st[0], hn_ref[0]) and np.array_equal(st[1], hn_ref[1])
-        else:
-            assert np.array_equal(st, hn_ref)
+        assert_state_equal(s.state, hn_ref, cell)
         assert s.allocations == 0
 
 
