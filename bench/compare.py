@@ -7,6 +7,7 @@
     python bench/compare.py --peers --only gemm lstm gru --threads 2 1   # + ONNX Runtime, OpenVINO
     python bench/compare.py --peers --quick --engines ort      # the streaming and per-step rows, one peer
     python bench/compare.py --peers --precision bf16 --only gemm lstm gru   # bfloat16 against the bf16 peers
+    python bench/compare.py --peers --precision int8     # = bench/quant_generate.py (int8 whole models)
 
 This machine is shared and its speed drifts, so each engine runs in its own long-lived
 worker process, the engines alternate round by round on every workload, and the table
@@ -1024,9 +1025,11 @@ def main():
                          + ", or with --precision bf16 " + " ".join(PRECISION_ENGINES["bf16"])
                          + "; ort = ONNX Runtime, torch-bf16 = PyTorch after .to(torch.bfloat16)); one not "
                            "installed is skipped with a message")
-    ap.add_argument("--precision", choices=list(PRECISION_ENGINES), default="fp32",
+    ap.add_argument("--precision", choices=list(PRECISION_ENGINES) + ["int8"], default="fp32",
                     help="--peers: bf16 runs rnncore's bfloat16 layers and GEMM against PyTorch autocast, "
-                         "PyTorch .to(bfloat16) and OpenVINO bf16, checked against rnncore's float32 output")
+                         "PyTorch .to(bfloat16) and OpenVINO bf16, checked against rnncore's float32 output; int8 "
+                         "runs bench/quant_generate.py (rnncore's int8 runs whole language models: the 2x512 "
+                         "char-LSTM against ONNX Runtime's and PyTorch's quantize_dynamic int8)")
     ap.add_argument("--perturb", choices=list(PEER_ENGINES), help=argparse.SUPPRESS)  # tests: the check must fail
     ap.add_argument("--perturb-amount", type=float, default=1e-3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -1037,6 +1040,12 @@ def main():
         args.rounds, args.reps, args.settle = 1, 2, 0.0
     if args.precision != "fp32" and not (args.peers or args.engines):
         ap.error("--precision: the reduced-precision table is a --peers table (add --peers)")
+    if args.precision == "int8":  # the int8 peer table is a whole-model one: bench/quant_generate.py
+        cmd = [sys.executable, os.path.join(HERE, "quant_generate.py"), "--threads", *map(str, args.threads),
+               "--rounds", str(args.rounds)] + (["--tokens", "100", "--seq-len", "50"] if args.quick else [])
+        print("int8: rnncore quantizes whole language models (rnncore.quantize), so the int8 peer table is "
+              "bench/quant_generate.py's: " + " ".join(cmd[1:]), flush=True)
+        raise SystemExit(subprocess.run(cmd).returncode)
     if args.peers or args.engines:
         args.engines = args.engines or list(PRECISION_ENGINES[args.precision])
         if args.baseline and not built_in_place(os.path.abspath(args.baseline)):

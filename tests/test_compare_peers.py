@@ -252,3 +252,11 @@ def test_cli_bf16_peer_table():
 def test_cli_precision_needs_peers():
     r = compare_cli("--precision", "bf16", "--quick")
     assert r.returncode == 2 and "--precision" in r.stderr
+
+
+def test_cli_int8_runs_the_whole_model_table():
+    """--precision int8 is bench/quant_generate.py's table (rnncore's int8 runs whole models)."""
+    pytest.importorskip("onnxruntime")
+    r = compare_cli("--peers", "--precision", "int8", "--quick", "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bench/quant_generate.py" in r.stdout and "rnncore-int8" in r.stdout

@@ -57,7 +57,8 @@ struct RecurrentSlice {
   PackedB<T> wi[4];
   AlignedBuffer<T> cpad;
   // bf16 (ForwardArgs::bf16, float only, no projection): w16 replaces w as the same slices of the
-  // (rounded) weights in bf16 panels; a16 holds the step's left operand packed (quant/bf16_gemm.h).
+  // weights in bf16 panels (rounded as they are packed); a16 holds the step's left operand packed
+  // (quant/bf16_gemm.h).
   Bf16PackedB w16[4];
   AlignedBuffer<std::uint32_t> a16;
   // bf16 on a prepacked workspace (projections too): wi16 replaces wi, the slice's rows of W_ih in

@@ -10,7 +10,8 @@
 //
 // feed() of chunks x_1, x_2, ... equals, bit for bit, one whole-sequence forward of the layer
 // over their concatenation (same thread count or not): the time loop is the layer's own, and
-// the input projections are row-exact (projection.h).
+// the input projections are row-exact (projection.h; in bf16 the bf16 GEMM, whose bits do not
+// depend on how the rows are blocked).
 //
 // Shapes: x (T, B, I) with I the first layer's input size; y (T, B, R); state h (L, B, R),
 // c (L, B, H) (LSTM only); R = P with projections, else H. Threads: the stream's time loops

@@ -18,8 +18,8 @@ or pass ``out``).
 The stream packs the layer's weights when it is made: after the weights change (training,
 ``load_state_dict``) call ``load_weights()``. It runs in inference mode: no dropout between
 layers. Unidirectional layers only (a reverse direction needs the whole sequence). A layer with
-``precision="bf16"`` streams in bf16 (its weights packed as bfloat16 once), bit for bit its own
-bf16 forward; ``set_precision`` afterwards does not change a stream already made.
+``precision="bf16"`` streams in bf16 (its weights packed once as bfloat16; with projections W_ih
+only, W_hh and W_hr as float32 panels of bf16 values), bit for bit its own bf16 forward; ``set_precision`` afterwards does not change a stream already made.
 """
 import numpy as np
 
