@@ -893,6 +893,13 @@ def record_peers(rows, peers, note, args):
     print(f"recorded in {path}")
 
 
+def as_numpy(outputs):
+    """An engine's outputs as numpy arrays; torch tensors (bf16 ones too) as float32."""
+    import numpy as np
+
+    return [a.float().numpy() if hasattr(a, "detach") else np.asarray(a) for a in outputs]
+
+
 def time_it(fn, reps, min_seconds=0.3, warm=True):
     if warm:
         fn()  # warm up: allocations, packing, thread pools (--peers: its untimed checked run did)
@@ -921,9 +928,7 @@ def serve(engine):
                 import numpy as np
 
                 out = cache[key]()
-                out = out if isinstance(out, tuple) else (out,)
-                # torch tensors (bf16 ones too) as float32 numpy
-                np.savez(req["save"], *[a.float().numpy() if hasattr(a, "detach") else np.asarray(a) for a in out])
+                np.savez(req["save"], *as_numpy(out if isinstance(out, tuple) else (out,)))
                 reply = {"saved": req["save"]}
             else:
                 reply = {"seconds": time_it(cache[key], req["reps"], warm=req.get("warm", True))}

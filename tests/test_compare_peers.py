@@ -161,10 +161,6 @@ BF16_BUILDERS = {"rnncore": compare.build_peer_rnncore, "torch": compare.build_p
                  "openvino": compare.build_peer_openvino}
 
 
-def as_float32(out):
-    return [a.float().numpy() if hasattr(a, "detach") else np.asarray(a) for a in out]
-
-
 @pytest.mark.parametrize("engine", list(BF16_BUILDERS))
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("calls", [0, 9])
@@ -176,7 +172,7 @@ def test_bf16_engine_is_bf16_and_close_to_float32(engine, cell, calls):
     w = tiny(cell, layers=1 if calls else 2, calls=calls, T=20, B=3, I=24, H=32, precision="bf16")
     ref = run("rnncore", dict(w, precision="fp32"))
     try:
-        got = as_float32(BF16_BUILDERS[engine](w, 1)())
+        got = compare.as_numpy(BF16_BUILDERS[engine](w, 1)())
     except RuntimeError as exc:  # OpenVINO on a host whose CPU plugin has no bf16 compiles in f32
         if engine == "openvino" and "precision" in str(exc):
             pytest.skip(str(exc))
@@ -191,7 +187,7 @@ def test_bf16_gemm_rows_agree(engine):
     w = {"kind": "gemm", "M": 37, "K": 70, "N": 45, "precision": "bf16"}
     ref = np.asarray(compare.build_rnncore(dict(w, precision="fp32"), 1)())
     ours = np.asarray(compare.build_rnncore(w, 1)())
-    theirs = as_float32([BF16_BUILDERS[engine](w, 1)()])[0]
+    theirs = compare.as_numpy([BF16_BUILDERS[engine](w, 1)()])[0]
     assert compare.PEER_TOLERANCE < compare.peer_error([ref], [ours]) <= compare.BF16_TOLERANCE
     assert compare.peer_error([ref], [theirs]) <= compare.BF16_TOLERANCE
 

@@ -407,9 +407,9 @@ RNNCORE_TARGET_AVX2 void narrow_avx2(index_t kcp, const std::uint32_t* a, const 
 
 #endif  // RNNCORE_X86_SIMD
 
-// rows (< kMR) rows of C, all N columns, from a row panel and the packed B (nullptr: the tile
-// kernel serves small batches too).
-using NarrowKernel = void (*)(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N,
+// rows (< kMR) rows of C, all N columns, from a row panel and the packed B; false: not for this
+// many rows (the tile kernel serves them). nullptr: the tile kernel serves every small batch.
+using NarrowKernel = bool (*)(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N,
                               float* c, index_t ldc, bool accumulate);
 
 struct Kernel {
@@ -449,28 +449,27 @@ struct Avx2Narrow {
 };
 
 // Chains per row: 2 x NP vectors; the NP for each R keeps at least 8 independent sums in flight.
-void narrow_bf16(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
+bool narrow_bf16(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
                  index_t ldc, bool accumulate) {
   switch (rows) {
-    case 1: return narrow_panels<1, 4, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    case 2: return narrow_panels<2, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    case 3: return narrow_panels<3, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    case 4: return narrow_panels<4, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    case 5: return narrow_panels<5, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    case 6: return narrow_panels<6, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
-    default: return narrow_panels<7, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate);
+    case 1: narrow_panels<1, 4, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    case 2: narrow_panels<2, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    case 3: narrow_panels<3, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    case 4: narrow_panels<4, 2, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    case 5: narrow_panels<5, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    case 6: narrow_panels<6, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
+    default: narrow_panels<7, 1, Bf16Narrow>(kcp, a, b, N, c, ldc, accumulate); break;
   }
+  return true;
 }
 
 // AVX2 has 16 vector registers: one row takes two panels (8 sums), two rows one; from three rows
 // on, the tile kernel (8 sums per pass) is as good.
-void narrow_emulated(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
+bool narrow_emulated(index_t rows, index_t kcp, const std::uint32_t* a, const std::uint32_t* b, index_t N, float* c,
                      index_t ldc, bool accumulate) {
-  if (rows == 1) return narrow_panels<1, 2, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
-  if (rows == 2) return narrow_panels<2, 1, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
-  const index_t npan = ceil_div(N, kNR);
-  for (index_t q = 0; q < npan; ++q)
-    tile_avx2(kcp, a, b + q * kcp * kNR, c + q * kNR, ldc, rows, std::min<index_t>(kNR, N - q * kNR), accumulate);
+  if (rows == 1) narrow_panels<1, 2, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
+  else if (rows == 2) narrow_panels<2, 1, Avx2Narrow>(kcp, a, b, N, c, ldc, accumulate);
+  return rows <= 2;
 }
 
 #endif  // RNNCORE_X86_SIMD
@@ -531,10 +530,8 @@ void gemm_bf16_prepacked(index_t M, const std::uint32_t* apack, const Bf16Packed
   const Kernel& k = kernel();
   const TileKernel tile = k.tile;
   const bool accumulate = beta != 0.0f;
-  if (M < kMR && k.narrow) {  // a small batch: only its rows (one row panel)
-    k.narrow(M, KP, apack, B.data(), N, C, ldc, accumulate);
-    return;
-  }
+  if (M < kMR && k.narrow && k.narrow(M, KP, apack, B.data(), N, C, ldc, accumulate))
+    return;  // a small batch: only its rows (one row panel)
   for (index_t q = 0; q * kNR < N; ++q) {
     const index_t cols = std::min<index_t>(kNR, N - q * kNR);
     for (index_t r = 0; r * kMR < M; ++r)

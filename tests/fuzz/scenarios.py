@@ -1477,7 +1477,9 @@ def rnn_stream(ctor, chunks, batch_size=1, capacity=1, threads=None, state=None,
                step=False):
     """nn.<cell>(**ctor).stream(...): feed each chunk (and step), then check the outputs equal one
     forward over the concatenated chunks, bit for bit, when every chunk was accepted."""
-    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[ctor.pop("kind")]
+    ctor = dict(ctor)  # the drawn arguments stay as drawn (a repeated call sees them again)
+    # a mutated kind ("GRU", junk) picks by name where it can; a junk ctor is the layer's to refuse
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}.get(str(ctor.pop("kind", "lstm")).lower(), nn.LSTM)
     layer = cls(**ctor)
     layer.eval()
     s = layer.stream(batch_size=batch_size, capacity=capacity, threads=threads)
@@ -1502,9 +1504,11 @@ def rnn_stream(ctor, chunks, batch_size=1, capacity=1, threads=None, state=None,
     return s.state
 
 
-def core_recurrent_stream(cell, weights, batch_size, capacity, threads=1, xs=(), reserve=None, reset=False):
-    """_core.RecurrentStream: construct, feed each chunk (finite in, finite out), read and set the state."""
-    s = _core.RecurrentStream(cell, weights, batch_size, capacity, threads)
+def core_recurrent_stream(cell, weights, batch_size, capacity, threads=1, xs=(), reserve=None, reset=False,
+                          bf16=False):
+    """_core.RecurrentStream: construct (float32 or bf16), feed each chunk (finite in, finite out), read and set
+    the state."""
+    s = _core.RecurrentStream(cell, weights, batch_size, capacity, threads, bf16=bf16)
     if reserve is not None:
         s.reserve(reserve)
     for x in xs:

@@ -1082,7 +1082,7 @@ def b_gemm_bf16(draw):
     beta = pick(draw, (0.0, 0.0, 1.0, 0.5))
     return {"a": arr(draw, "float32", (K, M) if ta else (M, K)), "b": arr(draw, "float32", (N, K) if tb else (K, N)),
             "trans_a": ta, "trans_b": tb, "c": maybe(draw, lambda: arr(draw, "float32", (M, N))), "beta": beta,
-            "threads": threads_value(draw, False)}
+            "threads": threads_value(draw, False), "per_step": coin(draw)}
 
 
 def b_bf16_gemv(draw):
@@ -1679,7 +1679,7 @@ def b_core_recurrent_stream(draw):
                for l in range(L)]
     xs = [arr(draw, dtype, (rint(draw, 1, cap), B, I)) for _ in range(rint(draw, 0, 2))]
     return {"cell": cell, "weights": weights, "batch_size": B, "capacity": cap, "threads": threads_value(draw, False),
-            "xs": xs, "reserve": maybe(draw, lambda: rint(draw, 1, 4)), "reset": coin(draw)}
+            "xs": xs, "reserve": maybe(draw, lambda: rint(draw, 1, 4)), "reset": coin(draw), "bf16": coin(draw)}
 
 
 def b_rnn_stream(draw):
@@ -1688,7 +1688,7 @@ def b_rnn_stream(draw):
     dt = np.dtype(dtype).name
     B, I, H, L, cap = pos(draw), pos(draw), pos(draw), rint(draw, 1, 2), rint(draw, 1, 4)
     ctor = {"kind": kind, "input_size": I, "hidden_size": H, "num_layers": L, "bias": coin(draw), "dtype": dtype,
-            "seed": rint(draw, 0, 5), "threads": threads_value(draw)}
+            "seed": rint(draw, 0, 5), "threads": threads_value(draw), "precision": pick(draw, (None, "bf16"))}
     chunks = [arr(draw, dt, (rint(draw, 1, cap), B, I)) for _ in range(rint(draw, 0, 3))]
     state = None
     if coin(draw):
